@@ -1,0 +1,366 @@
+//! A backend on a local directory.
+//!
+//! Layout under the root:
+//!
+//! ```text
+//! LOCK                  flock'ed by the one process that owns the directory
+//! tmp/<name>.<n>        blobs being written
+//! blobs/<ab>/<name>     committed blobs, fanned out by the name's first two characters
+//! ```
+//!
+//! Crash behaviour: a blob reaches `blobs/` only by `commit`, which fsyncs
+//! the temp file, hard-links it under its final name (atomic, and refuses
+//! to replace an existing blob), removes the temp name and fsyncs the
+//! directory. A crash at any point leaves either no blob or the whole
+//! durable blob; leftovers in `tmp/` are removed at the next open. A full
+//! disk or a read-only directory is a typed error ([`BackendError::NoSpace`],
+//! [`BackendError::NotWritable`]) and the temp file is removed.
+
+use std::fs::File as StdFile;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use shardgate_backend::{
+    Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result, check_range,
+};
+use tokio::io::AsyncWriteExt;
+
+/// Blob listings buffer at most this many entries ahead of the consumer.
+const LIST_BUFFER_ENTRIES: usize = 256;
+
+#[derive(Debug)]
+struct Inner {
+    info: BackendInfo,
+    root: PathBuf,
+    used_bytes: AtomicU64,
+    next_tmp: AtomicU64,
+    _lock: StdFile,
+}
+
+/// A backend storing blobs as files under one directory.
+#[derive(Clone, Debug)]
+pub struct FsBackend(Arc<Inner>);
+
+impl FsBackend {
+    /// Opens (creating if needed) the directory `root`, takes its lock,
+    /// removes unfinished temp files and counts the bytes held.
+    pub async fn open(info: BackendInfo, root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let id = info.id.clone();
+        let (lock, used) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let id = &id;
+            let io = |op| move |e| BackendError::from_io(id, op, e);
+            std::fs::create_dir_all(root.join("blobs")).map_err(io("create directory"))?;
+            std::fs::create_dir_all(root.join("tmp")).map_err(io("create directory"))?;
+            // flock works on a read-only descriptor, so a read-only disk
+            // still opens and serves reads.
+            let lock_path = root.join("LOCK");
+            let lock = match StdFile::open(&lock_path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    StdFile::create(&lock_path).map_err(io("create LOCK"))?
+                }
+                other => other.map_err(io("open LOCK"))?,
+            };
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+                |_| BackendError::Unavailable {
+                    backend: id.clone(),
+                    reason: format!("{} is in use by another process", root.display()),
+                },
+            )?;
+            for entry in std::fs::read_dir(root.join("tmp")).map_err(io("read tmp"))? {
+                let path = entry.map_err(io("read tmp"))?.path();
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(path = %path.display(), "removed unfinished blob left by a crash"),
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove unfinished blob"),
+                }
+            }
+            let used = walk_blobs(&root)
+                .filter_map(|r| r.ok())
+                .map(|(_, size)| size)
+                .sum::<u64>();
+            Ok(((lock, root), used))
+        })
+        .await
+        .map_err(|e| join_error(&info.id, e))??;
+        let ((lock, root), used) = (lock, used);
+        Ok(Self(Arc::new(Inner {
+            info,
+            root,
+            used_bytes: AtomicU64::new(used),
+            next_tmp: AtomicU64::new(0),
+            _lock: lock,
+        })))
+    }
+
+    /// The directory this backend owns.
+    pub fn root(&self) -> &Path {
+        &self.0.root
+    }
+
+    /// Where a committed blob lives.
+    pub fn blob_path(&self, name: &BlobName) -> PathBuf {
+        let n = name.as_str();
+        self.0.root.join("blobs").join(fan_out(n)).join(n)
+    }
+
+    fn io(&self, op: &'static str) -> impl Fn(io::Error) -> BackendError + '_ {
+        move |e| BackendError::from_io(&self.0.info.id, op, e)
+    }
+
+    fn not_found(&self, name: &BlobName) -> BackendError {
+        BackendError::NotFound { backend: self.0.info.id.clone(), blob: name.clone() }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| join_error(&self.0.info.id, e))?
+    }
+}
+
+fn fan_out(name: &str) -> &str {
+    name.get(..2).unwrap_or("_")
+}
+
+fn join_error(id: &shardgate_backend::BackendId, e: tokio::task::JoinError) -> BackendError {
+    BackendError::Io { backend: id.clone(), op: "blocking task", source: io::Error::other(e) }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    StdFile::open(path)?.sync_all()
+}
+
+/// Every committed blob under `root`, as (name, size).
+fn walk_blobs(root: &Path) -> impl Iterator<Item = io::Result<(BlobName, u64)>> {
+    let dirs = std::fs::read_dir(root.join("blobs"));
+    let dirs: Box<dyn Iterator<Item = io::Result<std::fs::DirEntry>>> = match dirs {
+        Ok(d) => Box::new(d),
+        Err(e) => Box::new(std::iter::once(Err(e))),
+    };
+    dirs.flat_map(|d| -> Box<dyn Iterator<Item = io::Result<(BlobName, u64)>>> {
+        let files = d.and_then(|d| std::fs::read_dir(d.path()));
+        match files {
+            Err(e) => Box::new(std::iter::once(Err(e))),
+            Ok(files) => Box::new(files.filter_map(|f| {
+                let f = match f {
+                    Ok(f) => f,
+                    Err(e) => return Some(Err(e)),
+                };
+                // Foreign files (not a valid blob name) are not ours to list.
+                let name = BlobName::new(f.file_name().to_str()?.to_string()).ok()?;
+                Some(f.metadata().map(|m| (name, m.len())))
+            })),
+        }
+    })
+}
+
+/// An unfinished blob: a temp file removed on drop unless committed.
+struct FsWriter {
+    backend: FsBackend,
+    name: BlobName,
+    tmp: PathBuf,
+    file: Option<tokio::fs::File>,
+    written: u64,
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            // Not committed: discard. A failure here only leaves a temp file
+            // that the next open removes.
+            if let Err(e) = std::fs::remove_file(&self.tmp) {
+                tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove temp file");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let cap = self.backend.0.info.capacity_bytes;
+        let used = self.backend.0.used_bytes.load(Ordering::Relaxed);
+        if cap.is_some_and(|cap| used + self.written + data.len() as u64 > cap) {
+            return Err(BackendError::NoSpace { backend: self.backend.0.info.id.clone() });
+        }
+        let file = self.file.as_mut().ok_or_else(|| BackendError::Io {
+            backend: self.backend.0.info.id.clone(),
+            op: "write",
+            source: io::Error::other("writer already finished"),
+        })?;
+        file.write_all(&data).await.map_err(self.backend.io("write"))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<BlobMeta> {
+        let Some(mut file) = self.file.take() else {
+            return Err(BackendError::Io {
+                backend: self.backend.0.info.id.clone(),
+                op: "commit",
+                source: io::Error::other("writer already finished"),
+            });
+        };
+        // Put the file back so that Drop removes the temp file on failure.
+        let synced = async {
+            file.flush().await?;
+            file.sync_all().await
+        }
+        .await;
+        self.file = Some(file);
+        synced.map_err(self.backend.io("fsync"))?;
+        let tmp = self.tmp.clone();
+        let final_path = self.backend.blob_path(&self.name);
+        let name = self.name.clone();
+        self.backend
+            .blocking(move |b| {
+                let dir = final_path.parent().unwrap_or(&b.0.root).to_path_buf();
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir).map_err(b.io("create directory"))?;
+                    sync_dir(&b.0.root.join("blobs")).map_err(b.io("fsync directory"))?;
+                }
+                std::fs::hard_link(&tmp, &final_path).map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => BackendError::AlreadyExists {
+                        backend: b.0.info.id.clone(),
+                        blob: name.clone(),
+                    },
+                    _ => BackendError::from_io(&b.0.info.id, "link", e),
+                })?;
+                sync_dir(&dir).map_err(b.io("fsync directory"))
+            })
+            .await?;
+        // Committed: the temp name is only a second link now.
+        self.file = None;
+        if let Err(e) = tokio::fs::remove_file(&self.tmp).await {
+            tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove temp link");
+        }
+        self.backend.0.used_bytes.fetch_add(self.written, Ordering::Relaxed);
+        Ok(BlobMeta { name: self.name.clone(), size: self.written })
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        drop(self);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.0.info
+    }
+
+    async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
+        let n = self.0.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
+        let file = tokio::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(self.io("create temp file"))?;
+        Ok(Box::new(FsWriter {
+            backend: self.clone(),
+            name: name.clone(),
+            tmp,
+            file: Some(file),
+            written: 0,
+        }))
+    }
+
+    async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
+        let path = self.blob_path(name);
+        let name = name.clone();
+        self.blocking(move |b| {
+            let file = StdFile::open(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => b.not_found(&name),
+                _ => BackendError::from_io(&b.0.info.id, "open", e),
+            })?;
+            let size = file.metadata().map_err(b.io("stat"))?.len();
+            check_range(&b.0.info, &name, &range, size)?;
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            file.read_exact_at(&mut buf, range.start).map_err(b.io("read"))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn stat(&self, name: &BlobName) -> Result<BlobMeta> {
+        match tokio::fs::metadata(self.blob_path(name)).await {
+            Ok(m) => Ok(BlobMeta { name: name.clone(), size: m.len() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(name)),
+            Err(e) => Err(BackendError::from_io(&self.0.info.id, "stat", e)),
+        }
+    }
+
+    async fn delete(&self, name: &BlobName) -> Result<()> {
+        let path = self.blob_path(name);
+        let name = name.clone();
+        self.blocking(move |b| {
+            let size = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(b.not_found(&name)),
+                Err(e) => return Err(BackendError::from_io(&b.0.info.id, "stat", e)),
+            };
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(b.not_found(&name)),
+                Err(e) => return Err(BackendError::from_io(&b.0.info.id, "delete", e)),
+            }
+            b.0.used_bytes.fetch_sub(size.min(b.0.used_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            if let Some(dir) = path.parent() {
+                sync_dir(dir).map_err(b.io("fsync directory"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobMeta>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(LIST_BUFFER_ENTRIES);
+        let root = self.0.root.clone();
+        let id = self.0.info.id.clone();
+        tokio::task::spawn_blocking(move || {
+            for item in walk_blobs(&root) {
+                let item = item
+                    .map(|(name, size)| BlobMeta { name, size })
+                    .map_err(|e| BackendError::from_io(&id, "list", e));
+                if tx.blocking_send(item).is_err() {
+                    break; // the consumer went away
+                }
+            }
+        });
+        stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let root = self.0.root.clone();
+        let probe = self
+            .blocking(move |b| {
+                let st = rustix::fs::statvfs(&root)
+                    .map_err(|e| BackendError::from_io(&b.0.info.id, "statvfs", e.into()))?;
+                let read_only = st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY);
+                Ok((st.f_bavail.saturating_mul(st.f_frsize), read_only))
+            })
+            .await?;
+        let (medium_free, read_only) = probe;
+        let used = self.0.used_bytes.load(Ordering::Relaxed);
+        let cap_free = self.0.info.capacity_bytes.map_or(u64::MAX, |c| c.saturating_sub(used));
+        Ok(Health {
+            free_bytes: medium_free.min(cap_free),
+            used_bytes: Some(used),
+            writable: !read_only,
+        })
+    }
+}

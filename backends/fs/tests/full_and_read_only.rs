@@ -1,0 +1,132 @@
+//! The fs backend on a real tiny tmpfs: a full disk and a read-only file
+//! system give typed errors and leave no partial blob.
+//!
+//! Mounting needs root (CI runs as root). Elsewhere set
+//! `SHARDGATE_SKIP_MOUNT_TESTS=1` to skip these two tests explicitly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use shardgate_backend::{Backend, BackendError, BackendId, BackendInfo, BlobName};
+use shardgate_backend_fs::FsBackend;
+
+struct Mount {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// A fresh tmpfs of `size` at a temp dir, or `None` when skipping is asked for.
+    fn tmpfs(size: &str) -> Option<Self> {
+        if std::env::var_os("SHARDGATE_SKIP_MOUNT_TESTS").is_some() {
+            eprintln!("SHARDGATE_SKIP_MOUNT_TESTS is set: skipping a mount test");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs failed: run as root or set SHARDGATE_SKIP_MOUNT_TESTS=1");
+        Some(Self { path, _dir: dir })
+    }
+
+    fn remount_read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount ro failed");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn info() -> BackendInfo {
+    BackendInfo::new(BackendId::new("tiny").expect("id"))
+}
+
+#[tokio::test]
+async fn full_disk_is_no_space_and_leaves_no_partial_blob() {
+    let Some(mnt) = Mount::tmpfs("1m") else { return };
+    let root = mnt.path.join("store");
+    let b = FsBackend::open(info(), &root).await.expect("open");
+    let free_before = b.health().await.expect("health").free_bytes;
+    assert!(free_before <= 1 << 20, "tmpfs reports {free_before} free");
+
+    let name = BlobName::random();
+    let piece = Bytes::from(vec![7u8; 64 * 1024]);
+    let mut w = b.create(&name).await.expect("create");
+    let mut failure = None;
+    for _ in 0..32 {
+        if let Err(e) = w.write(piece.clone()).await {
+            failure = Some(e);
+            break;
+        }
+    }
+    let err = match failure {
+        Some(e) => {
+            drop(w);
+            e
+        }
+        None => w.commit().await.expect_err("2 MiB cannot fit in 1 MiB"),
+    };
+    assert!(matches!(err, BackendError::NoSpace { .. }), "got {err:?}");
+
+    assert!(b.stat(&name).await.expect_err("no blob").is_not_found());
+    assert!(files_under(&root.join("tmp")).is_empty(), "temp file left behind");
+    assert!(files_under(&root.join("blobs")).is_empty(), "partial blob visible");
+    assert_eq!(b.list().try_collect::<Vec<_>>().await.expect("list"), vec![]);
+    let free_after = b.health().await.expect("health").free_bytes;
+    assert_eq!(free_after, free_before, "space not given back");
+
+    // The backend keeps working for what fits.
+    let small = BlobName::random();
+    b.put(&small, Bytes::from_static(b"still fine")).await.expect("small put");
+    assert_eq!(&b.get(&small, 0..10).await.expect("get")[..], b"still fine");
+}
+
+#[tokio::test]
+async fn read_only_file_system_refuses_writes_and_still_reads() {
+    let Some(mnt) = Mount::tmpfs("4m") else { return };
+    let root = mnt.path.join("store");
+    let kept = BlobName::random();
+    {
+        let b = FsBackend::open(info(), &root).await.expect("open");
+        b.put(&kept, Bytes::from_static(b"kept")).await.expect("put");
+    }
+    mnt.remount_read_only();
+    let b = FsBackend::open(info(), &root).await.expect("a read-only store opens for reads");
+
+    let err = match b.create(&BlobName::random()).await {
+        Ok(_) => panic!("create succeeded on a read-only file system"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, BackendError::NotWritable { .. }), "got {err:?}");
+    assert!(!b.health().await.expect("health").writable);
+    assert_eq!(&b.get(&kept, 0..4).await.expect("read")[..], b"kept");
+    assert!(matches!(b.delete(&kept).await, Err(BackendError::NotWritable { .. })));
+    assert_eq!(files_under(&root.join("blobs")).len(), 1);
+}

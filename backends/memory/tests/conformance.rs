@@ -1,0 +1,9 @@
+//! The memory backend passes the shared conformance suite.
+
+use shardgate_backend::{BackendId, BackendInfo};
+use shardgate_backend_memory::MemoryBackend;
+
+shardgate_backend_conformance::conformance_tests!({
+    let id = BackendId::new("mem").expect("valid id");
+    std::sync::Arc::new(MemoryBackend::new(BackendInfo::new(id)))
+});
