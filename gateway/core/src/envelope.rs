@@ -99,6 +99,20 @@ impl Identities {
         Ok(Self(list))
     }
 
+    /// One fresh x25519 identity.
+    pub fn generate() -> Self {
+        Self(vec![age::x25519::Identity::generate()])
+    }
+
+    /// The identities in age identity-file format (`AGE-SECRET-KEY-1...`
+    /// lines with a `# public key:` comment each). Secret: store it 0600.
+    pub fn to_identity_file(&self) -> String {
+        self.0
+            .iter()
+            .map(|id| format!("# public key: {}\n{}\n", id.to_public(), id.to_string().expose_secret()))
+            .collect()
+    }
+
     /// The recipients matching these identities.
     pub fn recipients(&self) -> Recipients {
         Recipients(self.0.iter().map(|i| i.to_public()).collect())
@@ -374,6 +388,8 @@ mod tests {
         let id = age::x25519::Identity::generate();
         let text = format!("# created: now\n# public key: {}\n{}\n", id.to_public(), id.to_string().expose_secret());
         let ids = Identities::parse(&text).unwrap();
+        let again = Identities::parse(&ids.to_identity_file()).unwrap();
+        assert_eq!(format!("{:?}", again.recipients()), format!("{:?}", ids.recipients()));
         assert_eq!(format!("{:?}", ids.recipients()), format!("[\"{}\"]", id.to_public()));
         assert!(Identities::parse("# nothing\n").is_err());
         assert!(Recipients::parse(&["age1bogus"]).is_err());

@@ -236,6 +236,33 @@ impl Geometry {
         Ok(range.start / per..(range.end - 1) / per + 1)
     }
 
+    /// For plaintext `range` inside stripe `stripe`: the chunks to open, the
+    /// span of sealed bytes (relative to the stripe) that holds them, and the
+    /// data shards that cover that span. An empty range selects the stripe's
+    /// first chunk (an empty segment still authenticates its one chunk).
+    pub fn sealed_span(&self, stripe: u64, range: &Range<u64>) -> Result<SealedSpan> {
+        let stripe_chunks = self.stripe_chunks(stripe);
+        let stripe_start = stripe_chunks.start * CHUNK_BYTES as u64;
+        let stripe_end = stripe_start + self.stripe_plain_len(stripe) as u64;
+        if range.start < stripe_start || range.end > stripe_end || range.start > range.end {
+            return Err(CoreError::StripeShape {
+                stripe,
+                reason: format!("range {range:?} is outside the stripe"),
+            });
+        }
+        let chunks = if range.is_empty() {
+            stripe_chunks.start..stripe_chunks.start + 1
+        } else {
+            self.chunks_for(range)?
+        };
+        let last = chunks.end - 1;
+        let start = self.chunk_offset_in_stripe(chunks.start);
+        let end = self.chunk_offset_in_stripe(last) + self.chunk_plain_len(last) + TAG_BYTES;
+        let shard_len = self.shard_len(stripe);
+        let data_shards = start / shard_len..end.div_ceil(shard_len);
+        Ok(SealedSpan { chunks, bytes: start..end, data_shards })
+    }
+
     fn check_range(&self, range: &Range<u64>) -> Result<()> {
         if range.start >= range.end || range.end > self.plaintext_len {
             return Err(CoreError::RangeNotSatisfiable {
@@ -246,6 +273,17 @@ impl Geometry {
         }
         Ok(())
     }
+}
+
+/// What one stripe read needs; see [`Geometry::sealed_span`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSpan {
+    /// The age chunks to open.
+    pub chunks: Range<u64>,
+    /// Their sealed bytes, as offsets inside the stripe.
+    pub bytes: Range<usize>,
+    /// The data shards holding those bytes.
+    pub data_shards: Range<usize>,
 }
 
 #[cfg(test)]

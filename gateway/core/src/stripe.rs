@@ -134,44 +134,11 @@ pub fn decode_range(
     shards: &[Option<&[u8]>],
     range: Range<u64>,
 ) -> Result<Vec<u8>> {
-    let layout = geometry.layout;
-    let (k, m) = (layout.code.k(), layout.code.m());
-    let shard_len = geometry.shard_len(stripe);
-    let stripe_chunks = geometry.stripe_chunks(stripe);
-    let stripe_start = stripe_chunks.start * CHUNK_BYTES as u64;
-    let shape_err = |reason: String| CoreError::StripeShape { stripe, reason };
-    if shards.len() != k + m {
-        return Err(shape_err(format!("{} shards given, {} expected", shards.len(), k + m)));
-    }
-    if let Some(bad) = shards.iter().flatten().find(|s| s.len() != shard_len) {
-        return Err(shape_err(format!("shard of {} bytes, {shard_len} expected", bad.len())));
-    }
-    let plain_len = geometry.stripe_plain_len(stripe) as u64;
-    if range.start < stripe_start || range.end > stripe_start + plain_len || range.start > range.end {
-        return Err(shape_err(format!("range {range:?} is outside the stripe")));
-    }
-    let chunks = if range.is_empty() {
-        // An empty read of an empty segment still authenticates its chunk.
-        stripe_chunks.start..stripe_chunks.start + 1
-    } else {
-        geometry.chunks_for(&range)?
-    };
-    let first_off = geometry.chunk_offset_in_stripe(chunks.start);
-    let last_chunk = chunks.end - 1;
-    let sealed_end = geometry.chunk_offset_in_stripe(last_chunk)
-        + geometry.chunk_plain_len(last_chunk)
-        + TAG_BYTES;
-    let needed_shards = first_off / shard_len..sealed_end.div_ceil(shard_len);
-
-    let mut sealed = vec![0u8; sealed_end - first_off];
-    if needed_shards.clone().all(|i| shards[i].is_some()) {
-        copy_span(&mut sealed, first_off, shard_len, |i| shards[i])?;
-    } else {
-        let restored = restore_originals(k, m, shard_len, stripe, shards)?;
-        copy_span(&mut sealed, first_off, shard_len, |i| {
-            shards[i].or_else(|| restored.get(&i).map(Vec::as_slice))
-        })?;
-    }
+    let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
+    let span = geometry.sealed_span(stripe, &range)?;
+    let first_off = span.bytes.start;
+    let chunks = span.chunks.clone();
+    let mut sealed = gather(k, m, shard_len, stripe, shards, span.bytes, span.data_shards)?;
 
     let mut out = Vec::with_capacity((range.end - range.start) as usize);
     for chunk in chunks {
@@ -183,6 +150,52 @@ pub fn decode_range(
         let from = range.start.saturating_sub(chunk_start) as usize;
         let to = (range.end - chunk_start).min(plain.len() as u64) as usize;
         out.extend_from_slice(&plain[from.min(to)..to]);
+    }
+    Ok(out)
+}
+
+/// The sealed bytes of stripe `stripe` (its age chunks, padding removed),
+/// rebuilt from verified shards without decrypting: what an export writes.
+pub fn sealed_stripe(geometry: &Geometry, stripe: u64, shards: &[Option<&[u8]>]) -> Result<Vec<u8>> {
+    let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
+    let len = geometry.stripe_sealed_len(stripe);
+    gather(k, m, shard_len, stripe, shards, 0..len, 0..len.div_ceil(shard_len))
+}
+
+/// Checks that `shards` has k + m entries of the stripe's shard length;
+/// returns (k, m, shard length).
+fn check_shards(geometry: &Geometry, stripe: u64, shards: &[Option<&[u8]>]) -> Result<(usize, usize, usize)> {
+    let (k, m) = (geometry.layout.code.k(), geometry.layout.code.m());
+    let shard_len = geometry.shard_len(stripe);
+    let shape_err = |reason: String| CoreError::StripeShape { stripe, reason };
+    if shards.len() != k + m {
+        return Err(shape_err(format!("{} shards given, {} expected", shards.len(), k + m)));
+    }
+    if let Some(bad) = shards.iter().flatten().find(|s| s.len() != shard_len) {
+        return Err(shape_err(format!("shard of {} bytes, {shard_len} expected", bad.len())));
+    }
+    Ok((k, m, shard_len))
+}
+
+/// Copies sealed bytes `bytes` of a stripe out of its shards, decoding
+/// first if one of `data_shards` (the ones holding those bytes) is missing.
+fn gather(
+    k: usize,
+    m: usize,
+    shard_len: usize,
+    stripe: u64,
+    shards: &[Option<&[u8]>],
+    bytes: Range<usize>,
+    data_shards: Range<usize>,
+) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; bytes.end - bytes.start];
+    if data_shards.clone().all(|i| shards[i].is_some()) {
+        copy_span(&mut out, bytes.start, shard_len, |i| shards[i])?;
+    } else {
+        let restored = restore_originals(k, m, shard_len, stripe, shards)?;
+        copy_span(&mut out, bytes.start, shard_len, |i| {
+            shards[i].or_else(|| restored.get(&i).map(Vec::as_slice))
+        })?;
     }
     Ok(out)
 }

@@ -1,1 +1,18 @@
-//! placeholder
+//! The object pipeline: drives the pure codec of `shardgate-core` over
+//! backends, streaming in both directions with bounded memory.
+//!
+//! - [`write_segment`] / [`write_object`]: plaintext stream + placement (the
+//!   backend of every fragment) -> durable fragments + manifest, or an error
+//!   with nothing left behind.
+//! - [`read_object`]: manifest + optional range -> verified plaintext stream
+//!   and a report of fragments to repair.
+
+pub mod backend_set;
+pub mod error;
+pub mod read;
+pub mod write;
+
+pub use backend_set::BackendSet;
+pub use error::{PipelineError, Result};
+pub use read::{BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object};
+pub use write::{ObjectMeta, ObjectWrite, SegmentWrite, WriteParams, write_object, write_segment};

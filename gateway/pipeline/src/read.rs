@@ -1,0 +1,490 @@
+//! The read path: a manifest (and an optional range) in, verified
+//! plaintext out, as a stream.
+//!
+//! Stripes are read in batches of about `batch_bytes` of plaintext, two
+//! batches in flight (fetch the next while the current one decodes), so
+//! memory is bounded by the batch size whatever the object size. For each
+//! batch the reader asks only the fragments it needs: the data shards that
+//! hold the range when they are healthy (no decoding at all), otherwise any
+//! k. Every shard is checked against its blake3 digest, and the digests
+//! themselves against the manifest, before use. A fragment that is missing,
+//! slower than `fragment_timeout`, unreachable or corrupt is treated as an
+//! erasure for the rest of the read, another fragment is asked instead, and
+//! the fragment is reported in the [`ReadReport`] for repair. When fewer
+//! than k verified shards remain the stream fails with
+//! [`PipelineError::NotEnoughFragments`]: never wrong bytes.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use shardgate_backend::BackendError;
+use shardgate_core::hash::{DIGEST_BYTES, HASH_GROUP_STRIPES, group_stripes, groups_for};
+use shardgate_core::{
+    BackendId, BlobName, CoreError, Digest, FragmentState, Geometry, Identities, Manifest, PayloadKey,
+    decode_range, sealed_stripe,
+};
+
+use crate::backend_set::BackendSet;
+use crate::error::{PipelineError, Result};
+
+/// Batches fetched ahead of the consumer.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// How reads are done.
+#[derive(Clone, Debug)]
+pub struct ReadParams {
+    /// Keys that open the objects.
+    pub identities: Arc<Identities>,
+    /// A fragment request slower than this counts as an erasure.
+    pub fragment_timeout: Duration,
+    /// Plaintext bytes per batch (at least one stripe).
+    pub batch_bytes: usize,
+}
+
+impl ReadParams {
+    /// 4 MiB batches, 10 s fragment timeout.
+    pub fn new(identities: Arc<Identities>) -> Self {
+        Self { identities, fragment_timeout: Duration::from_secs(10), batch_bytes: 4 << 20 }
+    }
+}
+
+/// Why a fragment was not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The manifest records it as never written.
+    NotStored,
+    /// Its backend is not configured any more.
+    UnknownBackend,
+    /// The backend does not have the blob.
+    Missing,
+    /// A shard (or the digest list) does not match its digest.
+    Corrupt { stripe: u64 },
+    /// The backend answered with an error.
+    Unavailable(String),
+    /// The backend did not answer in time.
+    Slow,
+}
+
+/// A fragment that could not be used, for the repair job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadFragment {
+    /// Segment index in the manifest.
+    pub segment: usize,
+    /// Fragment index (0..k+m).
+    pub fragment: usize,
+    /// Where it should be.
+    pub backend: BackendId,
+    /// Its blob name.
+    pub blob: BlobName,
+    /// What was wrong.
+    pub problem: Problem,
+}
+
+/// The fragments found bad during a read (each listed once).
+#[derive(Clone, Debug, Default)]
+pub struct ReadReport(Arc<Mutex<Vec<BadFragment>>>);
+
+impl ReadReport {
+    fn lock(&self) -> MutexGuard<'_, Vec<BadFragment>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, bad: BadFragment) {
+        let mut list = self.lock();
+        if list.iter().any(|b| b.segment == bad.segment && b.fragment == bad.fragment) {
+            return;
+        }
+        tracing::warn!(
+            segment = bad.segment,
+            fragment = bad.fragment,
+            backend = %bad.backend,
+            blob = %bad.blob,
+            problem = ?bad.problem,
+            "fragment not usable; read continues with others"
+        );
+        list.push(bad);
+    }
+
+    /// The bad fragments seen so far.
+    pub fn bad_fragments(&self) -> Vec<BadFragment> {
+        self.lock().clone()
+    }
+}
+
+/// A read in progress.
+pub struct ObjectRead {
+    /// The plaintext of the range, in order.
+    pub stream: BoxStream<'static, Result<Bytes>>,
+    /// Bad fragments met so far; complete once the stream ends.
+    pub report: ReadReport,
+    /// The plaintext range being read.
+    pub range: Range<u64>,
+}
+
+impl std::fmt::Debug for ObjectRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectRead").field("range", &self.range).finish_non_exhaustive()
+    }
+}
+
+/// Reads `range` (the whole object if `None`) of the version `manifest`.
+pub fn read_object(
+    manifest: Arc<Manifest>,
+    range: Option<Range<u64>>,
+    backends: BackendSet,
+    params: ReadParams,
+) -> Result<ObjectRead> {
+    let range = match range {
+        None => 0..manifest.size,
+        Some(r) if r.start < r.end && r.end <= manifest.size => r,
+        Some(r) => {
+            return Err(CoreError::RangeNotSatisfiable { start: r.start, end: r.end, len: manifest.size }.into());
+        }
+    };
+    let report = ReadReport::default();
+    let mut parts = Vec::new();
+    let mut seg_start = 0u64;
+    for (index, seg) in manifest.segments.iter().enumerate() {
+        let seg_end = seg_start + seg.plaintext_len;
+        let (from, to) = (range.start.max(seg_start), range.end.min(seg_end));
+        if from < to {
+            parts.push((index, from - seg_start..to - seg_start));
+        }
+        seg_start = seg_end;
+    }
+    let ctx = (manifest, backends, params, report.clone());
+    let stream = stream::iter(parts)
+        .map(move |(index, local)| {
+            let (manifest, backends, params, report) = ctx.clone();
+            segment_stream(manifest, index, Some(local), backends, params, report)
+        })
+        .flatten()
+        .boxed();
+    Ok(ObjectRead { stream, report, range })
+}
+
+/// Exports segment `segment` as a standard age file: its header, nonce and
+/// sealed chunks, rebuilt from any k fragments and verified, but not
+/// decrypted. `age -d -i identity-file` reads the result, so nothing stored
+/// by shardgate is locked in.
+pub fn export_segment(
+    manifest: Arc<Manifest>,
+    segment: usize,
+    backends: BackendSet,
+    params: ReadParams,
+) -> Result<ObjectRead> {
+    let seg = manifest
+        .segments
+        .get(segment)
+        .ok_or_else(|| PipelineError::Placement(format!("no segment {segment}")))?;
+    let prefix = Bytes::from(seg.envelope.age_prefix());
+    let g = seg.geometry();
+    let sealed: u64 = (0..g.stripe_count).map(|s| g.stripe_sealed_len(s) as u64).sum();
+    let range = 0..prefix.len() as u64 + sealed;
+    let report = ReadReport::default();
+    let body = segment_stream(manifest, segment, None, backends, params, report.clone());
+    let stream = stream::once(async move { Ok(prefix) }).chain(body).boxed();
+    Ok(ObjectRead { stream, report, range })
+}
+
+/// Streams plaintext `range` of a segment, or with `None` its sealed bytes.
+fn segment_stream(
+    manifest: Arc<Manifest>,
+    index: usize,
+    range: Option<Range<u64>>,
+    backends: BackendSet,
+    params: ReadParams,
+    report: ReadReport,
+) -> BoxStream<'static, Result<Bytes>> {
+    let decrypt = range.is_some();
+    let setup = async move {
+        let segment = &manifest.segments[index];
+        let key = match decrypt {
+            true => Some(segment.envelope.open(&params.identities)?),
+            false => None,
+        };
+        Ok::<_, PipelineError>(SegmentRead::new(manifest.clone(), index, key, backends, params, report))
+    };
+    stream::once(setup)
+        .map(move |state| match state {
+            Err(e) => stream::once(async { Err(e) }).boxed(),
+            Ok(state) => {
+                let state = Arc::new(state);
+                let batches = match &range {
+                    Some(r) => state.batches(r.clone()),
+                    None => state.all_stripes(),
+                };
+                stream::iter(batches)
+                    .map(move |(stripes, sub)| state.clone().read_batch(stripes, sub))
+                    .buffered(BATCHES_IN_FLIGHT)
+                    .boxed()
+            }
+        })
+        .flatten()
+        .boxed()
+}
+
+struct SegmentRead {
+    manifest: Arc<Manifest>,
+    index: usize,
+    geometry: Geometry,
+    /// `None` exports sealed bytes instead of opening them.
+    key: Option<Arc<PayloadKey>>,
+    backends: BackendSet,
+    params: ReadParams,
+    report: ReadReport,
+    bad: Mutex<Vec<bool>>,
+    groups: Mutex<HashMap<(usize, u64), Arc<Vec<Digest>>>>,
+}
+
+impl SegmentRead {
+    fn new(
+        manifest: Arc<Manifest>,
+        index: usize,
+        key: Option<PayloadKey>,
+        backends: BackendSet,
+        params: ReadParams,
+        report: ReadReport,
+    ) -> Self {
+        let segment = &manifest.segments[index];
+        let geometry = segment.geometry();
+        let width = segment.fragments.len();
+        let this = Self {
+            geometry,
+            key: key.map(Arc::new),
+            bad: Mutex::new(vec![false; width]),
+            groups: Mutex::default(),
+            manifest: manifest.clone(),
+            index,
+            backends,
+            params,
+            report,
+        };
+        for (i, f) in segment.fragments.iter().enumerate() {
+            if f.state == FragmentState::Missing {
+                this.mark_bad(i, Problem::NotStored);
+            } else if this.backends.get(&f.backend).is_none() {
+                this.mark_bad(i, Problem::UnknownBackend);
+            }
+        }
+        this
+    }
+
+    fn mark_bad(&self, fragment: usize, problem: Problem) {
+        if let Some(flag) = self.bad.lock().unwrap_or_else(|p| p.into_inner()).get_mut(fragment) {
+            *flag = true;
+        }
+        let f = &self.manifest.segments[self.index].fragments[fragment];
+        self.report.add(BadFragment {
+            segment: self.index,
+            fragment,
+            backend: f.backend.clone(),
+            blob: f.blob.clone(),
+            problem,
+        });
+    }
+
+    fn is_bad(&self, fragment: usize) -> bool {
+        self.bad.lock().unwrap_or_else(|p| p.into_inner()).get(fragment).copied().unwrap_or(true)
+    }
+
+    /// Splits the segment-local `range` into batches of whole stripes, each
+    /// with the plaintext sub-range it yields.
+    fn batches(&self, range: Range<u64>) -> Vec<(Range<u64>, Range<u64>)> {
+        let Ok(stripes) = self.geometry.stripes_for(&range) else { return Vec::new() };
+        let stripe_bytes = self.geometry.layout.stripe_plain_bytes() as u64;
+        let per_batch = (self.params.batch_bytes as u64 / stripe_bytes).max(1);
+        let mut out = Vec::new();
+        let mut s = stripes.start;
+        while s < stripes.end {
+            let e = (s + per_batch).min(stripes.end);
+            let sub = range.start.max(s * stripe_bytes)..range.end.min(e * stripe_bytes);
+            out.push((s..e, sub));
+            s = e;
+        }
+        out
+    }
+
+    /// Every stripe, in batches (for export).
+    fn all_stripes(&self) -> Vec<(Range<u64>, Range<u64>)> {
+        let stripe_bytes = self.geometry.layout.stripe_plain_bytes() as u64;
+        let per_batch = (self.params.batch_bytes as u64 / stripe_bytes).max(1);
+        let count = self.geometry.stripe_count;
+        (0..count.div_ceil(per_batch))
+            .map(|b| {
+                let stripes = b * per_batch..((b + 1) * per_batch).min(count);
+                let len = self.geometry.plaintext_len;
+                (stripes.clone(), (stripes.start * stripe_bytes).min(len)..(stripes.end * stripe_bytes).min(len))
+            })
+            .collect()
+    }
+
+    /// The data shards needed from stripe `s` for plaintext `sub`, or for
+    /// all its sealed bytes when exporting.
+    fn wanted_shards(&self, s: u64, sub: &Range<u64>) -> Result<Range<usize>> {
+        if self.key.is_some() {
+            return Ok(self.geometry.sealed_span(s, &self.stripe_range(s, sub))?.data_shards);
+        }
+        Ok(0..self.geometry.stripe_sealed_len(s).div_ceil(self.geometry.shard_len(s)))
+    }
+
+    fn stripe_range(&self, stripe: u64, sub: &Range<u64>) -> Range<u64> {
+        let stripe_bytes = self.geometry.layout.stripe_plain_bytes() as u64;
+        sub.start.max(stripe * stripe_bytes)..sub.end.min((stripe + 1) * stripe_bytes)
+    }
+
+    async fn read_batch(self: Arc<Self>, stripes: Range<u64>, sub: Range<u64>) -> Result<Bytes> {
+        let code = self.geometry.layout.code;
+        let (k, width) = (code.k(), code.width());
+        let count = (stripes.end - stripes.start) as usize;
+        // Which data shards hold the wanted bytes, per stripe.
+        let mut wanted: Vec<Range<usize>> = Vec::with_capacity(count);
+        for s in stripes.clone() {
+            wanted.push(self.wanted_shards(s, &sub)?);
+        }
+        let mut shards: Vec<Vec<Option<Bytes>>> = vec![vec![None; width]; count];
+        let mut tried = vec![false; width];
+        let decodable = |shards: &[Option<Bytes>], want: &Range<usize>| {
+            want.clone().all(|i| shards[i].is_some()) || shards.iter().flatten().count() >= k
+        };
+
+        let first: Vec<usize> = wanted.iter().flat_map(|w| w.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let mut plan: Vec<usize> = if first.iter().all(|&i| !self.is_bad(i)) {
+            first
+        } else {
+            (0..width).filter(|&i| !self.is_bad(i)).take(k).collect()
+        };
+        loop {
+            for &i in &plan {
+                tried[i] = true;
+            }
+            let fetched = futures::future::join_all(plan.iter().map(|&i| self.fetch(i, stripes.clone()))).await;
+            for (&i, per_stripe) in plan.iter().zip(fetched) {
+                for (slot, shard) in shards.iter_mut().zip(per_stripe) {
+                    slot[i] = shard;
+                }
+            }
+            let deficit = shards
+                .iter()
+                .zip(&wanted)
+                .filter(|(sh, w)| !decodable(sh, w))
+                .map(|(sh, _)| k - sh.iter().flatten().count().min(k))
+                .max()
+                .unwrap_or(0);
+            if deficit == 0 {
+                break;
+            }
+            plan = (0..width).filter(|&i| !tried[i] && !self.is_bad(i)).take(deficit).collect();
+            if plan.is_empty() {
+                let (pos, sh) = shards
+                    .iter()
+                    .enumerate()
+                    .find(|(p, sh)| !decodable(sh, &wanted[*p]))
+                    .map(|(p, sh)| (p, sh.iter().flatten().count()))
+                    .unwrap_or((0, 0));
+                return Err(PipelineError::NotEnoughFragments {
+                    segment: self.index,
+                    stripe: stripes.start + pos as u64,
+                    available: sh,
+                    needed: k,
+                });
+            }
+        }
+
+        let this = self.clone();
+        let plain = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let mut out = Vec::with_capacity((sub.end - sub.start) as usize);
+            for (pos, s) in stripes.clone().enumerate() {
+                let refs: Vec<Option<&[u8]>> = shards[pos].iter().map(|o| o.as_deref()).collect();
+                let part = match &this.key {
+                    Some(key) => decode_range(&this.geometry, key, s, &refs, this.stripe_range(s, &sub))?,
+                    None => sealed_stripe(&this.geometry, s, &refs)?,
+                };
+                out.extend_from_slice(&part);
+            }
+            Ok(out)
+        })
+        .await??;
+        Ok(Bytes::from(plain))
+    }
+
+    /// Fetches and verifies fragment `i`'s shards for `stripes`; a shard
+    /// that cannot be had is `None` and the fragment is marked bad.
+    async fn fetch(&self, i: usize, stripes: Range<u64>) -> Vec<Option<Bytes>> {
+        let none = || vec![None; (stripes.end - stripes.start) as usize];
+        let g = &self.geometry;
+        let start = g.shard_offset(stripes.start);
+        let last = stripes.end - 1;
+        let end = g.shard_offset(last) + g.shard_len(last) as u64;
+        let (digests, data) = futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end));
+        let (digests, data) = match (digests, data) {
+            (Ok(d), Ok(b)) => (d, b),
+            (Err(p), _) | (_, Err(p)) => {
+                self.mark_bad(i, p);
+                return none();
+            }
+        };
+        let mut out = Vec::with_capacity((stripes.end - stripes.start) as usize);
+        for (s, digest) in stripes.clone().zip(digests) {
+            let from = (g.shard_offset(s) - start) as usize;
+            let shard = data.slice(from..from + g.shard_len(s));
+            if digest.matches(&shard) {
+                out.push(Some(shard));
+            } else {
+                self.mark_bad(i, Problem::Corrupt { stripe: s });
+                out.push(None);
+            }
+        }
+        out
+    }
+
+    async fn get(&self, i: usize, range: Range<u64>) -> Result<Bytes, Problem> {
+        let frag = &self.manifest.segments[self.index].fragments[i];
+        let backend = self.backends.get(&frag.backend).ok_or(Problem::UnknownBackend)?;
+        match tokio::time::timeout(self.params.fragment_timeout, backend.get(&frag.blob, range)).await {
+            Err(_) => Err(Problem::Slow),
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(BackendError::NotFound { .. })) => Err(Problem::Missing),
+            Ok(Err(BackendError::InvalidRange { .. })) => Err(Problem::Corrupt { stripe: 0 }),
+            Ok(Err(e)) => Err(Problem::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The verified shard digests of fragment `i` for `stripes`.
+    async fn digests(&self, i: usize, stripes: Range<u64>) -> Result<Vec<Digest>, Problem> {
+        let mut out = Vec::with_capacity((stripes.end - stripes.start) as usize);
+        for group in groups_for(&stripes) {
+            let list = self.group(i, group).await?;
+            let first = group * HASH_GROUP_STRIPES;
+            let from = stripes.start.max(first) - first;
+            let to = stripes.end.min(first + list.len() as u64) - first;
+            out.extend_from_slice(&list[from as usize..to as usize]);
+        }
+        Ok(out)
+    }
+
+    async fn group(&self, i: usize, group: u64) -> Result<Arc<Vec<Digest>>, Problem> {
+        if let Some(hit) = self.groups.lock().unwrap_or_else(|p| p.into_inner()).get(&(i, group)) {
+            return Ok(hit.clone());
+        }
+        let frag = &self.manifest.segments[self.index].fragments[i];
+        let covered = group_stripes(group, self.geometry.stripe_count);
+        let start = self.geometry.hash_list_offset() + covered.start * DIGEST_BYTES as u64;
+        let end = start + (covered.end - covered.start) * DIGEST_BYTES as u64;
+        let bytes = self.get(i, start..end).await?;
+        let corrupt = Problem::Corrupt { stripe: covered.start };
+        let list = Digest::parse_list(&bytes).ok_or(corrupt.clone())?;
+        if frag.group_digests.get(group as usize) != Some(&Digest::of_group(&list)) {
+            return Err(corrupt);
+        }
+        let list = Arc::new(list);
+        let mut cache = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|&(f, g), _| f != i || g + 1 >= group);
+        cache.insert((i, group), list.clone());
+        Ok(list)
+    }
+}

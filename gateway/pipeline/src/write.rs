@@ -1,0 +1,446 @@
+//! The write path: a plaintext stream in, k + m durable fragment blobs out.
+//!
+//! ```text
+//! body ──► stripe buffer ──► encode (blocking pool, ≤ stripes_in_flight) ──► fan-out
+//!                                                                 │ bounded queue per fragment
+//!                                                                 ▼
+//!                                                   fragment writer task i ──► backend i
+//! ```
+//!
+//! Memory is bounded by the stripe size times (stripes being encoded + the
+//! per-fragment queues), never by the object size: a slow backend fills its
+//! queue and the body stops being read (back-pressure to the client).
+//!
+//! A write succeeds only when at least `write_quorum` fragments are
+//! committed; fragments that failed are recorded as `Missing` for repair.
+//! Otherwise every committed fragment of the version is deleted before the
+//! error returns, so a failed write leaves nothing behind (a crash mid-write
+//! leaves unreferenced blobs, which the orphan sweep removes).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::{Digest as _, Md5};
+use shardgate_backend::{Backend, BackendError, BlobMeta};
+use shardgate_core::hash::group_digests;
+use shardgate_core::{
+    BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest, PayloadKey,
+    Recipients, Segment, StripeLayout, VersionId, encode_stripe,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{PipelineError, Result};
+
+/// Shards queued per fragment before the encoder waits for that backend.
+pub const FRAGMENT_QUEUE_SHARDS: usize = 2;
+/// Body pieces queued for the MD5 thread.
+const MD5_QUEUE_PIECES: usize = 32;
+
+/// How a segment is written.
+#[derive(Clone, Debug)]
+pub struct WriteParams {
+    /// Codec, k + m and stripe size.
+    pub layout: StripeLayout,
+    /// Fragments that must be durable for the write to succeed (k..=k+m).
+    pub write_quorum: usize,
+    /// Who can decrypt: the gateway's recipients and any recovery key.
+    pub recipients: Arc<Recipients>,
+    /// Stripes encoded concurrently; bounds CPU parallelism and memory.
+    pub stripes_in_flight: usize,
+}
+
+impl WriteParams {
+    /// All k + m fragments required; as many stripes in flight as cores + 1.
+    pub fn new(layout: StripeLayout, recipients: Arc<Recipients>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            layout,
+            write_quorum: layout.code.width(),
+            recipients,
+            stripes_in_flight: cores + 1,
+        }
+    }
+
+    /// Sets the write quorum; it must lie in k..=k+m.
+    pub fn with_write_quorum(mut self, quorum: usize) -> Result<Self> {
+        let code = self.layout.code;
+        if quorum < code.k() || quorum > code.width() {
+            return Err(PipelineError::Placement(format!(
+                "write quorum {quorum} is outside k..=k+m ({}..={})",
+                code.k(),
+                code.width()
+            )));
+        }
+        self.write_quorum = quorum;
+        Ok(self)
+    }
+}
+
+/// A segment made durable.
+#[derive(Debug)]
+pub struct SegmentWrite {
+    /// The segment, ready for a manifest.
+    pub segment: Segment,
+    /// Indices of fragments that failed (recorded as `Missing`).
+    pub lost_fragments: Vec<usize>,
+}
+
+enum FragmentMessage {
+    Shard(Bytes),
+    Finish(Bytes),
+}
+
+/// Writes `input` as one segment, fragment i on `placement[i]`.
+#[tracing::instrument(level = "debug", skip_all, fields(k = params.layout.code.k(), m = params.layout.code.m()))]
+pub async fn write_segment<S>(input: S, placement: &[Arc<dyn Backend>], params: &WriteParams) -> Result<SegmentWrite>
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+{
+    write_segment_with_tap(input, placement, params, None).await
+}
+
+async fn write_segment_with_tap<S>(
+    input: S,
+    placement: &[Arc<dyn Backend>],
+    params: &WriteParams,
+    tap: Option<&mpsc::Sender<Bytes>>,
+) -> Result<SegmentWrite>
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+{
+    let width = params.layout.code.width();
+    if placement.len() != width {
+        return Err(PipelineError::Placement(format!(
+            "{} backends placed for k + m = {width} fragments",
+            placement.len()
+        )));
+    }
+    let params = params.clone().with_write_quorum(params.write_quorum)?;
+    let (envelope, key) = Envelope::seal(&params.recipients)?;
+    let names: Vec<BlobName> = (0..width).map(|_| BlobName::random()).collect();
+    let mut fanout = FanOut::start(placement, &names, params.write_quorum);
+
+    match produce(input, &params, Arc::new(key), &mut fanout, tap).await {
+        Ok(plaintext_len) => {
+            let (results, digests) = fanout.finish().await;
+            let lost = settle(&results, placement, &names, params.write_quorum).await?;
+            let fragments = placement
+                .iter()
+                .zip(names)
+                .zip(digests)
+                .enumerate()
+                .map(|(i, ((backend, blob), digests))| FragmentRef {
+                    backend: backend.id().clone(),
+                    blob,
+                    group_digests: group_digests(&digests),
+                    state: if lost.contains(&i) { FragmentState::Missing } else { FragmentState::Stored },
+                })
+                .collect();
+            Ok(SegmentWrite {
+                segment: Segment { plaintext_len, envelope, layout: params.layout, fragments },
+                lost_fragments: lost,
+            })
+        }
+        Err(e) => {
+            let results = fanout.cancel().await;
+            discard(&results, placement, &names).await;
+            Err(e)
+        }
+    }
+}
+
+/// What an object is, apart from its bytes.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectMeta {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// User metadata and other stored headers.
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+/// An object version made durable.
+#[derive(Debug)]
+pub struct ObjectWrite {
+    /// Its manifest, to be committed by the caller.
+    pub manifest: Manifest,
+    /// Fragments that failed (the write still reached its quorum).
+    pub lost_fragments: Vec<usize>,
+}
+
+/// Writes a whole object as one segment and builds its manifest. The ETag
+/// is the MD5 of the plaintext, computed on its own thread so that it does
+/// not slow the codec.
+pub async fn write_object<S>(
+    input: S,
+    placement: &[Arc<dyn Backend>],
+    params: &WriteParams,
+    meta: ObjectMeta,
+    now_unix_ms: u64,
+) -> Result<ObjectWrite>
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+{
+    let (tx, mut rx) = mpsc::channel::<Bytes>(MD5_QUEUE_PIECES);
+    let md5 = tokio::task::spawn_blocking(move || {
+        let mut h = Md5::new();
+        while let Some(piece) = rx.blocking_recv() {
+            h.update(&piece);
+        }
+        h.finalize()
+    });
+    let written = write_segment_with_tap(input, placement, params, Some(&tx)).await;
+    drop(tx);
+    let md5 = md5.await?;
+    let SegmentWrite { segment, lost_fragments } = written?;
+    let manifest = Manifest {
+        version_id: VersionId::new(now_unix_ms),
+        size: segment.plaintext_len,
+        etag: hex::encode(md5),
+        content_type: meta.content_type,
+        user_metadata: meta.user_metadata,
+        created_unix_ms: now_unix_ms,
+        segments: vec![segment],
+    };
+    Ok(ObjectWrite { manifest, lost_fragments })
+}
+
+/// Reads the body into stripes, encodes them on the blocking pool and hands
+/// the shards to the fragment writers, in order. Returns the plaintext length.
+async fn produce<S>(
+    mut input: S,
+    params: &WriteParams,
+    key: Arc<PayloadKey>,
+    fanout: &mut FanOut,
+    tap: Option<&mpsc::Sender<Bytes>>,
+) -> Result<u64>
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+{
+    let stripe_bytes = params.layout.stripe_plain_bytes();
+    let in_flight = params.stripes_in_flight.max(1);
+    let mut encoding: VecDeque<JoinHandle<shardgate_core::Result<EncodedStripe>>> = VecDeque::new();
+    let mut pending: Option<Bytes> = None;
+    let mut next = async |pending: &mut Option<Bytes>| -> Result<Option<Bytes>> {
+        if let Some(p) = pending.take() {
+            return Ok(Some(p));
+        }
+        loop {
+            match input.next().await {
+                Some(Ok(piece)) if piece.is_empty() => continue,
+                Some(Ok(piece)) => {
+                    if let Some(tap) = tap {
+                        // The tap (MD5) only goes away when the write is over.
+                        let _ = tap.send(piece.clone()).await;
+                    }
+                    return Ok(Some(piece));
+                }
+                Some(Err(e)) => return Err(PipelineError::Input(e)),
+                None => return Ok(None),
+            }
+        }
+    };
+
+    let mut total = 0u64;
+    for stripe in 0u64.. {
+        let mut buf = Vec::with_capacity(stripe_bytes);
+        while buf.len() < stripe_bytes {
+            let Some(mut piece) = next(&mut pending).await? else { break };
+            let take = (stripe_bytes - buf.len()).min(piece.len());
+            buf.extend_from_slice(&piece.split_to(take));
+            if !piece.is_empty() {
+                pending = Some(piece);
+            }
+        }
+        // A full stripe is final only if nothing follows it.
+        let is_final = if buf.len() < stripe_bytes {
+            true
+        } else {
+            match next(&mut pending).await? {
+                Some(more) => {
+                    pending = Some(more);
+                    false
+                }
+                None => true,
+            }
+        };
+        total += buf.len() as u64;
+        let (layout, key) = (params.layout, key.clone());
+        encoding.push_back(tokio::task::spawn_blocking(move || {
+            encode_stripe(&layout, &key, stripe, &buf, is_final)
+        }));
+        if encoding.len() >= in_flight
+            && let Some(oldest) = encoding.pop_front()
+        {
+            fanout.send(oldest.await??).await?;
+        }
+        if is_final {
+            break;
+        }
+    }
+    while let Some(h) = encoding.pop_front() {
+        fanout.send(h.await??).await?;
+    }
+    Ok(total)
+}
+
+/// The fragment writer tasks and their queues.
+struct FanOut {
+    backends: Vec<BackendId>,
+    senders: Vec<Option<mpsc::Sender<FragmentMessage>>>,
+    tasks: Vec<JoinHandle<Result<BlobMeta, BackendError>>>,
+    digests: Vec<Vec<Digest>>,
+    quorum: usize,
+}
+
+impl FanOut {
+    fn start(placement: &[Arc<dyn Backend>], names: &[BlobName], quorum: usize) -> Self {
+        let mut senders = Vec::with_capacity(placement.len());
+        let mut tasks = Vec::with_capacity(placement.len());
+        for (backend, name) in placement.iter().zip(names) {
+            let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_SHARDS);
+            tasks.push(tokio::spawn(write_fragment(backend.clone(), name.clone(), rx)));
+            senders.push(Some(tx));
+        }
+        Self {
+            backends: placement.iter().map(|b| b.id().clone()).collect(),
+            senders,
+            tasks,
+            digests: vec![Vec::new(); placement.len()],
+            quorum,
+        }
+    }
+
+    async fn send(&mut self, stripe: EncodedStripe) -> Result<()> {
+        let k = stripe.data.len() / stripe.shard_len;
+        let len = stripe.shard_len;
+        for (all, d) in self.digests.iter_mut().zip(&stripe.digests) {
+            all.push(*d);
+        }
+        let data = Bytes::from(stripe.data);
+        let parity = Bytes::from(stripe.parity);
+        for (i, slot) in self.senders.iter_mut().enumerate() {
+            let Some(tx) = slot else { continue };
+            let shard = if i < k {
+                data.slice(i * len..(i + 1) * len)
+            } else {
+                parity.slice((i - k) * len..(i - k + 1) * len)
+            };
+            if tx.send(FragmentMessage::Shard(shard)).await.is_err() {
+                tracing::warn!(fragment = i, stripe = stripe.stripe, "fragment writer failed");
+                *slot = None;
+            }
+        }
+        let alive = self.senders.iter().flatten().count();
+        if alive < self.quorum {
+            return Err(PipelineError::QuorumNotReached {
+                durable: alive,
+                quorum: self.quorum,
+                failures: "fragment writers failed during the upload".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends every live fragment its trailer and waits for the commits.
+    /// Returns each writer's outcome and each fragment's shard digests.
+    async fn finish(mut self) -> (Vec<Result<BlobMeta, BackendError>>, Vec<Vec<Digest>>) {
+        for (i, slot) in self.senders.iter_mut().enumerate() {
+            if let Some(tx) = slot.take() {
+                let trailer: Vec<u8> = self.digests[i].iter().flat_map(|d| d.0).collect();
+                // A closed queue means the writer already failed; join reports why.
+                let _ = tx.send(FragmentMessage::Finish(Bytes::from(trailer))).await;
+            }
+        }
+        let digests = std::mem::take(&mut self.digests);
+        (self.join().await, digests)
+    }
+
+    /// Stops every writer without committing.
+    async fn cancel(mut self) -> Vec<Result<BlobMeta, BackendError>> {
+        self.senders.clear();
+        self.join().await
+    }
+
+    async fn join(self) -> Vec<Result<BlobMeta, BackendError>> {
+        let mut out = Vec::with_capacity(self.tasks.len());
+        for (task, backend) in self.tasks.into_iter().zip(self.backends) {
+            out.push(task.await.unwrap_or_else(|e| {
+                Err(BackendError::Io {
+                    backend,
+                    op: "fragment writer task",
+                    source: io::Error::other(e.to_string()),
+                })
+            }));
+        }
+        out
+    }
+}
+
+async fn write_fragment(
+    backend: Arc<dyn Backend>,
+    name: BlobName,
+    mut rx: mpsc::Receiver<FragmentMessage>,
+) -> Result<BlobMeta, BackendError> {
+    let mut w = backend.create(&name).await?;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            FragmentMessage::Shard(shard) => w.write(shard).await?,
+            FragmentMessage::Finish(trailer) => {
+                w.write(trailer).await?;
+                return w.commit().await;
+            }
+        }
+    }
+    w.abort().await?;
+    Err(BackendError::Unavailable { backend: backend.id().clone(), reason: "write cancelled".into() })
+}
+
+/// Checks the quorum and returns the lost fragment indices. Below the
+/// quorum, deletes what was committed and fails.
+async fn settle(
+    results: &[Result<BlobMeta, BackendError>],
+    placement: &[Arc<dyn Backend>],
+    names: &[BlobName],
+    quorum: usize,
+) -> Result<Vec<usize>> {
+    let durable = results.iter().filter(|r| r.is_ok()).count();
+    if durable < quorum {
+        discard(results, placement, names).await;
+        let failures = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(PipelineError::QuorumNotReached { durable, quorum, failures });
+    }
+    let mut lost = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        if let Err(e) = r {
+            tracing::warn!(fragment = i, backend = %placement[i].id(), error = %e, "fragment lost at write; recorded for repair");
+            // A commit that failed after linking may have left the blob; remove it.
+            forget(&*placement[i], &names[i]).await;
+            lost.push(i);
+        }
+    }
+    Ok(lost)
+}
+
+async fn discard(results: &[Result<BlobMeta, BackendError>], placement: &[Arc<dyn Backend>], names: &[BlobName]) {
+    for ((r, b), n) in results.iter().zip(placement).zip(names) {
+        if r.is_ok() {
+            forget(&**b, n).await;
+        }
+    }
+}
+
+async fn forget(backend: &dyn Backend, name: &BlobName) {
+    match backend.delete(name).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => tracing::warn!(backend = %backend.id(), blob = %name, error = %e, "could not delete fragment; the orphan sweep will"),
+    }
+}
