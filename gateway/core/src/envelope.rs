@@ -63,6 +63,17 @@ impl Recipients {
         }
         Ok(Self(list))
     }
+
+    /// These recipients and `other`'s (e.g. the gateway's plus a recovery key).
+    pub fn join(mut self, other: Recipients) -> Self {
+        self.0.extend(other.0);
+        self
+    }
+
+    /// The `age1...` strings.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
 }
 
 impl fmt::Debug for Recipients {

@@ -1,0 +1,199 @@
+//! Pipeline behaviour beyond erasures: range reads at every boundary, write
+//! quorum, failures mid-write leave nothing, slow and corrupt fragments are
+//! skipped and reported, wrong keys and bad ranges are clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Cluster, body, data};
+use futures::{StreamExt, stream};
+use shardgate_backend::Backend;
+use shardgate_backend_memory::Faults;
+use shardgate_core::layout::CHUNK_BYTES;
+use shardgate_core::{CoreError, FragmentState, Identities};
+use shardgate_pipeline::{ObjectMeta, PipelineError, Problem, write_object, write_segment};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_at_every_chunk_and_stripe_boundary() {
+    let cluster = Cluster::new(5);
+    let params = cluster.params(3, 2, 2);
+    let len = 5 * 2 * CHUNK_BYTES + 12_345;
+    let plain = data(len, 7);
+    let manifest = cluster.write(&plain, &params).await.unwrap().manifest;
+    let len = len as u64;
+    let bounds: Vec<u64> = (1..=len / CHUNK_BYTES as u64).map(|i| i * CHUNK_BYTES as u64).chain([len]).collect();
+    // Healthy, then with data fragment 1 lost (forces decoding).
+    for lose_one in [false, true] {
+        if lose_one {
+            let (b, name) = cluster.holder(&manifest, 1);
+            assert!(b.lose(&name));
+        }
+        for &b in &bounds {
+            let ranges = [
+                b - 1..(b + 1).min(len),
+                b - 1..b,
+                b.min(len - 1)..(b + 1).min(len),
+                0..b,
+                b.min(len - 1)..len,
+            ];
+            for r in ranges {
+                let (got, _) = cluster.read(&manifest, Some(r.clone())).await;
+                assert!(
+                    got.unwrap() == plain[r.start as usize..r.end as usize],
+                    "range {r:?} (lost fragment: {lose_one})"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_range_is_not_satisfiable() {
+    let cluster = Cluster::new(3);
+    let manifest = cluster.write(&data(1000, 1), &cluster.params(2, 1, 16)).await.unwrap().manifest;
+    for r in [1000..1001, 5..5, 999..2000] {
+        let (got, _) = cluster.read(&manifest, Some(r.clone())).await;
+        assert!(
+            matches!(got, Err(PipelineError::Core(CoreError::RangeNotSatisfiable { .. }))),
+            "{r:?}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_below_quorum_fails_and_leaves_nothing() {
+    let cluster = Cluster::new(6);
+    let params = cluster.params(4, 2, 2).with_write_quorum(5).unwrap();
+    cluster.mem[1].update_faults(|f| f.fail_writes_after_bytes = Some(100_000));
+    cluster.mem[4].set_faults(Faults { fail_writes: true, ..Faults::default() });
+    let err = cluster.write(&data(3 << 20, 2), &params).await.unwrap_err();
+    assert!(matches!(err, PipelineError::QuorumNotReached { quorum: 5, .. }), "{err}");
+    assert_eq!(cluster.total_blobs(), 0, "fragments left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_at_quorum_records_the_missing_fragment_and_reads_back() {
+    let cluster = Cluster::new(6);
+    let params = cluster.params(4, 2, 2).with_write_quorum(5).unwrap();
+    cluster.mem[3].update_faults(|f| f.fail_writes_after_bytes = Some(200_000));
+    let plain = data(3 << 20, 3);
+    let w = cluster.write(&plain, &params).await.unwrap();
+    assert_eq!(w.lost_fragments, vec![3]);
+    let states: Vec<FragmentState> = w.manifest.segments[0].fragments.iter().map(|f| f.state).collect();
+    assert_eq!(states[3], FragmentState::Missing);
+    assert_eq!(states.iter().filter(|s| **s == FragmentState::Stored).count(), 5);
+    assert!(cluster.mem[3].blob_names().is_empty(), "partial fragment visible");
+    let (got, report) = cluster.read(&w.manifest, None).await;
+    assert!(got.unwrap() == plain);
+    let bad = report.bad_fragments();
+    assert_eq!(bad.len(), 1);
+    assert_eq!((bad[0].fragment, &bad[0].problem), (3, &Problem::NotStored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_midway_leaves_nothing() {
+    let cluster = Cluster::new(3);
+    let params = cluster.params(2, 1, 2);
+    let pieces: Vec<std::io::Result<Bytes>> = vec![
+        Ok(Bytes::from(data(700_000, 4))),
+        Ok(Bytes::from(data(700_000, 5))),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
+    ];
+    let err = write_segment(stream::iter(pieces).boxed(), &cluster.placement(), &params).await.unwrap_err();
+    assert!(matches!(err, PipelineError::Input(_)), "{err}");
+    assert_eq!(cluster.total_blobs(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_placement_is_refused_before_writing() {
+    let cluster = Cluster::new(3);
+    let params = cluster.params(2, 2, 2);
+    let err = write_segment(body(b"x", 1), &cluster.placement(), &params).await.unwrap_err();
+    assert!(matches!(err, PipelineError::Placement(_)), "{err}");
+    assert!(cluster.params(2, 1, 2).with_write_quorum(1).is_err());
+    assert_eq!(cluster.total_blobs(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_fragment_is_skipped_within_the_timeout() {
+    let cluster = Cluster::new(6);
+    let plain = data(2 << 20, 6);
+    let manifest = cluster.write(&plain, &cluster.params(4, 2, 16)).await.unwrap().manifest;
+    let (slow, _) = cluster.holder(&manifest, 0);
+    slow.update_faults(|f| f.read_delay = Some(Duration::from_secs(30)));
+    let mut params = cluster.read_params();
+    params.fragment_timeout = Duration::from_millis(200);
+    let started = Instant::now();
+    let (got, report) = cluster.read_with(&manifest, None, params).await;
+    assert!(got.unwrap() == plain);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let bad = report.bad_fragments();
+    assert_eq!(bad.len(), 1);
+    assert_eq!((bad[0].fragment, &bad[0].problem), (0, &Problem::Slow));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_and_missing_fragments_are_reported_with_their_identity() {
+    let cluster = Cluster::new(6);
+    let plain = data(5 << 20, 8);
+    let manifest = cluster.write(&plain, &cluster.params(4, 2, 16)).await.unwrap().manifest;
+    let (rotten, rotten_blob) = cluster.holder(&manifest, 2);
+    rotten.update_faults(|f| f.corrupt_reads = true);
+    let (gone, gone_blob) = cluster.holder(&manifest, 0);
+    assert!(gone.lose(&gone_blob));
+    let (got, report) = cluster.read(&manifest, None).await;
+    assert!(got.unwrap() == plain);
+    let mut bad = report.bad_fragments();
+    bad.sort_by_key(|b| b.fragment);
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert_eq!((bad[0].fragment, &bad[0].blob, &bad[0].problem), (0, &gone_blob, &Problem::Missing));
+    assert_eq!(bad[1].fragment, 2);
+    assert_eq!(bad[1].blob, rotten_blob);
+    assert_eq!(&bad[1].backend, rotten.id());
+    assert!(matches!(bad[1].problem, Problem::Corrupt { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_key_cannot_read() {
+    let cluster = Cluster::new(3);
+    let manifest = cluster.write(&data(10, 9), &cluster.params(2, 1, 2)).await.unwrap().manifest;
+    let mut params = cluster.read_params();
+    params.identities = Arc::new(Identities::generate());
+    let (got, _) = cluster.read_with(&manifest, None, params).await;
+    assert!(matches!(got, Err(PipelineError::Core(CoreError::NoMatchingIdentity))), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_carries_metadata_and_the_md5_etag() {
+    let cluster = Cluster::new(3);
+    let meta = ObjectMeta {
+        content_type: Some("text/plain".into()),
+        user_metadata: [("color".to_string(), "blue".to_string())].into(),
+    };
+    let w = write_object(body(b"hello", 2), &cluster.placement(), &cluster.params(2, 1, 2), meta, 42).await.unwrap();
+    assert_eq!(w.manifest.etag, "5d41402abc4b2a76b9719d911017c592");
+    assert_eq!(w.manifest.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(w.manifest.user_metadata["color"], "blue");
+    assert_eq!(w.manifest.created_unix_ms, 42);
+    let decoded = shardgate_core::Manifest::decode(&w.manifest.encode().unwrap()).unwrap();
+    assert_eq!(decoded, w.manifest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_on_backends_reveal_neither_name_nor_plaintext() {
+    let cluster = Cluster::new(3);
+    let secret = b"the quick brown fox jumps over the lazy dog; ".repeat(2000);
+    cluster.write(&secret, &cluster.params(2, 1, 2)).await.unwrap();
+    for m in &cluster.mem {
+        for name in m.blob_names() {
+            assert_eq!(name.as_str().len(), 32);
+            let size = m.stat(&name).await.unwrap().size;
+            let blob = m.get(&name, 0..size).await.unwrap();
+            assert!(!blob.windows(16).any(|w| secret.windows(16).take(64).any(|s| s == w)), "plaintext leaked");
+        }
+    }
+}
