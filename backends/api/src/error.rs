@@ -18,7 +18,13 @@ pub enum BackendError {
 
     /// The byte range is not inside the blob.
     #[error("{backend}: range {start}..{end} is outside blob {blob} of {size} bytes")]
-    InvalidRange { backend: BackendId, blob: BlobName, start: u64, end: u64, size: u64 },
+    InvalidRange {
+        backend: BackendId,
+        blob: BlobName,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
 
     /// The backend is out of space (or over its configured capacity).
     #[error("{backend}: no space left")]
@@ -50,9 +56,16 @@ impl BackendError {
         match source.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Self::NoSpace { backend },
             io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
-                Self::NotWritable { backend, reason: format!("{op}: {source}") }
+                Self::NotWritable {
+                    backend,
+                    reason: format!("{op}: {source}"),
+                }
             }
-            _ => Self::Io { backend, op, source },
+            _ => Self::Io {
+                backend,
+                op,
+                source,
+            },
         }
     }
 

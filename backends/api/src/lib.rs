@@ -44,7 +44,11 @@ pub struct BackendInfo {
 impl BackendInfo {
     /// An unlabelled backend.
     pub fn new(id: BackendId) -> Self {
-        Self { id, labels: BTreeMap::new(), capacity_bytes: None }
+        Self {
+            id,
+            labels: BTreeMap::new(),
+            capacity_bytes: None,
+        }
     }
 
     /// Adds a label.
@@ -129,7 +133,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
 }
 
 /// Checks a requested range against a blob's size.
-pub fn check_range(info: &BackendInfo, name: &BlobName, range: &Range<u64>, size: u64) -> Result<()> {
+pub fn check_range(
+    info: &BackendInfo,
+    name: &BlobName,
+    range: &Range<u64>,
+    size: u64,
+) -> Result<()> {
     if range.start > range.end || range.end > size {
         return Err(BackendError::InvalidRange {
             backend: info.id.clone(),

@@ -50,11 +50,15 @@ macro_rules! conformance_tests {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn put(b: &dyn Backend, name: &BlobName, data: &[u8]) {
-    b.put(name, Bytes::copy_from_slice(data)).await.expect("put");
+    b.put(name, Bytes::copy_from_slice(data))
+        .await
+        .expect("put");
 }
 
 /// Bytes written in several pieces come back whole.
@@ -78,7 +82,10 @@ pub async fn empty_blob(b: Arc<dyn Backend>) {
     put(&*b, &name, &[]).await;
     assert_eq!(b.stat(&name).await.unwrap().size, 0);
     assert!(b.get(&name, 0..0).await.unwrap().is_empty());
-    assert!(matches!(b.get(&name, 0..1).await, Err(BackendError::InvalidRange { .. })));
+    assert!(matches!(
+        b.get(&name, 0..1).await,
+        Err(BackendError::InvalidRange { .. })
+    ));
 }
 
 /// Ranges return exactly their bytes; ranges outside the blob are refused.
@@ -86,13 +93,23 @@ pub async fn ranged_gets(b: Arc<dyn Backend>) {
     let name = BlobName::random();
     let data = pattern(10_000, 2);
     put(&*b, &name, &data).await;
-    for (s, e) in [(0, 1), (0, 10_000), (9_999, 10_000), (4_096, 8_193), (10_000, 10_000), (17, 17)] {
+    for (s, e) in [
+        (0, 1),
+        (0, 10_000),
+        (9_999, 10_000),
+        (4_096, 8_193),
+        (10_000, 10_000),
+        (17, 17),
+    ] {
         let got = b.get(&name, s..e).await.unwrap();
         assert_eq!(&got[..], &data[s as usize..e as usize], "range {s}..{e}");
     }
     for (s, e) in [(0, 10_001), (9_999, 10_001), (10_001, 10_002)] {
         let r = b.get(&name, s..e).await;
-        assert!(matches!(r, Err(BackendError::InvalidRange { .. })), "range {s}..{e}: {r:?}");
+        assert!(
+            matches!(r, Err(BackendError::InvalidRange { .. })),
+            "range {s}..{e}: {r:?}"
+        );
     }
 }
 
@@ -132,7 +149,10 @@ pub async fn never_overwrites(b: Arc<dyn Backend>) {
     let name = BlobName::random();
     put(&*b, &name, b"first").await;
     let r = b.put(&name, Bytes::from_static(b"second!")).await;
-    assert!(matches!(r, Err(BackendError::AlreadyExists { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(BackendError::AlreadyExists { .. })),
+        "{r:?}"
+    );
     assert_eq!(&b.get(&name, 0..5).await.unwrap()[..], b"first");
     assert_eq!(b.stat(&name).await.unwrap().size, 5);
 }
@@ -154,7 +174,12 @@ pub async fn list_and_stat(b: Arc<dyn Backend>) {
         put(&*b, &name, &pattern(i as usize * 10, i)).await;
         want.push((name, i as u64 * 10));
     }
-    let mut got: Vec<_> = b.list().map_ok(|m| (m.name, m.size)).try_collect().await.unwrap();
+    let mut got: Vec<_> = b
+        .list()
+        .map_ok(|m| (m.name, m.size))
+        .try_collect()
+        .await
+        .unwrap();
     got.sort();
     want.sort();
     assert_eq!(got, want);
@@ -201,7 +226,10 @@ pub async fn concurrent_writers(b: Arc<dyn Backend>) {
         .collect();
     for t in tasks {
         let (name, data) = t.await.unwrap();
-        assert_eq!(&b.get(&name, 0..data.len() as u64).await.unwrap()[..], &data[..]);
+        assert_eq!(
+            &b.get(&name, 0..data.len() as u64).await.unwrap()[..],
+            &data[..]
+        );
     }
 }
 

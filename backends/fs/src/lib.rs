@@ -115,7 +115,10 @@ impl FsBackend {
     }
 
     fn not_found(&self, name: &BlobName) -> BackendError {
-        BackendError::NotFound { backend: self.0.info.id.clone(), blob: name.clone() }
+        BackendError::NotFound {
+            backend: self.0.info.id.clone(),
+            blob: name.clone(),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -134,7 +137,11 @@ fn fan_out(name: &str) -> &str {
 }
 
 fn join_error(id: &shardgate_backend::BackendId, e: tokio::task::JoinError) -> BackendError {
-    BackendError::Io { backend: id.clone(), op: "blocking task", source: io::Error::other(e) }
+    BackendError::Io {
+        backend: id.clone(),
+        op: "blocking task",
+        source: io::Error::other(e),
+    }
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -148,21 +155,23 @@ fn walk_blobs(root: &Path) -> impl Iterator<Item = io::Result<(BlobName, u64)>> 
         Ok(d) => Box::new(d),
         Err(e) => Box::new(std::iter::once(Err(e))),
     };
-    dirs.flat_map(|d| -> Box<dyn Iterator<Item = io::Result<(BlobName, u64)>>> {
-        let files = d.and_then(|d| std::fs::read_dir(d.path()));
-        match files {
-            Err(e) => Box::new(std::iter::once(Err(e))),
-            Ok(files) => Box::new(files.filter_map(|f| {
-                let f = match f {
-                    Ok(f) => f,
-                    Err(e) => return Some(Err(e)),
-                };
-                // Foreign files (not a valid blob name) are not ours to list.
-                let name = BlobName::new(f.file_name().to_str()?.to_string()).ok()?;
-                Some(f.metadata().map(|m| (name, m.len())))
-            })),
-        }
-    })
+    dirs.flat_map(
+        |d| -> Box<dyn Iterator<Item = io::Result<(BlobName, u64)>>> {
+            let files = d.and_then(|d| std::fs::read_dir(d.path()));
+            match files {
+                Err(e) => Box::new(std::iter::once(Err(e))),
+                Ok(files) => Box::new(files.filter_map(|f| {
+                    let f = match f {
+                        Ok(f) => f,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    // Foreign files (not a valid blob name) are not ours to list.
+                    let name = BlobName::new(f.file_name().to_str()?.to_string()).ok()?;
+                    Some(f.metadata().map(|m| (name, m.len())))
+                })),
+            }
+        },
+    )
 }
 
 /// An unfinished blob: a temp file removed on drop unless committed.
@@ -192,14 +201,18 @@ impl BlobWriter for FsWriter {
         let cap = self.backend.0.info.capacity_bytes;
         let used = self.backend.0.used_bytes.load(Ordering::Relaxed);
         if cap.is_some_and(|cap| used + self.written + data.len() as u64 > cap) {
-            return Err(BackendError::NoSpace { backend: self.backend.0.info.id.clone() });
+            return Err(BackendError::NoSpace {
+                backend: self.backend.0.info.id.clone(),
+            });
         }
         let file = self.file.as_mut().ok_or_else(|| BackendError::Io {
             backend: self.backend.0.info.id.clone(),
             op: "write",
             source: io::Error::other("writer already finished"),
         })?;
-        file.write_all(&data).await.map_err(self.backend.io("write"))?;
+        file.write_all(&data)
+            .await
+            .map_err(self.backend.io("write"))?;
         self.written += data.len() as u64;
         Ok(())
     }
@@ -245,8 +258,14 @@ impl BlobWriter for FsWriter {
         if let Err(e) = tokio::fs::remove_file(&self.tmp).await {
             tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove temp link");
         }
-        self.backend.0.used_bytes.fetch_add(self.written, Ordering::Relaxed);
-        Ok(BlobMeta { name: self.name.clone(), size: self.written })
+        self.backend
+            .0
+            .used_bytes
+            .fetch_add(self.written, Ordering::Relaxed);
+        Ok(BlobMeta {
+            name: self.name.clone(),
+            size: self.written,
+        })
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -290,7 +309,8 @@ impl Backend for FsBackend {
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
             let mut buf = vec![0u8; (range.end - range.start) as usize];
-            file.read_exact_at(&mut buf, range.start).map_err(b.io("read"))?;
+            file.read_exact_at(&mut buf, range.start)
+                .map_err(b.io("read"))?;
             Ok(Bytes::from(buf))
         })
         .await
@@ -298,7 +318,10 @@ impl Backend for FsBackend {
 
     async fn stat(&self, name: &BlobName) -> Result<BlobMeta> {
         match tokio::fs::metadata(self.blob_path(name)).await {
-            Ok(m) => Ok(BlobMeta { name: name.clone(), size: m.len() }),
+            Ok(m) => Ok(BlobMeta {
+                name: name.clone(),
+                size: m.len(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(name)),
             Err(e) => Err(BackendError::from_io(&self.0.info.id, "stat", e)),
         }
@@ -318,7 +341,10 @@ impl Backend for FsBackend {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(b.not_found(&name)),
                 Err(e) => return Err(BackendError::from_io(&b.0.info.id, "delete", e)),
             }
-            b.0.used_bytes.fetch_sub(size.min(b.0.used_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            b.0.used_bytes.fetch_sub(
+                size.min(b.0.used_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             if let Some(dir) = path.parent() {
                 sync_dir(dir).map_err(b.io("fsync directory"))?;
             }
@@ -356,7 +382,11 @@ impl Backend for FsBackend {
             .await?;
         let (medium_free, read_only) = probe;
         let used = self.0.used_bytes.load(Ordering::Relaxed);
-        let cap_free = self.0.info.capacity_bytes.map_or(u64::MAX, |c| c.saturating_sub(used));
+        let cap_free = self
+            .0
+            .info
+            .capacity_bytes
+            .map_or(u64::MAX, |c| c.saturating_sub(used));
         Ok(Health {
             free_bytes: medium_free.min(cap_free),
             used_bytes: Some(used),

@@ -3,6 +3,7 @@
 //!
 //! Mounting needs root (CI runs as root). Elsewhere set
 //! `SHARDGATE_SKIP_MOUNT_TESTS=1` to skip these two tests explicitly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +32,10 @@ impl Mount {
             .arg(&path)
             .status()
             .expect("run mount");
-        assert!(status.success(), "mount tmpfs failed: run as root or set SHARDGATE_SKIP_MOUNT_TESTS=1");
+        assert!(
+            status.success(),
+            "mount tmpfs failed: run as root or set SHARDGATE_SKIP_MOUNT_TESTS=1"
+        );
         Some(Self { path, _dir: dir })
     }
 
@@ -70,7 +74,9 @@ fn info() -> BackendInfo {
 
 #[tokio::test]
 async fn full_disk_is_no_space_and_leaves_no_partial_blob() {
-    let Some(mnt) = Mount::tmpfs("1m") else { return };
+    let Some(mnt) = Mount::tmpfs("1m") else {
+        return;
+    };
     let root = mnt.path.join("store");
     let b = FsBackend::open(info(), &root).await.expect("open");
     let free_before = b.health().await.expect("health").free_bytes;
@@ -96,37 +102,60 @@ async fn full_disk_is_no_space_and_leaves_no_partial_blob() {
     assert!(matches!(err, BackendError::NoSpace { .. }), "got {err:?}");
 
     assert!(b.stat(&name).await.expect_err("no blob").is_not_found());
-    assert!(files_under(&root.join("tmp")).is_empty(), "temp file left behind");
-    assert!(files_under(&root.join("blobs")).is_empty(), "partial blob visible");
-    assert_eq!(b.list().try_collect::<Vec<_>>().await.expect("list"), vec![]);
+    assert!(
+        files_under(&root.join("tmp")).is_empty(),
+        "temp file left behind"
+    );
+    assert!(
+        files_under(&root.join("blobs")).is_empty(),
+        "partial blob visible"
+    );
+    assert_eq!(
+        b.list().try_collect::<Vec<_>>().await.expect("list"),
+        vec![]
+    );
     let free_after = b.health().await.expect("health").free_bytes;
     assert_eq!(free_after, free_before, "space not given back");
 
     // The backend keeps working for what fits.
     let small = BlobName::random();
-    b.put(&small, Bytes::from_static(b"still fine")).await.expect("small put");
+    b.put(&small, Bytes::from_static(b"still fine"))
+        .await
+        .expect("small put");
     assert_eq!(&b.get(&small, 0..10).await.expect("get")[..], b"still fine");
 }
 
 #[tokio::test]
 async fn read_only_file_system_refuses_writes_and_still_reads() {
-    let Some(mnt) = Mount::tmpfs("4m") else { return };
+    let Some(mnt) = Mount::tmpfs("4m") else {
+        return;
+    };
     let root = mnt.path.join("store");
     let kept = BlobName::random();
     {
         let b = FsBackend::open(info(), &root).await.expect("open");
-        b.put(&kept, Bytes::from_static(b"kept")).await.expect("put");
+        b.put(&kept, Bytes::from_static(b"kept"))
+            .await
+            .expect("put");
     }
     mnt.remount_read_only();
-    let b = FsBackend::open(info(), &root).await.expect("a read-only store opens for reads");
+    let b = FsBackend::open(info(), &root)
+        .await
+        .expect("a read-only store opens for reads");
 
     let err = match b.create(&BlobName::random()).await {
         Ok(_) => panic!("create succeeded on a read-only file system"),
         Err(e) => e,
     };
-    assert!(matches!(err, BackendError::NotWritable { .. }), "got {err:?}");
+    assert!(
+        matches!(err, BackendError::NotWritable { .. }),
+        "got {err:?}"
+    );
     assert!(!b.health().await.expect("health").writable);
     assert_eq!(&b.get(&kept, 0..4).await.expect("read")[..], b"kept");
-    assert!(matches!(b.delete(&kept).await, Err(BackendError::NotWritable { .. })));
+    assert!(matches!(
+        b.delete(&kept).await,
+        Err(BackendError::NotWritable { .. })
+    ));
     assert_eq!(files_under(&root.join("blobs")).len(), 1);
 }

@@ -50,7 +50,10 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     /// An empty backend.
     pub fn new(info: BackendInfo) -> Self {
-        Self { info: Arc::new(info), state: Arc::default() }
+        Self {
+            info: Arc::new(info),
+            state: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -83,7 +86,9 @@ impl MemoryBackend {
     /// Flips one byte of a stored blob at `offset` (simulated bit rot).
     pub fn rot(&self, name: &BlobName, offset: usize) -> bool {
         let mut st = self.lock();
-        let Some(blob) = st.blobs.get(name) else { return false };
+        let Some(blob) = st.blobs.get(name) else {
+            return false;
+        };
         if offset >= blob.len() {
             return false;
         }
@@ -98,11 +103,17 @@ impl MemoryBackend {
     }
 
     fn unavailable(&self, reason: &str) -> BackendError {
-        BackendError::Unavailable { backend: self.info.id.clone(), reason: reason.into() }
+        BackendError::Unavailable {
+            backend: self.info.id.clone(),
+            reason: reason.into(),
+        }
     }
 
     fn not_found(&self, name: &BlobName) -> BackendError {
-        BackendError::NotFound { backend: self.info.id.clone(), blob: name.clone() }
+        BackendError::NotFound {
+            backend: self.info.id.clone(),
+            blob: name.clone(),
+        }
     }
 }
 
@@ -120,7 +131,10 @@ impl BlobWriter for MemoryWriter {
             return Err(self.backend.unavailable("injected write failure"));
         }
         let total = self.buf.len() as u64 + data.len() as u64;
-        if faults.fail_writes_after_bytes.is_some_and(|limit| total > limit) {
+        if faults
+            .fail_writes_after_bytes
+            .is_some_and(|limit| total > limit)
+        {
             return Err(self.backend.unavailable("injected failure mid-write"));
         }
         self.buf.extend_from_slice(&data);
@@ -138,13 +152,21 @@ impl BlobWriter for MemoryWriter {
                 blob: self.name.clone(),
             });
         }
-        let cap = st.faults.capacity_bytes.or(self.backend.info.capacity_bytes);
+        let cap = st
+            .faults
+            .capacity_bytes
+            .or(self.backend.info.capacity_bytes);
         if cap.is_some_and(|cap| MemoryBackend::used(&st) + self.buf.len() as u64 > cap) {
-            return Err(BackendError::NoSpace { backend: self.backend.info.id.clone() });
+            return Err(BackendError::NoSpace {
+                backend: self.backend.info.id.clone(),
+            });
         }
         let size = self.buf.len() as u64;
         st.blobs.insert(self.name.clone(), self.buf.freeze());
-        Ok(BlobMeta { name: self.name, size })
+        Ok(BlobMeta {
+            name: self.name,
+            size,
+        })
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -162,7 +184,11 @@ impl Backend for MemoryBackend {
         if self.lock().faults.fail_writes {
             return Err(self.unavailable("injected write failure"));
         }
-        Ok(Box::new(MemoryWriter { backend: self.clone(), name: name.clone(), buf: BytesMut::new() }))
+        Ok(Box::new(MemoryWriter {
+            backend: self.clone(),
+            name: name.clone(),
+            buf: BytesMut::new(),
+        }))
     }
 
     async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
@@ -173,7 +199,12 @@ impl Backend for MemoryBackend {
         if faults.fail_reads {
             return Err(self.unavailable("injected read failure"));
         }
-        let blob = self.lock().blobs.get(name).cloned().ok_or_else(|| self.not_found(name))?;
+        let blob = self
+            .lock()
+            .blobs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(name))?;
         check_range(&self.info, name, &range, blob.len() as u64)?;
         let out = blob.slice(range.start as usize..range.end as usize);
         if faults.corrupt_reads && !out.is_empty() {
@@ -191,11 +222,18 @@ impl Backend for MemoryBackend {
             return Err(self.unavailable("injected read failure"));
         }
         let blob = st.blobs.get(name).ok_or_else(|| self.not_found(name))?;
-        Ok(BlobMeta { name: name.clone(), size: blob.len() as u64 })
+        Ok(BlobMeta {
+            name: name.clone(),
+            size: blob.len() as u64,
+        })
     }
 
     async fn delete(&self, name: &BlobName) -> Result<()> {
-        self.lock().blobs.remove(name).map(drop).ok_or_else(|| self.not_found(name))
+        self.lock()
+            .blobs
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| self.not_found(name))
     }
 
     fn list(&self) -> BoxStream<'_, Result<BlobMeta>> {
@@ -203,7 +241,12 @@ impl Backend for MemoryBackend {
             .lock()
             .blobs
             .iter()
-            .map(|(name, b)| Ok(BlobMeta { name: name.clone(), size: b.len() as u64 }))
+            .map(|(name, b)| {
+                Ok(BlobMeta {
+                    name: name.clone(),
+                    size: b.len() as u64,
+                })
+            })
             .collect();
         stream::iter(metas).boxed()
     }
@@ -211,7 +254,11 @@ impl Backend for MemoryBackend {
     async fn health(&self) -> Result<Health> {
         let st = self.lock();
         let used = Self::used(&st);
-        let cap = st.faults.capacity_bytes.or(self.info.capacity_bytes).unwrap_or(u64::MAX);
+        let cap = st
+            .faults
+            .capacity_bytes
+            .or(self.info.capacity_bytes)
+            .unwrap_or(u64::MAX);
         Ok(Health {
             free_bytes: cap.saturating_sub(used),
             used_bytes: Some(used),

@@ -1,4 +1,5 @@
 //! The memory backend passes the shared conformance suite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use shardgate_backend::{BackendId, BackendInfo};
 use shardgate_backend_memory::MemoryBackend;

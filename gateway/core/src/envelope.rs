@@ -78,7 +78,9 @@ impl Recipients {
 
 impl fmt::Debug for Recipients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|r| r.to_string())).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|r| r.to_string()))
+            .finish()
     }
 }
 
@@ -120,7 +122,13 @@ impl Identities {
     pub fn to_identity_file(&self) -> String {
         self.0
             .iter()
-            .map(|id| format!("# public key: {}\n{}\n", id.to_public(), id.to_string().expose_secret()))
+            .map(|id| {
+                format!(
+                    "# public key: {}\n{}\n",
+                    id.to_public(),
+                    id.to_string().expose_secret()
+                )
+            })
             .collect()
     }
 
@@ -164,7 +172,9 @@ impl Envelope {
                 .map_err(|e| CoreError::Wrap(e.to_string()))?;
             match &labels {
                 Some(seen) if *seen != l => {
-                    return Err(CoreError::Wrap("recipients with incompatible labels".into()));
+                    return Err(CoreError::Wrap(
+                        "recipients with incompatible labels".into(),
+                    ));
                 }
                 _ => labels = Some(l),
             }
@@ -276,7 +286,11 @@ fn parse_header(header: &[u8]) -> Result<ParsedHeader> {
     let mac = BASE64_STANDARD_NO_PAD
         .decode(&mac_line[..ENCODED_MAC_LEN])
         .map_err(|_| CoreError::MalformedHeader("MAC is not base64"))?;
-    Ok(ParsedHeader { stanzas, mac, mac_covers })
+    Ok(ParsedHeader {
+        stanzas,
+        mac,
+        mac_covers,
+    })
 }
 
 /// The ChaCha20-Poly1305 key of one segment's payload.
@@ -306,10 +320,13 @@ impl PayloadKey {
     /// Seals chunk `chunk` in place: `buf` holds the plaintext followed by
     /// [`TAG_BYTES`] bytes of room for the tag.
     pub fn seal_chunk(&self, chunk: u64, last: bool, buf: &mut [u8]) -> Result<()> {
-        let plain_len = buf.len().checked_sub(TAG_BYTES).ok_or(CoreError::StripeShape {
-            stripe: chunk,
-            reason: "chunk buffer shorter than a tag".into(),
-        })?;
+        let plain_len = buf
+            .len()
+            .checked_sub(TAG_BYTES)
+            .ok_or(CoreError::StripeShape {
+                stripe: chunk,
+                reason: "chunk buffer shorter than a tag".into(),
+            })?;
         let (plain, tag_room) = buf.split_at_mut(plain_len);
         let tag = self
             .0
@@ -345,7 +362,8 @@ mod tests {
         for (i, c) in chunks.iter().enumerate() {
             let mut buf = c.to_vec();
             buf.resize(c.len() + TAG_BYTES, 0);
-            key.seal_chunk(i as u64, i + 1 == chunks.len(), &mut buf).unwrap();
+            key.seal_chunk(i as u64, i + 1 == chunks.len(), &mut buf)
+                .unwrap();
             out.extend_from_slice(&buf);
         }
         out
@@ -361,7 +379,9 @@ mod tests {
             let file = seal_file(&rs, &plain);
             for who in [&id, &recovery] {
                 let d = age::Decryptor::new(&file[..]).unwrap();
-                let mut r = d.decrypt(std::iter::once(who as &dyn age::Identity)).unwrap();
+                let mut r = d
+                    .decrypt(std::iter::once(who as &dyn age::Identity))
+                    .unwrap();
                 let mut back = Vec::new();
                 r.read_to_end(&mut back).unwrap();
                 assert_eq!(back, plain, "len {len}");
@@ -378,12 +398,24 @@ mod tests {
         buf.resize(5 + TAG_BYTES, 0);
         key.seal_chunk(0, true, &mut buf).unwrap();
         let opened = env.open(&ids).unwrap();
-        assert_eq!(opened.open_chunk(0, true, &mut buf.clone()).unwrap(), b"hello");
-        assert!(opened.open_chunk(0, false, &mut buf.clone()).is_err(), "last flag is bound");
-        assert!(opened.open_chunk(1, true, &mut buf.clone()).is_err(), "counter is bound");
+        assert_eq!(
+            opened.open_chunk(0, true, &mut buf.clone()).unwrap(),
+            b"hello"
+        );
+        assert!(
+            opened.open_chunk(0, false, &mut buf.clone()).is_err(),
+            "last flag is bound"
+        );
+        assert!(
+            opened.open_chunk(1, true, &mut buf.clone()).is_err(),
+            "counter is bound"
+        );
 
         let other = Identities::new(vec![age::x25519::Identity::generate()]).unwrap();
-        assert!(matches!(env.open(&other), Err(CoreError::NoMatchingIdentity)));
+        assert!(matches!(
+            env.open(&other),
+            Err(CoreError::NoMatchingIdentity)
+        ));
 
         let mut tampered = env.clone();
         let at = tampered.header.len() - 10;
@@ -397,11 +429,21 @@ mod tests {
     #[test]
     fn identity_files_parse_with_comments() {
         let id = age::x25519::Identity::generate();
-        let text = format!("# created: now\n# public key: {}\n{}\n", id.to_public(), id.to_string().expose_secret());
+        let text = format!(
+            "# created: now\n# public key: {}\n{}\n",
+            id.to_public(),
+            id.to_string().expose_secret()
+        );
         let ids = Identities::parse(&text).unwrap();
         let again = Identities::parse(&ids.to_identity_file()).unwrap();
-        assert_eq!(format!("{:?}", again.recipients()), format!("{:?}", ids.recipients()));
-        assert_eq!(format!("{:?}", ids.recipients()), format!("[\"{}\"]", id.to_public()));
+        assert_eq!(
+            format!("{:?}", again.recipients()),
+            format!("{:?}", ids.recipients())
+        );
+        assert_eq!(
+            format!("{:?}", ids.recipients()),
+            format!("[\"{}\"]", id.to_public())
+        );
         assert!(Identities::parse("# nothing\n").is_err());
         assert!(Recipients::parse(&["age1bogus"]).is_err());
         assert!(Recipients::parse::<&str>(&[]).is_err());

@@ -6,7 +6,11 @@
 pub enum CoreError {
     /// k and m do not describe a usable erasure code.
     #[error("invalid erasure code k={k} m={m}: {reason}")]
-    InvalidErasureCode { k: u32, m: u32, reason: &'static str },
+    InvalidErasureCode {
+        k: u32,
+        m: u32,
+        reason: &'static str,
+    },
 
     /// A stripe layout parameter is out of range.
     #[error("invalid stripe layout: {0}")]
@@ -41,8 +45,14 @@ pub enum CoreError {
     ChunkAuthentication { chunk: u64 },
 
     /// Fewer than k verified shards are available for a stripe.
-    #[error("not enough fragments: stripe {stripe} has {available} verified shards, {needed} needed")]
-    NotEnoughFragments { stripe: u64, available: usize, needed: usize },
+    #[error(
+        "not enough fragments: stripe {stripe} has {available} verified shards, {needed} needed"
+    )]
+    NotEnoughFragments {
+        stripe: u64,
+        available: usize,
+        needed: usize,
+    },
 
     /// The caller handed the codec data that contradicts the layout.
     #[error("stripe {stripe}: {reason}")]

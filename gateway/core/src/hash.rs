@@ -42,7 +42,7 @@ impl Digest {
     /// Reads a run of digests from trailer bytes; `None` if the length is not
     /// a multiple of 32.
     pub fn parse_list(bytes: &[u8]) -> Option<Vec<Digest>> {
-        if bytes.len() % DIGEST_BYTES != 0 {
+        if !bytes.len().is_multiple_of(DIGEST_BYTES) {
             return None;
         }
         let list = bytes
@@ -108,11 +108,16 @@ mod tests {
         assert_eq!(groups_for(&(0..1)), 0..1);
         assert_eq!(groups_for(&(255..257)), 0..2);
         assert_eq!(group_stripes(1, 300), 256..300);
-        let ds: Vec<Digest> = (0..300u32).map(|i| Digest::of_shard(&i.to_le_bytes())).collect();
+        let ds: Vec<Digest> = (0..300u32)
+            .map(|i| Digest::of_shard(&i.to_le_bytes()))
+            .collect();
         let groups = group_digests(&ds);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[1], Digest::of_group(&ds[256..]));
-        assert_ne!(Digest::of_group(&ds[..2]), Digest::of_group(&[ds[1], ds[0]]));
+        assert_ne!(
+            Digest::of_group(&ds[..2]),
+            Digest::of_group(&[ds[1], ds[0]])
+        );
     }
 
     #[test]

@@ -15,7 +15,10 @@ use crate::error::{CoreError, Result};
 pub const MAX_NAME_BYTES: usize = 128;
 
 fn check_name(what: &'static str, s: &str) -> Result<()> {
-    let bad = |reason: &str| CoreError::InvalidName { what, reason: format!("{s:?}: {reason}") };
+    let bad = |reason: &str| CoreError::InvalidName {
+        what,
+        reason: format!("{s:?}: {reason}"),
+    };
     if s.is_empty() {
         return Err(bad("empty"));
     }
@@ -25,8 +28,13 @@ fn check_name(what: &'static str, s: &str) -> Result<()> {
     if s.starts_with('.') || s.starts_with('-') {
         return Err(bad("must not start with '.' or '-'"));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-        return Err(bad("only ASCII letters, digits, '-', '_' and '.' are allowed"));
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(bad(
+            "only ASCII letters, digits, '-', '_' and '.' are allowed",
+        ));
     }
     Ok(())
 }

@@ -54,7 +54,10 @@ impl ErasureCode {
         if k as usize + m as usize > MAX_FRAGMENTS {
             return Err(err("k + m must be at most 255"));
         }
-        Ok(Self { k: k as u8, m: m as u8 })
+        Ok(Self {
+            k: k as u8,
+            m: m as u8,
+        })
     }
 
     /// Data shards per stripe.
@@ -110,9 +113,15 @@ impl StripeLayout {
     /// A layout with an explicit stripe size.
     pub fn new(code: ErasureCode, chunks_per_stripe: u32) -> Result<Self> {
         if chunks_per_stripe == 0 || chunks_per_stripe > MAX_CHUNKS_PER_STRIPE {
-            return Err(CoreError::InvalidLayout("chunks_per_stripe must be in 1..=1024"));
+            return Err(CoreError::InvalidLayout(
+                "chunks_per_stripe must be in 1..=1024",
+            ));
         }
-        Ok(Self { codec: Codec::ReedSolomonLeopard16, code, chunks_per_stripe })
+        Ok(Self {
+            codec: Codec::ReedSolomonLeopard16,
+            code,
+            chunks_per_stripe,
+        })
     }
 
     /// The default stripe: 1 MiB of plaintext (16 chunks), widened so that
@@ -120,7 +129,11 @@ impl StripeLayout {
     /// shards would make every stripe cost k + m small I/Os.
     pub fn default_for(code: ErasureCode) -> Self {
         let chunks = (code.k() as u32).clamp(16, MAX_CHUNKS_PER_STRIPE);
-        Self { codec: Codec::ReedSolomonLeopard16, code, chunks_per_stripe: chunks }
+        Self {
+            codec: Codec::ReedSolomonLeopard16,
+            code,
+            chunks_per_stripe: chunks,
+        }
     }
 
     /// Plaintext bytes of a full stripe.
@@ -143,7 +156,12 @@ impl StripeLayout {
     pub fn geometry(&self, plaintext_len: u64) -> Geometry {
         let chunk_count = plaintext_len.div_ceil(CHUNK_BYTES as u64).max(1);
         let stripe_count = chunk_count.div_ceil(u64::from(self.chunks_per_stripe));
-        Geometry { layout: *self, plaintext_len, chunk_count, stripe_count }
+        Geometry {
+            layout: *self,
+            plaintext_len,
+            chunk_count,
+            stripe_count,
+        }
     }
 }
 
@@ -260,7 +278,11 @@ impl Geometry {
         let end = self.chunk_offset_in_stripe(last) + self.chunk_plain_len(last) + TAG_BYTES;
         let shard_len = self.shard_len(stripe);
         let data_shards = start / shard_len..end.div_ceil(shard_len);
-        Ok(SealedSpan { chunks, bytes: start..end, data_shards })
+        Ok(SealedSpan {
+            chunks,
+            bytes: start..end,
+            data_shards,
+        })
     }
 
     fn check_range(&self, range: &Range<u64>) -> Result<()> {

@@ -120,7 +120,10 @@ impl Manifest {
                 let (m, rest): (Manifest, _) = postcard::take_from_bytes(body)
                     .map_err(|e| CoreError::Manifest(format!("format 1: {e}")))?;
                 if !rest.is_empty() {
-                    return Err(CoreError::Manifest(format!("{} trailing bytes", rest.len())));
+                    return Err(CoreError::Manifest(format!(
+                        "{} trailing bytes",
+                        rest.len()
+                    )));
                 }
                 m.validate()?;
                 Ok(m)
@@ -136,7 +139,10 @@ impl Manifest {
     pub fn validate(&self) -> Result<()> {
         let total: u64 = self.segments.iter().map(|s| s.plaintext_len).sum();
         if total != self.size {
-            return Err(CoreError::Manifest(format!("segments hold {total} bytes, size says {}", self.size)));
+            return Err(CoreError::Manifest(format!(
+                "segments hold {total} bytes, size says {}",
+                self.size
+            )));
         }
         for (n, s) in self.segments.iter().enumerate() {
             let want = s.layout.code.width();
@@ -174,7 +180,11 @@ mod tests {
                 backend: BackendId::new(format!("disk{i}")).unwrap(),
                 blob: BlobName::random(),
                 group_digests: vec![Digest::of_shard(&[i])],
-                state: if i == 2 { FragmentState::Missing } else { FragmentState::Stored },
+                state: if i == 2 {
+                    FragmentState::Missing
+                } else {
+                    FragmentState::Stored
+                },
             })
             .collect();
         Manifest {
@@ -184,7 +194,12 @@ mod tests {
             content_type: Some("text/plain".into()),
             user_metadata: [("color".to_string(), "blue".to_string())].into(),
             created_unix_ms: 1_700_000_000_000,
-            segments: vec![Segment { plaintext_len: 5, envelope, layout, fragments }],
+            segments: vec![Segment {
+                plaintext_len: 5,
+                envelope,
+                layout,
+                fragments,
+            }],
         }
     }
 

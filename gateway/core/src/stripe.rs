@@ -45,7 +45,11 @@ impl EncodedStripe {
     /// Shard `i` (data for i < k, parity after).
     pub fn shard(&self, i: usize) -> &[u8] {
         let k = self.data.len() / self.shard_len;
-        let (buf, j) = if i < k { (&self.data, i) } else { (&self.parity, i - k) };
+        let (buf, j) = if i < k {
+            (&self.data, i)
+        } else {
+            (&self.parity, i - k)
+        };
         &buf[j * self.shard_len..(j + 1) * self.shard_len]
     }
 }
@@ -62,7 +66,10 @@ pub fn encode_stripe(
     is_final: bool,
 ) -> Result<EncodedStripe> {
     let full = layout.stripe_plain_bytes();
-    let shape_err = |reason: &str| CoreError::StripeShape { stripe, reason: reason.into() };
+    let shape_err = |reason: &str| CoreError::StripeShape {
+        stripe,
+        reason: reason.into(),
+    };
     if plaintext.len() > full || (!is_final && plaintext.len() != full) {
         return Err(shape_err("plaintext is not a whole stripe"));
     }
@@ -112,7 +119,13 @@ pub fn encode_stripe(
         .chain(parity.chunks_exact(shard_len))
         .map(Digest::of_shard)
         .collect();
-    Ok(EncodedStripe { stripe, shard_len, data, parity, digests })
+    Ok(EncodedStripe {
+        stripe,
+        shard_len,
+        data,
+        parity,
+        digests,
+    })
 }
 
 fn chunk_slices(plaintext: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -138,7 +151,15 @@ pub fn decode_range(
     let span = geometry.sealed_span(stripe, &range)?;
     let first_off = span.bytes.start;
     let chunks = span.chunks.clone();
-    let mut sealed = gather(k, m, shard_len, stripe, shards, span.bytes, span.data_shards)?;
+    let mut sealed = gather(
+        k,
+        m,
+        shard_len,
+        stripe,
+        shards,
+        span.bytes,
+        span.data_shards,
+    )?;
 
     let mut out = Vec::with_capacity((range.end - range.start) as usize);
     for chunk in chunks {
@@ -156,23 +177,46 @@ pub fn decode_range(
 
 /// The sealed bytes of stripe `stripe` (its age chunks, padding removed),
 /// rebuilt from verified shards without decrypting: what an export writes.
-pub fn sealed_stripe(geometry: &Geometry, stripe: u64, shards: &[Option<&[u8]>]) -> Result<Vec<u8>> {
+pub fn sealed_stripe(
+    geometry: &Geometry,
+    stripe: u64,
+    shards: &[Option<&[u8]>],
+) -> Result<Vec<u8>> {
     let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
     let len = geometry.stripe_sealed_len(stripe);
-    gather(k, m, shard_len, stripe, shards, 0..len, 0..len.div_ceil(shard_len))
+    gather(
+        k,
+        m,
+        shard_len,
+        stripe,
+        shards,
+        0..len,
+        0..len.div_ceil(shard_len),
+    )
 }
 
 /// Checks that `shards` has k + m entries of the stripe's shard length;
 /// returns (k, m, shard length).
-fn check_shards(geometry: &Geometry, stripe: u64, shards: &[Option<&[u8]>]) -> Result<(usize, usize, usize)> {
+fn check_shards(
+    geometry: &Geometry,
+    stripe: u64,
+    shards: &[Option<&[u8]>],
+) -> Result<(usize, usize, usize)> {
     let (k, m) = (geometry.layout.code.k(), geometry.layout.code.m());
     let shard_len = geometry.shard_len(stripe);
     let shape_err = |reason: String| CoreError::StripeShape { stripe, reason };
     if shards.len() != k + m {
-        return Err(shape_err(format!("{} shards given, {} expected", shards.len(), k + m)));
+        return Err(shape_err(format!(
+            "{} shards given, {} expected",
+            shards.len(),
+            k + m
+        )));
     }
     if let Some(bad) = shards.iter().flatten().find(|s| s.len() != shard_len) {
-        return Err(shape_err(format!("shard of {} bytes, {shard_len} expected", bad.len())));
+        return Err(shape_err(format!(
+            "shard of {} bytes, {shard_len} expected",
+            bad.len()
+        )));
     }
     Ok((k, m, shard_len))
 }
@@ -212,7 +256,8 @@ fn copy_span<'a>(
         let i = pos / shard_len;
         let within = pos % shard_len;
         let take = (shard_len - within).min(end - pos);
-        let src = shard(i).ok_or_else(|| CoreError::Codec(format!("data shard {i} was not restored")))?;
+        let src =
+            shard(i).ok_or_else(|| CoreError::Codec(format!("data shard {i} was not restored")))?;
         out[pos - start..pos - start + take].copy_from_slice(&src[within..within + take]);
         pos += take;
     }
@@ -228,7 +273,11 @@ fn restore_originals(
 ) -> Result<std::collections::HashMap<usize, Vec<u8>>> {
     let available = shards.iter().filter(|s| s.is_some()).count();
     if available < k || m == 0 {
-        return Err(CoreError::NotEnoughFragments { stripe, available, needed: k });
+        return Err(CoreError::NotEnoughFragments {
+            stripe,
+            available,
+            needed: k,
+        });
     }
     DECODER.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -249,6 +298,9 @@ fn restore_originals(
             }
         }
         let out = dec.decode().map_err(codec_err)?;
-        Ok(out.restored_original_iter().map(|(i, s)| (i, s.to_vec())).collect())
+        Ok(out
+            .restored_original_iter()
+            .map(|(i, s)| (i, s.to_vec()))
+            .collect())
     })
 }

@@ -17,12 +17,23 @@ pub enum PipelineError {
     /// Fewer fragments than the write quorum became durable; nothing of the
     /// version is left behind.
     #[error("write quorum not reached: {durable} of {quorum} fragments durable ({failures})")]
-    QuorumNotReached { durable: usize, quorum: usize, failures: String },
+    QuorumNotReached {
+        durable: usize,
+        quorum: usize,
+        failures: String,
+    },
 
     /// A stripe cannot be rebuilt: too many fragments missing, corrupt or
     /// slow. No wrong byte is ever returned instead.
-    #[error("not enough fragments: segment {segment} stripe {stripe} has {available} verified shards, {needed} needed")]
-    NotEnoughFragments { segment: usize, stripe: u64, available: usize, needed: usize },
+    #[error(
+        "not enough fragments: segment {segment} stripe {stripe} has {available} verified shards, {needed} needed"
+    )]
+    NotEnoughFragments {
+        segment: usize,
+        stripe: u64,
+        available: usize,
+        needed: usize,
+    },
 
     /// The codec refused (bad range, corrupt header, wrong key...).
     #[error(transparent)]

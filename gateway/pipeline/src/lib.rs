@@ -14,5 +14,7 @@ pub mod write;
 
 pub use backend_set::BackendSet;
 pub use error::{PipelineError, Result};
-pub use read::{BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object};
+pub use read::{
+    BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
+};
 pub use write::{ObjectMeta, ObjectWrite, SegmentWrite, WriteParams, write_object, write_segment};

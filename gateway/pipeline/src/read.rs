@@ -24,8 +24,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 use shardgate_backend::BackendError;
 use shardgate_core::hash::{DIGEST_BYTES, HASH_GROUP_STRIPES, group_stripes, groups_for};
 use shardgate_core::{
-    BackendId, BlobName, CoreError, Digest, FragmentState, Geometry, Identities, Manifest, PayloadKey,
-    decode_range, sealed_stripe,
+    BackendId, BlobName, CoreError, Digest, FragmentState, Geometry, Identities, Manifest,
+    PayloadKey, decode_range, sealed_stripe,
 };
 
 use crate::backend_set::BackendSet;
@@ -48,7 +48,11 @@ pub struct ReadParams {
 impl ReadParams {
     /// 4 MiB batches, 10 s fragment timeout.
     pub fn new(identities: Arc<Identities>) -> Self {
-        Self { identities, fragment_timeout: Duration::from_secs(10), batch_bytes: 4 << 20 }
+        Self {
+            identities,
+            fragment_timeout: Duration::from_secs(10),
+            batch_bytes: 4 << 20,
+        }
     }
 }
 
@@ -95,7 +99,10 @@ impl ReadReport {
 
     fn add(&self, bad: BadFragment) {
         let mut list = self.lock();
-        if list.iter().any(|b| b.segment == bad.segment && b.fragment == bad.fragment) {
+        if list
+            .iter()
+            .any(|b| b.segment == bad.segment && b.fragment == bad.fragment)
+        {
             return;
         }
         tracing::warn!(
@@ -127,7 +134,9 @@ pub struct ObjectRead {
 
 impl std::fmt::Debug for ObjectRead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectRead").field("range", &self.range).finish_non_exhaustive()
+        f.debug_struct("ObjectRead")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +151,12 @@ pub fn read_object(
         None => 0..manifest.size,
         Some(r) if r.start < r.end && r.end <= manifest.size => r,
         Some(r) => {
-            return Err(CoreError::RangeNotSatisfiable { start: r.start, end: r.end, len: manifest.size }.into());
+            return Err(CoreError::RangeNotSatisfiable {
+                start: r.start,
+                end: r.end,
+                len: manifest.size,
+            }
+            .into());
         }
     };
     let report = ReadReport::default();
@@ -164,7 +178,11 @@ pub fn read_object(
         })
         .flatten()
         .boxed();
-    Ok(ObjectRead { stream, report, range })
+    Ok(ObjectRead {
+        stream,
+        report,
+        range,
+    })
 }
 
 /// Exports segment `segment` as a standard age file: its header, nonce and
@@ -183,12 +201,18 @@ pub fn export_segment(
         .ok_or_else(|| PipelineError::Placement(format!("no segment {segment}")))?;
     let prefix = Bytes::from(seg.envelope.age_prefix());
     let g = seg.geometry();
-    let sealed: u64 = (0..g.stripe_count).map(|s| g.stripe_sealed_len(s) as u64).sum();
+    let sealed: u64 = (0..g.stripe_count)
+        .map(|s| g.stripe_sealed_len(s) as u64)
+        .sum();
     let range = 0..prefix.len() as u64 + sealed;
     let report = ReadReport::default();
     let body = segment_stream(manifest, segment, None, backends, params, report.clone());
     let stream = stream::once(async move { Ok(prefix) }).chain(body).boxed();
-    Ok(ObjectRead { stream, report, range })
+    Ok(ObjectRead {
+        stream,
+        report,
+        range,
+    })
 }
 
 /// Streams plaintext `range` of a segment, or with `None` its sealed bytes.
@@ -207,7 +231,14 @@ fn segment_stream(
             true => Some(segment.envelope.open(&params.identities)?),
             false => None,
         };
-        Ok::<_, PipelineError>(SegmentRead::new(manifest.clone(), index, key, backends, params, report))
+        Ok::<_, PipelineError>(SegmentRead::new(
+            manifest.clone(),
+            index,
+            key,
+            backends,
+            params,
+            report,
+        ))
     };
     stream::once(setup)
         .map(move |state| match state {
@@ -228,6 +259,9 @@ fn segment_stream(
         .boxed()
 }
 
+/// Verified shard digests by (fragment, hash group).
+type DigestCache = HashMap<(usize, u64), Arc<Vec<Digest>>>;
+
 struct SegmentRead {
     manifest: Arc<Manifest>,
     index: usize,
@@ -238,7 +272,7 @@ struct SegmentRead {
     params: ReadParams,
     report: ReadReport,
     bad: Mutex<Vec<bool>>,
-    groups: Mutex<HashMap<(usize, u64), Arc<Vec<Digest>>>>,
+    groups: Mutex<DigestCache>,
 }
 
 impl SegmentRead {
@@ -275,7 +309,12 @@ impl SegmentRead {
     }
 
     fn mark_bad(&self, fragment: usize, problem: Problem) {
-        if let Some(flag) = self.bad.lock().unwrap_or_else(|p| p.into_inner()).get_mut(fragment) {
+        if let Some(flag) = self
+            .bad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(fragment)
+        {
             *flag = true;
         }
         let f = &self.manifest.segments[self.index].fragments[fragment];
@@ -289,13 +328,20 @@ impl SegmentRead {
     }
 
     fn is_bad(&self, fragment: usize) -> bool {
-        self.bad.lock().unwrap_or_else(|p| p.into_inner()).get(fragment).copied().unwrap_or(true)
+        self.bad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fragment)
+            .copied()
+            .unwrap_or(true)
     }
 
     /// Splits the segment-local `range` into batches of whole stripes, each
     /// with the plaintext sub-range it yields.
     fn batches(&self, range: Range<u64>) -> Vec<(Range<u64>, Range<u64>)> {
-        let Ok(stripes) = self.geometry.stripes_for(&range) else { return Vec::new() };
+        let Ok(stripes) = self.geometry.stripes_for(&range) else {
+            return Vec::new();
+        };
         let stripe_bytes = self.geometry.layout.stripe_plain_bytes() as u64;
         let per_batch = (self.params.batch_bytes as u64 / stripe_bytes).max(1);
         let mut out = Vec::new();
@@ -318,7 +364,10 @@ impl SegmentRead {
             .map(|b| {
                 let stripes = b * per_batch..((b + 1) * per_batch).min(count);
                 let len = self.geometry.plaintext_len;
-                (stripes.clone(), (stripes.start * stripe_bytes).min(len)..(stripes.end * stripe_bytes).min(len))
+                (
+                    stripes.clone(),
+                    (stripes.start * stripe_bytes).min(len)..(stripes.end * stripe_bytes).min(len),
+                )
             })
             .collect()
     }
@@ -327,9 +376,15 @@ impl SegmentRead {
     /// all its sealed bytes when exporting.
     fn wanted_shards(&self, s: u64, sub: &Range<u64>) -> Result<Range<usize>> {
         if self.key.is_some() {
-            return Ok(self.geometry.sealed_span(s, &self.stripe_range(s, sub))?.data_shards);
+            return Ok(self
+                .geometry
+                .sealed_span(s, &self.stripe_range(s, sub))?
+                .data_shards);
         }
-        Ok(0..self.geometry.stripe_sealed_len(s).div_ceil(self.geometry.shard_len(s)))
+        Ok(0..self
+            .geometry
+            .stripe_sealed_len(s)
+            .div_ceil(self.geometry.shard_len(s)))
     }
 
     fn stripe_range(&self, stripe: u64, sub: &Range<u64>) -> Range<u64> {
@@ -352,7 +407,12 @@ impl SegmentRead {
             want.clone().all(|i| shards[i].is_some()) || shards.iter().flatten().count() >= k
         };
 
-        let first: Vec<usize> = wanted.iter().flat_map(|w| w.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let first: Vec<usize> = wanted
+            .iter()
+            .flat_map(|w| w.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut plan: Vec<usize> = if first.iter().all(|&i| !self.is_bad(i)) {
             first
         } else {
@@ -362,7 +422,9 @@ impl SegmentRead {
             for &i in &plan {
                 tried[i] = true;
             }
-            let fetched = futures::future::join_all(plan.iter().map(|&i| self.fetch(i, stripes.clone()))).await;
+            let fetched =
+                futures::future::join_all(plan.iter().map(|&i| self.fetch(i, stripes.clone())))
+                    .await;
             for (&i, per_stripe) in plan.iter().zip(fetched) {
                 for (slot, shard) in shards.iter_mut().zip(per_stripe) {
                     slot[i] = shard;
@@ -378,7 +440,10 @@ impl SegmentRead {
             if deficit == 0 {
                 break;
             }
-            plan = (0..width).filter(|&i| !tried[i] && !self.is_bad(i)).take(deficit).collect();
+            plan = (0..width)
+                .filter(|&i| !tried[i] && !self.is_bad(i))
+                .take(deficit)
+                .collect();
             if plan.is_empty() {
                 let (pos, sh) = shards
                     .iter()
@@ -401,7 +466,9 @@ impl SegmentRead {
             for (pos, s) in stripes.clone().enumerate() {
                 let refs: Vec<Option<&[u8]>> = shards[pos].iter().map(|o| o.as_deref()).collect();
                 let part = match &this.key {
-                    Some(key) => decode_range(&this.geometry, key, s, &refs, this.stripe_range(s, &sub))?,
+                    Some(key) => {
+                        decode_range(&this.geometry, key, s, &refs, this.stripe_range(s, &sub))?
+                    }
                     None => sealed_stripe(&this.geometry, s, &refs)?,
                 };
                 out.extend_from_slice(&part);
@@ -420,7 +487,8 @@ impl SegmentRead {
         let start = g.shard_offset(stripes.start);
         let last = stripes.end - 1;
         let end = g.shard_offset(last) + g.shard_len(last) as u64;
-        let (digests, data) = futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end));
+        let (digests, data) =
+            futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end));
         let (digests, data) = match (digests, data) {
             (Ok(d), Ok(b)) => (d, b),
             (Err(p), _) | (_, Err(p)) => {
@@ -444,8 +512,13 @@ impl SegmentRead {
 
     async fn get(&self, i: usize, range: Range<u64>) -> Result<Bytes, Problem> {
         let frag = &self.manifest.segments[self.index].fragments[i];
-        let backend = self.backends.get(&frag.backend).ok_or(Problem::UnknownBackend)?;
-        match tokio::time::timeout(self.params.fragment_timeout, backend.get(&frag.blob, range)).await {
+        let backend = self
+            .backends
+            .get(&frag.backend)
+            .ok_or(Problem::UnknownBackend)?;
+        match tokio::time::timeout(self.params.fragment_timeout, backend.get(&frag.blob, range))
+            .await
+        {
             Err(_) => Err(Problem::Slow),
             Ok(Ok(b)) => Ok(b),
             Ok(Err(BackendError::NotFound { .. })) => Err(Problem::Missing),
@@ -468,7 +541,12 @@ impl SegmentRead {
     }
 
     async fn group(&self, i: usize, group: u64) -> Result<Arc<Vec<Digest>>, Problem> {
-        if let Some(hit) = self.groups.lock().unwrap_or_else(|p| p.into_inner()).get(&(i, group)) {
+        if let Some(hit) = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(i, group))
+        {
             return Ok(hit.clone());
         }
         let frag = &self.manifest.segments[self.index].fragments[i];
@@ -476,7 +554,9 @@ impl SegmentRead {
         let start = self.geometry.hash_list_offset() + covered.start * DIGEST_BYTES as u64;
         let end = start + (covered.end - covered.start) * DIGEST_BYTES as u64;
         let bytes = self.get(i, start..end).await?;
-        let corrupt = Problem::Corrupt { stripe: covered.start };
+        let corrupt = Problem::Corrupt {
+            stripe: covered.start,
+        };
         let list = Digest::parse_list(&bytes).ok_or(corrupt.clone())?;
         if frag.group_digests.get(group as usize) != Some(&Digest::of_group(&list)) {
             return Err(corrupt);

@@ -27,8 +27,8 @@ use md5::{Digest as _, Md5};
 use shardgate_backend::{Backend, BackendError, BlobMeta};
 use shardgate_core::hash::group_digests;
 use shardgate_core::{
-    BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest, PayloadKey,
-    Recipients, Segment, StripeLayout, VersionId, encode_stripe,
+    BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest,
+    PayloadKey, Recipients, Segment, StripeLayout, VersionId, encode_stripe,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -96,7 +96,11 @@ enum FragmentMessage {
 
 /// Writes `input` as one segment, fragment i on `placement[i]`.
 #[tracing::instrument(level = "debug", skip_all, fields(k = params.layout.code.k(), m = params.layout.code.m()))]
-pub async fn write_segment<S>(input: S, placement: &[Arc<dyn Backend>], params: &WriteParams) -> Result<SegmentWrite>
+pub async fn write_segment<S>(
+    input: S,
+    placement: &[Arc<dyn Backend>],
+    params: &WriteParams,
+) -> Result<SegmentWrite>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
@@ -137,11 +141,20 @@ where
                     backend: backend.id().clone(),
                     blob,
                     group_digests: group_digests(&digests),
-                    state: if lost.contains(&i) { FragmentState::Missing } else { FragmentState::Stored },
+                    state: if lost.contains(&i) {
+                        FragmentState::Missing
+                    } else {
+                        FragmentState::Stored
+                    },
                 })
                 .collect();
             Ok(SegmentWrite {
-                segment: Segment { plaintext_len, envelope, layout: params.layout, fragments },
+                segment: Segment {
+                    plaintext_len,
+                    envelope,
+                    layout: params.layout,
+                    fragments,
+                },
                 lost_fragments: lost,
             })
         }
@@ -195,7 +208,10 @@ where
     let written = write_segment_with_tap(input, placement, params, Some(&tx)).await;
     drop(tx);
     let md5 = md5.await?;
-    let SegmentWrite { segment, lost_fragments } = written?;
+    let SegmentWrite {
+        segment,
+        lost_fragments,
+    } = written?;
     let manifest = Manifest {
         version_id: VersionId::new(now_unix_ms),
         size: segment.plaintext_len,
@@ -205,7 +221,10 @@ where
         created_unix_ms: now_unix_ms,
         segments: vec![segment],
     };
-    Ok(ObjectWrite { manifest, lost_fragments })
+    Ok(ObjectWrite {
+        manifest,
+        lost_fragments,
+    })
 }
 
 /// Reads the body into stripes, encodes them on the blocking pool and hands
@@ -248,7 +267,9 @@ where
     for stripe in 0u64.. {
         let mut buf = Vec::with_capacity(stripe_bytes);
         while buf.len() < stripe_bytes {
-            let Some(mut piece) = next(&mut pending).await? else { break };
+            let Some(mut piece) = next(&mut pending).await? else {
+                break;
+            };
             let take = (stripe_bytes - buf.len()).min(piece.len());
             buf.extend_from_slice(&piece.split_to(take));
             if !piece.is_empty() {
@@ -302,7 +323,11 @@ impl FanOut {
         let mut tasks = Vec::with_capacity(placement.len());
         for (backend, name) in placement.iter().zip(names) {
             let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_SHARDS);
-            tasks.push(tokio::spawn(write_fragment(backend.clone(), name.clone(), rx)));
+            tasks.push(tokio::spawn(write_fragment(
+                backend.clone(),
+                name.clone(),
+                rx,
+            )));
             senders.push(Some(tx));
         }
         Self {
@@ -330,7 +355,11 @@ impl FanOut {
                 parity.slice((i - k) * len..(i - k + 1) * len)
             };
             if tx.send(FragmentMessage::Shard(shard)).await.is_err() {
-                tracing::warn!(fragment = i, stripe = stripe.stripe, "fragment writer failed");
+                tracing::warn!(
+                    fragment = i,
+                    stripe = stripe.stripe,
+                    "fragment writer failed"
+                );
                 *slot = None;
             }
         }
@@ -396,7 +425,10 @@ async fn write_fragment(
         }
     }
     w.abort().await?;
-    Err(BackendError::Unavailable { backend: backend.id().clone(), reason: "write cancelled".into() })
+    Err(BackendError::Unavailable {
+        backend: backend.id().clone(),
+        reason: "write cancelled".into(),
+    })
 }
 
 /// Checks the quorum and returns the lost fragment indices. Below the
@@ -415,7 +447,11 @@ async fn settle(
             .filter_map(|r| r.as_ref().err().map(ToString::to_string))
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(PipelineError::QuorumNotReached { durable, quorum, failures });
+        return Err(PipelineError::QuorumNotReached {
+            durable,
+            quorum,
+            failures,
+        });
     }
     let mut lost = Vec::new();
     for (i, r) in results.iter().enumerate() {
@@ -429,7 +465,11 @@ async fn settle(
     Ok(lost)
 }
 
-async fn discard(results: &[Result<BlobMeta, BackendError>], placement: &[Arc<dyn Backend>], names: &[BlobName]) {
+async fn discard(
+    results: &[Result<BlobMeta, BackendError>],
+    placement: &[Arc<dyn Backend>],
+    names: &[BlobName],
+) {
     for ((r, b), n) in results.iter().zip(placement).zip(names) {
         if r.is_ok() {
             forget(&**b, n).await;
@@ -441,6 +481,8 @@ async fn forget(backend: &dyn Backend, name: &BlobName) {
     match backend.delete(name).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
-        Err(e) => tracing::warn!(backend = %backend.id(), blob = %name, error = %e, "could not delete fragment; the orphan sweep will"),
+        Err(e) => {
+            tracing::warn!(backend = %backend.id(), blob = %name, error = %e, "could not delete fragment; the orphan sweep will")
+        }
     }
 }

@@ -15,7 +15,9 @@ use futures::TryStreamExt;
 use shardgate_backend::{Backend, BackendId, BackendInfo};
 use shardgate_backend_fs::FsBackend;
 use shardgate_core::{ErasureCode, Identities, Recipients, StripeLayout};
-use shardgate_pipeline::{BackendSet, ObjectMeta, ReadParams, WriteParams, export_segment, write_object};
+use shardgate_pipeline::{
+    BackendSet, ObjectMeta, ReadParams, WriteParams, export_segment, write_object,
+};
 
 fn age_decrypt(identity_file: &std::path::Path, file: &[u8]) -> Vec<u8> {
     let mut child = Command::new("age")
@@ -31,7 +33,11 @@ fn age_decrypt(identity_file: &std::path::Path, file: &[u8]) -> Vec<u8> {
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "age failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "age failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -41,16 +47,34 @@ async fn the_age_cli_decrypts_an_export_with_either_key() {
     let mut placement: Vec<Arc<dyn Backend>> = Vec::new();
     for i in 0..6 {
         let info = BackendInfo::new(BackendId::new(format!("disk{i}")).unwrap());
-        placement.push(Arc::new(FsBackend::open(info, dir.path().join(format!("disk{i}"))).await.unwrap()));
+        placement.push(Arc::new(
+            FsBackend::open(info, dir.path().join(format!("disk{i}")))
+                .await
+                .unwrap(),
+        ));
     }
     let gateway = Identities::generate();
     let recovery = Identities::generate();
     let recipients = gateway.recipients().join(recovery.recipients());
-    assert_eq!(Recipients::parse(&recipients.to_strings()).unwrap().to_strings().len(), 2);
+    assert_eq!(
+        Recipients::parse(&recipients.to_strings())
+            .unwrap()
+            .to_strings()
+            .len(),
+        2
+    );
     let layout = StripeLayout::new(ErasureCode::new(4, 2).unwrap(), 2).unwrap();
     let params = WriteParams::new(layout, Arc::new(recipients));
     let plain = data(3 * 2 * 65536 + 4321, 11);
-    let w = write_object(body(&plain, 65_000), &placement, &params, ObjectMeta::default(), 1).await.unwrap();
+    let w = write_object(
+        body(&plain, 65_000),
+        &placement,
+        &params,
+        ObjectMeta::default(),
+        1,
+    )
+    .await
+    .unwrap();
 
     // Lose two fragments, one of them a data fragment: export must decode.
     for i in [1, 5] {
@@ -60,13 +84,21 @@ async fn the_age_cli_decrypts_an_export_with_either_key() {
     let set = BackendSet::new(placement.clone());
     let read = ReadParams::new(Arc::new(gateway.clone()));
     let export = export_segment(Arc::new(w.manifest.clone()), 0, set, read).unwrap();
-    let file: Vec<u8> = export.stream.map_ok(|b| b.to_vec()).try_concat().await.unwrap();
+    let file: Vec<u8> = export
+        .stream
+        .map_ok(|b| b.to_vec())
+        .try_concat()
+        .await
+        .unwrap();
     assert_eq!(file.len() as u64, export.range.end);
     assert!(file.starts_with(b"age-encryption.org/v1\n"));
 
     for (name, ids) in [("gateway.key", &gateway), ("recovery.key", &recovery)] {
         let path = dir.path().join(name);
         std::fs::write(&path, ids.to_identity_file()).unwrap();
-        assert!(age_decrypt(&path, &file) == plain, "{name} did not decrypt to the plaintext");
+        assert!(
+            age_decrypt(&path, &file) == plain,
+            "{name} did not decrypt to the plaintext"
+        );
     }
 }

@@ -25,7 +25,10 @@ async fn range_reads_at_every_chunk_and_stripe_boundary() {
     let plain = data(len, 7);
     let manifest = cluster.write(&plain, &params).await.unwrap().manifest;
     let len = len as u64;
-    let bounds: Vec<u64> = (1..=len / CHUNK_BYTES as u64).map(|i| i * CHUNK_BYTES as u64).chain([len]).collect();
+    let bounds: Vec<u64> = (1..=len / CHUNK_BYTES as u64)
+        .map(|i| i * CHUNK_BYTES as u64)
+        .chain([len])
+        .collect();
     // Healthy, then with data fragment 1 lost (forces decoding).
     for lose_one in [false, true] {
         if lose_one {
@@ -54,11 +57,18 @@ async fn range_reads_at_every_chunk_and_stripe_boundary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_bounds_range_is_not_satisfiable() {
     let cluster = Cluster::new(3);
-    let manifest = cluster.write(&data(1000, 1), &cluster.params(2, 1, 16)).await.unwrap().manifest;
+    let manifest = cluster
+        .write(&data(1000, 1), &cluster.params(2, 1, 16))
+        .await
+        .unwrap()
+        .manifest;
     for r in [1000..1001, 5..5, 999..2000] {
         let (got, _) = cluster.read(&manifest, Some(r.clone())).await;
         assert!(
-            matches!(got, Err(PipelineError::Core(CoreError::RangeNotSatisfiable { .. }))),
+            matches!(
+                got,
+                Err(PipelineError::Core(CoreError::RangeNotSatisfiable { .. }))
+            ),
             "{r:?}: {got:?}"
         );
     }
@@ -69,9 +79,15 @@ async fn a_write_below_quorum_fails_and_leaves_nothing() {
     let cluster = Cluster::new(6);
     let params = cluster.params(4, 2, 2).with_write_quorum(5).unwrap();
     cluster.mem[1].update_faults(|f| f.fail_writes_after_bytes = Some(100_000));
-    cluster.mem[4].set_faults(Faults { fail_writes: true, ..Faults::default() });
+    cluster.mem[4].set_faults(Faults {
+        fail_writes: true,
+        ..Faults::default()
+    });
     let err = cluster.write(&data(3 << 20, 2), &params).await.unwrap_err();
-    assert!(matches!(err, PipelineError::QuorumNotReached { quorum: 5, .. }), "{err}");
+    assert!(
+        matches!(err, PipelineError::QuorumNotReached { quorum: 5, .. }),
+        "{err}"
+    );
     assert_eq!(cluster.total_blobs(), 0, "fragments left behind");
 }
 
@@ -83,10 +99,23 @@ async fn a_write_at_quorum_records_the_missing_fragment_and_reads_back() {
     let plain = data(3 << 20, 3);
     let w = cluster.write(&plain, &params).await.unwrap();
     assert_eq!(w.lost_fragments, vec![3]);
-    let states: Vec<FragmentState> = w.manifest.segments[0].fragments.iter().map(|f| f.state).collect();
+    let states: Vec<FragmentState> = w.manifest.segments[0]
+        .fragments
+        .iter()
+        .map(|f| f.state)
+        .collect();
     assert_eq!(states[3], FragmentState::Missing);
-    assert_eq!(states.iter().filter(|s| **s == FragmentState::Stored).count(), 5);
-    assert!(cluster.mem[3].blob_names().is_empty(), "partial fragment visible");
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == FragmentState::Stored)
+            .count(),
+        5
+    );
+    assert!(
+        cluster.mem[3].blob_names().is_empty(),
+        "partial fragment visible"
+    );
     let (got, report) = cluster.read(&w.manifest, None).await;
     assert!(got.unwrap() == plain);
     let bad = report.bad_fragments();
@@ -101,9 +130,14 @@ async fn a_body_that_fails_midway_leaves_nothing() {
     let pieces: Vec<std::io::Result<Bytes>> = vec![
         Ok(Bytes::from(data(700_000, 4))),
         Ok(Bytes::from(data(700_000, 5))),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
     ];
-    let err = write_segment(stream::iter(pieces).boxed(), &cluster.placement(), &params).await.unwrap_err();
+    let err = write_segment(stream::iter(pieces).boxed(), &cluster.placement(), &params)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PipelineError::Input(_)), "{err}");
     assert_eq!(cluster.total_blobs(), 0);
 }
@@ -112,7 +146,9 @@ async fn a_body_that_fails_midway_leaves_nothing() {
 async fn a_wrong_placement_is_refused_before_writing() {
     let cluster = Cluster::new(3);
     let params = cluster.params(2, 2, 2);
-    let err = write_segment(body(b"x", 1), &cluster.placement(), &params).await.unwrap_err();
+    let err = write_segment(body(b"x", 1), &cluster.placement(), &params)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PipelineError::Placement(_)), "{err}");
     assert!(cluster.params(2, 1, 2).with_write_quorum(1).is_err());
     assert_eq!(cluster.total_blobs(), 0);
@@ -122,7 +158,11 @@ async fn a_wrong_placement_is_refused_before_writing() {
 async fn a_slow_fragment_is_skipped_within_the_timeout() {
     let cluster = Cluster::new(6);
     let plain = data(2 << 20, 6);
-    let manifest = cluster.write(&plain, &cluster.params(4, 2, 16)).await.unwrap().manifest;
+    let manifest = cluster
+        .write(&plain, &cluster.params(4, 2, 16))
+        .await
+        .unwrap()
+        .manifest;
     let (slow, _) = cluster.holder(&manifest, 0);
     slow.update_faults(|f| f.read_delay = Some(Duration::from_secs(30)));
     let mut params = cluster.read_params();
@@ -130,7 +170,11 @@ async fn a_slow_fragment_is_skipped_within_the_timeout() {
     let started = Instant::now();
     let (got, report) = cluster.read_with(&manifest, None, params).await;
     assert!(got.unwrap() == plain);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     let bad = report.bad_fragments();
     assert_eq!(bad.len(), 1);
     assert_eq!((bad[0].fragment, &bad[0].problem), (0, &Problem::Slow));
@@ -140,7 +184,11 @@ async fn a_slow_fragment_is_skipped_within_the_timeout() {
 async fn corrupt_and_missing_fragments_are_reported_with_their_identity() {
     let cluster = Cluster::new(6);
     let plain = data(5 << 20, 8);
-    let manifest = cluster.write(&plain, &cluster.params(4, 2, 16)).await.unwrap().manifest;
+    let manifest = cluster
+        .write(&plain, &cluster.params(4, 2, 16))
+        .await
+        .unwrap()
+        .manifest;
     let (rotten, rotten_blob) = cluster.holder(&manifest, 2);
     rotten.update_faults(|f| f.corrupt_reads = true);
     let (gone, gone_blob) = cluster.holder(&manifest, 0);
@@ -150,7 +198,10 @@ async fn corrupt_and_missing_fragments_are_reported_with_their_identity() {
     let mut bad = report.bad_fragments();
     bad.sort_by_key(|b| b.fragment);
     assert_eq!(bad.len(), 2, "{bad:?}");
-    assert_eq!((bad[0].fragment, &bad[0].blob, &bad[0].problem), (0, &gone_blob, &Problem::Missing));
+    assert_eq!(
+        (bad[0].fragment, &bad[0].blob, &bad[0].problem),
+        (0, &gone_blob, &Problem::Missing)
+    );
     assert_eq!(bad[1].fragment, 2);
     assert_eq!(bad[1].blob, rotten_blob);
     assert_eq!(&bad[1].backend, rotten.id());
@@ -160,11 +211,18 @@ async fn corrupt_and_missing_fragments_are_reported_with_their_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_key_cannot_read() {
     let cluster = Cluster::new(3);
-    let manifest = cluster.write(&data(10, 9), &cluster.params(2, 1, 2)).await.unwrap().manifest;
+    let manifest = cluster
+        .write(&data(10, 9), &cluster.params(2, 1, 2))
+        .await
+        .unwrap()
+        .manifest;
     let mut params = cluster.read_params();
     params.identities = Arc::new(Identities::generate());
     let (got, _) = cluster.read_with(&manifest, None, params).await;
-    assert!(matches!(got, Err(PipelineError::Core(CoreError::NoMatchingIdentity))), "{got:?}");
+    assert!(
+        matches!(got, Err(PipelineError::Core(CoreError::NoMatchingIdentity))),
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +232,15 @@ async fn the_manifest_carries_metadata_and_the_md5_etag() {
         content_type: Some("text/plain".into()),
         user_metadata: [("color".to_string(), "blue".to_string())].into(),
     };
-    let w = write_object(body(b"hello", 2), &cluster.placement(), &cluster.params(2, 1, 2), meta, 42).await.unwrap();
+    let w = write_object(
+        body(b"hello", 2),
+        &cluster.placement(),
+        &cluster.params(2, 1, 2),
+        meta,
+        42,
+    )
+    .await
+    .unwrap();
     assert_eq!(w.manifest.etag, "5d41402abc4b2a76b9719d911017c592");
     assert_eq!(w.manifest.content_type.as_deref(), Some("text/plain"));
     assert_eq!(w.manifest.user_metadata["color"], "blue");
@@ -187,13 +253,21 @@ async fn the_manifest_carries_metadata_and_the_md5_etag() {
 async fn fragments_on_backends_reveal_neither_name_nor_plaintext() {
     let cluster = Cluster::new(3);
     let secret = b"the quick brown fox jumps over the lazy dog; ".repeat(2000);
-    cluster.write(&secret, &cluster.params(2, 1, 2)).await.unwrap();
+    cluster
+        .write(&secret, &cluster.params(2, 1, 2))
+        .await
+        .unwrap();
     for m in &cluster.mem {
         for name in m.blob_names() {
             assert_eq!(name.as_str().len(), 32);
             let size = m.stat(&name).await.unwrap().size;
             let blob = m.get(&name, 0..size).await.unwrap();
-            assert!(!blob.windows(16).any(|w| secret.windows(16).take(64).any(|s| s == w)), "plaintext leaked");
+            assert!(
+                !blob
+                    .windows(16)
+                    .any(|w| secret.windows(16).take(64).any(|s| s == w)),
+                "plaintext leaked"
+            );
         }
     }
 }

@@ -24,11 +24,26 @@ fn code() -> impl Strategy<Value = (u32, u32)> {
 fn size_for(pick: usize, cps: u32) -> usize {
     let c = CHUNK_BYTES;
     let s = cps as usize * c;
-    [0, 1, c - 1, c, c + 1, s - 1, s, s + 1, 2 * s + 1, 3 * (1 << 20) + 5][pick]
+    [
+        0,
+        1,
+        c - 1,
+        c,
+        c + 1,
+        s - 1,
+        s,
+        s + 1,
+        2 * s + 1,
+        3 * (1 << 20) + 5,
+    ][pick]
 }
 
 fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let width = (k + m) as usize;
         let cluster = Cluster::new(width);
@@ -44,7 +59,11 @@ fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
         // Fragment 0 always holds data (the first sealed bytes), so putting it
         // among the first m + 1 makes the final step lose real data.
         let mut order = shuffled(width, seed);
-        if let Some(pos) = order.iter().position(|&i| i == 0).filter(|&p| p > m as usize) {
+        if let Some(pos) = order
+            .iter()
+            .position(|&i| i == 0)
+            .filter(|&p| p > m as usize)
+        {
             order.swap(pos, m as usize);
         }
         let lost = (seed as usize) % (m as usize + 1);
@@ -59,9 +78,15 @@ fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
         }
         let (got, report) = cluster.read(&manifest, None).await;
         let got = got.unwrap_or_else(|e| panic!("k={k} m={m} cps={cps} len={len}: {e}"));
-        assert!(got == plain, "k={k} m={m} cps={cps} len={len}: bytes differ");
+        assert!(
+            got == plain,
+            "k={k} m={m} cps={cps} len={len}: bytes differ"
+        );
         let bad: Vec<usize> = report.bad_fragments().iter().map(|b| b.fragment).collect();
-        assert!(bad.iter().all(|i| gone.contains(i) || rotten.contains(i)), "healthy fragment reported: {bad:?}");
+        assert!(
+            bad.iter().all(|i| gone.contains(i) || rotten.contains(i)),
+            "healthy fragment reported: {bad:?}"
+        );
 
         // A range inside the object, same erasures.
         if len > 2 {
@@ -78,7 +103,10 @@ fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
         match got {
             Err(PipelineError::NotEnoughFragments { needed, .. }) => assert_eq!(needed, k as usize),
             Ok(bytes) if len == 0 => assert!(bytes.is_empty()),
-            other => panic!("k={k} m={m} len={len}: expected NotEnoughFragments, got {:?}", other.map(|v| v.len())),
+            other => panic!(
+                "k={k} m={m} len={len}: expected NotEnoughFragments, got {:?}",
+                other.map(|v| v.len())
+            ),
         }
     });
 }

@@ -11,8 +11,8 @@ use shardgate_backend::{Backend, BackendId, BackendInfo};
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_core::{ErasureCode, Identities, Manifest, StripeLayout};
 use shardgate_pipeline::{
-    BackendSet, ObjectMeta, ObjectWrite, PipelineError, ReadParams, ReadReport, WriteParams, read_object,
-    write_object,
+    BackendSet, ObjectMeta, ObjectWrite, PipelineError, ReadParams, ReadReport, WriteParams,
+    read_object, write_object,
 };
 
 pub struct Cluster {
@@ -28,11 +28,18 @@ impl Cluster {
             .collect();
         let set = BackendSet::new(mem.iter().map(|m| Arc::new(m.clone()) as Arc<dyn Backend>));
         let identities = Arc::new(Identities::generate());
-        Self { mem, set, identities }
+        Self {
+            mem,
+            set,
+            identities,
+        }
     }
 
     pub fn placement(&self) -> Vec<Arc<dyn Backend>> {
-        self.mem.iter().map(|m| Arc::new(m.clone()) as Arc<dyn Backend>).collect()
+        self.mem
+            .iter()
+            .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
+            .collect()
     }
 
     pub fn params(&self, k: u32, m: u32, chunks_per_stripe: u32) -> WriteParams {
@@ -46,8 +53,19 @@ impl Cluster {
         p
     }
 
-    pub async fn write(&self, data: &[u8], params: &WriteParams) -> Result<ObjectWrite, PipelineError> {
-        write_object(body(data, 100_003), &self.placement(), params, ObjectMeta::default(), 1_700_000_000_000).await
+    pub async fn write(
+        &self,
+        data: &[u8],
+        params: &WriteParams,
+    ) -> Result<ObjectWrite, PipelineError> {
+        write_object(
+            body(data, 100_003),
+            &self.placement(),
+            params,
+            ObjectMeta::default(),
+            1_700_000_000_000,
+        )
+        .await
     }
 
     pub async fn read(
@@ -78,7 +96,11 @@ impl Cluster {
     }
 
     /// The memory backend holding fragment `i` of segment 0.
-    pub fn holder(&self, manifest: &Manifest, i: usize) -> (&MemoryBackend, shardgate_core::BlobName) {
+    pub fn holder(
+        &self,
+        manifest: &Manifest,
+        i: usize,
+    ) -> (&MemoryBackend, shardgate_core::BlobName) {
         let f = &manifest.segments[0].fragments[i];
         let b = self.mem.iter().find(|m| m.info().id == f.backend).unwrap();
         (b, f.blob.clone())
@@ -90,8 +112,14 @@ impl Cluster {
 }
 
 /// A body stream cut into pieces of `piece` bytes.
-pub fn body(data: &[u8], piece: usize) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
-    let pieces: Vec<std::io::Result<Bytes>> = data.chunks(piece.max(1)).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+pub fn body(
+    data: &[u8],
+    piece: usize,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
+    let pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(piece.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     stream::iter(pieces).boxed()
 }
 
