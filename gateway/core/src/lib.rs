@@ -26,4 +26,6 @@ pub use hash::Digest;
 pub use ids::{BackendId, BlobName, VersionId};
 pub use layout::{ErasureCode, Geometry, StripeLayout};
 pub use manifest::{FragmentRef, FragmentState, Manifest, Segment};
-pub use stripe::{EncodedStripe, decode_range, encode_stripe, sealed_stripe};
+pub use stripe::{
+    EncodedStripe, StripeBuffer, decode_range, decode_range_into, encode_stripe, sealed_stripe,
+};

@@ -54,45 +54,116 @@ impl EncodedStripe {
     }
 }
 
-/// Seals and encodes stripe `stripe` from its plaintext.
+/// A stripe being filled with plaintext, laid out where its sealed chunks
+/// will be: chunk i's plaintext at `i * SEALED_CHUNK_BYTES`, leaving room
+/// for its tag, so sealing happens in place and the buffer becomes the data
+/// shards without another copy. The buffer can be recycled (its old content
+/// is overwritten or zeroed before any of it reaches a shard).
+#[derive(Debug)]
+pub struct StripeBuffer {
+    data: Vec<u8>,
+    plain_len: usize,
+    capacity: usize,
+}
+
+impl StripeBuffer {
+    /// An empty stripe of `layout` in `recycled`'s memory.
+    pub fn new(layout: &StripeLayout, mut recycled: Vec<u8>) -> Self {
+        let len = layout.code.k() * layout.full_shard_bytes();
+        if recycled.len() > len {
+            recycled.truncate(len);
+        } else {
+            recycled.resize(len, 0);
+        }
+        Self {
+            data: recycled,
+            plain_len: 0,
+            capacity: layout.stripe_plain_bytes(),
+        }
+    }
+
+    /// A stripe holding `plaintext` (at most a full stripe).
+    pub fn from_plaintext(layout: &StripeLayout, plaintext: &[u8]) -> Self {
+        let mut b = Self::new(layout, Vec::new());
+        b.fill(plaintext);
+        b
+    }
+
+    /// Copies as much of `src` as fits; returns how many bytes were taken.
+    pub fn fill(&mut self, src: &[u8]) -> usize {
+        let mut taken = 0;
+        while taken < src.len() && self.plain_len < self.capacity {
+            let within = self.plain_len % CHUNK_BYTES;
+            let at = (self.plain_len / CHUNK_BYTES) * SEALED_CHUNK_BYTES + within;
+            let n = (CHUNK_BYTES - within).min(src.len() - taken);
+            self.data[at..at + n].copy_from_slice(&src[taken..taken + n]);
+            taken += n;
+            self.plain_len += n;
+        }
+        taken
+    }
+
+    /// Plaintext bytes held.
+    pub fn plain_len(&self) -> usize {
+        self.plain_len
+    }
+
+    /// True when a full stripe of plaintext is held.
+    pub fn is_full(&self) -> bool {
+        self.plain_len == self.capacity
+    }
+}
+
+/// Seals and encodes stripe `stripe` in place.
 ///
-/// `plaintext` must be a full stripe unless `is_final`; a final stripe holds
-/// the rest of the segment (possibly empty only for stripe 0).
+/// `buffer` must be full unless `is_final`; a final stripe holds the rest
+/// of the segment (empty only for stripe 0). `parity` is recycled memory for
+/// the parity shards (any content).
 pub fn encode_stripe(
     layout: &StripeLayout,
     key: &PayloadKey,
     stripe: u64,
-    plaintext: &[u8],
+    buffer: StripeBuffer,
     is_final: bool,
+    mut parity: Vec<u8>,
 ) -> Result<EncodedStripe> {
-    let full = layout.stripe_plain_bytes();
     let shape_err = |reason: &str| CoreError::StripeShape {
         stripe,
         reason: reason.into(),
     };
-    if plaintext.len() > full || (!is_final && plaintext.len() != full) {
+    if !is_final && !buffer.is_full() {
         return Err(shape_err("plaintext is not a whole stripe"));
     }
-    if is_final && plaintext.is_empty() && stripe != 0 {
+    if is_final && buffer.plain_len == 0 && stripe != 0 {
         return Err(shape_err("only an empty segment ends on an empty stripe"));
     }
-    let chunk_count = plaintext.len().div_ceil(CHUNK_BYTES).max(1);
-    let sealed_len = plaintext.len() + chunk_count * TAG_BYTES;
-    let k = layout.code.k();
-    let m = layout.code.m();
+    let StripeBuffer {
+        mut data,
+        plain_len,
+        ..
+    } = buffer;
+    let chunk_count = plain_len.div_ceil(CHUNK_BYTES).max(1);
+    let sealed_len = plain_len + chunk_count * TAG_BYTES;
+    let (k, m) = (layout.code.k(), layout.code.m());
     let shard_len = layout.shard_bytes_for(sealed_len);
     let first_chunk = stripe * u64::from(layout.chunks_per_stripe);
 
-    let mut data = vec![0u8; k * shard_len];
-    for (i, plain) in chunk_slices(plaintext).enumerate() {
+    for i in 0..chunk_count {
         let at = i * SEALED_CHUNK_BYTES;
-        let slot = &mut data[at..at + plain.len() + TAG_BYTES];
-        slot[..plain.len()].copy_from_slice(plain);
+        let plain = (plain_len - i * CHUNK_BYTES).min(CHUNK_BYTES);
         let last = is_final && i + 1 == chunk_count;
-        key.seal_chunk(first_chunk + i as u64, last, slot)?;
+        key.seal_chunk(
+            first_chunk + i as u64,
+            last,
+            &mut data[at..at + plain + TAG_BYTES],
+        )?;
     }
+    // Padding: zero, never left-over bytes of a recycled buffer.
+    data.truncate(k * shard_len);
+    data[sealed_len..].fill(0);
 
-    let mut parity = vec![0u8; m * shard_len];
+    parity.resize(m * shard_len, 0);
+    parity.truncate(m * shard_len);
     if m > 0 {
         ENCODER.with(|cell| -> Result<()> {
             let mut slot = cell.borrow_mut();
@@ -128,12 +199,6 @@ pub fn encode_stripe(
     })
 }
 
-fn chunk_slices(plaintext: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let empty: &[u8] = &[];
-    let none = plaintext.is_empty().then_some(empty);
-    none.into_iter().chain(plaintext.chunks(CHUNK_BYTES))
-}
-
 /// Rebuilds and opens the plaintext of `range` (absolute plaintext offsets,
 /// inside stripe `stripe`) from the stripe's shards.
 ///
@@ -147,32 +212,46 @@ pub fn decode_range(
     shards: &[Option<&[u8]>],
     range: Range<u64>,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity((range.end - range.start) as usize);
+    decode_range_into(geometry, key, stripe, shards, range, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_range`], appending to `out`: each sealed chunk is copied once,
+/// from its shards to its place in `out`, and opened there.
+pub fn decode_range_into(
+    geometry: &Geometry,
+    key: &PayloadKey,
+    stripe: u64,
+    shards: &[Option<&[u8]>],
+    range: Range<u64>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
     let span = geometry.sealed_span(stripe, &range)?;
-    let first_off = span.bytes.start;
-    let chunks = span.chunks.clone();
-    let mut sealed = gather(
-        k,
-        m,
-        shard_len,
-        stripe,
-        shards,
-        span.bytes,
-        span.data_shards,
-    )?;
-
-    let mut out = Vec::with_capacity((range.end - range.start) as usize);
-    for chunk in chunks {
-        let at = geometry.chunk_offset_in_stripe(chunk) - first_off;
-        let len = geometry.chunk_plain_len(chunk) + TAG_BYTES;
-        let last = chunk + 1 == geometry.chunk_count;
-        let plain = key.open_chunk(chunk, last, &mut sealed[at..at + len])?;
-        let chunk_start = chunk * CHUNK_BYTES as u64;
-        let from = range.start.saturating_sub(chunk_start) as usize;
-        let to = (range.end - chunk_start).min(plain.len() as u64) as usize;
-        out.extend_from_slice(&plain[from.min(to)..to]);
+    let base = out.len();
+    with_data_shards(k, m, shard_len, stripe, shards, span.data_shards, |shard| {
+        for chunk in span.chunks.clone() {
+            let at = geometry.chunk_offset_in_stripe(chunk);
+            let len = geometry.chunk_plain_len(chunk) + TAG_BYTES;
+            let pos = out.len();
+            out.resize(pos + len, 0);
+            copy_span(&mut out[pos..], at, shard_len, shard)?;
+            let last = chunk + 1 == geometry.chunk_count;
+            let plain = key.open_chunk(chunk, last, &mut out[pos..])?.len();
+            // The next chunk overwrites this one's tag.
+            out.truncate(pos + plain);
+        }
+        Ok(())
+    })?;
+    // Trim to the range: the first chunk may start before it, the last end after.
+    let first = span.chunks.start * CHUNK_BYTES as u64;
+    let skip = (range.start - first) as usize;
+    out.truncate(base + skip + (range.end - range.start) as usize);
+    if skip > 0 {
+        out.drain(base..base + skip);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The sealed bytes of stripe `stripe` (its age chunks, padding removed),
@@ -184,15 +263,17 @@ pub fn sealed_stripe(
 ) -> Result<Vec<u8>> {
     let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
     let len = geometry.stripe_sealed_len(stripe);
-    gather(
+    let mut out = vec![0u8; len];
+    with_data_shards(
         k,
         m,
         shard_len,
         stripe,
         shards,
-        0..len,
         0..len.div_ceil(shard_len),
-    )
+        |shard| copy_span(&mut out, 0, shard_len, shard),
+    )?;
+    Ok(out)
 }
 
 /// Checks that `shards` has k + m entries of the stripe's shard length;
@@ -221,56 +302,21 @@ fn check_shards(
     Ok((k, m, shard_len))
 }
 
-/// Copies sealed bytes `bytes` of a stripe out of its shards, decoding
-/// first if one of `data_shards` (the ones holding those bytes) is missing.
-fn gather(
+/// Runs `f` with access to every data shard in `needed`: straight from
+/// `shards` when they are all there, otherwise after a Reed-Solomon decode
+/// (the restored shards live in the thread's decoder while `f` runs).
+fn with_data_shards<T>(
     k: usize,
     m: usize,
     shard_len: usize,
     stripe: u64,
     shards: &[Option<&[u8]>],
-    bytes: Range<usize>,
-    data_shards: Range<usize>,
-) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; bytes.end - bytes.start];
-    if data_shards.clone().all(|i| shards[i].is_some()) {
-        copy_span(&mut out, bytes.start, shard_len, |i| shards[i])?;
-    } else {
-        let restored = restore_originals(k, m, shard_len, stripe, shards)?;
-        copy_span(&mut out, bytes.start, shard_len, |i| {
-            shards[i].or_else(|| restored.get(&i).map(Vec::as_slice))
-        })?;
+    needed: Range<usize>,
+    f: impl for<'s> FnOnce(&'s dyn Fn(usize) -> Option<&'s [u8]>) -> Result<T>,
+) -> Result<T> {
+    if needed.clone().all(|i| shards[i].is_some()) {
+        return f(&|i| shards[i]);
     }
-    Ok(out)
-}
-
-fn copy_span<'a>(
-    out: &mut [u8],
-    start: usize,
-    shard_len: usize,
-    shard: impl Fn(usize) -> Option<&'a [u8]>,
-) -> Result<()> {
-    let mut pos = start;
-    let end = start + out.len();
-    while pos < end {
-        let i = pos / shard_len;
-        let within = pos % shard_len;
-        let take = (shard_len - within).min(end - pos);
-        let src =
-            shard(i).ok_or_else(|| CoreError::Codec(format!("data shard {i} was not restored")))?;
-        out[pos - start..pos - start + take].copy_from_slice(&src[within..within + take]);
-        pos += take;
-    }
-    Ok(())
-}
-
-fn restore_originals(
-    k: usize,
-    m: usize,
-    shard_len: usize,
-    stripe: u64,
-    shards: &[Option<&[u8]>],
-) -> Result<std::collections::HashMap<usize, Vec<u8>>> {
     let available = shards.iter().filter(|s| s.is_some()).count();
     if available < k || m == 0 {
         return Err(CoreError::NotEnoughFragments {
@@ -297,10 +343,80 @@ fn restore_originals(
                 }
             }
         }
-        let out = dec.decode().map_err(codec_err)?;
-        Ok(out
-            .restored_original_iter()
-            .map(|(i, s)| (i, s.to_vec()))
-            .collect())
+        let restored = dec.decode().map_err(codec_err)?;
+        f(&|i| shards[i].or_else(|| restored.restored_original(i)))
     })
+}
+
+fn copy_span<'a>(
+    out: &mut [u8],
+    start: usize,
+    shard_len: usize,
+    shard: &dyn Fn(usize) -> Option<&'a [u8]>,
+) -> Result<()> {
+    let mut pos = start;
+    let end = start + out.len();
+    while pos < end {
+        let i = pos / shard_len;
+        let within = pos % shard_len;
+        let take = (shard_len - within).min(end - pos);
+        let src =
+            shard(i).ok_or_else(|| CoreError::Codec(format!("data shard {i} was not restored")))?;
+        out[pos - start..pos - start + take].copy_from_slice(&src[within..within + take]);
+        pos += take;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Envelope, Identities};
+    use crate::layout::ErasureCode;
+
+    #[test]
+    fn a_recycled_buffer_leaks_nothing_into_padding() {
+        let ids = Identities::generate();
+        let (env, key) = Envelope::seal(&ids.recipients()).unwrap();
+        let layout = StripeLayout::new(ErasureCode::new(3, 2).unwrap(), 2).unwrap();
+        let junk = vec![0xAA; 3 * layout.full_shard_bytes() + 100];
+        let mut buf = StripeBuffer::new(&layout, junk);
+        assert_eq!(buf.fill(b"tiny"), 4);
+        let e = encode_stripe(&layout, &key, 0, buf, true, vec![0xBB; 7]).unwrap();
+        let sealed = 4 + TAG_BYTES;
+        assert!(
+            e.data[sealed..].iter().all(|&b| b == 0),
+            "padding not zeroed"
+        );
+        assert_eq!(e.data.len(), 3 * e.shard_len);
+        assert_eq!(e.parity.len(), 2 * e.shard_len);
+        let geometry = layout.geometry(4);
+        let shards: Vec<Option<&[u8]>> = (0..5).map(|i| Some(e.shard(i))).collect();
+        let opened = env.open(&ids).unwrap();
+        assert_eq!(
+            decode_range(&geometry, &opened, 0, &shards, 1..3).unwrap(),
+            b"in"
+        );
+        // Decode from parity only where possible: lose data shard 0.
+        let mut lossy = shards.clone();
+        lossy[0] = None;
+        assert_eq!(
+            decode_range(&geometry, &opened, 0, &lossy, 0..4).unwrap(),
+            b"tiny"
+        );
+    }
+
+    #[test]
+    fn fill_stops_at_a_full_stripe_and_shape_is_checked() {
+        let ids = Identities::generate();
+        let (_, key) = Envelope::seal(&ids.recipients()).unwrap();
+        let layout = StripeLayout::new(ErasureCode::new(2, 1).unwrap(), 1).unwrap();
+        let mut buf = StripeBuffer::new(&layout, Vec::new());
+        assert_eq!(buf.fill(&vec![1; CHUNK_BYTES + 10]), CHUNK_BYTES);
+        assert!(buf.is_full());
+        let half = StripeBuffer::from_plaintext(&layout, &[1; 10]);
+        assert!(encode_stripe(&layout, &key, 0, half, false, Vec::new()).is_err());
+        let empty = StripeBuffer::new(&layout, Vec::new());
+        assert!(encode_stripe(&layout, &key, 3, empty, true, Vec::new()).is_err());
+    }
 }

@@ -8,6 +8,7 @@
 //!   and a report of fragments to repair.
 
 pub mod backend_set;
+pub mod buffers;
 pub mod error;
 pub mod read;
 pub mod write;

@@ -1,7 +1,7 @@
 //! The read path: a manifest (and an optional range) in, verified
 //! plaintext out, as a stream.
 //!
-//! Stripes are read in batches of about `batch_bytes` of plaintext, two
+//! Stripes are read in batches of about `batch_bytes` of plaintext, three
 //! batches in flight (fetch the next while the current one decodes), so
 //! memory is bounded by the batch size whatever the object size. For each
 //! batch the reader asks only the fragments it needs: the data shards that
@@ -23,16 +23,18 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use shardgate_backend::BackendError;
 use shardgate_core::hash::{DIGEST_BYTES, HASH_GROUP_STRIPES, group_stripes, groups_for};
+use shardgate_core::layout::SEALED_CHUNK_BYTES;
 use shardgate_core::{
     BackendId, BlobName, CoreError, Digest, FragmentState, Geometry, Identities, Manifest,
-    PayloadKey, decode_range, sealed_stripe,
+    PayloadKey, decode_range_into, sealed_stripe,
 };
 
 use crate::backend_set::BackendSet;
+use crate::buffers;
 use crate::error::{PipelineError, Result};
 
 /// Batches fetched ahead of the consumer.
-const BATCHES_IN_FLIGHT: usize = 2;
+const BATCHES_IN_FLIGHT: usize = 3;
 
 /// How reads are done.
 #[derive(Clone, Debug)]
@@ -462,27 +464,29 @@ impl SegmentRead {
 
         let this = self.clone();
         let plain = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let mut out = Vec::with_capacity((sub.end - sub.start) as usize);
+            let mut out = buffers::take((sub.end - sub.start) as usize + SEALED_CHUNK_BYTES);
+            out.clear();
             for (pos, s) in stripes.clone().enumerate() {
                 let refs: Vec<Option<&[u8]>> = shards[pos].iter().map(|o| o.as_deref()).collect();
-                let part = match &this.key {
+                match &this.key {
                     Some(key) => {
-                        decode_range(&this.geometry, key, s, &refs, this.stripe_range(s, &sub))?
+                        let range = this.stripe_range(s, &sub);
+                        decode_range_into(&this.geometry, key, s, &refs, range, &mut out)?;
                     }
-                    None => sealed_stripe(&this.geometry, s, &refs)?,
-                };
-                out.extend_from_slice(&part);
+                    None => out.extend_from_slice(&sealed_stripe(&this.geometry, s, &refs)?),
+                }
             }
             Ok(out)
         })
         .await??;
-        Ok(Bytes::from(plain))
+        Ok(buffers::into_bytes(plain))
     }
 
     /// Fetches and verifies fragment `i`'s shards for `stripes`; a shard
     /// that cannot be had is `None` and the fragment is marked bad.
     async fn fetch(&self, i: usize, stripes: Range<u64>) -> Vec<Option<Bytes>> {
-        let none = || vec![None; (stripes.end - stripes.start) as usize];
+        let count = (stripes.end - stripes.start) as usize;
+        let none = move || vec![None; count];
         let g = &self.geometry;
         let start = g.shard_offset(stripes.start);
         let last = stripes.end - 1;
@@ -496,18 +500,37 @@ impl SegmentRead {
                 return none();
             }
         };
-        let mut out = Vec::with_capacity((stripes.end - stripes.start) as usize);
-        for (s, digest) in stripes.clone().zip(digests) {
-            let from = (g.shard_offset(s) - start) as usize;
-            let shard = data.slice(from..from + g.shard_len(s));
-            if digest.matches(&shard) {
-                out.push(Some(shard));
-            } else {
-                self.mark_bad(i, Problem::Corrupt { stripe: s });
-                out.push(None);
-            }
-        }
-        out
+        // Hashing megabytes is CPU work: keep it off the async workers.
+        let geometry = *g;
+        let checked = tokio::task::spawn_blocking(move || {
+            stripes
+                .zip(digests)
+                .map(|(s, digest)| {
+                    let from = (geometry.shard_offset(s) - start) as usize;
+                    let shard = data.slice(from..from + geometry.shard_len(s));
+                    if digest.matches(&shard) {
+                        Ok(shard)
+                    } else {
+                        Err(s)
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(checked) = checked else {
+            self.mark_bad(i, Problem::Unavailable("verification task failed".into()));
+            return none();
+        };
+        checked
+            .into_iter()
+            .map(|r| match r {
+                Ok(shard) => Some(shard),
+                Err(stripe) => {
+                    self.mark_bad(i, Problem::Corrupt { stripe });
+                    None
+                }
+            })
+            .collect()
     }
 
     async fn get(&self, i: usize, range: Range<u64>) -> Result<Bytes, Problem> {

@@ -28,11 +28,12 @@ use shardgate_backend::{Backend, BackendError, BlobMeta};
 use shardgate_core::hash::group_digests;
 use shardgate_core::{
     BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest,
-    PayloadKey, Recipients, Segment, StripeLayout, VersionId, encode_stripe,
+    PayloadKey, Recipients, Segment, StripeBuffer, StripeLayout, VersionId, encode_stripe,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::buffers;
 use crate::error::{PipelineError, Result};
 
 /// Shards queued per fragment before the encoder waits for that backend.
@@ -239,7 +240,6 @@ async fn produce<S>(
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
-    let stripe_bytes = params.layout.stripe_plain_bytes();
     let in_flight = params.stripes_in_flight.max(1);
     let mut encoding: VecDeque<JoinHandle<shardgate_core::Result<EncodedStripe>>> = VecDeque::new();
     let mut pending: Option<Bytes> = None;
@@ -263,21 +263,24 @@ where
         }
     };
 
+    let layout = params.layout;
+    let data_bytes = layout.code.k() * layout.full_shard_bytes();
+    let parity_bytes = layout.code.m() * layout.full_shard_bytes();
     let mut total = 0u64;
     for stripe in 0u64.. {
-        let mut buf = Vec::with_capacity(stripe_bytes);
-        while buf.len() < stripe_bytes {
+        let mut buf = StripeBuffer::new(&layout, buffers::take(data_bytes));
+        while !buf.is_full() {
             let Some(mut piece) = next(&mut pending).await? else {
                 break;
             };
-            let take = (stripe_bytes - buf.len()).min(piece.len());
-            buf.extend_from_slice(&piece.split_to(take));
+            let taken = buf.fill(&piece);
+            let _ = piece.split_to(taken);
             if !piece.is_empty() {
                 pending = Some(piece);
             }
         }
         // A full stripe is final only if nothing follows it.
-        let is_final = if buf.len() < stripe_bytes {
+        let is_final = if !buf.is_full() {
             true
         } else {
             match next(&mut pending).await? {
@@ -288,10 +291,11 @@ where
                 None => true,
             }
         };
-        total += buf.len() as u64;
-        let (layout, key) = (params.layout, key.clone());
+        total += buf.plain_len() as u64;
+        let key = key.clone();
+        let parity = buffers::take(parity_bytes);
         encoding.push_back(tokio::task::spawn_blocking(move || {
-            encode_stripe(&layout, &key, stripe, &buf, is_final)
+            encode_stripe(&layout, &key, stripe, buf, is_final, parity)
         }));
         if encoding.len() >= in_flight
             && let Some(oldest) = encoding.pop_front()
@@ -345,8 +349,8 @@ impl FanOut {
         for (all, d) in self.digests.iter_mut().zip(&stripe.digests) {
             all.push(*d);
         }
-        let data = Bytes::from(stripe.data);
-        let parity = Bytes::from(stripe.parity);
+        let data = buffers::into_bytes(stripe.data);
+        let parity = buffers::into_bytes(stripe.parity);
         for (i, slot) in self.senders.iter_mut().enumerate() {
             let Some(tx) = slot else { continue };
             let shard = if i < k {
