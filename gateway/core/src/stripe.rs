@@ -7,22 +7,48 @@
 //! allocates only the stripe's own buffers.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Range;
 
+use reed_solomon_erasure::galois_8;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use crate::envelope::PayloadKey;
 use crate::error::{CoreError, Result};
 use crate::hash::Digest;
-use crate::layout::{CHUNK_BYTES, Geometry, SEALED_CHUNK_BYTES, StripeLayout, TAG_BYTES};
+use crate::layout::{CHUNK_BYTES, Codec, Geometry, SEALED_CHUNK_BYTES, StripeLayout, TAG_BYTES};
 
 thread_local! {
     static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
     static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+    static GF8: RefCell<HashMap<(usize, usize), galois_8::ReedSolomon>> = RefCell::new(HashMap::new());
 }
 
 fn codec_err(e: reed_solomon_simd::Error) -> CoreError {
     CoreError::Codec(e.to_string())
+}
+
+fn gf8_err(e: reed_solomon_erasure::Error) -> CoreError {
+    CoreError::Codec(format!("{e:?}"))
+}
+
+/// Runs `f` with this thread's GF(2^8) code for (k, m) (its matrices are
+/// built once per thread and shape).
+fn with_gf8<T>(
+    k: usize,
+    m: usize,
+    f: impl FnOnce(&galois_8::ReedSolomon) -> Result<T>,
+) -> Result<T> {
+    GF8.with(|cell| {
+        let mut codes = cell.borrow_mut();
+        let code = match codes.entry((k, m)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(galois_8::ReedSolomon::new(k, m).map_err(gf8_err)?)
+            }
+        };
+        f(code)
+    })
 }
 
 /// One stripe, sealed and encoded: k data shards then m parity shards, all
@@ -164,8 +190,15 @@ pub fn encode_stripe(
 
     parity.resize(m * shard_len, 0);
     parity.truncate(m * shard_len);
-    if m > 0 {
-        ENCODER.with(|cell| -> Result<()> {
+    match layout.codec {
+        _ if m == 0 => {}
+        Codec::ReedSolomonGf8 => with_gf8(k, m, |rs| {
+            let data_shards: Vec<&[u8]> = data.chunks_exact(shard_len).collect();
+            let mut parity_shards: Vec<&mut [u8]> = parity.chunks_exact_mut(shard_len).collect();
+            rs.encode_sep(&data_shards, &mut parity_shards)
+                .map_err(gf8_err)
+        })?,
+        Codec::ReedSolomonLeopard16 => ENCODER.with(|cell| -> Result<()> {
             let mut slot = cell.borrow_mut();
             let enc = match slot.as_mut() {
                 Some(e) => {
@@ -182,7 +215,7 @@ pub fn encode_stripe(
                 dst.copy_from_slice(src);
             }
             Ok(())
-        })?;
+        })?,
     }
 
     let digests = data
@@ -227,10 +260,10 @@ pub fn decode_range_into(
     range: Range<u64>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
+    let shard_len = check_shards(geometry, stripe, shards)?;
     let span = geometry.sealed_span(stripe, &range)?;
     let base = out.len();
-    with_data_shards(k, m, shard_len, stripe, shards, span.data_shards, |shard| {
+    with_data_shards(geometry, stripe, shards, span.data_shards, |shard| {
         for chunk in span.chunks.clone() {
             let at = geometry.chunk_offset_in_stripe(chunk);
             let len = geometry.chunk_plain_len(chunk) + TAG_BYTES;
@@ -261,13 +294,11 @@ pub fn sealed_stripe(
     stripe: u64,
     shards: &[Option<&[u8]>],
 ) -> Result<Vec<u8>> {
-    let (k, m, shard_len) = check_shards(geometry, stripe, shards)?;
+    let shard_len = check_shards(geometry, stripe, shards)?;
     let len = geometry.stripe_sealed_len(stripe);
     let mut out = vec![0u8; len];
     with_data_shards(
-        k,
-        m,
-        shard_len,
+        geometry,
         stripe,
         shards,
         0..len.div_ceil(shard_len),
@@ -277,12 +308,8 @@ pub fn sealed_stripe(
 }
 
 /// Checks that `shards` has k + m entries of the stripe's shard length;
-/// returns (k, m, shard length).
-fn check_shards(
-    geometry: &Geometry,
-    stripe: u64,
-    shards: &[Option<&[u8]>],
-) -> Result<(usize, usize, usize)> {
+/// returns the shard length.
+fn check_shards(geometry: &Geometry, stripe: u64, shards: &[Option<&[u8]>]) -> Result<usize> {
     let (k, m) = (geometry.layout.code.k(), geometry.layout.code.m());
     let shard_len = geometry.shard_len(stripe);
     let shape_err = |reason: String| CoreError::StripeShape { stripe, reason };
@@ -299,16 +326,14 @@ fn check_shards(
             bad.len()
         )));
     }
-    Ok((k, m, shard_len))
+    Ok(shard_len)
 }
 
 /// Runs `f` with access to every data shard in `needed`: straight from
 /// `shards` when they are all there, otherwise after a Reed-Solomon decode
 /// (the restored shards live in the thread's decoder while `f` runs).
 fn with_data_shards<T>(
-    k: usize,
-    m: usize,
-    shard_len: usize,
+    geometry: &Geometry,
     stripe: u64,
     shards: &[Option<&[u8]>],
     needed: Range<usize>,
@@ -317,6 +342,8 @@ fn with_data_shards<T>(
     if needed.clone().all(|i| shards[i].is_some()) {
         return f(&|i| shards[i]);
     }
+    let (k, m) = (geometry.layout.code.k(), geometry.layout.code.m());
+    let shard_len = geometry.shard_len(stripe);
     let available = shards.iter().filter(|s| s.is_some()).count();
     if available < k || m == 0 {
         return Err(CoreError::NotEnoughFragments {
@@ -325,27 +352,35 @@ fn with_data_shards<T>(
             needed: k,
         });
     }
-    DECODER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let dec = match slot.as_mut() {
-            Some(d) => {
-                d.reset(k, m, shard_len).map_err(codec_err)?;
-                d
-            }
-            None => slot.insert(ReedSolomonDecoder::new(k, m, shard_len).map_err(codec_err)?),
-        };
-        for (i, s) in shards.iter().enumerate() {
-            if let Some(s) = s {
-                if i < k {
-                    dec.add_original_shard(i, s).map_err(codec_err)?;
-                } else {
-                    dec.add_recovery_shard(i - k, s).map_err(codec_err)?;
+    match geometry.layout.codec {
+        Codec::ReedSolomonGf8 => {
+            let mut owned: Vec<Option<Vec<u8>>> =
+                shards.iter().map(|s| s.map(<[u8]>::to_vec)).collect();
+            with_gf8(k, m, |rs| rs.reconstruct_data(&mut owned).map_err(gf8_err))?;
+            f(&|i| shards[i].or_else(|| owned.get(i).and_then(|o| o.as_deref())))
+        }
+        Codec::ReedSolomonLeopard16 => DECODER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let dec = match slot.as_mut() {
+                Some(d) => {
+                    d.reset(k, m, shard_len).map_err(codec_err)?;
+                    d
+                }
+                None => slot.insert(ReedSolomonDecoder::new(k, m, shard_len).map_err(codec_err)?),
+            };
+            for (i, s) in shards.iter().enumerate() {
+                if let Some(s) = s {
+                    if i < k {
+                        dec.add_original_shard(i, s).map_err(codec_err)?;
+                    } else {
+                        dec.add_recovery_shard(i - k, s).map_err(codec_err)?;
+                    }
                 }
             }
-        }
-        let restored = dec.decode().map_err(codec_err)?;
-        f(&|i| shards[i].or_else(|| restored.restored_original(i)))
-    })
+            let restored = dec.decode().map_err(codec_err)?;
+            f(&|i| shards[i].or_else(|| restored.restored_original(i)))
+        }),
+    }
 }
 
 fn copy_span<'a>(

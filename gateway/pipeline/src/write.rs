@@ -267,20 +267,26 @@ where
     let data_bytes = layout.code.k() * layout.full_shard_bytes();
     let parity_bytes = layout.code.m() * layout.full_shard_bytes();
     let mut total = 0u64;
+    let stripe_bytes = layout.stripe_plain_bytes();
     for stripe in 0u64.. {
-        let mut buf = StripeBuffer::new(&layout, buffers::take(data_bytes));
-        while !buf.is_full() {
+        // Collect the stripe's pieces (reference counts, no copy); the copy
+        // into the stripe buffer happens on the encoding thread.
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut len = 0;
+        while len < stripe_bytes {
             let Some(mut piece) = next(&mut pending).await? else {
                 break;
             };
-            let taken = buf.fill(&piece);
-            let _ = piece.split_to(taken);
-            if !piece.is_empty() {
-                pending = Some(piece);
+            let take = (stripe_bytes - len).min(piece.len());
+            let rest = piece.split_off(take);
+            len += piece.len();
+            pieces.push(piece);
+            if !rest.is_empty() {
+                pending = Some(rest);
             }
         }
         // A full stripe is final only if nothing follows it.
-        let is_final = if !buf.is_full() {
+        let is_final = if len < stripe_bytes {
             true
         } else {
             match next(&mut pending).await? {
@@ -291,11 +297,22 @@ where
                 None => true,
             }
         };
-        total += buf.plain_len() as u64;
+        total += len as u64;
         let key = key.clone();
-        let parity = buffers::take(parity_bytes);
         encoding.push_back(tokio::task::spawn_blocking(move || {
-            encode_stripe(&layout, &key, stripe, buf, is_final, parity)
+            let mut buf = StripeBuffer::new(&layout, buffers::take(data_bytes));
+            for piece in &pieces {
+                buf.fill(piece);
+            }
+            drop(pieces);
+            encode_stripe(
+                &layout,
+                &key,
+                stripe,
+                buf,
+                is_final,
+                buffers::take(parity_bytes),
+            )
         }));
         if encoding.len() >= in_flight
             && let Some(oldest) = encoding.pop_front()

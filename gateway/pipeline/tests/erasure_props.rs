@@ -7,7 +7,7 @@ mod common;
 
 use common::{Cluster, data, shuffled};
 use proptest::prelude::*;
-use shardgate_core::layout::CHUNK_BYTES;
+use shardgate_core::layout::{CHUNK_BYTES, Codec};
 use shardgate_pipeline::PipelineError;
 
 fn code() -> impl Strategy<Value = (u32, u32)> {
@@ -38,7 +38,7 @@ fn size_for(pick: usize, cps: u32) -> usize {
     ][pick]
 }
 
-fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
+fn run(k: u32, m: u32, cps: u32, codec: Codec, len: usize, seed: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -47,7 +47,8 @@ fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
     rt.block_on(async {
         let width = (k + m) as usize;
         let cluster = Cluster::new(width);
-        let params = cluster.params(k, m, cps);
+        let mut params = cluster.params(k, m, cps);
+        params.layout = params.layout.with_codec(codec);
         let plain = data(len, seed);
         let w = cluster.write(&plain, &params).await.unwrap();
         let manifest = w.manifest;
@@ -77,7 +78,7 @@ fn run(k: u32, m: u32, cps: u32, len: usize, seed: u64) {
             assert!(b.rot(&name, 0));
         }
         let (got, report) = cluster.read(&manifest, None).await;
-        let got = got.unwrap_or_else(|e| panic!("k={k} m={m} cps={cps} len={len}: {e}"));
+        let got = got.unwrap_or_else(|e| panic!("k={k} m={m} cps={cps} {codec:?} len={len}: {e}"));
         assert!(
             got == plain,
             "k={k} m={m} cps={cps} len={len}: bytes differ"
@@ -118,19 +119,22 @@ proptest! {
     fn any_m_erasures_read_back_and_m_plus_one_fail(
         (k, m) in code(),
         cps in prop_oneof![Just(1u32), Just(2), Just(16)],
+        codec in prop_oneof![Just(Codec::ReedSolomonGf8), Just(Codec::ReedSolomonLeopard16)],
         pick in 0usize..10,
         seed in any::<u64>(),
     ) {
-        run(k, m, cps, size_for(pick, cps), seed);
+        run(k, m, cps, codec, size_for(pick, cps), seed);
     }
 }
 
-/// The named geometries, each at every size edge, deterministically.
+/// The named geometries, each at every size edge, with both codecs.
 #[test]
 fn named_codes_at_every_size_edge() {
-    for (k, m) in [(1, 0), (4, 2), (10, 4), (200, 55)] {
-        for pick in 0..10 {
-            run(k, m, 2, size_for(pick, 2), 0x5eed + pick as u64);
+    for codec in [Codec::ReedSolomonGf8, Codec::ReedSolomonLeopard16] {
+        for (k, m) in [(1, 0), (4, 2), (10, 4), (200, 55)] {
+            for pick in 0..10 {
+                run(k, m, 2, codec, size_for(pick, 2), 0x5eed + pick as u64);
+            }
         }
     }
 }
