@@ -268,8 +268,7 @@ pub fn decode_range_into(
             let at = geometry.chunk_offset_in_stripe(chunk);
             let len = geometry.chunk_plain_len(chunk) + TAG_BYTES;
             let pos = out.len();
-            out.resize(pos + len, 0);
-            copy_span(&mut out[pos..], at, shard_len, shard)?;
+            append_span(out, at..at + len, shard_len, shard)?;
             let last = chunk + 1 == geometry.chunk_count;
             let plain = key.open_chunk(chunk, last, &mut out[pos..])?.len();
             // The next chunk overwrites this one's tag.
@@ -296,13 +295,13 @@ pub fn sealed_stripe(
 ) -> Result<Vec<u8>> {
     let shard_len = check_shards(geometry, stripe, shards)?;
     let len = geometry.stripe_sealed_len(stripe);
-    let mut out = vec![0u8; len];
+    let mut out = Vec::with_capacity(len);
     with_data_shards(
         geometry,
         stripe,
         shards,
         0..len.div_ceil(shard_len),
-        |shard| copy_span(&mut out, 0, shard_len, shard),
+        |shard| append_span(&mut out, 0..len, shard_len, shard),
     )?;
     Ok(out)
 }
@@ -383,21 +382,22 @@ fn with_data_shards<T>(
     }
 }
 
-fn copy_span<'a>(
-    out: &mut [u8],
-    start: usize,
+/// Appends sealed bytes `span` of a stripe to `out`, reading them from the
+/// shards that hold them (no zero-fill, one copy).
+fn append_span<'a>(
+    out: &mut Vec<u8>,
+    span: Range<usize>,
     shard_len: usize,
     shard: &dyn Fn(usize) -> Option<&'a [u8]>,
 ) -> Result<()> {
-    let mut pos = start;
-    let end = start + out.len();
-    while pos < end {
+    let mut pos = span.start;
+    while pos < span.end {
         let i = pos / shard_len;
         let within = pos % shard_len;
-        let take = (shard_len - within).min(end - pos);
+        let take = (shard_len - within).min(span.end - pos);
         let src =
             shard(i).ok_or_else(|| CoreError::Codec(format!("data shard {i} was not restored")))?;
-        out[pos - start..pos - start + take].copy_from_slice(&src[within..within + take]);
+        out.extend_from_slice(&src[within..within + take]);
         pos += take;
     }
     Ok(())

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use shardgate_backend::BackendError;
 use shardgate_core::hash::{DIGEST_BYTES, HASH_GROUP_STRIPES, group_stripes, groups_for};
 use shardgate_core::layout::SEALED_CHUNK_BYTES;
@@ -254,6 +254,8 @@ fn segment_stream(
                 stream::iter(batches)
                     .map(move |(stripes, sub)| state.clone().read_batch(stripes, sub))
                     .buffered(BATCHES_IN_FLIGHT)
+                    .map_ok(|parts| stream::iter(parts.into_iter().map(Ok)))
+                    .try_flatten()
                     .boxed()
             }
         })
@@ -394,7 +396,11 @@ impl SegmentRead {
         sub.start.max(stripe * stripe_bytes)..sub.end.min((stripe + 1) * stripe_bytes)
     }
 
-    async fn read_batch(self: Arc<Self>, stripes: Range<u64>, sub: Range<u64>) -> Result<Bytes> {
+    async fn read_batch(
+        self: Arc<Self>,
+        stripes: Range<u64>,
+        sub: Range<u64>,
+    ) -> Result<Vec<Bytes>> {
         let code = self.geometry.layout.code;
         let (k, width) = (code.k(), code.width());
         let count = (stripes.end - stripes.start) as usize;
@@ -462,24 +468,30 @@ impl SegmentRead {
             }
         }
 
-        let this = self.clone();
-        let plain = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let mut out = buffers::take((sub.end - sub.start) as usize + SEALED_CHUNK_BYTES);
-            out.clear();
-            for (pos, s) in stripes.clone().enumerate() {
-                let refs: Vec<Option<&[u8]>> = shards[pos].iter().map(|o| o.as_deref()).collect();
-                match &this.key {
+        // One blocking task per stripe, so that every core shares a batch.
+        let decodes = stripes.clone().zip(shards).map(|(s, stripe_shards)| {
+            let this = self.clone();
+            let range = self.stripe_range(s, &sub);
+            tokio::task::spawn_blocking(move || -> Result<Bytes> {
+                let refs: Vec<Option<&[u8]>> = stripe_shards.iter().map(|o| o.as_deref()).collect();
+                let out = match &this.key {
                     Some(key) => {
-                        let range = this.stripe_range(s, &sub);
+                        let mut out =
+                            buffers::take((range.end - range.start) as usize + SEALED_CHUNK_BYTES);
+                        out.clear();
                         decode_range_into(&this.geometry, key, s, &refs, range, &mut out)?;
+                        out
                     }
-                    None => out.extend_from_slice(&sealed_stripe(&this.geometry, s, &refs)?),
-                }
-            }
-            Ok(out)
-        })
-        .await??;
-        Ok(buffers::into_bytes(plain))
+                    None => sealed_stripe(&this.geometry, s, &refs)?,
+                };
+                Ok(buffers::into_bytes(out))
+            })
+        });
+        let mut parts = Vec::with_capacity(count);
+        for joined in futures::future::join_all(decodes).await {
+            parts.push(joined??);
+        }
+        Ok(parts)
     }
 
     /// Fetches and verifies fragment `i`'s shards for `stripes`; a shard
