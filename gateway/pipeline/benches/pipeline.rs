@@ -9,6 +9,9 @@
 //! - `pipeline/read/{k}+{m}`: `read_object` from memory backends, healthy.
 //! - `pipeline/read_degraded/4+2`: the same with data fragments 0 and 1
 //!   lost (Reed-Solomon decoding on every stripe).
+//!
+//! `SHARDGATE_BENCH_STRIPES_IN_FLIGHT=n` overrides `WriteParams::stripes_in_flight`
+//! (default cores + 1; 3 and 6 measured the same within noise here).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::ops::Range;
@@ -118,7 +121,7 @@ fn bench(c: &mut Criterion) {
     for (k, m) in [(4u32, 2u32), (10, 4)] {
         let code = ErasureCode::new(k, m).unwrap();
         let mut params = WriteParams::new(StripeLayout::default_for(code), recipients.clone());
-        params.stripes_in_flight = std::env::var("IN_FLIGHT")
+        params.stripes_in_flight = std::env::var("SHARDGATE_BENCH_STRIPES_IN_FLIGHT")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(params.stripes_in_flight);
