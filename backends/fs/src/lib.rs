@@ -17,7 +17,7 @@
 //! [`BackendError::NotWritable`]) and the temp file is removed.
 
 use std::fs::File as StdFile;
-use std::io;
+use std::io::{self, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,6 @@ use futures::stream::{self, BoxStream, StreamExt};
 use shardgate_backend::{
     Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result, check_range,
 };
-use tokio::io::AsyncWriteExt;
 
 /// Blob listings buffer at most this many entries ahead of the consumer.
 const LIST_BUFFER_ENTRIES: usize = 256;
@@ -175,23 +174,57 @@ fn walk_blobs(root: &Path) -> impl Iterator<Item = io::Result<(BlobName, u64)>> 
 }
 
 /// An unfinished blob: a temp file removed on drop unless committed.
+///
+/// Writes go to a plain `std::fs::File` on the blocking pool, moving the
+/// caller's `Bytes` there: no copy into an intermediate buffer, and nothing
+/// buffered in memory beyond the write in progress.
 struct FsWriter {
     backend: FsBackend,
     name: BlobName,
     tmp: PathBuf,
-    file: Option<tokio::fs::File>,
+    file: Option<StdFile>,
     written: u64,
+    committed: bool,
 }
 
 impl Drop for FsWriter {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if !self.committed {
             // Not committed: discard. A failure here only leaves a temp file
             // that the next open removes.
-            if let Err(e) = std::fs::remove_file(&self.tmp) {
+            if let Err(e) = std::fs::remove_file(&self.tmp)
+                && e.kind() != io::ErrorKind::NotFound
+            {
                 tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove temp file");
             }
         }
+    }
+}
+
+impl FsWriter {
+    fn finished(&self, op: &'static str) -> BackendError {
+        BackendError::Io {
+            backend: self.backend.0.info.id.clone(),
+            op,
+            source: io::Error::other("writer already finished or failed"),
+        }
+    }
+
+    /// Runs `f` on the file on the blocking pool and takes the file back.
+    async fn with_file(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&mut StdFile) -> io::Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let mut file = self.file.take().ok_or_else(|| self.finished(op))?;
+        let (file, outcome) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut file);
+            (file, r)
+        })
+        .await
+        .map_err(|e| join_error(&self.backend.0.info.id, e))?;
+        self.file = Some(file);
+        outcome.map_err(self.backend.io(op))
     }
 }
 
@@ -205,34 +238,15 @@ impl BlobWriter for FsWriter {
                 backend: self.backend.0.info.id.clone(),
             });
         }
-        let file = self.file.as_mut().ok_or_else(|| BackendError::Io {
-            backend: self.backend.0.info.id.clone(),
-            op: "write",
-            source: io::Error::other("writer already finished"),
-        })?;
-        file.write_all(&data)
-            .await
-            .map_err(self.backend.io("write"))?;
-        self.written += data.len() as u64;
+        let len = data.len() as u64;
+        self.with_file("write", move |f| f.write_all(&data)).await?;
+        self.written += len;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<BlobMeta> {
-        let Some(mut file) = self.file.take() else {
-            return Err(BackendError::Io {
-                backend: self.backend.0.info.id.clone(),
-                op: "commit",
-                source: io::Error::other("writer already finished"),
-            });
-        };
-        // Put the file back so that Drop removes the temp file on failure.
-        let synced = async {
-            file.flush().await?;
-            file.sync_all().await
-        }
-        .await;
-        self.file = Some(file);
-        synced.map_err(self.backend.io("fsync"))?;
+        self.with_file("fsync", |f| f.sync_all()).await?;
+        self.file = None;
         let tmp = self.tmp.clone();
         let final_path = self.backend.blob_path(&self.name);
         let name = self.name.clone();
@@ -254,7 +268,7 @@ impl BlobWriter for FsWriter {
             })
             .await?;
         // Committed: the temp name is only a second link now.
-        self.file = None;
+        self.committed = true;
         if let Err(e) = tokio::fs::remove_file(&self.tmp).await {
             tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove temp link");
         }
@@ -283,18 +297,23 @@ impl Backend for FsBackend {
     async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
         let n = self.0.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
-        let file = tokio::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .await
-            .map_err(self.io("create temp file"))?;
+        let path = tmp.clone();
+        let file = self
+            .blocking(move |b| {
+                StdFile::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(b.io("create temp file"))
+            })
+            .await?;
         Ok(Box::new(FsWriter {
             backend: self.clone(),
             name: name.clone(),
             tmp,
             file: Some(file),
             written: 0,
+            committed: false,
         }))
     }
 

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 
 /// The most memory the pool keeps for reuse.
-pub const POOL_MAX_BYTES: usize = 32 << 20;
+pub const POOL_MAX_BYTES: usize = 16 << 20;
 
 struct Pool {
     free: Vec<Vec<u8>>,

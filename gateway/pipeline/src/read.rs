@@ -48,12 +48,12 @@ pub struct ReadParams {
 }
 
 impl ReadParams {
-    /// 4 MiB batches, 10 s fragment timeout.
+    /// 2 MiB batches, 10 s fragment timeout.
     pub fn new(identities: Arc<Identities>) -> Self {
         Self {
             identities,
             fragment_timeout: Duration::from_secs(10),
-            batch_bytes: 4 << 20,
+            batch_bytes: 2 << 20,
         }
     }
 }

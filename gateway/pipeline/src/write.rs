@@ -39,7 +39,7 @@ use crate::error::{PipelineError, Result};
 /// Shards queued per fragment before the encoder waits for that backend.
 pub const FRAGMENT_QUEUE_SHARDS: usize = 2;
 /// Body pieces queued for the MD5 thread.
-const MD5_QUEUE_PIECES: usize = 32;
+const MD5_QUEUE_PIECES: usize = 8;
 
 /// How a segment is written.
 #[derive(Clone, Debug)]
