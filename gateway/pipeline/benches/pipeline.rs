@@ -11,7 +11,9 @@
 //!   lost (Reed-Solomon decoding on every stripe).
 //!
 //! `SHARDGATE_BENCH_STRIPES_IN_FLIGHT=n` overrides `WriteParams::stripes_in_flight`
-//! (default cores + 1; 3 and 6 measured the same within noise here).
+//! (default cores + 1; 3 and 6 measured the same within noise here);
+//! `SHARDGATE_BENCH_READ_BATCH_BYTES` and `SHARDGATE_BENCH_READ_BATCHES_IN_FLIGHT`
+//! override the read batching (`ReadParams`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::ops::Range;
@@ -164,7 +166,10 @@ fn bench(c: &mut Criterion) {
                 .clone()
         };
         let set = BackendSet::new(placement.clone());
-        let read = ReadParams::new(ids.clone());
+        let mut read = ReadParams::new(ids.clone());
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        read.batch_bytes = env("SHARDGATE_BENCH_READ_BATCH_BYTES").unwrap_or(read.batch_bytes);
+        read.batches_in_flight = env("SHARDGATE_BENCH_READ_BATCHES_IN_FLIGHT").unwrap_or(read.batches_in_flight);
         let read_all = |manifest: Arc<shardgate_core::Manifest>| {
             let (set, read) = (set.clone(), read.clone());
             async move {

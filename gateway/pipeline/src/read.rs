@@ -33,9 +33,6 @@ use crate::backend_set::BackendSet;
 use crate::buffers;
 use crate::error::{PipelineError, Result};
 
-/// Batches fetched ahead of the consumer.
-const BATCHES_IN_FLIGHT: usize = 3;
-
 /// How reads are done.
 #[derive(Clone, Debug)]
 pub struct ReadParams {
@@ -45,15 +42,19 @@ pub struct ReadParams {
     pub fragment_timeout: Duration,
     /// Plaintext bytes per batch (at least one stripe).
     pub batch_bytes: usize,
+    /// Batches fetched and decoded ahead of the consumer. Memory per read is
+    /// about `batch_bytes` x `batches_in_flight` x 2 (fetched + decoded).
+    pub batches_in_flight: usize,
 }
 
 impl ReadParams {
-    /// 2 MiB batches, 10 s fragment timeout.
+    /// 2 MiB batches, 3 in flight, 10 s fragment timeout.
     pub fn new(identities: Arc<Identities>) -> Self {
         Self {
             identities,
             fragment_timeout: Duration::from_secs(10),
             batch_bytes: 2 << 20,
+            batches_in_flight: 3,
         }
     }
 }
@@ -251,9 +252,10 @@ fn segment_stream(
                     Some(r) => state.batches(r.clone()),
                     None => state.all_stripes(),
                 };
+                let in_flight = state.params.batches_in_flight.max(1);
                 stream::iter(batches)
                     .map(move |(stripes, sub)| state.clone().read_batch(stripes, sub))
-                    .buffered(BATCHES_IN_FLIGHT)
+                    .buffered(in_flight)
                     .map_ok(|parts| stream::iter(parts.into_iter().map(Ok)))
                     .try_flatten()
                     .boxed()
