@@ -167,9 +167,14 @@ fn bench(c: &mut Criterion) {
         };
         let set = BackendSet::new(placement.clone());
         let mut read = ReadParams::new(ids.clone());
-        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
         read.batch_bytes = env("SHARDGATE_BENCH_READ_BATCH_BYTES").unwrap_or(read.batch_bytes);
-        read.batches_in_flight = env("SHARDGATE_BENCH_READ_BATCHES_IN_FLIGHT").unwrap_or(read.batches_in_flight);
+        read.batches_in_flight =
+            env("SHARDGATE_BENCH_READ_BATCHES_IN_FLIGHT").unwrap_or(read.batches_in_flight);
         let read_all = |manifest: Arc<shardgate_core::Manifest>| {
             let (set, read) = (set.clone(), read.clone());
             async move {
