@@ -265,6 +265,15 @@ fn segment_stream(
         .boxed()
 }
 
+/// A fetched shard and the digest it must match, not yet checked.
+type Candidate = Option<(Bytes, Digest)>;
+
+/// Whether a stripe's candidates could suffice (if they all verify): the
+/// data shards that hold the wanted bytes, or any k.
+fn enough(candidates: &[Candidate], want: &Range<usize>, k: usize) -> bool {
+    want.clone().all(|i| candidates[i].is_some()) || candidates.iter().flatten().count() >= k
+}
+
 /// Verified shard digests by (fragment, hash group).
 type DigestCache = HashMap<(usize, u64), Arc<Vec<Digest>>>;
 
@@ -411,11 +420,9 @@ impl SegmentRead {
         for s in stripes.clone() {
             wanted.push(self.wanted_shards(s, &sub)?);
         }
-        let mut shards: Vec<Vec<Option<Bytes>>> = vec![vec![None; width]; count];
+        let mut candidates: Vec<Vec<Candidate>> = vec![vec![None; width]; count];
+        let mut done: Vec<Option<Bytes>> = vec![None; count];
         let mut tried = vec![false; width];
-        let decodable = |shards: &[Option<Bytes>], want: &Range<usize>| {
-            want.clone().all(|i| shards[i].is_some()) || shards.iter().flatten().count() >= k
-        };
 
         let first: Vec<usize> = wanted
             .iter()
@@ -436,115 +443,124 @@ impl SegmentRead {
                 futures::future::join_all(plan.iter().map(|&i| self.fetch(i, stripes.clone())))
                     .await;
             for (&i, per_stripe) in plan.iter().zip(fetched) {
-                for (slot, shard) in shards.iter_mut().zip(per_stripe) {
+                for (slot, shard) in candidates.iter_mut().zip(per_stripe) {
                     slot[i] = shard;
                 }
             }
-            let deficit = shards
-                .iter()
-                .zip(&wanted)
-                .filter(|(sh, w)| !decodable(sh, w))
-                .map(|(sh, _)| k - sh.iter().flatten().count().min(k))
-                .max()
-                .unwrap_or(0);
-            if deficit == 0 {
-                break;
+            // Verify and decode every pending stripe that may have enough,
+            // one blocking task per stripe: the shards are hashed and then
+            // opened while they are still in cache, on every core.
+            let attempts: Vec<_> = (0..count)
+                .filter(|&p| done[p].is_none() && enough(&candidates[p], &wanted[p], k))
+                .map(|p| {
+                    let s = stripes.start + p as u64;
+                    let (this, shards) = (self.clone(), candidates[p].clone());
+                    let (range, want) = (self.stripe_range(s, &sub), wanted[p].clone());
+                    let task = tokio::task::spawn_blocking(move || {
+                        this.verify_and_decode(s, &shards, range, want)
+                    });
+                    (p, task)
+                })
+                .collect();
+            for (p, task) in attempts {
+                let s = stripes.start + p as u64;
+                let (plain, corrupt) = task.await??;
+                for i in corrupt {
+                    self.mark_bad(i, Problem::Corrupt { stripe: s });
+                    candidates[p][i] = None;
+                }
+                done[p] = plain;
             }
+            let pending: Vec<usize> = (0..count).filter(|&p| done[p].is_none()).collect();
+            let Some(&worst) = pending
+                .iter()
+                .min_by_key(|&&p| candidates[p].iter().flatten().count())
+            else {
+                break;
+            };
+            let have = candidates[worst].iter().flatten().count();
             plan = (0..width)
                 .filter(|&i| !tried[i] && !self.is_bad(i))
-                .take(deficit)
+                .take(k.saturating_sub(have).max(1))
                 .collect();
             if plan.is_empty() {
-                let (pos, sh) = shards
-                    .iter()
-                    .enumerate()
-                    .find(|(p, sh)| !decodable(sh, &wanted[*p]))
-                    .map(|(p, sh)| (p, sh.iter().flatten().count()))
-                    .unwrap_or((0, 0));
                 return Err(PipelineError::NotEnoughFragments {
                     segment: self.index,
-                    stripe: stripes.start + pos as u64,
-                    available: sh,
+                    stripe: stripes.start + worst as u64,
+                    available: have,
                     needed: k,
                 });
             }
         }
-
-        // One blocking task per stripe, so that every core shares a batch.
-        let decodes = stripes.clone().zip(shards).map(|(s, stripe_shards)| {
-            let this = self.clone();
-            let range = self.stripe_range(s, &sub);
-            tokio::task::spawn_blocking(move || -> Result<Bytes> {
-                let refs: Vec<Option<&[u8]>> = stripe_shards.iter().map(|o| o.as_deref()).collect();
-                let out = match &this.key {
-                    Some(key) => {
-                        let mut out =
-                            buffers::take((range.end - range.start) as usize + SEALED_CHUNK_BYTES);
-                        out.clear();
-                        decode_range_into(&this.geometry, key, s, &refs, range, &mut out)?;
-                        out
-                    }
-                    None => sealed_stripe(&this.geometry, s, &refs)?,
-                };
-                Ok(buffers::into_bytes(out))
-            })
-        });
-        let mut parts = Vec::with_capacity(count);
-        for joined in futures::future::join_all(decodes).await {
-            parts.push(joined??);
-        }
-        Ok(parts)
+        Ok(done.into_iter().flatten().collect())
     }
 
-    /// Fetches and verifies fragment `i`'s shards for `stripes`; a shard
-    /// that cannot be had is `None` and the fragment is marked bad.
-    async fn fetch(&self, i: usize, stripes: Range<u64>) -> Vec<Option<Bytes>> {
+    /// Checks the candidate shards of stripe `s` against their digests and,
+    /// when enough are intact, decodes plaintext `range` (or the sealed
+    /// stripe when exporting). Returns the output, if any, and the indices
+    /// of corrupt shards.
+    fn verify_and_decode(
+        &self,
+        s: u64,
+        shards: &[Candidate],
+        range: Range<u64>,
+        want: Range<usize>,
+    ) -> Result<(Option<Bytes>, Vec<usize>)> {
+        let mut corrupt = Vec::new();
+        let mut refs: Vec<Option<&[u8]>> = Vec::with_capacity(shards.len());
+        for (i, c) in shards.iter().enumerate() {
+            refs.push(match c {
+                Some((shard, digest)) if digest.matches(shard) => Some(&shard[..]),
+                Some(_) => {
+                    corrupt.push(i);
+                    None
+                }
+                None => None,
+            });
+        }
+        let k = self.geometry.layout.code.k();
+        let intact = refs.iter().flatten().count();
+        if !want.clone().all(|i| refs[i].is_some()) && intact < k {
+            return Ok((None, corrupt));
+        }
+        let out = match &self.key {
+            Some(key) => {
+                let mut out =
+                    buffers::take((range.end - range.start) as usize + SEALED_CHUNK_BYTES);
+                out.clear();
+                decode_range_into(&self.geometry, key, s, &refs, range, &mut out)?;
+                out
+            }
+            None => sealed_stripe(&self.geometry, s, &refs)?,
+        };
+        Ok((Some(buffers::into_bytes(out)), corrupt))
+    }
+
+    /// Fetches fragment `i`'s shards for `stripes` with the digests they
+    /// must match (checked by the decoding task). A fragment that cannot be
+    /// had (missing, slow, unreachable, bad digest list) is marked bad and
+    /// gives no candidate.
+    async fn fetch(&self, i: usize, stripes: Range<u64>) -> Vec<Candidate> {
         let count = (stripes.end - stripes.start) as usize;
-        let none = move || vec![None; count];
         let g = &self.geometry;
         let start = g.shard_offset(stripes.start);
         let last = stripes.end - 1;
         let end = g.shard_offset(last) + g.shard_len(last) as u64;
         let (digests, data) =
             futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end));
-        let (digests, data) = match (digests, data) {
-            (Ok(d), Ok(b)) => (d, b),
-            (Err(p), _) | (_, Err(p)) => {
-                self.mark_bad(i, p);
-                return none();
-            }
-        };
-        // Hashing megabytes is CPU work: keep it off the async workers.
-        let geometry = *g;
-        let checked = tokio::task::spawn_blocking(move || {
-            stripes
+        match (digests, data) {
+            (Ok(digests), Ok(data)) => stripes
                 .zip(digests)
                 .map(|(s, digest)| {
-                    let from = (geometry.shard_offset(s) - start) as usize;
-                    let shard = data.slice(from..from + geometry.shard_len(s));
-                    if digest.matches(&shard) {
-                        Ok(shard)
-                    } else {
-                        Err(s)
-                    }
+                    let from = (g.shard_offset(s) - start) as usize;
+                    Some((data.slice(from..from + g.shard_len(s)), digest))
                 })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let Ok(checked) = checked else {
-            self.mark_bad(i, Problem::Unavailable("verification task failed".into()));
-            return none();
-        };
-        checked
-            .into_iter()
-            .map(|r| match r {
-                Ok(shard) => Some(shard),
-                Err(stripe) => {
-                    self.mark_bad(i, Problem::Corrupt { stripe });
-                    None
-                }
-            })
-            .collect()
+                .collect(),
+            (Err(p), _) | (_, Err(p)) => {
+                self.mark_bad(i, p);
+                vec![None; count]
+            }
+        }
     }
 
     async fn get(&self, i: usize, range: Range<u64>) -> Result<Bytes, Problem> {
