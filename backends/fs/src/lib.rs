@@ -17,9 +17,8 @@
 //! [`BackendError::NotWritable`]) and the temp file is removed.
 
 use std::fs::File as StdFile;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,9 +326,24 @@ impl Backend for FsBackend {
             })?;
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
-            let mut buf = vec![0u8; (range.end - range.start) as usize];
-            file.read_exact_at(&mut buf, range.start)
+            // Read into reserved capacity: no zero-fill of the buffer first.
+            let len = range.end - range.start;
+            let mut buf = Vec::with_capacity(len as usize);
+            let mut file = file;
+            file.seek(SeekFrom::Start(range.start))
+                .map_err(b.io("seek"))?;
+            (&mut file)
+                .take(len)
+                .read_to_end(&mut buf)
                 .map_err(b.io("read"))?;
+            if buf.len() as u64 != len {
+                // The file shrank under us: never return a short read.
+                return Err(BackendError::Io {
+                    backend: b.0.info.id.clone(),
+                    op: "read",
+                    source: io::Error::from(io::ErrorKind::UnexpectedEof),
+                });
+            }
             Ok(Bytes::from(buf))
         })
         .await

@@ -36,8 +36,12 @@ use tokio::task::JoinHandle;
 use crate::buffers;
 use crate::error::{PipelineError, Result};
 
-/// Shards queued per fragment before the encoder waits for that backend.
+/// Messages queued per fragment before the encoder waits for that backend.
 pub const FRAGMENT_QUEUE_SHARDS: usize = 2;
+/// Shards of a fragment are handed to its writer in batches of at least
+/// this many bytes: with wide codes shards are small, and waking k + m
+/// writer tasks per stripe cost more than the writes (measured, BENCHMARKS.md).
+pub const FRAGMENT_BATCH_BYTES: usize = 256 * 1024;
 /// Body pieces queued for the MD5 thread.
 const MD5_QUEUE_PIECES: usize = 8;
 
@@ -91,8 +95,10 @@ pub struct SegmentWrite {
 }
 
 enum FragmentMessage {
-    Shard(Bytes),
-    Finish(Bytes),
+    /// Consecutive shards of the fragment, in stripe order.
+    Shards(Vec<Bytes>),
+    /// The last shards and the digest trailer: write them, then commit.
+    Finish(Vec<Bytes>),
 }
 
 /// Writes `input` as one segment, fragment i on `placement[i]`.
@@ -333,6 +339,10 @@ where
 struct FanOut {
     backends: Vec<BackendId>,
     senders: Vec<Option<mpsc::Sender<FragmentMessage>>>,
+    /// Shards not yet handed to each fragment's writer.
+    pending: Vec<Vec<Bytes>>,
+    /// Bytes in each fragment's `pending` (the same for all).
+    pending_bytes: usize,
     tasks: Vec<JoinHandle<Result<BlobMeta, BackendError>>>,
     digests: Vec<Vec<Digest>>,
     quorum: usize,
@@ -355,6 +365,8 @@ impl FanOut {
             backends: placement.iter().map(|b| b.id().clone()).collect(),
             senders,
             tasks,
+            pending: vec![Vec::new(); placement.len()],
+            pending_bytes: 0,
             digests: vec![Vec::new(); placement.len()],
             quorum,
         }
@@ -368,21 +380,21 @@ impl FanOut {
         }
         let data = buffers::into_bytes(stripe.data);
         let parity = buffers::into_bytes(stripe.parity);
-        for (i, slot) in self.senders.iter_mut().enumerate() {
-            let Some(tx) = slot else { continue };
-            let shard = if i < k {
+        for (i, pending) in self.pending.iter_mut().enumerate() {
+            if self.senders[i].is_none() {
+                continue;
+            }
+            pending.push(if i < k {
                 data.slice(i * len..(i + 1) * len)
             } else {
                 parity.slice((i - k) * len..(i - k + 1) * len)
-            };
-            if tx.send(FragmentMessage::Shard(shard)).await.is_err() {
-                tracing::warn!(
-                    fragment = i,
-                    stripe = stripe.stripe,
-                    "fragment writer failed"
-                );
-                *slot = None;
-            }
+            });
+        }
+        // Every fragment gets a shard of the same length: batches fill together.
+        self.pending_bytes += len;
+        if self.pending_bytes >= FRAGMENT_BATCH_BYTES {
+            self.pending_bytes = 0;
+            self.flush(stripe.stripe).await;
         }
         let alive = self.senders.iter().flatten().count();
         if alive < self.quorum {
@@ -395,14 +407,28 @@ impl FanOut {
         Ok(())
     }
 
+    /// Hands every live fragment its pending shards.
+    async fn flush(&mut self, stripe: u64) {
+        for (i, slot) in self.senders.iter_mut().enumerate() {
+            let shards = std::mem::take(&mut self.pending[i]);
+            let Some(tx) = slot else { continue };
+            if tx.send(FragmentMessage::Shards(shards)).await.is_err() {
+                tracing::warn!(fragment = i, stripe, "fragment writer failed");
+                *slot = None;
+            }
+        }
+    }
+
     /// Sends every live fragment its trailer and waits for the commits.
     /// Returns each writer's outcome and each fragment's shard digests.
     async fn finish(mut self) -> (Vec<Result<BlobMeta, BackendError>>, Vec<Vec<Digest>>) {
         for (i, slot) in self.senders.iter_mut().enumerate() {
+            let mut last = std::mem::take(&mut self.pending[i]);
             if let Some(tx) = slot.take() {
                 let trailer: Vec<u8> = self.digests[i].iter().flat_map(|d| d.0).collect();
+                last.push(Bytes::from(trailer));
                 // A closed queue means the writer already failed; join reports why.
-                let _ = tx.send(FragmentMessage::Finish(Bytes::from(trailer))).await;
+                let _ = tx.send(FragmentMessage::Finish(last)).await;
             }
         }
         let digests = std::mem::take(&mut self.digests);
@@ -438,9 +464,15 @@ async fn write_fragment(
     let mut w = backend.create(&name).await?;
     while let Some(msg) = rx.recv().await {
         match msg {
-            FragmentMessage::Shard(shard) => w.write(shard).await?,
-            FragmentMessage::Finish(trailer) => {
-                w.write(trailer).await?;
+            FragmentMessage::Shards(shards) => {
+                for shard in shards {
+                    w.write(shard).await?;
+                }
+            }
+            FragmentMessage::Finish(last) => {
+                for bytes in last {
+                    w.write(bytes).await?;
+                }
                 return w.commit().await;
             }
         }
