@@ -30,7 +30,8 @@ use shardgate_backend::{
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_core::{ErasureCode, Identities, StripeLayout};
 use shardgate_pipeline::{
-    BackendSet, ObjectMeta, ReadParams, WriteParams, read_object, write_object, write_segment,
+    BackendSet, ObjectMeta, Placement, ReadParams, WriteParams, read_object, write_object,
+    write_segment,
 };
 
 const GIB: usize = 1 << 30;
@@ -134,15 +135,24 @@ fn bench(c: &mut Criterion) {
             .map(|i| Arc::new(NullBackend(BackendInfo::new(id(i)))) as Arc<dyn Backend>)
             .collect();
         g.bench_function(format!("write/{name}"), |b| {
-            b.to_async(&rt)
-                .iter(|| async { write_segment(gib_body(), &null, &params).await.unwrap() })
+            b.to_async(&rt).iter(|| async {
+                write_segment(gib_body(), &Placement::new(null.clone()), &params)
+                    .await
+                    .unwrap()
+            })
         });
         if k == 4 {
             g.bench_function(format!("write_md5/{name}"), |b| {
                 b.to_async(&rt).iter(|| async {
-                    write_object(gib_body(), &null, &params, ObjectMeta::default(), 0)
-                        .await
-                        .unwrap()
+                    write_object(
+                        gib_body(),
+                        &Placement::new(null.clone()),
+                        &params,
+                        ObjectMeta::default(),
+                        0,
+                    )
+                    .await
+                    .unwrap()
                 })
             });
         }
@@ -160,7 +170,8 @@ fn bench(c: &mut Criterion) {
         let manifest = || {
             stored
                 .get_or_init(|| {
-                    let w = write_object(gib_body(), &placement, &params, ObjectMeta::default(), 0);
+                    let to = Placement::new(placement.clone());
+                    let w = write_object(gib_body(), &to, &params, ObjectMeta::default(), 0);
                     Arc::new(rt.block_on(w).unwrap().manifest)
                 })
                 .clone()

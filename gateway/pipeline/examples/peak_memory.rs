@@ -21,7 +21,7 @@ use shardgate_backend::{Backend, BackendId, BackendInfo};
 use shardgate_backend_fs::FsBackend;
 use shardgate_core::{ErasureCode, Identities, StripeLayout};
 use shardgate_pipeline::{
-    BackendSet, ObjectMeta, ReadParams, WriteParams, read_object, write_object,
+    BackendSet, ObjectMeta, Placement, ReadParams, WriteParams, read_object, write_object,
 };
 
 const PIECE: usize = 1 << 20;
@@ -80,7 +80,7 @@ async fn main() {
     let started = Instant::now();
     let w = write_object(
         Box::pin(body),
-        &placement,
+        &Placement::new(placement.clone()),
         &params,
         ObjectMeta::default(),
         0,

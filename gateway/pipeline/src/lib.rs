@@ -18,4 +18,6 @@ pub use error::{PipelineError, Result};
 pub use read::{
     BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
 };
-pub use write::{ObjectMeta, ObjectWrite, SegmentWrite, WriteParams, write_object, write_segment};
+pub use write::{
+    ObjectMeta, ObjectWrite, Placement, SegmentWrite, WriteParams, write_object, write_segment,
+};

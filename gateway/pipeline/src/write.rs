@@ -101,11 +101,42 @@ enum FragmentMessage {
     Finish(Vec<Bytes>),
 }
 
-/// Writes `input` as one segment, fragment i on `placement[i]`.
+/// Where each fragment of a new segment goes, and under which blob name.
+///
+/// Names are drawn before any byte is written, so the caller can record
+/// them first (an intent in the metadata store): after a crash mid-write,
+/// the blobs that may exist without a manifest are exactly the ones named
+/// in an unfinished intent, and the sweep deletes them without listing
+/// whole backends.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    backends: Vec<Arc<dyn Backend>>,
+    names: Vec<BlobName>,
+}
+
+impl Placement {
+    /// Fragment i on `backends[i]`, each under a fresh random name.
+    pub fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
+        let names = backends.iter().map(|_| BlobName::random()).collect();
+        Self { backends, names }
+    }
+
+    /// The backend of each fragment.
+    pub fn backends(&self) -> &[Arc<dyn Backend>] {
+        &self.backends
+    }
+
+    /// The blob name of each fragment.
+    pub fn names(&self) -> &[BlobName] {
+        &self.names
+    }
+}
+
+/// Writes `input` as one segment, fragment i on `placement.backends()[i]`.
 #[tracing::instrument(level = "debug", skip_all, fields(k = params.layout.code.k(), m = params.layout.code.m()))]
 pub async fn write_segment<S>(
     input: S,
-    placement: &[Arc<dyn Backend>],
+    placement: &Placement,
     params: &WriteParams,
 ) -> Result<SegmentWrite>
 where
@@ -116,13 +147,14 @@ where
 
 async fn write_segment_with_tap<S>(
     input: S,
-    placement: &[Arc<dyn Backend>],
+    placement: &Placement,
     params: &WriteParams,
     tap: Option<&mpsc::Sender<Bytes>>,
 ) -> Result<SegmentWrite>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
+    let (placement, names) = (placement.backends(), placement.names());
     let width = params.layout.code.width();
     if placement.len() != width {
         return Err(PipelineError::Placement(format!(
@@ -132,13 +164,12 @@ where
     }
     let params = params.clone().with_write_quorum(params.write_quorum)?;
     let (envelope, key) = Envelope::seal(&params.recipients)?;
-    let names: Vec<BlobName> = (0..width).map(|_| BlobName::random()).collect();
-    let mut fanout = FanOut::start(placement, &names, params.write_quorum);
+    let mut fanout = FanOut::start(placement, names, params.write_quorum);
 
     match produce(input, &params, Arc::new(key), &mut fanout, tap).await {
         Ok(plaintext_len) => {
             let (results, digests) = fanout.finish().await;
-            let lost = settle(&results, placement, &names, params.write_quorum).await?;
+            let lost = settle(&results, placement, names, params.write_quorum).await?;
             let fragments = placement
                 .iter()
                 .zip(names)
@@ -146,7 +177,7 @@ where
                 .enumerate()
                 .map(|(i, ((backend, blob), digests))| FragmentRef {
                     backend: backend.id().clone(),
-                    blob,
+                    blob: blob.clone(),
                     group_digests: group_digests(&digests),
                     state: if lost.contains(&i) {
                         FragmentState::Missing
@@ -167,7 +198,7 @@ where
         }
         Err(e) => {
             let results = fanout.cancel().await;
-            discard(&results, placement, &names).await;
+            discard(&results, placement, names).await;
             Err(e)
         }
     }
@@ -196,7 +227,7 @@ pub struct ObjectWrite {
 /// not slow the codec.
 pub async fn write_object<S>(
     input: S,
-    placement: &[Arc<dyn Backend>],
+    placement: &Placement,
     params: &WriteParams,
     meta: ObjectMeta,
     now_unix_ms: u64,

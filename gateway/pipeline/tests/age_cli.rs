@@ -16,7 +16,7 @@ use shardgate_backend::{Backend, BackendId, BackendInfo};
 use shardgate_backend_fs::FsBackend;
 use shardgate_core::{ErasureCode, Identities, Recipients, StripeLayout};
 use shardgate_pipeline::{
-    BackendSet, ObjectMeta, ReadParams, WriteParams, export_segment, write_object,
+    BackendSet, ObjectMeta, Placement, ReadParams, WriteParams, export_segment, write_object,
 };
 
 fn age_decrypt(identity_file: &std::path::Path, file: &[u8]) -> Vec<u8> {
@@ -68,7 +68,7 @@ async fn the_age_cli_decrypts_an_export_with_either_key() {
     let plain = data(3 * 2 * 65536 + 4321, 11);
     let w = write_object(
         body(&plain, 65_000),
-        &placement,
+        &Placement::new(placement.clone()),
         &params,
         ObjectMeta::default(),
         1,

@@ -271,3 +271,27 @@ async fn fragments_on_backends_reveal_neither_name_nor_plaintext() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_names_are_chosen_before_any_byte_is_written() {
+    let cluster = Cluster::new(3);
+    let placement = cluster.placement();
+    let names = placement.names().to_vec();
+    let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(distinct.len(), 3);
+    let w = write_segment(
+        body(&data(300_000, 12), 4096),
+        &placement,
+        &cluster.params(2, 1, 2),
+    )
+    .await
+    .unwrap();
+    let used: Vec<_> = w.segment.fragments.iter().map(|f| f.blob.clone()).collect();
+    assert_eq!(
+        used, names,
+        "the manifest must use the names recorded beforehand"
+    );
+    for (m, name) in cluster.mem.iter().zip(&names) {
+        assert_eq!(m.blob_names(), vec![name.clone()]);
+    }
+}

@@ -11,8 +11,8 @@ use shardgate_backend::{Backend, BackendId, BackendInfo};
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_core::{ErasureCode, Identities, Manifest, StripeLayout};
 use shardgate_pipeline::{
-    BackendSet, ObjectMeta, ObjectWrite, PipelineError, ReadParams, ReadReport, WriteParams,
-    read_object, write_object,
+    BackendSet, ObjectMeta, ObjectWrite, PipelineError, Placement, ReadParams, ReadReport,
+    WriteParams, read_object, write_object,
 };
 
 pub struct Cluster {
@@ -35,11 +35,13 @@ impl Cluster {
         }
     }
 
-    pub fn placement(&self) -> Vec<Arc<dyn Backend>> {
-        self.mem
-            .iter()
-            .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
-            .collect()
+    pub fn placement(&self) -> Placement {
+        Placement::new(
+            self.mem
+                .iter()
+                .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
+                .collect(),
+        )
     }
 
     pub fn params(&self, k: u32, m: u32, chunks_per_stripe: u32) -> WriteParams {
