@@ -1,10 +1,12 @@
 //! The write path: a plaintext stream in, k + m durable fragment blobs out.
 //!
 //! ```text
-//! body ──► stripe buffer ──► encode (blocking pool, ≤ stripes_in_flight) ──► fan-out
-//!                                                                 │ bounded queue per fragment
-//!                                                                 ▼
-//!                                                   fragment writer task i ──► backend i
+//! body ──► one stripe of pieces (Bytes, no copy) ──► encode task (blocking pool, ≤ stripes_in_flight):
+//!      │                                              fill StripeBuffer, seal, Reed-Solomon, blake3
+//!      └─► MD5 thread (ETag)                                   │
+//!                                  shards batched per fragment (≥ FRAGMENT_BATCH_BYTES), bounded queue
+//!                                                              ▼
+//!                                           fragment writer task i ──► backend i
 //! ```
 //!
 //! Memory is bounded by the stripe size times (stripes being encoded + the
@@ -14,8 +16,9 @@
 //! A write succeeds only when at least `write_quorum` fragments are
 //! committed; fragments that failed are recorded as `Missing` for repair.
 //! Otherwise every committed fragment of the version is deleted before the
-//! error returns, so a failed write leaves nothing behind (a crash mid-write
-//! leaves unreferenced blobs, which the orphan sweep removes).
+//! error returns, so a failed write leaves nothing behind. A crash mid-write
+//! can leave committed blobs without a manifest: their names are the
+//! [`Placement`]'s, drawn before the write, for the caller to journal.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -36,8 +39,8 @@ use tokio::task::JoinHandle;
 use crate::buffers;
 use crate::error::{PipelineError, Result};
 
-/// Messages queued per fragment before the encoder waits for that backend.
-pub const FRAGMENT_QUEUE_SHARDS: usize = 2;
+/// Batches queued per fragment before the encoder waits for that backend.
+pub const FRAGMENT_QUEUE_BATCHES: usize = 2;
 /// Shards of a fragment are handed to its writer in batches of at least
 /// this many bytes: with wide codes shards are small, and waking k + m
 /// writer tasks per stripe cost more than the writes (measured, BENCHMARKS.md).
@@ -384,7 +387,7 @@ impl FanOut {
         let mut senders = Vec::with_capacity(placement.len());
         let mut tasks = Vec::with_capacity(placement.len());
         for (backend, name) in placement.iter().zip(names) {
-            let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_SHARDS);
+            let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_BATCHES);
             tasks.push(tokio::spawn(write_fragment(
                 backend.clone(),
                 name.clone(),
