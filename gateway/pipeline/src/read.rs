@@ -1,13 +1,14 @@
 //! The read path: a manifest (and an optional range) in, verified
 //! plaintext out, as a stream.
 //!
-//! Stripes are read in batches of about `batch_bytes` of plaintext, three
-//! batches in flight (fetch the next while the current one decodes), so
+//! Stripes are read in batches of about `batch_bytes` of plaintext,
+//! `batches_in_flight` at a time (fetch ahead while earlier ones decode), so
 //! memory is bounded by the batch size whatever the object size. For each
 //! batch the reader asks only the fragments it needs: the data shards that
 //! hold the range when they are healthy (no decoding at all), otherwise any
-//! k. Every shard is checked against its blake3 digest, and the digests
-//! themselves against the manifest, before use. A fragment that is missing,
+//! k. The digest lists are checked against the manifest when fetched; each
+//! stripe's shards are then checked against their blake3 digests and decoded
+//! in one blocking task, while they are in cache. Nothing unverified is used. A fragment that is missing,
 //! slower than `fragment_timeout`, unreachable or corrupt is treated as an
 //! erasure for the rest of the read, another fragment is asked instead, and
 //! the fragment is reported in the [`ReadReport`] for repair. When fewer
