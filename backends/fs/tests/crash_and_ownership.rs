@@ -18,7 +18,7 @@ fn info() -> BackendInfo {
 #[tokio::test]
 #[ignore = "helper, run as a child process by a_crash_mid_write_leaves_nothing_visible"]
 async fn crash_helper() {
-    let Some(dir) = std::env::var_os("SHARDGATE_CRASH_DIR") else {
+    let Some(dir) = std::env::var_os("SHARDGATE_TEST_CRASH_DIR") else {
         return;
     };
     let b = FsBackend::open(info(), &dir).await.unwrap();
@@ -38,7 +38,7 @@ async fn a_crash_mid_write_leaves_nothing_visible() {
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "crash_helper", "--nocapture"])
-        .env("SHARDGATE_CRASH_DIR", dir.path())
+        .env("SHARDGATE_TEST_CRASH_DIR", dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()

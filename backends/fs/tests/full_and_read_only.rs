@@ -2,7 +2,7 @@
 //! system give typed errors and leave no partial blob.
 //!
 //! Mounting needs root (CI runs as root). Elsewhere set
-//! `SHARDGATE_SKIP_MOUNT_TESTS=1` to skip these two tests explicitly.
+//! `SHARDGATE_TEST_SKIP_MOUNT=1` to skip these two tests explicitly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -21,8 +21,8 @@ struct Mount {
 impl Mount {
     /// A fresh tmpfs of `size` at a temp dir, or `None` when skipping is asked for.
     fn tmpfs(size: &str) -> Option<Self> {
-        if std::env::var_os("SHARDGATE_SKIP_MOUNT_TESTS").is_some() {
-            eprintln!("SHARDGATE_SKIP_MOUNT_TESTS is set: skipping a mount test");
+        if std::env::var_os("SHARDGATE_TEST_SKIP_MOUNT").is_some() {
+            eprintln!("SHARDGATE_TEST_SKIP_MOUNT is set: skipping a mount test");
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -34,7 +34,7 @@ impl Mount {
             .expect("run mount");
         assert!(
             status.success(),
-            "mount tmpfs failed: run as root or set SHARDGATE_SKIP_MOUNT_TESTS=1"
+            "mount tmpfs failed: run as root or set SHARDGATE_TEST_SKIP_MOUNT=1"
         );
         Some(Self { path, _dir: dir })
     }

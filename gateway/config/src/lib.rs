@@ -1,0 +1,323 @@
+//! shardgate's configuration: one TOML file plus `SHARDGATE_*` environment
+//! variables (figment), checked before anything starts.
+//!
+//! Environment variables override the file. Nested keys use `__`:
+//! `SHARDGATE_LISTEN=127.0.0.1:9100`,
+//! `SHARDGATE_POLICIES__DEFAULT__K=6`. Every error names the key and where
+//! its value came from (the file, or the variable), so a user can fix it
+//! from the one-line message alone. Unknown keys are errors: a typo must not
+//! silently fall back to a default. `SHARDGATE_CONFIG`, `SHARDGATE_TEST_*`
+//! and `SHARDGATE_BENCH_*` are not configuration keys and are skipped.
+//!
+//! Secrets are accepted inline, or as a `*_file` path; a secret file that
+//! its group or others can read is refused (as Garage does).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use shardgate_core::{BackendId, ErasureCode};
+
+/// The gateway's listen address when none is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+/// The data directory when none is configured (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "shardgate-data";
+/// The prefix of the environment variables read.
+pub const ENV_PREFIX: &str = "SHARDGATE_";
+/// `SHARDGATE_CONFIG` names the file (read by the binary), and
+/// `SHARDGATE_TEST_*` / `SHARDGATE_BENCH_*` belong to tests and benchmarks:
+/// none of them are configuration keys.
+fn is_config_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key != "config" && !key.starts_with("test_") && !key.starts_with("bench_")
+}
+
+/// A configuration problem, worded for the person who wrote the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a variable could not be read or parsed; the message
+    /// names the key and its source (the file, or the exact variable).
+    #[error("{}", describe(.0))]
+    Load(Box<figment::Error>),
+    /// The values parsed but do not make a working gateway.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    /// A secret file could not be used.
+    #[error("{key}: {path}: {reason}")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        Self::Load(Box::new(e))
+    }
+}
+
+/// figment names a variable's key as in `key "LISTEN" in SHARDGATE_
+/// environment variable(s)`; say `SHARDGATE_LISTEN` instead.
+fn describe(e: &figment::Error) -> String {
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    if !from_env || e.path.is_empty() {
+        return e.to_string();
+    }
+    let key = e.path.join(".").to_lowercase();
+    let var = format!("{ENV_PREFIX}{}", e.path.join("__").to_uppercase());
+    format!("{key}: {} (from environment variable {var})", e.kind)
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the S3 endpoint listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the gateway keeps its metadata, keys and (by default) the fs backends.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The S3 access key; generated on first start when absent.
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    /// Encryption keys.
+    #[serde(default)]
+    pub keys: Keys,
+    /// Where fragments live.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Placement policies by name.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// Bucket name -> policy name, for buckets that do not use the default.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, String>,
+    /// The policy of every other bucket.
+    #[serde(default)]
+    pub default_policy: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+/// The S3 credentials.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The access key id.
+    pub access_key: String,
+    /// The secret key, inline.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// Or a file holding it (mode 0600 or stricter).
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+/// Encryption keys.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// The gateway's age identity file (created on first start when absent).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// An extra `age1...` recipient every object is also encrypted to: an
+    /// offline recovery key whose secret the gateway never holds.
+    #[serde(default)]
+    pub recovery_recipient: Option<String>,
+}
+
+/// One backend. Which keys apply depends on `kind`; the others must be
+/// absent (checked by [`Config::validate`]).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Its id, as manifests record it: never change it once data is stored.
+    pub id: String,
+    /// What stores the fragments.
+    pub kind: BackendKind,
+    /// `fs`: the directory (created if missing).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Labels such as region, provider, site.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The most bytes it may hold.
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
+}
+
+/// The kinds of backend.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A local directory (`path`).
+    Fs,
+    /// In memory, for tests: lost on exit.
+    Memory,
+}
+
+/// A placement policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Data fragments per stripe.
+    pub k: u32,
+    /// Parity fragments per stripe.
+    pub m: u32,
+    /// Fragments that must be durable for a write to succeed (k..=k+m;
+    /// default k + m).
+    #[serde(default)]
+    pub write_quorum: Option<usize>,
+    /// age chunks (64 KiB) per stripe; default 16, or k for k > 16.
+    #[serde(default)]
+    pub stripe_chunks: Option<u32>,
+}
+
+impl Config {
+    /// Loads `file` (when given; it must exist) and the `SHARDGATE_*`
+    /// variables, then checks the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|k| is_config_key(k.as_str()))
+            .split("__");
+        let config: Config = figment.merge(env).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what parsing alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let key = format!("backends[{i}].id");
+            BackendId::new(b.id.clone()).map_err(|e| invalid(&key, e.to_string()))?;
+            if !seen.insert(&b.id) {
+                return Err(invalid(key, format!("backend id {:?} is used twice", b.id)));
+            }
+            match (b.kind, &b.path) {
+                (BackendKind::Fs, None) => {
+                    return Err(invalid(
+                        format!("backends[{i}].path"),
+                        "an fs backend needs a path",
+                    ));
+                }
+                (BackendKind::Memory, Some(_)) => {
+                    return Err(invalid(
+                        format!("backends[{i}].path"),
+                        "a memory backend has no path",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (name, p) in &self.policies {
+            let code = ErasureCode::new(p.k, p.m)
+                .map_err(|e| invalid(format!("policies.{name}"), e.to_string()))?;
+            if let Some(q) = p.write_quorum
+                && (q < code.k() || q > code.width())
+            {
+                return Err(invalid(
+                    format!("policies.{name}.write_quorum"),
+                    format!("{q} is outside k..=k+m ({}..={})", code.k(), code.width()),
+                ));
+            }
+            if !self.backends.is_empty() && self.backends.len() < code.width() {
+                return Err(invalid(
+                    format!("policies.{name}"),
+                    format!(
+                        "k + m = {} fragments need as many backends; {} are configured",
+                        code.width(),
+                        self.backends.len()
+                    ),
+                ));
+            }
+        }
+        for (bucket, policy) in &self.buckets {
+            if !self.policies.contains_key(policy) {
+                return Err(invalid(
+                    format!("buckets.{bucket}"),
+                    format!("no policy named {policy:?}"),
+                ));
+            }
+        }
+        if let Some(p) = &self.default_policy
+            && !self.policies.contains_key(p)
+        {
+            return Err(invalid("default_policy", format!("no policy named {p:?}")));
+        }
+        if let Some(c) = &self.credentials
+            && c.secret_key.is_some() == c.secret_key_file.is_some()
+        {
+            return Err(invalid(
+                "credentials",
+                "give exactly one of secret_key and secret_key_file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Credentials {
+    /// The secret key, read from `secret_key_file` when given there.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        if let Some(s) = &self.secret_key {
+            return Ok(s.clone());
+        }
+        let Some(path) = &self.secret_key_file else {
+            return Err(invalid(
+                "credentials",
+                "give exactly one of secret_key and secret_key_file",
+            ));
+        };
+        read_secret_file("credentials.secret_key_file", path)
+    }
+}
+
+/// Reads a secret file, refusing one that its group or others can read.
+pub fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |reason: String| ConfigError::SecretFile {
+        key: key.into(),
+        path: path.into(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(err(format!(
+            "readable by group or others (mode {:o}); run chmod 600 on it",
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    Ok(secret.to_string())
+}

@@ -1,0 +1,166 @@
+//! Loading the configuration: defaults, the file, variables over the file,
+//! and errors that name the key and where its value came from.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use figment::Jail;
+use shardgate_config::{BackendKind, Config, ConfigError, DEFAULT_LISTEN};
+
+fn load(path: Option<&str>) -> Result<Config, ConfigError> {
+    Config::load(path.map(Path::new))
+}
+
+#[test]
+fn no_file_no_variables_gives_the_defaults() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let c = load(None).map_err(|e| e.to_string())?;
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, Path::new("shardgate-data"));
+        assert!(c.backends.is_empty() && c.policies.is_empty() && c.credentials.is_none());
+        Ok(())
+    });
+}
+
+#[test]
+fn the_example_config_loads_and_variables_override_it() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/two-sites.toml");
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let c = load(Some(example.to_str().unwrap())).map_err(|e| e.to_string())?;
+        assert_eq!(c.backends.len(), 6);
+        assert_eq!(c.backends[4].labels["site"], "c");
+        assert_eq!(c.backends[4].capacity_bytes, Some(1_000_000_000_000));
+        assert_eq!(c.backends[0].kind, BackendKind::Fs);
+        assert!(c.backends[0].path.as_ref().unwrap().ends_with("a-disk1"));
+        assert_eq!((c.policies["default"].k, c.policies["default"].m), (4, 2));
+        assert_eq!(c.policies["archive"].write_quorum, Some(5));
+        assert_eq!(c.buckets["backups"], "archive");
+
+        jail.set_env("SHARDGATE_LISTEN", "127.0.0.1:9100");
+        jail.set_env("SHARDGATE_POLICIES__DEFAULT__M", "1");
+        jail.set_env("SHARDGATE_TEST_ANYTHING", "not a config key");
+        jail.set_env("SHARDGATE_CONFIG", "read by the binary, not here");
+        let c = load(Some(example.to_str().unwrap())).map_err(|e| e.to_string())?;
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!((c.policies["default"].k, c.policies["default"].m), (4, 1));
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_value_in_the_file_names_the_key_and_the_file() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("gw.toml", "[policies.default]\nk = \"four\"\nm = 2\n")?;
+        let err = load(Some("gw.toml")).unwrap_err().to_string();
+        assert!(err.contains("policies.default.k"), "{err}");
+        assert!(err.contains("gw.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_variable_names_the_variable() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("SHARDGATE_LISTEN", "not-an-address");
+        let err = load(None).unwrap_err().to_string();
+        assert!(err.starts_with("listen: "), "{err}");
+        assert!(
+            err.contains("environment variable SHARDGATE_LISTEN"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_typo_is_an_error_not_a_default() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("gw.toml", "lisen = \"127.0.0.1:1\"\n")?;
+        let err = load(Some("gw.toml")).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let err = load(Some("nowhere.toml")).unwrap_err().to_string();
+        assert!(err.contains("nowhere.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn configurations_that_cannot_work_are_refused_with_the_key() {
+    let cases = [
+        ("[policies.p]\nk = 0\nm = 2\n", "policies.p"),
+        ("[policies.p]\nk = 200\nm = 56\n", "policies.p"),
+        (
+            "[policies.p]\nk = 2\nm = 1\nwrite_quorum = 1\n",
+            "policies.p.write_quorum",
+        ),
+        ("default_policy = \"nope\"\n", "default_policy"),
+        ("[buckets]\nlogs = \"nope\"\n", "buckets.logs"),
+        (
+            "[[backends]]\nid = \"x\"\nkind = \"memory\"\n[[backends]]\nid = \"x\"\nkind = \"memory\"\n",
+            "backends[1].id",
+        ),
+        (
+            "[[backends]]\nid = \"../up\"\nkind = \"memory\"\n",
+            "backends[0].id",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"memory\"\n[policies.p]\nk = 2\nm = 1\n",
+            "policies.p",
+        ),
+        ("[credentials]\naccess_key = \"a\"\n", "credentials"),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"fs\"\n",
+            "backends[0].path",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"memory\"\npath = \"/x\"\n",
+            "backends[0].path",
+        ),
+    ];
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (toml, key) in cases {
+            jail.create_file("gw.toml", toml)?;
+            match load(Some("gw.toml")) {
+                Err(ConfigError::Invalid { key: got, reason }) => {
+                    assert_eq!(got, key, "{toml}: {reason}")
+                }
+                other => panic!("{toml}: expected Invalid at {key}, got {other:?}"),
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_secret_file_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "s3cr3t\n").unwrap();
+    let creds = shardgate_config::Credentials {
+        access_key: "a".into(),
+        secret_key: None,
+        secret_key_file: Some(path.clone()),
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = creds.secret().unwrap_err().to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(creds.secret().unwrap(), "s3cr3t");
+}
