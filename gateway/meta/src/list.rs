@@ -1,0 +1,248 @@
+//! Listing, served from the store in S3 key order, page by page.
+//!
+//! A page is one range scan from the marker. With a delimiter, each common
+//! prefix is reported once and the scan *seeks past* it (to the prefix's
+//! successor) instead of walking its keys, so a page costs O(page size)
+//! seeks whatever the bucket holds: a million keys under `logs/` cost one
+//! seek, not a million rows.
+//!
+//! The marker (V1 `marker`, V2 `start-after` or continuation token) is the
+//! last key or common prefix returned. A common prefix that sorts at or
+//! before the marker was returned already (or precedes the marker), so it is
+//! skipped: that is what makes a common prefix a valid marker.
+
+use std::ops::Bound;
+
+use redb::ReadableTable;
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::store::{
+    BUCKETS_TABLE, MetaStore, OBJECTS_TABLE, ObjectSummary, UPLOADS_TABLE, UploadRecord,
+    decode_summary, decode_upload,
+};
+
+/// A ListObjects request.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery<'a> {
+    pub prefix: &'a str,
+    pub delimiter: Option<&'a str>,
+    /// List keys after this one (exclusive).
+    pub after: Option<&'a str>,
+    pub max: usize,
+}
+
+/// One entry of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListEntry {
+    Object { key: String, summary: ObjectSummary },
+    Prefix(String),
+}
+
+impl ListEntry {
+    /// The key or the common prefix: the marker that continues after it.
+    pub fn marker(&self) -> &str {
+        match self {
+            Self::Object { key, .. } => key,
+            Self::Prefix(p) => p,
+        }
+    }
+}
+
+/// A page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub entries: Vec<ListEntry>,
+    /// More entries follow the last one.
+    pub truncated: bool,
+}
+
+/// A ListMultipartUploads request.
+#[derive(Clone, Debug, Default)]
+pub struct UploadQuery<'a> {
+    pub prefix: &'a str,
+    pub delimiter: Option<&'a str>,
+    /// Continue after this key (all its uploads if `upload_after` is None).
+    pub key_after: Option<&'a str>,
+    pub upload_after: Option<&'a str>,
+    pub max: usize,
+}
+
+/// One upload, or a common prefix of upload keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadEntry {
+    Upload {
+        key: String,
+        upload: String,
+        record: UploadRecord,
+    },
+    Prefix(String),
+}
+
+/// A page of uploads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadPage {
+    pub entries: Vec<UploadEntry>,
+    pub truncated: bool,
+}
+
+/// The common prefix `key` rolls up into, if any.
+fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
+    let delimiter = delimiter.filter(|d| !d.is_empty())?;
+    let rest = key.get(prefix.len()..)?;
+    let at = rest.find(delimiter)?;
+    key.get(..prefix.len() + at + delimiter.len())
+}
+
+/// Drives a page scan over one bucket's rows of `table`: `visit` gets each
+/// row's key bytes (after `bucket 0x00`) and value, and says where to go on.
+enum Step {
+    /// Go on with the next row.
+    Next,
+    /// Seek to this row key (after `bucket 0x00`), inclusive.
+    Seek(Vec<u8>),
+    /// The page is full.
+    Stop,
+}
+
+fn scan(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: &str,
+    prefix: &str,
+    start: Bound<Vec<u8>>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<Step>,
+) -> Result<()> {
+    let base = keys::bucket_base(bucket);
+    let with_base = |k: &[u8]| [base.as_slice(), k].concat();
+    let end = keys::successor(&with_base(prefix.as_bytes()))
+        .or_else(|| keys::successor(&base))
+        .unwrap_or_default();
+    let mut lower = match start {
+        Bound::Included(k) => Bound::Included(with_base(&k)),
+        Bound::Excluded(k) => Bound::Excluded(with_base(&k)),
+        Bound::Unbounded => Bound::Included(with_base(prefix.as_bytes())),
+    };
+    // Each pass is one range scan; a common prefix ends the pass with a seek.
+    'seek: loop {
+        let range = (
+            lower.as_ref().map(Vec::as_slice),
+            Bound::Excluded(end.as_slice()),
+        );
+        for row in table.range::<&[u8]>(range)? {
+            let (k, v) = row?;
+            let Some(key) = k.value().get(base.len()..) else {
+                continue;
+            };
+            match visit(key, v.value())? {
+                Step::Next => {}
+                Step::Stop => return Ok(()),
+                Step::Seek(to) => {
+                    lower = Bound::Included(with_base(&to));
+                    continue 'seek;
+                }
+            }
+        }
+        return Ok(());
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| MetaError::Corrupt {
+        what: "key",
+        reason: e.to_string(),
+    })
+}
+
+/// Where a scan starts: at the prefix, or just after the marker.
+fn start_bound(prefix: &str, after: Option<&str>) -> Bound<Vec<u8>> {
+    match after {
+        Some(a) if a >= prefix => Bound::Excluded(a.as_bytes().to_vec()),
+        _ => Bound::Included(prefix.as_bytes().to_vec()),
+    }
+}
+
+impl MetaStore {
+    /// One page of the objects of `bucket`, in key order.
+    pub fn list_objects(&self, bucket: &str, q: &ListQuery<'_>) -> Result<ListPage> {
+        let txn = self.read_txn()?;
+        if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let table = txn.open_table(OBJECTS_TABLE)?;
+        let mut page = ListPage::default();
+        if q.max == 0 {
+            return Ok(page);
+        }
+        scan(
+            &table,
+            bucket,
+            q.prefix,
+            start_bound(q.prefix, q.after),
+            |key, value| {
+                if page.entries.len() == q.max {
+                    page.truncated = true;
+                    return Ok(Step::Stop);
+                }
+                let key = utf8(key)?;
+                if let Some(cp) = common_prefix(key, q.prefix, q.delimiter) {
+                    let past = keys::successor(cp.as_bytes());
+                    if q.after.is_none_or(|a| cp > a) {
+                        page.entries.push(ListEntry::Prefix(cp.to_string()));
+                    }
+                    return Ok(past.map_or(Step::Stop, Step::Seek));
+                }
+                page.entries.push(ListEntry::Object {
+                    key: key.to_string(),
+                    summary: decode_summary(value)?,
+                });
+                Ok(Step::Next)
+            },
+        )?;
+        Ok(page)
+    }
+
+    /// One page of the uploads in progress in `bucket`, by key, then by
+    /// initiation time.
+    pub fn list_uploads(&self, bucket: &str, q: &UploadQuery<'_>) -> Result<UploadPage> {
+        let txn = self.read_txn()?;
+        if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let table = txn.open_table(UPLOADS_TABLE)?;
+        let mut page = UploadPage::default();
+        if q.max == 0 {
+            return Ok(page);
+        }
+        // Rows are `key 0x00 upload`.
+        let start = match (q.key_after, q.upload_after) {
+            (Some(k), Some(u)) if k >= q.prefix => {
+                Bound::Excluded([k.as_bytes(), &[0], u.as_bytes()].concat())
+            }
+            // After every upload of key k: `k 0x01` sorts after `k 0x00 ...`.
+            (Some(k), None) if k >= q.prefix => Bound::Included([k.as_bytes(), &[1]].concat()),
+            _ => Bound::Included(q.prefix.as_bytes().to_vec()),
+        };
+        scan(&table, bucket, q.prefix, start, |row, value| {
+            if page.entries.len() == q.max {
+                page.truncated = true;
+                return Ok(Step::Stop);
+            }
+            let cut = row.iter().rposition(|b| *b == 0).unwrap_or(row.len());
+            let key = utf8(&row[..cut])?;
+            let upload = utf8(row.get(cut + 1..).unwrap_or_default())?;
+            if let Some(cp) = common_prefix(key, q.prefix, q.delimiter) {
+                if q.key_after.is_none_or(|a| cp > a) {
+                    page.entries.push(UploadEntry::Prefix(cp.to_string()));
+                }
+                return Ok(keys::successor(cp.as_bytes()).map_or(Step::Stop, Step::Seek));
+            }
+            page.entries.push(UploadEntry::Upload {
+                key: key.to_string(),
+                upload: upload.to_string(),
+                record: decode_upload(value)?,
+            });
+            Ok(Step::Next)
+        })?;
+        Ok(page)
+    }
+}

@@ -1,0 +1,876 @@
+//! The store: tables, records and the transactions that keep the
+//! invariants stated in the crate docs.
+//!
+//! Every call is synchronous (redb is); the gateway calls them on the
+//! blocking pool. Values are a format byte followed by postcard, so a
+//! record written by a newer version is refused as `Corrupt` instead of
+//! being misread.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
+const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
+const GARBAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("garbage");
+
+const RECORD_FORMAT: u8 = 1;
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![RECORD_FORMAT];
+    postcard::to_io(value, &mut out).map_err(|e| MetaError::Corrupt {
+        what: "encoding",
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| MetaError::Corrupt {
+                what,
+                reason: e.to_string(),
+            })
+        }
+        Some((v, _)) => Err(MetaError::Corrupt {
+            what,
+            reason: format!("record format {v} is not known to this version"),
+        }),
+        None => Err(MetaError::Corrupt {
+            what,
+            reason: "empty record".into(),
+        }),
+    }
+}
+
+/// A bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub created_unix_ms: u64,
+}
+
+/// What a listing shows of an object, stored ahead of its manifest so that
+/// a listing decodes only this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSummary {
+    pub size: u64,
+    pub etag: String,
+    pub modified_unix_ms: u64,
+}
+
+impl ObjectSummary {
+    fn of(m: &Manifest) -> Self {
+        Self {
+            size: m.size,
+            etag: m.etag.clone(),
+            modified_unix_ms: m.created_unix_ms,
+        }
+    }
+}
+
+/// An object row: summary, then the encoded manifest.
+fn encode_object(manifest: &Manifest) -> Result<Vec<u8>> {
+    let summary = encode(&ObjectSummary::of(manifest))?;
+    let body = manifest.encode().map_err(|e| MetaError::Corrupt {
+        what: "manifest",
+        reason: e.to_string(),
+    })?;
+    let len = u32::try_from(summary.len()).map_err(|_| MetaError::Corrupt {
+        what: "summary",
+        reason: "too long".into(),
+    })?;
+    let mut out = Vec::with_capacity(4 + summary.len() + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&summary);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn split_object(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let corrupt = || MetaError::Corrupt {
+        what: "object",
+        reason: "truncated row".into(),
+    };
+    let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    Ok(rest.split_at(len))
+}
+
+pub(crate) fn decode_summary(bytes: &[u8]) -> Result<ObjectSummary> {
+    decode("summary", split_object(bytes)?.0)
+}
+
+fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
+    Manifest::decode(split_object(bytes)?.1).map_err(|e| MetaError::Corrupt {
+        what: "manifest",
+        reason: e.to_string(),
+    })
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub initiated_unix_ms: u64,
+    pub content_type: Option<String>,
+    pub user_metadata: BTreeMap<String, String>,
+}
+
+/// One uploaded part: a segment of the object to be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// MD5 of the part, hex.
+    pub etag: String,
+    pub size: u64,
+    pub modified_unix_ms: u64,
+    pub segment: Segment,
+}
+
+/// When a PUT may replace what is there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Always.
+    Always,
+    /// Only if no object has the key (`If-None-Match: *`).
+    IfAbsent,
+    /// Only if the current object's ETag is this one (`If-Match`).
+    IfMatch(String),
+}
+
+/// What a committed write replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub replaced: Option<ObjectSummary>,
+}
+
+/// An intent's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IntentId(u64);
+
+/// A garbage entry's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GarbageId(u64);
+
+/// Blobs to delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GarbageRecord {
+    /// The version they belonged to, if they were visible once: a reader
+    /// that still streams it keeps them alive a little longer.
+    version: Option<VersionId>,
+    blobs: Vec<(BackendId, BlobName)>,
+    /// Not before this time (ms since the epoch): a grace period for reads
+    /// that started before the change.
+    not_before_unix_ms: u64,
+}
+
+/// A batch entry of [`MetaStore::garbage_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Garbage {
+    pub id: GarbageId,
+    pub version: Option<VersionId>,
+    pub blobs: Vec<(BackendId, BlobName)>,
+}
+
+fn segment_blobs(segments: &[Segment]) -> Vec<(BackendId, BlobName)> {
+    segments
+        .iter()
+        .flat_map(|s| s.fragments.iter())
+        .map(|f| (f.backend.clone(), f.blob.clone()))
+        .collect()
+}
+
+/// The metadata store. Cheap to clone; one per process (redb locks the
+/// file, so a second gateway on the same data directory fails to open).
+#[derive(Clone)]
+pub struct MetaStore {
+    db: Arc<Database>,
+    grace_ms: u64,
+}
+
+impl std::fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaStore").finish_non_exhaustive()
+    }
+}
+
+/// Garbage becomes deletable this long after the change that made it.
+pub const DEFAULT_GRACE_MS: u64 = 5_000;
+
+impl MetaStore {
+    /// Opens (or creates) the store at `path`. Intents left by a previous
+    /// run are writes that never committed: their blobs become garbage.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let store = Self {
+            db: Arc::new(db),
+            grace_ms: DEFAULT_GRACE_MS,
+        };
+        let txn = store.db.begin_write()?;
+        txn.open_table(BUCKETS)?;
+        for table in [OBJECTS, UPLOADS, PARTS] {
+            txn.open_table(table)?;
+        }
+        for table in [INTENTS, GARBAGE] {
+            txn.open_table(table)?;
+        }
+        let stale: Vec<u64> = {
+            let intents = txn.open_table(INTENTS)?;
+            intents
+                .iter()?
+                .map(|r| r.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()?
+        };
+        for id in stale {
+            Self::intent_to_garbage(&txn, id, 0)?;
+        }
+        txn.commit()?;
+        Ok(store)
+    }
+
+    /// Sets the garbage grace period (tests shorten it).
+    pub fn with_grace_ms(mut self, grace_ms: u64) -> Self {
+        self.grace_ms = grace_ms;
+        self
+    }
+
+    // --- buckets ---
+
+    pub fn create_bucket(&self, bucket: &str, now_unix_ms: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut buckets = txn.open_table(BUCKETS)?;
+            if buckets.get(bucket)?.is_some() {
+                return Err(MetaError::BucketExists);
+            }
+            let record = encode(&BucketRecord {
+                created_unix_ms: now_unix_ms,
+            })?;
+            buckets.insert(bucket, record.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>> {
+        let txn = self.db.begin_read()?;
+        let buckets = txn.open_table(BUCKETS)?;
+        buckets
+            .get(bucket)?
+            .map(|v| decode("bucket", v.value()))
+            .transpose()
+    }
+
+    /// All buckets, in name order.
+    pub fn list_buckets(&self) -> Result<Vec<(String, BucketRecord)>> {
+        let txn = self.db.begin_read()?;
+        let buckets = txn.open_table(BUCKETS)?;
+        buckets
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().to_string(), decode("bucket", v.value())?))
+            })
+            .collect()
+    }
+
+    /// Deletes an empty bucket: no object and no upload in progress.
+    pub fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut buckets = txn.open_table(BUCKETS)?;
+            if buckets.get(bucket)?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let base = keys::bucket_base(bucket);
+            let end = keys::successor(&base).unwrap_or_default();
+            let range = (
+                Bound::Included(base.as_slice()),
+                Bound::Excluded(end.as_slice()),
+            );
+            if txn
+                .open_table(OBJECTS)?
+                .range::<&[u8]>(range)?
+                .next()
+                .is_some()
+                || txn
+                    .open_table(UPLOADS)?
+                    .range::<&[u8]>(range)?
+                    .next()
+                    .is_some()
+            {
+                return Err(MetaError::BucketNotEmpty);
+            }
+            buckets.remove(bucket)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn require_bucket(txn: &WriteTransaction, bucket: &str) -> Result<()> {
+        match txn.open_table(BUCKETS)?.get(bucket)? {
+            Some(_) => Ok(()),
+            None => Err(MetaError::NoSuchBucket),
+        }
+    }
+
+    // --- intents and garbage ---
+
+    fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, V>) -> Result<u64> {
+        Ok(table.last()?.map_or(1, |(k, _)| k.value() + 1))
+    }
+
+    /// Records, durably, the blobs a write is about to create. Call before
+    /// the first byte is written.
+    pub fn begin_intent(&self, blobs: &[(BackendId, BlobName)]) -> Result<IntentId> {
+        let txn = self.db.begin_write()?;
+        let id = {
+            let mut intents = txn.open_table(INTENTS)?;
+            let id = Self::next_id(&intents)?;
+            intents.insert(id, encode(&blobs)?.as_slice())?;
+            id
+        };
+        txn.commit()?;
+        Ok(IntentId(id))
+    }
+
+    /// The write of `intent` will not commit: its blobs become garbage.
+    pub fn abandon_intent(&self, intent: IntentId, now_unix_ms: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        Self::intent_to_garbage(&txn, intent.0, now_unix_ms)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn intent_to_garbage(txn: &WriteTransaction, intent: u64, now_unix_ms: u64) -> Result<()> {
+        let mut intents = txn.open_table(INTENTS)?;
+        let removed = intents.remove(intent)?;
+        let blobs: Option<Vec<(BackendId, BlobName)>> =
+            removed.map(|v| decode("intent", v.value())).transpose()?;
+        drop(intents);
+        if let Some(blobs) = blobs {
+            // Never visible, never read: no grace needed.
+            Self::add_garbage(txn, None, blobs, now_unix_ms)?;
+        }
+        Ok(())
+    }
+
+    fn add_garbage(
+        txn: &WriteTransaction,
+        version: Option<VersionId>,
+        blobs: Vec<(BackendId, BlobName)>,
+        not_before_unix_ms: u64,
+    ) -> Result<()> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let mut garbage = txn.open_table(GARBAGE)?;
+        let id = Self::next_id(&garbage)?;
+        let record = GarbageRecord {
+            version,
+            blobs,
+            not_before_unix_ms,
+        };
+        garbage.insert(id, encode(&record)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Up to `limit` garbage entries whose grace period is over at `now`.
+    pub fn garbage_batch(&self, now_unix_ms: u64, limit: usize) -> Result<Vec<Garbage>> {
+        let txn = self.db.begin_read()?;
+        let garbage = txn.open_table(GARBAGE)?;
+        let mut out = Vec::new();
+        for r in garbage.iter()? {
+            let (k, v) = r?;
+            let record: GarbageRecord = decode("garbage", v.value())?;
+            if record.not_before_unix_ms > now_unix_ms {
+                continue;
+            }
+            out.push(Garbage {
+                id: GarbageId(k.value()),
+                version: record.version,
+                blobs: record.blobs,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Garbage entries whose blobs are all deleted.
+    pub fn garbage_done(&self, ids: &[GarbageId]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut garbage = txn.open_table(GARBAGE)?;
+            for id in ids {
+                garbage.remove(id.0)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Garbage entries and open intents (for `/ready` and tests).
+    pub fn pending_counts(&self) -> Result<(u64, u64)> {
+        let txn = self.db.begin_read()?;
+        Ok((
+            txn.open_table(GARBAGE)?.len()?,
+            txn.open_table(INTENTS)?.len()?,
+        ))
+    }
+
+    // --- objects ---
+
+    /// Commits `manifest` as the object `bucket/key`, if `condition` holds,
+    /// and closes `intent`. The replaced version's fragments become garbage
+    /// in the same transaction. On any error the intent stays open: call
+    /// [`MetaStore::abandon_intent`].
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: &Manifest,
+        intent: Option<IntentId>,
+        condition: &Condition,
+        now_unix_ms: u64,
+    ) -> Result<Written> {
+        let txn = self.db.begin_write()?;
+        let written = self.put_in(&txn, bucket, key, manifest, condition, now_unix_ms)?;
+        if let Some(intent) = intent {
+            txn.open_table(INTENTS)?.remove(intent.0)?;
+        }
+        txn.commit()?;
+        Ok(written)
+    }
+
+    fn put_in(
+        &self,
+        txn: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        manifest: &Manifest,
+        condition: &Condition,
+        now_unix_ms: u64,
+    ) -> Result<Written> {
+        Self::require_bucket(txn, bucket)?;
+        let row = keys::object_key(bucket, key);
+        let value = encode_object(manifest)?;
+        let mut objects = txn.open_table(OBJECTS)?;
+        let current = objects
+            .get(row.as_slice())?
+            .map(|v| decode_summary(v.value()))
+            .transpose()?;
+        match (condition, &current) {
+            (Condition::IfAbsent, Some(_)) => {
+                return Err(MetaError::PreconditionFailed("the object exists"));
+            }
+            (Condition::IfMatch(_), None) => {
+                return Err(MetaError::PreconditionFailed("the object does not exist"));
+            }
+            (Condition::IfMatch(etag), Some(cur)) if etag != "*" && *etag != cur.etag => {
+                return Err(MetaError::PreconditionFailed("the ETag does not match"));
+            }
+            _ => {}
+        }
+        let old = objects.insert(row.as_slice(), value.as_slice())?;
+        let old = old.map(|v| decode_manifest(v.value())).transpose()?;
+        drop(objects);
+        let replaced = match old {
+            Some(old) => {
+                let summary = ObjectSummary::of(&old);
+                Self::add_garbage(
+                    txn,
+                    Some(old.version_id),
+                    segment_blobs(&old.segments),
+                    now_unix_ms + self.grace_ms,
+                )?;
+                Some(summary)
+            }
+            None => None,
+        };
+        Ok(Written { replaced })
+    }
+
+    /// Commits many objects of one bucket in one transaction, with no
+    /// condition: the bulk path for imports (and restoring from a journal).
+    pub fn put_objects_batch(
+        &self,
+        bucket: &str,
+        objects: &[(String, Manifest)],
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        for (key, manifest) in objects {
+            self.put_in(&txn, bucket, key, manifest, &Condition::Always, now_unix_ms)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The current version of `bucket/key`. `NoSuchBucket` when the bucket
+    /// does not exist; `Ok(None)` when the key does not.
+    pub fn object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
+        let txn = self.db.begin_read()?;
+        let row = keys::object_key(bucket, key);
+        match txn.open_table(OBJECTS)?.get(row.as_slice())? {
+            Some(v) => Ok(Some(decode_manifest(v.value())?)),
+            None if txn.open_table(BUCKETS)?.get(bucket)?.is_none() => Err(MetaError::NoSuchBucket),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes `bucket/key`; its fragments become garbage. Returns what was
+    /// deleted (deleting a missing key is not an error in S3).
+    pub fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        now_unix_ms: u64,
+    ) -> Result<Option<ObjectSummary>> {
+        let txn = self.db.begin_write()?;
+        let deleted = self.delete_in(&txn, bucket, key, now_unix_ms)?;
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// Deletes several keys of one bucket in one transaction.
+    pub fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+        now_unix_ms: u64,
+    ) -> Result<Vec<Option<ObjectSummary>>> {
+        let txn = self.db.begin_write()?;
+        let deleted = keys
+            .iter()
+            .map(|k| self.delete_in(&txn, bucket, k, now_unix_ms))
+            .collect::<Result<Vec<_>>>()?;
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    fn delete_in(
+        &self,
+        txn: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        now_unix_ms: u64,
+    ) -> Result<Option<ObjectSummary>> {
+        Self::require_bucket(txn, bucket)?;
+        let row = keys::object_key(bucket, key);
+        let mut objects = txn.open_table(OBJECTS)?;
+        let old = objects.remove(row.as_slice())?;
+        let old = old.map(|v| decode_manifest(v.value())).transpose()?;
+        drop(objects);
+        match old {
+            Some(old) => {
+                Self::add_garbage(
+                    txn,
+                    Some(old.version_id),
+                    segment_blobs(&old.segments),
+                    now_unix_ms + self.grace_ms,
+                )?;
+                Ok(Some(ObjectSummary::of(&old)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    // --- multipart uploads ---
+
+    /// Starts an upload; returns its id (time-ordered, so a key's uploads
+    /// list in initiation order).
+    pub fn create_upload(&self, bucket: &str, key: &str, record: &UploadRecord) -> Result<String> {
+        let upload = VersionId::new(record.initiated_unix_ms).to_string();
+        let txn = self.db.begin_write()?;
+        Self::require_bucket(&txn, bucket)?;
+        txn.open_table(UPLOADS)?.insert(
+            keys::upload_key(bucket, key, &upload).as_slice(),
+            encode(record)?.as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(upload)
+    }
+
+    /// The upload `upload` of `bucket/key`.
+    pub fn upload(&self, bucket: &str, key: &str, upload: &str) -> Result<UploadRecord> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let row = keys::upload_key(bucket, key, upload);
+        match txn.open_table(UPLOADS)?.get(row.as_slice())? {
+            Some(v) => decode("upload", v.value()),
+            None => Err(MetaError::NoSuchUpload),
+        }
+    }
+
+    /// Records part `number` of an upload and closes `intent`; a part
+    /// uploaded again replaces the earlier one, whose fragments become
+    /// garbage. If the upload is gone (aborted meanwhile), the part's own
+    /// blobs become garbage and `NoSuchUpload` is returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        number: u32,
+        part: &PartRecord,
+        intent: IntentId,
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let exists = txn
+            .open_table(UPLOADS)?
+            .get(keys::upload_key(bucket, key, upload).as_slice())?
+            .is_some();
+        if !exists {
+            Self::intent_to_garbage(&txn, intent.0, now_unix_ms)?;
+            txn.commit()?;
+            return Err(MetaError::NoSuchUpload);
+        }
+        let mut parts = txn.open_table(PARTS)?;
+        let old = parts.insert(
+            keys::part_key(upload, number).as_slice(),
+            encode(part)?.as_slice(),
+        )?;
+        let old: Option<PartRecord> = old.map(|v| decode("part", v.value())).transpose()?;
+        drop(parts);
+        if let Some(old) = old {
+            Self::add_garbage(
+                &txn,
+                None,
+                segment_blobs(std::slice::from_ref(&old.segment)),
+                now_unix_ms,
+            )?;
+        }
+        txn.open_table(INTENTS)?.remove(intent.0)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Parts of an upload numbered above `after`, up to `max`, and whether
+    /// more follow.
+    pub fn list_parts(
+        &self,
+        upload: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<(u32, PartRecord)>, bool)> {
+        let txn = self.db.begin_read()?;
+        let parts = txn.open_table(PARTS)?;
+        let start = keys::part_key(upload, after.saturating_add(1));
+        let end = keys::successor(&keys::upload_prefix(upload)).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut more = false;
+        if after == u32::MAX {
+            return Ok((out, false));
+        }
+        for r in parts.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            let (k, v) = r?;
+            if out.len() == max {
+                more = true;
+                break;
+            }
+            let k = k.value();
+            let number = k
+                .last_chunk::<4>()
+                .map(|b| u32::from_be_bytes(*b))
+                .unwrap_or_default();
+            out.push((number, decode("part", v.value())?));
+        }
+        Ok((out, more))
+    }
+
+    /// Completes an upload with the `chosen` parts (number, ETag), in
+    /// ascending order, each but the last at least `min_part_bytes`.
+    /// `build` makes the object's manifest from the chosen parts' records.
+    /// Parts not chosen become garbage; so does the version it replaces.
+    #[allow(clippy::too_many_arguments)]
+    pub fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        chosen: &[(u32, String)],
+        min_part_bytes: u64,
+        condition: &Condition,
+        now_unix_ms: u64,
+        build: impl FnOnce(Vec<(u32, PartRecord)>) -> Manifest,
+    ) -> Result<(Manifest, Written), CompleteError> {
+        let txn = self.db.begin_write()?;
+        Self::require_bucket(&txn, bucket)?;
+        let upload_row = keys::upload_key(bucket, key, upload);
+        if txn
+            .open_table(UPLOADS)?
+            .get(upload_row.as_slice())?
+            .is_none()
+        {
+            return Err(MetaError::NoSuchUpload.into());
+        }
+        let mut stored: BTreeMap<u32, PartRecord> = BTreeMap::new();
+        {
+            let mut parts = txn.open_table(PARTS)?;
+            let prefix = keys::upload_prefix(upload);
+            let end = keys::successor(&prefix).unwrap_or_default();
+            for r in
+                parts.extract_from_if::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| true)?
+            {
+                let (k, v) = r?;
+                let k = k.value();
+                let number = k
+                    .last_chunk::<4>()
+                    .map(|b| u32::from_be_bytes(*b))
+                    .unwrap_or_default();
+                stored.insert(number, decode("part", v.value())?);
+            }
+        }
+        if chosen.is_empty() {
+            return Err(CompleteError::NoParts);
+        }
+        let mut picked = Vec::with_capacity(chosen.len());
+        let mut previous = 0u32;
+        for (i, (number, etag)) in chosen.iter().enumerate() {
+            if *number <= previous {
+                return Err(CompleteError::PartOrder);
+            }
+            previous = *number;
+            let Some(part) = stored.remove(number) else {
+                return Err(CompleteError::InvalidPart(*number));
+            };
+            if part.etag != etag.trim_matches('"') {
+                return Err(CompleteError::InvalidPart(*number));
+            }
+            if i + 1 < chosen.len() && part.size < min_part_bytes {
+                return Err(CompleteError::TooSmall(*number));
+            }
+            picked.push((*number, part));
+        }
+        let manifest = build(picked);
+        let written = self.put_in(&txn, bucket, key, &manifest, condition, now_unix_ms)?;
+        let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
+        Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms)?;
+        txn.open_table(UPLOADS)?.remove(upload_row.as_slice())?;
+        txn.commit().map_err(MetaError::from)?;
+        Ok((manifest, written))
+    }
+
+    /// Aborts an upload: its parts' fragments become garbage.
+    pub fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        Self::require_bucket(&txn, bucket)?;
+        let row = keys::upload_key(bucket, key, upload);
+        if txn.open_table(UPLOADS)?.remove(row.as_slice())?.is_none() {
+            return Err(MetaError::NoSuchUpload);
+        }
+        let mut segments = Vec::new();
+        {
+            let mut parts = txn.open_table(PARTS)?;
+            let prefix = keys::upload_prefix(upload);
+            let end = keys::successor(&prefix).unwrap_or_default();
+            for r in
+                parts.extract_from_if::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| true)?
+            {
+                let (_, v) = r?;
+                let part: PartRecord = decode("part", v.value())?;
+                segments.push(part.segment);
+            }
+        }
+        Self::add_garbage(&txn, None, segment_blobs(&segments), now_unix_ms)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Uploads initiated before `before_unix_ms`, as (bucket, key, upload).
+    pub fn uploads_older_than(&self, before_unix_ms: u64) -> Result<Vec<(String, String, String)>> {
+        let txn = self.db.begin_read()?;
+        let uploads = txn.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for r in uploads.iter()? {
+            let (k, v) = r?;
+            let record: UploadRecord = decode("upload", v.value())?;
+            if record.initiated_unix_ms >= before_unix_ms {
+                continue;
+            }
+            let mut fields = k.value().split(|b| *b == 0);
+            let bucket = fields.next().unwrap_or_default();
+            let upload = k.value().rsplit(|b| *b == 0).next().unwrap_or_default();
+            let key_len = k.value().len() - bucket.len() - upload.len() - 2;
+            let key = &k.value()[bucket.len() + 1..bucket.len() + 1 + key_len];
+            out.push((
+                String::from_utf8_lossy(bucket).into_owned(),
+                String::from_utf8_lossy(key).into_owned(),
+                String::from_utf8_lossy(upload).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn read_txn(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+pub(crate) const OBJECTS_TABLE: TableDefinition<&[u8], &[u8]> = OBJECTS;
+pub(crate) const UPLOADS_TABLE: TableDefinition<&[u8], &[u8]> = UPLOADS;
+pub(crate) const BUCKETS_TABLE: TableDefinition<&str, &[u8]> = BUCKETS;
+
+pub(crate) fn decode_upload(bytes: &[u8]) -> Result<UploadRecord> {
+    decode("upload", bytes)
+}
+
+/// Why an upload could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("the upload lists no part")]
+    NoParts,
+    #[error("the parts are not in ascending order")]
+    PartOrder,
+    #[error("part {0} was not uploaded, or its ETag does not match")]
+    InvalidPart(u32),
+    #[error("part {0} is smaller than the minimum part size, and is not the last")]
+    TooSmall(u32),
+}
+
+macro_rules! complete_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CompleteError {
+            fn from(e: $t) -> Self {
+                Self::Meta(e.into())
+            }
+        }
+    )*};
+}
+complete_from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,521 @@
+//! The metadata store's rules, each on a real redb file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use shardgate_core::hash::groups_for;
+use shardgate_core::{
+    BackendId, BlobName, Digest, Envelope, ErasureCode, FragmentRef, FragmentState, Identities,
+    Manifest, Segment, StripeLayout, VersionId,
+};
+use shardgate_meta::{
+    Condition, ListEntry, ListQuery, MetaError, MetaStore, PartRecord, UploadEntry, UploadQuery,
+    UploadRecord,
+};
+
+fn segment(len: u64) -> Segment {
+    let (envelope, _) = Envelope::seal(&Identities::generate().recipients()).unwrap();
+    let layout = StripeLayout::default_for(ErasureCode::new(2, 1).unwrap());
+    let groups = groups_for(&(0..layout.geometry(len).stripe_count)).end as usize;
+    let fragments = (0..3)
+        .map(|i| FragmentRef {
+            backend: BackendId::new(format!("b{i}")).unwrap(),
+            blob: BlobName::random(),
+            group_digests: vec![Digest([0; 32]); groups],
+            state: FragmentState::Stored,
+        })
+        .collect();
+    Segment {
+        plaintext_len: len,
+        envelope,
+        layout,
+        fragments,
+    }
+}
+
+fn manifest(etag: &str, segments: Vec<Segment>) -> Manifest {
+    Manifest {
+        version_id: VersionId::new(1),
+        size: segments.iter().map(|s| s.plaintext_len).sum(),
+        etag: etag.into(),
+        content_type: None,
+        user_metadata: BTreeMap::new(),
+        created_unix_ms: 1,
+        segments,
+    }
+}
+
+/// A manifest without segments: cheap, for listing tests.
+fn empty(etag: &str) -> Manifest {
+    manifest(etag, vec![])
+}
+
+fn blobs(m: &Manifest) -> BTreeSet<(BackendId, BlobName)> {
+    m.segments
+        .iter()
+        .flat_map(|s| &s.fragments)
+        .map(|f| (f.backend.clone(), f.blob.clone()))
+        .collect()
+}
+
+fn garbage_blobs(store: &MetaStore, now: u64) -> BTreeSet<(BackendId, BlobName)> {
+    store
+        .garbage_batch(now, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .flat_map(|g| g.blobs)
+        .collect()
+}
+
+fn open() -> (tempfile::TempDir, MetaStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn buckets_are_created_once_and_deleted_only_when_empty() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 5).unwrap();
+    assert!(matches!(
+        store.create_bucket("b", 6),
+        Err(MetaError::BucketExists)
+    ));
+    assert_eq!(store.bucket("b").unwrap().unwrap().created_unix_ms, 5);
+    store
+        .put_object("b", "k", &empty("e"), None, &Condition::Always, 0)
+        .unwrap();
+    assert!(matches!(
+        store.delete_bucket("b"),
+        Err(MetaError::BucketNotEmpty)
+    ));
+    store.delete_object("b", "k", 0).unwrap();
+    let upload = store
+        .create_upload(
+            "b",
+            "u",
+            &UploadRecord {
+                initiated_unix_ms: 1,
+                content_type: None,
+                user_metadata: BTreeMap::new(),
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        store.delete_bucket("b"),
+        Err(MetaError::BucketNotEmpty)
+    ));
+    store.abort_upload("b", "u", &upload, 0).unwrap();
+    store.delete_bucket("b").unwrap();
+    assert!(store.bucket("b").unwrap().is_none());
+    assert!(matches!(
+        store.delete_bucket("b"),
+        Err(MetaError::NoSuchBucket)
+    ));
+    assert!(matches!(
+        store.object("b", "k"),
+        Err(MetaError::NoSuchBucket)
+    ));
+}
+
+#[test]
+fn conditions_decide_in_the_commit() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let put = |etag: &str, c: Condition| store.put_object("b", "k", &empty(etag), None, &c, 0);
+    assert!(matches!(
+        put("x", Condition::IfMatch("a".into())),
+        Err(MetaError::PreconditionFailed(_))
+    ));
+    put("a", Condition::IfAbsent).unwrap();
+    assert!(matches!(
+        put("x", Condition::IfAbsent),
+        Err(MetaError::PreconditionFailed(_))
+    ));
+    assert!(matches!(
+        put("x", Condition::IfMatch("zz".into())),
+        Err(MetaError::PreconditionFailed(_))
+    ));
+    put("c", Condition::IfMatch("a".into())).unwrap();
+    assert_eq!(store.object("b", "k").unwrap().unwrap().etag, "c");
+    assert!(matches!(
+        store.put_object("nope", "k", &empty("a"), None, &Condition::Always, 0),
+        Err(MetaError::NoSuchBucket)
+    ));
+}
+
+#[test]
+fn replaced_and_deleted_versions_become_garbage_after_the_grace() {
+    let (_dir, store) = open();
+    let store = store.with_grace_ms(1000);
+    store.create_bucket("b", 0).unwrap();
+    let first = manifest("1", vec![segment(10)]);
+    let second = manifest("2", vec![segment(20), segment(5)]);
+    store
+        .put_object("b", "k", &first, None, &Condition::Always, 100)
+        .unwrap();
+    assert!(garbage_blobs(&store, u64::MAX).is_empty());
+    let written = store
+        .put_object("b", "k", &second, None, &Condition::Always, 100)
+        .unwrap();
+    assert_eq!(written.replaced.unwrap().etag, "1");
+    // Not before the grace period is over.
+    assert!(garbage_blobs(&store, 1099).is_empty());
+    assert_eq!(garbage_blobs(&store, 1100), blobs(&first));
+    store.delete_object("b", "k", 200).unwrap();
+    let all: BTreeSet<_> = blobs(&first).union(&blobs(&second)).cloned().collect();
+    assert_eq!(garbage_blobs(&store, 1200), all);
+    let ids: Vec<_> = store
+        .garbage_batch(u64::MAX, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .collect();
+    store.garbage_done(&ids).unwrap();
+    assert_eq!(store.pending_counts().unwrap(), (0, 0));
+}
+
+#[test]
+fn intents_left_by_a_crash_become_garbage_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let committed = manifest("c", vec![segment(1)]);
+    let crashed: Vec<_> = (0..3)
+        .map(|i| (BackendId::new(format!("b{i}")).unwrap(), BlobName::random()))
+        .collect();
+    {
+        let store = MetaStore::open(&path).unwrap();
+        store.create_bucket("b", 0).unwrap();
+        let done: Vec<_> = blobs(&committed).into_iter().collect();
+        let intent = store.begin_intent(&done).unwrap();
+        store
+            .put_object("b", "k", &committed, Some(intent), &Condition::Always, 0)
+            .unwrap();
+        store.begin_intent(&crashed).unwrap();
+        assert_eq!(store.pending_counts().unwrap(), (0, 1));
+        // Dropped without closing the intent: the process "dies" here.
+    }
+    let store = MetaStore::open(&path).unwrap();
+    assert_eq!(store.pending_counts().unwrap(), (1, 0));
+    assert_eq!(
+        garbage_blobs(&store, 0),
+        crashed.into_iter().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(store.object("b", "k").unwrap().unwrap(), committed);
+}
+
+#[test]
+fn a_second_process_cannot_open_the_store() {
+    let (dir, _store) = open();
+    assert!(MetaStore::open(&dir.path().join("meta.redb")).is_err());
+}
+
+fn upload_record() -> UploadRecord {
+    UploadRecord {
+        initiated_unix_ms: 7,
+        content_type: Some("text/plain".into()),
+        user_metadata: BTreeMap::from([("a".into(), "b".into())]),
+    }
+}
+
+fn part(etag: &str, size: u64) -> PartRecord {
+    PartRecord {
+        etag: etag.into(),
+        size,
+        modified_unix_ms: 0,
+        segment: segment(size),
+    }
+}
+
+#[test]
+fn multipart_complete_picks_parts_and_drops_the_rest() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let upload = store.create_upload("b", "k", &upload_record()).unwrap();
+    assert_eq!(store.upload("b", "k", &upload).unwrap(), upload_record());
+    let parts = [
+        part("p1", 100),
+        part("p2", 100),
+        part("p3", 3),
+        part("p2b", 100),
+    ];
+    for (n, p) in [
+        (1, &parts[0]),
+        (2, &parts[1]),
+        (3, &parts[2]),
+        (2, &parts[3]),
+    ] {
+        let intent = store.begin_intent(&[]).unwrap();
+        store.put_part("b", "k", &upload, n, p, intent, 0).unwrap();
+    }
+    // Part 2 uploaded again: the first one is garbage already.
+    let replaced: BTreeSet<_> = parts[1]
+        .segment
+        .fragments
+        .iter()
+        .map(|f| (f.backend.clone(), f.blob.clone()))
+        .collect();
+    assert_eq!(garbage_blobs(&store, 0), replaced);
+    let (listed, more) = store.list_parts(&upload, 0, 2).unwrap();
+    assert_eq!(listed.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2]);
+    assert!(more);
+    let (listed, more) = store.list_parts(&upload, 2, 10).unwrap();
+    assert_eq!(listed.iter().map(|p| p.0).collect::<Vec<_>>(), [3]);
+    assert!(!more);
+
+    let try_complete = |chosen: &[(u32, &str)], min: u64| {
+        let chosen: Vec<_> = chosen.iter().map(|(n, e)| (*n, e.to_string())).collect();
+        store.complete_upload(
+            "b",
+            "k",
+            &upload,
+            &chosen,
+            min,
+            &Condition::Always,
+            0,
+            |ps| manifest("m-2", ps.into_iter().map(|p| p.1.segment).collect()),
+        )
+    };
+    use shardgate_meta::CompleteError as E;
+    assert!(matches!(
+        try_complete(&[(2, "p2b"), (1, "p1")], 0),
+        Err(E::PartOrder)
+    ));
+    assert!(matches!(
+        try_complete(&[(1, "p1"), (2, "p2")], 0),
+        Err(E::InvalidPart(2))
+    ));
+    assert!(matches!(
+        try_complete(&[(1, "p1"), (4, "x")], 0),
+        Err(E::InvalidPart(4))
+    ));
+    assert!(matches!(
+        try_complete(&[(3, "p3"), (4, "x")], 50),
+        Err(E::TooSmall(3))
+    ));
+    assert!(matches!(try_complete(&[], 0), Err(E::NoParts)));
+    // Failed attempts changed nothing.
+    assert_eq!(store.list_parts(&upload, 0, 10).unwrap().0.len(), 3);
+
+    let (m, _) = try_complete(&[(1, "\"p1\""), (3, "p3")], 50).unwrap();
+    assert_eq!(m.size, 103);
+    assert_eq!(store.object("b", "k").unwrap().unwrap(), m);
+    assert!(matches!(
+        store.upload("b", "k", &upload),
+        Err(MetaError::NoSuchUpload)
+    ));
+    // The unused part 2 joined the garbage.
+    let unused: BTreeSet<_> = parts[3]
+        .segment
+        .fragments
+        .iter()
+        .map(|f| (f.backend.clone(), f.blob.clone()))
+        .collect();
+    assert!(garbage_blobs(&store, 0).is_superset(&unused));
+    // A part for a finished upload is refused and its blobs are garbage.
+    let late = vec![(BackendId::new("b0").unwrap(), BlobName::random())];
+    let intent = store.begin_intent(&late).unwrap();
+    assert!(matches!(
+        store.put_part("b", "k", &upload, 9, &part("x", 1), intent, 0),
+        Err(MetaError::NoSuchUpload)
+    ));
+    assert!(garbage_blobs(&store, 0).contains(&late[0]));
+}
+
+#[test]
+fn abort_and_expiry_remove_uploads_with_their_parts() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let mut record = upload_record();
+    let old = store.create_upload("b", "old", &record).unwrap();
+    record.initiated_unix_ms = 1_000;
+    let new = store.create_upload("b", "new", &record).unwrap();
+    let p = part("e", 10);
+    let intent = store.begin_intent(&[]).unwrap();
+    store.put_part("b", "old", &old, 1, &p, intent, 0).unwrap();
+    let expired = store.uploads_older_than(500).unwrap();
+    assert_eq!(expired, vec![("b".into(), "old".into(), old.clone())]);
+    store.abort_upload("b", "old", &old, 0).unwrap();
+    assert_eq!(garbage_blobs(&store, 0).len(), 3);
+    assert!(store.list_parts(&old, 0, 10).unwrap().0.is_empty());
+    assert!(matches!(
+        store.abort_upload("b", "old", &old, 0),
+        Err(MetaError::NoSuchUpload)
+    ));
+    assert_eq!(
+        store.upload("b", "new", &new).unwrap().initiated_unix_ms,
+        1_000
+    );
+}
+
+#[test]
+fn uploads_list_by_key_then_age_with_prefixes_and_markers() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let mut ids = Vec::new();
+    for (i, key) in ["a/1", "a/2", "b", "b", "c"].iter().enumerate() {
+        let mut r = upload_record();
+        r.initiated_unix_ms = i as u64;
+        ids.push(store.create_upload("b", key, &r).unwrap());
+    }
+    let q = UploadQuery {
+        delimiter: Some("/"),
+        max: 2,
+        ..Default::default()
+    };
+    let page = store.list_uploads("b", &q).unwrap();
+    assert!(page.truncated);
+    assert_eq!(page.entries[0], UploadEntry::Prefix("a/".into()));
+    let UploadEntry::Upload { key, upload, .. } = &page.entries[1] else {
+        panic!("{:?}", page.entries[1]);
+    };
+    assert_eq!((key.as_str(), upload), ("b", &ids[2]));
+    let q = UploadQuery {
+        key_after: Some("b"),
+        upload_after: Some(&ids[2]),
+        max: 10,
+        ..Default::default()
+    };
+    let page = store.list_uploads("b", &q).unwrap();
+    let keys: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| match e {
+            UploadEntry::Upload { upload, .. } => upload.clone(),
+            UploadEntry::Prefix(p) => p.clone(),
+        })
+        .collect();
+    assert_eq!(keys, [ids[3].clone(), ids[4].clone()]);
+    assert!(!page.truncated);
+}
+
+/// What S3 returns, computed naively from the whole key set.
+fn model(keys: &BTreeSet<String>, prefix: &str, delimiter: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in keys.iter().filter(|k| k.starts_with(prefix)) {
+        let entry = match delimiter {
+            Some(d) => match k[prefix.len()..].find(d) {
+                Some(at) => k[..prefix.len() + at + d.len()].to_string(),
+                None => k.clone(),
+            },
+            None => k.clone(),
+        };
+        if out.last() != Some(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+/// Pages through a listing, each page continuing after the last marker.
+fn page_through(
+    store: &MetaStore,
+    prefix: &str,
+    delimiter: Option<&str>,
+    max: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = store
+            .list_objects(
+                "b",
+                &ListQuery {
+                    prefix,
+                    delimiter,
+                    after: after.as_deref(),
+                    max,
+                },
+            )
+            .unwrap();
+        assert!(page.entries.len() <= max);
+        out.extend(page.entries.iter().map(|e| e.marker().to_string()));
+        if !page.truncated {
+            return out;
+        }
+        after = page.entries.last().map(|e| e.marker().to_string());
+    }
+    panic!("listing did not end");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn listing_pages_equal_the_model(
+        keys in proptest::collection::btree_set("[ab/]{0,5}", 0..40),
+        prefix in "[ab/]{0,2}",
+        slash in any::<bool>(),
+        max in 1usize..5,
+    ) {
+        let (_dir, store) = open();
+        store.create_bucket("b", 0).unwrap();
+        store.create_bucket("a", 0).unwrap();
+        store.create_bucket("b-2", 0).unwrap();
+        for k in &keys {
+            store.put_object("b", k, &empty(k), None, &Condition::Always, 0).unwrap();
+            // Neighbouring buckets never leak into the listing.
+            store.put_object("a", k, &empty(k), None, &Condition::Always, 0).unwrap();
+            store.put_object("b-2", k, &empty(k), None, &Condition::Always, 0).unwrap();
+        }
+        let delimiter = slash.then_some("/");
+        prop_assert_eq!(
+            page_through(&store, &prefix, delimiter, max),
+            model(&keys, &prefix, delimiter)
+        );
+    }
+}
+
+#[test]
+fn a_million_keys_list_page_by_page() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let m = empty("e");
+    let total = 1_000_000usize;
+    let key = |i: usize| format!("dir{:03}/obj{i:07}", i % 100);
+    for start in (0..total).step_by(50_000) {
+        let batch: Vec<_> = (start..start + 50_000)
+            .map(|i| (key(i), m.clone()))
+            .collect();
+        store.put_objects_batch("b", &batch, 0).unwrap();
+    }
+    // Without a delimiter: all keys, in order, 1000 per page.
+    let mut seen = 0usize;
+    let mut after: Option<String> = None;
+    let mut previous = String::new();
+    loop {
+        let q = ListQuery {
+            prefix: "",
+            delimiter: None,
+            after: after.as_deref(),
+            max: 1000,
+        };
+        let page = store.list_objects("b", &q).unwrap();
+        for e in &page.entries {
+            let ListEntry::Object { key, summary } = e else {
+                panic!("unexpected {e:?}");
+            };
+            assert!(*key > previous);
+            assert_eq!(summary.etag, "e");
+            previous.clone_from(key);
+        }
+        seen += page.entries.len();
+        if !page.truncated {
+            break;
+        }
+        assert_eq!(page.entries.len(), 1000);
+        after = page.entries.last().map(|e| e.marker().to_string());
+    }
+    assert_eq!(seen, total);
+    // With a delimiter, the 100 directories come back in one page.
+    let q = ListQuery {
+        prefix: "",
+        delimiter: Some("/"),
+        after: None,
+        max: 1000,
+    };
+    let page = store.list_objects("b", &q).unwrap();
+    assert_eq!(page.entries.len(), 100);
+    assert!(!page.truncated);
+    assert_eq!(page.entries[99], ListEntry::Prefix("dir099/".into()));
+}
