@@ -727,23 +727,7 @@ impl MetaStore {
         {
             return Err(MetaError::NoSuchUpload.into());
         }
-        let mut stored: BTreeMap<u32, PartRecord> = BTreeMap::new();
-        {
-            let mut parts = txn.open_table(PARTS)?;
-            let prefix = keys::upload_prefix(upload);
-            let end = keys::successor(&prefix).unwrap_or_default();
-            for r in
-                parts.extract_from_if::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| true)?
-            {
-                let (k, v) = r?;
-                let k = k.value();
-                let number = k
-                    .last_chunk::<4>()
-                    .map(|b| u32::from_be_bytes(*b))
-                    .unwrap_or_default();
-                stored.insert(number, decode("part", v.value())?);
-            }
-        }
+        let mut stored = Self::take_parts(&txn, upload)?;
         if chosen.is_empty() {
             return Err(CompleteError::NoParts);
         }
@@ -774,6 +758,26 @@ impl MetaStore {
         Ok((manifest, written))
     }
 
+    /// Removes an upload's part records and returns them by number.
+    fn take_parts(txn: &WriteTransaction, upload: &str) -> Result<BTreeMap<u32, PartRecord>> {
+        let mut parts = txn.open_table(PARTS)?;
+        let prefix = keys::upload_prefix(upload);
+        let end = keys::successor(&prefix).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for r in
+            parts.extract_from_if::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| true)?
+        {
+            let (k, v) = r?;
+            let number = k
+                .value()
+                .last_chunk::<4>()
+                .map(|b| u32::from_be_bytes(*b))
+                .unwrap_or_default();
+            out.insert(number, decode("part", v.value())?);
+        }
+        Ok(out)
+    }
+
     /// Aborts an upload: its parts' fragments become garbage.
     pub fn abort_upload(
         &self,
@@ -788,19 +792,10 @@ impl MetaStore {
         if txn.open_table(UPLOADS)?.remove(row.as_slice())?.is_none() {
             return Err(MetaError::NoSuchUpload);
         }
-        let mut segments = Vec::new();
-        {
-            let mut parts = txn.open_table(PARTS)?;
-            let prefix = keys::upload_prefix(upload);
-            let end = keys::successor(&prefix).unwrap_or_default();
-            for r in
-                parts.extract_from_if::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| true)?
-            {
-                let (_, v) = r?;
-                let part: PartRecord = decode("part", v.value())?;
-                segments.push(part.segment);
-            }
-        }
+        let segments: Vec<Segment> = Self::take_parts(&txn, upload)?
+            .into_values()
+            .map(|p| p.segment)
+            .collect();
         Self::add_garbage(&txn, None, segment_blobs(&segments), now_unix_ms)?;
         txn.commit()?;
         Ok(())
