@@ -110,6 +110,14 @@ pub struct Config {
     /// The policy of every other bucket.
     #[serde(default)]
     pub default_policy: Option<String>,
+    /// Multipart uploads not completed after this many seconds are aborted
+    /// and their parts deleted (default: one day).
+    #[serde(default = "default_upload_expiry_secs")]
+    pub upload_expiry_secs: u64,
+}
+
+fn default_upload_expiry_secs() -> u64 {
+    24 * 3600
 }
 
 fn default_listen() -> SocketAddr {
@@ -192,6 +200,11 @@ pub struct PolicyConfig {
     /// age chunks (64 KiB) per stripe; default 16, or k for k > 16.
     #[serde(default)]
     pub stripe_chunks: Option<u32>,
+    /// Bodies up to this size, when their length is known up front, are
+    /// stored as 1 + m whole encrypted copies instead of k + m fragments
+    /// (see BENCHMARKS.md for why); 0 turns this off.
+    #[serde(default)]
+    pub small_object_bytes: Option<u64>,
 }
 
 impl Config {

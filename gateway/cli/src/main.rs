@@ -1,0 +1,199 @@
+//! `shardgate`: the binary. Parses the command line, loads the
+//! configuration, prepares keys and backends (`setup`), and runs the S3
+//! gateway. Every failure ends the process with one line naming its cause.
+
+mod setup;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use shardgate_config::Config;
+use shardgate_meta::MetaStore;
+use shardgate_s3::Gateway;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shardgate",
+    version,
+    about = "One S3 endpoint over encrypted, erasure-coded fragments on many backends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the S3 gateway. With no configuration: six local directories as
+    /// six sites under the data dir, 4 + 2 erasure coding, on 127.0.0.1:9000.
+    Serve {
+        /// A TOML configuration file (SHARDGATE_* variables override it).
+        #[arg(long, env = "SHARDGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where metadata, keys and the default backends live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The address to listen on (port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardgate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+        } => serve(config, data_dir, listen).await,
+    }
+}
+
+async fn serve(
+    config_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<()> {
+    let mut config = Config::load(config_file.as_deref())?;
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    let parts = setup::prepare(&config).await?;
+    let meta_path = parts.meta_path.clone();
+    let meta = tokio::task::spawn_blocking(move || MetaStore::open(&meta_path))
+        .await
+        .context("opening the metadata store")?
+        .with_context(|| {
+            format!(
+                "opening the metadata store {} (is another shardgate using this data dir?)",
+                parts.meta_path.display()
+            )
+        })?;
+    let summary = describe(&parts.gateway);
+    let gateway = Gateway::new(parts.gateway, meta)?;
+    gateway.refresh_health().await;
+    gateway.spawn_background();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+
+    let mut out = std::io::stdout().lock();
+    print_created(&mut out, &parts.created, &config)?;
+    writeln!(
+        out,
+        "shardgate: {summary}, data in {}",
+        config.data_dir.display()
+    )?;
+    writeln!(out, "shardgate: S3 endpoint listening on http://{addr}")?;
+    writeln!(
+        out,
+        "shardgate: access key {}",
+        parts.credentials.access_key
+    )?;
+    out.flush()?;
+    drop(out);
+
+    shardgate_s3::serve(listener, gateway, parts.credentials, stop_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+fn describe(g: &shardgate_s3::GatewayConfig) -> String {
+    let policy = g
+        .policies
+        .get(&g.default_policy)
+        .map(|p| {
+            format!(
+                "{} + {} (write quorum {})",
+                p.code.k(),
+                p.code.m(),
+                p.write_quorum
+            )
+        })
+        .unwrap_or_default();
+    format!("{} backends, default policy {policy}", g.backends.len())
+}
+
+fn print_created(
+    out: &mut impl Write,
+    created: &setup::Created,
+    config: &Config,
+) -> std::io::Result<()> {
+    if let Some((path, c)) = &created.credentials {
+        writeln!(
+            out,
+            "shardgate: first start in {}: created",
+            config.data_dir.display()
+        )?;
+        writeln!(out, "  access key: {}", c.access_key)?;
+        writeln!(out, "  secret key: {}", c.secret_key)?;
+        writeln!(
+            out,
+            "  (stored in {}, mode 0600; printed only this once)",
+            path.display()
+        )?;
+    }
+    if let Some(path) = &created.identity {
+        writeln!(out, "  age identity: {}", path.display())?;
+    }
+    if let Some((secret, public)) = &created.recovery {
+        writeln!(out, "  recovery recipient: {}", public.display())?;
+        writeln!(out, "  recovery identity:  {}", secret.display())?;
+    }
+    if created.identity.is_some() || created.recovery.is_some() {
+        writeln!(
+            out,
+            "  WARNING: keep the identity files safe and back them up (move the recovery identity offline): without one of them no object can be decrypted."
+        )?;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

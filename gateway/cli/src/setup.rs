@@ -1,0 +1,296 @@
+//! Turns a configuration into a running gateway's parts, filling in the
+//! embedded default where the configuration is silent, and creating the
+//! key material a first start needs (kept for every later start).
+//!
+//! Embedded default (no backends configured): six `fs` backends under
+//! `<data-dir>/backends/site-1..6`, each labelled as its own site, and one
+//! policy `default` = 4 + 2 with a write quorum of 5: a write succeeds with
+//! one directory unavailable, and every acknowledged object survives the
+//! loss of any further one (any two when written whole).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rand::Rng;
+use shardgate_backend::{Backend, BackendInfo};
+use shardgate_backend_fs::FsBackend;
+use shardgate_backend_memory::MemoryBackend;
+use shardgate_config::{BackendKind, Config, read_secret_file};
+use shardgate_core::{BackendId, ErasureCode, Identities, Recipients};
+use shardgate_s3::{Credentials, GatewayConfig, Policy};
+
+/// The default policy of the embedded default.
+pub const DEFAULT_K: u32 = 4;
+pub const DEFAULT_M: u32 = 2;
+pub const DEFAULT_SITES: usize = 6;
+/// Small-object threshold when a policy does not set one (BENCHMARKS.md,
+/// "Small objects").
+pub const DEFAULT_SMALL_OBJECT_BYTES: u64 = 64 * 1024;
+
+/// What a first start created, to print once.
+#[derive(Debug, Default)]
+pub struct Created {
+    pub credentials: Option<(PathBuf, Credentials)>,
+    pub identity: Option<PathBuf>,
+    pub recovery: Option<(PathBuf, PathBuf)>,
+}
+
+/// Writes a new file readable by its owner only; refuses to overwrite.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// The S3 credentials: from the config, else from `<data>/credentials`,
+/// else generated there.
+fn credentials(config: &Config, created: &mut Created) -> Result<Credentials> {
+    if let Some(c) = &config.credentials {
+        return Ok(Credentials {
+            access_key: c.access_key.clone(),
+            secret_key: c.secret()?,
+        });
+    }
+    let path = config.data_dir.join("credentials");
+    if path.exists() {
+        let text = read_secret_file("credentials", &path)?;
+        let mut fields = BTreeMap::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                fields.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        let (Some(access_key), Some(secret_key)) =
+            (fields.remove("access_key"), fields.remove("secret_key"))
+        else {
+            bail!(
+                "{}: expected lines access_key=... and secret_key=...",
+                path.display()
+            );
+        };
+        return Ok(Credentials {
+            access_key,
+            secret_key,
+        });
+    }
+    let creds = Credentials {
+        access_key: format!(
+            "SG{}",
+            random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 18)
+        ),
+        secret_key: random_string(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            40,
+        ),
+    };
+    write_private(
+        &path,
+        &format!(
+            "access_key={}\nsecret_key={}\n",
+            creds.access_key, creds.secret_key
+        ),
+    )?;
+    created.credentials = Some((path, creds.clone()));
+    Ok(creds)
+}
+
+fn read_identity(path: &Path) -> Result<Identities> {
+    let text = read_secret_file("keys.identity_file", path)?;
+    Identities::parse(&text)
+        .with_context(|| format!("{}: not an age identity file", path.display()))
+}
+
+/// The gateway's identity, and the recipients every object is encrypted
+/// to: the identity's own, plus a recovery recipient whose secret should
+/// live offline.
+fn keys(config: &Config, created: &mut Created) -> Result<(Identities, Recipients)> {
+    let keys_dir = config.data_dir.join("keys");
+    let identity_path = config
+        .keys
+        .identity_file
+        .clone()
+        .unwrap_or_else(|| keys_dir.join("gateway-identity.txt"));
+    let identities = if identity_path.exists() {
+        read_identity(&identity_path)?
+    } else {
+        let id = Identities::generate();
+        write_private(&identity_path, &id.to_identity_file())?;
+        created.identity = Some(identity_path.clone());
+        id
+    };
+    let mut recipients = identities.recipients();
+    let recovery = match &config.keys.recovery_recipient {
+        Some(r) => Some(r.clone()),
+        None => {
+            // Embedded default: create a recovery key pair once. Its public
+            // half is used for every object; its secret half is for the
+            // user to move offline.
+            let recipient_path = keys_dir.join("recovery-recipient.txt");
+            if recipient_path.exists() {
+                let text = fs::read_to_string(&recipient_path)
+                    .with_context(|| format!("reading {}", recipient_path.display()))?;
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("age1"))
+                    .map(str::to_string)
+            } else if config.keys.identity_file.is_none() {
+                let recovery = Identities::generate();
+                let secret_path = keys_dir.join("recovery-identity.txt");
+                write_private(&secret_path, &recovery.to_identity_file())?;
+                let public = recovery.recipients().to_strings().join("\n");
+                fs::write(&recipient_path, format!("{public}\n"))
+                    .with_context(|| format!("writing {}", recipient_path.display()))?;
+                created.recovery = Some((secret_path, recipient_path));
+                Some(public)
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(r) = recovery {
+        let parsed = Recipients::parse(&[r.as_str()])
+            .with_context(|| format!("keys.recovery_recipient: {r:?} is not an age recipient"))?;
+        recipients = recipients.join(parsed);
+    }
+    Ok((identities, recipients))
+}
+
+/// Opens the configured backends, or the embedded default's.
+async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
+    let mut out: Vec<Arc<dyn Backend>> = Vec::new();
+    if config.backends.is_empty() {
+        for i in 1..=DEFAULT_SITES {
+            let site = format!("site-{i}");
+            let info = BackendInfo::new(BackendId::new(site.clone())?).with_label("site", &site);
+            let root = config.data_dir.join("backends").join(&site);
+            let fs = FsBackend::open(info, &root)
+                .await
+                .with_context(|| format!("opening fs backend {site} at {}", root.display()))?;
+            out.push(Arc::new(fs));
+        }
+        return Ok(out);
+    }
+    for (i, b) in config.backends.iter().enumerate() {
+        let mut info = BackendInfo::new(
+            BackendId::new(b.id.clone()).with_context(|| format!("backends[{i}].id"))?,
+        );
+        info.labels = b.labels.clone();
+        info.capacity_bytes = b.capacity_bytes;
+        let backend: Arc<dyn Backend> = match (b.kind, &b.path) {
+            (BackendKind::Fs, Some(path)) => Arc::new(
+                FsBackend::open(info, path)
+                    .await
+                    .with_context(|| format!("backends[{i}] ({}): {}", b.id, path.display()))?,
+            ),
+            (BackendKind::Fs, None) => bail!("backends[{i}].path: an fs backend needs a path"),
+            (BackendKind::Memory, _) => Arc::new(MemoryBackend::new(info)),
+        };
+        out.push(backend);
+    }
+    Ok(out)
+}
+
+fn policies(config: &Config) -> Result<(BTreeMap<String, Policy>, String)> {
+    let mut out = BTreeMap::new();
+    if config.policies.is_empty() {
+        let code = ErasureCode::new(DEFAULT_K, DEFAULT_M)?;
+        out.insert(
+            "default".to_string(),
+            Policy {
+                name: "default".into(),
+                code,
+                write_quorum: code.width() - 1,
+                stripe_chunks: None,
+                small_object_bytes: DEFAULT_SMALL_OBJECT_BYTES,
+            },
+        );
+    }
+    for (name, p) in &config.policies {
+        let code = ErasureCode::new(p.k, p.m).with_context(|| format!("policies.{name}"))?;
+        out.insert(
+            name.clone(),
+            Policy {
+                name: name.clone(),
+                code,
+                write_quorum: p.write_quorum.unwrap_or(code.width()),
+                stripe_chunks: p.stripe_chunks,
+                small_object_bytes: p.small_object_bytes.unwrap_or(DEFAULT_SMALL_OBJECT_BYTES),
+            },
+        );
+    }
+    let default = match &config.default_policy {
+        Some(p) => p.clone(),
+        None if out.len() == 1 => out.keys().next().cloned().unwrap_or_default(),
+        None if out.contains_key("default") => "default".into(),
+        None => bail!("default_policy: several policies are defined; name the default one"),
+    };
+    Ok((out, default))
+}
+
+/// Everything `serve` needs.
+#[derive(Debug)]
+pub struct Parts {
+    pub gateway: GatewayConfig,
+    pub credentials: Credentials,
+    pub created: Created,
+    pub meta_path: PathBuf,
+}
+
+pub async fn prepare(config: &Config) -> Result<Parts> {
+    fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    if let Ok(meta) = fs::metadata(&config.data_dir) {
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 {
+            bail!(
+                "data dir {} is writable by everyone (mode {:o})",
+                config.data_dir.display(),
+                mode & 0o777
+            );
+        }
+    }
+    let mut created = Created::default();
+    let credentials = credentials(config, &mut created)?;
+    let (identities, recipients) = keys(config, &mut created)?;
+    let backends = backends(config).await?;
+    let (policies, default_policy) = policies(config)?;
+    Ok(Parts {
+        gateway: GatewayConfig {
+            backends,
+            policies,
+            bucket_policies: config.buckets.clone(),
+            default_policy,
+            recipients,
+            identities,
+            placer: Arc::new(shardgate_placement::Spread),
+            upload_expiry: Duration::from_secs(config.upload_expiry_secs),
+            fragment_timeout: Duration::from_secs(10),
+        },
+        credentials,
+        created,
+        meta_path: config.data_dir.join("meta.redb"),
+    })
+}

@@ -1,0 +1,122 @@
+//! Gateway errors, and the one place they become S3 errors.
+//!
+//! A user's mistake gets its 4xx S3 code with a message; an outage the user
+//! cannot fix (too few backends) gets 503 `ServiceUnavailable`, which S3
+//! clients retry; only a fault of the gateway itself is a 500.
+
+use s3s::{S3Error, S3ErrorCode};
+use shardgate_core::CoreError;
+use shardgate_meta::{CompleteError, MetaError};
+use shardgate_pipeline::PipelineError;
+use shardgate_placement::PlacementError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the key does not exist")]
+    NoSuchKey,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Complete(#[from] CompleteError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<CoreError> for GatewayError {
+    fn from(e: CoreError) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
+
+fn err(code: S3ErrorCode, msg: impl std::fmt::Display) -> S3Error {
+    S3Error::with_message(code, msg.to_string())
+}
+
+fn meta_error(e: MetaError) -> S3Error {
+    use S3ErrorCode as C;
+    match e {
+        MetaError::NoSuchBucket => err(C::NoSuchBucket, "The specified bucket does not exist"),
+        MetaError::BucketExists => err(
+            C::BucketAlreadyOwnedByYou,
+            "Your previous request to create the named bucket succeeded and you already own it",
+        ),
+        MetaError::BucketNotEmpty => err(
+            C::BucketNotEmpty,
+            "The bucket you tried to delete is not empty (objects or uploads in progress)",
+        ),
+        MetaError::NoSuchUpload => err(
+            C::NoSuchUpload,
+            "The specified multipart upload does not exist: it may have been completed, aborted or expired",
+        ),
+        MetaError::PreconditionFailed(why) => err(
+            C::PreconditionFailed,
+            format!("At least one of the preconditions you specified did not hold: {why}"),
+        ),
+        e @ (MetaError::Corrupt { .. } | MetaError::Store(_)) => {
+            tracing::error!(error = %e, "metadata store failure");
+            err(C::InternalError, e)
+        }
+    }
+}
+
+impl From<GatewayError> for S3Error {
+    fn from(e: GatewayError) -> Self {
+        use S3ErrorCode as C;
+        match e {
+            GatewayError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
+            GatewayError::Meta(e) => meta_error(e),
+            GatewayError::Complete(e) => match e {
+                CompleteError::Meta(e) => meta_error(e),
+                CompleteError::NoParts => {
+                    err(C::MalformedXML, "You must specify at least one part")
+                }
+                CompleteError::PartOrder => err(
+                    C::InvalidPartOrder,
+                    "The list of parts was not in ascending order",
+                ),
+                e @ CompleteError::InvalidPart(_) => err(C::InvalidPart, e),
+                e @ CompleteError::TooSmall(_) => err(C::EntityTooSmall, e),
+            },
+            GatewayError::Pipeline(e) => match e {
+                PipelineError::Input(io) => err(
+                    C::IncompleteBody,
+                    format!("The request body could not be read in full: {io}"),
+                ),
+                e @ (PipelineError::QuorumNotReached { .. }
+                | PipelineError::NotEnoughFragments { .. }) => {
+                    tracing::warn!(error = %e, "not enough backends");
+                    err(
+                        C::ServiceUnavailable,
+                        format!("Not enough backends are reachable: {e}"),
+                    )
+                }
+                PipelineError::Core(CoreError::RangeNotSatisfiable { .. }) => {
+                    err(C::InvalidRange, "The requested range is not satisfiable")
+                }
+                PipelineError::Backend(b) => {
+                    tracing::warn!(error = %b, "backend failure");
+                    err(C::ServiceUnavailable, format!("A backend failed: {b}"))
+                }
+                PipelineError::Placement(p) => err(C::ServiceUnavailable, p),
+                e @ (PipelineError::Core(_) | PipelineError::Internal(_)) => {
+                    tracing::error!(error = %e, "pipeline failure");
+                    err(C::InternalError, e)
+                }
+            },
+            GatewayError::Placement(e) => {
+                tracing::warn!(error = %e, "placement failed");
+                err(C::ServiceUnavailable, format!("No placement: {e}"))
+            }
+            e @ (GatewayError::Config(_) | GatewayError::Internal(_)) => {
+                tracing::error!(error = %e, "gateway failure");
+                err(C::InternalError, e)
+            }
+        }
+    }
+}

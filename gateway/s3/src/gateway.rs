@@ -1,0 +1,451 @@
+//! The gateway's state and the two paths every operation is built from:
+//! write a body as a new version (placement, intent, pipeline, commit) and
+//! read a version (manifest, reader guard, pipeline).
+//!
+//! The order on the write path is what makes a crash safe at any instant:
+//! the intent naming every blob is durable before the first byte reaches a
+//! backend, the manifest commits only after the fragments are durable, and
+//! the commit closes the intent. A crash before the commit leaves an intent,
+//! which the next start turns into garbage; a crash after it leaves a
+//! complete object. Nothing in between is ever visible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use shardgate_backend::Backend;
+use shardgate_core::{
+    BackendId, ErasureCode, Identities, Manifest, Recipients, StripeLayout, VersionId,
+};
+use shardgate_meta::{Condition, IntentId, MetaError, MetaStore, Written};
+use shardgate_pipeline::{
+    BackendSet, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
+    read_object, write_object,
+};
+use shardgate_placement::{Candidate, Placer, Request, check};
+use tokio::sync::Notify;
+
+use crate::error::GatewayError;
+
+/// A placement policy, resolved from the configuration.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub name: String,
+    pub code: ErasureCode,
+    /// Fragments that must be durable (k..=k+m).
+    pub write_quorum: usize,
+    /// age chunks per stripe; `None` for the default.
+    pub stripe_chunks: Option<u32>,
+    /// Bodies of at most this many bytes (when the size is known up front)
+    /// are stored as 1 + m whole encrypted copies instead of k + m
+    /// fragments: fewer writes, the same m losses survived.
+    pub small_object_bytes: u64,
+}
+
+impl Policy {
+    /// The code and layout for a body of `size` bytes (if known).
+    fn layout_for(&self, size: Option<u64>) -> Result<(StripeLayout, usize), GatewayError> {
+        let small = size.is_some_and(|s| s <= self.small_object_bytes) && self.code.k() > 1;
+        if small {
+            let code = ErasureCode::new(1, self.code.m() as u32)?;
+            // The same number of losses tolerated: quorum minus the k - 1
+            // data fragments a whole copy does not need.
+            let quorum = self.write_quorum.saturating_sub(self.code.k() - 1).max(1);
+            return Ok((StripeLayout::default_for(code), quorum));
+        }
+        let layout = match self.stripe_chunks {
+            Some(chunks) => StripeLayout::new(self.code, chunks)?,
+            None => StripeLayout::default_for(self.code),
+        };
+        Ok((layout, self.write_quorum))
+    }
+}
+
+/// Everything a gateway is made of.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    pub backends: Vec<Arc<dyn Backend>>,
+    pub policies: BTreeMap<String, Policy>,
+    /// Bucket -> policy name, for buckets that do not use the default.
+    pub bucket_policies: BTreeMap<String, String>,
+    pub default_policy: String,
+    /// Every object is encrypted to these (the gateway's key and any
+    /// offline recovery key).
+    pub recipients: Recipients,
+    /// The keys that open objects.
+    pub identities: Identities,
+    pub placer: Arc<dyn Placer>,
+    /// Uploads not completed after this long are aborted by the sweep.
+    pub upload_expiry: Duration,
+    /// A fragment read slower than this counts as an erasure.
+    pub fragment_timeout: Duration,
+}
+
+/// The running gateway: shared by every request.
+pub struct Gateway {
+    pub(crate) meta: MetaStore,
+    backends: BTreeMap<BackendId, Arc<dyn Backend>>,
+    set: BackendSet,
+    health: RwLock<Vec<Candidate>>,
+    policies: BTreeMap<String, Policy>,
+    bucket_policies: BTreeMap<String, String>,
+    default_policy: String,
+    recipients: Arc<Recipients>,
+    read_params: ReadParams,
+    placer: Arc<dyn Placer>,
+    pub(crate) upload_expiry: Duration,
+    /// Versions being streamed to clients: their garbage waits.
+    readers: Mutex<HashMap<VersionId, usize>>,
+    /// Wakes the garbage collector when there is new garbage.
+    pub(crate) garbage_added: Notify,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("backends", &self.backends.keys().collect::<Vec<_>>())
+            .field("default_policy", &self.default_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs a metadata call on the blocking pool (redb is synchronous).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MetaError> + Send + 'static,
+) -> Result<T, GatewayError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("metadata task failed: {e}")))?
+        .map_err(GatewayError::Meta)
+}
+
+/// A version being read: while it lives, the version's garbage is kept.
+pub(crate) struct ReadGuard {
+    gateway: Arc<Gateway>,
+    version: VersionId,
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        if let Ok(mut readers) = self.gateway.readers.lock()
+            && let Some(n) = readers.get_mut(&self.version)
+        {
+            *n -= 1;
+            if *n == 0 {
+                readers.remove(&self.version);
+            }
+        }
+    }
+}
+
+/// A new version written to the backends, not yet committed.
+pub(crate) struct Pending {
+    pub write: ObjectWrite,
+    pub intent: IntentId,
+}
+
+impl Gateway {
+    /// Builds the gateway over an opened metadata store. Fails if a policy
+    /// needs more backends than there are.
+    pub fn new(config: GatewayConfig, meta: MetaStore) -> Result<Arc<Self>, GatewayError> {
+        if !config.policies.contains_key(&config.default_policy) {
+            return Err(GatewayError::Config(format!(
+                "default policy {:?} is not defined",
+                config.default_policy
+            )));
+        }
+        for p in config.policies.values() {
+            if p.code.width() > config.backends.len() {
+                return Err(GatewayError::Config(format!(
+                    "policy {:?} needs {} backends, {} are configured",
+                    p.name,
+                    p.code.width(),
+                    config.backends.len()
+                )));
+            }
+        }
+        let health = config
+            .backends
+            .iter()
+            .map(|b| Candidate {
+                id: b.id().clone(),
+                labels: b.info().labels.clone(),
+                free_bytes: None,
+                healthy: true,
+            })
+            .collect();
+        let mut read_params = ReadParams::new(Arc::new(config.identities));
+        read_params.fragment_timeout = config.fragment_timeout;
+        Ok(Arc::new(Self {
+            meta,
+            set: BackendSet::new(config.backends.iter().cloned()),
+            backends: config
+                .backends
+                .iter()
+                .map(|b| (b.id().clone(), b.clone()))
+                .collect(),
+            health: RwLock::new(health),
+            policies: config.policies,
+            bucket_policies: config.bucket_policies,
+            default_policy: config.default_policy,
+            recipients: Arc::new(config.recipients),
+            read_params,
+            placer: config.placer,
+            upload_expiry: config.upload_expiry,
+            readers: Mutex::new(HashMap::new()),
+            garbage_added: Notify::new(),
+        }))
+    }
+
+    pub(crate) fn backend(&self, id: &BackendId) -> Option<&Arc<dyn Backend>> {
+        self.backends.get(id)
+    }
+
+    pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
+        self.backends.values()
+    }
+
+    fn policy(&self, bucket: &str) -> &Policy {
+        let name = self
+            .bucket_policies
+            .get(bucket)
+            .unwrap_or(&self.default_policy);
+        self.policies
+            .get(name)
+            .or_else(|| self.policies.get(&self.default_policy))
+            .unwrap_or_else(|| unreachable!("the default policy is checked in Gateway::new"))
+    }
+
+    /// Ready when enough backends are healthy for the default policy's
+    /// write quorum; otherwise the reason.
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        let policy = self.policy("");
+        let healthy = self.health_snapshot().iter().filter(|c| c.healthy).count();
+        if healthy < policy.write_quorum {
+            return Err(format!(
+                "{healthy} backends healthy, policy {:?} needs {} to accept writes",
+                policy.name, policy.write_quorum
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn health_snapshot(&self) -> Vec<Candidate> {
+        self.health.read().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn set_health(&self, candidates: Vec<Candidate>) {
+        if let Ok(mut h) = self.health.write() {
+            *h = candidates;
+        }
+    }
+
+    pub(crate) fn is_being_read(&self, version: &VersionId) -> bool {
+        self.readers
+            .lock()
+            .map(|r| r.contains_key(version))
+            .unwrap_or(true)
+    }
+
+    /// Writes `body` as a new version of `bucket/key` (not yet visible).
+    /// `size` is the declared length: a body of another length fails.
+    pub(crate) async fn write(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Stream<Item = io::Result<Bytes>> + Send + Unpin,
+        size: Option<u64>,
+        meta: ObjectMeta,
+    ) -> Result<Pending, GatewayError> {
+        let policy = self.policy(bucket);
+        let (layout, quorum) = policy.layout_for(size)?;
+        let request = Request {
+            bucket,
+            key,
+            size_hint: size,
+            k: layout.code.k(),
+            m: layout.code.m(),
+        };
+        let candidates = self.health_snapshot();
+        let chosen = self.placer.place(&request, &candidates)?;
+        check(&request, &candidates, &chosen)?;
+        let backends = chosen
+            .iter()
+            .map(|id| {
+                self.backends
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| GatewayError::Internal(format!("placed on unknown {id}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let placement = Placement::new(backends);
+        let blobs: Vec<_> = chosen
+            .iter()
+            .cloned()
+            .zip(placement.names().iter().cloned())
+            .collect();
+        let meta_store = self.meta.clone();
+        let intent = blocking(move || meta_store.begin_intent(&blobs)).await?;
+
+        let params = WriteParams::new(layout, self.recipients.clone()).with_write_quorum(quorum)?;
+        let body = ExactLength::new(body, size);
+        let result = write_object(body, &placement, &params, meta, now_ms()).await;
+        match result {
+            Ok(write) => {
+                if !write.lost_fragments.is_empty() {
+                    tracing::warn!(
+                        bucket,
+                        key,
+                        lost = ?write.lost_fragments,
+                        "write reached its quorum with fragments missing"
+                    );
+                }
+                Ok(Pending { write, intent })
+            }
+            Err(e) => {
+                self.abandon(intent).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The write of `intent` will not be committed: its blobs are garbage.
+    pub(crate) async fn abandon(&self, intent: IntentId) {
+        let meta = self.meta.clone();
+        if let Err(e) = blocking(move || meta.abandon_intent(intent, now_ms())).await {
+            // Left as an intent, it becomes garbage at the next start.
+            tracing::error!(error = %e, "could not record an abandoned write as garbage");
+        }
+        self.garbage_added.notify_one();
+    }
+
+    /// Commits a written version as `bucket/key` under `condition`.
+    pub(crate) async fn commit(
+        &self,
+        bucket: &str,
+        key: &str,
+        pending: Pending,
+        condition: Condition,
+    ) -> Result<(Manifest, Written), GatewayError> {
+        let Pending { write, intent } = pending;
+        let meta = self.meta.clone();
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let manifest = write.manifest;
+        let result = blocking(move || {
+            let written = meta.put_object(&b, &k, &manifest, Some(intent), &condition, now_ms())?;
+            Ok((manifest, written))
+        })
+        .await;
+        match result {
+            Ok(done) => {
+                if done.1.replaced.is_some() {
+                    self.garbage_added.notify_one();
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                self.abandon(intent).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The current version of `bucket/key`.
+    pub(crate) async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, GatewayError> {
+        let meta = self.meta.clone();
+        let (b, k) = (bucket.to_string(), key.to_string());
+        blocking(move || meta.object(&b, &k))
+            .await?
+            .ok_or(GatewayError::NoSuchKey)
+    }
+
+    /// Streams `range` of a version. The returned guard keeps the version's
+    /// fragments from the garbage collector; hold it until the stream ends.
+    pub(crate) fn read(
+        self: &Arc<Self>,
+        manifest: Arc<Manifest>,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectRead, ReadGuard), GatewayError> {
+        let version = manifest.version_id;
+        if let Ok(mut readers) = self.readers.lock() {
+            *readers.entry(version).or_insert(0) += 1;
+        }
+        let guard = ReadGuard {
+            gateway: self.clone(),
+            version,
+        };
+        let read = read_object(manifest, range, self.set.clone(), self.read_params.clone())?;
+        Ok((read, guard))
+    }
+}
+
+/// Fails a body whose length differs from the declared one, so a cut
+/// connection never becomes a short object.
+struct ExactLength<S> {
+    inner: S,
+    expected: Option<u64>,
+    seen: u64,
+    done: bool,
+}
+
+impl<S> ExactLength<S> {
+    fn new(inner: S, expected: Option<u64>) -> Self {
+        Self {
+            inner,
+            expected,
+            seen: 0,
+            done: false,
+        }
+    }
+}
+
+impl<S> Stream for ExactLength<S>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.seen += b.len() as u64;
+                if self.expected.is_some_and(|e| self.seen > e) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the body is longer than its declared length",
+                    ))));
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.expected {
+                    Some(e) if e != self.seen => Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the body ended after {} of {e} bytes", self.seen),
+                    )))),
+                    _ => Poll::Ready(None),
+                }
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The HTTP server: S3 on every path, plus `/health` and `/ready`, with
+//! one tracing span per request and a graceful stop.
+//!
+//! `/health` and `/ready` answer only unsigned GET or HEAD requests with no
+//! query string. A signed request to a bucket named `health` is still S3,
+//! so no bucket name is taken away from users.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3Result, s3_error};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::gateway::Gateway;
+use crate::service::ShardgateS3;
+
+/// The one access key the gateway accepts.
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Auth {
+    access_key: String,
+    secret_key: SecretKey,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.access_key {
+            Ok(self.secret_key.clone())
+        } else {
+            Err(s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            ))
+        }
+    }
+}
+
+/// How long a stop waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves S3 on `listener` until `shutdown` resolves, then lets requests in
+/// flight finish (up to 30 s).
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    credentials: Credentials,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = S3ServiceBuilder::new(ShardgateS3::new(gateway.clone()));
+    builder.set_auth(Auth {
+        access_key: credentials.access_key,
+        secret_key: SecretKey::from(credentials.secret_key),
+    });
+    let s3 = builder.build();
+    let http = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (s3, gw) = (s3.clone(), gateway.clone());
+                let svc = service_fn(move |req| handle(s3.clone(), gw.clone(), peer, req));
+                let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("stopping: waiting for requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("stopped with connections still open"),
+    }
+    Ok(())
+}
+
+type ResponseBody = Logged;
+
+fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut r = Response::new(Logged::bare(s3s::Body::from(text)));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(
+    s3: S3Service,
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let probe = matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.uri().query().is_none()
+        && !req.headers().contains_key(http::header::AUTHORIZATION);
+    if probe && req.uri().path() == "/health" {
+        return Ok(plain(StatusCode::OK, "ok\n".into()));
+    }
+    if probe && req.uri().path() == "/ready" {
+        return Ok(match gateway.ready() {
+            Ok(()) => plain(StatusCode::OK, "ready\n".into()),
+            Err(why) => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        });
+    }
+
+    let path = urlencoding::decode(req.uri().path())
+        .map(|p| p.into_owned())
+        .unwrap_or_else(|_| req.uri().path().to_string());
+    let (bucket, key) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path.trim_start_matches('/'), ""));
+    let bytes_in = req
+        .headers()
+        .get("x-amz-decoded-content-length")
+        .or_else(|| req.headers().get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        bucket = %bucket,
+        key = %key,
+        %peer,
+        bytes_in,
+        status = tracing::field::Empty,
+        bytes_out = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    let response = s3
+        .call(req.map(s3s::Body::from))
+        .instrument(span.clone())
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(parent: &span, error = ?e, "request failed");
+            let mut r = Response::new(s3s::Body::from("internal error\n".to_string()));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    };
+    span.record("status", response.status().as_u16());
+    Ok(response.map(|body| Logged::new(body, span, start)))
+}
+
+/// A response body that counts what it sends and closes the request's
+/// span when it is done (or dropped by a client that went away).
+pub struct Logged {
+    inner: Pin<Box<s3s::Body>>,
+    span: Option<(tracing::Span, Instant)>,
+    sent: u64,
+}
+
+impl Logged {
+    fn new(inner: s3s::Body, span: tracing::Span, start: Instant) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            span: Some((span, start)),
+            sent: 0,
+        }
+    }
+
+    fn bare(inner: s3s::Body) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            span: None,
+            sent: 0,
+        }
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = <s3s::Body as HttpBody>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some((span, start)) = self.span.take() {
+            span.record("bytes_out", self.sent);
+            span.record("duration_ms", start.elapsed().as_millis() as u64);
+            tracing::info!(parent: &span, "request");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The S3 endpoint of shardgate.
+//!
+//! [`Gateway`] holds the state shared by every request (metadata store,
+//! backends, policies, keys, placement) and the two paths everything is
+//! built from: write a new version, read a version. [`ShardgateS3`]
+//! implements the S3 operations on top of it (s3s does the protocol:
+//! SigV4 headers and presigned URLs, aws-chunked bodies, XML), and
+//! [`serve`] runs the HTTP server with health probes and a span per
+//! request. Background sweeps collect garbage, expire abandoned uploads
+//! and track backend health.
+
+mod body;
+mod convert;
+mod error;
+mod gateway;
+mod http;
+mod service;
+mod sweeps;
+
+pub use error::GatewayError;
+pub use gateway::{Gateway, GatewayConfig, Policy};
+pub use http::{Credentials, serve};
+pub use service::ShardgateS3;
+pub use sweeps::HEALTH_PERIOD;
