@@ -1,0 +1,221 @@
+//! Real S3 clients (aws CLI, boto3, rclone, s3cmd) against the real
+//! binary on 127.0.0.1, on its embedded default (six fs sites, 4 + 2).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+
+use support::{Server, describe, pattern, run};
+
+/// Sizes around every edge the codec has: empty, one byte, the age chunk
+/// (64 KiB, also the small-object threshold), the stripe (1 MiB for 4 + 2)
+/// and a few stripes.
+const EDGE_SIZES: &[usize] = &[
+    0,
+    1,
+    65_535,
+    65_536,
+    65_537,
+    (1 << 20) - 1,
+    1 << 20,
+    (1 << 20) + 1,
+    3 * (1 << 20) + 17,
+];
+
+#[test]
+fn aws_cli_round_trips_edges_and_a_100_mib_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    server.aws_ok(&["s3", "mb", "s3://edges"]);
+    for (i, size) in EDGE_SIZES.iter().enumerate() {
+        let path = files.join(format!("f{size}"));
+        std::fs::write(&path, pattern(i as u64, *size)).unwrap();
+        server.aws_ok(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "edges",
+            "--key",
+            &format!("edge/{size}"),
+            "--body",
+            path.to_str().unwrap(),
+            "--metadata",
+            "origin=test,size-class=edge",
+            "--content-type",
+            "application/x-edge",
+        ]);
+        let back = files.join(format!("back{size}"));
+        let head = server.aws_ok(&[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "edges",
+            "--key",
+            &format!("edge/{size}"),
+            back.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            std::fs::read(&back).unwrap(),
+            pattern(i as u64, *size),
+            "size {size}"
+        );
+        assert!(head.contains("\"origin\": \"test\""), "{head}");
+        assert!(head.contains("application/x-edge"), "{head}");
+    }
+    // A range in the middle of a stripe edge object.
+    let part = files.join("range");
+    let out = server.aws_ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "edges",
+        "--key",
+        "edge/1048577",
+        "--range",
+        "bytes=1048570-1048576",
+        part.to_str().unwrap(),
+    ]);
+    assert!(out.contains("bytes 1048570-1048576/1048577"), "{out}");
+    let full = pattern(7, (1 << 20) + 1);
+    assert_eq!(std::fs::read(&part).unwrap(), &full[1_048_570..]);
+
+    // 100 MiB of random content through `s3 cp` (multipart) and back.
+    let big = files.join("big");
+    let mut data = vec![0u8; 100 << 20];
+    ring_fill(&mut data);
+    std::fs::write(&big, &data).unwrap();
+    server.aws_ok(&["s3", "cp", big.to_str().unwrap(), "s3://edges/big/100MiB"]);
+    let ls = server.aws_ok(&["s3", "ls", "--recursive", "s3://edges"]);
+    assert!(ls.contains("104857600 big/100MiB"), "{ls}");
+    assert_eq!(ls.lines().count(), EDGE_SIZES.len() + 1, "{ls}");
+    let back = files.join("big.back");
+    server.aws_ok(&["s3", "cp", "s3://edges/big/100MiB", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "100 MiB differs");
+    let listed = server.aws_ok(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        "edges",
+        "--delimiter",
+        "/",
+    ]);
+    assert!(listed.contains("\"Prefix\": \"big/\"") && listed.contains("\"Prefix\": \"edge/\""));
+    server.aws_ok(&["s3", "rm", "--recursive", "s3://edges"]);
+    server.aws_ok(&["s3", "rb", "s3://edges"]);
+}
+
+/// Random bytes (no RNG crate needed in tests).
+fn ring_fill(buf: &mut [u8]) {
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, buf).unwrap();
+}
+
+#[test]
+fn boto3_suite_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("boto3_suite.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // The server is still healthy after every bad request of the suite.
+    assert_eq!(server.get("/health").unwrap().0, 200);
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn rclone_copies_syncs_and_checks_a_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let tree = dir.path().join("tree");
+    for (i, (name, size)) in [
+        ("a.txt", 10),
+        ("empty", 0),
+        ("sub/b.bin", 300_000),
+        ("sub/deeper/c.bin", 2_000_000),
+        ("sub/deeper/d", 65_536),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = tree.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, pattern(100 + i as u64, *size)).unwrap();
+    }
+    let rclone = |args: &[&str]| {
+        let out = run(Command::new("rclone")
+            .args(args)
+            .env("RCLONE_CONFIG_SG_TYPE", "s3")
+            .env("RCLONE_CONFIG_SG_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_SG_ENDPOINT", server.endpoint())
+            .env("RCLONE_CONFIG_SG_ACCESS_KEY_ID", &server.access_key)
+            .env("RCLONE_CONFIG_SG_SECRET_ACCESS_KEY", &server.secret_key)
+            .env("RCLONE_CONFIG_SG_REGION", "us-east-1")
+            .env("RCLONE_CONFIG_SG_FORCE_PATH_STYLE", "true")
+            .env("RCLONE_CONFIG", "/dev/null"));
+        assert!(out.status.success(), "rclone {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let t = tree.to_str().unwrap();
+    rclone(&["mkdir", "sg:rclone-tree"]);
+    rclone(&["copy", t, "sg:rclone-tree/copy"]);
+    rclone(&["check", t, "sg:rclone-tree/copy"]);
+    // Change the tree, sync, check again: the deleted file is gone remotely.
+    std::fs::remove_file(tree.join("a.txt")).unwrap();
+    std::fs::write(tree.join("new.txt"), b"new file").unwrap();
+    std::fs::write(tree.join("sub/b.bin"), pattern(999, 123_456)).unwrap();
+    rclone(&["sync", t, "sg:rclone-tree/copy"]);
+    rclone(&["check", t, "sg:rclone-tree/copy"]);
+    let listed = rclone(&["lsf", "-R", "sg:rclone-tree/copy"]);
+    assert!(
+        !listed.contains("a.txt") && listed.contains("new.txt"),
+        "{listed}"
+    );
+    let back = dir.path().join("back");
+    rclone(&["copy", "sg:rclone-tree/copy", back.to_str().unwrap()]);
+    let out = run(Command::new("diff").args(["-r", t, back.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn s3cmd_puts_lists_gets_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let cfg = dir.path().join("s3cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {}\nsecret_key = {}\nhost_base = {}\nhost_bucket = {}\nuse_https = False\nbucket_location = us-east-1\nsignature_v2 = False\n",
+            server.access_key, server.secret_key, server.addr, server.addr
+        ),
+    )
+    .unwrap();
+    let s3cmd = |args: &[&str]| {
+        let out = run(Command::new("s3cmd").arg("-c").arg(&cfg).args(args));
+        assert!(out.status.success(), "s3cmd {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, pattern(5, 1_234_567)).unwrap();
+    s3cmd(&["mb", "s3://s3cmd-bucket"]);
+    s3cmd(&["put", file.to_str().unwrap(), "s3://s3cmd-bucket/dir/f.bin"]);
+    let ls = s3cmd(&["ls", "-r", "s3://s3cmd-bucket"]);
+    assert!(
+        ls.contains("s3://s3cmd-bucket/dir/f.bin") && ls.contains("1234567"),
+        "{ls}"
+    );
+    let back = dir.path().join("back.bin");
+    s3cmd(&["get", "s3://s3cmd-bucket/dir/f.bin", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), pattern(5, 1_234_567));
+    // s3cmd's multipart (15 MiB chunks) for a bigger file.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, pattern(6, 20 << 20)).unwrap();
+    s3cmd(&["put", big.to_str().unwrap(), "s3://s3cmd-bucket/big.bin"]);
+    let back = dir.path().join("big.back");
+    s3cmd(&["get", "s3://s3cmd-bucket/big.bin", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == pattern(6, 20 << 20));
+    s3cmd(&["del", "--recursive", "--force", "s3://s3cmd-bucket"]);
+    s3cmd(&["rb", "s3://s3cmd-bucket"]);
+}

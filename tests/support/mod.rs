@@ -1,0 +1,241 @@
+//! Starts the real `shardgate` binary on 127.0.0.1 and drives real S3
+//! clients against it. Every wait is bounded.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+
+/// A running gateway.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub access_key: String,
+    pub secret_key: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `shardgate serve` on a free port with `data` as data dir.
+    pub fn start(data: &Path) -> Self {
+        Self::start_with(data, &[])
+    }
+
+    pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(data).unwrap();
+        let log = data.with_extension(format!("log.{}", unique()));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting shardgate");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.split("listening on http://").nth(1) {
+                        break a.trim().parse().unwrap();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "shardgate did not start: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        let creds = std::fs::read_to_string(data.join("credentials")).unwrap();
+        let field = |name: &str| {
+            creds
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        Self {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+            access_key: field("access_key"),
+            secret_key: field("secret_key"),
+            log,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment a client needs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_key.clone()),
+            ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
+            ("S3_ENDPOINT".into(), self.endpoint()),
+        ]
+    }
+
+    /// Runs the aws CLI against the gateway.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        run(Command::new("aws")
+            .args(["--endpoint-url", &self.endpoint()])
+            .args(args)
+            .envs(self.env()))
+    }
+
+    /// Like `aws`, and panics with the output unless it succeeds.
+    pub fn aws_ok(&self, args: &[&str]) -> String {
+        let out = self.aws(args);
+        assert!(out.status.success(), "aws {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `tests/clients/<script>` with python3, the gateway in its env.
+    pub fn python(&self, script: &str, args: &[&str]) -> Output {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/clients")
+            .join(script);
+        run(Command::new("python3")
+            .arg(path)
+            .args(args)
+            .envs(self.env()))
+    }
+
+    /// The gateway's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Polls `GET /health` until it answers (bounded).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.addr, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs a command with a 10-minute bound.
+pub fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the client installed? .ci/run installs it)"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(600)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{cmd:?} did not finish in 10 minutes");
+        }
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((status, body))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so content is checkable
+/// without keeping a copy.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every blob file under the data dir's fs backends.
+pub fn blob_files(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(sites) = std::fs::read_dir(data.join("backends")) else {
+        return out;
+    };
+    for site in sites.flatten() {
+        let Ok(prefixes) = std::fs::read_dir(site.path().join("blobs")) else {
+            continue;
+        };
+        for p in prefixes.flatten() {
+            for f in std::fs::read_dir(p.path()).into_iter().flatten().flatten() {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
