@@ -1,0 +1,227 @@
+//! The binary's first start, restart, configuration errors and the example
+//! configuration.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{BIN, Server, describe, run};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Starts `serve` and returns everything it printed on stdout before the
+/// listening line, then stops it.
+fn first_lines(data: &Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("access key SG") {
+                break;
+            }
+        }
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn first_start_creates_keys_once_and_a_restart_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = first_lines(&data);
+    assert!(first.contains("secret key: "), "{first}");
+    assert!(
+        first.contains("WARNING: keep the identity files safe"),
+        "{first}"
+    );
+    assert!(first.contains("4 + 2"), "{first}");
+    for f in [
+        "credentials",
+        "keys/gateway-identity.txt",
+        "keys/recovery-identity.txt",
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    let recipient = std::fs::read_to_string(data.join("keys/recovery-recipient.txt")).unwrap();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    let creds = std::fs::read_to_string(data.join("credentials")).unwrap();
+    let identity = std::fs::read_to_string(data.join("keys/gateway-identity.txt")).unwrap();
+
+    let second = first_lines(&data);
+    assert!(
+        !second.contains("secret key"),
+        "the secret is printed once: {second}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("credentials")).unwrap(),
+        creds
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("keys/gateway-identity.txt")).unwrap(),
+        identity
+    );
+    let access = creds
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("access_key=");
+    assert!(second.contains(&format!("access key {access}")), "{second}");
+}
+
+#[test]
+fn a_second_gateway_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = Server::start(&data);
+    let out = run(Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+}
+
+/// Runs `serve` expecting a configuration error: exit 1 and one line on
+/// stderr naming the cause.
+fn config_error(config: Option<&str>, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    if let Some(text) = config {
+        std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+        cmd.args(["--config", "bad.toml"]);
+    }
+    let out = run(cmd.envs(env.iter().copied()).env("RUST_LOG", "off"));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("shardgate: error: "), "{err}");
+    err
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_where_it_came_from() {
+    let err = config_error(Some("[policies.default]\nk = 0\nm = 2\n"), &[]);
+    assert!(err.contains("policies.default"), "{err}");
+    let err = config_error(Some("listen = 12\n"), &[]);
+    assert!(err.contains("listen") && err.contains("bad.toml"), "{err}");
+    let err = config_error(Some("colour = \"blue\"\n"), &[]);
+    assert!(err.contains("colour"), "{err}");
+    let err = config_error(None, &[("SHARDGATE_LISTEN", "not-an-address")]);
+    assert!(err.contains("SHARDGATE_LISTEN"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        run(Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["serve", "--config", "missing.toml"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn the_example_configuration_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/two-sites.toml");
+    std::fs::write(dir.path().join("secret_key"), "example-secret-key\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("secret_key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&example)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(20)
+            .find(|l| l.contains("listening on http://"))
+    };
+    let Some(line) = line else {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("did not start: {}", describe(&out));
+    };
+    let endpoint = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let op = |args: &[&str]| {
+        run(Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/op.py"))
+            .args(args)
+            .env("S3_ENDPOINT", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", "shardgate-example")
+            .env("AWS_SECRET_ACCESS_KEY", "example-secret-key"))
+    };
+    let file = dir.path().join("f");
+    std::fs::write(&file, support::pattern(1, 2 << 20)).unwrap();
+    for args in [
+        vec!["mb", "backups"],
+        vec!["put", "backups", "k", file.to_str().unwrap()],
+        vec![
+            "get",
+            "backups",
+            "k",
+            dir.path().join("g").to_str().unwrap(),
+        ],
+    ] {
+        let out = op(&args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("g")).unwrap(),
+        support::pattern(1, 2 << 20)
+    );
+    // The bucket "backups" uses the archive policy (3 + 3): six fragments,
+    // one in each of the six directories.
+    for d in [
+        "a-disk1", "a-disk2", "b-disk1", "b-disk2", "c-disk1", "c-disk2",
+    ] {
+        let blobs = dir.path().join("shardgate-data").join(d).join("blobs");
+        let count = std::fs::read_dir(&blobs)
+            .unwrap()
+            .flatten()
+            .map(|p| std::fs::read_dir(p.path()).unwrap().count())
+            .sum::<usize>();
+        assert_eq!(count, 1, "{d}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
