@@ -65,6 +65,13 @@ impl Policy {
     }
 }
 
+/// Read-ahead per GET (see `Gateway::new`).
+pub const READ_BATCH_BYTES: usize = 1 << 20;
+pub const READ_BATCHES_IN_FLIGHT: usize = 2;
+/// Stripes encoded ahead per PUT: concurrency across requests keeps the
+/// cores busy, so two per request suffice.
+pub const WRITE_STRIPES_IN_FLIGHT: usize = 2;
+
 /// Everything a gateway is made of.
 #[derive(Debug)]
 pub struct GatewayConfig {
@@ -186,6 +193,11 @@ impl Gateway {
             .collect();
         let mut read_params = ReadParams::new(Arc::new(config.identities));
         read_params.fragment_timeout = config.fragment_timeout;
+        // Many requests run at once on a gateway, so each one needs less
+        // read-ahead than a lone stream: 1 MiB batches, 2 in flight keep a
+        // GET at about 4 MiB (BENCHMARKS.md, "Load").
+        read_params.batch_bytes = READ_BATCH_BYTES;
+        read_params.batches_in_flight = READ_BATCHES_IN_FLIGHT;
         Ok(Arc::new(Self {
             meta,
             set: BackendSet::new(config.backends.iter().cloned()),
@@ -297,7 +309,9 @@ impl Gateway {
         let meta_store = self.meta.clone();
         let intent = blocking(move || meta_store.begin_intent(&blobs)).await?;
 
-        let params = WriteParams::new(layout, self.recipients.clone()).with_write_quorum(quorum)?;
+        let mut params =
+            WriteParams::new(layout, self.recipients.clone()).with_write_quorum(quorum)?;
+        params.stripes_in_flight = WRITE_STRIPES_IN_FLIGHT;
         let body = ExactLength::new(body, size);
         let result = write_object(body, &placement, &params, meta, now_ms()).await;
         match result {

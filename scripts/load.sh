@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# End-to-end load run: a release gateway on its embedded default (six fs
+# sites under a fresh data dir, 4 + 2) and the load generator, on this
+# machine's two cores together. Prints Markdown rows for BENCHMARKS.md.
+#
+#   scripts/load.sh [SIZES] [COUNTS]     default: 4KiB,1MiB,64MiB  2000,400,48
+#   scripts/load.sh 1GiB 16              the 1 GiB streaming run (16 GiB written)
+#
+# SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
+# backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
+# the disk, to compare with the pipeline's criterion figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=${1:-4KiB,1MiB,64MiB}
+counts=${2:-2000,400,48}
+# SHARDGATE_BENCH_* variables are not configuration keys (the gateway
+# refuses unknown SHARDGATE_* keys).
+data=${SHARDGATE_BENCH_LOAD_DIR:-/var/tmp/shardgate-load}
+cargo build --release --locked -q -p shardgate -p shardgate-loadgen
+target=${CARGO_TARGET_DIR:-target}
+rm -rf "$data"
+mkdir -p "$data"
+config=()
+if [ "${SHARDGATE_BENCH_BACKENDS:-fs}" = memory ]; then
+  {
+    echo 'default_policy = "default"'
+    echo '[policies.default]'
+    echo 'k = 4'
+    echo 'm = 2'
+    echo 'write_quorum = 5'
+    echo 'small_object_bytes = 65536'
+    for i in 1 2 3 4 5 6; do
+      printf '[[backends]]\nid = "mem-%s"\nkind = "memory"\nlabels = { site = "s%s" }\n' $i $i
+    done
+  } > "$data/memory.toml"
+  config=(--config "$data/memory.toml")
+fi
+RUST_LOG=warn "$target/release/shardgate" serve "${config[@]}" --data-dir "$data/gw" --listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/gateway.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 300); do
+  grep -q "listening on" "$data/out.txt" 2>/dev/null && break
+  kill -0 $pid 2>/dev/null || { cat "$data/gateway.log" >&2; exit 1; }
+  sleep 0.1
+done
+endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$data/out.txt")
+echo "gateway pid $pid on $endpoint, ${SHARDGATE_BENCH_BACKENDS:-fs} backends; $(nproc) cores; $(uname -r)"
+"$target/release/shardgate-loadgen" --endpoint "$endpoint" --credentials "$data/gw/credentials" \
+  --sizes "$sizes" --counts "$counts" --concurrency 16 --pid "$pid" --cleanup

@@ -1,0 +1,394 @@
+//! `shardgate-loadgen`: PUTs then GETs `count` objects of each size at a
+//! fixed concurrency against a running gateway, and prints throughput,
+//! latency percentiles and the gateway's peak RSS for each phase as
+//! Markdown table rows (BENCHMARKS.md quotes them).
+//!
+//! It signs with SigV4 (`UNSIGNED-PAYLOAD`, as S3 allows over any
+//! transport) and streams bodies from one shared random buffer, so the
+//! generator itself stays small and cheap next to the gateway on the same
+//! two cores. Peak RSS is the gateway's `VmHWM`, reset before each phase
+//! by writing 5 to `/proc/<pid>/clear_refs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Parser;
+use futures::stream;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// e.g. http://127.0.0.1:9000
+    #[arg(long)]
+    endpoint: String,
+    /// Reads access_key= and secret_key= from this credentials file.
+    #[arg(long)]
+    credentials: std::path::PathBuf,
+    #[arg(long, default_value = "loadgen")]
+    bucket: String,
+    /// Object sizes, e.g. 4KiB,1MiB,64MiB.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<String>,
+    /// Objects per size (one per request).
+    #[arg(long, value_delimiter = ',')]
+    counts: Vec<usize>,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The gateway's pid, for its peak RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Delete each size's objects after its GET phase.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("size {s:?}"))?;
+    let mult = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => bail!("unknown unit {other:?}"),
+    };
+    Ok(n * mult)
+}
+
+struct Signer {
+    access: String,
+    secret: String,
+    host: String,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("any key length"));
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's
+/// civil_from_days.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl Signer {
+    fn sign(&self, method: &str, path: &str) -> Vec<(&'static str, String)> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as i64;
+        let (y, mo, d) = civil(now.div_euclid(86_400));
+        let secs = now.rem_euclid(86_400);
+        let date = format!("{y:04}{mo:02}{d:02}");
+        let amz_date = format!(
+            "{date}T{:02}{:02}{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        let payload = "UNSIGNED-PAYLOAD";
+        let canonical = format!(
+            "{method}\n{path}\n\nhost:{}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
+            self.host
+        );
+        let scope = format!("{date}/us-east-1/s3/aws4_request");
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut key = hmac(format!("AWS4{}", self.secret).as_bytes(), date.as_bytes());
+        for part in ["us-east-1", "s3", "aws4_request"] {
+            key = hmac(&key, part.as_bytes());
+        }
+        let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
+        vec![
+            ("host", self.host.clone()),
+            ("x-amz-content-sha256", payload.into()),
+            ("x-amz-date", amz_date),
+            (
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
+                    self.access
+                ),
+            ),
+        ]
+    }
+}
+
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+/// One keep-alive connection; reconnects after an error.
+struct Conn {
+    addr: String,
+    sender: Option<http1::SendRequest<Body>>,
+}
+
+impl Conn {
+    async fn send(
+        &mut self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(&self.addr).await?;
+            stream.set_nodelay(true)?;
+            let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            self.sender = Some(sender);
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            bail!("no connection");
+        };
+        sender.ready().await?;
+        match sender.send_request(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.sender = None;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A body of `len` bytes cut from the shared random buffer.
+fn body(shared: &Bytes, len: u64) -> Body {
+    let chunk = shared.len() as u64;
+    let pieces = (0..len.div_ceil(chunk)).map({
+        let shared = shared.clone();
+        move |i| {
+            let n = (len - i * chunk).min(chunk) as usize;
+            Ok::<_, std::convert::Infallible>(Frame::data(shared.slice(..n)))
+        }
+    });
+    StreamBody::new(stream::iter(pieces)).boxed()
+}
+
+#[derive(Default)]
+struct Phase {
+    latencies: Vec<Duration>,
+    bytes: u64,
+    errors: usize,
+}
+
+async fn run_phase(
+    args: &Args,
+    signer: &Arc<Signer>,
+    op: &'static str,
+    size: u64,
+    count: usize,
+    shared: &Bytes,
+) -> Result<(Phase, Duration)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let addr = args
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (next, signer, shared, bucket) = (
+            next.clone(),
+            signer.clone(),
+            shared.clone(),
+            args.bucket.clone(),
+        );
+        let mut conn = Conn {
+            addr: addr.clone(),
+            sender: None,
+        };
+        workers.push(tokio::spawn(async move {
+            let mut phase = Phase::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let path = format!("/{bucket}/obj-{size}-{i}");
+                let t = Instant::now();
+                let method = match op {
+                    "PUT" => "PUT",
+                    "DELETE" => "DELETE",
+                    _ => "GET",
+                };
+                let mut req = http::Request::builder().method(method).uri(&path);
+                for (k, v) in signer.sign(method, &path) {
+                    req = req.header(k, v);
+                }
+                let req = if op == "PUT" {
+                    req.header("content-length", size).body(body(&shared, size))
+                } else {
+                    req.body(Empty::new().boxed())
+                };
+                let Ok(req) = req else {
+                    phase.errors += 1;
+                    continue;
+                };
+                let ok = match conn.send(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let mut body = resp.into_body();
+                        let mut got = 0u64;
+                        while let Some(frame) = body.frame().await {
+                            match frame {
+                                Ok(f) => got += f.data_ref().map_or(0, |d| d.len() as u64),
+                                Err(_) => break,
+                            }
+                        }
+                        let want = if op == "GET" { size } else { got };
+                        status.is_success() && got == want
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    phase.latencies.push(t.elapsed());
+                    phase.bytes += if op == "DELETE" { 0 } else { size };
+                } else {
+                    phase.errors += 1;
+                }
+            }
+            phase
+        }));
+    }
+    let mut total = Phase::default();
+    for w in workers {
+        let p = w.await?;
+        total.latencies.extend(p.latencies);
+        total.bytes += p.bytes;
+        total.errors += p.errors;
+    }
+    Ok((total, start.elapsed()))
+}
+
+fn peak_rss_reset(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
+}
+
+fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn human(size: u64) -> String {
+    match size {
+        s if s >= 1 << 30 && s % (1 << 30) == 0 => format!("{} GiB", s >> 30),
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.sizes.len() != args.counts.len() {
+        bail!("give one count per size");
+    }
+    let creds = std::fs::read_to_string(&args.credentials)
+        .with_context(|| format!("reading {}", args.credentials.display()))?;
+    let field = |name: &str| {
+        creds
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+            .with_context(|| format!("{name} missing in credentials"))
+    };
+    let host = args
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let signer = Arc::new(Signer {
+        access: field("access_key")?,
+        secret: field("secret_key")?,
+        host: host.clone(),
+    });
+    let mut random = vec![0u8; 1 << 20];
+    rand::rng().fill_bytes(&mut random);
+    let shared = Bytes::from(random);
+
+    // Create the bucket (an existing one is fine).
+    let mut conn = Conn {
+        addr: host,
+        sender: None,
+    };
+    let path = format!("/{}", args.bucket);
+    let mut req = http::Request::builder().method("PUT").uri(&path);
+    for (k, v) in signer.sign("PUT", &path) {
+        req = req.header(k, v);
+    }
+    let resp = conn
+        .send(req.body(Full::new(Bytes::new()).boxed())?)
+        .await?;
+    if !(resp.status().is_success() || resp.status() == http::StatusCode::CONFLICT) {
+        bail!("creating the bucket: {}", resp.status());
+    }
+
+    println!(
+        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (size, count) in args.sizes.iter().zip(&args.counts) {
+        let size = parse_size(size)?;
+        let mut ops = vec!["PUT", "GET"];
+        if args.cleanup {
+            ops.push("DELETE");
+        }
+        for op in ops {
+            peak_rss_reset(args.pid);
+            let (mut phase, elapsed) = run_phase(&args, &signer, op, size, *count, &shared).await?;
+            phase.latencies.sort();
+            let secs = elapsed.as_secs_f64();
+            if op == "DELETE" {
+                continue;
+            }
+            println!(
+                "| {op} | {} | {count} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                human(size),
+                args.concurrency,
+                phase.bytes as f64 / secs / 1e6,
+                phase.latencies.len() as f64 / secs,
+                percentile(&phase.latencies, 0.5),
+                percentile(&phase.latencies, 0.9),
+                percentile(&phase.latencies, 0.99),
+                percentile(&phase.latencies, 1.0),
+                phase.errors,
+                peak_rss_mib(args.pid).map_or("-".into(), |m| format!("{m:.0}")),
+            );
+        }
+    }
+    Ok(())
+}
