@@ -28,7 +28,7 @@ if [ "${SHARDGATE_BENCH_BACKENDS:-fs}" = memory ]; then
     echo 'k = 4'
     echo 'm = 2'
     echo 'write_quorum = 5'
-    echo 'small_object_bytes = 65536'
+    echo 'small_object_bytes = 16384'
     for i in 1 2 3 4 5 6; do
       printf '[[backends]]\nid = "mem-%s"\nkind = "memory"\nlabels = { site = "s%s" }\n' $i $i
     done

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use support::{Server, blob_files, describe, pattern};
 
-/// Objects of every storage shape: replicated small (1 + 2), one stripe,
-/// several stripes, and multipart.
+/// Objects of every storage shape: whole copies (1 + 2, up to 16 KiB),
+/// fragments of one chunk, one stripe, several stripes.
 const SIZES: &[(&str, usize)] = &[
     ("small", 1000),
-    ("threshold", 65_536),
+    ("threshold", 16_384),
+    ("chunk", 65_536),
     ("stripe", 1 << 20),
     ("stripes", 5 * (1 << 20) + 3),
 ];
@@ -296,5 +297,112 @@ fn kill_9_during_large_puts_loses_nothing_acknowledged_and_leaves_no_orphans() {
         "{} of {rounds} PUTs acknowledged, {} objects listed, all intact",
         acknowledged.len(),
         listed.len()
+    );
+}
+
+#[test]
+fn replaced_deleted_and_abandoned_data_is_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Uploads expire after 3 s here (the default is a day).
+    let server = Server::start_with(&data, &[("SHARDGATE_UPLOAD_EXPIRY_SECS", "3")]);
+    assert!(op(&server, &["mb", "gc-test"]).status.success());
+    put(&server, dir.path(), "gc-test", "kept", &pattern(1, 2 << 20));
+    put(
+        &server,
+        dir.path(),
+        "gc-test",
+        "replaced",
+        &pattern(2, 2 << 20),
+    );
+    put(&server, dir.path(), "gc-test", "replaced", &pattern(3, 100));
+    put(
+        &server,
+        dir.path(),
+        "gc-test",
+        "deleted",
+        &pattern(4, 2 << 20),
+    );
+    let out = server.aws(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        "gc-test",
+        "--key",
+        "deleted",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // An upload with a part, never completed.
+    let created = server.aws_ok(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "gc-test",
+        "--key",
+        "abandoned",
+    ]);
+    let upload = created
+        .split('"')
+        .skip_while(|s| *s != "UploadId")
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let part = dir.path().join("part");
+    std::fs::write(&part, pattern(5, 1 << 20)).unwrap();
+    server.aws_ok(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "gc-test",
+        "--key",
+        "abandoned",
+        "--part-number",
+        "1",
+        "--upload-id",
+        &upload,
+        "--body",
+        part.to_str().unwrap(),
+    ]);
+    // What must remain: "kept" (6 fragments) and the new "replaced" (3
+    // whole copies, 100 bytes).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let blobs = blob_files(&data).len();
+        if blobs == 6 + 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{blobs} blobs remain, 9 expected"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = server.aws(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "gc-test",
+        "--key",
+        "abandoned",
+        "--upload-id",
+        &upload,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NoSuchUpload"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("expired multipart upload aborted")
+    );
+    assert_eq!(
+        get(&server, dir.path(), "gc-test", "kept").unwrap(),
+        pattern(1, 2 << 20)
+    );
+    assert_eq!(
+        get(&server, dir.path(), "gc-test", "replaced").unwrap(),
+        pattern(3, 100)
     );
 }

@@ -8,12 +8,14 @@ use std::process::Command;
 
 use support::{Server, describe, pattern, run};
 
-/// Sizes around every edge the codec has: empty, one byte, the age chunk
-/// (64 KiB, also the small-object threshold), the stripe (1 MiB for 4 + 2)
-/// and a few stripes.
+/// Sizes around every edge the codec has: empty, one byte, the
+/// small-object threshold (16 KiB: whole copies up to it, fragments above),
+/// the age chunk (64 KiB), the stripe (1 MiB for 4 + 2) and a few stripes.
 const EDGE_SIZES: &[usize] = &[
     0,
     1,
+    16_384,
+    16_385,
     65_535,
     65_536,
     65_537,
@@ -79,7 +81,8 @@ fn aws_cli_round_trips_edges_and_a_100_mib_object() {
         part.to_str().unwrap(),
     ]);
     assert!(out.contains("bytes 1048570-1048576/1048577"), "{out}");
-    let full = pattern(7, (1 << 20) + 1);
+    let index = EDGE_SIZES.iter().position(|s| *s == (1 << 20) + 1).unwrap();
+    let full = pattern(index as u64, (1 << 20) + 1);
     assert_eq!(std::fs::read(&part).unwrap(), &full[1_048_570..]);
 
     // 100 MiB of random content through `s3 cp` (multipart) and back.
@@ -218,4 +221,21 @@ fn s3cmd_puts_lists_gets_and_deletes() {
     assert!(std::fs::read(&back).unwrap() == pattern(6, 20 << 20));
     s3cmd(&["del", "--recursive", "--force", "s3://s3cmd-bucket"]);
     s3cmd(&["rb", "s3://s3cmd-bucket"]);
+}
+
+#[test]
+fn streaming_signed_bodies_are_verified_chunk_by_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("op.py", &["mb", "stream"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for size in ["0", "1", "65536", "3000000"] {
+        let out = server.python("streaming_put.py", &["stream", &format!("k{size}"), size]);
+        assert!(out.status.success(), "size {size}: {}", describe(&out));
+    }
+    let out = server.python(
+        "streaming_put.py",
+        &["stream", "tampered", "1000000", "tamper"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
 }

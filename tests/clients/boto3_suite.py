@@ -80,6 +80,10 @@ for bad in ["ab", "UPPER", "-lead", "a" * 64, "has_underscore"]:
     # below must say InvalidBucketName.
     check(400 <= status < 500, f"raw PUT /{bad} gave {status}")
     expect_error("InvalidBucketName", s3.create_bucket, Bucket=bad)
+    try:
+        s3.create_bucket(Bucket=bad)
+    except ClientError as e:
+        check("3 to 63 characters" in e.response["Error"]["Message"], f"InvalidBucketName has a message: {e.response['Error']}")
 expect_error("NoSuchBucket", s3.list_objects_v2, Bucket="no-such-bucket")
 expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="missing")
 expect_error("404", s3.head_object, Bucket=B, Key="missing")

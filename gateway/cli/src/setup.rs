@@ -31,7 +31,7 @@ pub const DEFAULT_M: u32 = 2;
 pub const DEFAULT_SITES: usize = 6;
 /// Small-object threshold when a policy does not set one (BENCHMARKS.md,
 /// "Small objects").
-pub const DEFAULT_SMALL_OBJECT_BYTES: u64 = 64 * 1024;
+pub const DEFAULT_SMALL_OBJECT_BYTES: u64 = 16 * 1024;
 
 /// What a first start created, to print once.
 #[derive(Debug, Default)]

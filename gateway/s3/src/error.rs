@@ -84,6 +84,12 @@ impl From<GatewayError> for S3Error {
                 e @ CompleteError::TooSmall(_) => err(C::EntityTooSmall, e),
             },
             GatewayError::Pipeline(e) => match e {
+                // s3s's aws-chunked decoder reports a bad chunk signature as
+                // a body error; its type is private, so match its text.
+                PipelineError::Input(io) if io.to_string().contains("SignatureMismatch") => err(
+                    C::SignatureDoesNotMatch,
+                    "The signature of a chunk of the streamed body does not match",
+                ),
                 PipelineError::Input(io) => err(
                     C::IncompleteBody,
                     format!("The request body could not be read in full: {io}"),

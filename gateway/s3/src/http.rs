@@ -188,7 +188,68 @@ async fn handle(
         }
     };
     span.record("status", response.status().as_u16());
+    let response = with_message(response);
     Ok(response.map(|body| Logged::new(body, span, start)))
+}
+
+/// Errors that s3s raises by itself (path parsing, signatures) come
+/// without a `<Message>`; S3 always sends one, and users need it.
+fn with_message(mut response: Response<s3s::Body>) -> Response<s3s::Body> {
+    if response.status().as_u16() < 400 {
+        return response;
+    }
+    let Some(xml) = response.body().bytes() else {
+        return response;
+    };
+    let text = String::from_utf8_lossy(&xml);
+    if text.contains("<Message>") {
+        return response;
+    }
+    let Some(code) = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+    else {
+        return response;
+    };
+    let message = match code {
+        "InvalidBucketName" => {
+            "The specified bucket is not valid: bucket names have 3 to 63 characters, lowercase letters, digits, dots and hyphens, and start and end with a letter or digit"
+        }
+        "InvalidURI" => "Couldn't parse the specified URI",
+        "SignatureDoesNotMatch" => {
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method"
+        }
+        "AccessDenied" => {
+            "Access Denied (an unsigned request, or an expired or invalid presigned URL)"
+        }
+        "MalformedXML" => {
+            "The XML you provided was not well-formed or did not validate against our published schema"
+        }
+        "MissingContentLength" => "You must provide the Content-Length HTTP header",
+        "NotImplemented" => {
+            "A header or operation you provided implies functionality that is not implemented"
+        }
+        "MethodNotAllowed" => "The specified method is not allowed against this resource",
+        "RequestTimeTooSkewed" => {
+            "The difference between the request time and the server's time is too large"
+        }
+        "InvalidArgument" => "Invalid argument",
+        "InvalidRequest" => "Invalid request",
+        _ => "The request failed",
+    };
+    let filled = text.replacen(
+        &format!("<Code>{code}</Code>"),
+        &format!("<Code>{code}</Code><Message>{message}</Message>"),
+        1,
+    );
+    if let Ok(len) = http::HeaderValue::from_str(&filled.len().to_string()) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, len);
+    }
+    *response.body_mut() = s3s::Body::from(filled);
+    response
 }
 
 /// A response body that counts what it sends and closes the request's
