@@ -100,7 +100,7 @@ pub struct Gateway {
     health: RwLock<Vec<Candidate>>,
     policies: BTreeMap<String, Policy>,
     bucket_policies: BTreeMap<String, String>,
-    default_policy: String,
+    default_policy: Policy,
     recipients: Arc<Recipients>,
     read_params: ReadParams,
     placer: Arc<dyn Placer>,
@@ -115,7 +115,7 @@ impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("backends", &self.backends.keys().collect::<Vec<_>>())
-            .field("default_policy", &self.default_policy)
+            .field("default_policy", &self.default_policy.name)
             .finish_non_exhaustive()
     }
 }
@@ -165,12 +165,12 @@ impl Gateway {
     /// Builds the gateway over an opened metadata store. Fails if a policy
     /// needs more backends than there are.
     pub fn new(config: GatewayConfig, meta: MetaStore) -> Result<Arc<Self>, GatewayError> {
-        if !config.policies.contains_key(&config.default_policy) {
+        let Some(default_policy) = config.policies.get(&config.default_policy).cloned() else {
             return Err(GatewayError::Config(format!(
                 "default policy {:?} is not defined",
                 config.default_policy
             )));
-        }
+        };
         for p in config.policies.values() {
             if p.code.width() > config.backends.len() {
                 return Err(GatewayError::Config(format!(
@@ -209,7 +209,7 @@ impl Gateway {
             health: RwLock::new(health),
             policies: config.policies,
             bucket_policies: config.bucket_policies,
-            default_policy: config.default_policy,
+            default_policy,
             recipients: Arc::new(config.recipients),
             read_params,
             placer: config.placer,
@@ -228,14 +228,10 @@ impl Gateway {
     }
 
     fn policy(&self, bucket: &str) -> &Policy {
-        let name = self
-            .bucket_policies
+        self.bucket_policies
             .get(bucket)
-            .unwrap_or(&self.default_policy);
-        self.policies
-            .get(name)
-            .or_else(|| self.policies.get(&self.default_policy))
-            .unwrap_or_else(|| unreachable!("the default policy is checked in Gateway::new"))
+            .and_then(|name| self.policies.get(name))
+            .unwrap_or(&self.default_policy)
     }
 
     /// Ready when enough backends are healthy for the default policy's
