@@ -124,6 +124,20 @@ expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="digest")
 good_md5 = base64.b64encode(hashlib.md5(b"data").digest()).decode()
 s3.put_object(Bucket=B, Key="digest", Body=b"data", ContentMD5=good_md5)
 
+# Additional checksums: verified on the way in, returned on a full GET
+data = b"checksummed body " * 1000
+r = s3.put_object(Bucket=B, Key="sum", Body=data, ChecksumAlgorithm="SHA256")
+want = base64.b64encode(hashlib.sha256(data).digest()).decode()
+check(r.get("ChecksumSHA256") == want, f"PUT returns the verified SHA256 {r.get('ChecksumSHA256')}")
+g = s3.get_object(Bucket=B, Key="sum", ChecksumMode="ENABLED")
+check(g["Body"].read() == data and g.get("ChecksumSHA256") == want, "GET returns the stored SHA256")
+g = s3.get_object(Bucket=B, Key="sum", ChecksumMode="ENABLED", Range="bytes=0-9")
+check("ChecksumSHA256" not in g, "no whole-object checksum on a range")
+expect_error("BadDigest", s3.put_object, Bucket=B, Key="badsum", Body=data, ChecksumCRC32="AAAAAA==")
+expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="badsum")
+s3.copy_object(Bucket=B, Key="sum-copy", CopySource={"Bucket": B, "Key": "sum"}, MetadataDirective="REPLACE")
+check(s3.head_object(Bucket=B, Key="sum-copy", ChecksumMode="ENABLED").get("ChecksumSHA256") == want, "a copy keeps the checksum")
+
 # Conditional GET / HEAD
 etag = put["ETag"]
 lm = head["LastModified"]

@@ -10,6 +10,7 @@
 //! and track backend health.
 
 mod body;
+mod checksum;
 mod convert;
 mod error;
 mod gateway;

@@ -18,6 +18,7 @@ use shardgate_meta::{
 use shardgate_pipeline::ObjectMeta;
 
 use crate::body::{ReadBody, log_bad_fragments};
+use crate::checksum::{self, Algorithm, Declared};
 use crate::convert::{self, Conditions, Headers, etag, timestamp};
 use crate::gateway::{Gateway, Pending, blocking, now_ms};
 
@@ -109,7 +110,10 @@ impl ShardgateS3 {
         Ok(())
     }
 
-    /// Writes a body, checks `Content-MD5`, and returns the pending version.
+    /// Writes a body, checks `Content-MD5` and any `x-amz-checksum-*`
+    /// (header or trailer), and returns the pending version with the
+    /// verified checksum recorded in its metadata.
+    #[allow(clippy::too_many_arguments)]
     async fn write_body(
         &self,
         bucket: &str,
@@ -117,14 +121,16 @@ impl ShardgateS3 {
         body: Option<StreamingBlob>,
         length: Option<i64>,
         md5: Option<&str>,
+        declared: Declared,
+        trailers: Option<&s3s::TrailingHeaders>,
         meta: ObjectMeta,
-    ) -> S3Result<Pending> {
+    ) -> S3Result<(Pending, Option<(Algorithm, String)>)> {
         let size = convert::declared_length(length)?;
         let md5 = convert::content_md5(md5)?;
-        let pending = self
-            .gw
-            .write(bucket, key, body_stream(body), size, meta)
-            .await?;
+        let expected = declared.expected()?;
+        let (body, computed) =
+            checksum::Tap::new(body_stream(body), expected.as_ref().map(|e| e.algorithm));
+        let mut pending = self.gw.write(bucket, key, body, size, meta).await?;
         if let Some(want) = md5
             && hex::encode(want) != pending.write.manifest.etag
         {
@@ -134,7 +140,24 @@ impl ShardgateS3 {
                 "The Content-MD5 you specified did not match what was received"
             ));
         }
-        Ok(pending)
+        let verified = match &expected {
+            None => None,
+            Some(e) => match checksum::verify(e, &computed, trailers) {
+                Ok(value) => Some((e.algorithm, value)),
+                Err(err) => {
+                    self.gw.abandon(pending.intent).await;
+                    return Err(err);
+                }
+            },
+        };
+        if let Some((algorithm, value)) = &verified {
+            pending
+                .write
+                .manifest
+                .user_metadata
+                .insert(checksum::metadata_key(*algorithm), value.clone());
+        }
+        Ok((pending, verified))
     }
 
     /// Reads a version for a GET: the first piece is fetched before the
@@ -277,13 +300,23 @@ impl S3 for ShardgateS3 {
             expires: input.expires,
         }
         .into_meta()?;
-        let pending = self
+        let declared = Declared {
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            crc64nvme: input.checksum_crc64nvme,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            algorithm: input.checksum_algorithm,
+        };
+        let (pending, verified) = self
             .write_body(
                 &input.bucket,
                 &input.key,
                 input.body,
                 input.content_length,
                 input.content_md5.as_deref(),
+                declared,
+                req.trailing_headers.as_ref(),
                 meta,
             )
             .await?;
@@ -291,11 +324,22 @@ impl S3 for ShardgateS3 {
             .gw
             .commit(&input.bucket, &input.key, pending, condition)
             .await?;
-        Ok(S3Response::new(PutObjectOutput {
+        let mut out = PutObjectOutput {
             e_tag: Some(etag(&manifest.etag)),
             size: Some(manifest.size as i64),
             ..Default::default()
-        }))
+        };
+        if let Some((algorithm, value)) = verified {
+            let slot = match algorithm {
+                Algorithm::Crc32 => &mut out.checksum_crc32,
+                Algorithm::Crc32c => &mut out.checksum_crc32c,
+                Algorithm::Crc64Nvme => &mut out.checksum_crc64nvme,
+                Algorithm::Sha1 => &mut out.checksum_sha1,
+                Algorithm::Sha256 => &mut out.checksum_sha256,
+            };
+            *slot = Some(value);
+        }
+        Ok(S3Response::new(out))
     }
 
     async fn get_object(
@@ -316,7 +360,12 @@ impl S3 for ShardgateS3 {
             .as_ref()
             .filter(|r| !r.is_empty())
             .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, manifest.size));
-        let out = head_output(&manifest, input.part_number);
+        let whole = input.range.is_none() && input.part_number.is_none();
+        let out = head_output(
+            &manifest,
+            input.part_number,
+            wants_checksum(input.checksum_mode.as_ref(), whole),
+        );
         let (body, len) = self
             .open_body(&input.bucket, &input.key, manifest, range)
             .await?;
@@ -335,6 +384,11 @@ impl S3 for ShardgateS3 {
             last_modified: out.last_modified,
             metadata: out.metadata,
             parts_count: out.parts_count,
+            checksum_crc32: out.checksum_crc32,
+            checksum_crc32c: out.checksum_crc32c,
+            checksum_crc64nvme: out.checksum_crc64nvme,
+            checksum_sha1: out.checksum_sha1,
+            checksum_sha256: out.checksum_sha256,
             ..Default::default()
         }))
     }
@@ -352,7 +406,12 @@ impl S3 for ShardgateS3 {
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         }
         .check(&manifest, S3ErrorCode::NotModified)?;
-        let mut out = head_output(&manifest, input.part_number);
+        let whole = input.part_number.is_none();
+        let mut out = head_output(
+            &manifest,
+            input.part_number,
+            wants_checksum(input.checksum_mode.as_ref(), whole),
+        );
         if let Some(n) = input.part_number {
             let r = part_range(&manifest, n)?;
             out.content_length = Some((r.end - r.start) as i64);
@@ -451,7 +510,7 @@ impl S3 for ShardgateS3 {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
             ));
         }
-        let meta = if replace {
+        let mut meta = if replace {
             Headers {
                 content_type: input.content_type,
                 metadata: input.metadata,
@@ -468,15 +527,24 @@ impl S3 for ShardgateS3 {
                 user_metadata: source.user_metadata.clone(),
             }
         };
+        // Same bytes, same checksum, whatever the metadata directive.
+        for a in Algorithm::ALL {
+            let k = checksum::metadata_key(a);
+            if let Some(v) = source.user_metadata.get(&k) {
+                meta.user_metadata.insert(k, v.clone());
+            }
+        }
         self.require_bucket(&input.bucket).await?;
         let size = source.size as i64;
         let (body, _) = self.open_body(src_bucket, src_key, source, None).await?;
-        let pending = self
+        let (pending, _) = self
             .write_body(
                 &input.bucket,
                 &input.key,
                 Some(body),
                 Some(size),
+                None,
+                Declared::default(),
                 None,
                 meta,
             )
@@ -650,13 +718,23 @@ impl S3 for ShardgateS3 {
             input.upload_id.clone(),
         );
         blocking(move || store.upload(&b, &k, &u)).await?;
-        let pending = self
+        let declared = Declared {
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            crc64nvme: input.checksum_crc64nvme,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            algorithm: input.checksum_algorithm,
+        };
+        let (pending, verified) = self
             .write_body(
                 &input.bucket,
                 &input.key,
                 input.body,
                 input.content_length,
                 input.content_md5.as_deref(),
+                declared,
+                req.trailing_headers.as_ref(),
                 ObjectMeta::default(),
             )
             .await?;
@@ -686,10 +764,21 @@ impl S3 for ShardgateS3 {
             }
             return Err(e.into());
         }
-        Ok(S3Response::new(UploadPartOutput {
+        let mut out = UploadPartOutput {
             e_tag: Some(etag(&part_etag)),
             ..Default::default()
-        }))
+        };
+        if let Some((algorithm, value)) = verified {
+            let slot = match algorithm {
+                Algorithm::Crc32 => &mut out.checksum_crc32,
+                Algorithm::Crc32c => &mut out.checksum_crc32c,
+                Algorithm::Crc64Nvme => &mut out.checksum_crc64nvme,
+                Algorithm::Sha1 => &mut out.checksum_sha1,
+                Algorithm::Sha256 => &mut out.checksum_sha256,
+            };
+            *slot = Some(value);
+        }
+        Ok(S3Response::new(out))
     }
 
     async fn complete_multipart_upload(
@@ -899,11 +988,27 @@ impl S3 for ShardgateS3 {
     }
 }
 
+/// Whether a GET or HEAD asked for the object's checksum and covers the
+/// whole object (a stored checksum says nothing about a range).
+fn wants_checksum(mode: Option<&ChecksumMode>, whole: bool) -> bool {
+    whole && mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
+}
+
 /// The headers of GET and HEAD.
-fn head_output(m: &Manifest, part: Option<i32>) -> HeadObjectOutput {
+fn head_output(m: &Manifest, part: Option<i32>, with_checksum: bool) -> HeadObjectOutput {
     let stored = convert::stored(&m.user_metadata);
     let multipart = m.etag.contains('-');
+    let sum = |a: Algorithm| {
+        with_checksum
+            .then(|| m.user_metadata.get(&checksum::metadata_key(a)).cloned())
+            .flatten()
+    };
     HeadObjectOutput {
+        checksum_crc32: sum(Algorithm::Crc32),
+        checksum_crc32c: sum(Algorithm::Crc32c),
+        checksum_crc64nvme: sum(Algorithm::Crc64Nvme),
+        checksum_sha1: sum(Algorithm::Sha1),
+        checksum_sha256: sum(Algorithm::Sha256),
         accept_ranges: Some("bytes".into()),
         content_length: Some(m.size as i64),
         content_type: Some(
