@@ -187,6 +187,31 @@ impl ShardgateS3 {
     }
 }
 
+/// The checksum fields of an input (PutObject and UploadPart have the same).
+macro_rules! declared_checksum {
+    ($input:expr) => {
+        Declared {
+            crc32: $input.checksum_crc32,
+            crc32c: $input.checksum_crc32c,
+            crc64nvme: $input.checksum_crc64nvme,
+            sha1: $input.checksum_sha1,
+            sha256: $input.checksum_sha256,
+            algorithm: $input.checksum_algorithm,
+        }
+    };
+}
+
+/// Puts a verified checksum in its output field, given in
+/// `Algorithm::ALL` order.
+fn fill_checksum(verified: Option<(Algorithm, String)>, slots: [&mut Option<String>; 5]) {
+    if let Some((algorithm, value)) = verified
+        && let Some(i) = Algorithm::ALL.iter().position(|a| *a == algorithm)
+        && let Some(slot) = slots.into_iter().nth(i)
+    {
+        *slot = Some(value);
+    }
+}
+
 /// The byte range of part `n` (1-based) of a multipart object.
 fn part_range(m: &Manifest, n: i32) -> S3Result<std::ops::Range<u64>> {
     let index = usize::try_from(n - 1)
@@ -300,14 +325,7 @@ impl S3 for ShardgateS3 {
             expires: input.expires,
         }
         .into_meta()?;
-        let declared = Declared {
-            crc32: input.checksum_crc32,
-            crc32c: input.checksum_crc32c,
-            crc64nvme: input.checksum_crc64nvme,
-            sha1: input.checksum_sha1,
-            sha256: input.checksum_sha256,
-            algorithm: input.checksum_algorithm,
-        };
+        let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
                 &input.bucket,
@@ -329,16 +347,16 @@ impl S3 for ShardgateS3 {
             size: Some(manifest.size as i64),
             ..Default::default()
         };
-        if let Some((algorithm, value)) = verified {
-            let slot = match algorithm {
-                Algorithm::Crc32 => &mut out.checksum_crc32,
-                Algorithm::Crc32c => &mut out.checksum_crc32c,
-                Algorithm::Crc64Nvme => &mut out.checksum_crc64nvme,
-                Algorithm::Sha1 => &mut out.checksum_sha1,
-                Algorithm::Sha256 => &mut out.checksum_sha256,
-            };
-            *slot = Some(value);
-        }
+        fill_checksum(
+            verified,
+            [
+                &mut out.checksum_crc32,
+                &mut out.checksum_crc32c,
+                &mut out.checksum_crc64nvme,
+                &mut out.checksum_sha1,
+                &mut out.checksum_sha256,
+            ],
+        );
         Ok(S3Response::new(out))
     }
 
@@ -718,14 +736,7 @@ impl S3 for ShardgateS3 {
             input.upload_id.clone(),
         );
         blocking(move || store.upload(&b, &k, &u)).await?;
-        let declared = Declared {
-            crc32: input.checksum_crc32,
-            crc32c: input.checksum_crc32c,
-            crc64nvme: input.checksum_crc64nvme,
-            sha1: input.checksum_sha1,
-            sha256: input.checksum_sha256,
-            algorithm: input.checksum_algorithm,
-        };
+        let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
                 &input.bucket,
@@ -768,16 +779,16 @@ impl S3 for ShardgateS3 {
             e_tag: Some(etag(&part_etag)),
             ..Default::default()
         };
-        if let Some((algorithm, value)) = verified {
-            let slot = match algorithm {
-                Algorithm::Crc32 => &mut out.checksum_crc32,
-                Algorithm::Crc32c => &mut out.checksum_crc32c,
-                Algorithm::Crc64Nvme => &mut out.checksum_crc64nvme,
-                Algorithm::Sha1 => &mut out.checksum_sha1,
-                Algorithm::Sha256 => &mut out.checksum_sha256,
-            };
-            *slot = Some(value);
-        }
+        fill_checksum(
+            verified,
+            [
+                &mut out.checksum_crc32,
+                &mut out.checksum_crc32c,
+                &mut out.checksum_crc64nvme,
+                &mut out.checksum_sha1,
+                &mut out.checksum_sha256,
+            ],
+        );
         Ok(S3Response::new(out))
     }
 
