@@ -1,0 +1,176 @@
+//! A plugin behind the gateway's `Placer` seam, with every answer checked
+//! and the policy's fallback when the plugin fails.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shardgate_core::BackendId;
+use shardgate_placement::{Candidate, PlacementError, Placer, Request, check};
+
+use crate::plugin::{Plugin, PluginError};
+use crate::wit::{self, Health};
+
+/// What happens when the plugin fails or answers nonsense.
+#[derive(Clone, Debug)]
+pub enum Strictness {
+    /// The write fails with the plugin's error (an S3 503 with its message).
+    Strict,
+    /// The write is placed by this placer instead (logged and counted).
+    Fallback(Arc<dyn Placer>),
+}
+
+/// A placement policy implemented by a plugin.
+#[derive(Debug)]
+pub struct PluginPlacer {
+    plugin: Arc<Plugin>,
+    params: Vec<(String, String)>,
+    strictness: Strictness,
+    fallbacks: AtomicU64,
+}
+
+impl PluginPlacer {
+    /// Checks `params` with the plugin (at load time) and wraps it.
+    pub fn new(
+        plugin: Arc<Plugin>,
+        mut params: Vec<(String, String)>,
+        strictness: Strictness,
+    ) -> Result<Self, PluginError> {
+        params.sort();
+        plugin.validate_params(&params)?;
+        Ok(Self {
+            plugin,
+            params,
+            strictness,
+            fallbacks: AtomicU64::new(0),
+        })
+    }
+
+    /// How many placements used the fallback (or failed, when strict).
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// The plugin's answer, checked: k + m distinct known candidates, none
+    /// down, each with room for its fragment when sizes are known.
+    pub fn ask(
+        &self,
+        request: &Request<'_>,
+        candidates: &[Candidate],
+    ) -> Result<Vec<BackendId>, String> {
+        let wit_request = wit::Request {
+            object: wit::ObjectFacts {
+                bucket: request.bucket.to_string(),
+                key: request.key.to_string(),
+                size: request.size_hint,
+                content_type: None,
+            },
+            k: u8::try_from(request.k).map_err(|_| "k exceeds 255".to_string())?,
+            m: u8::try_from(request.m).map_err(|_| "m exceeds 255".to_string())?,
+            params: self.params.clone(),
+            candidates: candidates
+                .iter()
+                .map(|c| wit::Candidate {
+                    id: c.id.to_string(),
+                    labels: c
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    capacity_bytes: None,
+                    free_bytes: c.free_bytes,
+                    health: if c.healthy {
+                        Health::Healthy
+                    } else {
+                        Health::Down
+                    },
+                    latency_us: None,
+                })
+                .collect(),
+            current: vec![None; request.width()],
+        };
+        let answer = self.plugin.place(&wit_request).map_err(|e| e.to_string())?;
+        if answer.len() != request.width() {
+            return Err(format!(
+                "plugin {} placed {} fragments, k + m = {}",
+                self.plugin.name(),
+                answer.len(),
+                request.width()
+            ));
+        }
+        let fragment_bytes = request
+            .size_hint
+            .map(|s| s.div_ceil(request.k.max(1) as u64));
+        let mut seen = BTreeSet::new();
+        let mut chosen = Vec::with_capacity(answer.len());
+        for index in answer {
+            let Some(c) = candidates.get(index as usize) else {
+                return Err(format!(
+                    "plugin {} chose candidate {index} of {}",
+                    self.plugin.name(),
+                    candidates.len()
+                ));
+            };
+            if !seen.insert(index) {
+                return Err(format!(
+                    "plugin {} chose backend {} twice",
+                    self.plugin.name(),
+                    c.id
+                ));
+            }
+            if !c.healthy {
+                return Err(format!(
+                    "plugin {} chose backend {}, which is down",
+                    self.plugin.name(),
+                    c.id
+                ));
+            }
+            if let (Some(need), Some(free)) = (fragment_bytes, c.free_bytes)
+                && free < need
+            {
+                return Err(format!(
+                    "plugin {} chose backend {} with {free} bytes free for a {need}-byte fragment",
+                    self.plugin.name(),
+                    c.id
+                ));
+            }
+            chosen.push(c.id.clone());
+        }
+        Ok(chosen)
+    }
+}
+
+impl Placer for PluginPlacer {
+    fn place(
+        &self,
+        request: &Request<'_>,
+        candidates: &[Candidate],
+    ) -> Result<Vec<BackendId>, PlacementError> {
+        let answer = self.ask(request, candidates).and_then(|chosen| {
+            match check(request, candidates, &chosen) {
+                Ok(()) => Ok(chosen),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match answer {
+            Ok(chosen) => Ok(chosen),
+            Err(why) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                match &self.strictness {
+                    Strictness::Strict => {
+                        tracing::warn!(plugin = %self.plugin.name(), error = %why, "placement refused (strict policy)");
+                        Err(PlacementError::Placer(why))
+                    }
+                    Strictness::Fallback(fallback) => {
+                        tracing::warn!(plugin = %self.plugin.name(), error = %why, "placement plugin failed; using the fallback");
+                        fallback.place(request, candidates)
+                    }
+                }
+            }
+        }
+    }
+}

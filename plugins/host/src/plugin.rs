@@ -1,0 +1,335 @@
+//! Loading a plugin and calling it inside its bounds.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use crate::cache;
+use crate::wit::{Level, Placement, PlacementPre, Request};
+
+/// The only interfaces a plugin may import.
+const ALLOWED_IMPORT_PREFIX: &str = "shardgate:placement/";
+/// The epoch tick: deadlines are counted in these.
+const TICK: Duration = Duration::from_millis(1);
+/// Instances kept for reuse per plugin.
+const POOL_SIZE: usize = 4;
+
+/// The bounds of one call.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most linear memory an instance may use.
+    pub memory_bytes: usize,
+    /// The longest a call may run (wall clock).
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    /// 64 MiB and 100 ms: enough for the Python and JavaScript runtimes
+    /// (12-30 MiB), far above what a placement needs (a C plugin answers
+    /// in about 10 µs).
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a plugin could not be loaded or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{path}: cannot read the plugin: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a WebAssembly component of shardgate:placement@0.1.0: {reason}")]
+    NotAPlugin { path: PathBuf, reason: String },
+    #[error(
+        "{path}: imports {import}, but a placement plugin may import only shardgate:placement/* (no WASI)"
+    )]
+    ForbiddenImport { path: PathBuf, import: String },
+    #[error("plugin {plugin} ran out of time ({limit:?})")]
+    Timeout { plugin: String, limit: Duration },
+    #[error("plugin {plugin} ran out of memory ({limit} bytes)")]
+    OutOfMemory { plugin: String, limit: usize },
+    #[error("plugin {plugin} trapped: {reason}")]
+    Trap { plugin: String, reason: String },
+    #[error("plugin {plugin} refused: {message}")]
+    Refused { plugin: String, message: String },
+}
+
+/// What a plugin did, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    pub instances: AtomicU64,
+}
+
+/// The engine shared by all plugins, and its epoch ticker.
+#[derive(Debug)]
+pub struct PluginHost {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// An engine with epoch interruption, ticking every millisecond, and
+    /// compiled artifacts cached in `cache_dir` (none: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, wasmtime::Error> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticking, flag) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(wasmtime::Error::msg)?;
+        Ok(Self {
+            engine,
+            cache_dir,
+            stop,
+        })
+    }
+
+    /// Loads the plugin at `path`: a component of the placement world that
+    /// imports nothing else. Errors name the file.
+    pub fn load(&self, path: &Path, limits: Limits) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.into(),
+            source,
+        })?;
+        self.load_bytes(path, &bytes, limits)
+    }
+
+    /// Like [`PluginHost::load`], from bytes (`path` names it in errors).
+    pub fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<Plugin, PluginError> {
+        let not_a_plugin = |reason: String| PluginError::NotAPlugin {
+            path: path.into(),
+            reason,
+        };
+        let started = std::time::Instant::now();
+        let (component, cached) = cache::load(&self.engine, self.cache_dir.as_deref(), bytes)
+            .map_err(|e| not_a_plugin(format!("{e:#}")))?;
+        for (name, item) in component.component_type().imports(&self.engine) {
+            if !name.starts_with(ALLOWED_IMPORT_PREFIX)
+                || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+            {
+                return Err(PluginError::ForbiddenImport {
+                    path: path.into(),
+                    import: name.to_string(),
+                });
+            }
+        }
+        let mut linker = Linker::<State>::new(&self.engine);
+        Placement::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| not_a_plugin(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(PlacementPre::new)
+            .map_err(|e| not_a_plugin(format!("{e:#}")))?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
+        tracing::info!(plugin = %name, cached, elapsed_ms = started.elapsed().as_millis() as u64, "placement plugin loaded");
+        Ok(Plugin {
+            name,
+            engine: self.engine.clone(),
+            pre,
+            limits,
+            pool: Mutex::new(Vec::new()),
+            stats: Stats::default(),
+        })
+    }
+}
+
+/// Per-instance host state.
+struct State {
+    limits: StoreLimits,
+    plugin: String,
+    logged: u32,
+}
+
+/// Lines a plugin may log per call.
+const LOG_LINES_PER_CALL: u32 = 16;
+
+impl crate::wit::shardgate::placement::types::Host for State {}
+
+impl crate::wit::shardgate::placement::host::Host for State {
+    fn log(&mut self, level: Level, message: String) {
+        self.logged += 1;
+        if self.logged > LOG_LINES_PER_CALL {
+            return;
+        }
+        let message: String = message.chars().take(1000).collect();
+        let plugin = &self.plugin;
+        match level {
+            Level::Debug => tracing::debug!(%plugin, "{message}"),
+            Level::Info => tracing::info!(%plugin, "{message}"),
+            Level::Warn => tracing::warn!(%plugin, "{message}"),
+            Level::Error => tracing::error!(%plugin, "{message}"),
+        }
+    }
+}
+
+struct Instance {
+    store: Store<State>,
+    bindings: Placement,
+}
+
+/// A loaded plugin.
+pub struct Plugin {
+    name: String,
+    engine: Engine,
+    pre: PlacementPre<State>,
+    limits: Limits,
+    pool: Mutex<Vec<Instance>>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn instance(&self) -> Result<Instance, PluginError> {
+        if let Some(i) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
+            return Ok(i);
+        }
+        let state = State {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin: self.name.clone(),
+            logged: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.failure(&e))?;
+        self.stats.instances.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance { store, bindings })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline.as_micros() / TICK.as_micros()).max(1) as u64
+    }
+
+    /// Classifies a failed call (the instance is discarded by the caller).
+    fn failure(&self, e: &wasmtime::Error) -> PluginError {
+        let plugin = self.name.clone();
+        if let Some(trap) = e.downcast_ref::<Trap>() {
+            if *trap == Trap::Interrupt {
+                return PluginError::Timeout {
+                    plugin,
+                    limit: self.limits.deadline,
+                };
+            }
+            return PluginError::Trap {
+                plugin,
+                reason: trap.to_string(),
+            };
+        }
+        let text = format!("{e:#}");
+        if text.contains("forcing trap when growing memory") {
+            return PluginError::OutOfMemory {
+                plugin,
+                limit: self.limits.memory_bytes,
+            };
+        }
+        PluginError::Trap {
+            plugin,
+            reason: text,
+        }
+    }
+
+    /// Runs `call` on a pooled instance within the limits. An instance
+    /// that failed is dropped; a fresh one replaces it on the next call.
+    fn with_instance<T>(
+        &self,
+        call: impl FnOnce(&mut Instance) -> Result<Result<T, String>, wasmtime::Error>,
+    ) -> Result<T, PluginError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut instance = self.instance().inspect_err(|_| {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        })?;
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance.store.data_mut().logged = 0;
+        let result = call(&mut instance);
+        match result {
+            Ok(answer) => {
+                if let Ok(mut pool) = self.pool.lock()
+                    && pool.len() < POOL_SIZE
+                {
+                    pool.push(instance);
+                }
+                answer.map_err(|message| {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    PluginError::Refused {
+                        plugin: self.name.clone(),
+                        message,
+                    }
+                })
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(self.failure(&e))
+            }
+        }
+    }
+
+    /// Asks the plugin to check the policy's parameters.
+    pub fn validate_params(&self, params: &[(String, String)]) -> Result<(), PluginError> {
+        let params = params.to_vec();
+        self.with_instance(|i| i.bindings.call_validate_params(&mut i.store, &params))
+    }
+
+    /// Asks the plugin where each fragment goes: candidate indices.
+    pub fn place(&self, request: &Request) -> Result<Vec<u32>, PluginError> {
+        self.with_instance(|i| i.bindings.call_place(&mut i.store, request))
+    }
+}
