@@ -1,0 +1,168 @@
+//! The example plugins, run through the host as the gateway runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use shardgate_plugin_host::wit::{self, Health, ObjectFacts};
+use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost};
+
+fn load(host: &PluginHost, rel: &str) -> Plugin {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(rel);
+    host.load(
+        &path,
+        Limits {
+            memory_bytes: 16 << 20,
+            deadline: Duration::from_millis(500),
+        },
+    )
+    .unwrap()
+}
+
+/// xorshift: deterministic cases, bounded in number.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+fn candidate(i: usize, site: usize, down: bool, free: u64) -> wit::Candidate {
+    wit::Candidate {
+        id: format!("b{i:02}"),
+        labels: vec![("site".into(), format!("s{site}"))],
+        capacity_bytes: None,
+        free_bytes: Some(free),
+        health: if down { Health::Down } else { Health::Healthy },
+        latency_us: None,
+    }
+}
+
+fn request(key: &str, k: u8, m: u8, candidates: Vec<wit::Candidate>) -> wit::Request {
+    wit::Request {
+        object: ObjectFacts {
+            bucket: "b".into(),
+            key: key.into(),
+            size: Some(4 << 20),
+            content_type: None,
+        },
+        k,
+        m,
+        params: vec![],
+        current: vec![None; (k + m) as usize],
+        candidates,
+    }
+}
+
+#[test]
+fn spread_sites_never_overloads_a_site_and_says_when_it_cannot() {
+    let host = PluginHost::new(None).unwrap();
+    let plugin = load(&host, "spread-sites-c/spread-sites.wasm");
+    let mut rng = Rng(0x5eed);
+    let (mut placed, mut refused) = (0, 0);
+    for case in 0..400 {
+        let n = 1 + rng.below(12) as usize;
+        let sites = 1 + rng.below(6) as usize;
+        let cands: Vec<_> = (0..n)
+            .map(|i| {
+                let free = if rng.below(10) == 0 { 1000 } else { 1 << 40 };
+                candidate(i, rng.below(sites as u64) as usize, rng.below(6) == 0, free)
+            })
+            .collect();
+        let k = 1 + rng.below(6) as u8;
+        let m = rng.below(4) as u8;
+        let width = (k + m) as usize;
+        let req = request(&format!("key-{case}"), k, m, cands.clone());
+        // What a correct answer must respect.
+        let fragment = (4u64 << 20).div_ceil(k as u64);
+        let eligible: Vec<usize> = (0..n)
+            .filter(|i| {
+                cands[*i].health != Health::Down && cands[*i].free_bytes.unwrap() >= fragment
+            })
+            .collect();
+        let mut eligible_sites: Vec<&str> = eligible
+            .iter()
+            .map(|i| cands[*i].labels[0].1.as_str())
+            .collect();
+        eligible_sites.sort();
+        eligible_sites.dedup();
+        let limit = width.div_ceil(eligible_sites.len().max(1));
+        match plugin.place(&req) {
+            Ok(answer) => {
+                placed += 1;
+                assert_eq!(answer.len(), width);
+                let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for i in &answer {
+                    assert!(
+                        eligible.contains(&(*i as usize)),
+                        "case {case}: {i} not eligible"
+                    );
+                    assert!(seen.insert(*i), "case {case}: {i} twice");
+                    *per_site
+                        .entry(cands[*i as usize].labels[0].1.as_str())
+                        .or_default() += 1;
+                }
+                assert!(
+                    per_site.values().all(|c| *c <= limit),
+                    "case {case}: {per_site:?} > {limit}"
+                );
+            }
+            Err(PluginError::Refused { message, .. }) => {
+                refused += 1;
+                assert!(message.contains("not enough"), "{message}");
+                // Refusing is right only when no answer exists.
+                let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+                for i in &eligible {
+                    *counts.entry(cands[*i].labels[0].1.as_str()).or_default() += 1;
+                }
+                let possible: usize = counts.values().map(|c| (*c).min(limit)).sum();
+                assert!(
+                    possible < width,
+                    "case {case}: refused although {possible} >= {width}"
+                );
+            }
+            Err(e) => panic!("case {case}: {e}"),
+        }
+    }
+    assert!(
+        placed > 100 && refused > 20,
+        "{placed} placed, {refused} refused"
+    );
+}
+
+#[test]
+fn spread_sites_keeps_fragments_already_placed() {
+    let host = PluginHost::new(None).unwrap();
+    let plugin = load(&host, "spread-sites-c/spread-sites.wasm");
+    let cands: Vec<_> = (0..6).map(|i| candidate(i, i, false, 1 << 40)).collect();
+    let mut req = request("repair", 4, 2, cands);
+    req.current = vec![Some(5), None, Some(0), None, None, None];
+    let answer = plugin.place(&req).unwrap();
+    assert_eq!((answer[0], answer[2]), (5, 0));
+    let mut sorted = answer.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 1, 2, 3, 4, 5]);
+    // Parameters are checked.
+    assert!(
+        plugin
+            .validate_params(&[("max-per-site".into(), "2".into())])
+            .is_ok()
+    );
+    assert!(
+        plugin
+            .validate_params(&[("max-per-site".into(), "zero".into())])
+            .is_err()
+    );
+    assert!(
+        plugin
+            .validate_params(&[("colour".into(), "red".into())])
+            .is_err()
+    );
+}
