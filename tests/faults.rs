@@ -135,7 +135,25 @@ fn any_two_sites_lost_still_read_and_three_lost_is_a_clear_503() {
         get(&server, dir.path(), "faults", "degraded").unwrap(),
         pattern(42, 3 << 20)
     );
-    assert!(!server.log_text().contains("panicked"));
+    let log = server.log_text();
+    assert!(!log.contains("panicked"));
+    // The embedded default places through its plugin (spread-sites). It
+    // answered every write but the degraded one: with a site down, five
+    // healthy backends cannot take 4 + 2 distinct fragments, the plugin
+    // says so, and the policy's fallback placed the write (quorum 5).
+    assert!(
+        log.contains("placement plugin loaded plugin=spread-sites"),
+        "{log}"
+    );
+    let fallbacks: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("using the fallback"))
+        .collect();
+    assert_eq!(fallbacks.len(), 1, "{fallbacks:?}");
+    assert!(
+        fallbacks[0].contains("not enough healthy backends"),
+        "{fallbacks:?}"
+    );
 }
 
 #[test]

@@ -23,6 +23,8 @@ use shardgate_backend_fs::FsBackend;
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_config::{BackendKind, Config, read_secret_file};
 use shardgate_core::{BackendId, ErasureCode, Identities, Recipients};
+use shardgate_placement::{Placer, Spread};
+use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost, PluginPlacer, Strictness};
 use shardgate_s3::{Credentials, GatewayConfig, Policy};
 
 /// The default policy of the embedded default.
@@ -213,10 +215,39 @@ async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
     Ok(out)
 }
 
-fn policies(config: &Config) -> Result<(BTreeMap<String, Policy>, String)> {
+/// The placement plugin of the embedded default (dogfooding): the
+/// spread-sites example, prebuilt from `plugins/examples/spread-sites-c`
+/// (CI checks the file against its source).
+const EMBEDDED_PLUGIN: &[u8] =
+    include_bytes!("../../../plugins/examples/spread-sites-c/spread-sites.wasm");
+
+/// Wraps a loaded plugin as the policy's placer, checking its parameters.
+fn plugin_placer(
+    plugin: Plugin,
+    params: &BTreeMap<String, String>,
+    strict: bool,
+) -> Result<Arc<dyn Placer>, PluginError> {
+    let strictness = match strict {
+        true => Strictness::Strict,
+        false => Strictness::Fallback(Arc::new(Spread)),
+    };
+    let params = params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(Arc::new(PluginPlacer::new(
+        Arc::new(plugin),
+        params,
+        strictness,
+    )?))
+}
+
+fn policies(config: &Config, host: &PluginHost) -> Result<(BTreeMap<String, Policy>, String)> {
     let mut out = BTreeMap::new();
     if config.policies.is_empty() {
         let code = ErasureCode::new(DEFAULT_K, DEFAULT_M)?;
+        let plugin = host.load_bytes(
+            Path::new("embedded/spread-sites.wasm"),
+            EMBEDDED_PLUGIN,
+            Limits::default(),
+        )?;
         out.insert(
             "default".to_string(),
             Policy {
@@ -225,11 +256,24 @@ fn policies(config: &Config) -> Result<(BTreeMap<String, Policy>, String)> {
                 write_quorum: code.width() - 1,
                 stripe_chunks: None,
                 small_object_bytes: DEFAULT_SMALL_OBJECT_BYTES,
+                placer: Some(plugin_placer(plugin, &BTreeMap::new(), false)?),
             },
         );
     }
     for (name, p) in &config.policies {
         let code = ErasureCode::new(p.k, p.m).with_context(|| format!("policies.{name}"))?;
+        let placer = match &p.plugin {
+            None => None,
+            Some(path) => {
+                let plugin = host
+                    .load(path, Limits::default())
+                    .with_context(|| format!("policies.{name}.plugin"))?;
+                Some(
+                    plugin_placer(plugin, &p.params, p.strict)
+                        .with_context(|| format!("policies.{name}.params"))?,
+                )
+            }
+        };
         out.insert(
             name.clone(),
             Policy {
@@ -238,6 +282,7 @@ fn policies(config: &Config) -> Result<(BTreeMap<String, Policy>, String)> {
                 write_quorum: p.write_quorum.unwrap_or(code.width()),
                 stripe_chunks: p.stripe_chunks,
                 small_object_bytes: p.small_object_bytes.unwrap_or(DEFAULT_SMALL_OBJECT_BYTES),
+                placer,
             },
         );
     }
@@ -276,7 +321,9 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
     let credentials = credentials(config, &mut created)?;
     let (identities, recipients) = keys(config, &mut created)?;
     let backends = backends(config).await?;
-    let (policies, default_policy) = policies(config)?;
+    let plugins = PluginHost::new(Some(config.data_dir.join("plugin-cache")))
+        .map_err(|e| anyhow::anyhow!("starting the plugin engine: {e}"))?;
+    let (policies, default_policy) = policies(config, &plugins)?;
     Ok(Parts {
         gateway: GatewayConfig {
             backends,

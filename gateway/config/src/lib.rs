@@ -205,6 +205,17 @@ pub struct PolicyConfig {
     /// (see BENCHMARKS.md for why); 0 turns this off.
     #[serde(default)]
     pub small_object_bytes: Option<u64>,
+    /// A placement plugin (a WebAssembly component of
+    /// `shardgate:placement@0.1.0`); without one, the built-in rule.
+    #[serde(default)]
+    pub plugin: Option<PathBuf>,
+    /// The plugin's parameters (checked by the plugin at start).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// When the plugin fails or answers nonsense: `true` fails the write
+    /// (503), `false` (default) places it with the built-in rule.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 impl Config {

@@ -44,6 +44,8 @@ pub struct Policy {
     /// are stored as 1 + m whole encrypted copies instead of k + m
     /// fragments: fewer writes, the same m losses survived.
     pub small_object_bytes: u64,
+    /// This policy's placement (a plugin); `None`: the gateway's default.
+    pub placer: Option<Arc<dyn Placer>>,
 }
 
 impl Policy {
@@ -285,7 +287,10 @@ impl Gateway {
             m: layout.code.m(),
         };
         let candidates = self.health_snapshot();
-        let chosen = self.placer.place(&request, &candidates)?;
+        // A plugin call is bounded (100 ms deadline) and usually takes
+        // tens of microseconds, so it runs inline.
+        let placer = policy.placer.as_ref().unwrap_or(&self.placer);
+        let chosen = placer.place(&request, &candidates)?;
         check(&request, &candidates, &chosen)?;
         let backends = chosen
             .iter()

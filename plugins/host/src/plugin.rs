@@ -1,8 +1,8 @@
 //! Loading a plugin and calling it inside its bounds.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
@@ -77,28 +77,22 @@ pub struct Stats {
 pub struct PluginHost {
     engine: Engine,
     cache_dir: Option<PathBuf>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for PluginHost {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 impl PluginHost {
     /// An engine with epoch interruption, ticking every millisecond, and
     /// compiled artifacts cached in `cache_dir` (none: compile every time).
+    /// The ticker runs as long as the engine lives (the host, or any plugin
+    /// loaded from it): deadlines keep working after the host is dropped.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, wasmtime::Error> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticking, flag) = (engine.weak(), stop.clone());
+        let ticking = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                loop {
                     std::thread::sleep(TICK);
                     match ticking.upgrade() {
                         Some(engine) => engine.increment_epoch(),
@@ -107,11 +101,7 @@ impl PluginHost {
                 }
             })
             .map_err(wasmtime::Error::msg)?;
-        Ok(Self {
-            engine,
-            cache_dir,
-            stop,
-        })
+        Ok(Self { engine, cache_dir })
     }
 
     /// Loads the plugin at `path`: a component of the placement world that
