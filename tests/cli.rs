@@ -36,7 +36,7 @@ fn first_lines(data: &Path) -> String {
         {
             text.push_str(&line);
             text.push('\n');
-            if line.contains("access key SG") {
+            if line.contains("listening on") {
                 break;
             }
         }

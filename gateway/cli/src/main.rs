@@ -108,20 +108,23 @@ async fn serve(
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
 
+    // Best effort: a closed stdout (a supervisor that stopped reading)
+    // must not stop the gateway. The listening line comes last, so a reader
+    // that waits for it has seen the rest.
     let mut out = std::io::stdout().lock();
-    print_created(&mut out, &parts.created, &config)?;
-    writeln!(
+    let _ = print_created(&mut out, &parts.created, &config);
+    let _ = writeln!(
         out,
         "shardgate: {summary}, data in {}",
         config.data_dir.display()
-    )?;
-    writeln!(out, "shardgate: S3 endpoint listening on http://{addr}")?;
-    writeln!(
+    );
+    let _ = writeln!(
         out,
         "shardgate: access key {}",
         parts.credentials.access_key
-    )?;
-    out.flush()?;
+    );
+    let _ = writeln!(out, "shardgate: S3 endpoint listening on http://{addr}");
+    let _ = out.flush();
     drop(out);
 
     shardgate_s3::serve(listener, gateway, parts.credentials, stop_signal())
