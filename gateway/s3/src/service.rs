@@ -201,15 +201,36 @@ macro_rules! declared_checksum {
     };
 }
 
-/// Puts a verified checksum in its output field, given in
-/// `Algorithm::ALL` order.
-fn fill_checksum(verified: Option<(Algorithm, String)>, slots: [&mut Option<String>; 5]) {
-    if let Some((algorithm, value)) = verified
-        && let Some(i) = Algorithm::ALL.iter().position(|a| *a == algorithm)
-        && let Some(slot) = slots.into_iter().nth(i)
-    {
-        *slot = Some(value);
-    }
+/// Puts a verified checksum in its field of an output (PutObject and
+/// UploadPart have the same fields).
+macro_rules! fill_checksum {
+    ($out:expr, $verified:expr) => {
+        if let Some((algorithm, value)) = $verified {
+            *match algorithm {
+                Algorithm::Crc32 => &mut $out.checksum_crc32,
+                Algorithm::Crc32c => &mut $out.checksum_crc32c,
+                Algorithm::Crc64Nvme => &mut $out.checksum_crc64nvme,
+                Algorithm::Sha1 => &mut $out.checksum_sha1,
+                Algorithm::Sha256 => &mut $out.checksum_sha256,
+            } = Some(value);
+        }
+    };
+}
+
+/// The stored headers of an input (PutObject, CopyObject with REPLACE and
+/// CreateMultipartUpload have the same fields).
+macro_rules! headers {
+    ($input:expr) => {
+        Headers {
+            content_type: $input.content_type,
+            metadata: $input.metadata,
+            cache_control: $input.cache_control,
+            content_disposition: $input.content_disposition,
+            content_encoding: $input.content_encoding,
+            content_language: $input.content_language,
+            expires: $input.expires,
+        }
+    };
 }
 
 /// The byte range of part `n` (1-based) of a multipart object.
@@ -315,16 +336,7 @@ impl S3 for ShardgateS3 {
         convert::check_key(&input.key)?;
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         self.precheck(&input.bucket, &input.key, &condition).await?;
-        let meta = Headers {
-            content_type: input.content_type,
-            metadata: input.metadata,
-            cache_control: input.cache_control,
-            content_disposition: input.content_disposition,
-            content_encoding: input.content_encoding,
-            content_language: input.content_language,
-            expires: input.expires,
-        }
-        .into_meta()?;
+        let meta = headers!(input).into_meta()?;
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
@@ -347,16 +359,7 @@ impl S3 for ShardgateS3 {
             size: Some(manifest.size as i64),
             ..Default::default()
         };
-        fill_checksum(
-            verified,
-            [
-                &mut out.checksum_crc32,
-                &mut out.checksum_crc32c,
-                &mut out.checksum_crc64nvme,
-                &mut out.checksum_sha1,
-                &mut out.checksum_sha256,
-            ],
-        );
+        fill_checksum!(out, verified);
         Ok(S3Response::new(out))
     }
 
@@ -529,16 +532,7 @@ impl S3 for ShardgateS3 {
             ));
         }
         let mut meta = if replace {
-            Headers {
-                content_type: input.content_type,
-                metadata: input.metadata,
-                cache_control: input.cache_control,
-                content_disposition: input.content_disposition,
-                content_encoding: input.content_encoding,
-                content_language: input.content_language,
-                expires: input.expires,
-            }
-            .into_meta()?
+            headers!(input).into_meta()?
         } else {
             ObjectMeta {
                 content_type: source.content_type.clone(),
@@ -690,16 +684,7 @@ impl S3 for ShardgateS3 {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         convert::check_key(&input.key)?;
-        let meta = Headers {
-            content_type: input.content_type,
-            metadata: input.metadata,
-            cache_control: input.cache_control,
-            content_disposition: input.content_disposition,
-            content_encoding: input.content_encoding,
-            content_language: input.content_language,
-            expires: input.expires,
-        }
-        .into_meta()?;
+        let meta = headers!(input).into_meta()?;
         let record = UploadRecord {
             initiated_unix_ms: now_ms(),
             content_type: meta.content_type,
@@ -779,16 +764,7 @@ impl S3 for ShardgateS3 {
             e_tag: Some(etag(&part_etag)),
             ..Default::default()
         };
-        fill_checksum(
-            verified,
-            [
-                &mut out.checksum_crc32,
-                &mut out.checksum_crc32c,
-                &mut out.checksum_crc64nvme,
-                &mut out.checksum_sha1,
-                &mut out.checksum_sha256,
-            ],
-        );
+        fill_checksum!(out, verified);
         Ok(S3Response::new(out))
     }
 
