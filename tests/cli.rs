@@ -225,3 +225,125 @@ fn the_example_configuration_serves() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Blob files under one fs backend directory.
+fn blobs_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("blobs"))
+        .map(|prefixes| {
+            prefixes
+                .flatten()
+                .map(|p| std::fs::read_dir(p.path()).map_or(0, |f| f.count()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_eu_only_bucket_stores_fragments_only_in_the_eu() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/examples/eu-only-c/eu-only.wasm")
+        .canonicalize()
+        .unwrap();
+    let regions = [
+        "eu-west",
+        "eu-west",
+        "eu-central",
+        "eu-central",
+        "eu-north",
+        "eu-north",
+        "us-east",
+        "us-east",
+        "ap-south",
+    ];
+    let mut config = format!(
+        "default_policy = \"spread\"\n\n[policies.spread]\nk = 4\nm = 2\n\n\
+         [policies.eu]\nk = 4\nm = 2\nplugin = \"{}\"\nstrict = true\n\
+         params = {{ allowed-regions = \"eu-west,eu-central,eu-north\" }}\n\n\
+         [buckets]\neu-data = \"eu\"\n",
+        plugin.display()
+    );
+    for (i, region) in regions.iter().enumerate() {
+        config.push_str(&format!(
+            "\n[[backends]]\nid = \"d{i}\"\nkind = \"fs\"\npath = \"{}\"\nlabels = {{ region = \"{region}\", site = \"s{i}\" }}\n",
+            dir.path().join(format!("d{i}")).display()
+        ));
+    }
+    let config_path = dir.path().join("eu.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &data,
+        &[("SHARDGATE_CONFIG", config_path.to_str().unwrap())],
+    );
+    let file = dir.path().join("f");
+    for (bucket, key) in [
+        ("eu-data", "a"),
+        ("eu-data", "b"),
+        ("eu-data", "c"),
+        ("anywhere", "x"),
+    ] {
+        let out = server.python("op.py", &["mb", bucket]);
+        assert!(
+            out.status.success()
+                || String::from_utf8_lossy(&out.stdout).contains("BucketAlreadyOwnedByYou"),
+            "{}",
+            describe(&out)
+        );
+        std::fs::write(&file, support::pattern(key.len() as u64, 3 << 20)).unwrap();
+        let out = server.python("op.py", &["put", bucket, key, file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let counts: Vec<usize> = (0..regions.len())
+        .map(|i| blobs_in(&dir.path().join(format!("d{i}"))))
+        .collect();
+    let eu: usize = counts[..6].iter().sum();
+    let elsewhere: usize = counts[6..].iter().sum();
+    // Three EU objects (18 fragments, all in the EU) and one object of the
+    // spread policy (6 fragments over all nine backends).
+    assert_eq!(eu + elsewhere, 24, "{counts:?}");
+    assert!(elsewhere <= 6, "{counts:?}");
+    // Once the spread object is deleted and collected, the 18 fragments
+    // left (the EU bucket's) must all be on EU backends.
+    let out = server.aws(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        "anywhere",
+        "--key",
+        "x",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts: Vec<usize> = (0..regions.len())
+            .map(|i| blobs_in(&dir.path().join(format!("d{i}"))))
+            .collect();
+        if counts.iter().sum::<usize>() == 18 {
+            assert_eq!(counts[6..].iter().sum::<usize>(), 0, "{counts:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Strict: with too few EU backends left, a write fails with the
+    // plugin's reason and nothing is stored.
+    for i in 0..3 {
+        std::fs::rename(
+            dir.path().join(format!("d{i}")),
+            dir.path().join(format!("gone{i}")),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(4500)); // two health rounds
+    let out = server.python(
+        "op.py",
+        &["put", "eu-data", "refused", file.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ServiceUnavailable") && text.contains("allowed regions"),
+        "{}",
+        describe(&out)
+    );
+}
