@@ -166,3 +166,114 @@ fn spread_sites_keeps_fragments_already_placed() {
             .is_err()
     );
 }
+
+/// Builds the Python example with componentize-py (installed by
+/// `pip install -r tests/clients/requirements.txt`).
+fn build_python(out: &Path) {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/provider-limit-py/build.sh");
+    let status = std::process::Command::new(script)
+        .arg(out)
+        .status()
+        .expect("running build.sh (is componentize-py installed?)");
+    assert!(status.success(), "building the Python plugin failed");
+}
+
+fn provider_candidate(i: usize, provider: usize, cost: u32, down: bool) -> wit::Candidate {
+    wit::Candidate {
+        id: format!("b{i:02}"),
+        labels: vec![
+            ("cost".into(), cost.to_string()),
+            ("provider".into(), format!("p{provider}")),
+        ],
+        capacity_bytes: None,
+        free_bytes: Some(1 << 40),
+        health: if down { Health::Down } else { Health::Healthy },
+        latency_us: None,
+    }
+}
+
+#[test]
+fn provider_limit_python_never_puts_more_than_m_with_one_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("provider-limit.wasm");
+    build_python(&wasm);
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .load(
+            &wasm,
+            Limits {
+                memory_bytes: 64 << 20,
+                deadline: Duration::from_millis(1000),
+            },
+        )
+        .unwrap();
+    let mut rng = Rng(0xc0ffee);
+    let (mut placed, mut refused) = (0, 0);
+    for case in 0..150 {
+        let n = 1 + rng.below(12) as usize;
+        let providers = 1 + rng.below(5) as usize;
+        let cands: Vec<_> = (0..n)
+            .map(|i| {
+                provider_candidate(
+                    i,
+                    rng.below(providers as u64) as usize,
+                    1 + rng.below(5) as u32,
+                    rng.below(8) == 0,
+                )
+            })
+            .collect();
+        let k = 1 + rng.below(5) as u8;
+        let m = 1 + rng.below(3) as u8;
+        let width = (k + m) as usize;
+        let req = request(&format!("obj-{case}"), k, m, cands.clone());
+        let provider = |i: usize| cands[i].labels[1].1.clone();
+        let eligible: Vec<usize> = (0..n)
+            .filter(|i| cands[*i].health != Health::Down)
+            .collect();
+        match plugin.place(&req) {
+            Ok(answer) => {
+                placed += 1;
+                assert_eq!(answer.len(), width);
+                let mut per: BTreeMap<String, usize> = BTreeMap::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for i in &answer {
+                    assert!(eligible.contains(&(*i as usize)), "case {case}");
+                    assert!(seen.insert(*i), "case {case}: twice");
+                    *per.entry(provider(*i as usize)).or_default() += 1;
+                }
+                assert!(
+                    per.values().all(|c| *c <= m as usize),
+                    "case {case}: {per:?}"
+                );
+            }
+            Err(PluginError::Refused { message, .. }) => {
+                refused += 1;
+                assert!(message.contains("not enough"), "{message}");
+                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                for i in &eligible {
+                    *counts.entry(provider(*i)).or_default() += 1;
+                }
+                let possible: usize = counts.values().map(|c| (*c).min(m as usize)).sum();
+                assert!(
+                    possible < width,
+                    "case {case}: refused, {possible} >= {width}"
+                );
+            }
+            Err(e) => panic!("case {case}: {e}"),
+        }
+    }
+    assert!(
+        placed > 20 && refused > 20,
+        "{placed} placed, {refused} refused"
+    );
+    // Cheapest first: with room everywhere, the cheapest providers fill up
+    // to m each before a dearer one is used.
+    let cands: Vec<_> = (0..9)
+        .map(|i| provider_candidate(i, i / 3, (i / 3) as u32 + 1, false))
+        .collect();
+    let answer = plugin.place(&request("cheap", 2, 2, cands)).unwrap();
+    let mut by_provider: Vec<usize> = answer.iter().map(|i| *i as usize / 3).collect();
+    by_provider.sort();
+    assert_eq!(by_provider, [0, 0, 1, 1]);
+}

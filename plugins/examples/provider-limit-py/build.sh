@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds the provider-limit plugin (Python, componentize-py 0.25.1) into a
+# component that imports nothing but shardgate:placement/* (--stub-wasi).
+#
+#   plugins/examples/provider-limit-py/build.sh OUT.wasm
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out=$(realpath -m "$1")
+cd "$here"
+componentize-py -d ../../../wit -w placement componentize --stub-wasi app -o "$out" > /dev/null
