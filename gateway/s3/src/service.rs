@@ -233,6 +233,11 @@ macro_rules! headers {
     };
 }
 
+/// Whether a listing asked for `encoding-type=url`.
+fn url_encoded(encoding: Option<&EncodingType>) -> bool {
+    encoding.is_some_and(|e| e.as_str() == EncodingType::URL)
+}
+
 /// The byte range of part `n` (1-based) of a multipart object.
 fn part_range(m: &Manifest, n: i32) -> S3Result<std::ops::Range<u64>> {
     let index = usize::try_from(n - 1)
@@ -589,10 +594,7 @@ impl S3 for ShardgateS3 {
             .map(convert::decode_token)
             .transpose()?;
         let after = token.clone().or_else(|| input.start_after.clone());
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let url = url_encoded(input.encoding_type.as_ref());
         let listing = self
             .list(
                 &input.bucket,
@@ -629,10 +631,7 @@ impl S3 for ShardgateS3 {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         let max = convert::max_items(input.max_keys, "max-keys")?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let url = url_encoded(input.encoding_type.as_ref());
         let listing = self
             .list(
                 &input.bucket,
@@ -902,10 +901,7 @@ impl S3 for ShardgateS3 {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
         let max = convert::max_items(input.max_uploads, "max-uploads")?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let url = url_encoded(input.encoding_type.as_ref());
         let store = self.gw.meta.clone();
         let bucket = input.bucket.clone();
         let (prefix, delimiter) = (input.prefix.clone(), input.delimiter.clone());
