@@ -167,16 +167,19 @@ fn spread_sites_keeps_fragments_already_placed() {
     );
 }
 
-/// Builds the Python example with componentize-py (installed by
-/// `pip install -r tests/clients/requirements.txt`).
-fn build_python(out: &Path) {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/provider-limit-py/build.sh");
-    let status = std::process::Command::new(script)
+/// Builds an example from source with its own `build.sh` (the Python one
+/// needs componentize-py from `tests/clients/requirements.txt`, the
+/// JavaScript one `npm ci` in its folder; `.ci/run` does both).
+fn build_example(dir: &str, out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(dir)
+        .join("build.sh");
+    let status = std::process::Command::new(&script)
         .arg(out)
         .status()
-        .expect("running build.sh (is componentize-py installed?)");
-    assert!(status.success(), "building the Python plugin failed");
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(status.success(), "{} failed", script.display());
 }
 
 fn provider_candidate(i: usize, provider: usize, cost: u32, down: bool) -> wit::Candidate {
@@ -197,7 +200,7 @@ fn provider_candidate(i: usize, provider: usize, cost: u32, down: bool) -> wit::
 fn provider_limit_python_never_puts_more_than_m_with_one_provider() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("provider-limit.wasm");
-    build_python(&wasm);
+    build_example("provider-limit-py", &wasm);
     let host = PluginHost::new(None).unwrap();
     let plugin = host
         .load(
@@ -276,4 +279,170 @@ fn provider_limit_python_never_puts_more_than_m_with_one_provider() {
     let mut by_provider: Vec<usize> = answer.iter().map(|i| *i as usize / 3).collect();
     by_provider.sort();
     assert_eq!(by_provider, [0, 0, 1, 1]);
+}
+
+fn site_candidate(
+    i: usize,
+    site: usize,
+    onprem: bool,
+    health: Health,
+    free: u64,
+) -> wit::Candidate {
+    let provider = if onprem { "onprem" } else { "cloud" };
+    wit::Candidate {
+        id: format!("b{i:02}"),
+        labels: vec![
+            ("provider".into(), provider.into()),
+            ("site".into(), format!("s{site}")),
+        ],
+        capacity_bytes: None,
+        free_bytes: Some(free),
+        health,
+        latency_us: None,
+    }
+}
+
+#[test]
+fn onprem_one_javascript_always_keeps_a_fragment_on_prem() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("onprem-one.wasm");
+    build_example("onprem-one-js", &wasm);
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .load(
+            &wasm,
+            Limits {
+                memory_bytes: 64 << 20,
+                deadline: Duration::from_millis(1000),
+            },
+        )
+        .unwrap();
+    let fragment = (4u64 << 20).div_ceil(4);
+    let mut rng = Rng(0x5eed);
+    let (mut placed, mut refused) = (0, 0);
+    for case in 0..200 {
+        let n = 1 + rng.below(14) as usize;
+        let sites = 1 + rng.below(4) as usize;
+        let cands: Vec<_> = (0..n)
+            .map(|i| {
+                let health = match rng.below(10) {
+                    0 => Health::Down,
+                    1 => Health::Degraded,
+                    _ => Health::Healthy,
+                };
+                let free = if rng.below(10) == 0 {
+                    fragment - 1
+                } else {
+                    1 << 40
+                };
+                site_candidate(
+                    i,
+                    rng.below(sites as u64) as usize,
+                    rng.below(4) == 0,
+                    health,
+                    free,
+                )
+            })
+            .collect();
+        let (k, m) = (4, 1 + rng.below(3) as u8);
+        let width = (k + m) as usize;
+        let min = 1 + rng.below(2) as usize;
+        let mut req = request(&format!("obj-{case}"), k, m, cands.clone());
+        req.params = vec![("min".into(), min.to_string())];
+        let onprem = |i: usize| cands[i].labels[0].1 == "onprem";
+        let eligible: Vec<usize> = (0..n)
+            .filter(|i| cands[*i].health != Health::Down && cands[*i].free_bytes >= Some(fragment))
+            .collect();
+        let eligible_onprem = eligible.iter().filter(|i| onprem(**i)).count();
+        match plugin.place(&req) {
+            Ok(answer) => {
+                placed += 1;
+                assert_eq!(answer.len(), width, "case {case}");
+                let mut seen = std::collections::BTreeSet::new();
+                for i in &answer {
+                    assert!(
+                        eligible.contains(&(*i as usize)),
+                        "case {case}: {i} not eligible"
+                    );
+                    assert!(seen.insert(*i), "case {case}: twice");
+                }
+                let on = answer.iter().filter(|i| onprem(**i as usize)).count();
+                assert!(
+                    on >= min,
+                    "case {case}: {on} on-prem fragments, wanted {min}"
+                );
+                // A degraded backend only when the healthy ones ran out
+                // (of all, or of the on-prem ones while on-prem is needed).
+                let healthy = |i: &usize| cands[*i].health == Health::Healthy;
+                let healthy_all = eligible.iter().filter(|i| healthy(i)).count();
+                let healthy_onprem = eligible
+                    .iter()
+                    .filter(|i| healthy(i) && onprem(**i))
+                    .count();
+                for i in answer.iter().map(|i| *i as usize).filter(|i| !healthy(i)) {
+                    assert!(
+                        healthy_all < width || (onprem(i) && healthy_onprem < min),
+                        "case {case}: degraded {i} used with {healthy_all} healthy backends"
+                    );
+                }
+            }
+            Err(PluginError::Refused { message, .. }) => {
+                refused += 1;
+                if message.contains("on-prem") {
+                    assert!(eligible_onprem < min, "case {case}: {message}");
+                } else {
+                    assert!(message.contains("not enough"), "{message}");
+                    assert!(eligible.len() < width, "case {case}: {message}");
+                }
+            }
+            Err(e) => panic!("case {case}: {e}"),
+        }
+    }
+    assert!(
+        placed > 20 && refused > 20,
+        "{placed} placed, {refused} refused"
+    );
+
+    // Spread: with two sites of four healthy backends (one on-prem each),
+    // six fragments go three and three.
+    let cands: Vec<_> = (0..8)
+        .map(|i| site_candidate(i, i / 4, i % 4 == 0, Health::Healthy, 1 << 40))
+        .collect();
+    for key in ["a", "b", "c", "d"] {
+        let answer = plugin.place(&request(key, 4, 2, cands.clone())).unwrap();
+        let site0 = answer.iter().filter(|i| **i < 4).count();
+        assert_eq!(site0, 3, "{key}: {answer:?}");
+        assert!(answer.iter().any(|i| i % 4 == 0), "{key}: {answer:?}");
+        // The same object gets the same answer.
+        assert_eq!(
+            answer,
+            plugin.place(&request(key, 4, 2, cands.clone())).unwrap()
+        );
+    }
+
+    // Repair: fragments already placed stay; only the missing one moves,
+    // and it goes on-prem when none of the others is.
+    let mut req = request("repair", 4, 2, cands.clone());
+    req.current = vec![Some(1), Some(2), Some(3), Some(5), Some(6), None];
+    let answer = plugin.place(&req).unwrap();
+    assert_eq!(&answer[..5], &[1, 2, 3, 5, 6]);
+    assert!(answer[5] == 0 || answer[5] == 4, "{answer:?}");
+
+    // Parameters are checked at load time.
+    assert!(
+        plugin
+            .validate_params(&[("min".into(), "2".into())])
+            .is_ok()
+    );
+    for bad in [
+        ("min", "0"),
+        ("min", "x"),
+        ("colour", "red"),
+        ("values", " "),
+    ] {
+        let err = plugin
+            .validate_params(&[(bad.0.into(), bad.1.into())])
+            .unwrap_err();
+        assert!(err.to_string().contains(bad.0), "{bad:?}: {err}");
+    }
 }
