@@ -169,48 +169,62 @@ fn spread_sites_keeps_fragments_already_placed() {
 
 /// Builds an example from source with its own `build.sh` (the Python one
 /// needs componentize-py from `tests/clients/requirements.txt`, the
-/// JavaScript one `npm ci` in its folder; `.ci/run` does both).
-fn build_example(dir: &str, out: &Path) {
+/// JavaScript one `npm ci` in its folder; `.ci/run` does both) and loads
+/// it with room for an interpreter.
+fn build_and_load(dir: &str) -> Plugin {
+    let out = tempfile::tempdir().unwrap();
+    let wasm = out.path().join(format!("{dir}.wasm"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(dir)
         .join("build.sh");
     let status = std::process::Command::new(&script)
-        .arg(out)
+        .arg(&wasm)
         .status()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(status.success(), "{} failed", script.display());
+    let host = PluginHost::new(None).unwrap();
+    host.load(
+        &wasm,
+        Limits {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_millis(1000),
+        },
+    )
+    .unwrap()
 }
 
-fn provider_candidate(i: usize, provider: usize, cost: u32, down: bool) -> wit::Candidate {
+/// A candidate with these labels and free bytes.
+fn labelled(i: usize, labels: &[(&str, String)], free: u64, health: Health) -> wit::Candidate {
     wit::Candidate {
         id: format!("b{i:02}"),
-        labels: vec![
-            ("cost".into(), cost.to_string()),
-            ("provider".into(), format!("p{provider}")),
-        ],
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         capacity_bytes: None,
-        free_bytes: Some(1 << 40),
-        health: if down { Health::Down } else { Health::Healthy },
+        free_bytes: Some(free),
+        health,
         latency_us: None,
     }
 }
 
+fn provider_candidate(i: usize, provider: usize, cost: u32, down: bool) -> wit::Candidate {
+    let health = if down { Health::Down } else { Health::Healthy };
+    labelled(
+        i,
+        &[
+            ("cost", cost.to_string()),
+            ("provider", format!("p{provider}")),
+        ],
+        1 << 40,
+        health,
+    )
+}
+
 #[test]
 fn provider_limit_python_never_puts_more_than_m_with_one_provider() {
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("provider-limit.wasm");
-    build_example("provider-limit-py", &wasm);
-    let host = PluginHost::new(None).unwrap();
-    let plugin = host
-        .load(
-            &wasm,
-            Limits {
-                memory_bytes: 64 << 20,
-                deadline: Duration::from_millis(1000),
-            },
-        )
-        .unwrap();
+    let plugin = build_and_load("provider-limit-py");
     let mut rng = Rng(0xc0ffee);
     let (mut placed, mut refused) = (0, 0);
     for case in 0..150 {
@@ -289,34 +303,17 @@ fn site_candidate(
     free: u64,
 ) -> wit::Candidate {
     let provider = if onprem { "onprem" } else { "cloud" };
-    wit::Candidate {
-        id: format!("b{i:02}"),
-        labels: vec![
-            ("provider".into(), provider.into()),
-            ("site".into(), format!("s{site}")),
-        ],
-        capacity_bytes: None,
-        free_bytes: Some(free),
+    labelled(
+        i,
+        &[("provider", provider.into()), ("site", format!("s{site}"))],
+        free,
         health,
-        latency_us: None,
-    }
+    )
 }
 
 #[test]
 fn onprem_one_javascript_always_keeps_a_fragment_on_prem() {
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("onprem-one.wasm");
-    build_example("onprem-one-js", &wasm);
-    let host = PluginHost::new(None).unwrap();
-    let plugin = host
-        .load(
-            &wasm,
-            Limits {
-                memory_bytes: 64 << 20,
-                deadline: Duration::from_millis(1000),
-            },
-        )
-        .unwrap();
+    let plugin = build_and_load("onprem-one-js");
     let fragment = (4u64 << 20).div_ceil(4);
     let mut rng = Rng(0x5eed);
     let (mut placed, mut refused) = (0, 0);
