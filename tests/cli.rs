@@ -241,10 +241,22 @@ fn blobs_in(dir: &Path) -> usize {
 #[test]
 fn an_eu_only_bucket_stores_fragments_only_in_the_eu() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/examples/eu-only-c/eu-only.wasm")
-        .canonicalize()
-        .unwrap();
+    // The repository's policies/eu-only.toml, as is, next to its plugin.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let policies = dir.path().join("repo/policies");
+    let plugin_dir = dir.path().join("repo/plugins/examples/eu-only-c");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    std::fs::copy(
+        repo.join("policies/eu-only.toml"),
+        policies.join("eu-only.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo.join("plugins/examples/eu-only-c/eu-only.wasm"),
+        plugin_dir.join("eu-only.wasm"),
+    )
+    .unwrap();
     let regions = [
         "eu-west",
         "eu-west",
@@ -257,11 +269,9 @@ fn an_eu_only_bucket_stores_fragments_only_in_the_eu() {
         "ap-south",
     ];
     let mut config = format!(
-        "default_policy = \"spread\"\n\n[policies.spread]\nk = 4\nm = 2\n\n\
-         [policies.eu]\nk = 4\nm = 2\nplugin = \"{}\"\nstrict = true\n\
-         params = {{ allowed-regions = \"eu-west,eu-central,eu-north\" }}\n\n\
-         [buckets]\neu-data = \"eu\"\n",
-        plugin.display()
+        "default_policy = \"spread\"\npolicy_dir = \"{}\"\n\n[policies.spread]\nk = 4\nm = 2\n\n\
+         [buckets]\neu-data = \"eu-only\"\n",
+        policies.display()
     );
     for (i, region) in regions.iter().enumerate() {
         config.push_str(&format!(

@@ -154,6 +154,132 @@ fn any_two_sites_lost_still_read_and_three_lost_is_a_clear_503() {
         fallbacks[0].contains("not enough healthy backends"),
         "{fallbacks:?}"
     );
+    // ...and /metrics counts it: one refusal by the plugin, one fallback.
+    let metrics = server.metrics();
+    let who = "policy=\"default\",placer=\"spread-sites\"";
+    let value = |name: &str| metrics.get(name).copied();
+    assert_eq!(
+        value(&format!("shardgate_placement_fallbacks_total{{{who}}}")),
+        Some(1.0),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        value(&format!(
+            "shardgate_placement_plugin_failures_total{{{who},reason=\"refused\"}}"
+        )),
+        Some(1.0)
+    );
+    // Every object PUT asked the plugin once (one segment each); the
+    // other PUT created the bucket.
+    let puts = value("shardgate_s3_requests_total{method=\"PUT\",status=\"200\"}");
+    assert_eq!(puts, Some((1 + SIZES.len() + 1) as f64), "{metrics:?}");
+    assert_eq!(
+        value(&format!("shardgate_placement_plugin_calls_total{{{who}}}")),
+        Some((SIZES.len() + 1) as f64)
+    );
+}
+
+/// A gateway whose policies use the hostile test plugin
+/// (`plugins/host/tests/fixtures/hostile.c`): one that loops, one that
+/// exhausts its memory (both falling back), and one that traps under a
+/// strict policy.
+#[test]
+fn hostile_plugins_cost_a_fallback_or_a_clear_error_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/host/tests/fixtures/hostile.wasm")
+        .canonicalize()
+        .unwrap();
+    let mut config = String::from("default_policy = \"plain\"\n[policies.plain]\nk = 4\nm = 2\n");
+    for (name, mode, strict) in [
+        ("loops", "loop", false),
+        ("bomb", "oom", false),
+        ("traps", "trap", true),
+    ] {
+        config.push_str(&format!(
+            "[policies.{name}]\nk = 4\nm = 2\nplugin = \"{}\"\nstrict = {strict}\nparams = {{ mode = \"{mode}\" }}\n",
+            plugin.display()
+        ));
+    }
+    config.push_str("[buckets]\nloops = \"loops\"\nbomb = \"bomb\"\ntraps = \"traps\"\n");
+    for i in 0..6 {
+        config.push_str(&format!(
+            "[[backends]]\nid = \"m{i}\"\nkind = \"memory\"\nlabels = {{ site = \"s{i}\" }}\n"
+        ));
+    }
+    let config_path = dir.path().join("hostile.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[("SHARDGATE_CONFIG", config_path.to_str().unwrap())],
+    );
+    let content = pattern(5, 1 << 20);
+    for bucket in ["loops", "bomb", "traps"] {
+        assert!(op(&server, &["mb", bucket]).status.success());
+        let file = dir.path().join("body");
+        std::fs::write(&file, &content).unwrap();
+        let started = Instant::now();
+        let out = op(&server, &["put", bucket, "obj", file.to_str().unwrap()]);
+        // Bounded: the plugin's deadline is 100 ms.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{bucket}: {:?}",
+            started.elapsed()
+        );
+        if bucket == "traps" {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("ServiceUnavailable 503") && text.contains("trapped"),
+                "{}",
+                describe(&out)
+            );
+            assert!(
+                get(&server, dir.path(), bucket, "obj")
+                    .unwrap_err()
+                    .contains("NoSuchKey")
+            );
+        } else {
+            assert!(out.status.success(), "{bucket}: {}", describe(&out));
+            assert_eq!(
+                get(&server, dir.path(), bucket, "obj").unwrap(),
+                content,
+                "{bucket}"
+            );
+        }
+    }
+    assert_eq!(server.get("/health").unwrap().0, 200);
+    let metrics = server.metrics();
+    let value = |policy: &str, metric: &str, reason: Option<&str>| {
+        let mut labels = format!("policy=\"{policy}\",placer=\"hostile\"");
+        if let Some(r) = reason {
+            labels.push_str(&format!(",reason=\"{r}\""));
+        }
+        metrics
+            .get(&format!("shardgate_placement_{metric}_total{{{labels}}}"))
+            .copied()
+    };
+    assert_eq!(
+        value("loops", "plugin_failures", Some("timeout")),
+        Some(1.0),
+        "{metrics:?}"
+    );
+    assert_eq!(value("loops", "fallbacks", None), Some(1.0));
+    assert_eq!(
+        value("bomb", "plugin_failures", Some("out_of_memory")),
+        Some(1.0)
+    );
+    assert_eq!(value("bomb", "fallbacks", None), Some(1.0));
+    // botocore retries a 503 once: each attempt was one refusal.
+    let refused = metrics
+        .get("shardgate_s3_requests_total{method=\"PUT\",status=\"503\"}")
+        .copied();
+    assert!(refused >= Some(1.0), "{metrics:?}");
+    assert_eq!(value("traps", "plugin_failures", Some("trap")), refused);
+    assert_eq!(value("traps", "refusals", None), refused);
+    assert_eq!(value("traps", "fallbacks", None), Some(0.0));
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("ran out of time"), "{log}");
 }
 
 #[test]

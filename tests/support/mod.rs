@@ -141,9 +141,23 @@ impl Server {
         }
     }
 
-    /// Polls `GET /health` until it answers (bounded).
+    /// An unsigned GET of `path` (`/health`, `/ready`, `/metrics`).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.addr, path)
+    }
+
+    /// One scrape of `/metrics`: each sample's name and labels (as
+    /// written, e.g. `x_total{policy="p"}`) to its value.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let (status, text) = self.get("/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
     }
 }
 

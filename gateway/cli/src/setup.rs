@@ -3,10 +3,11 @@
 //! key material a first start needs (kept for every later start).
 //!
 //! Embedded default (no backends configured): six `fs` backends under
-//! `<data-dir>/backends/site-1..6`, each labelled as its own site, and one
-//! policy `default` = 4 + 2 with a write quorum of 5: a write succeeds with
-//! one directory unavailable, and every acknowledged object survives the
-//! loss of any further one (any two when written whole).
+//! `<data-dir>/backends/site-1..6`, each labelled as its own site; and (no
+//! policies configured) `policies/default.toml`, compiled in: 4 + 2 with a
+//! write quorum of 5, placed by the spread-sites plugin. A write succeeds
+//! with one directory unavailable, and every acknowledged object survives
+//! the loss of any further one (any two when written whole).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,15 +22,13 @@ use rand::Rng;
 use shardgate_backend::{Backend, BackendInfo};
 use shardgate_backend_fs::FsBackend;
 use shardgate_backend_memory::MemoryBackend;
-use shardgate_config::{BackendKind, Config, read_secret_file};
+use shardgate_config::{BackendKind, Config, PolicyConfig, read_secret_file};
 use shardgate_core::{BackendId, ErasureCode, Identities, Recipients};
 use shardgate_placement::{Placer, Spread};
 use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost, PluginPlacer, Strictness};
 use shardgate_s3::{Credentials, GatewayConfig, Policy};
 
-/// The default policy of the embedded default.
-pub const DEFAULT_K: u32 = 4;
-pub const DEFAULT_M: u32 = 2;
+/// The backends of the embedded default: one directory per site.
 pub const DEFAULT_SITES: usize = 6;
 /// Small-object threshold when a policy does not set one (BENCHMARKS.md,
 /// "Small objects").
@@ -215,9 +214,12 @@ async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
     Ok(out)
 }
 
-/// The placement plugin of the embedded default (dogfooding): the
-/// spread-sites example, prebuilt from `plugins/examples/spread-sites-c`
-/// (CI checks the file against its source).
+/// The embedded default's policy (dogfooding): `policies/default.toml`,
+/// whose plugin is the spread-sites example, prebuilt from
+/// `plugins/examples/spread-sites-c` (CI checks the file against its
+/// source). Both are compiled into the binary.
+const EMBEDDED_POLICY: &str = include_str!("../../../policies/default.toml");
+const EMBEDDED_POLICY_PATH: &str = "policies/default.toml (embedded)";
 const EMBEDDED_PLUGIN: &[u8] =
     include_bytes!("../../../plugins/examples/spread-sites-c/spread-sites.wasm");
 
@@ -239,52 +241,61 @@ fn plugin_placer(
     )?))
 }
 
+/// The policies the gateway runs: the configured ones, or the embedded
+/// default (marked `true`: its plugin is compiled in).
+pub fn configured_policies(config: &Config) -> Result<Vec<(String, PolicyConfig, bool)>> {
+    if !config.policies.is_empty() {
+        return Ok(config
+            .policies
+            .iter()
+            .map(|(name, p)| (name.clone(), p.clone(), false))
+            .collect());
+    }
+    let policy = PolicyConfig::from_toml(
+        EMBEDDED_POLICY,
+        Path::new(EMBEDDED_POLICY_PATH),
+        Path::new("policies"),
+    )?;
+    Ok(vec![("default".into(), policy, true)])
+}
+
+/// Builds one policy, loading (and checking) its plugin.
+pub fn build_policy(
+    name: &str,
+    p: &PolicyConfig,
+    embedded: bool,
+    host: &PluginHost,
+) -> Result<Policy> {
+    let code = ErasureCode::new(p.k, p.m).with_context(|| format!("policies.{name}"))?;
+    let placer = match &p.plugin {
+        None => None,
+        Some(path) => {
+            let plugin = match embedded {
+                true => host.load_bytes(path, EMBEDDED_PLUGIN, Limits::default()),
+                false => host.load(path, Limits::default()),
+            }
+            .with_context(|| format!("policies.{name}.plugin"))?;
+            Some(
+                plugin_placer(plugin, &p.params, p.strict)
+                    .with_context(|| format!("policies.{name}.params"))?,
+            )
+        }
+    };
+    Ok(Policy {
+        name: name.to_string(),
+        code,
+        write_quorum: p.write_quorum.unwrap_or(code.width()),
+        stripe_chunks: p.stripe_chunks,
+        small_object_bytes: p.small_object_bytes.unwrap_or(DEFAULT_SMALL_OBJECT_BYTES),
+        placer,
+    })
+}
+
 fn policies(config: &Config, host: &PluginHost) -> Result<(BTreeMap<String, Policy>, String)> {
     let mut out = BTreeMap::new();
-    if config.policies.is_empty() {
-        let code = ErasureCode::new(DEFAULT_K, DEFAULT_M)?;
-        let plugin = host.load_bytes(
-            Path::new("embedded/spread-sites.wasm"),
-            EMBEDDED_PLUGIN,
-            Limits::default(),
-        )?;
-        out.insert(
-            "default".to_string(),
-            Policy {
-                name: "default".into(),
-                code,
-                write_quorum: code.width() - 1,
-                stripe_chunks: None,
-                small_object_bytes: DEFAULT_SMALL_OBJECT_BYTES,
-                placer: Some(plugin_placer(plugin, &BTreeMap::new(), false)?),
-            },
-        );
-    }
-    for (name, p) in &config.policies {
-        let code = ErasureCode::new(p.k, p.m).with_context(|| format!("policies.{name}"))?;
-        let placer = match &p.plugin {
-            None => None,
-            Some(path) => {
-                let plugin = host
-                    .load(path, Limits::default())
-                    .with_context(|| format!("policies.{name}.plugin"))?;
-                Some(
-                    plugin_placer(plugin, &p.params, p.strict)
-                        .with_context(|| format!("policies.{name}.params"))?,
-                )
-            }
-        };
-        out.insert(
-            name.clone(),
-            Policy {
-                name: name.clone(),
-                code,
-                write_quorum: p.write_quorum.unwrap_or(code.width()),
-                stripe_chunks: p.stripe_chunks,
-                small_object_bytes: p.small_object_bytes.unwrap_or(DEFAULT_SMALL_OBJECT_BYTES),
-                placer,
-            },
-        );
+    for (name, p, embedded) in configured_policies(config)? {
+        let policy = build_policy(&name, &p, embedded, host)?;
+        out.insert(name, policy);
     }
     let default = match &config.default_policy {
         Some(p) => p.clone(),

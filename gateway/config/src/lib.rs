@@ -104,6 +104,13 @@ pub struct Config {
     /// Placement policies by name.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// A folder of policy files, one per policy: `NAME.toml` holds the
+    /// keys of a `[policies.NAME]` table, and a relative `plugin` path in
+    /// it is relative to the file (see `policies/` in the repository). The
+    /// folder itself, like every path here, is relative to the working
+    /// directory.
+    #[serde(default)]
+    pub policy_dir: Option<PathBuf>,
     /// Bucket name -> policy name, for buckets that do not use the default.
     #[serde(default)]
     pub buckets: BTreeMap<String, String>,
@@ -229,7 +236,21 @@ impl Config {
         let env = Env::prefixed(ENV_PREFIX)
             .filter(|k| is_config_key(k.as_str()))
             .split("__");
-        let config: Config = figment.merge(env).extract()?;
+        let mut config: Config = figment.merge(env).extract()?;
+        if let Some(dir) = config.policy_dir.clone() {
+            for (name, policy) in PolicyConfig::load_dir(&dir)? {
+                if config.policies.contains_key(&name) {
+                    return Err(invalid(
+                        format!("policies.{name}"),
+                        format!(
+                            "defined both in the configuration and in {}",
+                            dir.join(format!("{name}.toml")).display()
+                        ),
+                    ));
+                }
+                config.policies.insert(name, policy);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -303,6 +324,53 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl PolicyConfig {
+    /// Parses one policy file's text; `origin` names it in errors and
+    /// relative plugin paths are resolved against `base`.
+    pub fn from_toml(text: &str, origin: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let mut policy: PolicyConfig = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| invalid(origin.display().to_string(), e.to_string()))?;
+        if let Some(plugin) = &policy.plugin
+            && plugin.is_relative()
+        {
+            policy.plugin = Some(base.join(plugin));
+        }
+        Ok(policy)
+    }
+
+    /// Reads one policy file: its name is the file's stem.
+    pub fn load_file(path: &Path) -> Result<(String, Self), ConfigError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid(path.display().to_string(), "not a NAME.toml policy file"))?
+            .to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(path.display().to_string(), e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok((name, Self::from_toml(&text, path, base)?))
+    }
+
+    /// Every `*.toml` in `dir`, by name.
+    pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Self>, ConfigError> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| invalid("policy_dir", format!("{}: {e}", dir.display())))?;
+        let mut out = BTreeMap::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| invalid("policy_dir", format!("{}: {e}", dir.display())))?
+                .path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let (name, policy) = Self::load_file(&path)?;
+                out.insert(name, policy);
+            }
+        }
+        Ok(out)
     }
 }
 

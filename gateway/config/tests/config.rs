@@ -164,3 +164,69 @@ fn a_secret_file_must_be_private() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(creds.secret().unwrap(), "s3cr3t");
 }
+
+#[test]
+fn the_policies_folder_gives_one_policy_per_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "gw.toml",
+            &format!(
+                "policy_dir = \"{}\"\ndefault_policy = \"default\"\n[buckets]\neu-data = \"eu-only\"\n",
+                dir.display()
+            ),
+        )?;
+        let c = load(Some("gw.toml")).map_err(|e| e.to_string())?;
+        let names: Vec<&str> = c.policies.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["default", "eu-only", "onprem-one", "provider-limit"]
+        );
+        let eu = &c.policies["eu-only"];
+        assert!(eu.strict);
+        assert_eq!(eu.params["allowed-regions"], "eu-west,eu-central,eu-north");
+        // A relative plugin path is relative to the policy file.
+        let plugin = eu.plugin.as_ref().unwrap();
+        assert!(plugin.starts_with(&dir), "{}", plugin.display());
+        assert!(plugin.exists(), "{}", plugin.display());
+        assert_eq!(c.policies["default"].write_quorum, Some(5));
+        assert_eq!(c.buckets["eu-data"], "eu-only");
+        Ok(())
+    });
+}
+
+#[test]
+fn policy_files_are_checked_and_named_in_errors() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        std::fs::create_dir("p").unwrap();
+        jail.create_file("p/fast.toml", "k = 2\nm = 1\ncolour = \"red\"\n")?;
+        jail.create_file("gw.toml", "policy_dir = \"p\"\n")?;
+        let err = load(Some("gw.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("p/fast.toml") && err.contains("colour"),
+            "{err}"
+        );
+
+        jail.create_file("p/fast.toml", "k = 2\nm = 1\nwrite_quorum = 9\n")?;
+        let err = load(Some("gw.toml")).unwrap_err().to_string();
+        assert!(err.contains("policies.fast.write_quorum"), "{err}");
+
+        jail.create_file("p/fast.toml", "k = 2\nm = 1\n")?;
+        jail.create_file(
+            "gw.toml",
+            "policy_dir = \"p\"\n[policies.fast]\nk = 3\nm = 1\n",
+        )?;
+        let err = load(Some("gw.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("policies.fast") && err.contains("p/fast.toml"),
+            "{err}"
+        );
+
+        jail.create_file("gw.toml", "policy_dir = \"missing\"\n")?;
+        let err = load(Some("gw.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("policy_dir: missing"), "{err}");
+        Ok(())
+    });
+}

@@ -8,6 +8,7 @@
 //! know. [`Spread`] is the built-in rule.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 use shardgate_core::BackendId;
@@ -74,6 +75,97 @@ pub trait Placer: Send + Sync + std::fmt::Debug {
         request: &Request<'_>,
         candidates: &[Candidate],
     ) -> Result<Vec<BackendId>, PlacementError>;
+
+    /// What metrics and `simulate` call it: a plugin's name, or the
+    /// built-in rule's.
+    fn name(&self) -> &str;
+
+    /// Its counters, for placers that can fail over (plugins).
+    fn stats(&self) -> Option<&PlacerStats> {
+        None
+    }
+}
+
+/// Why a plugin's answer was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// It ran past its deadline.
+    Timeout,
+    /// It trapped (a crash in the guest).
+    Trap,
+    /// It tried to grow past its memory limit.
+    OutOfMemory,
+    /// It answered with an error of its own.
+    Refused,
+    /// Its answer broke a rule the host checks (length, unknown, duplicate,
+    /// down or full backend).
+    InvalidAnswer,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 5] = [
+        Failure::Timeout,
+        Failure::Trap,
+        Failure::OutOfMemory,
+        Failure::Refused,
+        Failure::InvalidAnswer,
+    ];
+
+    /// Its name as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Trap => "trap",
+            Failure::OutOfMemory => "out_of_memory",
+            Failure::Refused => "refused",
+            Failure::InvalidAnswer => "invalid_answer",
+        }
+    }
+}
+
+/// Counters of a placer that can fail: read by the gateway's `/metrics`.
+#[derive(Debug, Default)]
+pub struct PlacerStats {
+    calls: AtomicU64,
+    failures: [AtomicU64; Failure::ALL.len()],
+    fallbacks: AtomicU64,
+    refusals: AtomicU64,
+}
+
+impl PlacerStats {
+    pub fn record_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_failure(&self, failure: Failure) {
+        self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A failed answer replaced by the policy's fallback.
+    pub fn record_fallback(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A failed answer that failed the write (a strict policy).
+    pub fn record_refusal(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self, failure: Failure) -> u64 {
+        self.failures[failure as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
 }
 
 /// Checks a placer's answer: k + m distinct, known backends.
@@ -182,6 +274,10 @@ impl Placer for Spread {
         candidates: &[Candidate],
     ) -> Result<Vec<BackendId>, PlacementError> {
         self.place_with(request, candidates, &mut rand::rng())
+    }
+
+    fn name(&self) -> &str {
+        "built-in spread"
     }
 }
 

@@ -30,6 +30,7 @@ use shardgate_placement::{Candidate, Placer, Request, check};
 use tokio::sync::Notify;
 
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 
 /// A placement policy, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -111,6 +112,7 @@ pub struct Gateway {
     readers: Mutex<HashMap<VersionId, usize>>,
     /// Wakes the garbage collector when there is new garbage.
     pub(crate) garbage_added: Notify,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -218,6 +220,7 @@ impl Gateway {
             upload_expiry: config.upload_expiry,
             readers: Mutex::new(HashMap::new()),
             garbage_added: Notify::new(),
+            metrics: Metrics::default(),
         }))
     }
 
@@ -227,6 +230,14 @@ impl Gateway {
 
     pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
         self.backends.values()
+    }
+
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn policy(&self, bucket: &str) -> &Policy {

@@ -1,9 +1,9 @@
-//! The HTTP server: S3 on every path, plus `/health` and `/ready`, with
-//! one tracing span per request and a graceful stop.
+//! The HTTP server: S3 on every path, plus `/health`, `/ready` and
+//! `/metrics`, with one tracing span per request and a graceful stop.
 //!
-//! `/health` and `/ready` answer only unsigned GET or HEAD requests with no
-//! query string. A signed request to a bucket named `health` is still S3,
-//! so no bucket name is taken away from users.
+//! The probes answer only unsigned GET or HEAD requests with no query
+//! string. A signed request to a bucket named `health` is still S3, so no
+//! bucket name is taken away from users.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -138,6 +138,14 @@ async fn handle(
     if probe && req.uri().path() == "/health" {
         return Ok(plain(StatusCode::OK, "ok\n".into()));
     }
+    if probe && req.uri().path() == "/metrics" {
+        let mut r = plain(StatusCode::OK, crate::metrics::render(&gateway));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        return Ok(r);
+    }
     if probe && req.uri().path() == "/ready" {
         return Ok(match gateway.ready() {
             Ok(()) => plain(StatusCode::OK, "ready\n".into()),
@@ -174,6 +182,7 @@ async fn handle(
         duration_ms = tracing::field::Empty,
     );
     let start = Instant::now();
+    let method = req.method().clone();
     let response = s3
         .call(req.map(s3s::Body::from))
         .instrument(span.clone())
@@ -188,6 +197,9 @@ async fn handle(
         }
     };
     span.record("status", response.status().as_u16());
+    gateway
+        .metrics()
+        .request(method.as_str(), response.status().as_u16());
     let response = with_message(response);
     Ok(response.map(|body| Logged::new(body, span, start)))
 }

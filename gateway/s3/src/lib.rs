@@ -15,6 +15,7 @@ mod convert;
 mod error;
 mod gateway;
 mod http;
+mod metrics;
 mod service;
 mod sweeps;
 

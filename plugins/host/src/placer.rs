@@ -3,10 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use shardgate_core::BackendId;
-use shardgate_placement::{Candidate, PlacementError, Placer, Request, check};
+use shardgate_placement::{
+    Candidate, Failure, PlacementError, Placer, PlacerStats, Request, check,
+};
 
 use crate::plugin::{Plugin, PluginError};
 use crate::wit::{self, Health};
@@ -26,7 +27,7 @@ pub struct PluginPlacer {
     plugin: Arc<Plugin>,
     params: Vec<(String, String)>,
     strictness: Strictness,
-    fallbacks: AtomicU64,
+    stats: PlacerStats,
 }
 
 impl PluginPlacer {
@@ -42,13 +43,13 @@ impl PluginPlacer {
             plugin,
             params,
             strictness,
-            fallbacks: AtomicU64::new(0),
+            stats: PlacerStats::default(),
         })
     }
 
-    /// How many placements used the fallback (or failed, when strict).
+    /// How many placements used the fallback or failed (when strict).
     pub fn fallbacks(&self) -> u64 {
-        self.fallbacks.load(Ordering::Relaxed)
+        self.stats.fallbacks() + self.stats.refusals()
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -61,7 +62,8 @@ impl PluginPlacer {
         &self,
         request: &Request<'_>,
         candidates: &[Candidate],
-    ) -> Result<Vec<BackendId>, String> {
+    ) -> Result<Vec<BackendId>, (Failure, String)> {
+        let invalid = |why: String| (Failure::InvalidAnswer, why);
         let wit_request = wit::Request {
             object: wit::ObjectFacts {
                 bucket: request.bucket.to_string(),
@@ -69,8 +71,8 @@ impl PluginPlacer {
                 size: request.size_hint,
                 content_type: None,
             },
-            k: u8::try_from(request.k).map_err(|_| "k exceeds 255".to_string())?,
-            m: u8::try_from(request.m).map_err(|_| "m exceeds 255".to_string())?,
+            k: u8::try_from(request.k).map_err(|_| invalid("k exceeds 255".into()))?,
+            m: u8::try_from(request.m).map_err(|_| invalid("m exceeds 255".into()))?,
             params: self.params.clone(),
             candidates: candidates
                 .iter()
@@ -93,14 +95,22 @@ impl PluginPlacer {
                 .collect(),
             current: vec![None; request.width()],
         };
-        let answer = self.plugin.place(&wit_request).map_err(|e| e.to_string())?;
+        let answer = self.plugin.place(&wit_request).map_err(|e| {
+            let failure = match &e {
+                PluginError::Timeout { .. } => Failure::Timeout,
+                PluginError::OutOfMemory { .. } => Failure::OutOfMemory,
+                PluginError::Refused { .. } => Failure::Refused,
+                _ => Failure::Trap,
+            };
+            (failure, e.to_string())
+        })?;
         if answer.len() != request.width() {
-            return Err(format!(
+            return Err(invalid(format!(
                 "plugin {} placed {} fragments, k + m = {}",
                 self.plugin.name(),
                 answer.len(),
                 request.width()
-            ));
+            )));
         }
         let fragment_bytes = request
             .size_hint
@@ -109,34 +119,34 @@ impl PluginPlacer {
         let mut chosen = Vec::with_capacity(answer.len());
         for index in answer {
             let Some(c) = candidates.get(index as usize) else {
-                return Err(format!(
+                return Err(invalid(format!(
                     "plugin {} chose candidate {index} of {}",
                     self.plugin.name(),
                     candidates.len()
-                ));
+                )));
             };
             if !seen.insert(index) {
-                return Err(format!(
+                return Err(invalid(format!(
                     "plugin {} chose backend {} twice",
                     self.plugin.name(),
                     c.id
-                ));
+                )));
             }
             if !c.healthy {
-                return Err(format!(
+                return Err(invalid(format!(
                     "plugin {} chose backend {}, which is down",
                     self.plugin.name(),
                     c.id
-                ));
+                )));
             }
             if let (Some(need), Some(free)) = (fragment_bytes, c.free_bytes)
                 && free < need
             {
-                return Err(format!(
+                return Err(invalid(format!(
                     "plugin {} chose backend {} with {free} bytes free for a {need}-byte fragment",
                     self.plugin.name(),
                     c.id
-                ));
+                )));
             }
             chosen.push(c.id.clone());
         }
@@ -150,27 +160,37 @@ impl Placer for PluginPlacer {
         request: &Request<'_>,
         candidates: &[Candidate],
     ) -> Result<Vec<BackendId>, PlacementError> {
+        self.stats.record_call();
         let answer = self.ask(request, candidates).and_then(|chosen| {
             match check(request, candidates, &chosen) {
                 Ok(()) => Ok(chosen),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err((Failure::InvalidAnswer, e.to_string())),
             }
         });
-        match answer {
-            Ok(chosen) => Ok(chosen),
-            Err(why) => {
-                self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                match &self.strictness {
-                    Strictness::Strict => {
-                        tracing::warn!(plugin = %self.plugin.name(), error = %why, "placement refused (strict policy)");
-                        Err(PlacementError::Placer(why))
-                    }
-                    Strictness::Fallback(fallback) => {
-                        tracing::warn!(plugin = %self.plugin.name(), error = %why, "placement plugin failed; using the fallback");
-                        fallback.place(request, candidates)
-                    }
-                }
+        let (failure, why) = match answer {
+            Ok(chosen) => return Ok(chosen),
+            Err(e) => e,
+        };
+        self.stats.record_failure(failure);
+        match &self.strictness {
+            Strictness::Strict => {
+                self.stats.record_refusal();
+                tracing::warn!(plugin = %self.plugin.name(), failure = failure.as_str(), error = %why, "placement refused (strict policy)");
+                Err(PlacementError::Placer(why))
+            }
+            Strictness::Fallback(fallback) => {
+                self.stats.record_fallback();
+                tracing::warn!(plugin = %self.plugin.name(), failure = failure.as_str(), error = %why, "placement plugin failed; using the fallback");
+                fallback.place(request, candidates)
             }
         }
+    }
+
+    fn name(&self) -> &str {
+        self.plugin.name()
+    }
+
+    fn stats(&self) -> Option<&PlacerStats> {
+        Some(&self.stats)
     }
 }

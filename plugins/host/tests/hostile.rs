@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardgate_core::BackendId;
-use shardgate_placement::{Candidate, PlacementError, Placer, Request, Spread};
+use shardgate_placement::{Candidate, Failure, PlacementError, Placer, Request, Spread};
 use shardgate_plugin_host::wit::{self, Health, ObjectFacts};
 use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost, PluginPlacer, Strictness};
 
@@ -126,15 +126,17 @@ fn nonsense_answers_fall_back_or_fail_when_strict() {
     let host = PluginHost::new(None).unwrap();
     let plugin = load(&host);
     let cands = candidates(8);
-    for mode in [
-        "short",
-        "unknown",
-        "duplicate",
-        "down",
-        "trap",
-        "refuse",
-        "loop",
+    for (mode, failure) in [
+        ("short", Failure::InvalidAnswer),
+        ("unknown", Failure::InvalidAnswer),
+        ("duplicate", Failure::InvalidAnswer),
+        ("down", Failure::InvalidAnswer),
+        ("trap", Failure::Trap),
+        ("refuse", Failure::Refused),
+        ("loop", Failure::Timeout),
+        ("oom", Failure::OutOfMemory),
     ] {
+        let started = Instant::now();
         let params = vec![("mode".to_string(), mode.to_string())];
         let lenient = PluginPlacer::new(
             plugin.clone(),
@@ -148,7 +150,14 @@ fn nonsense_answers_fall_back_or_fail_when_strict() {
             !chosen.iter().any(|id| id.as_str() == "b3"),
             "{mode}: a down backend"
         );
-        assert_eq!(lenient.fallbacks(), 1, "{mode}");
+        // Counted by kind, for the gateway's /metrics.
+        let stats = lenient.stats().unwrap();
+        assert_eq!(stats.calls(), 1, "{mode}");
+        assert_eq!(stats.fallbacks(), 1, "{mode}");
+        for other in Failure::ALL {
+            let expected = u64::from(other == failure);
+            assert_eq!(stats.failures(other), expected, "{mode}: {other:?}");
+        }
         let strict = PluginPlacer::new(plugin.clone(), params, Strictness::Strict).unwrap();
         assert!(
             matches!(
@@ -156,6 +165,15 @@ fn nonsense_answers_fall_back_or_fail_when_strict() {
                 Err(PlacementError::Placer(_))
             ),
             "{mode}"
+        );
+        let stats = strict.stats().unwrap();
+        assert_eq!((stats.refusals(), stats.fallbacks()), (1, 0), "{mode}");
+        assert_eq!(stats.failures(failure), 1, "{mode}");
+        // Bounded: the deadline is 100 ms per call.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{mode}: {:?}",
+            started.elapsed()
         );
     }
     let good = PluginPlacer::new(plugin, vec![], Strictness::Strict).unwrap();

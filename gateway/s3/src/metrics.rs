@@ -1,0 +1,203 @@
+//! `/metrics`: the gateway's counters in the OpenMetrics text format
+//! (prometheus-client), for Prometheus or any scraper that reads it.
+//!
+//! Requests are counted as they finish; everything else (placement
+//! outcomes per policy, backend health) is read from where it already
+//! lives at scrape time, so there is one source of truth and nothing to
+//! keep in sync. Issue "OpenTelemetry" will export the same figures over
+//! OTLP; the names here follow OpenTelemetry's semantic style already.
+
+use std::fmt::Write;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use shardgate_placement::Failure;
+
+use crate::gateway::Gateway;
+
+/// The content type of the answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters updated as requests run.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    requests: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    /// One finished request: its method and status code.
+    pub(crate) fn request(&self, method: &str, status: u16) {
+        self.requests
+            .get_or_create(&vec![
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+    }
+}
+
+/// One placer's counters, copied at scrape time.
+#[derive(Debug)]
+struct PlacerRow {
+    policy: String,
+    placer: String,
+    calls: u64,
+    failures: Vec<(Failure, u64)>,
+    fallbacks: u64,
+    refusals: u64,
+}
+
+/// One backend's state at the last health check.
+#[derive(Debug)]
+struct BackendRow {
+    id: String,
+    healthy: bool,
+    free_bytes: Option<u64>,
+}
+
+/// What a scrape reads from the gateway.
+#[derive(Debug)]
+struct Snapshot {
+    placers: Vec<PlacerRow>,
+    backends: Vec<BackendRow>,
+}
+
+/// One metric family: its descriptor, then one sample per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    rows: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in rows {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let rows = rows.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+    family(encoder, name, help, MetricType::Counter, rows)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let rows = rows.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+    family(encoder, name, help, MetricType::Gauge, rows)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let who = |p: &PlacerRow| vec![("policy", p.policy.clone()), ("placer", p.placer.clone())];
+        counter(
+            &mut encoder,
+            "placement_plugin_calls",
+            "Placement questions asked of a policy's plugin",
+            self.placers.iter().map(|p| (who(p), p.calls)),
+        )?;
+        counter(
+            &mut encoder,
+            "placement_plugin_failures",
+            "Plugin answers not used, by reason (timeout, trap, out_of_memory, refused, invalid_answer)",
+            self.placers.iter().flat_map(|p| {
+                p.failures.iter().map(move |(f, n)| {
+                    let mut labels = who(p);
+                    labels.push(("reason", f.as_str().to_string()));
+                    (labels, *n)
+                })
+            }),
+        )?;
+        counter(
+            &mut encoder,
+            "placement_fallbacks",
+            "Writes placed by the policy's fallback because its plugin failed",
+            self.placers.iter().map(|p| (who(p), p.fallbacks)),
+        )?;
+        counter(
+            &mut encoder,
+            "placement_refusals",
+            "Writes failed because a strict policy's plugin failed",
+            self.placers.iter().map(|p| (who(p), p.refusals)),
+        )?;
+        gauge(
+            &mut encoder,
+            "backend_healthy",
+            "1 when the backend answered its last health check",
+            self.backends
+                .iter()
+                .map(|b| (vec![("backend", b.id.clone())], i64::from(b.healthy))),
+        )?;
+        gauge(
+            &mut encoder,
+            "backend_free_bytes",
+            "Free bytes the backend reported at its last health check",
+            self.backends.iter().filter_map(|b| {
+                let free = i64::try_from(b.free_bytes?).unwrap_or(i64::MAX);
+                Some((vec![("backend", b.id.clone())], free))
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// The text of one scrape.
+pub(crate) fn render(gateway: &Gateway) -> String {
+    let placers = gateway
+        .policies()
+        .filter_map(|policy| {
+            let placer = policy.placer.as_ref()?;
+            let stats = placer.stats()?;
+            Some(PlacerRow {
+                policy: policy.name.clone(),
+                placer: placer.name().to_string(),
+                calls: stats.calls(),
+                failures: Failure::ALL
+                    .iter()
+                    .map(|f| (*f, stats.failures(*f)))
+                    .collect(),
+                fallbacks: stats.fallbacks(),
+                refusals: stats.refusals(),
+            })
+        })
+        .collect();
+    let backends = gateway
+        .health_snapshot()
+        .into_iter()
+        .map(|c| BackendRow {
+            id: c.id.to_string(),
+            healthy: c.healthy,
+            free_bytes: c.free_bytes,
+        })
+        .collect();
+    let mut registry = Registry::with_prefix("shardgate");
+    registry.register(
+        "s3_requests",
+        "S3 requests answered, by method and status code",
+        gateway.metrics().requests.clone(),
+    );
+    registry.register_collector(Box::new(Snapshot { placers, backends }));
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        text.clear();
+        let _ = writeln!(text, "# metrics could not be encoded");
+    }
+    text
+}
