@@ -357,3 +357,183 @@ fn an_eu_only_bucket_stores_fragments_only_in_the_eu() {
         describe(&out)
     );
 }
+
+/// Runs `shardgate simulate ARGS` from the repository's root (where the
+/// example configurations' relative paths point).
+fn simulate(args: &[&str]) -> std::process::Output {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    run(Command::new(BIN)
+        .arg("simulate")
+        .args(args)
+        .current_dir(repo)
+        .env_remove("SHARDGATE_CONFIG"))
+}
+
+fn simulate_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = simulate(&all);
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The fragments' values of one label, in fragment order.
+fn placed_labels(sim: &serde_json::Value, label: &str) -> Vec<String> {
+    sim["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["labels"][label].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+/// One dimension of the fault-tolerance report.
+fn dimension<'a>(sim: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    sim["fault_tolerance"]["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["label"] == label)
+        .unwrap_or_else(|| panic!("no {label} dimension in {sim}"))
+}
+
+#[test]
+fn simulate_the_embedded_default_one_fragment_per_site() {
+    let out = simulate(&["--key", "photos/cat.jpg", "--size", "4MiB"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("policy default: plugin"), "{text}");
+    assert!(text.contains("placed by spread-sites"), "{text}");
+    assert!(text.contains("any 2 of the 6 sites can be lost"), "{text}");
+    assert!(
+        text.contains("write: 6 of 6 fragments writable, quorum 5: succeeds"),
+        "{text}"
+    );
+
+    let sim = simulate_json(&["--key", "photos/cat.jpg", "--size", "4MiB"]);
+    assert_eq!(sim["placed_by"], "spread-sites");
+    assert_eq!(
+        (sim["policy"]["k"].as_u64(), sim["policy"]["m"].as_u64()),
+        (Some(4), Some(2))
+    );
+    let mut sites = placed_labels(&sim, "site");
+    sites.sort();
+    assert_eq!(
+        sites,
+        ["site-1", "site-2", "site-3", "site-4", "site-5", "site-6"]
+    );
+    assert_eq!(dimension(&sim, "site")["any_lost"], 2);
+    // The same object is placed the same way every time (plugins are pure).
+    assert_eq!(
+        sim["fragments"],
+        simulate_json(&["--key", "photos/cat.jpg", "--size", "4MiB"])["fragments"]
+    );
+    // A small object is stored as 1 + m whole copies.
+    let small = simulate_json(&["--size", "1KiB"]);
+    assert_eq!(small["policy"]["stored_as"], "whole copies");
+    assert_eq!(small["fragments"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn simulate_with_sites_down_shows_the_fallback_and_a_failing_write() {
+    // Two of six sites down: spread-sites cannot place 6 fragments on 4
+    // sites and refuses; the default policy is not strict, so the
+    // built-in spread places 2 fragments on down backends, and the write
+    // (quorum 5) would fail.
+    let out = simulate(&["--down", "site-1,site-2", "--size", "4MiB"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("placed by the built-in spread: the plugin failed (refused)"),
+        "{text}"
+    );
+    assert!(text.contains("DOWN: recorded missing"), "{text}");
+    assert!(
+        text.contains("quorum 5: FAILS (the PUT gets a 503"),
+        "{text}"
+    );
+    assert!(!text.contains("fault tolerance"), "nothing stored: {text}");
+    let sim = simulate_json(&["--down", "site-1", "--down", "site-2", "--size", "4MiB"]);
+    assert_eq!(sim["fallback"]["failure"], "refused");
+    assert_eq!(sim["write"]["writable"], 4);
+    assert_eq!(sim["write"]["succeeds"], false);
+    assert_eq!(sim["fault_tolerance"]["lost_at_write"], 2);
+    // Four left, four needed: nothing more can be lost.
+    assert_eq!(dimension(&sim, "backend")["any_lost"], 0);
+    let down: Vec<bool> = sim["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["down"].as_bool().unwrap())
+        .collect();
+    assert_eq!(down.iter().filter(|d| **d).count(), 2);
+}
+
+#[test]
+fn simulate_eu_only_places_in_the_eu_or_fails_naming_the_reason() {
+    let config = "examples/config/three-providers.toml";
+    let sim = simulate_json(&["--config", config, "--bucket", "eu-data", "--size", "4MiB"]);
+    assert_eq!(sim["policy"]["name"], "eu-only");
+    assert_eq!(sim["placed_by"], "eu-only");
+    for region in placed_labels(&sim, "region") {
+        assert!(region.starts_with("eu-"), "{region}: {sim}");
+    }
+    // All in the EU: losing the EU loses the object, and the report says so.
+    let region = dimension(&sim, "region");
+    assert!(
+        region["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["value"].as_str().unwrap().starts_with("eu-")),
+        "{region}"
+    );
+    // Any other bucket gets the default policy, over all nine backends.
+    let anywhere = simulate_json(&["--config", config, "--bucket", "other", "--size", "4MiB"]);
+    assert_eq!(anywhere["policy"]["name"], "default");
+    // With an EU backend down, six EU backends are five: a strict policy
+    // fails, with the plugin's reason, and no placement is printed.
+    let out = simulate(&[
+        "--config", config, "--bucket", "eu-data", "--down", "gcp-eu",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy eu-only cannot place eu-data/object")
+            && err.contains("not enough healthy backends with room in the allowed regions"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    // A policy file that is not configured can be tried directly.
+    let sim = simulate_json(&[
+        "--config",
+        config,
+        "--policy",
+        "policies/eu-only.toml",
+        "--key",
+        "k",
+    ]);
+    assert_eq!(sim["policy"]["name"], "eu-only");
+}
+
+#[test]
+fn simulate_errors_are_one_line_causes() {
+    for (args, expected) in [
+        (
+            &["--down", "nosuch"][..],
+            "--down nosuch: no such backend (backends: site-1, site-2",
+        ),
+        (
+            &["--policy", "nosuch"][..],
+            "--policy nosuch: no such policy (policies: default)",
+        ),
+        (&["--policy", "nosuch.toml"][..], "nosuch.toml"),
+        (&["--size", "4 parsecs"][..], "--size"),
+    ] {
+        let out = simulate(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

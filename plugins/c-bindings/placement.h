@@ -68,8 +68,8 @@ typedef struct shardgate_placement_types_candidate_t {
   placement_option_u64_t   free_bytes;
   // Its state at the last health check.
   shardgate_placement_types_health_t   health;
-  // Median latency of its recent requests in microseconds, when
-  // measured.
+  // Its recent round-trip latency in microseconds (smoothed over
+  // health probes), when measured.
   placement_option_u32_t   latency_us;
 } shardgate_placement_types_candidate_t;
 

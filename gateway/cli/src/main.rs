@@ -1,8 +1,10 @@
 //! `shardgate`: the binary. Parses the command line, loads the
 //! configuration, prepares keys and backends (`setup`), and runs the S3
-//! gateway. Every failure ends the process with one line naming its cause.
+//! gateway (`serve`) or a placement without one (`simulate`). Every
+//! failure ends the process with one line naming its cause.
 
 mod setup;
+mod simulate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Show where the fragments of an object would go under a policy, and
+    /// which sites, providers or regions it could lose and still be read.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,10 +64,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // simulate's answer is its output; its log shows only what went wrong.
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Simulate(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -73,6 +83,7 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
             listen,
         } => serve(config, data_dir, listen).await,
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

@@ -179,27 +179,48 @@ fn keys(config: &Config, created: &mut Created) -> Result<(Identities, Recipient
     Ok((identities, recipients))
 }
 
+/// What the configured backends, or the embedded default's, are called
+/// and labelled, without opening them.
+pub fn backend_infos(config: &Config) -> Result<Vec<BackendInfo>> {
+    if config.backends.is_empty() {
+        return (1..=DEFAULT_SITES)
+            .map(|i| {
+                let site = format!("site-{i}");
+                Ok(BackendInfo::new(BackendId::new(site.clone())?).with_label("site", &site))
+            })
+            .collect();
+    }
+    config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut info = BackendInfo::new(
+                BackendId::new(b.id.clone()).with_context(|| format!("backends[{i}].id"))?,
+            );
+            info.labels = b.labels.clone();
+            info.capacity_bytes = b.capacity_bytes;
+            Ok(info)
+        })
+        .collect()
+}
+
 /// Opens the configured backends, or the embedded default's.
 async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
+    let infos = backend_infos(config)?;
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
     if config.backends.is_empty() {
-        for i in 1..=DEFAULT_SITES {
-            let site = format!("site-{i}");
-            let info = BackendInfo::new(BackendId::new(site.clone())?).with_label("site", &site);
-            let root = config.data_dir.join("backends").join(&site);
+        for info in infos {
+            let root = config.data_dir.join("backends").join(info.id.as_str());
+            let id = info.id.clone();
             let fs = FsBackend::open(info, &root)
                 .await
-                .with_context(|| format!("opening fs backend {site} at {}", root.display()))?;
+                .with_context(|| format!("opening fs backend {id} at {}", root.display()))?;
             out.push(Arc::new(fs));
         }
         return Ok(out);
     }
-    for (i, b) in config.backends.iter().enumerate() {
-        let mut info = BackendInfo::new(
-            BackendId::new(b.id.clone()).with_context(|| format!("backends[{i}].id"))?,
-        );
-        info.labels = b.labels.clone();
-        info.capacity_bytes = b.capacity_bytes;
+    for (i, (b, info)) in config.backends.iter().zip(infos).enumerate() {
         let backend: Arc<dyn Backend> = match (b.kind, &b.path) {
             (BackendKind::Fs, Some(path)) => Arc::new(
                 FsBackend::open(info, path)
@@ -291,18 +312,29 @@ pub fn build_policy(
     })
 }
 
+/// The policy of buckets not mapped to one: `default_policy`, or the only
+/// policy, or the one named "default".
+pub fn default_policy_name<'a>(
+    config: &Config,
+    mut names: impl ExactSizeIterator<Item = &'a String>,
+) -> Result<String> {
+    if let Some(p) = &config.default_policy {
+        return Ok(p.clone());
+    }
+    let count = names.len();
+    match names.find(|n| count == 1 || n.as_str() == "default") {
+        Some(name) => Ok(name.clone()),
+        None => bail!("default_policy: several policies are defined; name the default one"),
+    }
+}
+
 fn policies(config: &Config, host: &PluginHost) -> Result<(BTreeMap<String, Policy>, String)> {
     let mut out = BTreeMap::new();
     for (name, p, embedded) in configured_policies(config)? {
         let policy = build_policy(&name, &p, embedded, host)?;
         out.insert(name, policy);
     }
-    let default = match &config.default_policy {
-        Some(p) => p.clone(),
-        None if out.len() == 1 => out.keys().next().cloned().unwrap_or_default(),
-        None if out.contains_key("default") => "default".into(),
-        None => bail!("default_policy: several policies are defined; name the default one"),
-    };
+    let default = default_policy_name(config, out.keys())?;
     Ok((out, default))
 }
 

@@ -281,16 +281,7 @@ impl Config {
             }
         }
         for (name, p) in &self.policies {
-            let code = ErasureCode::new(p.k, p.m)
-                .map_err(|e| invalid(format!("policies.{name}"), e.to_string()))?;
-            if let Some(q) = p.write_quorum
-                && (q < code.k() || q > code.width())
-            {
-                return Err(invalid(
-                    format!("policies.{name}.write_quorum"),
-                    format!("{q} is outside k..=k+m ({}..={})", code.k(), code.width()),
-                ));
-            }
+            let code = p.check(&format!("policies.{name}"))?;
             if !self.backends.is_empty() && self.backends.len() < code.width() {
                 return Err(invalid(
                     format!("policies.{name}"),
@@ -328,6 +319,21 @@ impl Config {
 }
 
 impl PolicyConfig {
+    /// Checks the code and the write quorum; `key` names the policy in
+    /// errors.
+    pub fn check(&self, key: &str) -> Result<ErasureCode, ConfigError> {
+        let code = ErasureCode::new(self.k, self.m).map_err(|e| invalid(key, e.to_string()))?;
+        if let Some(q) = self.write_quorum
+            && (q < code.k() || q > code.width())
+        {
+            return Err(invalid(
+                format!("{key}.write_quorum"),
+                format!("{q} is outside k..=k+m ({}..={})", code.k(), code.width()),
+            ));
+        }
+        Ok(code)
+    }
+
     /// Parses one policy file's text; `origin` names it in errors and
     /// relative plugin paths are resolved against `base`.
     pub fn from_toml(text: &str, origin: &Path, base: &Path) -> Result<Self, ConfigError> {

@@ -1,17 +1,25 @@
 //! The placement seam: given the backends and a write's code, which backend
 //! gets each of the k + m fragments.
 //!
-//! The gateway asks a [`Placer`] once per segment, then checks the answer
-//! with [`check`] whatever placer gave it, so a placement plugin (issue 5
-//! puts WebAssembly placers behind this same trait) can never make the
+//! The gateway asks a [`Placer`] once per segment it writes, and repair
+//! and rebalancing ask it where to move fragments (a [`Request`] whose
+//! `current` names the backends that already hold some of them). Whatever
+//! placer answered, [`check`] runs on the answer, so a placement plugin
+//! (a WebAssembly placer behind this same trait) can never make the
 //! gateway write two fragments to one backend or to a backend it does not
-//! know. [`Spread`] is the built-in rule.
+//! know. [`Spread`] is the built-in rule, and every plugin's fallback.
+
+mod tolerance;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rand::Rng;
 use shardgate_core::BackendId;
+
+pub use tolerance::{Dimension, Domain, Tolerance, tolerance};
 
 /// A backend as placement sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,10 +27,14 @@ pub struct Candidate {
     pub id: BackendId,
     /// Labels such as region, provider, site.
     pub labels: BTreeMap<String, String>,
+    /// The most bytes it may hold, when configured.
+    pub capacity_bytes: Option<u64>,
     /// Free bytes, when the backend reports them.
     pub free_bytes: Option<u64>,
     /// Reachable and writable at the last health check.
     pub healthy: bool,
+    /// Its observed round-trip latency, when measured.
+    pub latency: Option<Duration>,
 }
 
 impl Candidate {
@@ -41,13 +53,24 @@ pub struct Request<'a> {
     pub key: &'a str,
     /// The segment's size when known in advance.
     pub size_hint: Option<u64>,
+    /// The object's Content-Type, if any.
+    pub content_type: Option<&'a str>,
     pub k: usize,
     pub m: usize,
+    /// Where fragments are now, by fragment index: empty for a new object
+    /// (every fragment to be placed), or k + m entries when repair or
+    /// rebalancing asks, `None` for each fragment to be (re)placed.
+    pub current: &'a [Option<BackendId>],
 }
 
 impl Request<'_> {
     pub fn width(&self) -> usize {
         self.k + self.m
+    }
+
+    /// The backend that holds fragment `index` now, if any.
+    pub fn current(&self, index: usize) -> Option<&BackendId> {
+        self.current.get(index).and_then(Option::as_ref)
     }
 }
 
@@ -130,6 +153,7 @@ pub struct PlacerStats {
     failures: [AtomicU64; Failure::ALL.len()],
     fallbacks: AtomicU64,
     refusals: AtomicU64,
+    last_failure: Mutex<Option<(Failure, String)>>,
 }
 
 impl PlacerStats {
@@ -137,8 +161,17 @@ impl PlacerStats {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_failure(&self, failure: Failure) {
+    /// A failed answer, and why (kept until the next failure).
+    pub fn record_failure(&self, failure: Failure, why: &str) {
         self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = Some((failure, why.to_string()));
+        }
+    }
+
+    /// The most recent failure and its reason.
+    pub fn last_failure(&self) -> Option<(Failure, String)> {
+        self.last_failure.lock().ok().and_then(|l| l.clone())
     }
 
     /// A failed answer replaced by the policy's fallback.
@@ -225,7 +258,10 @@ fn weighted_order<T>(items: Vec<T>, weight: impl Fn(&T) -> f64, rng: &mut impl R
 }
 
 impl Spread {
-    /// The choice for `request`, drawing randomness from `rng`.
+    /// The choice for `request`, drawing randomness from `rng`. Fragments
+    /// that `request.current` places on a known backend stay there; the
+    /// others go, one by one, to the site holding the fewest fragments so
+    /// far (healthy backends first).
     pub fn place_with(
         &self,
         request: &Request<'_>,
@@ -239,31 +275,65 @@ impl Spread {
                 available: candidates.len(),
             });
         }
-        let mut chosen = Vec::with_capacity(needed);
+        let mut slots: Vec<Option<&Candidate>> = vec![None; needed];
+        let mut used: BTreeSet<&BackendId> = BTreeSet::new();
+        let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let kept = request
+                .current(i)
+                .and_then(|id| candidates.iter().find(|c| &c.id == id));
+            if let Some(c) = kept
+                && used.insert(&c.id)
+            {
+                *slot = Some(c);
+                *per_site.entry(c.site()).or_default() += 1;
+            }
+        }
+        let mut open = slots.iter().filter(|s| s.is_none()).count();
+        let mut fill = Vec::with_capacity(open);
         for healthy in [true, false] {
             // Sites in a weighted order, each a weighted queue of backends.
             let mut sites: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
-            for c in candidates.iter().filter(|c| c.healthy == healthy) {
+            for c in candidates
+                .iter()
+                .filter(|c| c.healthy == healthy && !used.contains(&c.id))
+            {
                 sites.entry(c.site()).or_default().push(c);
             }
-            let queues: Vec<Vec<&Candidate>> = sites
-                .into_values()
-                .map(|members| weighted_order(members, |c| weight(c), rng))
+            let queues: Vec<(&str, Vec<&Candidate>)> = sites
+                .into_iter()
+                .map(|(site, members)| (site, weighted_order(members, |c| weight(c), rng)))
                 .collect();
-            let mut queues = weighted_order(queues, |q| q.iter().map(|c| weight(c)).sum(), rng);
-            // Round-robin over the sites: one each, then a second each...
-            while chosen.len() < needed && queues.iter().any(|q| !q.is_empty()) {
-                for queue in &mut queues {
-                    if chosen.len() == needed {
-                        break;
-                    }
-                    if !queue.is_empty() {
-                        chosen.push(queue.remove(0).id.clone());
-                    }
-                }
+            let mut queues =
+                weighted_order(queues, |(_, q)| q.iter().map(|c| weight(c)).sum(), rng);
+            // The least loaded site with a backend left; ties in the
+            // weighted order. From empty sites this is a round-robin.
+            while open > 0 {
+                let Some(next) = queues
+                    .iter_mut()
+                    .filter(|(_, q)| !q.is_empty())
+                    .min_by_key(|(site, _)| per_site.get(site).copied().unwrap_or(0))
+                else {
+                    break;
+                };
+                let c = next.1.remove(0);
+                *per_site.entry(next.0).or_default() += 1;
+                fill.push(c);
+                open -= 1;
             }
         }
-        Ok(chosen)
+        let mut fill = fill.into_iter();
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.or_else(|| fill.next()).map(|c| c.id.clone()).ok_or(
+                    PlacementError::TooFewBackends {
+                        needed,
+                        available: candidates.len(),
+                    },
+                )
+            })
+            .collect()
     }
 }
 
@@ -292,8 +362,10 @@ mod tests {
         Candidate {
             id: BackendId::new(id).unwrap(),
             labels: BTreeMap::from([("site".to_string(), site.to_string())]),
+            capacity_bytes: None,
             free_bytes: Some(free),
             healthy,
+            latency: None,
         }
     }
 
@@ -302,8 +374,10 @@ mod tests {
             bucket: "b",
             key: "k",
             size_hint: None,
+            content_type: None,
             k,
             m,
+            current: &[],
         }
     }
 
@@ -360,6 +434,61 @@ mod tests {
             })
             .count();
         assert!((1700..1900).contains(&first_empty), "{first_empty}");
+    }
+
+    #[test]
+    fn placed_fragments_stay_and_the_rest_fill_the_emptiest_sites() {
+        // Sites a, b, c with two backends each. Fragments 0 and 2 are on
+        // a0 and a1 already; fragment 4 is on a backend that is gone, and
+        // fragment 5 names a0 again. Site a is full (2 of 6), so the four
+        // open fragments go two to b and two to c.
+        let cands: Vec<_> = ["a0", "a1", "b0", "b1", "c0", "c1"]
+            .iter()
+            .map(|id| candidate(id, &id[..1], 100, true))
+            .collect();
+        let id = |s: &str| BackendId::new(s).unwrap();
+        let current = [
+            Some(id("a0")),
+            None,
+            Some(id("a1")),
+            None,
+            Some(id("gone")),
+            Some(id("a0")),
+        ];
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..100 {
+            let mut r = request(4, 2);
+            r.current = &current;
+            let chosen = Spread.place_with(&r, &cands, &mut rng).unwrap();
+            check(&r, &cands, &chosen).unwrap();
+            assert_eq!((chosen[0].as_str(), chosen[2].as_str()), ("a0", "a1"));
+            let sites: Vec<&str> = [1, 3, 4, 5]
+                .iter()
+                .map(|i| &chosen[*i].as_str()[..1])
+                .collect();
+            assert_eq!(sites.iter().filter(|s| **s == "b").count(), 2, "{chosen:?}");
+            assert_eq!(sites.iter().filter(|s| **s == "c").count(), 2, "{chosen:?}");
+        }
+    }
+
+    #[test]
+    fn a_placed_fragment_on_a_down_backend_stays_when_asked_to() {
+        // Repair moves only what it names: a fragment on a down backend
+        // that the caller left in `current` is not moved by the placer.
+        let cands = vec![
+            candidate("a", "a", 100, false),
+            candidate("b", "b", 100, true),
+            candidate("c", "c", 100, true),
+        ];
+        let id = |s: &str| BackendId::new(s).unwrap();
+        let current = [None, Some(id("a")), None];
+        let mut r = request(2, 1);
+        r.current = &current;
+        let chosen = Spread.place(&r, &cands).unwrap();
+        assert_eq!(chosen[1].as_str(), "a");
+        let mut rest = [chosen[0].as_str(), chosen[2].as_str()];
+        rest.sort();
+        assert_eq!(rest, ["b", "c"]);
     }
 
     #[test]

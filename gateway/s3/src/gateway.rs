@@ -50,8 +50,9 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The code and layout for a body of `size` bytes (if known).
-    fn layout_for(&self, size: Option<u64>) -> Result<(StripeLayout, usize), GatewayError> {
+    /// The code and layout for a body of `size` bytes (if known), and the
+    /// write quorum that goes with it.
+    pub fn layout_for(&self, size: Option<u64>) -> Result<(StripeLayout, usize), GatewayError> {
         let small = size.is_some_and(|s| s <= self.small_object_bytes) && self.code.k() > 1;
         if small {
             let code = ErasureCode::new(1, self.code.m() as u32)?;
@@ -191,8 +192,10 @@ impl Gateway {
             .map(|b| Candidate {
                 id: b.id().clone(),
                 labels: b.info().labels.clone(),
+                capacity_bytes: b.info().capacity_bytes,
                 free_bytes: None,
                 healthy: true,
+                latency: None,
             })
             .collect();
         let mut read_params = ReadParams::new(Arc::new(config.identities));
@@ -294,8 +297,10 @@ impl Gateway {
             bucket,
             key,
             size_hint: size,
+            content_type: meta.content_type.as_deref(),
             k: layout.code.k(),
             m: layout.code.m(),
+            current: &[],
         };
         let candidates = self.health_snapshot();
         // A plugin call is bounded (100 ms deadline) and usually takes

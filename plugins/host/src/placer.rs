@@ -56,20 +56,36 @@ impl PluginPlacer {
         &self.plugin
     }
 
-    /// The plugin's answer, checked: k + m distinct known candidates, none
-    /// down, each with room for its fragment when sizes are known.
+    /// The plugin's answer, checked: k + m distinct known candidates, each
+    /// either the fragment's current backend or one that is up and has room
+    /// for the fragment (when sizes are known).
     pub fn ask(
         &self,
         request: &Request<'_>,
         candidates: &[Candidate],
     ) -> Result<Vec<BackendId>, (Failure, String)> {
         let invalid = |why: String| (Failure::InvalidAnswer, why);
+        if !request.current.is_empty() && request.current.len() != request.width() {
+            return Err(invalid(format!(
+                "{} current fragments for k + m = {}",
+                request.current.len(),
+                request.width()
+            )));
+        }
+        // A fragment on a backend that is no longer a candidate must move.
+        let current: Vec<Option<u32>> = (0..request.width())
+            .map(|i| {
+                let id = request.current(i)?;
+                let index = candidates.iter().position(|c| &c.id == id)?;
+                u32::try_from(index).ok()
+            })
+            .collect();
         let wit_request = wit::Request {
             object: wit::ObjectFacts {
                 bucket: request.bucket.to_string(),
                 key: request.key.to_string(),
                 size: request.size_hint,
-                content_type: None,
+                content_type: request.content_type.map(str::to_string),
             },
             k: u8::try_from(request.k).map_err(|_| invalid("k exceeds 255".into()))?,
             m: u8::try_from(request.m).map_err(|_| invalid("m exceeds 255".into()))?,
@@ -83,17 +99,19 @@ impl PluginPlacer {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    capacity_bytes: None,
+                    capacity_bytes: c.capacity_bytes,
                     free_bytes: c.free_bytes,
                     health: if c.healthy {
                         Health::Healthy
                     } else {
                         Health::Down
                     },
-                    latency_us: None,
+                    latency_us: c
+                        .latency
+                        .map(|l| u32::try_from(l.as_micros()).unwrap_or(u32::MAX)),
                 })
                 .collect(),
-            current: vec![None; request.width()],
+            current: current.clone(),
         };
         let answer = self.plugin.place(&wit_request).map_err(|e| {
             let failure = match &e {
@@ -117,7 +135,7 @@ impl PluginPlacer {
             .map(|s| s.div_ceil(request.k.max(1) as u64));
         let mut seen = BTreeSet::new();
         let mut chosen = Vec::with_capacity(answer.len());
-        for index in answer {
+        for (fragment, index) in answer.into_iter().enumerate() {
             let Some(c) = candidates.get(index as usize) else {
                 return Err(invalid(format!(
                     "plugin {} chose candidate {index} of {}",
@@ -132,7 +150,9 @@ impl PluginPlacer {
                     c.id
                 )));
             }
-            if !c.healthy {
+            // Staying put is always allowed: it writes nothing new there.
+            let stays = current[fragment] == Some(index);
+            if !c.healthy && !stays {
                 return Err(invalid(format!(
                     "plugin {} chose backend {}, which is down",
                     self.plugin.name(),
@@ -141,6 +161,7 @@ impl PluginPlacer {
             }
             if let (Some(need), Some(free)) = (fragment_bytes, c.free_bytes)
                 && free < need
+                && !stays
             {
                 return Err(invalid(format!(
                     "plugin {} chose backend {} with {free} bytes free for a {need}-byte fragment",
@@ -171,7 +192,7 @@ impl Placer for PluginPlacer {
             Ok(chosen) => return Ok(chosen),
             Err(e) => e,
         };
-        self.stats.record_failure(failure);
+        self.stats.record_failure(failure, &why);
         match &self.strictness {
             Strictness::Strict => {
                 self.stats.record_refusal();

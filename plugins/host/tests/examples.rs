@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use shardgate_core::BackendId;
+use shardgate_placement::{Candidate, Placer, Request};
 use shardgate_plugin_host::wit::{self, Health, ObjectFacts};
-use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost};
+use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost, PluginPlacer, Strictness};
 
 fn load(host: &PluginHost, rel: &str) -> Plugin {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -165,6 +167,54 @@ fn spread_sites_keeps_fragments_already_placed() {
             .validate_params(&[("colour".into(), "red".into())])
             .is_err()
     );
+}
+
+#[test]
+fn repair_through_the_placer_keeps_placed_fragments_even_on_a_down_backend() {
+    // What repair asks: fragment 1 is on b0, which is down right now (it
+    // stays: repair moves only what it names), fragment 3 on b4, and
+    // fragment 2 on a backend that is gone (it must be placed again).
+    let host = PluginHost::new(None).unwrap();
+    let plugin = std::sync::Arc::new(load(&host, "spread-sites-c/spread-sites.wasm"));
+    let placer = PluginPlacer::new(plugin, vec![], Strictness::Strict).unwrap();
+    let id = |s: &str| BackendId::new(s).unwrap();
+    let cands: Vec<Candidate> = (0..7)
+        .map(|i| Candidate {
+            id: id(&format!("b{i}")),
+            labels: BTreeMap::from([("site".to_string(), format!("s{i}"))]),
+            capacity_bytes: None,
+            free_bytes: Some(1 << 40),
+            healthy: i != 0,
+            latency: Some(Duration::from_micros(300 + i)),
+        })
+        .collect();
+    let current = [
+        None,
+        Some(id("b0")),
+        Some(id("gone")),
+        Some(id("b4")),
+        None,
+        None,
+    ];
+    let request = Request {
+        bucket: "b",
+        key: "repair",
+        size_hint: Some(1 << 20),
+        content_type: None,
+        k: 4,
+        m: 2,
+        current: &current,
+    };
+    let chosen = placer.place(&request, &cands).unwrap();
+    assert_eq!((&chosen[1], &chosen[3]), (&id("b0"), &id("b4")));
+    assert_eq!(chosen.iter().filter(|c| **c == id("b0")).count(), 1);
+    assert_eq!(placer.fallbacks(), 0, "the plugin's own answer was used");
+    // A new object never lands on the down backend.
+    let fresh = Request {
+        current: &[],
+        ..request
+    };
+    assert!(!placer.place(&fresh, &cands).unwrap().contains(&id("b0")));
 }
 
 /// Builds an example from source with its own `build.sh` (the Python one

@@ -32,8 +32,10 @@ fn candidates(n: usize) -> Vec<Candidate> {
         .map(|i| Candidate {
             id: BackendId::new(format!("b{i}")).unwrap(),
             labels: BTreeMap::from([("site".to_string(), format!("s{i}"))]),
+            capacity_bytes: None,
             free_bytes: Some(1 << 40),
             healthy: i != 3,
+            latency: None,
         })
         .collect()
 }
@@ -71,8 +73,10 @@ const REQUEST: Request<'static> = Request {
     bucket: "b",
     key: "k",
     size_hint: Some(1000),
+    content_type: None,
     k: 4,
     m: 2,
+    current: &[],
 };
 
 #[test]
