@@ -235,3 +235,77 @@ fn compiled_plugins_are_cached_on_disk() {
     let plugin = again.load(&fixture(), limits()).unwrap();
     assert_eq!(plugin.place(&wit_request("good", 8)).unwrap().len(), 6);
 }
+
+/// A component of the world in `wit_text` (with `deps`, WIT packages it
+/// uses), around a dummy core module, assembled by wasm-tools (which
+/// `.ci/run` installs): a plugin of a contract other than ours.
+fn dummy_component(dir: &Path, name: &str, wit_text: &str, deps: &[(&str, &str)]) -> PathBuf {
+    let wit = dir.join(format!("{name}-wit"));
+    std::fs::create_dir_all(&wit).unwrap();
+    std::fs::write(wit.join("placement.wit"), wit_text).unwrap();
+    for (package, text) in deps {
+        let dep = wit.join("deps").join(package);
+        std::fs::create_dir_all(&dep).unwrap();
+        std::fs::write(dep.join("package.wit"), text).unwrap();
+    }
+    let core = dir.join(format!("{name}.core.wasm"));
+    let component = dir.join(format!("{name}.wasm"));
+    for args in [
+        vec!["component", "embed", "--dummy", "-w", "placement", "-o"],
+        vec!["component", "new"],
+    ] {
+        let mut cmd = std::process::Command::new("wasm-tools");
+        cmd.args(&args);
+        match args[1] {
+            "embed" => cmd.arg(&core).arg(&wit),
+            _ => cmd.arg(&core).arg("-o").arg(&component),
+        };
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("wasm-tools: {e} (.ci/run installs it)"));
+        assert!(status.success(), "{cmd:?}");
+    }
+    component
+}
+
+#[test]
+fn plugins_of_another_version_or_importing_wasi_are_refused_by_name() {
+    let host = PluginHost::new(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ours = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/placement.wit"),
+    )
+    .unwrap();
+    // The control: our own world, around the same kind of dummy module, loads.
+    let same = dummy_component(dir.path(), "same", &ours, &[]);
+    host.load(&same, limits()).unwrap();
+
+    let v2 = ours.replace("shardgate:placement@0.1.0", "shardgate:placement@0.2.0");
+    assert_ne!(v2, ours);
+    let v2 = dummy_component(dir.path(), "v2", &v2, &[]);
+    let err = host.load(&v2, limits()).unwrap_err();
+    assert!(matches!(err, PluginError::NotAPlugin { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("v2.wasm") && text.contains("0.2.0"), "{text}");
+
+    let sneaky = ours.replace(
+        "    import host;\n",
+        "    import host;\n    import wasi:filesystem/types@0.2.0;\n",
+    );
+    assert_ne!(sneaky, ours);
+    let wasi = dummy_component(
+        dir.path(),
+        "wasi",
+        &sneaky,
+        &[(
+            "filesystem",
+            "package wasi:filesystem@0.2.0;\ninterface types { read-all: func(path: string) -> list<u8>; }\n",
+        )],
+    );
+    let err = host.load(&wasi, limits()).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::ForbiddenImport { import, .. } if import == "wasi:filesystem/types@0.2.0"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("wasi.wasm"), "{err}");
+}
