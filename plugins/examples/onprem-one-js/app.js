@@ -10,11 +10,12 @@
 // same answer. Down or full backends are skipped, degraded ones used last;
 // fragments already placed (repair) stay where they are and count.
 //
-// Built with jco's StarlingMonkey backend and `-d all` (no WASI). u64
-// values arrive as BigInt there and as Number under jco's QuickJS backend;
-// Number() accepts both (sizes stay exact below 2^53 bytes). The UTF-8
-// encoder below keeps the file runnable on QuickJS, which has no
-// TextEncoder.
+// Built with jco's QuickJS backend (no WASI; see build.sh). Under QuickJS
+// an absent option is `null` (StarlingMonkey gives `undefined`), so every
+// option is tested with `== null`, which covers both; u64 values arrive as
+// Number there and as BigInt under StarlingMonkey, and Number() accepts
+// both (sizes stay exact below 2^53 bytes). QuickJS has no TextEncoder,
+// hence the UTF-8 encoder below.
 
 import { log } from 'shardgate:placement/host@0.1.0';
 
@@ -79,7 +80,7 @@ function usable(st, i) {
   return (
     !st.taken.has(i) &&
     c.health !== 'down' &&
-    (c.freeBytes === undefined || Number(c.freeBytes) >= st.fragment)
+    (c.freeBytes == null || Number(c.freeBytes) >= st.fragment)
   );
 }
 
@@ -111,7 +112,7 @@ export function place(req) {
     site: labels.map((l, i) => l.get('site') ?? `id:${candidates[i].id}`),
     score: candidates.map((c) => fnv1a(seed, utf8(c.id))),
     fragment:
-      req.object.size === undefined ? 0 : Math.ceil(Number(req.object.size) / req.k),
+      req.object.size == null ? 0 : Math.ceil(Number(req.object.size) / req.k),
     out: [],
     taken: new Set(),
     perSite: new Map(),
@@ -120,7 +121,7 @@ export function place(req) {
   for (let f = 0; f < width; f++) {
     const i = req.current[f];
     st.out.push(-1);
-    if (i !== undefined && i < candidates.length && !st.taken.has(i)) take(st, f, i);
+    if (i != null && i < candidates.length && !st.taken.has(i)) take(st, f, i);
   }
   for (let f = 0; f < width; f++) {
     if (st.out[f] >= 0) continue;

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Builds the onprem-one plugin (JavaScript) with jco 1.35.0 and
-# componentize-js 0.23.0 (StarlingMonkey) into a component that imports
-# nothing but shardgate:placement/* (`-d all` drops every WASI feature).
+# Builds the onprem-one plugin (JavaScript) with jco 1.35.0 and its
+# QuickJS backend (componentize-qjs) into a component that imports nothing
+# but shardgate:placement/* (`--backend-qjs-stub-wasi` replaces every WASI
+# import with a trap; `--backend-qjs-disable-async` keeps the component-model
+# async builtins out, which wasmtime's host is built without). QuickJS, not
+# StarlingMonkey: 7 times smaller and about 6 times faster per call
+# (BENCHMARKS.md).
 # The tools come from package-lock.json: run `npm ci` in this folder once
 # (.ci/run does).
 #
@@ -14,4 +18,4 @@ if [ ! -x node_modules/.bin/jco ]; then
     echo "build.sh: jco is not installed; run: (cd $here && npm ci)" >&2
     exit 1
 fi
-node_modules/.bin/jco componentize app.js -w ../../../wit -n placement -d all -o "$out" > /dev/null
+node_modules/.bin/jco componentize app.js -w ../../../wit -n placement --backend qjs --backend-qjs-disable-async --backend-qjs-stub-wasi -o "$out" > /dev/null

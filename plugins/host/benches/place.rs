@@ -3,7 +3,8 @@
 //! the gateway calls it (pooled instance, epoch deadline, memory cap,
 //! answer checks). Goals (issue #5): median ≤ 50 µs for C, ≤ 1 ms for
 //! Python and JavaScript. The built-in `Spread` on the same input, side by
-//! side.
+//! side, and the same JavaScript built with jco's other engine
+//! (StarlingMonkey), which is why `build.sh` uses QuickJS.
 //!
 //! The Python and JavaScript plugins are built from source first, by their
 //! own `build.sh` (componentize-py from `tests/clients/requirements.txt`;
@@ -45,20 +46,52 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// Builds an example plugin from source into a temporary file.
-fn build(dir: &str) -> PathBuf {
-    let out =
-        std::env::temp_dir().join(format!("shardgate-bench-{}-{dir}.wasm", std::process::id()));
-    let script = examples().join(dir).join("build.sh");
-    let status = std::process::Command::new(&script)
-        .arg(&out)
+fn temp_wasm(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "shardgate-bench-{}-{name}.wasm",
+        std::process::id()
+    ))
+}
+
+fn run(mut command: std::process::Command) {
+    let status = command
         .status()
-        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         status.success(),
-        "{} failed (Python needs componentize-py, JavaScript `npm ci` in its folder)",
-        script.display()
+        "{command:?} failed (Python needs componentize-py, JavaScript `npm ci` in its folder)"
     );
+}
+
+/// Builds an example plugin from source into a temporary file.
+fn build(dir: &str) -> PathBuf {
+    let out = temp_wasm(dir);
+    let mut command = std::process::Command::new(examples().join(dir).join("build.sh"));
+    command.arg(&out);
+    run(command);
+    out
+}
+
+/// The JavaScript example built with jco's StarlingMonkey engine instead of
+/// QuickJS (`-d all`: no WASI).
+fn build_js_starlingmonkey() -> PathBuf {
+    let out = temp_wasm("onprem-one-starlingmonkey");
+    let dir = examples().join("onprem-one-js");
+    let mut command = std::process::Command::new(dir.join("node_modules/.bin/jco"));
+    command
+        .current_dir(&dir)
+        .args([
+            "componentize",
+            "app.js",
+            "-w",
+            "../../../wit",
+            "-n",
+            "placement",
+        ])
+        .args(["-d", "all", "-o"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null());
+    run(command);
     out
 }
 
@@ -74,6 +107,11 @@ fn bench(c: &mut Criterion) {
         m: 4,
         current: &[],
     };
+    let onprem_params = vec![
+        ("label".to_string(), "provider".to_string()),
+        ("values".to_string(), "onprem".to_string()),
+        ("min".to_string(), "1".to_string()),
+    ];
     let guests = [
         (
             "c",
@@ -85,14 +123,11 @@ fn bench(c: &mut Criterion) {
             build("provider-limit-py"),
             vec![("max-per-provider".to_string(), "4".to_string())],
         ),
+        ("javascript", build("onprem-one-js"), onprem_params.clone()),
         (
-            "javascript",
-            build("onprem-one-js"),
-            vec![
-                ("label".to_string(), "provider".to_string()),
-                ("values".to_string(), "onprem".to_string()),
-                ("min".to_string(), "1".to_string()),
-            ],
+            "javascript-starlingmonkey",
+            build_js_starlingmonkey(),
+            onprem_params,
         ),
     ];
     let mut g = c.benchmark_group("place/16-candidates/10+4");

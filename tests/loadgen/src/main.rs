@@ -43,12 +43,16 @@ struct Args {
     counts: Vec<usize>,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// The gateway's pid, for its peak RSS.
+    /// The gateway's pid, for its peak RSS and the CPU time it spent per
+    /// request.
     #[arg(long)]
     pid: Option<u32>,
     /// Delete each size's objects after its GET phase.
     #[arg(long)]
     cleanup: bool,
+    /// Only the PUT phase (for measuring the write path alone).
+    #[arg(long, conflicts_with = "cleanup")]
+    put_only: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -294,6 +298,18 @@ fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// User + system CPU seconds the process has used (`/proc/PID/stat`
+/// fields 14 and 15, in clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // The command name (field 2) may hold spaces; count from after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -358,25 +374,32 @@ async fn main() -> Result<()> {
     }
 
     println!(
-        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB |"
+        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB | gateway CPU ms/op |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (size, count) in args.sizes.iter().zip(&args.counts) {
         let size = parse_size(size)?;
-        let mut ops = vec!["PUT", "GET"];
+        let mut ops = vec!["PUT"];
+        if !args.put_only {
+            ops.push("GET");
+        }
         if args.cleanup {
             ops.push("DELETE");
         }
         for op in ops {
             peak_rss_reset(args.pid);
+            let cpu_before = cpu_seconds(args.pid);
             let (mut phase, elapsed) = run_phase(&args, &signer, op, size, *count, &shared).await?;
             phase.latencies.sort();
             let secs = elapsed.as_secs_f64();
+            let cpu_ms_per_op = cpu_before
+                .zip(cpu_seconds(args.pid))
+                .map(|(before, after)| (after - before) * 1000.0 / *count as f64);
             if op == "DELETE" {
                 continue;
             }
             println!(
-                "| {op} | {} | {count} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                "| {op} | {} | {count} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
                 human(size),
                 args.concurrency,
                 phase.bytes as f64 / secs / 1e6,
@@ -387,6 +410,7 @@ async fn main() -> Result<()> {
                 percentile(&phase.latencies, 1.0),
                 phase.errors,
                 peak_rss_mib(args.pid).map_or("-".into(), |m| format!("{m:.0}")),
+                cpu_ms_per_op.map_or("-".into(), |c| format!("{c:.2}")),
             );
         }
     }
