@@ -14,6 +14,7 @@
 #   scripts/placement_instructions.sh [OBJECTS]     default: 40
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/placement_pair.sh
 objects=${1:-40}
 cargo build --release --locked -q -p shardgate -p shardgate-loadgen
 target=${CARGO_TARGET_DIR:-target}
@@ -23,22 +24,6 @@ rm -rf "$base"
 mkdir -p "$base"
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$base"' EXIT
-
-config() { # name, plugin line
-  local dir="$base/$1"
-  mkdir -p "$dir"
-  {
-    echo 'default_policy = "default"'
-    echo '[policies.default]'
-    echo 'k = 4'
-    echo 'm = 2'
-    echo 'write_quorum = 5'
-    echo "$2"
-    for i in 1 2 3 4 5 6; do
-      printf '[[backends]]\nid = "mem-%s"\nkind = "memory"\nlabels = { site = "s%s" }\n' $i $i
-    done
-  } > "$dir/config.toml"
-}
 
 wait_listening() { # dir, seconds
   local deadline=$((SECONDS + $2))
@@ -69,8 +54,8 @@ run() { # name [valgrind...]: starts the gateway, prints instructions per PUT
   cat "$dir"/callgrind.out.*.1 | awk '/^summary:/ { s += $2 } END { printf "%.0f\n", s / '"$objects"' }'
 }
 
-config plugin "plugin = \"$plugin\""
-config builtin "# built-in spread"
+placement_pair_config "$base/plugin" "plugin = \"$plugin\""
+placement_pair_config "$base/builtin" "# built-in spread"
 for name in plugin builtin; do run "$name"; done # native first start: plugin compiled and cached
 cg=(valgrind --tool=callgrind --smc-check=all-non-file --collect-atstart=yes)
 a=$(run plugin "${cg[@]}" --callgrind-out-file="$base/plugin/callgrind.out.%p")

@@ -12,6 +12,7 @@
 #   scripts/placement_overhead.sh [ROUNDS] [OBJECTS]     default: 8 1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/placement_pair.sh
 rounds=${1:-8}
 objects=${2:-1000}
 cargo build --release --locked -q -p shardgate -p shardgate-loadgen
@@ -25,18 +26,7 @@ trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$base"' EXIT
 
 start() { # name, plugin line
   local dir="$base/$1"
-  mkdir -p "$dir"
-  {
-    echo 'default_policy = "default"'
-    echo '[policies.default]'
-    echo 'k = 4'
-    echo 'm = 2'
-    echo 'write_quorum = 5'
-    echo "$2"
-    for i in 1 2 3 4 5 6; do
-      printf '[[backends]]\nid = "mem-%s"\nkind = "memory"\nlabels = { site = "s%s" }\n' $i $i
-    done
-  } > "$dir/config.toml"
+  placement_pair_config "$dir" "$2"
   RUST_LOG=warn "$target/release/shardgate" serve --config "$dir/config.toml" --data-dir "$dir/gw" \
     --listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
   pids+=($!)
