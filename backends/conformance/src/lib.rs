@@ -1,6 +1,8 @@
-//! The conformance suite: one set of checks that every backend passes
-//! (fs, memory now; s3, gcs, azure and peer later), so the pipeline can
-//! rely on the contract in `shardgate-backend` whatever stores the bytes.
+//! The conformance suite: one set of checks that every backend passes (fs,
+//! memory, the cloud backend against moto's S3 server and object_store's
+//! in-memory store; Azurite, fake-gcs-server and peers next), so the
+//! pipeline can rely on the contract in `shardgate-backend` whatever stores
+//! the bytes.
 //!
 //! Each check takes a fresh, empty backend and panics with a message on a
 //! violation. [`conformance_tests!`] turns them into one named test each:
