@@ -29,6 +29,10 @@
 //!   retries (set by the caller's builder): a dead endpoint is an
 //!   `Unavailable` error, never a hang.
 
+mod s3;
+
+pub use s3::{S3Settings, Timeouts};
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
@@ -50,6 +54,9 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// The smallest part S3 accepts (all but the last part).
 pub const MIN_PART_SIZE: usize = 5 << 20;
+
+/// The default part size: memory per writer is about three parts.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 
 /// A fragment store in a cloud bucket.
 #[derive(Clone)]

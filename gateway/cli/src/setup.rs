@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rand::Rng;
 use shardgate_backend::{Backend, BackendInfo};
+use shardgate_backend_cloud::{CloudBackend, DEFAULT_PART_SIZE, S3Settings, Timeouts};
 use shardgate_backend_fs::FsBackend;
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_config::{BackendKind, Config, PolicyConfig, read_secret_file};
@@ -229,6 +230,30 @@ async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
             ),
             (BackendKind::Fs, None) => bail!("backends[{i}].path: an fs backend needs a path"),
             (BackendKind::Memory, _) => Arc::new(MemoryBackend::new(info)),
+            (BackendKind::S3, _) => {
+                let defaults = Timeouts::default();
+                let settings = S3Settings {
+                    bucket: b.bucket.clone().unwrap_or_default(),
+                    prefix: b.prefix.clone().unwrap_or_default(),
+                    endpoint: b.endpoint.clone(),
+                    region: b.region.clone(),
+                    access_key_id: b.access_key_id.clone(),
+                    secret_access_key: b.secret_access_key(i)?,
+                    allow_http: b.allow_http,
+                    timeouts: Timeouts {
+                        request: b
+                            .request_timeout_secs
+                            .map_or(defaults.request, Duration::from_secs),
+                        retries: b.retries.unwrap_or(defaults.retries),
+                        ..defaults
+                    },
+                    part_size: DEFAULT_PART_SIZE,
+                };
+                Arc::new(
+                    CloudBackend::s3(info, settings)
+                        .with_context(|| format!("backends[{i}] ({})", b.id))?,
+                )
+            }
         };
         out.push(backend);
     }

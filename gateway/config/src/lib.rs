@@ -180,6 +180,52 @@ pub struct BackendConfig {
     /// The most bytes it may hold.
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
+    /// `s3`: the bucket (it must exist).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// `s3`: a key prefix inside the bucket, so that several backends or
+    /// gateways can share one bucket.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `s3`: an S3-compatible endpoint URL; AWS when unset.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `s3`: the region; `AWS_REGION` when unset.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `s3`: the access key id; `AWS_ACCESS_KEY_ID` when unset.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// `s3`: the secret access key, inline; `AWS_SECRET_ACCESS_KEY` when
+    /// neither this nor the file is set.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// `s3`: the secret access key in a file readable only by its owner.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `s3`: allow plain http (an emulator on loopback).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `s3`: seconds one request may take (default 30).
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
+    /// `s3`: retries of a failed request (default 3).
+    #[serde(default)]
+    pub retries: Option<usize>,
+}
+
+impl BackendConfig {
+    /// The secret access key of an `s3` backend, from the file when given
+    /// there; `None` leaves it to the environment.
+    pub fn secret_access_key(&self, i: usize) -> Result<Option<String>, ConfigError> {
+        match (&self.secret_access_key, &self.secret_access_key_file) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(path)) => {
+                read_secret_file(&format!("backends[{i}].secret_access_key_file"), path).map(Some)
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// The kinds of backend.
@@ -190,6 +236,9 @@ pub enum BackendKind {
     Fs,
     /// In memory, for tests: lost on exit.
     Memory,
+    /// An S3 bucket, AWS or S3-compatible (`bucket`, `prefix`, `endpoint`,
+    /// `region`, credentials).
+    S3,
 }
 
 /// A placement policy.
@@ -263,6 +312,49 @@ impl Config {
             BackendId::new(b.id.clone()).map_err(|e| invalid(&key, e.to_string()))?;
             if !seen.insert(&b.id) {
                 return Err(invalid(key, format!("backend id {:?} is used twice", b.id)));
+            }
+            let cloud_keys = [
+                ("bucket", b.bucket.is_some()),
+                ("prefix", b.prefix.is_some()),
+                ("endpoint", b.endpoint.is_some()),
+                ("region", b.region.is_some()),
+                ("access_key_id", b.access_key_id.is_some()),
+                ("secret_access_key", b.secret_access_key.is_some()),
+                ("secret_access_key_file", b.secret_access_key_file.is_some()),
+                ("allow_http", b.allow_http),
+                ("request_timeout_secs", b.request_timeout_secs.is_some()),
+                ("retries", b.retries.is_some()),
+            ];
+            if b.kind == BackendKind::S3 {
+                if b.path.is_some() {
+                    return Err(invalid(
+                        format!("backends[{i}].path"),
+                        "an s3 backend has no path (it has a bucket)",
+                    ));
+                }
+                if b.bucket.as_deref().is_none_or(str::is_empty) {
+                    return Err(invalid(
+                        format!("backends[{i}].bucket"),
+                        "an s3 backend needs a bucket",
+                    ));
+                }
+                if b.secret_access_key.is_some() && b.secret_access_key_file.is_some() {
+                    return Err(invalid(
+                        format!("backends[{i}]"),
+                        "give at most one of secret_access_key and secret_access_key_file",
+                    ));
+                }
+                if b.request_timeout_secs == Some(0) {
+                    return Err(invalid(
+                        format!("backends[{i}].request_timeout_secs"),
+                        "must be at least 1",
+                    ));
+                }
+            } else if let Some((key, _)) = cloud_keys.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    format!("backends[{i}].{key}"),
+                    "only an s3 backend takes this key",
+                ));
             }
             match (b.kind, &b.path) {
                 (BackendKind::Fs, None) => {

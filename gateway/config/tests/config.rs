@@ -132,6 +132,26 @@ fn configurations_that_cannot_work_are_refused_with_the_key() {
             "[[backends]]\nid = \"a\"\nkind = \"memory\"\npath = \"/x\"\n",
             "backends[0].path",
         ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"s3\"\n",
+            "backends[0].bucket",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\npath = \"/x\"\n",
+            "backends[0].path",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"fs\"\npath = \"/x\"\nbucket = \"b\"\n",
+            "backends[0].bucket",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"s\"\nsecret_access_key_file = \"/f\"\n",
+            "backends[0]",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\nrequest_timeout_secs = 0\n",
+            "backends[0].request_timeout_secs",
+        ),
     ];
     Jail::expect_with(|jail| {
         jail.clear_env();
