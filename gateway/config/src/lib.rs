@@ -13,6 +13,7 @@
 //! its group or others can read is refused (as Garage does).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -135,8 +136,8 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
 
-/// The S3 credentials.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// The S3 credentials. Their Debug output never shows the secret.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The access key id.
@@ -163,8 +164,9 @@ pub struct Keys {
 }
 
 /// One backend. Which keys apply depends on `kind`; the others must be
-/// absent (checked by [`Config::validate`]).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// absent (checked by [`Config::validate`]). Its Debug output never shows
+/// an inline secret.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Its id, as manifests record it: never change it once data is stored.
@@ -212,6 +214,43 @@ pub struct BackendConfig {
     /// `s3`: retries of a failed request (default 3).
     #[serde(default)]
     pub retries: Option<usize>,
+}
+
+/// How an inline secret appears in Debug output.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &redacted(&self.secret_key))
+            .field("secret_key_file", &self.secret_key_file)
+            .finish()
+    }
+}
+
+impl fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("labels", &self.labels)
+            .field("capacity_bytes", &self.capacity_bytes)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("allow_http", &self.allow_http)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 impl BackendConfig {

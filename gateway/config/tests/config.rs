@@ -250,3 +250,24 @@ fn policy_files_are_checked_and_named_in_errors() {
         Ok(())
     });
 }
+
+#[test]
+fn debug_output_never_shows_an_inline_secret() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "gw.toml",
+            "[credentials]\naccess_key = \"gw-access\"\nsecret_key = \"gw-secret-123\"\n\
+             [[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"cloud-id\"\n\
+             secret_access_key = \"cloud-secret-456\"\n",
+        )?;
+        let shown = format!("{:?}", load(Some("gw.toml")).unwrap());
+        assert!(
+            shown.contains("gw-access") && shown.contains("cloud-id"),
+            "{shown}"
+        );
+        assert!(!shown.contains("gw-secret-123"), "{shown}");
+        assert!(!shown.contains("cloud-secret-456"), "{shown}");
+        Ok(())
+    });
+}
