@@ -7,11 +7,11 @@
 
 mod support;
 
-use support::{Moto, Server, pattern};
+use support::{Emulator, Server, aws_on, pattern};
 
 #[test]
 fn objects_round_trip_through_s3_backends_and_the_bucket_learns_nothing() {
-    let moto = Moto::start(&["fragments"]);
+    let moto = Emulator::moto(&["fragments"]);
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("config.toml");
     let mut text = String::from(
@@ -56,7 +56,7 @@ fn objects_round_trip_through_s3_backends_and_the_bucket_learns_nothing() {
     );
 
     // Every backend got its fragment, under its own prefix.
-    let listing = moto.aws(&["s3", "ls", "--recursive", "s3://fragments/"]);
+    let listing = aws_on(&moto, &["s3", "ls", "--recursive", "s3://fragments/"]);
     let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
     for i in 1..=6 {
         assert!(
@@ -70,13 +70,16 @@ fn objects_round_trip_through_s3_backends_and_the_bucket_learns_nothing() {
     );
     // Nothing stored holds the plaintext marker or the names.
     let dump = tmp.path().join("dump");
-    let out = moto.aws(&[
-        "s3",
-        "cp",
-        "--recursive",
-        "s3://fragments/",
-        dump.to_str().unwrap(),
-    ]);
+    let out = aws_on(
+        &moto,
+        &[
+            "s3",
+            "cp",
+            "--recursive",
+            "s3://fragments/",
+            dump.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", support::describe(&out));
     let mut files = 0;
     let mut stack = vec![dump];

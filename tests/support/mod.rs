@@ -254,59 +254,18 @@ pub fn blob_files(data: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// moto's S3 server on a free 127.0.0.1 port, as a cloud provider for the
-/// gateway's `s3` backends. It runs under a shell that kills it when the
-/// shell's stdin (held here) closes, so it ends with the test process.
-pub struct Moto {
-    pub endpoint: String,
-    _shell: Child,
-}
+pub use shardgate_emulators::Emulator;
 
-impl Moto {
-    /// Starts the server and creates `buckets` with the aws CLI.
-    pub fn start(buckets: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let shell = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; read _; kill $pid"
-            ))
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("start moto_server (pip install 'moto[server]')");
-        let moto = Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _shell: shell,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for bucket in buckets {
-            let out = moto.aws(&["s3", "mb", &format!("s3://{bucket}")]);
-            assert!(out.status.success(), "mb {bucket}: {}", describe(&out));
-        }
-        moto
-    }
-
-    /// Runs the aws CLI against moto (any credentials do).
-    pub fn aws(&self, args: &[&str]) -> Output {
-        run(Command::new("aws")
-            .args(["--endpoint-url", &self.endpoint])
-            .args(args)
-            .envs([
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-                ("AWS_DEFAULT_REGION", "us-east-1"),
-                ("AWS_CONFIG_FILE", "/dev/null"),
-                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ]))
-    }
+/// Runs the aws CLI against an S3 emulator (moto takes any credentials).
+pub fn aws_on(s3: &Emulator, args: &[&str]) -> Output {
+    run(Command::new("aws")
+        .args(["--endpoint-url", &s3.endpoint])
+        .args(args)
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ]))
 }

@@ -29,8 +29,12 @@
 //!   retries (set by the caller's builder): a dead endpoint is an
 //!   `Unavailable` error, never a hang.
 
+mod azure;
+mod gcs;
 mod s3;
 
+pub use azure::{AzureSettings, EMULATOR_ACCOUNT, EMULATOR_ENDPOINT};
+pub use gcs::GcsSettings;
 pub use s3::{S3Settings, Timeouts};
 
 use std::collections::VecDeque;

@@ -1,105 +1,130 @@
 //! The cloud backend passes the shared conformance suite against real
-//! protocol servers started here on 127.0.0.1: moto's S3 server (PyPI
-//! `moto[server]`, installed by `.ci/run`) and, as a fast baseline of the
-//! same code path, object_store's in-memory store. Each check gets a fresh
-//! prefix in one bucket, so each starts from an empty backend.
+//! protocol servers started here on 127.0.0.1 (see `shardgate-emulators`):
+//! moto's S3 server and Azurite's blob service, the whole suite; and
+//! fake-gcs-server, the read half (it serves object_store's reads but not
+//! its writes, so blobs are seeded through its JSON API). object_store's
+//! in-memory store runs the whole suite as a baseline of the same code.
+//! Each check gets a fresh prefix in one bucket, so each starts from an
+//! empty backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use object_store::ClientOptions;
-use object_store::aws::AmazonS3Builder;
-use shardgate_backend::{BackendId, BackendInfo, BlobName};
-use shardgate_backend_cloud::{CloudBackend, MIN_PART_SIZE};
+use shardgate_backend::{Backend, BackendId, BackendInfo, BlobName};
+use shardgate_backend_cloud::{
+    AzureSettings, CloudBackend, GcsSettings, MIN_PART_SIZE, S3Settings, Timeouts,
+};
+use shardgate_backend_conformance::Seed;
+use shardgate_emulators::Emulator;
 
 const BUCKET: &str = "fragments";
 
-/// A moto S3 server for this test process. It is started through a shell
-/// that kills it when our end of its stdin closes, which happens however
-/// this process ends.
-struct Moto {
-    endpoint: String,
-    _shell: Child,
+fn moto() -> &'static Emulator {
+    static MOTO: OnceLock<Emulator> = OnceLock::new();
+    MOTO.get_or_init(|| Emulator::moto(&[BUCKET]))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+fn azurite() -> &'static Emulator {
+    static AZURITE: OnceLock<Emulator> = OnceLock::new();
+    AZURITE.get_or_init(|| Emulator::azurite(&[BUCKET]))
 }
 
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(|| {
-        let port = free_port();
-        let shell = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; read _; kill $pid"
-            ))
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("start moto_server (pip install 'moto[server]')");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // Create the bucket; moto does not check signatures.
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                let req = format!(
-                    "PUT /{BUCKET} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                s.write_all(req.as_bytes()).expect("create bucket");
-                let mut answer = String::new();
-                let _ = s.read_to_string(&mut answer);
-                assert!(answer.starts_with("HTTP/1.1 200"), "create bucket: {answer}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "moto_server did not listen on {addr} within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            endpoint: format!("http://{addr}"),
-            _shell: shell,
-        }
-    })
+fn fake_gcs() -> &'static Emulator {
+    static GCS: OnceLock<Emulator> = OnceLock::new();
+    GCS.get_or_init(|| Emulator::fake_gcs(&[BUCKET]))
 }
 
 fn info() -> BackendInfo {
     BackendInfo::new(BackendId::new("cloud").expect("valid id"))
 }
 
-fn s3_backend() -> CloudBackend {
-    s3_backend_at(BlobName::random().as_str())
+fn timeouts() -> Timeouts {
+    Timeouts {
+        request: Duration::from_secs(30),
+        connect: Duration::from_secs(5),
+        retries: 2,
+    }
 }
 
 fn s3_backend_at(prefix: &str) -> CloudBackend {
-    let store = AmazonS3Builder::new()
-        .with_endpoint(&moto().endpoint)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .with_region("us-east-1")
-        .with_bucket_name(BUCKET)
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .with_client_options(
-            ClientOptions::new()
-                .with_allow_http(true)
-                .with_timeout(Duration::from_secs(30))
-                .with_connect_timeout(Duration::from_secs(5)),
-        )
-        .build()
-        .expect("s3 store");
-    CloudBackend::new(info(), Arc::new(store), prefix, MIN_PART_SIZE)
+    CloudBackend::s3(
+        info(),
+        S3Settings {
+            bucket: BUCKET.into(),
+            prefix: prefix.into(),
+            endpoint: Some(moto().endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            allow_http: true,
+            timeouts: timeouts(),
+            part_size: MIN_PART_SIZE,
+        },
+    )
+    .expect("s3 backend")
+}
+
+fn azure_backend_at(prefix: &str) -> CloudBackend {
+    CloudBackend::azure(
+        info(),
+        AzureSettings {
+            container: BUCKET.into(),
+            prefix: prefix.into(),
+            endpoint: Some(azurite().azure_account_url()),
+            use_emulator: true,
+            timeouts: timeouts(),
+            part_size: MIN_PART_SIZE,
+            ..AzureSettings::default()
+        },
+    )
+    .expect("azure backend")
+}
+
+/// A GCS backend on fake-gcs-server and a seed that stores its blobs
+/// through the server's JSON API, where the backend would put them.
+fn gcs_backend_and_seed() -> (Arc<dyn Backend>, Seed) {
+    let prefix = BlobName::random().as_str().to_string();
+    let backend = CloudBackend::gcs(
+        info(),
+        GcsSettings {
+            bucket: BUCKET.into(),
+            prefix: prefix.clone(),
+            // The form object_store documents for emulators: no OAuth.
+            service_account_key: Some(
+                r#"{"disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}"#
+                    .into(),
+            ),
+            endpoint: Some(fake_gcs().endpoint.clone()),
+            allow_http: true,
+            timeouts: timeouts(),
+            part_size: MIN_PART_SIZE,
+        },
+    )
+    .expect("gcs backend");
+    let seed: Seed = Arc::new(move |name: &BlobName, data: &[u8]| {
+        fake_gcs().gcs_seed(BUCKET, &format!("{prefix}/blobs/{name}"), data)
+    });
+    (Arc::new(backend), seed)
 }
 
 mod s3 {
     use super::*;
-    shardgate_backend_conformance::conformance_tests!(Arc::new(s3_backend()));
+    shardgate_backend_conformance::conformance_tests!(Arc::new(s3_backend_at(
+        BlobName::random().as_str()
+    )));
+}
+
+mod azure {
+    use super::*;
+    shardgate_backend_conformance::conformance_tests!(Arc::new(azure_backend_at(
+        BlobName::random().as_str()
+    )));
+}
+
+mod gcs {
+    use super::*;
+    shardgate_backend_conformance::conformance_tests!(reads: gcs_backend_and_seed());
 }
 
 mod in_memory {
@@ -117,15 +142,9 @@ mod in_memory {
 
 /// Multipart uploads in progress under `prefix`, as moto lists them.
 fn uploads_in_progress(prefix: &str) -> usize {
-    let addr = moto().endpoint.trim_start_matches("http://").to_string();
-    let mut s = TcpStream::connect(&addr).expect("connect moto");
-    let req =
-        format!("GET /{BUCKET}?uploads HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).expect("list uploads");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("list uploads");
-    assert!(answer.starts_with("HTTP/1.1 200"), "list uploads: {answer}");
-    answer.matches(&format!("<Key>{prefix}/")).count()
+    let a = moto().http("GET", &format!("/{BUCKET}?uploads"), &[], b"");
+    assert_eq!(a.status, 200, "list uploads: {}", a.text());
+    a.text().matches(&format!("<Key>{prefix}/")).count()
 }
 
 /// A blob larger than a part that is aborted, or whose writer is dropped,
@@ -133,7 +152,6 @@ fn uploads_in_progress(prefix: &str) -> usize {
 /// nothing visible), and one that commits leaves none either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_writes_leave_no_multipart_upload_behind() {
-    use shardgate_backend::Backend;
     let prefix = BlobName::random();
     let prefix = prefix.as_str();
     let b = s3_backend_at(prefix);

@@ -20,10 +20,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rand::Rng;
 use shardgate_backend::{Backend, BackendInfo};
-use shardgate_backend_cloud::{CloudBackend, DEFAULT_PART_SIZE, S3Settings, Timeouts};
+use shardgate_backend_cloud::{
+    AzureSettings, CloudBackend, DEFAULT_PART_SIZE, GcsSettings, S3Settings, Timeouts,
+};
 use shardgate_backend_fs::FsBackend;
 use shardgate_backend_memory::MemoryBackend;
-use shardgate_config::{BackendKind, Config, PolicyConfig, read_secret_file};
+use shardgate_config::{BackendConfig, BackendKind, Config, PolicyConfig, read_secret_file};
 use shardgate_core::{BackendId, ErasureCode, Identities, Recipients};
 use shardgate_placement::{Placer, Spread};
 use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost, PluginPlacer, Strictness};
@@ -230,34 +232,71 @@ async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
             ),
             (BackendKind::Fs, None) => bail!("backends[{i}].path: an fs backend needs a path"),
             (BackendKind::Memory, _) => Arc::new(MemoryBackend::new(info)),
-            (BackendKind::S3, _) => {
-                let defaults = Timeouts::default();
-                let settings = S3Settings {
-                    bucket: b.bucket.clone().unwrap_or_default(),
-                    prefix: b.prefix.clone().unwrap_or_default(),
-                    endpoint: b.endpoint.clone(),
-                    region: b.region.clone(),
-                    access_key_id: b.access_key_id.clone(),
-                    secret_access_key: b.secret_access_key(i)?,
-                    allow_http: b.allow_http,
-                    timeouts: Timeouts {
-                        request: b
-                            .request_timeout_secs
-                            .map_or(defaults.request, Duration::from_secs),
-                        retries: b.retries.unwrap_or(defaults.retries),
-                        ..defaults
+            (BackendKind::S3, _) => Arc::new(
+                CloudBackend::s3(
+                    info,
+                    S3Settings {
+                        bucket: b.bucket.clone().unwrap_or_default(),
+                        prefix: b.prefix.clone().unwrap_or_default(),
+                        endpoint: b.endpoint.clone(),
+                        region: b.region.clone(),
+                        access_key_id: b.access_key_id.clone(),
+                        secret_access_key: b.secret_access_key(i)?,
+                        allow_http: b.allow_http,
+                        timeouts: timeouts(b),
+                        part_size: DEFAULT_PART_SIZE,
                     },
-                    part_size: DEFAULT_PART_SIZE,
-                };
-                Arc::new(
-                    CloudBackend::s3(info, settings)
-                        .with_context(|| format!("backends[{i}] ({})", b.id))?,
                 )
-            }
+                .with_context(|| format!("backends[{i}] ({})", b.id))?,
+            ),
+            (BackendKind::Gcs, _) => Arc::new(
+                CloudBackend::gcs(
+                    info,
+                    GcsSettings {
+                        bucket: b.bucket.clone().unwrap_or_default(),
+                        prefix: b.prefix.clone().unwrap_or_default(),
+                        service_account_key: b.service_account_key(i)?,
+                        endpoint: b.endpoint.clone(),
+                        allow_http: b.allow_http,
+                        timeouts: timeouts(b),
+                        part_size: DEFAULT_PART_SIZE,
+                    },
+                )
+                .with_context(|| format!("backends[{i}] ({})", b.id))?,
+            ),
+            (BackendKind::Azure, _) => Arc::new(
+                CloudBackend::azure(
+                    info,
+                    AzureSettings {
+                        container: b.container.clone().unwrap_or_default(),
+                        prefix: b.prefix.clone().unwrap_or_default(),
+                        account: b.account.clone(),
+                        account_key: b.account_key(i)?,
+                        endpoint: b.endpoint.clone(),
+                        use_emulator: b.use_emulator,
+                        allow_http: b.allow_http,
+                        timeouts: timeouts(b),
+                        part_size: DEFAULT_PART_SIZE,
+                    },
+                )
+                .with_context(|| format!("backends[{i}] ({})", b.id))?,
+            ),
         };
         out.push(backend);
     }
     Ok(out)
+}
+
+/// A cloud backend's request bounds: the configured ones over the defaults.
+fn timeouts(b: &BackendConfig) -> Timeouts {
+    let defaults = Timeouts::default();
+    Timeouts {
+        request: b
+            .request_timeout_secs
+            .map_or(defaults.request, Duration::from_secs),
+        retries: b.retries.unwrap_or(defaults.retries),
+        ..defaults
+    }
 }
 
 /// The embedded default's policy (dogfooding): `policies/default.toml`,

@@ -182,14 +182,19 @@ pub struct BackendConfig {
     /// The most bytes it may hold.
     #[serde(default)]
     pub capacity_bytes: Option<u64>,
-    /// `s3`: the bucket (it must exist).
+    /// `s3`, `gcs`: the bucket (it must exist).
     #[serde(default)]
     pub bucket: Option<String>,
-    /// `s3`: a key prefix inside the bucket, so that several backends or
-    /// gateways can share one bucket.
+    /// `azure`: the blob container (it must exist).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Cloud kinds: a key prefix inside the bucket, so that several
+    /// backends or gateways can share one bucket.
     #[serde(default)]
     pub prefix: Option<String>,
-    /// `s3`: an S3-compatible endpoint URL; AWS when unset.
+    /// Cloud kinds: the service URL of a compatible server or emulator (for
+    /// `azure` the account URL, e.g. `http://127.0.0.1:10000/devstoreaccount1`);
+    /// the provider's public endpoint when unset.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// `s3`: the region; `AWS_REGION` when unset.
@@ -205,13 +210,32 @@ pub struct BackendConfig {
     /// `s3`: the secret access key in a file readable only by its owner.
     #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
-    /// `s3`: allow plain http (an emulator on loopback).
+    /// `azure`: the storage account; `AZURE_STORAGE_ACCOUNT_NAME` when unset.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `azure`: the account key, inline; `AZURE_STORAGE_ACCOUNT_KEY` (or
+    /// the other `AZURE_*` credentials) when neither this nor the file is set.
+    #[serde(default)]
+    pub account_key: Option<String>,
+    /// `azure`: the account key in a file readable only by its owner.
+    #[serde(default)]
+    pub account_key_file: Option<PathBuf>,
+    /// `azure`: Azurite, the emulator: its well-known account and key, and
+    /// `http://127.0.0.1:10000/devstoreaccount1` unless `endpoint` is set.
+    #[serde(default)]
+    pub use_emulator: bool,
+    /// `gcs`: a service account key (JSON) in a file readable only by its
+    /// owner; `GOOGLE_SERVICE_ACCOUNT*` or application default credentials
+    /// when unset.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
+    /// Cloud kinds: allow plain http (an emulator on loopback).
     #[serde(default)]
     pub allow_http: bool,
-    /// `s3`: seconds one request may take (default 30).
+    /// Cloud kinds: seconds one request may take (default 30).
     #[serde(default)]
     pub request_timeout_secs: Option<u64>,
-    /// `s3`: retries of a failed request (default 3).
+    /// Cloud kinds: retries of a failed request (default 3).
     #[serde(default)]
     pub retries: Option<usize>,
 }
@@ -240,12 +264,18 @@ impl fmt::Debug for BackendConfig {
             .field("labels", &self.labels)
             .field("capacity_bytes", &self.capacity_bytes)
             .field("bucket", &self.bucket)
+            .field("container", &self.container)
             .field("prefix", &self.prefix)
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("account", &self.account)
+            .field("account_key", &redacted(&self.account_key))
+            .field("account_key_file", &self.account_key_file)
+            .field("use_emulator", &self.use_emulator)
+            .field("service_account_file", &self.service_account_file)
             .field("allow_http", &self.allow_http)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("retries", &self.retries)
@@ -257,13 +287,150 @@ impl BackendConfig {
     /// The secret access key of an `s3` backend, from the file when given
     /// there; `None` leaves it to the environment.
     pub fn secret_access_key(&self, i: usize) -> Result<Option<String>, ConfigError> {
-        match (&self.secret_access_key, &self.secret_access_key_file) {
-            (Some(s), _) => Ok(Some(s.clone())),
-            (None, Some(path)) => {
-                read_secret_file(&format!("backends[{i}].secret_access_key_file"), path).map(Some)
+        inline_or_file(
+            &self.secret_access_key,
+            &self.secret_access_key_file,
+            &format!("backends[{i}].secret_access_key_file"),
+        )
+    }
+
+    /// The account key of an `azure` backend, from the file when given
+    /// there; `None` leaves it to the environment (or the emulator's).
+    pub fn account_key(&self, i: usize) -> Result<Option<String>, ConfigError> {
+        inline_or_file(
+            &self.account_key,
+            &self.account_key_file,
+            &format!("backends[{i}].account_key_file"),
+        )
+    }
+
+    /// The service account key (JSON) of a `gcs` backend, when a file is given.
+    pub fn service_account_key(&self, i: usize) -> Result<Option<String>, ConfigError> {
+        inline_or_file(
+            &None,
+            &self.service_account_file,
+            &format!("backends[{i}].service_account_file"),
+        )
+    }
+}
+
+fn inline_or_file(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(s), _) => Ok(Some(s.clone())),
+        (None, Some(path)) => read_secret_file(key, path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+impl BackendConfig {
+    /// Checks that every key set belongs to this kind and that what the
+    /// kind needs is there.
+    fn validate_keys(&self, i: usize) -> Result<(), ConfigError> {
+        use BackendKind::{Azure, Fs, Gcs, S3};
+        const CLOUD: &[BackendKind] = &[S3, Gcs, Azure];
+        let kind = self.kind;
+        let keys: [(&str, bool, &[BackendKind]); 17] = [
+            ("path", self.path.is_some(), &[Fs]),
+            ("bucket", self.bucket.is_some(), &[S3, Gcs]),
+            ("container", self.container.is_some(), &[Azure]),
+            ("prefix", self.prefix.is_some(), CLOUD),
+            ("endpoint", self.endpoint.is_some(), CLOUD),
+            ("region", self.region.is_some(), &[S3]),
+            ("access_key_id", self.access_key_id.is_some(), &[S3]),
+            ("secret_access_key", self.secret_access_key.is_some(), &[S3]),
+            (
+                "secret_access_key_file",
+                self.secret_access_key_file.is_some(),
+                &[S3],
+            ),
+            ("account", self.account.is_some(), &[Azure]),
+            ("account_key", self.account_key.is_some(), &[Azure]),
+            (
+                "account_key_file",
+                self.account_key_file.is_some(),
+                &[Azure],
+            ),
+            ("use_emulator", self.use_emulator, &[Azure]),
+            (
+                "service_account_file",
+                self.service_account_file.is_some(),
+                &[Gcs],
+            ),
+            ("allow_http", self.allow_http, CLOUD),
+            (
+                "request_timeout_secs",
+                self.request_timeout_secs.is_some(),
+                CLOUD,
+            ),
+            ("retries", self.retries.is_some(), CLOUD),
+        ];
+        for (key, set, kinds) in keys {
+            if set && !kinds.contains(&kind) {
+                let takers: Vec<_> = kinds.iter().map(|k| k.as_str()).collect();
+                let reason = match key {
+                    "path" => format!("{} has no path", kind.backend_with_article()),
+                    _ => format!(
+                        "{} does not take this key (only {} do)",
+                        kind.backend_with_article(),
+                        takers.join(", ")
+                    ),
+                };
+                return Err(invalid(format!("backends[{i}].{key}"), reason));
             }
-            (None, None) => Ok(None),
         }
+        let needs = |key: &str, value: &Option<String>, what: &str| match value {
+            Some(v) if !v.is_empty() => Ok(()),
+            _ => Err(invalid(
+                format!("backends[{i}].{key}"),
+                format!("{} needs {what}", kind.backend_with_article()),
+            )),
+        };
+        let at_most_one = |a: &str, a_set: bool, b: &str, b_set: bool| match a_set && b_set {
+            true => Err(invalid(
+                format!("backends[{i}]"),
+                format!("give at most one of {a} and {b}"),
+            )),
+            false => Ok(()),
+        };
+        match kind {
+            Fs if self.path.is_none() => {
+                return Err(invalid(
+                    format!("backends[{i}].path"),
+                    "an fs backend needs a path",
+                ));
+            }
+            S3 | Gcs => needs("bucket", &self.bucket, "a bucket")?,
+            Azure => {
+                needs("container", &self.container, "a container")?;
+                if !self.use_emulator && self.account_key.is_some() {
+                    needs("account", &self.account, "an account to go with its key")?;
+                }
+            }
+            _ => {}
+        }
+        at_most_one(
+            "secret_access_key",
+            self.secret_access_key.is_some(),
+            "secret_access_key_file",
+            self.secret_access_key_file.is_some(),
+        )?;
+        at_most_one(
+            "account_key",
+            self.account_key.is_some(),
+            "account_key_file",
+            self.account_key_file.is_some(),
+        )?;
+        if self.request_timeout_secs == Some(0) {
+            return Err(invalid(
+                format!("backends[{i}].request_timeout_secs"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +445,34 @@ pub enum BackendKind {
     /// An S3 bucket, AWS or S3-compatible (`bucket`, `prefix`, `endpoint`,
     /// `region`, credentials).
     S3,
+    /// A Google Cloud Storage bucket (`bucket`, `prefix`, `endpoint`,
+    /// `service_account_file`).
+    Gcs,
+    /// An Azure Blob Storage container (`container`, `prefix`, `account`,
+    /// `account_key`, `endpoint`, `use_emulator`).
+    Azure,
+}
+
+impl BackendKind {
+    /// Its name in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Fs => "fs",
+            BackendKind::Memory => "memory",
+            BackendKind::S3 => "s3",
+            BackendKind::Gcs => "gcs",
+            BackendKind::Azure => "azure",
+        }
+    }
+
+    /// "an s3 backend", "a gcs backend": for messages.
+    fn backend_with_article(self) -> String {
+        let article = match self {
+            BackendKind::Fs | BackendKind::S3 | BackendKind::Azure => "an",
+            BackendKind::Memory | BackendKind::Gcs => "a",
+        };
+        format!("{article} {} backend", self.as_str())
+    }
 }
 
 /// A placement policy.
@@ -352,64 +547,7 @@ impl Config {
             if !seen.insert(&b.id) {
                 return Err(invalid(key, format!("backend id {:?} is used twice", b.id)));
             }
-            let cloud_keys = [
-                ("bucket", b.bucket.is_some()),
-                ("prefix", b.prefix.is_some()),
-                ("endpoint", b.endpoint.is_some()),
-                ("region", b.region.is_some()),
-                ("access_key_id", b.access_key_id.is_some()),
-                ("secret_access_key", b.secret_access_key.is_some()),
-                ("secret_access_key_file", b.secret_access_key_file.is_some()),
-                ("allow_http", b.allow_http),
-                ("request_timeout_secs", b.request_timeout_secs.is_some()),
-                ("retries", b.retries.is_some()),
-            ];
-            if b.kind == BackendKind::S3 {
-                if b.path.is_some() {
-                    return Err(invalid(
-                        format!("backends[{i}].path"),
-                        "an s3 backend has no path (it has a bucket)",
-                    ));
-                }
-                if b.bucket.as_deref().is_none_or(str::is_empty) {
-                    return Err(invalid(
-                        format!("backends[{i}].bucket"),
-                        "an s3 backend needs a bucket",
-                    ));
-                }
-                if b.secret_access_key.is_some() && b.secret_access_key_file.is_some() {
-                    return Err(invalid(
-                        format!("backends[{i}]"),
-                        "give at most one of secret_access_key and secret_access_key_file",
-                    ));
-                }
-                if b.request_timeout_secs == Some(0) {
-                    return Err(invalid(
-                        format!("backends[{i}].request_timeout_secs"),
-                        "must be at least 1",
-                    ));
-                }
-            } else if let Some((key, _)) = cloud_keys.iter().find(|(_, set)| *set) {
-                return Err(invalid(
-                    format!("backends[{i}].{key}"),
-                    "only an s3 backend takes this key",
-                ));
-            }
-            match (b.kind, &b.path) {
-                (BackendKind::Fs, None) => {
-                    return Err(invalid(
-                        format!("backends[{i}].path"),
-                        "an fs backend needs a path",
-                    ));
-                }
-                (BackendKind::Memory, Some(_)) => {
-                    return Err(invalid(
-                        format!("backends[{i}].path"),
-                        "a memory backend has no path",
-                    ));
-                }
-                _ => {}
-            }
+            b.validate_keys(i)?;
         }
         for (name, p) in &self.policies {
             let code = p.check(&format!("policies.{name}"))?;

@@ -152,6 +152,38 @@ fn configurations_that_cannot_work_are_refused_with_the_key() {
             "[[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\nrequest_timeout_secs = 0\n",
             "backends[0].request_timeout_secs",
         ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"azure\"\nuse_emulator = true\n",
+            "backends[0].container",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"azure\"\ncontainer = \"c\"\nbucket = \"b\"\n",
+            "backends[0].bucket",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"azure\"\ncontainer = \"c\"\naccount_key = \"k\"\n",
+            "backends[0].account",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"azure\"\ncontainer = \"c\"\naccount = \"a\"\naccount_key = \"k\"\naccount_key_file = \"/f\"\n",
+            "backends[0]",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"gcs\"\n",
+            "backends[0].bucket",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"gcs\"\nbucket = \"b\"\nregion = \"eu\"\n",
+            "backends[0].region",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\nuse_emulator = true\n",
+            "backends[0].use_emulator",
+        ),
+        (
+            "[[backends]]\nid = \"a\"\nkind = \"fs\"\npath = \"/x\"\nallow_http = true\n",
+            "backends[0].allow_http",
+        ),
     ];
     Jail::expect_with(|jail| {
         jail.clear_env();
@@ -259,7 +291,9 @@ fn debug_output_never_shows_an_inline_secret() {
             "gw.toml",
             "[credentials]\naccess_key = \"gw-access\"\nsecret_key = \"gw-secret-123\"\n\
              [[backends]]\nid = \"a\"\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"cloud-id\"\n\
-             secret_access_key = \"cloud-secret-456\"\n",
+             secret_access_key = \"cloud-secret-456\"\n\
+             [[backends]]\nid = \"z\"\nkind = \"azure\"\ncontainer = \"c\"\naccount = \"acct\"\n\
+             account_key = \"azure-key-789\"\n",
         )?;
         let shown = format!("{:?}", load(Some("gw.toml")).unwrap());
         assert!(
@@ -268,6 +302,7 @@ fn debug_output_never_shows_an_inline_secret() {
         );
         assert!(!shown.contains("gw-secret-123"), "{shown}");
         assert!(!shown.contains("cloud-secret-456"), "{shown}");
+        assert!(!shown.contains("azure-key-789"), "{shown}");
         Ok(())
     });
 }
