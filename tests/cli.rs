@@ -345,7 +345,9 @@ fn an_eu_only_bucket_stores_fragments_only_in_the_eu() {
         )
         .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(4500)); // two health rounds
+    // The probe finds them gone (three failures in a row) and /ready says so.
+    let down: Vec<String> = (0..3).map(|i| format!("backend d{i}: DOWN")).collect();
+    server.wait_for_ready_text(&down, Duration::from_secs(30));
     let out = server.python(
         "op.py",
         &["put", "eu-data", "refused", file.to_str().unwrap()],

@@ -123,6 +123,7 @@ fn any_two_sites_lost_still_read_and_three_lost_is_a_clear_503() {
     // Back: everything reads again, and a write works with one site gone
     // (write quorum 5 of 6).
     hide(&data, 4);
+    server.wait_for_ready_text(&["backend site-4: DOWN".into()], Duration::from_secs(30));
     put(
         &server,
         dir.path(),

@@ -146,6 +146,23 @@ impl Server {
         http_get(self.addr, path)
     }
 
+    /// Polls `/ready` until its text has every one of `lines`, for at most
+    /// `within`; returns the text.
+    pub fn wait_for_ready_text(&self, lines: &[String], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, text) = self.get("/ready").unwrap_or_default();
+            if lines.iter().all(|l| text.contains(l.as_str())) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/ready did not show {lines:?} within {within:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// One scrape of `/metrics`: each sample's name and labels (as
     /// written, e.g. `x_total{policy="p"}`) to its value.
     pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {

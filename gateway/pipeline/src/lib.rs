@@ -10,11 +10,13 @@
 pub mod backend_set;
 pub mod buffers;
 pub mod error;
+pub mod health;
 pub mod read;
 pub mod write;
 
 pub use backend_set::BackendSet;
 pub use error::{PipelineError, Result};
+pub use health::{BackendState, HealthBoard, Monitored};
 pub use read::{
     BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
 };

@@ -275,6 +275,15 @@ fn enough(candidates: &[Candidate], want: &Range<usize>, k: usize) -> bool {
     want.clone().all(|i| candidates[i].is_some()) || candidates.iter().flatten().count() >= k
 }
 
+fn flag(flags: &Mutex<Vec<bool>>, i: usize) -> bool {
+    flags
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(i)
+        .copied()
+        .unwrap_or(true)
+}
+
 /// Verified shard digests by (fragment, hash group).
 type DigestCache = HashMap<(usize, u64), Arc<Vec<Digest>>>;
 
@@ -288,6 +297,8 @@ struct SegmentRead {
     params: ReadParams,
     report: ReadReport,
     bad: Mutex<Vec<bool>>,
+    /// Fragments to ask last: on a backend marked down, or late once.
+    avoid: Mutex<Vec<bool>>,
     groups: Mutex<DigestCache>,
 }
 
@@ -303,10 +314,16 @@ impl SegmentRead {
         let segment = &manifest.segments[index];
         let geometry = segment.geometry();
         let width = segment.fragments.len();
+        let avoid = segment
+            .fragments
+            .iter()
+            .map(|f| !backends.board().is_up(&f.backend))
+            .collect();
         let this = Self {
             geometry,
             key: key.map(Arc::new),
             bad: Mutex::new(vec![false; width]),
+            avoid: Mutex::new(avoid),
             groups: Mutex::default(),
             manifest: manifest.clone(),
             index,
@@ -344,12 +361,40 @@ impl SegmentRead {
     }
 
     fn is_bad(&self, fragment: usize) -> bool {
-        self.bad
+        flag(&self.bad, fragment)
+    }
+
+    fn is_avoided(&self, fragment: usize) -> bool {
+        flag(&self.avoid, fragment)
+    }
+
+    fn set_avoided(&self, fragment: usize) {
+        if let Some(f) = self
+            .avoid
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(fragment)
-            .copied()
-            .unwrap_or(true)
+            .get_mut(fragment)
+        {
+            *f = true;
+        }
+    }
+
+    /// The usable fragments among `from`, those not avoided first.
+    fn preferred(&self, from: impl Iterator<Item = usize>) -> Vec<usize> {
+        let mut usable: Vec<usize> = from.filter(|&i| !self.is_bad(i)).collect();
+        usable.sort_by_key(|&i| self.is_avoided(i));
+        usable
+    }
+
+    /// How long to wait on these fragments before asking others.
+    fn hedge_delay(&self, fragments: &[usize]) -> Duration {
+        let board = self.backends.board();
+        let segment = &self.manifest.segments[self.index];
+        fragments
+            .iter()
+            .map(|&i| board.hedge_delay(&segment.fragments[i].backend))
+            .max()
+            .unwrap_or(crate::health::DEFAULT_HEDGE_DELAY)
     }
 
     /// Splits the segment-local `range` into batches of whole stripes, each
@@ -431,23 +476,74 @@ impl SegmentRead {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut plan: Vec<usize> = if first.iter().all(|&i| !self.is_bad(i)) {
+        let mut plan: Vec<usize> = if first
+            .iter()
+            .all(|&i| !self.is_bad(i) && !self.is_avoided(i))
+        {
             first
         } else {
-            (0..width).filter(|&i| !self.is_bad(i)).take(k).collect()
+            self.preferred(0..width).into_iter().take(k).collect()
+        };
+        let fetch = |i: usize| {
+            let (this, stripes) = (&self, stripes.clone());
+            async move { (i, this.fetch(i, stripes).await) }
         };
         loop {
+            // Ask the plan's fragments. Whenever some are still out after
+            // the hedge delay, ask as many others; stop waiting once every
+            // stripe may have enough, leaving the late ones to be dropped
+            // (and asked last from then on).
+            let mut inflight = futures::stream::FuturesUnordered::new();
+            let mut waiting = std::collections::BTreeSet::new();
             for &i in &plan {
                 tried[i] = true;
+                waiting.insert(i);
+                inflight.push(fetch(i));
             }
-            let fetched =
-                futures::future::join_all(plan.iter().map(|&i| self.fetch(i, stripes.clone())))
-                    .await;
-            for (&i, per_stripe) in plan.iter().zip(fetched) {
-                for (slot, shard) in candidates.iter_mut().zip(per_stripe) {
-                    slot[i] = shard;
+            let mut hedge_at = tokio::time::Instant::now() + self.hedge_delay(&plan);
+            while !inflight.is_empty() {
+                tokio::select! {
+                    next = inflight.next() => {
+                        let Some((i, per_stripe)) = next else { break };
+                        waiting.remove(&i);
+                        for (slot, shard) in candidates.iter_mut().zip(per_stripe) {
+                            slot[i] = shard;
+                        }
+                        let covered = (0..count)
+                            .all(|p| done[p].is_some() || enough(&candidates[p], &wanted[p], k));
+                        if covered && !waiting.is_empty() {
+                            for &late in &waiting {
+                                tried[late] = false;
+                                self.set_avoided(late);
+                            }
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(hedge_at) => {
+                        let extra: Vec<usize> = self
+                            .preferred((0..width).filter(|&i| !tried[i]))
+                            .into_iter()
+                            .take(waiting.len())
+                            .collect();
+                        for &late in &waiting {
+                            self.set_avoided(late);
+                        }
+                        tracing::debug!(late = ?waiting, asking = ?extra, "fragments late: hedging");
+                        self.backends.board().record_hedges(extra.len());
+                        hedge_at = tokio::time::Instant::now()
+                            + match extra.is_empty() {
+                                true => self.params.fragment_timeout,
+                                false => self.hedge_delay(&extra),
+                            };
+                        for i in extra {
+                            tried[i] = true;
+                            waiting.insert(i);
+                            inflight.push(fetch(i));
+                        }
+                    }
                 }
             }
+            drop(inflight);
             // Verify and decode every pending stripe that may have enough,
             // one blocking task per stripe: the shards are hashed and then
             // opened while they are still in cache, on every core.
@@ -480,8 +576,9 @@ impl SegmentRead {
                 break;
             };
             let have = candidates[worst].iter().flatten().count();
-            plan = (0..width)
-                .filter(|&i| !tried[i] && !self.is_bad(i))
+            plan = self
+                .preferred((0..width).filter(|&i| !tried[i]))
+                .into_iter()
                 .take(k.saturating_sub(have).max(1))
                 .collect();
             if plan.is_empty() {
@@ -547,16 +644,23 @@ impl SegmentRead {
         let start = g.shard_offset(stripes.start);
         let last = stripes.end - 1;
         let end = g.shard_offset(last) + g.shard_len(last) as u64;
+        let started = std::time::Instant::now();
         let (digests, data) =
             futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end));
         match (digests, data) {
-            (Ok(digests), Ok(data)) => stripes
-                .zip(digests)
-                .map(|(s, digest)| {
-                    let from = (g.shard_offset(s) - start) as usize;
-                    Some((data.slice(from..from + g.shard_len(s)), digest))
-                })
-                .collect(),
+            (Ok(digests), Ok(data)) => {
+                let backend = &self.manifest.segments[self.index].fragments[i].backend;
+                self.backends
+                    .board()
+                    .record_fetch_time(backend, started.elapsed());
+                stripes
+                    .zip(digests)
+                    .map(|(s, digest)| {
+                        let from = (g.shard_offset(s) - start) as usize;
+                        Some((data.slice(from..from + g.shard_len(s)), digest))
+                    })
+                    .collect()
+            }
             (Err(p), _) | (_, Err(p)) => {
                 self.mark_bad(i, p);
                 vec![None; count]
@@ -573,7 +677,13 @@ impl SegmentRead {
         match tokio::time::timeout(self.params.fragment_timeout, backend.get(&frag.blob, range))
             .await
         {
-            Err(_) => Err(Problem::Slow),
+            Err(_) => {
+                self.backends.board().record_failure(
+                    &frag.backend,
+                    &format!("no answer within {:?}", self.params.fragment_timeout),
+                );
+                Err(Problem::Slow)
+            }
             Ok(Ok(b)) => Ok(b),
             Ok(Err(BackendError::NotFound { .. })) => Err(Problem::Missing),
             Ok(Err(BackendError::InvalidRange { .. })) => Err(Problem::Corrupt { stripe: 0 }),

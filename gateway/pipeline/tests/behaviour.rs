@@ -180,6 +180,70 @@ async fn a_slow_fragment_is_skipped_within_the_timeout() {
     assert_eq!((bad[0].fragment, &bad[0].problem), (0, &Problem::Slow));
 }
 
+/// A fragment far slower than usual, but within its timeout, is hedged:
+/// after the hedge delay another fragment is asked, the read completes
+/// long before the slow one would answer, and the slow one is not reported
+/// for repair (it is late, not bad) but asked last for the rest of the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_fragment_is_hedged_long_before_its_timeout() {
+    let cluster = Cluster::new(6);
+    let plain = data(8 << 20, 7);
+    let manifest = cluster
+        .write(&plain, &cluster.params(4, 2, 16))
+        .await
+        .unwrap()
+        .manifest;
+    let (slow, _) = cluster.holder(&manifest, 1);
+    slow.update_faults(|f| f.read_delay = Some(Duration::from_secs(30)));
+    let mut params = cluster.read_params();
+    params.fragment_timeout = Duration::from_secs(60);
+    let in_flight = params.batches_in_flight as u64;
+    let (got, report) = tokio::time::timeout(
+        Duration::from_secs(20),
+        cluster.read_with(&manifest, None, params),
+    )
+    .await
+    .expect("the read finished by hedging, not by waiting 30 s for the slow fragment");
+    assert!(got.unwrap() == plain);
+    assert_eq!(report.bad_fragments(), vec![]);
+    let hedges = cluster.set.board().hedges();
+    assert!(
+        (1..=in_flight).contains(&hedges),
+        "{hedges} hedged requests: one per batch in flight when the slowness showed, then none"
+    );
+}
+
+/// A backend the board has marked down is not asked while others can
+/// serve: no request waits on it, so no hedge is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_on_a_backend_marked_down_are_asked_last() {
+    let cluster = Cluster::new(6);
+    let plain = data(4 << 20, 8);
+    let manifest = cluster
+        .write(&plain, &cluster.params(4, 2, 16))
+        .await
+        .unwrap()
+        .manifest;
+    let (down, _) = cluster.holder(&manifest, 0);
+    down.update_faults(|f| f.read_delay = Some(Duration::from_secs(30)));
+    cluster
+        .set
+        .board()
+        .record_failure(&down.info().id, "connection refused");
+    assert!(!cluster.set.board().is_up(&down.info().id));
+    let mut params = cluster.read_params();
+    params.fragment_timeout = Duration::from_secs(60);
+    let (got, report) = tokio::time::timeout(
+        Duration::from_secs(20),
+        cluster.read_with(&manifest, None, params),
+    )
+    .await
+    .expect("the read did not wait on the down backend");
+    assert!(got.unwrap() == plain);
+    assert_eq!(report.bad_fragments(), vec![]);
+    assert_eq!(cluster.set.board().hedges(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_missing_fragments_are_reported_with_their_identity() {
     let cluster = Cluster::new(6);

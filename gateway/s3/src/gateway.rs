@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -100,8 +100,8 @@ pub struct GatewayConfig {
 pub struct Gateway {
     pub(crate) meta: MetaStore,
     backends: BTreeMap<BackendId, Arc<dyn Backend>>,
+    /// The same backends, each monitored, with their health board.
     set: BackendSet,
-    health: RwLock<Vec<Candidate>>,
     policies: BTreeMap<String, Policy>,
     bucket_policies: BTreeMap<String, String>,
     default_policy: Policy,
@@ -186,18 +186,9 @@ impl Gateway {
                 )));
             }
         }
-        let health = config
-            .backends
-            .iter()
-            .map(|b| Candidate {
-                id: b.id().clone(),
-                labels: b.info().labels.clone(),
-                capacity_bytes: b.info().capacity_bytes,
-                free_bytes: None,
-                healthy: true,
-                latency: None,
-            })
-            .collect();
+        // Every call to a backend goes through its monitor, so reads,
+        // writes, the collector and the probe all feed the health board.
+        let set = BackendSet::monitored(config.backends.iter().cloned());
         let mut read_params = ReadParams::new(Arc::new(config.identities));
         read_params.fragment_timeout = config.fragment_timeout;
         // Many requests run at once on a gateway, so each one needs less
@@ -207,13 +198,8 @@ impl Gateway {
         read_params.batches_in_flight = READ_BATCHES_IN_FLIGHT;
         Ok(Arc::new(Self {
             meta,
-            set: BackendSet::new(config.backends.iter().cloned()),
-            backends: config
-                .backends
-                .iter()
-                .map(|b| (b.id().clone(), b.clone()))
-                .collect(),
-            health: RwLock::new(health),
+            backends: set.iter().map(|b| (b.id().clone(), b.clone())).collect(),
+            set,
             policies: config.policies,
             bucket_policies: config.bucket_policies,
             default_policy,
@@ -229,6 +215,10 @@ impl Gateway {
 
     pub(crate) fn backend(&self, id: &BackendId) -> Option<&Arc<dyn Backend>> {
         self.backends.get(id)
+    }
+
+    pub(crate) fn backend_set(&self) -> &BackendSet {
+        &self.set
     }
 
     pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
@@ -251,27 +241,57 @@ impl Gateway {
     }
 
     /// Ready when enough backends are healthy for the default policy's
-    /// write quorum; otherwise the reason.
-    pub(crate) fn ready(&self) -> Result<(), String> {
+    /// write quorum. Either way, a line per backend says how it is.
+    pub(crate) fn ready(&self) -> (bool, String) {
         let policy = self.policy("");
-        let healthy = self.health_snapshot().iter().filter(|c| c.healthy).count();
-        if healthy < policy.write_quorum {
-            return Err(format!(
-                "{healthy} backends healthy, policy {:?} needs {} to accept writes",
+        let candidates = self.health_snapshot();
+        let healthy = candidates.iter().filter(|c| c.healthy).count();
+        let mut text = match healthy >= policy.write_quorum {
+            true => "ready\n".to_string(),
+            false => format!(
+                "not ready: {healthy} backends healthy, policy {:?} needs {} to accept writes\n",
                 policy.name, policy.write_quorum
-            ));
+            ),
+        };
+        for (id, state) in self.set.board().snapshot() {
+            let how = match (state.up, state.writable) {
+                (true, true) => "up".to_string(),
+                (true, false) => "up, read-only".to_string(),
+                (false, _) => format!(
+                    "DOWN for {:.0?} after {} failures: {}",
+                    state.for_how_long,
+                    state.consecutive_failures,
+                    state.last_error.as_deref().unwrap_or("no answer")
+                ),
+            };
+            text.push_str(&format!("backend {id}: {how}\n"));
         }
-        Ok(())
+        (healthy >= policy.write_quorum, text)
     }
 
+    /// Every backend as placement sees it: labels and capacity from
+    /// configuration; health, free space and latency as observed.
     pub(crate) fn health_snapshot(&self) -> Vec<Candidate> {
-        self.health.read().map(|h| h.clone()).unwrap_or_default()
+        let board = self.set.board();
+        self.backends
+            .values()
+            .map(|b| {
+                let state = board.state(b.id());
+                Candidate {
+                    id: b.id().clone(),
+                    labels: b.info().labels.clone(),
+                    capacity_bytes: b.info().capacity_bytes,
+                    free_bytes: state.as_ref().and_then(|s| s.free_bytes),
+                    healthy: state.as_ref().is_some_and(|s| s.up && s.writable),
+                    latency: state.and_then(|s| s.probe_latency),
+                }
+            })
+            .collect()
     }
 
-    pub(crate) fn set_health(&self, candidates: Vec<Candidate>) {
-        if let Ok(mut h) = self.health.write() {
-            *h = candidates;
-        }
+    /// Read requests sent because other fragments were late.
+    pub fn hedged_fragment_reads(&self) -> u64 {
+        self.set.board().hedges()
     }
 
     pub(crate) fn is_being_read(&self, version: &VersionId) -> bool {

@@ -147,13 +147,12 @@ async fn handle(
         return Ok(r);
     }
     if probe && req.uri().path() == "/ready" {
-        return Ok(match gateway.ready() {
-            Ok(()) => plain(StatusCode::OK, "ready\n".into()),
-            Err(why) => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {why}\n"),
-            ),
-        });
+        let (ready, text) = gateway.ready();
+        let status = match ready {
+            true => StatusCode::OK,
+            false => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        return Ok(plain(status, text));
     }
 
     let path = urlencoding::decode(req.uri().path())

@@ -67,6 +67,7 @@ struct BackendRow {
 struct Snapshot {
     placers: Vec<PlacerRow>,
     backends: Vec<BackendRow>,
+    hedged_reads: u64,
 }
 
 /// One metric family: its descriptor, then one sample per label set.
@@ -140,7 +141,7 @@ impl Collector for Snapshot {
         gauge(
             &mut encoder,
             "backend_healthy",
-            "1 when the backend answered its last health check",
+            "1 when the backend is up (answering requests and probes) and writable",
             self.backends
                 .iter()
                 .map(|b| (vec![("backend", b.id.clone())], i64::from(b.healthy))),
@@ -153,6 +154,12 @@ impl Collector for Snapshot {
                 let free = i64::try_from(b.free_bytes?).unwrap_or(i64::MAX);
                 Some((vec![("backend", b.id.clone())], free))
             }),
+        )?;
+        counter(
+            &mut encoder,
+            "read_hedges",
+            "Fragment reads sent because other fragments were late",
+            [(Vec::new(), self.hedged_reads)],
         )?;
         Ok(())
     }
@@ -193,7 +200,11 @@ pub(crate) fn render(gateway: &Gateway) -> String {
         "S3 requests answered, by method and status code",
         gateway.metrics().requests.clone(),
     );
-    registry.register_collector(Box::new(Snapshot { placers, backends }));
+    registry.register_collector(Box::new(Snapshot {
+        placers,
+        backends,
+        hedged_reads: gateway.hedged_fragment_reads(),
+    }));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         text.clear();

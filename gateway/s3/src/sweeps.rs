@@ -1,14 +1,11 @@
 //! Background work: the garbage collector, the expiry of abandoned
 //! uploads, and backend health for placement and `/ready`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use shardgate_backend::BackendError;
-use shardgate_core::BackendId;
-use shardgate_placement::Candidate;
 
 use crate::gateway::{Gateway, blocking, now_ms};
 
@@ -19,15 +16,6 @@ const GARBAGE_PERIOD: Duration = Duration::from_secs(2);
 /// How often backends are asked for their health.
 pub const HEALTH_PERIOD: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// An exponentially weighted moving average (weight 1/4 for the new
-/// sample): one slow probe moves it, only a run of them dominates it.
-fn smoothed(previous: Option<Duration>, sample: Duration) -> Duration {
-    match previous {
-        Some(p) => (p * 3 + sample) / 4,
-        None => sample,
-    }
-}
 
 impl Gateway {
     /// Starts the background tasks; they run until the runtime stops.
@@ -45,44 +33,24 @@ impl Gateway {
         });
     }
 
-    /// Asks every backend for its health (bounded by a timeout). The
-    /// probe's round trip, smoothed over probes, is the latency placement
-    /// sees.
+    /// Asks every backend for its health, bounded by a timeout. Each
+    /// backend's monitor records the answer (or the failure) and the round
+    /// trip on the health board; a probe that times out is a failure too.
     pub async fn refresh_health(&self) {
-        let previous: HashMap<BackendId, Duration> = self
-            .health_snapshot()
-            .into_iter()
-            .filter_map(|c| Some((c.id, c.latency?)))
-            .collect();
-        let previous = &previous;
+        let board = self.backend_set().board();
         let checks = self.backends().map(|b| async move {
-            let started = Instant::now();
-            let health = tokio::time::timeout(HEALTH_TIMEOUT, b.health()).await;
-            let mut latency = previous.get(b.id()).copied();
-            let (healthy, free) = match health {
-                Ok(Ok(h)) => {
-                    latency = Some(smoothed(latency, started.elapsed()));
-                    (h.writable, Some(h.free_bytes))
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(backend = %b.id(), error = %e, "backend unhealthy");
-                    (false, None)
-                }
-                Err(_) => {
-                    tracing::warn!(backend = %b.id(), "backend health check timed out");
-                    (false, None)
-                }
-            };
-            Candidate {
-                id: b.id().clone(),
-                labels: b.info().labels.clone(),
-                capacity_bytes: b.info().capacity_bytes,
-                free_bytes: free,
-                healthy,
-                latency,
+            if tokio::time::timeout(HEALTH_TIMEOUT, b.health())
+                .await
+                .is_err()
+            {
+                board.record_probe(
+                    b.id(),
+                    Err(format!("no answer within {HEALTH_TIMEOUT:?}")),
+                    HEALTH_TIMEOUT,
+                );
             }
         });
-        self.set_health(join_all(checks).await);
+        join_all(checks).await;
     }
 
     async fn collect_garbage_forever(self: Arc<Self>) {

@@ -67,7 +67,7 @@ impl Emulator {
         let mut shell = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "{command} >/dev/null 2>&1 & pid=$!; echo $pid; read _; kill -9 $pid"
+                "{command} >/dev/null 2>&1 & pid=$!; echo $pid; read _; kill -9 $pid 2>/dev/null"
             ))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -158,6 +158,43 @@ impl Emulator {
             "create container {container}: {}",
             describe(&out)
         );
+    }
+
+    /// Downloads every blob of `container` into `dir` (one file per blob,
+    /// named by its index, and their names in `names`), to scan what the
+    /// provider holds. Returns how many blobs.
+    pub fn azure_dump(&self, container: &str, dir: &std::path::Path) -> usize {
+        let script = r#"
+import os, sys
+from azure.storage.blob import BlobServiceClient
+key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+conn = ('DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=' + key
+        + ';BlobEndpoint=' + sys.argv[1] + ';')
+c = BlobServiceClient.from_connection_string(conn).get_container_client(sys.argv[2])
+os.makedirs(sys.argv[3], exist_ok=True)
+names = [b.name for b in c.list_blobs()]
+for n, name in enumerate(names):
+    with open(os.path.join(sys.argv[3], str(n)), 'wb') as f:
+        f.write(c.download_blob(name).readall())
+with open(os.path.join(sys.argv[3], 'names'), 'w') as f:
+    f.write('\n'.join(names))
+print(len(names))
+"#;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &self.azure_account_url(),
+                container,
+                &dir.to_string_lossy(),
+            ])
+            .output()
+            .expect("run python3 (pip install azure-storage-blob)");
+        assert!(out.status.success(), "dump {container}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a count")
     }
 
     /// fake-gcs-server (in memory) with `buckets` created.
