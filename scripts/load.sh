@@ -5,6 +5,9 @@
 #
 #   scripts/load.sh [SIZES] [COUNTS]     default: 4KiB,1MiB,64MiB  2000,400,48
 #   scripts/load.sh 1GiB 16              the 1 GiB streaming run (16 GiB written)
+#   scripts/load.sh mix 12000            valid and invalid requests mixed on 16
+#                                        keep-alive connections (exits 1 unless
+#                                        every answer is right)
 #
 # SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
 # backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
@@ -13,6 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${1:-4KiB,1MiB,64MiB}
 counts=${2:-2000,400,48}
+if [ "$sizes" = mix ]; then
+  workload=(--mix "${2:-12000}")
+else
+  workload=(--sizes "$sizes" --counts "$counts" --cleanup)
+fi
 # SHARDGATE_BENCH_* variables are not configuration keys (the gateway
 # refuses unknown SHARDGATE_* keys).
 data=${SHARDGATE_BENCH_LOAD_DIR:-/var/tmp/shardgate-load}
@@ -47,4 +55,4 @@ done
 endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$data/out.txt")
 echo "gateway pid $pid on $endpoint, ${SHARDGATE_BENCH_BACKENDS:-fs} backends; $(nproc) cores; $(uname -r)"
 "$target/release/shardgate-loadgen" --endpoint "$endpoint" --credentials "$data/gw/credentials" \
-  --sizes "$sizes" --counts "$counts" --concurrency 16 --pid "$pid" --cleanup
+  "${workload[@]}" --concurrency 16 --pid "$pid"

@@ -27,6 +27,7 @@ use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::conn::{self, ConnState};
 use crate::gateway::Gateway;
 use crate::service::ShardgateS3;
 
@@ -96,9 +97,10 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let (s3, gw) = (s3.clone(), gateway.clone());
-                let svc = service_fn(move |req| handle(s3.clone(), gw.clone(), peer, req));
-                let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let (s3, gw, state) = (s3.clone(), gateway.clone(), ConnState::default());
+                let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
+                let svc = service_fn(move |req| handle(s3.clone(), gw.clone(), state.clone(), peer, req));
+                let conn = http.serve_connection(io, svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -126,17 +128,34 @@ fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
     r
 }
 
+/// Every request: its answer, then the connection rule ([`conn::finish`]).
 async fn handle(
     s3: S3Service,
     gateway: Arc<Gateway>,
+    conn: ConnState,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let version = req.version();
+    let (parts, body) = req.into_parts();
+    let (body, body_state) = conn::Tracked::new(body);
+    let req = Request::from_parts(parts, s3s::Body::http_body(body));
+    let mut response = answer(s3, gateway, peer, req).await;
+    conn::finish(&mut response, version, &body_state, &conn);
+    Ok(response)
+}
+
+async fn answer(
+    s3: S3Service,
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<s3s::Body>,
+) -> Response<ResponseBody> {
     let probe = matches!(*req.method(), Method::GET | Method::HEAD)
         && req.uri().query().is_none()
         && !req.headers().contains_key(http::header::AUTHORIZATION);
     if probe && req.uri().path() == "/health" {
-        return Ok(plain(StatusCode::OK, "ok\n".into()));
+        return plain(StatusCode::OK, "ok\n".into());
     }
     if probe && req.uri().path() == "/metrics" {
         let mut r = plain(StatusCode::OK, crate::metrics::render(&gateway));
@@ -144,7 +163,7 @@ async fn handle(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         );
-        return Ok(r);
+        return r;
     }
     if probe && req.uri().path() == "/ready" {
         let (ready, text) = gateway.ready();
@@ -152,7 +171,7 @@ async fn handle(
             true => StatusCode::OK,
             false => StatusCode::SERVICE_UNAVAILABLE,
         };
-        return Ok(plain(status, text));
+        return plain(status, text);
     }
 
     let path = urlencoding::decode(req.uri().path())
@@ -182,10 +201,7 @@ async fn handle(
     );
     let start = Instant::now();
     let method = req.method().clone();
-    let response = s3
-        .call(req.map(s3s::Body::from))
-        .instrument(span.clone())
-        .await;
+    let response = s3.call(req).instrument(span.clone()).await;
     let response = match response {
         Ok(r) => r,
         Err(e) => {
@@ -200,7 +216,7 @@ async fn handle(
         .metrics()
         .request(method.as_str(), response.status().as_u16());
     let response = with_message(response);
-    Ok(response.map(|body| Logged::new(body, span, start)))
+    response.map(|body| Logged::new(body, span, start))
 }
 
 /// Errors that s3s raises by itself (path parsing, signatures) come

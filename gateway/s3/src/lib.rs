@@ -11,6 +11,7 @@
 
 mod body;
 mod checksum;
+mod conn;
 mod convert;
 mod error;
 mod gateway;

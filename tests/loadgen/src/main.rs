@@ -11,19 +11,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use futures::stream;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use shardgate_loadgen::mix;
+use shardgate_loadgen::sigv4::{Signer, UNSIGNED_PAYLOAD};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -53,6 +53,15 @@ struct Args {
     /// Only the PUT phase (for measuring the write path alone).
     #[arg(long, conflicts_with = "cleanup")]
     put_only: bool,
+    /// Instead of the phases: this many requests, valid and invalid mixed
+    /// over `concurrency` keep-alive connections (see `mix`); exits
+    /// non-zero unless every valid request got its answer and every
+    /// invalid one its error.
+    #[arg(long, conflicts_with_all = ["sizes", "counts", "put_only", "cleanup"])]
+    mix: Option<usize>,
+    /// The mixed load's random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -67,78 +76,6 @@ fn parse_size(s: &str) -> Result<u64> {
         other => bail!("unknown unit {other:?}"),
     };
     Ok(n * mult)
-}
-
-struct Signer {
-    access: String,
-    secret: String,
-    host: String,
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("any key length"));
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's
-/// civil_from_days.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-impl Signer {
-    fn sign(&self, method: &str, path: &str) -> Vec<(&'static str, String)> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()) as i64;
-        let (y, mo, d) = civil(now.div_euclid(86_400));
-        let secs = now.rem_euclid(86_400);
-        let date = format!("{y:04}{mo:02}{d:02}");
-        let amz_date = format!(
-            "{date}T{:02}{:02}{:02}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        );
-        let payload = "UNSIGNED-PAYLOAD";
-        let canonical = format!(
-            "{method}\n{path}\n\nhost:{}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
-            self.host
-        );
-        let scope = format!("{date}/us-east-1/s3/aws4_request");
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let mut key = hmac(format!("AWS4{}", self.secret).as_bytes(), date.as_bytes());
-        for part in ["us-east-1", "s3", "aws4_request"] {
-            key = hmac(&key, part.as_bytes());
-        }
-        let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
-        vec![
-            ("host", self.host.clone()),
-            ("x-amz-content-sha256", payload.into()),
-            ("x-amz-date", amz_date),
-            (
-                "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
-                    self.access
-                ),
-            ),
-        ]
-    }
 }
 
 type Body = BoxBody<Bytes, std::convert::Infallible>;
@@ -237,7 +174,10 @@ async fn run_phase(
                     _ => "GET",
                 };
                 let mut req = http::Request::builder().method(method).uri(&path);
-                for (k, v) in signer.sign(method, &path) {
+                for (k, v) in signer
+                    .sign(method, &path, "", &[], UNSIGNED_PAYLOAD)
+                    .headers
+                {
                     req = req.header(k, v);
                 }
                 let req = if op == "PUT" {
@@ -327,6 +267,55 @@ fn human(size: u64) -> String {
     }
 }
 
+async fn run_mix(args: &Args, signer: Signer, addr: String, requests: usize) -> Result<()> {
+    let cpu_before = cpu_seconds(args.pid);
+    let config = mix::MixConfig {
+        addr,
+        bucket: args.bucket.clone(),
+        requests,
+        connections: args.concurrency,
+        seed: args.seed,
+    };
+    let report = mix::run(signer, config).await?;
+    let secs = report.elapsed.as_secs_f64();
+    let cpu_ms_per_op = cpu_before
+        .zip(cpu_seconds(args.pid))
+        .map(|(before, after)| (after - before) * 1000.0 / requests as f64);
+    println!(
+        "| requests | connections (keep-alive) | valid | invalid | valid failed | wrong errors | connections opened | req/s | gateway peak RSS MiB | gateway CPU ms/op |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {requests} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+        args.concurrency,
+        report.valid,
+        report.invalid,
+        report.valid_failures,
+        report.wrong_errors,
+        report.connections,
+        requests as f64 / secs,
+        peak_rss_mib(args.pid).map_or("-".into(), |m| format!("{m:.0}")),
+        cpu_ms_per_op.map_or("-".into(), |c| format!("{c:.2}")),
+    );
+    let kinds: Vec<String> = report
+        .kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!("\nsent: {}", kinds.join(", "));
+    for sample in &report.samples {
+        println!("failure: {sample}");
+    }
+    if report.valid_failures > 0 || report.wrong_errors > 0 {
+        bail!(
+            "{} valid requests failed, {} invalid ones got the wrong answer",
+            report.valid_failures,
+            report.wrong_errors
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -352,6 +341,9 @@ async fn main() -> Result<()> {
         secret: field("secret_key")?,
         host: host.clone(),
     });
+    if let Some(requests) = args.mix {
+        return run_mix(&args, (*signer).clone(), host, requests).await;
+    }
     let mut random = vec![0u8; 1 << 20];
     rand::rng().fill_bytes(&mut random);
     let shared = Bytes::from(random);
@@ -363,7 +355,7 @@ async fn main() -> Result<()> {
     };
     let path = format!("/{}", args.bucket);
     let mut req = http::Request::builder().method("PUT").uri(&path);
-    for (k, v) in signer.sign("PUT", &path) {
+    for (k, v) in signer.sign("PUT", &path, "", &[], UNSIGNED_PAYLOAD).headers {
         req = req.header(k, v);
     }
     let resp = conn
