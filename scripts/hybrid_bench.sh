@@ -10,6 +10,7 @@
 #   scripts/hybrid_bench.sh [ROUNDS] [OBJECTS] [SIZE]     default: 4 200 1MiB
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/test-env.sh
 rounds=${1:-4}
 objects=${2:-200}
 size=${3:-1MiB}

@@ -7,6 +7,7 @@
 #   scripts/repeat_boto3.sh [N]      default 30
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/test-env.sh
 runs=${1:-30}
 cargo build --locked -q -p shardgate
 bin=${CARGO_TARGET_DIR:-target}/debug/shardgate

@@ -432,6 +432,27 @@ fn read_bodies_keep_the_connection_alive() {
         bodiless(&gw.signer, "GET", &format!("/{BUCKET}/b")),
         200,
     ));
+    // aws-chunked inside HTTP chunked framing (no Content-Length: the body
+    // ends only at the last HTTP chunk).
+    let (head, rest) = put_parts(&gw.signer, &format!("/{BUCKET}/c"), &body, &[], true, false);
+    let head = String::from_utf8(head).unwrap().replacen(
+        &format!("content-length: {}\r\n", rest.len()),
+        "transfer-encoding: chunked\r\n",
+        1,
+    );
+    let mut framed = head.into_bytes();
+    for piece in rest.chunks(50_000) {
+        framed.extend(format!("{:x}\r\n", piece.len()).into_bytes());
+        framed.extend(piece);
+        framed.extend(b"\r\n");
+    }
+    framed.extend(b"0\r\n\r\n");
+    steps.push(("HTTP-chunked aws-chunked PUT", framed, 200));
+    steps.push((
+        "GET HTTP-chunked",
+        bodiless(&gw.signer, "GET", &format!("/{BUCKET}/c")),
+        200,
+    ));
     for (what, bytes, status) in steps {
         c.send(&bytes).unwrap();
         let r = c
@@ -443,9 +464,26 @@ fn read_bodies_keep_the_connection_alive() {
             assert_eq!(r.body, body, "{what}");
         }
     }
+    // botocore's PUT: the head with Expect, 100 Continue, the body, 200.
+    let (head, rest) = put_parts(&gw.signer, &format!("/{BUCKET}/d"), &body, &[], false, true);
+    c.send(&head).unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 100, "{}", r.describe());
+    c.send(&rest).unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(
+        !r.says_close(),
+        "a PUT with Expect whose body was read: {}",
+        r.describe()
+    );
+    c.send(&bodiless(&gw.signer, "GET", &format!("/{BUCKET}/d")))
+        .unwrap();
+    let r = c.response().unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, body.as_slice()));
 }
 
-/// The load check in small (scripts/mixed_load.sh runs 12,000 against a
+/// The load check in small (`scripts/load.sh mix 12000` runs 12,000 against a
 /// release build): 2,000 requests over 16 keep-alive connections, valid
 /// ones interleaved with every kind of early error and with uploads
 /// abandoned halfway. Every valid request gets its answer (GETs byte for
@@ -473,5 +511,18 @@ fn mixed_valid_and_invalid_requests_on_keep_alive_connections() {
         (0, 0),
         "{:#?}",
         report.samples
+    );
+    // Only early answers and abandoned uploads end a connection: a valid
+    // request (a PUT with Expect included) never does.
+    let closing: usize = report
+        .kinds
+        .iter()
+        .filter(|(kind, _)| !["PUT", "GET", "HEAD", "NoSuchKey"].contains(kind))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        report.connections <= 16 + closing,
+        "{} connections opened for {closing} closing requests: {report:?}",
+        report.connections
     );
 }

@@ -3,9 +3,10 @@
 # providers "aws" and "wasabi"), Azurite, and the gateway over them with
 # examples/hybrid/shardgate.toml, all on 127.0.0.1. Ctrl-C stops everything.
 #
-# Needs what `.ci/run` installs: pip install -r tests/clients/requirements.txt
-# (moto, azure-storage-blob, componentize-py), `npm ci` in tests/emulators
-# (Azurite), and the provider-limit plugin built once:
+# Needs what the README's test command installs (`bash scripts/test.sh
+# --install`: moto, azure-storage-blob and componentize-py in its virtual
+# environment, which this script puts on the PATH; Azurite in
+# tests/emulators), and the provider-limit plugin built once:
 #   plugins/examples/provider-limit-py/build.sh plugins/examples/provider-limit-py/provider-limit.wasm
 #
 # Then, in another shell (the access key is printed by the gateway, the
@@ -15,6 +16,7 @@
 #   curl -s http://127.0.0.1:9000/ready
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/test-env.sh
 
 plugin=plugins/examples/provider-limit-py/provider-limit.wasm
 [ -f "$plugin" ] || plugins/examples/provider-limit-py/build.sh "$plugin"

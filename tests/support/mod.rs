@@ -196,7 +196,13 @@ pub fn run(cmd: &mut Command) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the client installed? .ci/run installs it)"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{:?}: {e}: {}",
+                cmd.get_program(),
+                shardgate_emulators::INSTALL_HINT
+            )
+        });
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

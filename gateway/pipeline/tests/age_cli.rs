@@ -1,5 +1,5 @@
 //! What shardgate exports is a standard age file: the real `age` CLI
-//! (Debian's `age` package, installed by .ci/run) decrypts it with the
+//! (Debian's `age` package, installed by the README's test command) decrypts it with the
 //! gateway's identity file, and with the offline recovery identity alone.
 //! Fragments live on real fs backends here, with two of the k + m lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,7 +27,7 @@ fn age_decrypt(identity_file: &std::path::Path, file: &[u8]) -> Vec<u8> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the age CLI must be installed (apt-get install age)");
+        .expect("the age CLI: the README's test command (bash scripts/test.sh) installs it");
     let mut stdin = child.stdin.take().unwrap();
     let input = file.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));

@@ -29,7 +29,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +44,31 @@ use tokio::net::TcpStream;
 pub const LINGER_TOTAL: Duration = Duration::from_secs(5);
 /// A closing connection whose client sent nothing for this long closes.
 pub const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// At most this many connections linger at once; past it, one closes at
+/// once (each holds a descriptor for up to [`LINGER_TOTAL`]).
+const MAX_LINGERING: usize = 1024;
+
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_LINGERING`] places, given back when dropped.
+struct LingerSlot;
+
+impl LingerSlot {
+    fn take() -> Option<Self> {
+        let taken = LINGERING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_LINGERING).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then_some(Self)
+    }
+}
+
+impl Drop for LingerSlot {
+    fn drop(&mut self) {
+        LINGERING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Per connection: whether it must linger when it closes (an answer went
 /// out before its request's body was read).
@@ -197,18 +222,20 @@ impl Drop for Stream {
         if !self.state.linger.load(Ordering::Acquire) {
             return;
         }
-        let (Some(stream), Ok(runtime)) =
-            (self.inner.take(), tokio::runtime::Handle::try_current())
-        else {
+        let (Some(stream), Ok(runtime), Some(slot)) = (
+            self.inner.take(),
+            tokio::runtime::Handle::try_current(),
+            LingerSlot::take(),
+        ) else {
             return;
         };
-        runtime.spawn(linger(stream));
+        runtime.spawn(linger(stream, slot));
     }
 }
 
 /// Sends our FIN, then reads and drops what the client still sends until
 /// it closes, goes quiet for [`LINGER_IDLE`], or [`LINGER_TOTAL`] passes.
-async fn linger(mut stream: TcpStream) {
+async fn linger(mut stream: TcpStream, _slot: LingerSlot) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 8 * 1024];
     let drain = async {

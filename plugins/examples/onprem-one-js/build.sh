@@ -7,7 +7,7 @@
 # StarlingMonkey: 7 times smaller and about 6 times faster per call
 # (BENCHMARKS.md).
 # The tools come from package-lock.json: run `npm ci` in this folder once
-# (.ci/run does).
+# (the README's test command does).
 #
 #   plugins/examples/onprem-one-js/build.sh OUT.wasm
 set -euo pipefail
@@ -15,7 +15,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out=$(realpath -m "$1")
 cd "$here"
 if [ ! -x node_modules/.bin/jco ]; then
-    echo "build.sh: jco is not installed; run: (cd $here && npm ci)" >&2
+    echo "build.sh: jco is not installed: the README's test command (bash scripts/test.sh) installs it, or run: (cd $here && npm ci)" >&2
     exit 1
 fi
 node_modules/.bin/jco componentize app.js -w ../../../wit -n placement --backend qjs --backend-qjs-disable-async --backend-qjs-stub-wasi -o "$out" > /dev/null

@@ -8,8 +8,9 @@
 //!
 //! The Python and JavaScript plugins are built from source first, by their
 //! own `build.sh` (componentize-py from `tests/clients/requirements.txt`;
-//! `npm ci` in `plugins/examples/onprem-one-js`), as `.ci/run` installs
-//! them.
+//! `npm ci` in `plugins/examples/onprem-one-js`), as the README's test
+//! command installs them (`bash scripts/test.sh --install`; its Python
+//! tools are in a virtual environment: `. scripts/test-env.sh` first).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;

@@ -219,8 +219,8 @@ fn repair_through_the_placer_keeps_placed_fragments_even_on_a_down_backend() {
 
 /// Builds an example from source with its own `build.sh` (the Python one
 /// needs componentize-py from `tests/clients/requirements.txt`, the
-/// JavaScript one `npm ci` in its folder; `.ci/run` does both) and loads
-/// it with room for an interpreter.
+/// JavaScript one `npm ci` in its folder; the README's test command does
+/// both) and loads it with room for an interpreter.
 fn build_and_load(dir: &str) -> Plugin {
     let out = tempfile::tempdir().unwrap();
     let wasm = out.path().join(format!("{dir}.wasm"));

