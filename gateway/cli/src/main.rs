@@ -9,6 +9,7 @@ mod simulate;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -114,8 +115,7 @@ async fn serve(
     let gateway = Gateway::new(parts.gateway, meta)?;
     gateway.refresh_health().await;
     gateway.spawn_background();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = shardgate_s3::listen(config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
 
@@ -138,7 +138,21 @@ async fn serve(
     let _ = out.flush();
     drop(out);
 
-    shardgate_s3::serve(listener, gateway, parts.credentials, stop_signal())
+    let (max_connections, cap_line) =
+        shardgate_s3::ServeOptions::connection_cap(config.server.max_connections);
+    tracing::info!("{cap_line}");
+    let server = &config.server;
+    let options = shardgate_s3::ServeOptions {
+        timeouts: shardgate_s3::Timeouts {
+            header: Duration::from_secs(server.header_timeout_secs),
+            idle: Duration::from_secs(server.idle_timeout_secs),
+            body: Duration::from_secs(server.body_timeout_secs),
+            body_min_rate: server.body_min_rate,
+        },
+        max_connections,
+        http2_max_streams: server.http2_max_streams,
+    };
+    shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
         .await
         .context("serving")?;
     Ok(())

@@ -122,6 +122,72 @@ pub struct Config {
     /// and their parts deleted (default: one day).
     #[serde(default = "default_upload_expiry_secs")]
     pub upload_expiry_secs: u64,
+    /// The S3 listener's timeouts, limits and TLS.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// The S3 listener (`[server]`): what one client may hold, and TLS.
+///
+/// The timeouts follow Apache's `mod_reqtimeout` defaults, which is what a
+/// reverse proxy in front of S3 would use: a request head within 20 s, a
+/// body that stalls 20 s or averages under 500 bytes/s (after its first
+/// 20 s) ends with `RequestTimeout`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A request head must arrive in full within this many seconds (of the
+    /// connection's opening, or of its first byte on a kept-alive one).
+    pub header_timeout_secs: u64,
+    /// A kept-alive connection with no request for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A request body that sends no byte for this long ends the request
+    /// with `RequestTimeout`.
+    pub body_timeout_secs: u64,
+    /// ... and so does one slower than this, in bytes per second on
+    /// average, once `body_timeout_secs` have passed (0: no minimum).
+    pub body_min_rate: u64,
+    /// Open client connections at most; more wait to be accepted. Default:
+    /// the descriptor limit (`RLIMIT_NOFILE`, raised to its hard limit at
+    /// startup) less 1024 for files and backends.
+    pub max_connections: Option<usize>,
+    /// S3 requests in flight at most; past it, `503 SlowDown` (which S3
+    /// clients retry with backoff). `/health`, `/ready` and `/metrics` are
+    /// not counted.
+    pub max_requests: usize,
+    /// Memory for object data in flight (bodies being encoded and written,
+    /// stripes being read and decoded), in bytes; a request that would
+    /// take more waits for none, it gets `503 SlowDown`.
+    pub memory_budget_bytes: u64,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// HTTPS on the S3 listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 20,
+            idle_timeout_secs: 60,
+            body_timeout_secs: 20,
+            body_min_rate: 500,
+            max_connections: None,
+            max_requests: 1024,
+            memory_budget_bytes: 1 << 30,
+            http2_max_streams: 128,
+            tls: None,
+        }
+    }
+}
+
+/// The certificate chain and private key, PEM files, reloaded when they
+/// change on disk.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 fn default_upload_expiry_secs() -> u64 {
@@ -575,12 +641,42 @@ impl Config {
         {
             return Err(invalid("default_policy", format!("no policy named {p:?}")));
         }
+        self.server.validate()?;
         if let Some(c) = &self.credentials
             && c.secret_key.is_some() == c.secret_key_file.is_some()
         {
             return Err(invalid(
                 "credentials",
                 "give exactly one of secret_key and secret_key_file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("server.header_timeout_secs", self.header_timeout_secs),
+            ("server.idle_timeout_secs", self.idle_timeout_secs),
+            ("server.body_timeout_secs", self.body_timeout_secs),
+            ("server.max_requests", self.max_requests as u64),
+            (
+                "server.http2_max_streams",
+                u64::from(self.http2_max_streams),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.memory_budget_bytes < 16 << 20 {
+            return Err(invalid(
+                "server.memory_budget_bytes",
+                "must be at least 16 MiB (one large write needs a few)",
             ));
         }
         Ok(())

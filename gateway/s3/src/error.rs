@@ -10,6 +10,8 @@ use shardgate_meta::{CompleteError, MetaError};
 use shardgate_pipeline::PipelineError;
 use shardgate_placement::PlacementError;
 
+use crate::server::conn::BodyStalled;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("the key does not exist")]
@@ -89,6 +91,12 @@ impl From<GatewayError> for S3Error {
                 PipelineError::Input(io) if io.to_string().contains("SignatureMismatch") => err(
                     C::SignatureDoesNotMatch,
                     "The signature of a chunk of the streamed body does not match",
+                ),
+                PipelineError::Input(io) if BodyStalled::in_chain(&io) => err(
+                    C::RequestTimeout,
+                    format!(
+                        "Your socket connection to the server was not read from or written to within the timeout period: {io}"
+                    ),
                 ),
                 PipelineError::Input(io) => err(
                     C::IncompleteBody,

@@ -11,17 +11,17 @@
 
 mod body;
 mod checksum;
-mod conn;
 mod convert;
 mod error;
 mod gateway;
-mod http;
 mod metrics;
+mod server;
 mod service;
 mod sweeps;
 
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayConfig, Policy};
-pub use http::{Credentials, serve};
+pub use server::conn::{BodyStalled, Timeouts};
+pub use server::{Credentials, ServeOptions, listen, serve};
 pub use service::ShardgateS3;
 pub use sweeps::HEALTH_PERIOD;

@@ -1,6 +1,10 @@
 //! The HTTP server: S3 on every path, plus `/health`, `/ready` and
 //! `/metrics`, with one tracing span per request and a graceful stop.
 //!
+//! One client must not be able to exhaust it: connections are capped below
+//! the descriptor limit (more wait in the kernel's accept queue), and each
+//! has a watchdog and its bodies a clock ([`conn`]).
+//!
 //! The probes answer only unsigned GET or HEAD requests with no query
 //! string. A signed request to a bucket named `health` is still S3, so no
 //! bucket name is taken away from users.
@@ -25,9 +29,12 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::conn::{self, ConnState};
+use conn::{ConnState, Timeouts};
+pub(crate) mod conn;
+
 use crate::gateway::Gateway;
 use crate::service::ShardgateS3;
 
@@ -68,12 +75,94 @@ impl S3Auth for Auth {
 /// How long a stop waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Descriptors kept for everything but client connections: the metadata
+/// store, fs backends and their files in flight, cloud backends'
+/// connections. (A lingering close keeps its connection's place under the
+/// cap, so it needs none of these.)
+const RESERVED_DESCRIPTORS: u64 = 1024;
+
+/// How the listener treats its clients (the `[server]` configuration).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub timeouts: Timeouts,
+    /// Open client connections at most.
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
+}
+
+impl ServeOptions {
+    /// The connection cap: `configured`, or the descriptor limit less
+    /// [`RESERVED_DESCRIPTORS`], never more than that limit allows. The
+    /// soft limit is raised to the hard one first. Returns the cap and a
+    /// line that says how it was chosen, for the log.
+    pub fn connection_cap(configured: Option<usize>) -> (usize, String) {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                limit = raised;
+            }
+        }
+        let Some(soft) = limit.current else {
+            let cap = configured.unwrap_or(100_000);
+            return (
+                cap,
+                format!("at most {cap} connections (no descriptor limit)"),
+            );
+        };
+        let room = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS).max(64))
+            .unwrap_or(usize::MAX);
+        match configured {
+            Some(c) if c <= room => (
+                c,
+                format!("at most {c} connections (configured; descriptor limit {soft})"),
+            ),
+            Some(c) => (
+                room,
+                format!(
+                    "at most {room} connections: server.max_connections = {c} does not fit the descriptor limit {soft} less {RESERVED_DESCRIPTORS} kept for files and backends"
+                ),
+            ),
+            None => (
+                room,
+                format!(
+                    "at most {room} connections (descriptor limit {soft} less {RESERVED_DESCRIPTORS} kept for files and backends)"
+                ),
+            ),
+        }
+    }
+}
+
+/// The length of the listener's accept queue (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default). A short queue (128, what
+/// `TcpListener::bind` gives) overflows when clients open connections
+/// faster than one accept loop takes them, and every dropped SYN costs the
+/// client a one-second retransmit.
+const ACCEPT_QUEUE: u32 = 4096;
+
+/// Binds the S3 listener, with a long accept queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_QUEUE)
+}
+
 /// Serves S3 on `listener` until `shutdown` resolves, then lets requests in
 /// flight finish (up to 30 s).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     credentials: Credentials,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = S3ServiceBuilder::new(ShardgateS3::new(gateway.clone()));
@@ -82,34 +171,60 @@ pub async fn serve(
         secret_key: SecretKey::from(credentials.secret_key),
     });
     let s3 = builder.build();
-    let http = auto::Builder::new(TokioExecutor::new());
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http2()
+        .max_concurrent_streams(options.http2_max_streams);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(options.max_connections));
+    let timeouts = options.timeouts;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (s3, gw, state) = (s3.clone(), gateway.clone(), ConnState::default());
-                let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
-                let svc = service_fn(move |req| handle(s3.clone(), gw.clone(), state.clone(), peer, req));
-                let conn = http.serve_connection(io, svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
+        // A connection past the cap waits in the kernel's accept queue.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_closed) => break,
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors despite the cap (the reserve ran
+                    // out) and the like: back off.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = ConnState::new(permit);
+        let (s3, gw, handler_state) = (s3.clone(), gateway.clone(), state.clone());
+        let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
+        let svc = service_fn(move |req| {
+            handle(
+                s3.clone(),
+                gw.clone(),
+                handler_state.clone(),
+                timeouts,
+                peer,
+                req,
+            )
+        });
+        let conn = graceful.watch(http.serve_connection(io, svc).into_owned());
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                expired = conn::watchdog(state, timeouts) => {
+                    tracing::debug!(%peer, "connection closed: {expired}");
+                }
+            }
+        });
     }
     drop(listener);
     tracing::info!("stopping: waiting for requests in flight");
@@ -122,10 +237,27 @@ pub async fn serve(
 
 type ResponseBody = Logged;
 
-fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
-    let mut r = Response::new(Logged::bare(s3s::Body::from(text)));
+fn plain(status: StatusCode, text: String, request: RequestGuard) -> Response<ResponseBody> {
+    let mut r = Response::new(Logged::bare(s3s::Body::from(text), request));
     *r.status_mut() = status;
     r
+}
+
+/// A request in flight on its connection, until its answer is sent or
+/// dropped (the connection's watchdog does not run meanwhile).
+struct RequestGuard(ConnState);
+
+impl RequestGuard {
+    fn new(conn: &ConnState) -> Self {
+        conn.request_started();
+        Self(conn.clone())
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
 }
 
 /// Every request: its answer, then the connection rule ([`conn::finish`]).
@@ -133,14 +265,16 @@ async fn handle(
     s3: S3Service,
     gateway: Arc<Gateway>,
     conn: ConnState,
+    timeouts: Timeouts,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let request = RequestGuard::new(&conn);
     let version = req.version();
     let (parts, body) = req.into_parts();
-    let (body, body_state) = conn::Tracked::new(body);
+    let (body, body_state) = conn::Tracked::new(body, timeouts);
     let req = Request::from_parts(parts, s3s::Body::http_body(body));
-    let mut response = answer(s3, gateway, peer, req).await;
+    let mut response = answer(s3, gateway, peer, req, request).await;
     conn::finish(&mut response, version, &body_state, &conn);
     Ok(response)
 }
@@ -150,15 +284,16 @@ async fn answer(
     gateway: Arc<Gateway>,
     peer: SocketAddr,
     req: Request<s3s::Body>,
+    request: RequestGuard,
 ) -> Response<ResponseBody> {
     let probe = matches!(*req.method(), Method::GET | Method::HEAD)
         && req.uri().query().is_none()
         && !req.headers().contains_key(http::header::AUTHORIZATION);
     if probe && req.uri().path() == "/health" {
-        return plain(StatusCode::OK, "ok\n".into());
+        return plain(StatusCode::OK, "ok\n".into(), request);
     }
     if probe && req.uri().path() == "/metrics" {
-        let mut r = plain(StatusCode::OK, crate::metrics::render(&gateway));
+        let mut r = plain(StatusCode::OK, crate::metrics::render(&gateway), request);
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -171,7 +306,7 @@ async fn answer(
             true => StatusCode::OK,
             false => StatusCode::SERVICE_UNAVAILABLE,
         };
-        return plain(status, text);
+        return plain(status, text, request);
     }
 
     let path = urlencoding::decode(req.uri().path())
@@ -216,7 +351,7 @@ async fn answer(
         .metrics()
         .request(method.as_str(), response.status().as_u16());
     let response = with_message(response);
-    response.map(|body| Logged::new(body, span, start))
+    response.map(|body| Logged::new(body, span, start, request))
 }
 
 /// Errors that s3s raises by itself (path parsing, signatures) come
@@ -285,22 +420,25 @@ pub struct Logged {
     inner: Pin<Box<s3s::Body>>,
     span: Option<(tracing::Span, Instant)>,
     sent: u64,
+    _request: RequestGuard,
 }
 
 impl Logged {
-    fn new(inner: s3s::Body, span: tracing::Span, start: Instant) -> Self {
+    fn new(inner: s3s::Body, span: tracing::Span, start: Instant, request: RequestGuard) -> Self {
         Self {
             inner: Box::pin(inner),
             span: Some((span, start)),
             sent: 0,
+            _request: request,
         }
     }
 
-    fn bare(inner: s3s::Body) -> Self {
+    fn bare(inner: s3s::Body, request: RequestGuard) -> Self {
         Self {
             inner: Box::pin(inner),
             span: None,
             sent: 0,
+            _request: request,
         }
     }
 }
