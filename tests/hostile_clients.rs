@@ -311,3 +311,62 @@ fn a_trickling_body_gets_request_timeout_and_leaves_nothing() {
     g.send(&bodiless(&signer, "GET", "/slow/kept")).unwrap();
     assert_eq!(g.response().unwrap().body, pattern(6, 100_000));
 }
+
+/// More concurrent PUTs than the budget admits: the excess wait, then get
+/// `503 SlowDown`; boto3's own retries (standard mode) finish every upload;
+/// every object reads back; the gateway's peak memory stays under its
+/// budget. (`scripts/saturate.sh` runs 1,000 × 8 MiB against a release
+/// build.)
+#[test]
+fn past_the_budget_clients_get_slow_down_and_their_retries_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget_mib = 320;
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[
+            (
+                "SHARDGATE_SERVER__MEMORY_BUDGET_BYTES",
+                &(budget_mib << 20).to_string(),
+            ),
+            ("SHARDGATE_SERVER__MAX_REQUESTS", "4"),
+            ("SHARDGATE_SERVER__QUEUE_TIMEOUT_SECS", "1"),
+        ],
+    );
+    // The probes answer all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = support::http_get(addr, "/health").map(|(s, _)| s);
+                assert_eq!(status, Some(200), "/health while saturated");
+                answered += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answered
+        })
+    };
+    let out = server.python("saturate.py", &["120", &(4 << 20).to_string(), "30"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let probes = prober.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(probes > 5, "{probes} probes");
+    let slow_downs: f64 = server
+        .metrics()
+        .iter()
+        .filter(|(name, _)| name.contains("s3_requests") && name.contains("status=\"503\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        slow_downs > 0.0,
+        "120 concurrent PUTs through 4 places got no SlowDown"
+    );
+    let peak = server.peak_rss_mib().unwrap();
+    eprintln!("{slow_downs} SlowDowns; peak RSS {peak:.0} MiB under a budget of {budget_mib} MiB");
+    assert!(
+        peak < budget_mib as f64,
+        "peak RSS {peak:.0} MiB over the budget of {budget_mib} MiB"
+    );
+    assert_eq!(server.get("/health").unwrap().0, 200);
+}

@@ -151,6 +151,11 @@ async fn serve(
         },
         max_connections,
         http2_max_streams: server.http2_max_streams,
+        limits: shardgate_s3::Limits {
+            max_requests: server.max_requests,
+            memory_bytes: server.memory_budget_bytes,
+            queue_timeout: Duration::from_secs(server.queue_timeout_secs),
+        },
     };
     shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
         .await

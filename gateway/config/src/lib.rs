@@ -155,10 +155,13 @@ pub struct ServerConfig {
     /// clients retry with backoff). `/health`, `/ready` and `/metrics` are
     /// not counted.
     pub max_requests: usize,
-    /// Memory for object data in flight (bodies being encoded and written,
-    /// stripes being read and decoded), in bytes; a request that would
-    /// take more waits for none, it gets `503 SlowDown`.
+    /// The resident memory the gateway may reach, in bytes: requests in
+    /// flight share it (less 128 MiB for the gateway itself), each by what
+    /// it holds (an object read or write 8 MiB).
     pub memory_budget_bytes: u64,
+    /// A request that finds no place or memory waits this long for one,
+    /// then gets `503 SlowDown`.
+    pub queue_timeout_secs: u64,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
     /// HTTPS on the S3 listener; plain HTTP when absent.
@@ -175,6 +178,7 @@ impl Default for ServerConfig {
             max_connections: None,
             max_requests: 1024,
             memory_budget_bytes: 1 << 30,
+            queue_timeout_secs: 10,
             http2_max_streams: 128,
             tls: None,
         }
@@ -673,10 +677,10 @@ impl ServerConfig {
         if self.max_connections == Some(0) {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
-        if self.memory_budget_bytes < 16 << 20 {
+        if self.memory_budget_bytes < 256 << 20 {
             return Err(invalid(
                 "server.memory_budget_bytes",
-                "must be at least 16 MiB (one large write needs a few)",
+                "must be at least 256 MiB (128 MiB for the gateway itself, 8 MiB per object request)",
             ));
         }
         Ok(())

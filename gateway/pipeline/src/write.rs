@@ -33,7 +33,7 @@ use shardgate_core::{
     BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest,
     PayloadKey, Recipients, Segment, StripeBuffer, StripeLayout, VersionId, encode_stripe,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::buffers;
@@ -238,17 +238,13 @@ pub async fn write_object<S>(
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(MD5_QUEUE_PIECES);
-    let md5 = tokio::task::spawn_blocking(move || {
-        let mut h = Md5::new();
-        while let Some(piece) = rx.blocking_recv() {
-            h.update(&piece);
-        }
-        h.finalize()
-    });
+    let (tx, rx) = mpsc::channel::<Bytes>(MD5_QUEUE_PIECES);
+    let md5 = spawn_md5(rx)?;
     let written = write_segment_with_tap(input, placement, params, Some(&tx)).await;
     drop(tx);
-    let md5 = md5.await?;
+    let md5 = md5
+        .await
+        .map_err(|_| PipelineError::Internal("the MD5 thread ended early".into()))?;
     let SegmentWrite {
         segment,
         lost_fragments,
@@ -266,6 +262,26 @@ where
         manifest,
         lost_fragments,
     })
+}
+
+/// Hashes the plaintext on a thread of its own as pieces come, and sends
+/// the digest when the sender goes away. Not on tokio's blocking pool: a
+/// hasher waits for its pieces for as long as the PUT lasts, and 512
+/// concurrent PUTs, one hasher each, took every thread of the pool, so the
+/// encoders and fs writes they waited for never ran.
+fn spawn_md5(mut rx: mpsc::Receiver<Bytes>) -> Result<oneshot::Receiver<md5::digest::Output<Md5>>> {
+    let (done, digest) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("shardgate-md5".into())
+        .spawn(move || {
+            let mut h = Md5::new();
+            while let Some(piece) = rx.blocking_recv() {
+                h.update(&piece);
+            }
+            let _ = done.send(h.finalize());
+        })
+        .map_err(|e| PipelineError::Internal(format!("starting an MD5 thread: {e}")))?;
+    Ok(digest)
 }
 
 /// Reads the body into stripes, encodes them on the blocking pool and hands

@@ -359,3 +359,51 @@ async fn blob_names_are_chosen_before_any_byte_is_written() {
         assert_eq!(m.blob_names(), vec![name.clone()]);
     }
 }
+
+/// More concurrent writes than the runtime has blocking threads: every one
+/// finishes. Each write's MD5 hasher once waited for its pieces on a
+/// blocking thread, so as many writes as the pool has threads took them
+/// all, and the encoders they waited for never ran (512 concurrent PUTs
+/// stalled the gateway for good).
+#[test]
+fn more_concurrent_writes_than_blocking_threads_all_finish() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cluster = Arc::new(Cluster::new(3));
+        let params = cluster.params(2, 1, 2);
+        let writes = (0..16u64).map(|i| {
+            let (cluster, params) = (cluster.clone(), params.clone());
+            tokio::spawn(async move {
+                let plain = data(3 * 2 * CHUNK_BYTES + 100, i);
+                // The body comes slowly, so every hasher is waiting at once.
+                let slow = body(&plain, 50_000).then(|piece| async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    piece
+                });
+                let write = write_object(
+                    Box::pin(slow),
+                    &cluster.placement(),
+                    &params,
+                    ObjectMeta::default(),
+                    1_700_000_000_000,
+                )
+                .await
+                .unwrap();
+                let (got, _) = cluster.read(&write.manifest, None).await;
+                assert!(got.unwrap() == plain, "write {i} reads back");
+            })
+        });
+        let all = futures::future::join_all(writes);
+        let done = tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("16 writes on 4 blocking threads did not finish: a hasher holds a blocking thread");
+        for d in done {
+            d.unwrap();
+        }
+    });
+}

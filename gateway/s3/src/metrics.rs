@@ -62,12 +62,22 @@ struct BackendRow {
     free_bytes: Option<u64>,
 }
 
+/// What the listener holds at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ServerLoad {
+    pub connections: u64,
+    pub max_connections: u64,
+    pub requests_free: u64,
+    pub memory_free_bytes: u64,
+}
+
 /// What a scrape reads from the gateway.
 #[derive(Debug)]
 struct Snapshot {
     placers: Vec<PlacerRow>,
     backends: Vec<BackendRow>,
     hedged_reads: u64,
+    server: ServerLoad,
 }
 
 /// One metric family: its descriptor, then one sample per label set.
@@ -161,12 +171,38 @@ impl Collector for Snapshot {
             "Fragment reads sent because other fragments were late",
             [(Vec::new(), self.hedged_reads)],
         )?;
+        let load = self.server;
+        let one = |v: u64| [(Vec::new(), i64::try_from(v).unwrap_or(i64::MAX))];
+        gauge(
+            &mut encoder,
+            "connections_open",
+            "Client connections open (lingering closes included)",
+            one(load.connections),
+        )?;
+        gauge(
+            &mut encoder,
+            "connections_max",
+            "The connection cap (server.max_connections, or the descriptor limit less 1024)",
+            one(load.max_connections),
+        )?;
+        gauge(
+            &mut encoder,
+            "requests_free",
+            "Places free for S3 requests (server.max_requests less those in flight)",
+            one(load.requests_free),
+        )?;
+        gauge(
+            &mut encoder,
+            "memory_budget_free_bytes",
+            "Memory budget not reserved by requests in flight",
+            one(load.memory_free_bytes),
+        )?;
         Ok(())
     }
 }
 
 /// The text of one scrape.
-pub(crate) fn render(gateway: &Gateway) -> String {
+pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
     let placers = gateway
         .policies()
         .filter_map(|policy| {
@@ -204,6 +240,7 @@ pub(crate) fn render(gateway: &Gateway) -> String {
         placers,
         backends,
         hedged_reads: gateway.hedged_fragment_reads(),
+        server,
     }));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {

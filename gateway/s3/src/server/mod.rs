@@ -32,10 +32,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+pub use budget::Limits;
+use budget::{Admission, Budget};
 use conn::{ConnState, Timeouts};
+mod budget;
 pub(crate) mod conn;
 
 use crate::gateway::Gateway;
+use crate::metrics::ServerLoad;
 use crate::service::ShardgateS3;
 
 /// The one access key the gateway accepts.
@@ -89,6 +93,30 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
+    /// Requests and memory in flight.
+    pub limits: Limits,
+}
+
+/// What every request's handler shares.
+struct Front {
+    s3: S3Service,
+    gateway: Arc<Gateway>,
+    timeouts: Timeouts,
+    budget: Budget,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Front {
+    fn load(&self) -> ServerLoad {
+        let (requests_free, memory_free_bytes) = self.budget.available();
+        ServerLoad {
+            connections: (self.max_connections - self.connections.available_permits()) as u64,
+            max_connections: self.max_connections as u64,
+            requests_free: requests_free as u64,
+            memory_free_bytes,
+        }
+    }
 }
 
 impl ServeOptions {
@@ -170,18 +198,24 @@ pub async fn serve(
         access_key: credentials.access_key,
         secret_key: SecretKey::from(credentials.secret_key),
     });
-    let s3 = builder.build();
+    let front = Arc::new(Front {
+        s3: builder.build(),
+        gateway,
+        timeouts: options.timeouts,
+        budget: Budget::new(options.limits),
+        connections: Arc::new(Semaphore::new(options.max_connections)),
+        max_connections: options.max_connections,
+    });
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http2()
         .max_concurrent_streams(options.http2_max_streams);
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(options.max_connections));
     let timeouts = options.timeouts;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // A connection past the cap waits in the kernel's accept queue.
         let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p {
+            p = front.connections.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_closed) => break,
             },
@@ -202,18 +236,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = ConnState::new(permit);
-        let (s3, gw, handler_state) = (s3.clone(), gateway.clone(), state.clone());
+        let (front, handler_state) = (front.clone(), state.clone());
         let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
-        let svc = service_fn(move |req| {
-            handle(
-                s3.clone(),
-                gw.clone(),
-                handler_state.clone(),
-                timeouts,
-                peer,
-                req,
-            )
-        });
+        let svc = service_fn(move |req| handle(front.clone(), handler_state.clone(), peer, req));
         let conn = graceful.watch(http.serve_connection(io, svc).into_owned());
         tokio::spawn(async move {
             tokio::select! {
@@ -243,49 +268,70 @@ fn plain(status: StatusCode, text: String, request: RequestGuard) -> Response<Re
     r
 }
 
+/// `503 SlowDown`, S3's answer when it is saturated.
+fn slow_down(request: RequestGuard) -> Response<ResponseBody> {
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate: the gateway is at its limit of requests or memory in flight.</Message></Error>";
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, xml.into(), request);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
 /// A request in flight on its connection, until its answer is sent or
-/// dropped (the connection's watchdog does not run meanwhile).
-struct RequestGuard(ConnState);
+/// dropped (the connection's watchdog does not run meanwhile), with its
+/// admission (its place and memory share) once it has one.
+struct RequestGuard {
+    conn: ConnState,
+    admission: Option<Admission>,
+}
 
 impl RequestGuard {
     fn new(conn: &ConnState) -> Self {
         conn.request_started();
-        Self(conn.clone())
+        Self {
+            conn: conn.clone(),
+            admission: None,
+        }
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.request_ended();
+        self.admission = None;
+        self.conn.request_ended();
     }
 }
 
 /// Every request: its answer, then the connection rule ([`conn::finish`]).
 async fn handle(
-    s3: S3Service,
-    gateway: Arc<Gateway>,
+    front: Arc<Front>,
     conn: ConnState,
-    timeouts: Timeouts,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let request = RequestGuard::new(&conn);
     let version = req.version();
     let (parts, body) = req.into_parts();
-    let (body, body_state) = conn::Tracked::new(body, timeouts);
+    let (body, body_state) = conn::Tracked::new(body, front.timeouts);
     let req = Request::from_parts(parts, s3s::Body::http_body(body));
-    let mut response = answer(s3, gateway, peer, req, request).await;
+    let mut response = answer(&front, peer, req, request).await;
     conn::finish(&mut response, version, &body_state, &conn);
     Ok(response)
 }
 
 async fn answer(
-    s3: S3Service,
-    gateway: Arc<Gateway>,
+    front: &Front,
     peer: SocketAddr,
     req: Request<s3s::Body>,
-    request: RequestGuard,
+    mut request: RequestGuard,
 ) -> Response<ResponseBody> {
+    let gateway = &front.gateway;
     let probe = matches!(*req.method(), Method::GET | Method::HEAD)
         && req.uri().query().is_none()
         && !req.headers().contains_key(http::header::AUTHORIZATION);
@@ -293,7 +339,11 @@ async fn answer(
         return plain(StatusCode::OK, "ok\n".into(), request);
     }
     if probe && req.uri().path() == "/metrics" {
-        let mut r = plain(StatusCode::OK, crate::metrics::render(&gateway), request);
+        let mut r = plain(
+            StatusCode::OK,
+            crate::metrics::render(gateway, front.load()),
+            request,
+        );
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -309,6 +359,14 @@ async fn answer(
         return plain(status, text, request);
     }
 
+    match front.budget.admit(budget::cost(&req)).await {
+        Some(admission) => request.admission = Some(admission),
+        None => {
+            tracing::warn!(%peer, method = %req.method(), path = %req.uri().path(), "saturated: SlowDown");
+            gateway.metrics().request(req.method().as_str(), 503);
+            return slow_down(request);
+        }
+    }
     let path = urlencoding::decode(req.uri().path())
         .map(|p| p.into_owned())
         .unwrap_or_else(|_| req.uri().path().to_string());
@@ -336,7 +394,7 @@ async fn answer(
     );
     let start = Instant::now();
     let method = req.method().clone();
-    let response = s3.call(req).instrument(span.clone()).await;
+    let response = front.s3.call(req).instrument(span.clone()).await;
     let response = match response {
         Ok(r) => r,
         Err(e) => {
