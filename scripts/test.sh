@@ -8,8 +8,9 @@
 #   bash scripts/test.sh --install  only install what is missing
 #
 # What the tests drive, and where it comes from:
-#   age, mount            Debian (age decrypts an exported object; mount makes
-#                         the tmpfs of the full-disk tests: run as root)
+#   age, mount, curl      Debian (age decrypts an exported object; mount makes
+#                         the tmpfs of the full-disk tests: run as root; curl
+#                         speaks HTTP/2 and signs SigV4 in the TLS tests)
 #   node, npm             Debian's nodejs and npm, only if there is no node or
 #                         npm at all (a Node.js from elsewhere brings its own
 #                         npm, and Debian's npm conflicts with it)
@@ -38,6 +39,7 @@ apt_install() {
 need=()
 command -v age >/dev/null || need+=(age)
 command -v mount >/dev/null || need+=(mount)
+command -v curl >/dev/null || need+=(curl)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -21,12 +21,83 @@ pub struct Server {
     pub access_key: String,
     pub secret_key: String,
     pub log: PathBuf,
+    /// Over HTTPS: the CA that signed its certificate (PEM).
+    pub ca: Option<PathBuf>,
+}
+
+/// A certificate authority and a certificate it signed for 127.0.0.1 and
+/// localhost, written as PEM files.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCerts {
+    /// A new CA in `dir`, and a server certificate from it.
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "shardgate test CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let certs = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            issuer: rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap(),
+        };
+        std::fs::write(&certs.ca, certs.issuer.pem()).unwrap();
+        let (cert, key) = certs.issue("first");
+        std::fs::write(&certs.key, key).unwrap();
+        std::fs::write(&certs.cert, cert).unwrap();
+        certs
+    }
+
+    /// A new server certificate and its key (PEM), signed by the CA, with
+    /// `name` as its common name (so a test can tell which one is served).
+    pub fn issue(&self, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 impl Server {
     /// Starts `shardgate serve` on a free port with `data` as data dir.
     pub fn start(data: &Path) -> Self {
         Self::start_with(data, &[])
+    }
+
+    /// Starts it over HTTPS, with a certificate from a new test CA
+    /// (beside `data`, in `tls/`).
+    pub fn start_tls(data: &Path, env: &[(&str, &str)]) -> (Self, TestCerts) {
+        let certs = TestCerts::new(&data.with_extension("tls"));
+        let (cert, key) = (
+            certs.cert.to_str().unwrap().to_string(),
+            certs.key.to_str().unwrap().to_string(),
+        );
+        let mut all = vec![
+            ("SHARDGATE_SERVER__TLS__CERT_FILE", cert.as_str()),
+            ("SHARDGATE_SERVER__TLS__KEY_FILE", key.as_str()),
+        ];
+        all.extend_from_slice(env);
+        let mut server = Self::start_with(data, &all);
+        server.ca = Some(certs.ca.clone());
+        (server, certs)
     }
 
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
@@ -56,7 +127,11 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(a) = line.split("listening on http://").nth(1) {
+                    if let Some(a) = line
+                        .split("listening on http://")
+                        .nth(1)
+                        .or_else(|| line.split("listening on https://").nth(1))
+                    {
                         break a.trim().parse().unwrap();
                     }
                 }
@@ -84,16 +159,20 @@ impl Server {
             access_key: field("access_key"),
             secret_key: field("secret_key"),
             log,
+            ca: None,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// The environment a client needs.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env: Vec<(String, String)> = vec![
             ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
             ("AWS_SECRET_ACCESS_KEY".into(), self.secret_key.clone()),
             ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
@@ -101,7 +180,21 @@ impl Server {
             ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
             ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
             ("S3_ENDPOINT".into(), self.endpoint()),
-        ]
+        ];
+        if let Some(ca) = &self.ca {
+            // botocore, Python's ssl (urllib, the presigned checks) and
+            // rclone each read their own variable.
+            let ca = ca.to_string_lossy().into_owned();
+            for name in [
+                "AWS_CA_BUNDLE",
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+                "RCLONE_CA_CERT",
+            ] {
+                env.push((name.into(), ca.clone()));
+            }
+        }
+        env
     }
 
     /// Runs the aws CLI against the gateway.
@@ -154,7 +247,10 @@ impl Server {
 
     /// An unsigned GET of `path` (`/health`, `/ready`, `/metrics`).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.addr, path)
+        match &self.ca {
+            None => http_get(self.addr, path),
+            Some(ca) => https_get(&format!("{}{path}", self.endpoint()), ca, false),
+        }
     }
 
     /// Polls `/ready` until its text has every one of `lines`, for at most
@@ -252,6 +348,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
     Some((status, body))
+}
+
+/// A GET over HTTPS with curl, trusting `ca`: (status, body), or with
+/// `http_version` the version curl spoke ("1.1", "2") as the body.
+pub fn https_get(url: &str, ca: &Path, http_version: bool) -> Option<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2", "--cacert"]).arg(ca);
+    if http_version {
+        cmd.args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"]);
+    } else {
+        cmd.args(["-w", "\n%{http_code}"]);
+    }
+    let out = run(cmd.arg(url));
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if http_version {
+        let (code, version) = text.split_once(' ')?;
+        return Some((code.parse().ok()?, version.to_string()));
+    }
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so content is checkable

@@ -115,9 +115,26 @@ async fn serve(
     let gateway = Gateway::new(parts.gateway, meta)?;
     gateway.refresh_health().await;
     gateway.spawn_background();
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| {
+            shardgate_s3::Tls::load(&shardgate_s3::TlsFiles {
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+            })
+            .context("server.tls")
+        })
+        .transpose()?;
     let listener = shardgate_s3::listen(config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(warning) = plaintext_warning(addr, tls.is_some()) {
+        tracing::warn!("{warning}");
+    }
+    let options = serve_options(&config.server, tls);
 
     // Best effort: a closed stdout (a supervisor that stopped reading)
     // must not stop the gateway. The listening line comes last, so a reader
@@ -134,15 +151,35 @@ async fn serve(
         "shardgate: access key {}",
         parts.credentials.access_key
     );
-    let _ = writeln!(out, "shardgate: S3 endpoint listening on http://{addr}");
+    let _ = writeln!(out, "shardgate: S3 endpoint listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);
 
+    shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+/// What to say of a listener without TLS that other hosts can reach.
+fn plaintext_warning(addr: std::net::SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {addr} without TLS: requests, object data and presigned URLs cross the network in clear text; set [server.tls] cert_file and key_file"
+        )
+    })
+}
+
+/// The listener's options from `[server]`; the connection cap is chosen
+/// (and logged) against the descriptor limit.
+fn serve_options(
+    server: &shardgate_config::ServerConfig,
+    tls: Option<shardgate_s3::Tls>,
+) -> shardgate_s3::ServeOptions {
     let (max_connections, cap_line) =
-        shardgate_s3::ServeOptions::connection_cap(config.server.max_connections);
+        shardgate_s3::ServeOptions::connection_cap(server.max_connections);
     tracing::info!("{cap_line}");
-    let server = &config.server;
-    let options = shardgate_s3::ServeOptions {
+    shardgate_s3::ServeOptions {
         timeouts: shardgate_s3::Timeouts {
             header: Duration::from_secs(server.header_timeout_secs),
             idle: Duration::from_secs(server.idle_timeout_secs),
@@ -156,11 +193,8 @@ async fn serve(
             memory_bytes: server.memory_budget_bytes,
             queue_timeout: Duration::from_secs(server.queue_timeout_secs),
         },
-    };
-    shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
-        .await
-        .context("serving")?;
-    Ok(())
+        tls,
+    }
 }
 
 fn describe(g: &shardgate_s3::GatewayConfig) -> String {
@@ -228,5 +262,24 @@ async fn stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_warning;
+
+    #[test]
+    fn plain_http_is_warned_about_beyond_loopback_only() {
+        let at = |a: &str| {
+            a.parse::<std::net::SocketAddr>()
+                .unwrap_or_else(|_| unreachable!())
+        };
+        assert!(plaintext_warning(at("0.0.0.0:9000"), false).is_some());
+        assert!(plaintext_warning(at("[::]:9000"), false).is_some());
+        assert!(plaintext_warning(at("192.168.1.5:9000"), false).is_some());
+        assert!(plaintext_warning(at("0.0.0.0:9000"), true).is_none());
+        assert!(plaintext_warning(at("127.0.0.1:9000"), false).is_none());
+        assert!(plaintext_warning(at("[::1]:9000"), false).is_none());
     }
 }

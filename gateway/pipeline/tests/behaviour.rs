@@ -401,7 +401,9 @@ fn more_concurrent_writes_than_blocking_threads_all_finish() {
         let all = futures::future::join_all(writes);
         let done = tokio::time::timeout(Duration::from_secs(120), all)
             .await
-            .expect("16 writes on 4 blocking threads did not finish: a hasher holds a blocking thread");
+            .expect(
+                "16 writes on 4 blocking threads did not finish: a hasher holds a blocking thread",
+            );
         for d in done {
             d.unwrap();
         }

@@ -22,6 +22,6 @@ mod sweeps;
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayConfig, Policy};
 pub use server::conn::{BodyStalled, Timeouts};
-pub use server::{Credentials, Limits, ServeOptions, listen, serve};
+pub use server::{Credentials, Limits, ServeOptions, Tls, TlsError, TlsFiles, listen, serve};
 pub use service::ShardgateS3;
 pub use sweeps::HEALTH_PERIOD;

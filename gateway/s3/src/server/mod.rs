@@ -35,8 +35,10 @@ use tracing::Instrument;
 pub use budget::Limits;
 use budget::{Admission, Budget};
 use conn::{ConnState, Timeouts};
+pub use tls::{Tls, TlsError, TlsFiles};
 mod budget;
 pub(crate) mod conn;
+mod tls;
 
 use crate::gateway::Gateway;
 use crate::metrics::ServerLoad;
@@ -95,6 +97,8 @@ pub struct ServeOptions {
     pub http2_max_streams: u32,
     /// Requests and memory in flight.
     pub limits: Limits,
+    /// HTTPS; plain HTTP when absent.
+    pub tls: Option<Tls>,
 }
 
 /// What every request's handler shares.
@@ -237,15 +241,36 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = ConnState::new(permit);
         let (front, handler_state) = (front.clone(), state.clone());
-        let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
         let svc = service_fn(move |req| handle(front.clone(), handler_state.clone(), peer, req));
-        let conn = graceful.watch(http.serve_connection(io, svc).into_owned());
+        let (http, watcher, tls) = (http.clone(), graceful.watcher(), options.tls.clone());
         tokio::spawn(async move {
+            let serve = async {
+                match tls {
+                    // The handshake runs under the connection's header
+                    // timeout, like the head it precedes.
+                    Some(Tls(acceptor)) => {
+                        let stream = acceptor
+                            .accept(stream)
+                            .await
+                            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                        let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
+                        watcher
+                            .watch(http.serve_connection(io, svc).into_owned())
+                            .await
+                    }
+                    None => {
+                        let io = TokioIo::new(conn::Stream::new(stream, state.clone()));
+                        watcher
+                            .watch(http.serve_connection(io, svc).into_owned())
+                            .await
+                    }
+                }
+            };
             tokio::select! {
-                ended = conn => if let Err(e) = ended {
+                ended = serve => if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
-                expired = conn::watchdog(state, timeouts) => {
+                expired = conn::watchdog(state.clone(), timeouts) => {
                     tracing::debug!(%peer, "connection closed: {expired}");
                 }
             }
