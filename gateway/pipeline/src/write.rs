@@ -47,6 +47,8 @@ pub const FRAGMENT_QUEUE_BATCHES: usize = 2;
 pub const FRAGMENT_BATCH_BYTES: usize = 256 * 1024;
 /// Body pieces queued for the MD5 thread.
 const MD5_QUEUE_PIECES: usize = 8;
+/// Plaintext hashed inline before a write starts its MD5 thread.
+const MD5_INLINE_BYTES: usize = 256 << 10;
 
 /// How a segment is written.
 #[derive(Clone, Debug)]
@@ -152,7 +154,7 @@ async fn write_segment_with_tap<S>(
     input: S,
     placement: &Placement,
     params: &WriteParams,
-    tap: Option<&mpsc::Sender<Bytes>>,
+    tap: Option<&mut Md5Tap>,
 ) -> Result<SegmentWrite>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -238,13 +240,9 @@ pub async fn write_object<S>(
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
-    let (tx, rx) = mpsc::channel::<Bytes>(MD5_QUEUE_PIECES);
-    let md5 = spawn_md5(rx)?;
-    let written = write_segment_with_tap(input, placement, params, Some(&tx)).await;
-    drop(tx);
-    let md5 = md5
-        .await
-        .map_err(|_| PipelineError::Internal("the MD5 thread ended early".into()))?;
+    let mut md5 = Md5Tap::default();
+    let written = write_segment_with_tap(input, placement, params, Some(&mut md5)).await;
+    let md5 = md5.finish().await?;
     let SegmentWrite {
         segment,
         lost_fragments,
@@ -264,24 +262,84 @@ where
     })
 }
 
-/// Hashes the plaintext on a thread of its own as pieces come, and sends
-/// the digest when the sender goes away. Not on tokio's blocking pool: a
-/// hasher waits for its pieces for as long as the PUT lasts, and 512
+/// The MD5 of the plaintext (the ETag), computed beside the codec.
+///
+/// The first [`MD5_INLINE_BYTES`] are hashed where they arrive (a small
+/// object's whole body costs a few microseconds there); past them the
+/// rest goes to a thread of the write's own, so a large body's hashing
+/// runs in parallel with its encoding. Not on tokio's blocking pool: that
+/// thread waits for its pieces as long as the PUT lasts, and 512
 /// concurrent PUTs, one hasher each, took every thread of the pool, so the
 /// encoders and fs writes they waited for never ran.
-fn spawn_md5(mut rx: mpsc::Receiver<Bytes>) -> Result<oneshot::Receiver<md5::digest::Output<Md5>>> {
+#[derive(Debug, Default)]
+struct Md5Tap {
+    inline: Option<Md5>,
+    hashed: usize,
+    thread: Option<(
+        mpsc::Sender<Bytes>,
+        oneshot::Receiver<md5::digest::Output<Md5>>,
+    )>,
+    failed: Option<String>,
+}
+
+impl Md5Tap {
+    async fn feed(&mut self, piece: &Bytes) {
+        if self.thread.is_none() && self.hashed + piece.len() <= MD5_INLINE_BYTES {
+            self.inline.get_or_insert_with(Md5::new).update(piece);
+            self.hashed += piece.len();
+            return;
+        }
+        if self.thread.is_none() && self.failed.is_none() {
+            let state = self.inline.take().unwrap_or_default();
+            match spawn_md5(state) {
+                Ok(thread) => self.thread = Some(thread),
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        if let Some((tx, _)) = &self.thread {
+            // The thread only goes away when the write is over.
+            let _ = tx.send(piece.clone()).await;
+        }
+    }
+
+    async fn finish(self) -> Result<md5::digest::Output<Md5>> {
+        if let Some(e) = self.failed {
+            return Err(PipelineError::Internal(e));
+        }
+        match self.thread {
+            None => Ok(self.inline.unwrap_or_default().finalize()),
+            Some((tx, digest)) => {
+                drop(tx);
+                digest
+                    .await
+                    .map_err(|_| PipelineError::Internal("the MD5 thread ended early".into()))
+            }
+        }
+    }
+}
+
+/// Starts the hashing thread, from `state`.
+fn spawn_md5(
+    mut state: Md5,
+) -> std::result::Result<
+    (
+        mpsc::Sender<Bytes>,
+        oneshot::Receiver<md5::digest::Output<Md5>>,
+    ),
+    String,
+> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(MD5_QUEUE_PIECES);
     let (done, digest) = oneshot::channel();
     std::thread::Builder::new()
         .name("shardgate-md5".into())
         .spawn(move || {
-            let mut h = Md5::new();
             while let Some(piece) = rx.blocking_recv() {
-                h.update(&piece);
+                state.update(&piece);
             }
-            let _ = done.send(h.finalize());
+            let _ = done.send(state.finalize());
         })
-        .map_err(|e| PipelineError::Internal(format!("starting an MD5 thread: {e}")))?;
-    Ok(digest)
+        .map_err(|e| format!("starting an MD5 thread: {e}"))?;
+    Ok((tx, digest))
 }
 
 /// Reads the body into stripes, encodes them on the blocking pool and hands
@@ -291,7 +349,7 @@ async fn produce<S>(
     params: &WriteParams,
     key: Arc<PayloadKey>,
     fanout: &mut FanOut,
-    tap: Option<&mpsc::Sender<Bytes>>,
+    mut tap: Option<&mut Md5Tap>,
 ) -> Result<u64>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -307,9 +365,8 @@ where
             match input.next().await {
                 Some(Ok(piece)) if piece.is_empty() => continue,
                 Some(Ok(piece)) => {
-                    if let Some(tap) = tap {
-                        // The tap (MD5) only goes away when the write is over.
-                        let _ = tap.send(piece.clone()).await;
+                    if let Some(tap) = tap.as_deref_mut() {
+                        tap.feed(&piece).await;
                     }
                     return Ok(Some(piece));
                 }

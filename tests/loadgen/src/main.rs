@@ -62,6 +62,9 @@ struct Args {
     /// The mixed load's random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// For an https:// endpoint: the CA that signed its certificate (PEM).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -83,7 +86,25 @@ type Body = BoxBody<Bytes, std::convert::Infallible>;
 /// One keep-alive connection; reconnects after an error.
 struct Conn {
     addr: String,
+    /// Over HTTPS: the connector that trusts the gateway's CA.
+    tls: Option<tokio_rustls::TlsConnector>,
     sender: Option<http1::SendRequest<Body>>,
+}
+
+/// A TLS connector trusting the CA certificates in `ca` (PEM).
+fn tls_connector(ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("{}", ca.display()))?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 impl Conn {
@@ -94,8 +115,24 @@ impl Conn {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = tokio::net::TcpStream::connect(&self.addr).await?;
             stream.set_nodelay(true)?;
-            let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let sender = match &self.tls {
+                None => {
+                    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+                Some(tls) => {
+                    let host = self
+                        .addr
+                        .rsplit_once(':')
+                        .map_or(self.addr.as_str(), |(h, _)| h);
+                    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+                    let stream = tls.connect(name, stream).await?;
+                    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
             self.sender = Some(sender);
         }
         let Some(sender) = self.sender.as_mut() else {
@@ -134,6 +171,7 @@ struct Phase {
 
 async fn run_phase(
     args: &Args,
+    tls: &Option<tokio_rustls::TlsConnector>,
     signer: &Arc<Signer>,
     op: &'static str,
     size: u64,
@@ -144,6 +182,7 @@ async fn run_phase(
     let addr = args
         .endpoint
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_string();
     let start = Instant::now();
@@ -157,6 +196,7 @@ async fn run_phase(
         );
         let mut conn = Conn {
             addr: addr.clone(),
+            tls: tls.clone(),
             sender: None,
         };
         workers.push(tokio::spawn(async move {
@@ -334,6 +374,7 @@ async fn main() -> Result<()> {
     let host = args
         .endpoint
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_string();
     let signer = Arc::new(Signer {
@@ -344,6 +385,11 @@ async fn main() -> Result<()> {
     if let Some(requests) = args.mix {
         return run_mix(&args, (*signer).clone(), host, requests).await;
     }
+    let tls = match (&args.ca, args.endpoint.starts_with("https://")) {
+        (Some(ca), true) => Some(tls_connector(ca)?),
+        (None, true) => bail!("an https:// endpoint needs --ca"),
+        (_, false) => None,
+    };
     let mut random = vec![0u8; 1 << 20];
     rand::rng().fill_bytes(&mut random);
     let shared = Bytes::from(random);
@@ -351,6 +397,7 @@ async fn main() -> Result<()> {
     // Create the bucket (an existing one is fine).
     let mut conn = Conn {
         addr: host,
+        tls: tls.clone(),
         sender: None,
     };
     let path = format!("/{}", args.bucket);
@@ -381,7 +428,8 @@ async fn main() -> Result<()> {
         for op in ops {
             peak_rss_reset(args.pid);
             let cpu_before = cpu_seconds(args.pid);
-            let (mut phase, elapsed) = run_phase(&args, &signer, op, size, *count, &shared).await?;
+            let (mut phase, elapsed) =
+                run_phase(&args, &tls, &signer, op, size, *count, &shared).await?;
             phase.latencies.sort();
             let secs = elapsed.as_secs_f64();
             let cpu_ms_per_op = cpu_before
