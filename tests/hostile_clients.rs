@@ -312,6 +312,16 @@ fn a_trickling_body_gets_request_timeout_and_leaves_nothing() {
     assert_eq!(g.response().unwrap().body, pattern(6, 100_000));
 }
 
+/// `503 SlowDown` answers so far.
+fn slow_downs(server: &Server) -> f64 {
+    server
+        .metrics()
+        .iter()
+        .filter(|(name, _)| name.contains("s3_requests") && name.contains("status=\"503\""))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// More concurrent PUTs than the budget admits: the excess wait, then get
 /// `503 SlowDown`; boto3's own retries (standard mode) finish every upload;
 /// every object reads back; the gateway's peak memory stays under its
@@ -347,21 +357,52 @@ fn past_the_budget_clients_get_slow_down_and_their_retries_finish() {
             answered
         })
     };
-    let out = server.python("saturate.py", &["120", &(4 << 20).to_string(), "30"]);
+    // Four uploads that trickle hold all four places (the bucket made
+    // first)...
+    let signer = signer(&server);
+    let mut c = Raw::connect(server.addr);
+    c.send(&bodiless(&signer, "PUT", "/saturate")).unwrap();
+    assert_eq!(c.response().unwrap().status, 200);
+    let holders: Vec<Raw> = (0..4)
+        .map(|i| {
+            let path = format!("/held{i}");
+            let mut c = Raw::connect(server.addr);
+            c.send(&bodiless(&signer, "PUT", &path)).unwrap();
+            assert_eq!(c.response().unwrap().status, 200);
+            let key = format!("{path}/k");
+            let signed = signer.sign("PUT", &key, "", &[], UNSIGNED_PAYLOAD);
+            c.send(&head(
+                "PUT",
+                &key,
+                &signed.headers,
+                &[("content-length", "1000000".to_string())],
+            ))
+            .unwrap();
+            c.send(b"x").unwrap();
+            c
+        })
+        .collect();
+    // ... so the 120 uploads' first attempts wait out the queue timeout and
+    // get SlowDown; once the holders go, boto3's retries get through.
+    let mut client = server.python_spawn(
+        "saturate.py",
+        &["120", &(4 << 20).to_string(), "30", "existing"],
+    );
+    let held_until = Instant::now() + Duration::from_secs(120);
+    while slow_downs(&server) < 20.0 {
+        assert!(
+            Instant::now() < held_until,
+            "no SlowDown while every place was held"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(holders);
+    let out = client.wait();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let probes = prober.join().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(probes > 5, "{probes} probes");
-    let slow_downs: f64 = server
-        .metrics()
-        .iter()
-        .filter(|(name, _)| name.contains("s3_requests") && name.contains("status=\"503\""))
-        .map(|(_, v)| v)
-        .sum();
-    assert!(
-        slow_downs > 0.0,
-        "120 concurrent PUTs through 4 places got no SlowDown"
-    );
+    let slow_downs = slow_downs(&server);
     let peak = server.peak_rss_mib().unwrap();
     eprintln!("{slow_downs} SlowDowns; peak RSS {peak:.0} MiB under a budget of {budget_mib} MiB");
     assert!(

@@ -4,7 +4,9 @@ admits at once: the excess get 503 SlowDown and botocore's own retries
 checked. Run by tests/hostile_clients.rs and scripts/saturate.sh with
 S3_ENDPOINT and AWS_* set.
 
-    saturate.py COUNT SIZE_BYTES [MAX_ATTEMPTS]
+    saturate.py COUNT SIZE_BYTES [MAX_ATTEMPTS [existing]]
+
+("existing": the bucket is there already, so the first request is a PUT.)
 
 Each object's bytes are made on the fly from a shared random block and its
 index, so COUNT objects in flight do not cost COUNT copies here. Prints one
@@ -22,6 +24,7 @@ from botocore.client import Config
 
 count, size = int(sys.argv[1]), int(sys.argv[2])
 attempts = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+bucket_exists = len(sys.argv) > 4 and sys.argv[4] == "existing"
 BLOCK = os.urandom(1 << 20)
 
 
@@ -95,7 +98,8 @@ def client():
 clients = [client() for _ in range(max(1, (count + PER_CLIENT - 1) // PER_CLIENT))]
 s3 = clients[0]
 bucket = "saturate"
-s3.create_bucket(Bucket=bucket)
+if not bucket_exists:
+    s3.create_bucket(Bucket=bucket)
 start = time.time()
 
 

@@ -223,6 +223,22 @@ impl Server {
             .envs(self.env()))
     }
 
+    /// Starts `tests/clients/<script>` like `python`, without waiting.
+    pub fn python_spawn(&self, script: &str, args: &[&str]) -> Spawned {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/clients")
+            .join(script);
+        let child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .envs(self.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3: {e}: {}", shardgate_emulators::INSTALL_HINT));
+        Spawned(Some(child))
+    }
+
     /// The gateway's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -282,6 +298,37 @@ impl Server {
                 Some((name.to_string(), value.parse().ok()?))
             })
             .collect()
+    }
+}
+
+/// A client process started in the background; killed if not waited for.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    /// Its output, once it ends (within 10 minutes).
+    pub fn wait(&mut self) -> Output {
+        let child = self.0.take().unwrap();
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("a client did not finish in 10 minutes");
+            }
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

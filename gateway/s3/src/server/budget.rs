@@ -76,6 +76,15 @@ impl Budget {
     /// memory; `None` means the gateway is saturated.
     pub(crate) async fn admit(&self, cost: u64) -> Option<Admission> {
         let units = cost.div_ceil(UNIT).min(self.memory_units) as u32;
+        // Room now: no timer to set up (the common case).
+        if let Ok(request) = self.requests.clone().try_acquire_owned() {
+            if let Ok(memory) = self.memory.clone().try_acquire_many_owned(units) {
+                return Some(Admission {
+                    _request: request,
+                    _memory: memory,
+                });
+            }
+        }
         let wait = async {
             let request = self.requests.clone().acquire_owned().await.ok()?;
             let memory = self.memory.clone().acquire_many_owned(units).await.ok()?;

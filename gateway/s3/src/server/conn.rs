@@ -3,7 +3,7 @@
 //!
 //! ## Time
 //!
-//! A connection is always in one [`Phase`]: waiting for a request head
+//! A connection is always in one phase ([`Activity`]): waiting for a request head
 //! (from its opening, or from the first byte after an idle spell), busy
 //! with requests, or idle between them. Its [`watchdog`] closes it when a
 //! head takes longer than the header timeout or an idle spell longer than
@@ -47,7 +47,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ use http::{Response, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 /// The longest a closing connection keeps reading what its client sends.
@@ -103,25 +103,48 @@ pub struct Timeouts {
     pub body_min_rate: u64,
 }
 
-/// What a connection is doing, for its watchdog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Waiting for a request head since then.
-    Head(Instant),
-    /// This many requests in flight (HTTP/2 has several).
-    Busy(usize),
-    /// No request in flight, and no byte of the next one, since then.
-    Idle(Instant),
+/// What a connection is doing, for its watchdog: requests in flight, and
+/// when not, whether it waits for a head or idles, since when. Plain
+/// atomics, and the watchdog is never woken by them: it looks when its own
+/// sleep ends (at the latest after one header timeout), so a request costs
+/// the connection a few atomic writes, not two task wake-ups.
+#[derive(Debug)]
+struct Activity {
+    /// Requests in flight (HTTP/2 has several).
+    busy: AtomicUsize,
+    /// When not busy: waiting for a head ([`HEAD`] set) or idle, since
+    /// this many milliseconds after `epoch`; one word, so the watchdog
+    /// never reads one phase with the other's time.
+    phase: AtomicU64,
+    epoch: Instant,
 }
 
-/// Per connection: its phase, and whether it must linger when it closes
-/// (an answer went out before its request's body was read).
+/// The bit of [`Activity::phase`] that says "waiting for a head".
+const HEAD: u64 = 1 << 63;
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn set(&self, head: bool) {
+        let flag = if head { HEAD } else { 0 };
+        self.phase.store(flag | self.now_ms(), Ordering::Release);
+    }
+
+    /// (waiting for a head, since when).
+    fn get(&self) -> (bool, Instant) {
+        let p = self.phase.load(Ordering::Acquire);
+        (p & HEAD != 0, self.epoch + Duration::from_millis(p & !HEAD))
+    }
+}
+
+/// Per connection: its activity, and whether it must linger when it
+/// closes (an answer went out before its request's body was read).
 #[derive(Debug, Clone)]
 pub(crate) struct ConnState {
     linger: Arc<AtomicBool>,
-    phase: Arc<watch::Sender<Phase>>,
-    /// Mirrors `Phase::Idle`, so reads check it without the lock.
-    idle: Arc<AtomicBool>,
+    activity: Arc<Activity>,
     /// The connection's place under the cap, given back when the last
     /// clone goes (after a lingering close, if any).
     _permit: Arc<OwnedSemaphorePermit>,
@@ -132,45 +155,34 @@ impl ConnState {
     pub(crate) fn new(permit: OwnedSemaphorePermit) -> Self {
         Self {
             linger: Arc::default(),
-            phase: Arc::new(watch::Sender::new(Phase::Head(Instant::now()))),
-            idle: Arc::default(),
+            activity: Arc::new(Activity {
+                busy: AtomicUsize::new(0),
+                phase: AtomicU64::new(HEAD),
+                epoch: Instant::now(),
+            }),
             _permit: Arc::new(permit),
         }
     }
 
     /// A request was dispatched.
     pub(crate) fn request_started(&self) {
-        self.phase.send_modify(|p| {
-            *p = match *p {
-                Phase::Busy(n) => Phase::Busy(n + 1),
-                Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
-            }
-        });
-        self.idle.store(false, Ordering::Release);
+        self.activity.busy.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A request's answer was sent (or dropped).
+    /// A request's answer was sent (or dropped): the last one starts an
+    /// idle spell.
     pub(crate) fn request_ended(&self) {
-        self.phase.send_modify(|p| {
-            *p = match *p {
-                Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
-                _ => Phase::Idle(Instant::now()),
-            }
-        });
-        let idle = matches!(*self.phase.borrow(), Phase::Idle(_));
-        self.idle.store(idle, Ordering::Release);
+        let a = &self.activity;
+        if a.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            a.set(false);
+        }
     }
 
     /// Bytes came in: after an idle spell, they start the next head.
     fn bytes_read(&self) {
-        if self.idle.swap(false, Ordering::AcqRel) {
-            self.phase.send_if_modified(|p| match *p {
-                Phase::Idle(_) => {
-                    *p = Phase::Head(Instant::now());
-                    true
-                }
-                _ => false,
-            });
+        let a = &self.activity;
+        if a.busy.load(Ordering::Acquire) == 0 && a.phase.load(Ordering::Acquire) & HEAD == 0 {
+            a.set(true);
         }
     }
 }
@@ -191,30 +203,29 @@ impl std::fmt::Display for Expired {
     }
 }
 
-/// Resolves when the connection has overstayed its phase: a head slower
-/// than `timeouts.header`, an idle spell longer than `timeouts.idle`. The
-/// connection's task then drops the connection, which closes it.
+/// Resolves when the connection has overstayed: a head slower than
+/// `timeouts.header`, an idle spell longer than `timeouts.idle`. The
+/// connection's task then drops the connection, which closes it. It never
+/// sleeps longer than one header timeout, so a head that starts while it
+/// sleeps is still caught on time.
 pub(crate) async fn watchdog(state: ConnState, timeouts: Timeouts) -> Expired {
-    let mut phases = state.phase.subscribe();
+    let a = &state.activity;
     loop {
-        let phase = *phases.borrow_and_update();
-        let (deadline, expired) = match phase {
-            Phase::Head(since) => (since + timeouts.header, Expired::Header),
-            Phase::Idle(since) => (since + timeouts.idle, Expired::Idle),
-            Phase::Busy(_) => {
-                // The sender lives as long as `state`, which we hold.
-                let _ = phases.changed().await;
-                continue;
+        let now = Instant::now();
+        let mut wake = now + timeouts.header;
+        if a.busy.load(Ordering::Acquire) == 0 {
+            let (head, since) = a.get();
+            let (deadline, expired) = if head {
+                (since + timeouts.header, Expired::Header)
+            } else {
+                (since + timeouts.idle, Expired::Idle)
+            };
+            if deadline <= now {
+                return expired;
             }
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => {
-                if *phases.borrow() == phase {
-                    return expired;
-                }
-            }
-            _ = phases.changed() => {}
+            wake = wake.min(deadline);
         }
+        tokio::time::sleep_until(wake).await;
     }
 }
 
@@ -304,7 +315,9 @@ struct BodyClock {
     waited: Duration,
     /// The current wait's start, while the body is pending.
     waiting_since: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
+    /// Made at the first wait (a body that arrives with its head never
+    /// needs one).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl BodyClock {
@@ -314,7 +327,7 @@ impl BodyClock {
             received: 0,
             waited: Duration::ZERO,
             waiting_since: None,
-            timer: Box::pin(tokio::time::sleep(timeouts.body)),
+            timer: None,
         }
     }
 
@@ -337,12 +350,18 @@ impl BodyClock {
             None => {
                 let now = Instant::now();
                 let deadline = now + self.allowance();
-                self.timer.as_mut().reset(deadline);
+                if let Some(timer) = self.timer.as_mut() {
+                    timer.as_mut().reset(deadline);
+                }
                 self.waiting_since = Some(now);
                 now
             }
         };
-        match self.timer.as_mut().poll(cx) {
+        let deadline = since + self.allowance();
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(BodyStalled {
                 after: (self.waited + since.elapsed()).min(self.timeouts.body),
                 received: self.received,
