@@ -608,6 +608,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses a configuration from TOML text alone (no file, no variables,
+    /// no policy folder read) and checks it: what a config file's values
+    /// go through, for tests and the fuzz targets.
+    pub fn from_toml_text(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text)).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks what parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();

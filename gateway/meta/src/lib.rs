@@ -30,6 +30,8 @@ mod store;
 
 pub use error::{MetaError, Result};
 pub use list::{ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery};
+#[doc(hidden)]
+pub use store::fuzzing;
 pub use store::{
     BucketRecord, CompleteError, Condition, Garbage, GarbageId, IntentId, MetaStore, ObjectSummary,
     PartRecord, UploadRecord, Written,

@@ -869,3 +869,23 @@ complete_from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// Entry points for the fuzz targets (`fuzz/`): every record decoder, on
+/// arbitrary bytes. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Decodes `bytes` as each kind of stored record: an object row
+    /// (summary and manifest), a bucket, an upload, a part, an intent, a
+    /// garbage entry. Each is a value or `Corrupt`, never a panic.
+    pub fn decode_records(bytes: &[u8]) {
+        let _ = decode_summary(bytes);
+        let _ = decode_manifest(bytes);
+        let _ = decode::<BucketRecord>("bucket", bytes);
+        let _ = decode_upload(bytes);
+        let _ = decode::<PartRecord>("part", bytes);
+        let _ = decode::<Vec<(BackendId, BlobName)>>("intent", bytes);
+        let _ = decode::<GarbageRecord>("garbage", bytes);
+    }
+}

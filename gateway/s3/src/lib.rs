@@ -19,6 +19,9 @@ mod server;
 mod service;
 mod sweeps;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayConfig, Policy};
 pub use server::conn::{BodyStalled, Timeouts};

@@ -240,15 +240,16 @@ fn url_encoded(encoding: Option<&EncodingType>) -> bool {
 
 /// The byte range of part `n` (1-based) of a multipart object.
 fn part_range(m: &Manifest, n: i32) -> S3Result<std::ops::Range<u64>> {
-    let index = usize::try_from(n - 1)
-        .ok()
+    let index = n
+        .checked_sub(1)
+        .and_then(|i| usize::try_from(i).ok())
         .filter(|i| *i < m.segments.len())
         .ok_or_else(|| s3_error!(InvalidRange, "The requested part number is not satisfiable"))?;
     let start: u64 = m.segments[..index].iter().map(|s| s.plaintext_len).sum();
     Ok(start..start + m.segments[index].plaintext_len)
 }
 
-fn object_range(
+pub(crate) fn object_range(
     m: &Manifest,
     range: Option<&Range>,
     part: Option<i32>,

@@ -77,13 +77,13 @@ impl Budget {
     pub(crate) async fn admit(&self, cost: u64) -> Option<Admission> {
         let units = cost.div_ceil(UNIT).min(self.memory_units) as u32;
         // Room now: no timer to set up (the common case).
-        if let Ok(request) = self.requests.clone().try_acquire_owned() {
-            if let Ok(memory) = self.memory.clone().try_acquire_many_owned(units) {
-                return Some(Admission {
-                    _request: request,
-                    _memory: memory,
-                });
-            }
+        if let Ok(request) = self.requests.clone().try_acquire_owned()
+            && let Ok(memory) = self.memory.clone().try_acquire_many_owned(units)
+        {
+            return Some(Admission {
+                _request: request,
+                _memory: memory,
+            });
         }
         let wait = async {
             let request = self.requests.clone().acquire_owned().await.ok()?;
