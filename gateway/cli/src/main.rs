@@ -3,6 +3,7 @@
 //! gateway (`serve`) or a placement without one (`simulate`). Every
 //! failure ends the process with one line naming its cause.
 
+mod redact;
 mod setup;
 mod simulate;
 
@@ -70,12 +71,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { .. } => "info",
         Command::Simulate(_) => "warn",
     };
+    let secrets = redact::Secrets::default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(secrets.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
@@ -83,7 +85,7 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             data_dir,
             listen,
-        } => serve(config, data_dir, listen).await,
+        } => serve(config, data_dir, listen, &secrets).await,
         Command::Simulate(args) => simulate::run(args),
     }
 }
@@ -92,6 +94,7 @@ async fn serve(
     config_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
+    secrets: &redact::Secrets,
 ) -> Result<()> {
     let mut config = Config::load(config_file.as_deref())?;
     if let Some(d) = data_dir {
@@ -100,7 +103,13 @@ async fn serve(
     if let Some(l) = listen {
         config.listen = l;
     }
+    for b in &config.backends {
+        for secret in [&b.secret_access_key, &b.account_key].into_iter().flatten() {
+            secrets.add(secret);
+        }
+    }
     let parts = setup::prepare(&config).await?;
+    secrets.add(&parts.credentials.secret_key);
     let meta_path = parts.meta_path.clone();
     let meta = tokio::task::spawn_blocking(move || MetaStore::open(&meta_path))
         .await
