@@ -120,7 +120,12 @@ impl Codec {
 }
 
 /// How a segment is cut into stripes and shards.
+///
+/// Decoding checks the stripe size as [`StripeLayout::new`] does (a stored
+/// layout with 0 chunks per stripe would divide by zero later); the
+/// encoding is the three fields in this order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "LayoutFields")]
 pub struct StripeLayout {
     /// The codec that computed the parity.
     pub codec: Codec,
@@ -128,6 +133,21 @@ pub struct StripeLayout {
     pub code: ErasureCode,
     /// Sealed age chunks per stripe.
     pub chunks_per_stripe: u32,
+}
+
+/// [`StripeLayout`] as stored, before its check.
+#[derive(Deserialize)]
+struct LayoutFields {
+    codec: Codec,
+    code: ErasureCode,
+    chunks_per_stripe: u32,
+}
+
+impl TryFrom<LayoutFields> for StripeLayout {
+    type Error = CoreError;
+    fn try_from(f: LayoutFields) -> Result<Self> {
+        Ok(Self::new(f.code, f.chunks_per_stripe)?.with_codec(f.codec))
+    }
 }
 
 impl StripeLayout {
@@ -408,5 +428,16 @@ mod tests {
         assert_eq!(g.chunks_for(&(c..2 * c)).unwrap(), 1..2);
         assert!(g.stripes_for(&(5..5)).is_err());
         assert!(g.stripes_for(&(0..10 * c + 1)).is_err());
+    }
+
+    #[test]
+    fn a_stored_layout_is_checked_when_decoded() {
+        let good = layout(4, 2, 2);
+        let bytes = postcard::to_allocvec(&good).unwrap();
+        assert_eq!(postcard::from_bytes::<StripeLayout>(&bytes).unwrap(), good);
+        // The last field is chunks_per_stripe (a one-byte varint here).
+        let mut zero = bytes.clone();
+        *zero.last_mut().unwrap() = 0;
+        assert!(postcard::from_bytes::<StripeLayout>(&zero).is_err());
     }
 }
