@@ -8,24 +8,12 @@
 An S3 error prints "ERROR <code> <http status> <message>" and exits 3;
 anything else (connection refused, reset) exits 4."""
 
-import os
 import sys
 
-import boto3
-from botocore.client import Config
+from gateway_client import client
 from botocore.exceptions import ClientError
 
-s3 = boto3.client(
-    "s3",
-    endpoint_url=os.environ["S3_ENDPOINT"],
-    region_name="us-east-1",
-    config=Config(
-        signature_version="s3v4",
-        retries={"max_attempts": 1},
-        connect_timeout=5,
-        read_timeout=60,
-    ),
-)
+s3 = client()
 
 op, args = sys.argv[1], sys.argv[2:]
 try:

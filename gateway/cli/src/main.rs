@@ -47,6 +47,30 @@ enum Command {
     /// Show where the fragments of an object would go under a policy, and
     /// which sites, providers or regions it could lose and still be read.
     Simulate(simulate::SimulateArgs),
+    /// The garbage waiting per backend, or drop that of a backend gone for
+    /// good. Works on the data dir of a stopped gateway.
+    Garbage {
+        #[command(subcommand)]
+        action: GarbageAction,
+        /// A TOML configuration file (for its data_dir).
+        #[arg(long, env = "SHARDGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The data dir (overrides the configuration's).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GarbageAction {
+    /// Items, bytes and oldest age waiting, per backend.
+    List,
+    /// Drop, without deleting anything, every item of a backend that left
+    /// the configuration for good (its blobs went with it).
+    Forget {
+        /// The backend id.
+        backend: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,7 +93,7 @@ async fn run(cli: Cli) -> Result<()> {
     // simulate's answer is its output; its log shows only what went wrong.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Simulate(_) => "warn",
+        Command::Simulate(_) | Command::Garbage { .. } => "warn",
     };
     let secrets = redact::Secrets::default();
     tracing_subscriber::fmt()
@@ -87,7 +111,72 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
         } => serve(config, data_dir, listen, &secrets).await,
         Command::Simulate(args) => simulate::run(args),
+        Command::Garbage {
+            action,
+            config,
+            data_dir,
+        } => garbage(action, config, data_dir),
     }
+}
+
+/// `shardgate garbage`: on the metadata store of a stopped gateway (the
+/// store's lock keeps a running one's out; issue 14's admin API will reach
+/// a running gateway).
+fn garbage(
+    action: GarbageAction,
+    config_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<()> {
+    let config = Config::load(config_file.as_deref())?;
+    let path = data_dir
+        .unwrap_or_else(|| config.data_dir.clone())
+        .join("meta.redb");
+    if !path.exists() {
+        anyhow::bail!("no metadata store at {}", path.display());
+    }
+    let meta = MetaStore::open(&path).with_context(|| {
+        format!(
+            "opening {} (stop the gateway that uses it first)",
+            path.display()
+        )
+    })?;
+    let configured: Vec<String> = setup::backend_infos(&config)?
+        .into_iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    match action {
+        GarbageAction::List => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            println!("backend\titems\tbytes\toldest\tconfigured");
+            for b in meta.garbage_backlog()? {
+                let oldest = b.oldest_added_unix_ms.map_or("-".to_string(), |t| {
+                    format!("{}s", now.saturating_sub(t) / 1000)
+                });
+                let known = configured.iter().any(|c| *c == b.backend.as_str());
+                println!(
+                    "{}\t{}\t{}\t{oldest}\t{}",
+                    b.backend,
+                    b.items,
+                    b.bytes,
+                    if known { "yes" } else { "no" }
+                );
+            }
+        }
+        GarbageAction::Forget { backend } => {
+            let id = shardgate_core::BackendId::new(backend.clone())
+                .with_context(|| format!("{backend:?} is not a backend id"))?;
+            if configured.contains(&backend) {
+                anyhow::bail!(
+                    "backend {backend} is configured: its garbage is collected; remove it from the configuration first"
+                );
+            }
+            let n = meta.forget_garbage(&id)?;
+            println!("shardgate: {n} garbage items of backend {backend} forgotten");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(

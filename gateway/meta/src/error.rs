@@ -11,6 +11,10 @@ pub enum MetaError {
     BucketNotEmpty,
     #[error("the upload does not exist (completed, aborted or expired)")]
     NoSuchUpload,
+    /// The write's intent was abandoned (its request was dropped, or it
+    /// was swept): the write must not become visible.
+    #[error("the write was abandoned before its commit")]
+    IntentGone,
     #[error("a precondition does not hold: {0}")]
     PreconditionFailed(&'static str),
     /// A record could not be decoded: the store is damaged or was written by

@@ -24,15 +24,24 @@
 //!   a background task deletes them ([`MetaStore::garbage_batch`]).
 
 mod error;
+mod garbage;
 mod keys;
 mod list;
 mod store;
 
 pub use error::{MetaError, Result};
+pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
 pub use list::{ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery};
 #[doc(hidden)]
 pub use store::fuzzing;
 pub use store::{
-    BucketRecord, CompleteError, Condition, Garbage, GarbageId, IntentId, MetaStore, ObjectSummary,
-    PartRecord, UploadRecord, Written,
+    BucketRecord, CompleteError, Condition, IntentId, IntentKind, IntentRecord, MetaStore,
+    ObjectSummary, PartRecord, UploadRecord, Written,
 };
+
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -20,19 +20,26 @@ use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 
 use crate::error::{MetaError, Result};
-use crate::keys;
+use crate::{garbage, keys};
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
-const GARBAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("garbage");
+/// Garbage as the first release kept it (one entry per change, [`GarbageRecord`]):
+/// read once, when a store is opened, and turned into items (`garbage.rs`).
+const LEGACY_GARBAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("garbage");
 
+/// The format byte of records whose first format is still the one written.
 const RECORD_FORMAT: u8 = 1;
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_FORMAT];
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    encode_as(RECORD_FORMAT, value)
+}
+
+fn encode_as<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![format];
     postcard::to_io(value, &mut out).map_err(|e| MetaError::Corrupt {
         what: "encoding",
         reason: e.to_string(),
@@ -40,22 +47,35 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
-    match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| MetaError::Corrupt {
-                what,
-                reason: e.to_string(),
-            })
-        }
-        Some((v, _)) => Err(MetaError::Corrupt {
-            what,
-            reason: format!("record format {v} is not known to this version"),
-        }),
-        None => Err(MetaError::Corrupt {
+/// The format byte and the postcard body of a record.
+fn split_format<'a>(what: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
+    bytes
+        .split_first()
+        .map(|(f, rest)| (*f, rest))
+        .ok_or_else(|| MetaError::Corrupt {
             what,
             reason: "empty record".into(),
-        }),
+        })
+}
+
+fn postcard_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T> {
+    postcard::from_bytes(body).map_err(|e| MetaError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn unknown_format(what: &'static str, format: u8) -> MetaError {
+    MetaError::Corrupt {
+        what,
+        reason: format!("record format {format} is not known to this version"),
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    match split_format(what, bytes)? {
+        (RECORD_FORMAT, body) => postcard_body(what, body),
+        (v, _) => Err(unknown_format(what, v)),
     }
 }
 
@@ -162,14 +182,59 @@ pub struct Written {
 }
 
 /// An intent's id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IntentId(u64);
-
-/// A garbage entry's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GarbageId(u64);
+pub struct IntentId(pub u64);
 
-/// Blobs to delete.
+/// What an intent's write is for. Stored as a byte, so that a kind added
+/// later reads back as itself instead of failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IntentKind(pub u8);
+
+impl IntentKind {
+    /// Recorded before kinds were (record format 1).
+    pub const UNKNOWN: Self = Self(0);
+    /// A PUT (or a copy) writing a new version.
+    pub const PUT: Self = Self(1);
+    /// An UploadPart.
+    pub const PART: Self = Self(2);
+    /// Fragments rebuilt by repair (issue 14).
+    pub const REPAIR: Self = Self(3);
+    /// A manifest journal record (issue 17).
+    pub const JOURNAL: Self = Self(4);
+}
+
+/// A write in progress: the blobs it may create (record format 2; format 1
+/// was the bare blob list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentRecord {
+    pub kind: IntentKind,
+    /// The gateway process that writes it ([`MetaStore::owner`]).
+    pub owner: String,
+    pub created_unix_ms: u64,
+    pub blobs: Vec<(BackendId, BlobName)>,
+}
+
+const INTENT_FORMAT: u8 = 2;
+
+fn encode_intent(record: &IntentRecord) -> Result<Vec<u8>> {
+    encode_as(INTENT_FORMAT, record)
+}
+
+pub(crate) fn decode_intent(bytes: &[u8]) -> Result<IntentRecord> {
+    match split_format("intent", bytes)? {
+        (1, body) => Ok(IntentRecord {
+            kind: IntentKind::UNKNOWN,
+            owner: String::new(),
+            created_unix_ms: 0,
+            blobs: postcard_body("intent", body)?,
+        }),
+        (INTENT_FORMAT, body) => postcard_body("intent", body),
+        (v, _) => Err(unknown_format("intent", v)),
+    }
+}
+
+/// Blobs to delete, as the first release recorded them (one entry per
+/// change); read only to turn them into items.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GarbageRecord {
     /// The version they belonged to, if they were visible once: a reader
@@ -181,28 +246,31 @@ pub struct GarbageRecord {
     not_before_unix_ms: u64,
 }
 
-/// A batch entry of [`MetaStore::garbage_batch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Garbage {
-    pub id: GarbageId,
-    pub version: Option<VersionId>,
-    pub blobs: Vec<(BackendId, BlobName)>,
-}
-
-fn segment_blobs(segments: &[Segment]) -> Vec<(BackendId, BlobName)> {
+/// Every fragment of `segments`, with its size.
+fn segment_blobs(segments: &[Segment]) -> Vec<(BackendId, BlobName, u64)> {
     segments
         .iter()
-        .flat_map(|s| s.fragments.iter())
-        .map(|f| (f.backend.clone(), f.blob.clone()))
+        .flat_map(|s| {
+            let len = s.geometry().fragment_len();
+            s.fragments
+                .iter()
+                .map(move |f| (f.backend.clone(), f.blob.clone(), len))
+        })
         .collect()
+}
+
+/// Blobs of a write that never committed: sizes unknown.
+fn unsized_blobs(blobs: Vec<(BackendId, BlobName)>) -> Vec<(BackendId, BlobName, u64)> {
+    blobs.into_iter().map(|(b, n)| (b, n, 0)).collect()
 }
 
 /// The metadata store. Cheap to clone; one per process (redb locks the
 /// file, so a second gateway on the same data directory fails to open).
 #[derive(Clone)]
 pub struct MetaStore {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
     grace_ms: u64,
+    owner: Arc<str>,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -217,20 +285,23 @@ pub const DEFAULT_GRACE_MS: u64 = 5_000;
 impl MetaStore {
     /// Opens (or creates) the store at `path`. Intents left by a previous
     /// run are writes that never committed: their blobs become garbage.
+    /// Garbage entries of the first release become items.
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path)?;
         let store = Self {
             db: Arc::new(db),
             grace_ms: DEFAULT_GRACE_MS,
+            owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
         };
+        let now = crate::now_unix_ms();
         let txn = store.db.begin_write()?;
         txn.open_table(BUCKETS)?;
         for table in [OBJECTS, UPLOADS, PARTS] {
             txn.open_table(table)?;
         }
-        for table in [INTENTS, GARBAGE] {
-            txn.open_table(table)?;
-        }
+        txn.open_table(INTENTS)?;
+        garbage::create_tables(&txn)?;
+        Self::upgrade_legacy_garbage(&txn)?;
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;
             intents
@@ -238,11 +309,48 @@ impl MetaStore {
                 .map(|r| r.map(|(k, _)| k.value()))
                 .collect::<Result<_, _>>()?
         };
+        // The redb lock keeps every other process out: no intent here has a
+        // live owner. (Several gateways on one store will ask whether the
+        // owner is gone instead; see `sweep_intents`.)
         for id in stale {
-            Self::intent_to_garbage(&txn, id, 0)?;
+            Self::intent_to_garbage(&txn, id, now)?;
         }
         txn.commit()?;
         Ok(store)
+    }
+
+    /// Turns every first-release garbage entry into items, keeping its
+    /// version and due time, and drops the old table.
+    fn upgrade_legacy_garbage(txn: &WriteTransaction) -> Result<()> {
+        let exists = txn
+            .list_tables()?
+            .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&LEGACY_GARBAGE));
+        if !exists {
+            return Ok(());
+        }
+        let entries: Vec<GarbageRecord> = {
+            let table = txn.open_table(LEGACY_GARBAGE)?;
+            table
+                .iter()?
+                .map(|r| decode("garbage", r?.1.value()))
+                .collect::<Result<_>>()?
+        };
+        for e in entries {
+            garbage::add(
+                txn,
+                e.version,
+                unsized_blobs(e.blobs),
+                e.not_before_unix_ms,
+                e.not_before_unix_ms,
+            )?;
+        }
+        txn.delete_table(LEGACY_GARBAGE)?;
+        Ok(())
+    }
+
+    /// The id this process writes into the intents it opens.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Sets the garbage grace period (tests shorten it).
@@ -339,19 +447,31 @@ impl MetaStore {
 
     /// Records, durably, the blobs a write is about to create. Call before
     /// the first byte is written.
-    pub fn begin_intent(&self, blobs: &[(BackendId, BlobName)]) -> Result<IntentId> {
+    pub fn begin_intent(
+        &self,
+        kind: IntentKind,
+        blobs: &[(BackendId, BlobName)],
+        now_unix_ms: u64,
+    ) -> Result<IntentId> {
+        let record = IntentRecord {
+            kind,
+            owner: self.owner.to_string(),
+            created_unix_ms: now_unix_ms,
+            blobs: blobs.to_vec(),
+        };
         let txn = self.db.begin_write()?;
         let id = {
             let mut intents = txn.open_table(INTENTS)?;
             let id = Self::next_id(&intents)?;
-            intents.insert(id, encode(&blobs)?.as_slice())?;
+            intents.insert(id, encode_intent(&record)?.as_slice())?;
             id
         };
         txn.commit()?;
         Ok(IntentId(id))
     }
 
-    /// The write of `intent` will not commit: its blobs become garbage.
+    /// The write of `intent` will not commit: its blobs become garbage. An
+    /// intent already closed (committed, or abandoned before) is left as is.
     pub fn abandon_intent(&self, intent: IntentId, now_unix_ms: u64) -> Result<()> {
         let txn = self.db.begin_write()?;
         Self::intent_to_garbage(&txn, intent.0, now_unix_ms)?;
@@ -359,82 +479,91 @@ impl MetaStore {
         Ok(())
     }
 
+    /// The open intents, by id.
+    pub fn intents(&self) -> Result<Vec<(IntentId, IntentRecord)>> {
+        let txn = self.db.begin_read()?;
+        let intents = txn.open_table(INTENTS)?;
+        intents
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((IntentId(k.value()), decode_intent(v.value())?))
+            })
+            .collect()
+    }
+
+    /// Turns into garbage every intent that no live request will close:
+    /// those of another owner (with one process per store, a previous run;
+    /// with several gateways, this is where "the owner is gone" will be
+    /// asked), and this owner's that are older than `older_than_ms` and not
+    /// `live`. The age limit covers the moment between an intent's commit
+    /// and its request marking it live. Returns the intents swept.
+    pub fn sweep_intents(
+        &self,
+        now_unix_ms: u64,
+        older_than_ms: u64,
+        live: impl Fn(IntentId) -> bool,
+    ) -> Result<Vec<IntentId>> {
+        let cutoff = now_unix_ms.saturating_sub(older_than_ms);
+        let stale: Vec<IntentId> = self
+            .intents()?
+            .into_iter()
+            .filter(|(id, r)| *r.owner != *self.owner || (r.created_unix_ms < cutoff && !live(*id)))
+            .map(|(id, _)| id)
+            .collect();
+        if stale.is_empty() {
+            return Ok(stale);
+        }
+        let txn = self.db.begin_write()?;
+        for id in &stale {
+            Self::intent_to_garbage(&txn, id.0, now_unix_ms)?;
+        }
+        txn.commit()?;
+        Ok(stale)
+    }
+
     fn intent_to_garbage(txn: &WriteTransaction, intent: u64, now_unix_ms: u64) -> Result<()> {
         let mut intents = txn.open_table(INTENTS)?;
         let removed = intents.remove(intent)?;
-        let blobs: Option<Vec<(BackendId, BlobName)>> =
-            removed.map(|v| decode("intent", v.value())).transpose()?;
+        let record = removed.map(|v| decode_intent(v.value())).transpose()?;
         drop(intents);
-        if let Some(blobs) = blobs {
+        if let Some(record) = record {
             // Never visible, never read: no grace needed.
-            Self::add_garbage(txn, None, blobs, now_unix_ms)?;
+            garbage::add(
+                txn,
+                None,
+                unsized_blobs(record.blobs),
+                now_unix_ms,
+                now_unix_ms,
+            )?;
         }
         Ok(())
+    }
+
+    /// Closes `intent` as part of the commit of its write; fails if it was
+    /// abandoned meanwhile (its blobs are garbage: the write must not
+    /// become visible).
+    fn close_intent(txn: &WriteTransaction, intent: IntentId) -> Result<()> {
+        match txn.open_table(INTENTS)?.remove(intent.0)? {
+            Some(_) => Ok(()),
+            None => Err(MetaError::IntentGone),
+        }
     }
 
     fn add_garbage(
         txn: &WriteTransaction,
         version: Option<VersionId>,
-        blobs: Vec<(BackendId, BlobName)>,
-        not_before_unix_ms: u64,
+        blobs: Vec<(BackendId, BlobName, u64)>,
+        due_unix_ms: u64,
+        now_unix_ms: u64,
     ) -> Result<()> {
-        if blobs.is_empty() {
-            return Ok(());
-        }
-        let mut garbage = txn.open_table(GARBAGE)?;
-        let id = Self::next_id(&garbage)?;
-        let record = GarbageRecord {
-            version,
-            blobs,
-            not_before_unix_ms,
-        };
-        garbage.insert(id, encode(&record)?.as_slice())?;
-        Ok(())
+        garbage::add(txn, version, blobs, due_unix_ms, now_unix_ms)
     }
 
-    /// Up to `limit` garbage entries whose grace period is over at `now`.
-    pub fn garbage_batch(&self, now_unix_ms: u64, limit: usize) -> Result<Vec<Garbage>> {
-        let txn = self.db.begin_read()?;
-        let garbage = txn.open_table(GARBAGE)?;
-        let mut out = Vec::new();
-        for r in garbage.iter()? {
-            let (k, v) = r?;
-            let record: GarbageRecord = decode("garbage", v.value())?;
-            if record.not_before_unix_ms > now_unix_ms {
-                continue;
-            }
-            out.push(Garbage {
-                id: GarbageId(k.value()),
-                version: record.version,
-                blobs: record.blobs,
-            });
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Garbage entries whose blobs are all deleted.
-    pub fn garbage_done(&self, ids: &[GarbageId]) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut garbage = txn.open_table(GARBAGE)?;
-            for id in ids {
-                garbage.remove(id.0)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Garbage entries and open intents (for `/ready` and tests).
+    /// Garbage items and open intents (for `/ready` and tests).
     pub fn pending_counts(&self) -> Result<(u64, u64)> {
         let txn = self.db.begin_read()?;
-        Ok((
-            txn.open_table(GARBAGE)?.len()?,
-            txn.open_table(INTENTS)?.len()?,
-        ))
+        Ok((Self::garbage_items(&txn)?, txn.open_table(INTENTS)?.len()?))
     }
 
     // --- objects ---
@@ -442,7 +571,8 @@ impl MetaStore {
     /// Commits `manifest` as the object `bucket/key`, if `condition` holds,
     /// and closes `intent`. The replaced version's fragments become garbage
     /// in the same transaction. On any error the intent stays open: call
-    /// [`MetaStore::abandon_intent`].
+    /// [`MetaStore::abandon_intent`]. An intent abandoned meanwhile fails
+    /// the commit with [`MetaError::IntentGone`]: its blobs are garbage.
     pub fn put_object(
         &self,
         bucket: &str,
@@ -453,10 +583,10 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<Written> {
         let txn = self.db.begin_write()?;
-        let written = self.put_in(&txn, bucket, key, manifest, condition, now_unix_ms)?;
         if let Some(intent) = intent {
-            txn.open_table(INTENTS)?.remove(intent.0)?;
+            Self::close_intent(&txn, intent)?;
         }
+        let written = self.put_in(&txn, bucket, key, manifest, condition, now_unix_ms)?;
         txn.commit()?;
         Ok(written)
     }
@@ -501,6 +631,7 @@ impl MetaStore {
                     Some(old.version_id),
                     segment_blobs(&old.segments),
                     now_unix_ms + self.grace_ms,
+                    now_unix_ms,
                 )?;
                 Some(summary)
             }
@@ -587,6 +718,7 @@ impl MetaStore {
                     Some(old.version_id),
                     segment_blobs(&old.segments),
                     now_unix_ms + self.grace_ms,
+                    now_unix_ms,
                 )?;
                 Ok(Some(ObjectSummary::of(&old)))
             }
@@ -648,6 +780,7 @@ impl MetaStore {
             txn.commit()?;
             return Err(MetaError::NoSuchUpload);
         }
+        Self::close_intent(&txn, intent)?;
         let mut parts = txn.open_table(PARTS)?;
         let old = parts.insert(
             keys::part_key(upload, number).as_slice(),
@@ -661,9 +794,9 @@ impl MetaStore {
                 None,
                 segment_blobs(std::slice::from_ref(&old.segment)),
                 now_unix_ms,
+                now_unix_ms,
             )?;
         }
-        txn.open_table(INTENTS)?.remove(intent.0)?;
         txn.commit()?;
         Ok(())
     }
@@ -752,7 +885,7 @@ impl MetaStore {
         let manifest = build(picked);
         let written = self.put_in(&txn, bucket, key, &manifest, condition, now_unix_ms)?;
         let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
-        Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms)?;
+        Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms, now_unix_ms)?;
         txn.open_table(UPLOADS)?.remove(upload_row.as_slice())?;
         txn.commit().map_err(MetaError::from)?;
         Ok((manifest, written))
@@ -796,7 +929,13 @@ impl MetaStore {
             .into_values()
             .map(|p| p.segment)
             .collect();
-        Self::add_garbage(&txn, None, segment_blobs(&segments), now_unix_ms)?;
+        Self::add_garbage(
+            &txn,
+            None,
+            segment_blobs(&segments),
+            now_unix_ms,
+            now_unix_ms,
+        )?;
         txn.commit()?;
         Ok(())
     }
@@ -885,7 +1024,7 @@ pub mod fuzzing {
         let _ = decode::<BucketRecord>("bucket", bytes);
         let _ = decode_upload(bytes);
         let _ = decode::<PartRecord>("part", bytes);
-        let _ = decode::<Vec<(BackendId, BlobName)>>("intent", bytes);
+        let _ = decode_intent(bytes);
         let _ = decode::<GarbageRecord>("garbage", bytes);
     }
 }

@@ -10,8 +10,8 @@ use shardgate_core::{
     Manifest, Segment, StripeLayout, VersionId,
 };
 use shardgate_meta::{
-    Condition, ListEntry, ListQuery, MetaError, MetaStore, PartRecord, UploadEntry, UploadQuery,
-    UploadRecord,
+    Condition, GarbageItem, IntentKind, ListEntry, ListQuery, MetaError, MetaStore, Outcome,
+    PartRecord, UploadEntry, UploadQuery, UploadRecord,
 };
 
 fn segment(len: u64) -> Segment {
@@ -59,12 +59,20 @@ fn blobs(m: &Manifest) -> BTreeSet<(BackendId, BlobName)> {
         .collect()
 }
 
-fn garbage_blobs(store: &MetaStore, now: u64) -> BTreeSet<(BackendId, BlobName)> {
+/// Every item due at `now`, over all backends.
+fn garbage_items(store: &MetaStore, now: u64) -> Vec<GarbageItem> {
     store
-        .garbage_batch(now, usize::MAX)
+        .garbage_backlog()
         .unwrap()
         .into_iter()
-        .flat_map(|g| g.blobs)
+        .flat_map(|b| store.garbage_due(&b.backend, now, usize::MAX).unwrap())
+        .collect()
+}
+
+fn garbage_blobs(store: &MetaStore, now: u64) -> BTreeSet<(BackendId, BlobName)> {
+    garbage_items(store, now)
+        .into_iter()
+        .map(|g| (g.backend, g.blob))
         .collect()
 }
 
@@ -166,14 +174,22 @@ fn replaced_and_deleted_versions_become_garbage_after_the_grace() {
     store.delete_object("b", "k", 200).unwrap();
     let all: BTreeSet<_> = blobs(&first).union(&blobs(&second)).cloned().collect();
     assert_eq!(garbage_blobs(&store, 1200), all);
-    let ids: Vec<_> = store
-        .garbage_batch(u64::MAX, usize::MAX)
-        .unwrap()
+    // Sizes are known for fragments of committed versions.
+    let backlog = store.garbage_backlog().unwrap();
+    let want: u64 = [&first, &second]
         .iter()
-        .map(|g| g.id)
+        .flat_map(|m| &m.segments)
+        .map(|s| s.geometry().fragment_len())
+        .sum();
+    assert_eq!(backlog.iter().map(|b| b.bytes).sum::<u64>() / 3, want);
+    assert_eq!(backlog[0].oldest_added_unix_ms, Some(100));
+    let done: Vec<_> = garbage_items(&store, u64::MAX)
+        .into_iter()
+        .map(|g| (g, Outcome::Deleted))
         .collect();
-    store.garbage_done(&ids).unwrap();
+    store.settle_garbage(&done).unwrap();
     assert_eq!(store.pending_counts().unwrap(), (0, 0));
+    assert!(store.garbage_backlog().unwrap().is_empty());
 }
 
 #[test]
@@ -188,18 +204,18 @@ fn intents_left_by_a_crash_become_garbage_on_open() {
         let store = MetaStore::open(&path).unwrap();
         store.create_bucket("b", 0).unwrap();
         let done: Vec<_> = blobs(&committed).into_iter().collect();
-        let intent = store.begin_intent(&done).unwrap();
+        let intent = store.begin_intent(IntentKind::PUT, &done, 0).unwrap();
         store
             .put_object("b", "k", &committed, Some(intent), &Condition::Always, 0)
             .unwrap();
-        store.begin_intent(&crashed).unwrap();
+        store.begin_intent(IntentKind::PUT, &crashed, 0).unwrap();
         assert_eq!(store.pending_counts().unwrap(), (0, 1));
         // Dropped without closing the intent: the process "dies" here.
     }
     let store = MetaStore::open(&path).unwrap();
-    assert_eq!(store.pending_counts().unwrap(), (1, 0));
+    assert_eq!(store.pending_counts().unwrap(), (3, 0));
     assert_eq!(
-        garbage_blobs(&store, 0),
+        garbage_blobs(&store, u64::MAX),
         crashed.into_iter().collect::<BTreeSet<_>>()
     );
     assert_eq!(store.object("b", "k").unwrap().unwrap(), committed);
@@ -246,7 +262,7 @@ fn multipart_complete_picks_parts_and_drops_the_rest() {
         (3, &parts[2]),
         (2, &parts[3]),
     ] {
-        let intent = store.begin_intent(&[]).unwrap();
+        let intent = store.begin_intent(IntentKind::PART, &[], 0).unwrap();
         store.put_part("b", "k", &upload, n, p, intent, 0).unwrap();
     }
     // Part 2 uploaded again: the first one is garbage already.
@@ -315,7 +331,7 @@ fn multipart_complete_picks_parts_and_drops_the_rest() {
     assert!(garbage_blobs(&store, 0).is_superset(&unused));
     // A part for a finished upload is refused and its blobs are garbage.
     let late = vec![(BackendId::new("b0").unwrap(), BlobName::random())];
-    let intent = store.begin_intent(&late).unwrap();
+    let intent = store.begin_intent(IntentKind::PART, &late, 0).unwrap();
     assert!(matches!(
         store.put_part("b", "k", &upload, 9, &part("x", 1), intent, 0),
         Err(MetaError::NoSuchUpload)
@@ -332,7 +348,7 @@ fn abort_and_expiry_remove_uploads_with_their_parts() {
     record.initiated_unix_ms = 1_000;
     let new = store.create_upload("b", "new", &record).unwrap();
     let p = part("e", 10);
-    let intent = store.begin_intent(&[]).unwrap();
+    let intent = store.begin_intent(IntentKind::PART, &[], 0).unwrap();
     store.put_part("b", "old", &old, 1, &p, intent, 0).unwrap();
     let expired = store.uploads_older_than(500).unwrap();
     assert_eq!(expired, vec![("b".into(), "old".into(), old.clone())]);
@@ -518,4 +534,150 @@ fn a_million_keys_list_page_by_page() {
     assert_eq!(page.entries.len(), 100);
     assert!(!page.truncated);
     assert_eq!(page.entries[99], ListEntry::Prefix("dir099/".into()));
+}
+
+fn blob_on(backend: &str) -> (BackendId, BlobName) {
+    (BackendId::new(backend).unwrap(), BlobName::random())
+}
+
+#[test]
+fn a_failing_backend_holds_back_only_its_own_items() {
+    let (_dir, store) = open();
+    // 300 blobs on each of two backends, abandoned writes: due at once.
+    for _ in 0..300 {
+        let blobs = [blob_on("bad"), blob_on("good")];
+        let intent = store.begin_intent(IntentKind::PUT, &blobs, 10).unwrap();
+        store.abandon_intent(intent, 10).unwrap();
+    }
+    let bad = BackendId::new("bad").unwrap();
+    let good = BackendId::new("good").unwrap();
+    // Every delete on "bad" fails: its items are pushed back to t = 5000.
+    for _ in 0..3 {
+        let batch = store.garbage_due(&bad, 1000, 256).unwrap();
+        let failed: Vec<_> = batch
+            .into_iter()
+            .map(|i| {
+                (
+                    i,
+                    Outcome::Failed {
+                        retry_unix_ms: 5000,
+                    },
+                )
+            })
+            .collect();
+        store.settle_garbage(&failed).unwrap();
+    }
+    // All 300 "good" items are due and get collected, batch after batch.
+    let mut collected = 0;
+    for _ in 0..3 {
+        let batch = store.garbage_due(&good, 1000, 256).unwrap();
+        collected += batch.len();
+        let done: Vec<_> = batch.into_iter().map(|i| (i, Outcome::Deleted)).collect();
+        store.settle_garbage(&done).unwrap();
+    }
+    assert_eq!(collected, 300);
+    let backlog = store.garbage_backlog().unwrap();
+    assert_eq!(backlog.len(), 1);
+    assert_eq!(
+        (backlog[0].backend.as_str(), backlog[0].items),
+        ("bad", 300)
+    );
+    assert_eq!(backlog[0].oldest_added_unix_ms, Some(10));
+    // Pushed back: none due before 5000, each with the attempts counted.
+    assert!(store.garbage_due(&bad, 4999, 10).unwrap().is_empty());
+    let again = store.garbage_due(&bad, 5000, 1000).unwrap();
+    assert_eq!(again.len(), 300);
+    assert!(again.iter().all(|i| i.attempts >= 1));
+    // Postponed items keep their attempts.
+    let postponed: Vec<_> = again
+        .iter()
+        .take(1)
+        .map(|i| {
+            (
+                i.clone(),
+                Outcome::Postponed {
+                    retry_unix_ms: 6000,
+                },
+            )
+        })
+        .collect();
+    store.settle_garbage(&postponed).unwrap();
+    let later = store.garbage_due(&bad, 6000, 1000).unwrap();
+    assert_eq!(later.len(), 300);
+    // An item settled twice (a stale batch) is left alone the second time.
+    store.settle_garbage(&postponed).unwrap();
+    assert_eq!(store.garbage_due(&bad, u64::MAX, 1000).unwrap().len(), 300);
+    // An operator forgets the backend: nothing left, totals gone.
+    assert_eq!(store.forget_garbage(&bad).unwrap(), 300);
+    assert!(store.garbage_backlog().unwrap().is_empty());
+    assert_eq!(store.pending_counts().unwrap(), (0, 0));
+}
+
+#[test]
+fn an_abandoned_intent_cannot_commit_and_a_committed_one_cannot_be_abandoned() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let m = manifest("x", vec![segment(1)]);
+    let blobs: Vec<_> = blobs(&m).into_iter().collect();
+    // Abandoned first (the request was dropped): the commit fails.
+    let intent = store.begin_intent(IntentKind::PUT, &blobs, 0).unwrap();
+    store.abandon_intent(intent, 0).unwrap();
+    let err = store
+        .put_object("b", "k", &m, Some(intent), &Condition::Always, 0)
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IntentGone), "{err}");
+    assert!(store.object("b", "k").unwrap().is_none());
+    assert_eq!(garbage_blobs(&store, u64::MAX).len(), 3);
+    // Committed first: abandoning it later adds no garbage.
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let intent = store.begin_intent(IntentKind::PUT, &blobs, 0).unwrap();
+    store
+        .put_object("b", "k", &m, Some(intent), &Condition::Always, 0)
+        .unwrap();
+    store.abandon_intent(intent, 0).unwrap();
+    assert!(garbage_blobs(&store, u64::MAX).is_empty());
+    assert_eq!(store.object("b", "k").unwrap().unwrap(), m);
+    // The same for a part.
+    let upload = store.create_upload("b", "k", &upload_record()).unwrap();
+    let intent = store.begin_intent(IntentKind::PART, &blobs, 0).unwrap();
+    store.abandon_intent(intent, 0).unwrap();
+    let p = part("p", 1);
+    let err = store
+        .put_part("b", "k", &upload, 1, &p, intent, 0)
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IntentGone), "{err}");
+    assert!(store.list_parts(&upload, 0, 10).unwrap().0.is_empty());
+}
+
+#[test]
+fn the_sweep_takes_old_intents_no_request_holds() {
+    let (_dir, store) = open();
+    let live = store
+        .begin_intent(IntentKind::PUT, &[blob_on("a")], 1_000)
+        .unwrap();
+    let orphan = store
+        .begin_intent(IntentKind::PART, &[blob_on("a")], 1_000)
+        .unwrap();
+    let young = store
+        .begin_intent(IntentKind::PUT, &[blob_on("a")], 100_000)
+        .unwrap();
+    let records = store.intents().unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|(_, r)| r.owner == store.owner()));
+    assert_eq!(records[1].1.kind, IntentKind::PART);
+    assert_eq!(records[2].1.created_unix_ms, 100_000);
+    // At t = 120 s with a 60 s limit: the orphan only.
+    let swept = store
+        .sweep_intents(120_000, 60_000, |id| id == live)
+        .unwrap();
+    assert_eq!(swept, vec![orphan]);
+    let left: Vec<_> = store
+        .intents()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, vec![live, young]);
+    assert_eq!(garbage_blobs(&store, u64::MAX).len(), 1);
 }

@@ -35,6 +35,7 @@ use shardgate_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::buffers;
 use crate::error::{PipelineError, Result};
@@ -113,17 +114,33 @@ enum FragmentMessage {
 /// the blobs that may exist without a manifest are exactly the ones named
 /// in an unfinished intent, and the sweep deletes them without listing
 /// whole backends.
+///
+/// The fragment writers run as tasks of the placement's tracker, which
+/// outlives a dropped write: whoever abandons the write waits on
+/// [`Placement::writers`] first, so that no writer commits a blob after
+/// the blob was handed to the garbage collector.
 #[derive(Clone, Debug)]
 pub struct Placement {
     backends: Vec<Arc<dyn Backend>>,
     names: Vec<BlobName>,
+    writers: TaskTracker,
 }
 
 impl Placement {
     /// Fragment i on `backends[i]`, each under a fresh random name.
     pub fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
         let names = backends.iter().map(|_| BlobName::random()).collect();
-        Self { backends, names }
+        Self {
+            backends,
+            names,
+            writers: TaskTracker::new(),
+        }
+    }
+
+    /// The fragment writers' tracker: `close()` then `wait()` returns once
+    /// every writer has committed or aborted its blob.
+    pub fn writers(&self) -> &TaskTracker {
+        &self.writers
     }
 
     /// The backend of each fragment.
@@ -159,23 +176,23 @@ async fn write_segment_with_tap<S>(
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
-    let (placement, names) = (placement.backends(), placement.names());
+    let (backends, names) = (placement.backends(), placement.names());
     let width = params.layout.code.width();
-    if placement.len() != width {
+    if backends.len() != width {
         return Err(PipelineError::Placement(format!(
             "{} backends placed for k + m = {width} fragments",
-            placement.len()
+            backends.len()
         )));
     }
     let params = params.clone().with_write_quorum(params.write_quorum)?;
     let (envelope, key) = Envelope::seal(&params.recipients)?;
-    let mut fanout = FanOut::start(placement, names, params.write_quorum);
+    let mut fanout = FanOut::start(placement.writers(), backends, names, params.write_quorum);
 
     match produce(input, &params, Arc::new(key), &mut fanout, tap).await {
         Ok(plaintext_len) => {
             let (results, digests) = fanout.finish().await;
-            let lost = settle(&results, placement, names, params.write_quorum).await?;
-            let fragments = placement
+            let lost = settle(&results, backends, names, params.write_quorum).await?;
+            let fragments = backends
                 .iter()
                 .zip(names)
                 .zip(digests)
@@ -203,7 +220,7 @@ where
         }
         Err(e) => {
             let results = fanout.cancel().await;
-            discard(&results, placement, names).await;
+            discard(&results, backends, names).await;
             Err(e)
         }
     }
@@ -456,16 +473,17 @@ struct FanOut {
 }
 
 impl FanOut {
-    fn start(placement: &[Arc<dyn Backend>], names: &[BlobName], quorum: usize) -> Self {
+    fn start(
+        writers: &TaskTracker,
+        placement: &[Arc<dyn Backend>],
+        names: &[BlobName],
+        quorum: usize,
+    ) -> Self {
         let mut senders = Vec::with_capacity(placement.len());
         let mut tasks = Vec::with_capacity(placement.len());
         for (backend, name) in placement.iter().zip(names) {
             let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_BATCHES);
-            tasks.push(tokio::spawn(write_fragment(
-                backend.clone(),
-                name.clone(),
-                rx,
-            )));
+            tasks.push(writers.spawn(write_fragment(backend.clone(), name.clone(), rx)));
             senders.push(Some(tx));
         }
         Self {

@@ -60,6 +60,12 @@ fn meta_error(e: MetaError) -> S3Error {
             C::PreconditionFailed,
             format!("At least one of the preconditions you specified did not hold: {why}"),
         ),
+        // Only a request already dropped sees this, unless an intent was
+        // swept under a running write: then the client retries.
+        MetaError::IntentGone => err(
+            C::InternalError,
+            "The write was abandoned before its commit; nothing was stored. Please retry",
+        ),
         e @ (MetaError::Corrupt { .. } | MetaError::Store(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)

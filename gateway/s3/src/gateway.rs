@@ -8,8 +8,15 @@
 //! the commit closes the intent. A crash before the commit leaves an intent,
 //! which the next start turns into garbage; a crash after it leaves a
 //! complete object. Nothing in between is ever visible.
+//!
+//! A request dropped anywhere on that path (the client reset the
+//! connection, a timeout) drops its [`IntentGuard`], which waits for the
+//! fragment writers to finish (a writer may be committing its blob) and
+//! only then abandons the intent. The commit itself closes the intent in
+//! its transaction and fails if the intent is gone, so of "committed" and
+//! "abandoned" exactly one happens, whichever comes first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -21,13 +28,14 @@ use shardgate_backend::Backend;
 use shardgate_core::{
     BackendId, ErasureCode, Identities, Manifest, Recipients, StripeLayout, VersionId,
 };
-use shardgate_meta::{Condition, IntentId, MetaError, MetaStore, Written};
+use shardgate_meta::{Condition, IntentId, IntentKind, MetaError, MetaStore, Written};
 use shardgate_pipeline::{
     BackendSet, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
     read_object, write_object,
 };
 use shardgate_placement::{Candidate, Placer, Request, check};
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -111,8 +119,8 @@ pub struct Gateway {
     pub(crate) upload_expiry: Duration,
     /// Versions being streamed to clients: their garbage waits.
     readers: Mutex<HashMap<VersionId, usize>>,
-    /// Wakes the garbage collector when there is new garbage.
-    pub(crate) garbage_added: Notify,
+    /// Intents whose request is still running.
+    pub(crate) intents: Arc<LiveIntents>,
     metrics: Metrics,
 }
 
@@ -163,7 +171,95 @@ impl Drop for ReadGuard {
 /// A new version written to the backends, not yet committed.
 pub(crate) struct Pending {
     pub write: ObjectWrite,
-    pub intent: IntentId,
+    pub intent: IntentGuard,
+}
+
+/// The intents of this process's running requests, and the collector's
+/// wake-up.
+pub(crate) struct LiveIntents {
+    meta: MetaStore,
+    live: Mutex<HashSet<IntentId>>,
+    /// Wakes the garbage collectors when there is new garbage.
+    pub(crate) garbage_added: Notify,
+}
+
+impl LiveIntents {
+    pub(crate) fn is_live(&self, id: IntentId) -> bool {
+        self.live.lock().map(|l| l.contains(&id)).unwrap_or(true)
+    }
+
+    fn mark(&self, id: IntentId) {
+        if let Ok(mut l) = self.live.lock() {
+            l.insert(id);
+        }
+    }
+
+    fn unmark(&self, id: IntentId) {
+        if let Ok(mut l) = self.live.lock() {
+            l.remove(&id);
+        }
+    }
+
+    /// Waits for the write's fragment writers, then turns the intent's
+    /// blobs into garbage (nothing, if the commit closed it first).
+    async fn abandon(self: Arc<Self>, id: IntentId, writers: TaskTracker) {
+        writers.close();
+        writers.wait().await;
+        let meta = self.meta.clone();
+        match blocking(move || meta.abandon_intent(id, now_ms())).await {
+            Ok(()) => self.garbage_added.notify_waiters(),
+            // Left open, it is swept later (`sweep_intents`) or at the next start.
+            Err(e) => tracing::error!(error = %e, "could not record an abandoned write as garbage"),
+        }
+        self.unmark(id);
+    }
+}
+
+/// Ends an open intent: [`IntentGuard::closed`] after its commit, else
+/// abandoned, explicitly or when dropped (then in a task of its own, as
+/// `Drop` cannot wait).
+pub(crate) struct IntentGuard {
+    id: IntentId,
+    writers: TaskTracker,
+    owner: Option<Arc<LiveIntents>>,
+}
+
+impl IntentGuard {
+    pub(crate) fn id(&self) -> IntentId {
+        self.id
+    }
+
+    /// The commit closed the intent.
+    pub(crate) fn closed(mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.unmark(self.id);
+        }
+    }
+
+    /// The write will not commit: waits for its writers, then its blobs
+    /// become garbage.
+    pub(crate) async fn abandon(mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.abandon(self.id, self.writers.clone()).await;
+        }
+    }
+}
+
+impl Drop for IntentGuard {
+    fn drop(&mut self) {
+        let Some(owner) = self.owner.take() else {
+            return;
+        };
+        // Without a runtime (the process is stopping), the intent stays
+        // open and the next start sweeps it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            tracing::info!(
+                intent = self.id.0,
+                "request dropped before its commit: its write is abandoned"
+            );
+            runtime.spawn(owner.abandon(self.id, self.writers.clone()));
+        }
+    }
 }
 
 impl Gateway {
@@ -196,6 +292,7 @@ impl Gateway {
         // GET at about 4 MiB (BENCHMARKS.md, "Load").
         read_params.batch_bytes = READ_BATCH_BYTES;
         read_params.batches_in_flight = READ_BATCHES_IN_FLIGHT;
+        let meta_for_intents = meta.clone();
         Ok(Arc::new(Self {
             meta,
             backends: set.iter().map(|b| (b.id().clone(), b.clone())).collect(),
@@ -208,7 +305,11 @@ impl Gateway {
             placer: config.placer,
             upload_expiry: config.upload_expiry,
             readers: Mutex::new(HashMap::new()),
-            garbage_added: Notify::new(),
+            intents: Arc::new(LiveIntents {
+                meta: meta_for_intents,
+                live: Mutex::new(HashSet::new()),
+                garbage_added: Notify::new(),
+            }),
             metrics: Metrics::default(),
         }))
     }
@@ -305,6 +406,7 @@ impl Gateway {
     /// `size` is the declared length: a body of another length fails.
     pub(crate) async fn write(
         &self,
+        kind: IntentKind,
         bucket: &str,
         key: &str,
         body: impl Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -344,7 +446,14 @@ impl Gateway {
             .zip(placement.names().iter().cloned())
             .collect();
         let meta_store = self.meta.clone();
-        let intent = blocking(move || meta_store.begin_intent(&blobs)).await?;
+        let id = blocking(move || meta_store.begin_intent(kind, &blobs, now_ms())).await?;
+        // From here on, a dropped request abandons the intent.
+        self.intents.mark(id);
+        let intent = IntentGuard {
+            id,
+            writers: placement.writers().clone(),
+            owner: Some(self.intents.clone()),
+        };
 
         let mut params =
             WriteParams::new(layout, self.recipients.clone()).with_write_quorum(quorum)?;
@@ -364,20 +473,15 @@ impl Gateway {
                 Ok(Pending { write, intent })
             }
             Err(e) => {
-                self.abandon(intent).await;
+                intent.abandon().await;
                 Err(e.into())
             }
         }
     }
 
-    /// The write of `intent` will not be committed: its blobs are garbage.
-    pub(crate) async fn abandon(&self, intent: IntentId) {
-        let meta = self.meta.clone();
-        if let Err(e) = blocking(move || meta.abandon_intent(intent, now_ms())).await {
-            // Left as an intent, it becomes garbage at the next start.
-            tracing::error!(error = %e, "could not record an abandoned write as garbage");
-        }
-        self.garbage_added.notify_one();
+    /// Wakes the garbage collectors: there is new garbage.
+    pub(crate) fn wake_collectors(&self) {
+        self.intents.garbage_added.notify_waiters();
     }
 
     /// Commits a written version as `bucket/key` under `condition`.
@@ -392,20 +496,22 @@ impl Gateway {
         let meta = self.meta.clone();
         let (b, k) = (bucket.to_string(), key.to_string());
         let manifest = write.manifest;
+        let id = intent.id();
         let result = blocking(move || {
-            let written = meta.put_object(&b, &k, &manifest, Some(intent), &condition, now_ms())?;
+            let written = meta.put_object(&b, &k, &manifest, Some(id), &condition, now_ms())?;
             Ok((manifest, written))
         })
         .await;
         match result {
             Ok(done) => {
+                intent.closed();
                 if done.1.replaced.is_some() {
-                    self.garbage_added.notify_one();
+                    self.wake_collectors();
                 }
                 Ok(done)
             }
             Err(e) => {
-                self.abandon(intent).await;
+                intent.abandon().await;
                 Err(e)
             }
         }

@@ -11,6 +11,7 @@
 
 mod body;
 mod checksum;
+mod collector;
 mod convert;
 mod error;
 mod gateway;
@@ -27,4 +28,4 @@ pub use gateway::{Gateway, GatewayConfig, Policy};
 pub use server::conn::{BodyStalled, Timeouts};
 pub use server::{Credentials, Limits, ServeOptions, Tls, TlsError, TlsFiles, listen, serve};
 pub use service::ShardgateS3;
-pub use sweeps::HEALTH_PERIOD;
+pub use sweeps::{HEALTH_PERIOD, INTENT_SWEEP_AGE};

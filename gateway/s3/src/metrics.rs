@@ -73,8 +73,18 @@ pub(crate) struct ServerLoad {
 
 /// What a scrape reads from the gateway.
 #[derive(Debug)]
+struct GarbageRow {
+    backend: String,
+    configured: bool,
+    items: u64,
+    bytes: u64,
+    oldest_age_secs: u64,
+}
+
+#[derive(Debug)]
 struct Snapshot {
     placers: Vec<PlacerRow>,
+    garbage: Vec<GarbageRow>,
     backends: Vec<BackendRow>,
     hedged_reads: u64,
     server: ServerLoad,
@@ -171,6 +181,31 @@ impl Collector for Snapshot {
             "Fragment reads sent because other fragments were late",
             [(Vec::new(), self.hedged_reads)],
         )?;
+        let at = |g: &GarbageRow| {
+            vec![
+                ("backend", g.backend.clone()),
+                ("configured", g.configured.to_string()),
+            ]
+        };
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            &mut encoder,
+            "garbage_items",
+            "Blobs waiting to be deleted, per backend (configured=false: a backend that left the configuration)",
+            self.garbage.iter().map(|g| (at(g), int(g.items))),
+        )?;
+        gauge(
+            &mut encoder,
+            "garbage_bytes",
+            "Bytes of the blobs waiting to be deleted, where known (blobs of writes that never committed count 0)",
+            self.garbage.iter().map(|g| (at(g), int(g.bytes))),
+        )?;
+        gauge(
+            &mut encoder,
+            "garbage_oldest_age_seconds",
+            "Age of the oldest blob waiting to be deleted, per backend",
+            self.garbage.iter().map(|g| (at(g), int(g.oldest_age_secs))),
+        )?;
         let load = self.server;
         let one = |v: u64| [(Vec::new(), i64::try_from(v).unwrap_or(i64::MAX))];
         gauge(
@@ -230,6 +265,27 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
             free_bytes: c.free_bytes,
         })
         .collect();
+    // A read of a few small rows (totals per backend, and the first key of
+    // each backend's age index): cheap enough for the scrape's thread.
+    let now = crate::gateway::now_ms();
+    let garbage = match gateway.meta.garbage_backlog() {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|b| GarbageRow {
+                configured: gateway.backend(&b.backend).is_some(),
+                backend: b.backend.to_string(),
+                items: b.items,
+                bytes: b.bytes,
+                oldest_age_secs: b
+                    .oldest_added_unix_ms
+                    .map_or(0, |t| now.saturating_sub(t) / 1000),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "garbage backlog not read for /metrics");
+            Vec::new()
+        }
+    };
     let mut registry = Registry::with_prefix("shardgate");
     registry.register(
         "s3_requests",
@@ -238,6 +294,7 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
     );
     registry.register_collector(Box::new(Snapshot {
         placers,
+        garbage,
         backends,
         hedged_reads: gateway.hedged_fragment_reads(),
         server,

@@ -13,7 +13,7 @@ use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use shardgate_core::{Manifest, VersionId};
 use shardgate_meta::{
-    Condition, ListEntry, ListQuery, PartRecord, UploadEntry, UploadQuery, UploadRecord,
+    Condition, IntentKind, ListEntry, ListQuery, PartRecord, UploadEntry, UploadQuery, UploadRecord,
 };
 use shardgate_pipeline::ObjectMeta;
 
@@ -116,6 +116,7 @@ impl ShardgateS3 {
     #[allow(clippy::too_many_arguments)]
     async fn write_body(
         &self,
+        kind: IntentKind,
         bucket: &str,
         key: &str,
         body: Option<StreamingBlob>,
@@ -130,11 +131,11 @@ impl ShardgateS3 {
         let expected = declared.expected()?;
         let (body, computed) =
             checksum::Tap::new(body_stream(body), expected.as_ref().map(|e| e.algorithm));
-        let mut pending = self.gw.write(bucket, key, body, size, meta).await?;
+        let mut pending = self.gw.write(kind, bucket, key, body, size, meta).await?;
         if let Some(want) = md5
             && hex::encode(want) != pending.write.manifest.etag
         {
-            self.gw.abandon(pending.intent).await;
+            pending.intent.abandon().await;
             return Err(s3_error!(
                 BadDigest,
                 "The Content-MD5 you specified did not match what was received"
@@ -145,7 +146,7 @@ impl ShardgateS3 {
             Some(e) => match checksum::verify(e, &computed, trailers) {
                 Ok(value) => Some((e.algorithm, value)),
                 Err(err) => {
-                    self.gw.abandon(pending.intent).await;
+                    pending.intent.abandon().await;
                     return Err(err);
                 }
             },
@@ -346,6 +347,7 @@ impl S3 for ShardgateS3 {
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
+                IntentKind::PUT,
                 &input.bucket,
                 &input.key,
                 input.body,
@@ -454,7 +456,7 @@ impl S3 for ShardgateS3 {
         let (bucket, key) = (req.input.bucket, req.input.key);
         let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms())).await?;
         if deleted.is_some() {
-            self.gw.garbage_added.notify_one();
+            self.gw.wake_collectors();
         }
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
@@ -479,7 +481,7 @@ impl S3 for ShardgateS3 {
         let bucket = input.bucket;
         let listed = keys.clone();
         blocking(move || meta.delete_objects(&bucket, &listed, now_ms())).await?;
-        self.gw.garbage_added.notify_one();
+        self.gw.wake_collectors();
         let deleted = (!quiet).then(|| {
             keys.into_iter()
                 .map(|k| DeletedObject {
@@ -557,6 +559,7 @@ impl S3 for ShardgateS3 {
         let (body, _) = self.open_body(src_bucket, src_key, source, None).await?;
         let (pending, _) = self
             .write_body(
+                IntentKind::PUT,
                 &input.bucket,
                 &input.key,
                 Some(body),
@@ -724,6 +727,7 @@ impl S3 for ShardgateS3 {
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
+                IntentKind::PART,
                 &input.bucket,
                 &input.key,
                 input.body,
@@ -747,19 +751,18 @@ impl S3 for ShardgateS3 {
         let part_etag = part.etag.clone();
         let store = self.gw.meta.clone();
         let (b, k, u) = (input.bucket, input.key, input.upload_id);
+        let id = intent.id();
         let result =
-            blocking(move || store.put_part(&b, &k, &u, number as u32, &part, intent, now_ms()))
-                .await;
-        self.gw.garbage_added.notify_one();
-        if let Err(e) = result {
-            if !matches!(
-                e,
-                crate::GatewayError::Meta(shardgate_meta::MetaError::NoSuchUpload)
-            ) {
-                self.gw.abandon(intent).await;
+            blocking(move || store.put_part(&b, &k, &u, number as u32, &part, id, now_ms())).await;
+        self.gw.wake_collectors();
+        match result {
+            // Closed by the commit, or turned into garbage by it (NoSuchUpload).
+            Ok(()) | Err(crate::GatewayError::Meta(shardgate_meta::MetaError::NoSuchUpload)) => {
+                intent.closed();
             }
-            return Err(e.into());
+            Err(_) => intent.abandon().await,
         }
+        result?;
         let mut out = UploadPartOutput {
             e_tag: Some(etag(&part_etag)),
             ..Default::default()
@@ -826,7 +829,7 @@ impl S3 for ShardgateS3 {
         .await
         .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
         let (manifest, _) = done.map_err(crate::GatewayError::from)?;
-        self.gw.garbage_added.notify_one();
+        self.gw.wake_collectors();
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
@@ -844,7 +847,7 @@ impl S3 for ShardgateS3 {
         let input = req.input;
         blocking(move || store.abort_upload(&input.bucket, &input.key, &input.upload_id, now_ms()))
             .await?;
-        self.gw.garbage_added.notify_one();
+        self.gw.wake_collectors();
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 

@@ -1,18 +1,20 @@
-//! Background work: the garbage collector, the expiry of abandoned
-//! uploads, and backend health for placement and `/ready`.
+//! Background work: the garbage collectors (`collector.rs`), the sweep of
+//! intents nobody will close, the expiry of abandoned uploads, and backend
+//! health for placement and `/ready`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use shardgate_backend::BackendError;
 
 use crate::gateway::{Gateway, blocking, now_ms};
 
-/// Garbage entries handled per round.
-const GARBAGE_BATCH: usize = 256;
-/// How often the collector looks even when not woken.
-const GARBAGE_PERIOD: Duration = Duration::from_secs(2);
+/// How often intents are swept.
+const INTENT_SWEEP_PERIOD: Duration = Duration::from_secs(30);
+/// An intent of this process that no running request holds is swept once
+/// it is this old (the margin covers a request between its intent's commit
+/// and marking it live).
+pub const INTENT_SWEEP_AGE: Duration = Duration::from_secs(60);
 /// How often backends are asked for their health.
 pub const HEALTH_PERIOD: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,8 +22,16 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 impl Gateway {
     /// Starts the background tasks; they run until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
+        self.spawn_collectors();
         let gw = self.clone();
-        tokio::spawn(async move { gw.collect_garbage_forever().await });
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(INTENT_SWEEP_PERIOD).await;
+                if let Err(e) = gw.sweep_intents_once(INTENT_SWEEP_AGE).await {
+                    tracing::warn!(error = %e, "intent sweep failed");
+                }
+            }
+        });
         let gw = self.clone();
         tokio::spawn(async move { gw.expire_uploads_forever().await });
         let gw = self.clone();
@@ -53,57 +63,26 @@ impl Gateway {
         join_all(checks).await;
     }
 
-    async fn collect_garbage_forever(self: Arc<Self>) {
-        loop {
-            match self.collect_garbage_once().await {
-                Ok(n) if n >= GARBAGE_BATCH => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "garbage collection round failed"),
-            }
-            let _ = tokio::time::timeout(GARBAGE_PERIOD, self.garbage_added.notified()).await;
-        }
-    }
-
-    /// One round: deletes the blobs of up to a batch of garbage entries
-    /// whose grace period is over and whose version nobody is reading.
-    /// Returns how many entries were finished.
-    pub async fn collect_garbage_once(&self) -> Result<usize, crate::GatewayError> {
+    /// Turns into garbage the intents no running request will close (their
+    /// request's guard failed to, or a previous process left them) once
+    /// they are `older_than`. Returns how many.
+    pub async fn sweep_intents_once(
+        &self,
+        older_than: Duration,
+    ) -> Result<usize, crate::GatewayError> {
         let meta = self.meta.clone();
-        let batch = blocking(move || meta.garbage_batch(now_ms(), GARBAGE_BATCH)).await?;
-        let mut done = Vec::new();
-        for entry in batch {
-            if entry
-                .version
-                .as_ref()
-                .is_some_and(|v| self.is_being_read(v))
-            {
-                continue;
-            }
-            let deletions = entry.blobs.iter().map(|(backend, blob)| async move {
-                let Some(b) = self.backend(backend) else {
-                    // A backend no longer configured: nothing to delete it from.
-                    tracing::warn!(%backend, %blob, "garbage on an unknown backend dropped");
-                    return true;
-                };
-                match b.delete(blob).await {
-                    Ok(()) | Err(BackendError::NotFound { .. }) => true,
-                    Err(e) => {
-                        tracing::debug!(%backend, %blob, error = %e, "garbage delete failed; retried later");
-                        false
-                    }
-                }
-            });
-            if join_all(deletions).await.into_iter().all(|ok| ok) {
-                done.push(entry.id);
-            }
+        let intents = self.intents.clone();
+        let age = older_than.as_millis() as u64;
+        let swept =
+            blocking(move || meta.sweep_intents(now_ms(), age, |id| intents.is_live(id))).await?;
+        if !swept.is_empty() {
+            tracing::info!(
+                intents = swept.len(),
+                "unfinished writes swept into garbage"
+            );
+            self.wake_collectors();
         }
-        let n = done.len();
-        if n > 0 {
-            let meta = self.meta.clone();
-            blocking(move || meta.garbage_done(&done)).await?;
-            tracing::debug!(entries = n, "garbage collected");
-        }
-        Ok(n)
+        Ok(swept.len())
     }
 
     async fn expire_uploads_forever(self: Arc<Self>) {
@@ -135,12 +114,12 @@ impl Gateway {
             }
         }
         if n > 0 {
-            self.garbage_added.notify_one();
+            self.wake_collectors();
         }
         Ok(n)
     }
 
-    /// Garbage entries and open intents, for tests and the ready probe.
+    /// Garbage items and open intents, for tests and the ready probe.
     pub async fn pending_counts(&self) -> Result<(u64, u64), crate::GatewayError> {
         let meta = self.meta.clone();
         blocking(move || meta.pending_counts()).await

@@ -1,0 +1,328 @@
+//! Garbage: blobs that no version references any more, one work item per
+//! (backend, blob).
+//!
+//! Why items and not entries per change: an entry that names the blobs of a
+//! whole version ends only when every delete in it succeeds, so one failed
+//! backend held up every entry that touched it, and, read in id order, every
+//! entry after those. Here each blob is its own item, kept in its backend's
+//! own queue ordered by when it is due: the collector of one backend reads
+//! only that backend's range, a failed delete pushes only its own item back
+//! (with backoff), and a backend that is down or gone is simply not read.
+//!
+//! Tables (keys never contain 0x00 but as the separator: backend ids and
+//! blob names are `[A-Za-z0-9._-]`):
+//! - `garbage_due`: `backend 0x00 due_ms(be64) blob` -> [`ItemRecord`];
+//! - `garbage_age`: `backend 0x00 added_ms(be64) blob` -> empty: the oldest
+//!   item of a backend is its first key (the metric "oldest age");
+//! - `garbage_totals`: `backend` -> [`Totals`]: items and bytes waiting,
+//!   kept in the transactions that add and remove items.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use shardgate_core::{BackendId, BlobName, VersionId};
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::store::{MetaStore, decode, encode};
+
+const DUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("garbage_due");
+const AGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("garbage_age");
+const TOTALS: TableDefinition<&str, &[u8]> = TableDefinition::new("garbage_totals");
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(DUE)?;
+    txn.open_table(AGE)?;
+    txn.open_table(TOTALS)?;
+    Ok(())
+}
+
+/// A stored item (record format 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ItemRecord {
+    /// The version the blob belonged to, if it was ever visible: while a
+    /// reader streams that version, the blob is kept.
+    pub version: Option<VersionId>,
+    pub added_unix_ms: u64,
+    /// Deletes tried and failed so far.
+    pub attempts: u32,
+    /// The blob's size when known (0 for blobs of writes that never
+    /// committed).
+    pub bytes: u64,
+}
+
+/// Items and bytes waiting on one backend (record format 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Totals {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+/// One blob to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GarbageItem {
+    pub backend: BackendId,
+    pub blob: BlobName,
+    /// Not to be deleted before this time (ms since the epoch).
+    pub due_unix_ms: u64,
+    pub version: Option<VersionId>,
+    pub added_unix_ms: u64,
+    pub attempts: u32,
+    pub bytes: u64,
+}
+
+/// What the collector did with an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The blob is gone (deleted now, or not found): the item ends.
+    Deleted,
+    /// The delete failed: try again at this time, one attempt more.
+    Failed { retry_unix_ms: u64 },
+    /// Not tried (its version is being read): look again at this time.
+    Postponed { retry_unix_ms: u64 },
+}
+
+/// The garbage waiting on one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GarbageBacklog {
+    pub backend: BackendId,
+    pub items: u64,
+    pub bytes: u64,
+    /// When the oldest item was added (ms since the epoch).
+    pub oldest_added_unix_ms: Option<u64>,
+}
+
+/// `backend 0x00 at_ms`: every key of `backend` at `at_ms` starts with it.
+fn bound(backend: &BackendId, at_ms: u64) -> Vec<u8> {
+    let mut k = keys::bucket_base(backend.as_str());
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k
+}
+
+fn key(backend: &BackendId, at_ms: u64, blob: &BlobName) -> Vec<u8> {
+    let mut k = bound(backend, at_ms);
+    k.extend_from_slice(blob.as_str().as_bytes());
+    k
+}
+
+fn split_key(k: &[u8]) -> Result<(BackendId, u64, BlobName)> {
+    let corrupt = |reason: &str| MetaError::Corrupt {
+        what: "garbage key",
+        reason: reason.into(),
+    };
+    let sep = k
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| corrupt("no separator"))?;
+    let (backend, rest) = (&k[..sep], &k[sep + 1..]);
+    let (at, blob) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("truncated"))?;
+    let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_string);
+    let backend = text(backend)
+        .ok()
+        .and_then(|s| BackendId::new(s).ok())
+        .ok_or_else(|| corrupt("bad backend id"))?;
+    let blob = text(blob)
+        .ok()
+        .and_then(|s| BlobName::new(s).ok())
+        .ok_or_else(|| corrupt("bad blob name"))?;
+    Ok((backend, u64::from_be_bytes(*at), blob))
+}
+
+fn add_to_totals(
+    txn: &WriteTransaction,
+    backend: &BackendId,
+    items: i64,
+    bytes: i64,
+) -> Result<()> {
+    let mut totals = txn.open_table(TOTALS)?;
+    let mut t: Totals = match totals.get(backend.as_str())? {
+        Some(v) => decode("garbage totals", v.value())?,
+        None => Totals::default(),
+    };
+    t.items = t.items.saturating_add_signed(items);
+    t.bytes = t.bytes.saturating_add_signed(bytes);
+    if t.items == 0 {
+        totals.remove(backend.as_str())?;
+    } else {
+        totals.insert(backend.as_str(), encode(&t)?.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Adds one item per blob, due at `due_unix_ms`, in `txn`.
+pub(crate) fn add(
+    txn: &WriteTransaction,
+    version: Option<VersionId>,
+    blobs: impl IntoIterator<Item = (BackendId, BlobName, u64)>,
+    due_unix_ms: u64,
+    now_unix_ms: u64,
+) -> Result<()> {
+    let mut per_backend: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
+    {
+        let mut due = txn.open_table(DUE)?;
+        let mut age = txn.open_table(AGE)?;
+        for (backend, blob, bytes) in blobs {
+            let record = ItemRecord {
+                version,
+                added_unix_ms: now_unix_ms,
+                attempts: 0,
+                bytes,
+            };
+            due.insert(
+                key(&backend, due_unix_ms, &blob).as_slice(),
+                encode(&record)?.as_slice(),
+            )?;
+            age.insert(key(&backend, now_unix_ms, &blob).as_slice(), [].as_slice())?;
+            let t = per_backend.entry(backend).or_default();
+            t.0 += 1;
+            t.1 += i64::try_from(bytes).unwrap_or(i64::MAX);
+        }
+    }
+    for (backend, (items, bytes)) in per_backend {
+        add_to_totals(txn, &backend, items, bytes)?;
+    }
+    Ok(())
+}
+
+impl MetaStore {
+    /// Up to `limit` items of `backend` due at `now`, the earliest first.
+    pub fn garbage_due(
+        &self,
+        backend: &BackendId,
+        now_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<GarbageItem>> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(DUE)?;
+        let start = bound(backend, 0);
+        let end = bound(backend, now_unix_ms.saturating_add(1));
+        let mut out = Vec::new();
+        for r in due.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = r?;
+            let (backend, due_unix_ms, blob) = split_key(k.value())?;
+            let record: ItemRecord = decode("garbage item", v.value())?;
+            out.push(GarbageItem {
+                backend,
+                blob,
+                due_unix_ms,
+                version: record.version,
+                added_unix_ms: record.added_unix_ms,
+                attempts: record.attempts,
+                bytes: record.bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records what the collector did with `items`, in one transaction.
+    /// An item removed meanwhile (forgotten by an operator) is left alone.
+    pub fn settle_garbage(&self, outcomes: &[(GarbageItem, Outcome)]) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        let mut removed: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
+        {
+            let mut due = txn.open_table(DUE)?;
+            let mut age = txn.open_table(AGE)?;
+            for (item, outcome) in outcomes {
+                let old = key(&item.backend, item.due_unix_ms, &item.blob);
+                let record = match due.remove(old.as_slice())? {
+                    Some(v) => decode::<ItemRecord>("garbage item", v.value())?,
+                    None => continue,
+                };
+                let mut record = record;
+                match *outcome {
+                    Outcome::Deleted => {
+                        age.remove(
+                            key(&item.backend, record.added_unix_ms, &item.blob).as_slice(),
+                        )?;
+                        let t = removed.entry(item.backend.clone()).or_default();
+                        t.0 -= 1;
+                        t.1 -= i64::try_from(record.bytes).unwrap_or(i64::MAX);
+                    }
+                    Outcome::Failed { retry_unix_ms } | Outcome::Postponed { retry_unix_ms } => {
+                        if matches!(outcome, Outcome::Failed { .. }) {
+                            record.attempts = record.attempts.saturating_add(1);
+                        }
+                        due.insert(
+                            key(&item.backend, retry_unix_ms, &item.blob).as_slice(),
+                            encode(&record)?.as_slice(),
+                        )?;
+                    }
+                }
+            }
+        }
+        for (backend, (items, bytes)) in removed {
+            add_to_totals(&txn, &backend, items, bytes)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Garbage waiting per backend, configured or not, in id order.
+    pub fn garbage_backlog(&self) -> Result<Vec<GarbageBacklog>> {
+        let txn = self.db.begin_read()?;
+        let totals = txn.open_table(TOTALS)?;
+        let age = txn.open_table(AGE)?;
+        let mut out = Vec::new();
+        for r in totals.iter()? {
+            let (k, v) = r?;
+            let backend = BackendId::new(k.value()).map_err(|e| MetaError::Corrupt {
+                what: "garbage totals",
+                reason: e.to_string(),
+            })?;
+            let t: Totals = decode("garbage totals", v.value())?;
+            let prefix = keys::bucket_base(backend.as_str());
+            let end = keys::successor(&prefix).unwrap_or_default();
+            let oldest = match age
+                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                .next()
+            {
+                Some(r) => Some(split_key(r?.0.value())?.1),
+                None => None,
+            };
+            out.push(GarbageBacklog {
+                backend,
+                items: t.items,
+                bytes: t.bytes,
+                oldest_added_unix_ms: oldest,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drops every garbage item of `backend` without deleting anything:
+    /// for a backend that left the configuration for good (its blobs are
+    /// lost with it). Returns how many items were dropped.
+    pub fn forget_garbage(&self, backend: &BackendId) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let prefix = keys::bucket_base(backend.as_str());
+        let end = keys::successor(&prefix).unwrap_or_default();
+        let range = prefix.as_slice()..end.as_slice();
+        let n = txn
+            .open_table(DUE)?
+            .extract_from_if::<&[u8], _>(range.clone(), |_, _| true)?
+            .count() as u64;
+        txn.open_table(AGE)?
+            .retain_in::<&[u8], _>(range, |_, _| false)?;
+        txn.open_table(TOTALS)?.remove(backend.as_str())?;
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Garbage items waiting, over every backend.
+    pub(crate) fn garbage_items(txn: &redb::ReadTransaction) -> Result<u64> {
+        let totals = txn.open_table(TOTALS)?;
+        let mut n = 0;
+        for r in totals.iter()? {
+            let t: Totals = decode("garbage totals", r?.1.value())?;
+            n += t.items;
+        }
+        Ok(n)
+    }
+}
