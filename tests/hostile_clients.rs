@@ -411,3 +411,70 @@ fn past_the_budget_clients_get_slow_down_and_their_retries_finish() {
     );
     assert_eq!(server.get("/health").unwrap().0, 200);
 }
+
+/// A client that asks for a 32 MiB object and reads none of it: its
+/// connection closes after the send timeout (3 s here, checked at least
+/// every header timeout, 3 s too), and the request's place and memory
+/// are given back, where before they were held as long as the client
+/// kept the socket open.
+#[test]
+fn a_client_that_stops_reading_an_answer_is_closed_after_the_send_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[
+            ("SHARDGATE_SERVER__SEND_TIMEOUT_SECS", "3"),
+            ("SHARDGATE_SERVER__HEADER_TIMEOUT_SECS", "3"),
+        ],
+    );
+    let signer = signer(&server);
+    let mut c = Raw::connect(server.addr);
+    c.send(&bodiless(&signer, "PUT", "/unread")).unwrap();
+    assert_eq!(c.response().unwrap().status, 200);
+    let body = pattern(7, 32 << 20);
+    c.send(&put(&signer, "/unread/big", &body)).unwrap();
+    assert_eq!(c.response().unwrap().status, 200);
+    let free = |server: &Server| server.metrics()["shardgate_requests_free{}"];
+    let all_free = free(&server);
+    let open = |server: &Server| server.metrics()["shardgate_connections_open{}"];
+    let open_before = open(&server);
+
+    let mut reader = TcpStream::connect(server.addr).unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size(&reader, 4096).unwrap();
+    reader
+        .write_all(&bodiless(&signer, "GET", "/unread/big"))
+        .unwrap();
+    // The answer starts, then waits on a client that does not read.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(free(&server), all_free - 1.0, "the GET holds a place");
+    let started = Instant::now();
+    while free(&server) < all_free {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the unread GET still holds its place after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "closed after {:?}, before the send timeout",
+        started.elapsed()
+    );
+    // The connection is gone (the kernel still trickles what was
+    // buffered to the client, which no longer holds anything here).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open(&server) != open_before {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections open, {open_before} before the GET",
+            open(&server)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(reader);
+    // A client that reads gets the whole object meanwhile.
+    let mut g = Raw::connect(server.addr);
+    g.send(&bodiless(&signer, "GET", "/unread/big")).unwrap();
+    assert_eq!(g.response().unwrap().body, body);
+}

@@ -102,7 +102,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(secrets.clone())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(false)
         .init();
     match cli.command {
         Command::Serve {
@@ -192,9 +192,31 @@ async fn serve(
     if let Some(l) = listen {
         config.listen = l;
     }
-    for b in &config.backends {
-        for secret in [&b.secret_access_key, &b.account_key].into_iter().flatten() {
-            secrets.add(secret);
+    // Every backend secret, wherever it comes from: inline, a file, or the
+    // providers' environment variables.
+    for (i, b) in config.backends.iter().enumerate() {
+        let resolved = [
+            b.secret_access_key(i),
+            b.account_key(i),
+            b.service_account_key(i),
+        ];
+        for secret in resolved.into_iter().flatten().flatten() {
+            secrets.add(&secret);
+        }
+    }
+    for (name, value) in std::env::vars() {
+        if [
+            "SECRET_ACCESS_KEY",
+            "SESSION_TOKEN",
+            "ACCOUNT_KEY",
+            "ACCESS_KEY",
+            "SAS_TOKEN",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+            && !name.ends_with("_ID")
+        {
+            secrets.add(&value);
         }
     }
     let parts = setup::prepare(&config).await?;
@@ -283,6 +305,7 @@ fn serve_options(
             idle: Duration::from_secs(server.idle_timeout_secs),
             body: Duration::from_secs(server.body_timeout_secs),
             body_min_rate: server.body_min_rate,
+            send: Duration::from_secs(server.send_timeout_secs),
         },
         max_connections,
         http2_max_streams: server.http2_max_streams,

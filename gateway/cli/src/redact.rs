@@ -6,9 +6,14 @@
 //! header's signature, a presigned URL's `X-Amz-Signature` (the whole key
 //! to its object until it expires), aws-chunked chunk signatures. So each
 //! formatted line (tracing-subscriber writes one event in one write) has
-//! every `signature=<hex>` (any case), every `AGE-SECRET-KEY-...` and every
-//! secret the gateway holds (its S3 secret key, registered once loaded)
-//! replaced with `[redacted]`.
+//! replaced with `[redacted]`: the value after every `signature=` (any
+//! case: SigV4's hex and SigV2's base64, quoted or not), the signature of
+//! a SigV2 `Authorization: AWS key:signature`, the token after `Bearer `
+//! and `SharedKey ` (Azure), every `AGE-SECRET-KEY-...`, every PEM private
+//! key, and every secret the gateway holds (its S3 secret key and the
+//! backends' keys, inline, from files or from the environment, registered
+//! once loaded). Lines are written without colour codes: an escape
+//! sequence between a name and its value would hide the pair.
 
 use std::io::Write;
 use std::sync::{Arc, RwLock};
@@ -42,6 +47,10 @@ impl Secrets {
     pub fn scrub(&self, line: &str) -> String {
         let mut out = scrub_signatures(line);
         out = scrub_prefixed(&out, "AGE-SECRET-KEY-");
+        for scheme in ["Bearer ", "SharedKey ", "AWS "] {
+            out = scrub_after(&out, scheme);
+        }
+        out = scrub_pem(&out);
         let list = match self.0.read() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
@@ -55,7 +64,73 @@ impl Secrets {
     }
 }
 
-/// Replaces the hex after every `signature=` (any case, quoted or not).
+/// Where a token ends: whitespace, a quote, a separator of headers or
+/// query parameters.
+fn token_end(s: &str) -> usize {
+    s.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '&' | ',' | ';' | ')'))
+        .unwrap_or(s.len())
+}
+
+/// Replaces the token after every `scheme` (`Bearer abc` -> `Bearer
+/// [redacted]`); for `AWS ` (SigV2), only what follows the access key's
+/// colon.
+fn scrub_after(line: &str, scheme: &str) -> String {
+    if !line.contains(scheme) {
+        return line.to_string();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find(scheme) {
+        let start = i + scheme.len();
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = token_end(after);
+        let token = &after[..end];
+        match (scheme, token.split_once(':')) {
+            ("AWS ", Some((key, sig))) if !sig.is_empty() => {
+                out.push_str(key);
+                out.push(':');
+                out.push_str(REDACTED);
+            }
+            ("AWS ", _) => out.push_str(token),
+            _ if token.is_empty() => {}
+            _ => out.push_str(REDACTED),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Replaces every PEM private key block, even one cut short.
+fn scrub_pem(line: &str) -> String {
+    const BEGIN: &str = "-----BEGIN";
+    if !line.contains("PRIVATE KEY") {
+        return line.to_string();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find(BEGIN) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let end = after
+            .find("PRIVATE KEY-----")
+            .and_then(|first| {
+                let past = first + "PRIVATE KEY-----".len();
+                after[past..]
+                    .find("PRIVATE KEY-----")
+                    .map(|second| past + second + "PRIVATE KEY-----".len())
+            })
+            .unwrap_or(after.len());
+        out.push_str(REDACTED);
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Replaces the value after every `signature=` (any case, quoted or not):
+/// SigV4's hex, SigV2's base64.
 fn scrub_signatures(line: &str) -> String {
     const KEY: &str = "signature=";
     let lower = line.to_ascii_lowercase();
@@ -71,14 +146,11 @@ fn scrub_signatures(line: &str) -> String {
             value += 1;
         }
         out.push_str(&line[at..value]);
-        let hex = line[value..]
-            .bytes()
-            .take_while(u8::is_ascii_hexdigit)
-            .count();
-        if hex > 0 {
+        let len = token_end(&line[value..]);
+        if len > 0 {
             out.push_str(REDACTED);
         }
-        at = value + hex;
+        at = value + len;
     }
     out.push_str(&line[at..]);
     out
@@ -155,5 +227,25 @@ mod tests {
         assert!(out.contains("Credential=AK/x"), "{out}");
         assert!(out.contains("SignatureDoesNotMatch"), "{out}");
         assert!(out.contains("Signature=[redacted] uri"), "{out}");
+    }
+
+    #[test]
+    fn sigv2_tokens_and_private_keys_are_scrubbed() {
+        let s = Secrets::default();
+        let line = "authorization: AWS AKIDEXAMPLE:qgk2+6Sv9/oM7G3qLEjTH1a1l1g= GET /b/k?AWSAccessKeyId=AK&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D&Expires=1 signature=\"bWq2s1WEIj+Ydj0vQ697zp+IXMU=\" x-ms: SharedKey acct:c2VjcmV0 auth: Bearer eyJhbGciOi.x.y key: \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIB\\n-----END PRIVATE KEY-----\\n\" AWS said no";
+        let out = s.scrub(line);
+        for gone in [
+            "qgk2+6Sv9",
+            "vjbyPxybdZaNmGa",
+            "bWq2s1WEIj",
+            "c2VjcmV0",
+            "eyJhbGciOi",
+            "MIIEvQIB",
+        ] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("AWS AKIDEXAMPLE:[redacted]"), "{out}");
+        assert!(out.contains("&Expires=1"), "{out}");
+        assert!(out.contains("AWS said no"), "{out}");
     }
 }

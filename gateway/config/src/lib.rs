@@ -147,6 +147,10 @@ pub struct ServerConfig {
     /// ... and so does one slower than this, in bytes per second on
     /// average, once `body_timeout_secs` have passed (0: no minimum).
     pub body_min_rate: u64,
+    /// A connection whose client reads nothing of an answer for this long
+    /// is closed (nginx's `send_timeout`): a client that stops reading a
+    /// GET cannot hold its request's memory and place forever.
+    pub send_timeout_secs: u64,
     /// Open client connections at most; more wait to be accepted. Default:
     /// the descriptor limit (`RLIMIT_NOFILE`, raised to its hard limit at
     /// startup) less 1024 for files and backends.
@@ -175,6 +179,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             body_timeout_secs: 20,
             body_min_rate: 500,
+            send_timeout_secs: 60,
             max_connections: None,
             max_requests: 1024,
             memory_budget_bytes: 1 << 30,
@@ -667,12 +672,28 @@ impl Config {
     }
 }
 
+/// The longest any `[server]` timeout may be: long enough for anything a
+/// client does, short enough that adding it to a clock never overflows.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 impl ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("server.header_timeout_secs", self.header_timeout_secs),
             ("server.idle_timeout_secs", self.idle_timeout_secs),
             ("server.body_timeout_secs", self.body_timeout_secs),
+            ("server.send_timeout_secs", self.send_timeout_secs),
+            ("server.queue_timeout_secs", self.queue_timeout_secs),
+        ] {
+            if value > MAX_TIMEOUT_SECS {
+                return Err(invalid(key, "must be at most 86400 (a day)"));
+            }
+        }
+        for (key, value) in [
+            ("server.header_timeout_secs", self.header_timeout_secs),
+            ("server.idle_timeout_secs", self.idle_timeout_secs),
+            ("server.body_timeout_secs", self.body_timeout_secs),
+            ("server.send_timeout_secs", self.send_timeout_secs),
             ("server.max_requests", self.max_requests as u64),
             (
                 "server.http2_max_streams",

@@ -110,6 +110,18 @@ fn configurations_that_cannot_work_are_refused_with_the_key() {
             "policies.p.write_quorum",
         ),
         ("default_policy = \"nope\"\n", "default_policy"),
+        (
+            "[server]\nsend_timeout_secs = 9223372036854775807\n",
+            "server.send_timeout_secs",
+        ),
+        (
+            "[server]\nheader_timeout_secs = 90000\n",
+            "server.header_timeout_secs",
+        ),
+        (
+            "[server]\nsend_timeout_secs = 0\n",
+            "server.send_timeout_secs",
+        ),
         ("[buckets]\nlogs = \"nope\"\n", "buckets.logs"),
         (
             "[[backends]]\nid = \"x\"\nkind = \"memory\"\n[[backends]]\nid = \"x\"\nkind = \"memory\"\n",

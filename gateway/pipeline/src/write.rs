@@ -259,11 +259,13 @@ where
 {
     let mut md5 = Md5Tap::default();
     let written = write_segment_with_tap(input, placement, params, Some(&mut md5)).await;
-    let md5 = md5.finish().await?;
+    let md5 = md5.finish().await;
+    // The write's own error first: it says more than the hash's.
     let SegmentWrite {
         segment,
         lost_fragments,
     } = written?;
+    let md5 = md5?;
     let manifest = Manifest {
         version_id: VersionId::new(now_unix_ms),
         size: segment.plaintext_len,
@@ -296,21 +298,31 @@ struct Md5Tap {
         mpsc::Sender<Bytes>,
         oneshot::Receiver<md5::digest::Output<Md5>>,
     )>,
-    failed: Option<String>,
+    /// No thread could be started: everything is hashed inline.
+    inline_only: bool,
 }
 
 impl Md5Tap {
     async fn feed(&mut self, piece: &Bytes) {
-        if self.thread.is_none() && self.hashed + piece.len() <= MD5_INLINE_BYTES {
+        if self.thread.is_none()
+            && (self.inline_only || self.hashed + piece.len() <= MD5_INLINE_BYTES)
+        {
             self.inline.get_or_insert_with(Md5::new).update(piece);
             self.hashed += piece.len();
             return;
         }
-        if self.thread.is_none() && self.failed.is_none() {
+        if self.thread.is_none() {
             let state = self.inline.take().unwrap_or_default();
-            match spawn_md5(state) {
+            match spawn_md5(state.clone()) {
                 Ok(thread) => self.thread = Some(thread),
-                Err(e) => self.failed = Some(e),
+                Err(e) => {
+                    // Slower, never wrong: this write hashes where it reads.
+                    tracing::warn!(error = %e, "no MD5 thread; hashing inline");
+                    self.inline = Some(state);
+                    self.inline_only = true;
+                    self.inline.get_or_insert_with(Md5::new).update(piece);
+                    return;
+                }
             }
         }
         if let Some((tx, _)) = &self.thread {
@@ -320,9 +332,6 @@ impl Md5Tap {
     }
 
     async fn finish(self) -> Result<md5::digest::Output<Md5>> {
-        if let Some(e) = self.failed {
-            return Err(PipelineError::Internal(e));
-        }
         match self.thread {
             None => Ok(self.inline.unwrap_or_default().finalize()),
             Some((tx, digest)) => {

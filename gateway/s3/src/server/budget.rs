@@ -120,7 +120,15 @@ pub(crate) fn cost<B>(req: &Request<B>) -> u64 {
     };
     let path = req.uri().path().trim_start_matches('/');
     let has_key = path.split_once('/').is_some_and(|(_, key)| !key.is_empty());
-    let body = number("x-amz-decoded-content-length")
+    // The decoded length counts only for an aws-chunked body (its payload
+    // hash says STREAMING-...): elsewhere a client could understate its
+    // body with it. In an aws-chunked body a longer payload than declared
+    // fails the write at its first extra byte.
+    let chunked = headers
+        .get("x-amz-content-sha256")
+        .is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+    let decoded = number("x-amz-decoded-content-length").filter(|_| chunked);
+    let body = decoded
         .or_else(|| number(http::header::CONTENT_LENGTH.as_str()))
         .unwrap_or(0);
     let writes = body > 0 && matches!(*req.method(), Method::PUT | Method::POST);
@@ -173,10 +181,23 @@ mod tests {
                 "/b/k",
                 &[
                     ("content-length", "999"),
+                    ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),
                     ("x-amz-decoded-content-length", "10")
                 ]
             )),
             SMALL_COST + 20
+        );
+        // Not aws-chunked: a decoded length cannot understate the body.
+        assert_eq!(
+            cost(&req(
+                Method::PUT,
+                "/b/k",
+                &[
+                    ("content-length", "1000000000"),
+                    ("x-amz-decoded-content-length", "1")
+                ]
+            )),
+            OBJECT_COST
         );
         assert_eq!(
             cost(&req(Method::PUT, "/b/k", &[("x-amz-copy-source", "/a/b")])),

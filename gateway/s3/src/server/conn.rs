@@ -15,6 +15,16 @@
 //! spends waiting for the client counts: while a slow backend holds the
 //! write back, the body is not read and its clock stops.
 //!
+//! Answers have a clock too, the send timeout (nginx's `send_timeout`):
+//! when the client reads nothing for that long, the connection closes.
+//! Two things wait on the client: a write to the socket that cannot
+//! proceed (its buffers are full), and an answer's body that handed hyper
+//! a frame hyper has not yet been able to send (HTTP/2 flow control, which
+//! never blocks the socket). Time spent waiting for a backend does not
+//! count: a body whose next frame is not ready is the gateway's wait. A
+//! write that succeeds while no request runs restarts the idle clock, so
+//! the tail of an answer still in the buffers is not cut by it.
+//!
 //! ## Early answers
 //!
 //! The gateway answers many requests before reading their bodies: a bad
@@ -101,6 +111,8 @@ pub struct Timeouts {
     /// Bytes per second a body must average once `body` has passed (0:
     /// no minimum).
     pub body_min_rate: u64,
+    /// An answer the client reads nothing of for this long.
+    pub send: Duration,
 }
 
 /// What a connection is doing, for its watchdog: requests in flight, and
@@ -116,6 +128,13 @@ struct Activity {
     /// this many milliseconds after `epoch`; one word, so the watchdog
     /// never reads one phase with the other's time.
     phase: AtomicU64,
+    /// Since when (ms after `epoch`, plus 1; 0: not waiting) a write to the
+    /// socket has been waiting for the client to read.
+    write_blocked: AtomicU64,
+    /// Answer bodies whose last frame waits for hyper to send it.
+    frames_waiting: AtomicUsize,
+    /// When (ms after `epoch`) an answer's body last made progress.
+    frames_moved: AtomicU64,
     epoch: Instant,
 }
 
@@ -136,6 +155,24 @@ impl Activity {
     fn get(&self) -> (bool, Instant) {
         let p = self.phase.load(Ordering::Acquire);
         (p & HEAD != 0, self.epoch + Duration::from_millis(p & !HEAD))
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Since when the client has held up an answer, if it has.
+    fn send_stalled_since(&self) -> Option<Instant> {
+        let blocked = match self.write_blocked.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(self.at(t - 1)),
+        };
+        let frames = (self.frames_waiting.load(Ordering::Acquire) > 0)
+            .then(|| self.at(self.frames_moved.load(Ordering::Acquire)));
+        match (blocked, frames) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -158,6 +195,9 @@ impl ConnState {
             activity: Arc::new(Activity {
                 busy: AtomicUsize::new(0),
                 phase: AtomicU64::new(HEAD),
+                write_blocked: AtomicU64::new(0),
+                frames_waiting: AtomicUsize::new(0),
+                frames_moved: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),
             _permit: Arc::new(permit),
@@ -178,6 +218,38 @@ impl ConnState {
         }
     }
 
+    /// An answer's body handed hyper a frame (`true`), or was asked for
+    /// the next one (`false`): the client has to read for the first to
+    /// happen again.
+    pub(crate) fn frame_handed(&self, waiting: bool) {
+        let a = &self.activity;
+        a.frames_moved.store(a.now_ms(), Ordering::Release);
+        if waiting {
+            a.frames_waiting.fetch_add(1, Ordering::AcqRel);
+        } else {
+            a.frames_waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A write to the socket could not proceed (`true`), or did.
+    fn write_blocked(&self, blocked: bool) {
+        let a = &self.activity;
+        if blocked {
+            if a.write_blocked.load(Ordering::Relaxed) == 0 {
+                a.write_blocked.store(a.now_ms() + 1, Ordering::Release);
+            }
+            return;
+        }
+        if a.write_blocked.load(Ordering::Relaxed) != 0 {
+            a.write_blocked.store(0, Ordering::Release);
+        }
+        // The tail of an answer going out after its request ended: the
+        // connection is not idle yet.
+        if a.busy.load(Ordering::Acquire) == 0 && a.phase.load(Ordering::Acquire) & HEAD == 0 {
+            a.set(false);
+        }
+    }
+
     /// Bytes came in: after an idle spell, they start the next head.
     fn bytes_read(&self) {
         let a = &self.activity;
@@ -192,6 +264,7 @@ impl ConnState {
 pub(crate) enum Expired {
     Header,
     Idle,
+    Send,
 }
 
 impl std::fmt::Display for Expired {
@@ -199,6 +272,7 @@ impl std::fmt::Display for Expired {
         f.write_str(match self {
             Expired::Header => "no complete request head within the header timeout",
             Expired::Idle => "idle for the idle timeout",
+            Expired::Send => "the client read nothing of an answer for the send timeout",
         })
     }
 }
@@ -213,6 +287,13 @@ pub(crate) async fn watchdog(state: ConnState, timeouts: Timeouts) -> Expired {
     loop {
         let now = Instant::now();
         let mut wake = now + timeouts.header;
+        if let Some(since) = a.send_stalled_since() {
+            let deadline = since + timeouts.send;
+            if deadline <= now {
+                return Expired::Send;
+            }
+            wake = wake.min(deadline);
+        }
         if a.busy.load(Ordering::Acquire) == 0 {
             let (head, since) = a.get();
             let (deadline, expired) = if head {
@@ -498,7 +579,9 @@ impl<T: Io> AsyncWrite for Stream<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.io().poll_write(cx, buf)
+        let polled = self.io().poll_write(cx, buf);
+        self.state.write_blocked(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -506,7 +589,9 @@ impl<T: Io> AsyncWrite for Stream<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.io().poll_write_vectored(cx, bufs)
+        let polled = self.io().poll_write_vectored(cx, bufs);
+        self.state.write_blocked(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -503,7 +503,10 @@ pub struct Logged {
     inner: Pin<Box<s3s::Body>>,
     span: Option<(tracing::Span, Instant)>,
     sent: u64,
-    _request: RequestGuard,
+    /// A frame was handed to hyper and not yet followed by a poll: the
+    /// client must read for the answer to go on (the send timeout).
+    frame_out: bool,
+    request: RequestGuard,
 }
 
 impl Logged {
@@ -512,7 +515,8 @@ impl Logged {
             inner: Box::pin(inner),
             span: Some((span, start)),
             sent: 0,
-            _request: request,
+            frame_out: false,
+            request,
         }
     }
 
@@ -521,7 +525,8 @@ impl Logged {
             inner: Box::pin(inner),
             span: None,
             sent: 0,
-            _request: request,
+            frame_out: false,
+            request,
         }
     }
 }
@@ -534,11 +539,16 @@ impl HttpBody for Logged {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if std::mem::take(&mut self.frame_out) {
+            self.request.conn.frame_handed(false);
+        }
         let polled = self.inner.as_mut().poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
             self.sent += data.len() as u64;
+            self.frame_out = true;
+            self.request.conn.frame_handed(true);
         }
         polled
     }
@@ -554,6 +564,9 @@ impl HttpBody for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        if std::mem::take(&mut self.frame_out) {
+            self.request.conn.frame_handed(false);
+        }
         if let Some((span, start)) = self.span.take() {
             span.record("bytes_out", self.sent);
             span.record("duration_ms", start.elapsed().as_millis() as u64);

@@ -44,11 +44,25 @@ fn file_error(path: &Path, reason: impl ToString) -> TlsError {
     }
 }
 
-/// What identifies a version of the two files on disk.
-type Stamp = [(Option<SystemTime>, u64); 2];
+/// What identifies a version of a file on disk: inode, change time (set
+/// by every write and rename, and not by `cp -p` or `touch`), modification
+/// time and length. Any of them differing means "read it again".
+type FileStamp = Option<(u64, i64, i64, Option<SystemTime>, u64)>;
+type Stamp = [FileStamp; 2];
 
 fn stamp(files: &TlsFiles) -> Stamp {
-    let one = |p: &Path| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()));
+    use std::os::unix::fs::MetadataExt;
+    let one = |p: &Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                m.ino(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.modified().ok(),
+                m.len(),
+            )
+        })
+    };
     [one(&files.cert_file), one(&files.key_file)]
 }
 
