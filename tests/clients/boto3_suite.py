@@ -293,9 +293,21 @@ e2 = s3.upload_part(Bucket=B, Key="small-parts", UploadId=up3, PartNumber=2, Bod
 expect_error("EntityTooSmall", s3.complete_multipart_upload, Bucket=B, Key="small-parts", UploadId=up3,
              MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
 s3.abort_multipart_upload(Bucket=B, Key="small-parts", UploadId=up3)
+# An empty last part: GET ?partNumber= answers like HEAD (200, length 0)
+up4 = s3.create_multipart_upload(Bucket=B, Key="empty-tail")["UploadId"]
+f1 = s3.upload_part(Bucket=B, Key="empty-tail", UploadId=up4, PartNumber=1, Body=parts_data[0])["ETag"]
+f2 = s3.upload_part(Bucket=B, Key="empty-tail", UploadId=up4, PartNumber=2, Body=b"")["ETag"]
+s3.complete_multipart_upload(Bucket=B, Key="empty-tail", UploadId=up4,
+                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": f1}, {"PartNumber": 2, "ETag": f2}]})
+h = s3.head_object(Bucket=B, Key="empty-tail", PartNumber=2)
+g = s3.get_object(Bucket=B, Key="empty-tail", PartNumber=2)
+check(h["ContentLength"] == 0 and g["ContentLength"] == 0 and g["Body"].read() == b""
+      and g["PartsCount"] == h["PartsCount"] == 2, "GET of an empty part answers like HEAD")
+check(s3.get_object(Bucket=B, Key="empty-tail")["Body"].read() == parts_data[0], "object with an empty last part")
 
 # Key too long, metadata too large
 expect_error("KeyTooLongError", s3.put_object, Bucket=B, Key="k" * 1025, Body=b"x")
+expect_error("InvalidArgument", s3.put_object, Bucket=B, Key="a\x00b", Body=b"x")
 expect_error("MetadataTooLarge", s3.put_object, Bucket=B, Key="meta", Body=b"x", Metadata={"big": "v" * 2100})
 
 # Still up, and the earlier object intact

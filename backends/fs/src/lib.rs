@@ -12,16 +12,25 @@
 //! the temp file, hard-links it under its final name (atomic, and refuses
 //! to replace an existing blob), removes the temp name and fsyncs the
 //! directory. A crash at any point leaves either no blob or the whole
-//! durable blob; leftovers in `tmp/` are removed at the next open. A full
+//! durable blob; leftovers in `tmp/` are removed at the next open.
+//!
+//! Directories are durable before anything in them counts: `open` creates
+//! the root, `blobs/` and `tmp/` and fsyncs each one's parent; a commit
+//! into a fan-out directory this process has not yet made durable fsyncs
+//! `blobs/` first, whichever commit created the directory (a concurrent
+//! commit into a directory another just created does not return before it
+//! is durable, and one created just before a crash is made durable by the
+//! next commit into it). A full
 //! disk or a read-only directory is a typed error ([`BackendError::NoSpace`],
 //! [`BackendError::NotWritable`]) and the temp file is removed.
 
+use std::collections::HashSet;
 use std::fs::File as StdFile;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +48,10 @@ struct Inner {
     root: PathBuf,
     used_bytes: AtomicU64,
     next_tmp: AtomicU64,
+    /// Fan-out directories whose entry in `blobs/` is known durable.
+    durable_dirs: Mutex<HashSet<String>>,
+    /// fsyncs of `blobs/` made by commits (for the tests).
+    blobs_syncs: AtomicU64,
     _lock: StdFile,
 }
 
@@ -55,8 +68,9 @@ impl FsBackend {
         let (lock, used) = tokio::task::spawn_blocking(move || -> Result<_> {
             let id = &id;
             let io = |op| move |e| BackendError::from_io(id, op, e);
-            std::fs::create_dir_all(root.join("blobs")).map_err(io("create directory"))?;
-            std::fs::create_dir_all(root.join("tmp")).map_err(io("create directory"))?;
+            for dir in [root.join("blobs"), root.join("tmp")] {
+                create_dir_durable(&dir).map_err(io("create directory"))?;
+            }
             // flock works on a read-only descriptor, so a read-only disk
             // still opens and serves reads.
             let lock_path = root.join("LOCK");
@@ -93,6 +107,8 @@ impl FsBackend {
             root,
             used_bytes: AtomicU64::new(used),
             next_tmp: AtomicU64::new(0),
+            durable_dirs: Mutex::new(HashSet::new()),
+            blobs_syncs: AtomicU64::new(0),
             _lock: lock,
         })))
     }
@@ -144,6 +160,39 @@ fn join_error(id: &shardgate_backend::BackendId, e: tokio::task::JoinError) -> B
 
 fn sync_dir(path: &Path) -> io::Result<()> {
     StdFile::open(path)?.sync_all()
+}
+
+/// Creates `dir` and any missing ancestor, each made durable in its
+/// parent (fsync of the parent after the `mkdir`), and fsyncs the parent
+/// of `dir` even when nothing was missing: a directory that a crash
+/// interrupted between its creation and its parent's fsync becomes
+/// durable now.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    if missing.is_empty()
+        && let Some(parent) = dir.parent()
+    {
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// Every committed blob under `root`, as (name, size).
@@ -252,9 +301,27 @@ impl BlobWriter for FsWriter {
         self.backend
             .blocking(move |b| {
                 let dir = final_path.parent().unwrap_or(&b.0.root).to_path_buf();
-                if !dir.exists() {
-                    std::fs::create_dir_all(&dir).map_err(b.io("create directory"))?;
+                let fan = fan_out(name.as_str()).to_string();
+                let known =
+                    b.0.durable_dirs
+                        .lock()
+                        .map(|d| d.contains(&fan))
+                        .unwrap_or(false);
+                if !known {
+                    match std::fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            return Err(BackendError::from_io(&b.0.info.id, "create directory", e));
+                        }
+                    }
+                    // Whoever created it, its entry is durable before any
+                    // commit into it returns.
                     sync_dir(&b.0.root.join("blobs")).map_err(b.io("fsync directory"))?;
+                    b.0.blobs_syncs.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut d) = b.0.durable_dirs.lock() {
+                        d.insert(fan);
+                    }
                 }
                 std::fs::hard_link(&tmp, &final_path).map_err(|e| match e.kind() {
                     io::ErrorKind::AlreadyExists => BackendError::AlreadyExists {
@@ -425,5 +492,55 @@ impl Backend for FsBackend {
             used_bytes: Some(used),
             writable: !read_only,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn put(b: &FsBackend, name: &str) -> Result<BlobMeta> {
+        let mut w = b.create(&BlobName::new(name).expect("name")).await?;
+        w.write(Bytes::from_static(b"x")).await?;
+        w.commit().await
+    }
+
+    /// Every commit into a fan-out directory not yet known durable fsyncs
+    /// `blobs/` before it returns: the first into a new directory, each of
+    /// several concurrent ones into it (none returns before the fsync),
+    /// and the first into a directory a crash left (created, not fsynced).
+    #[tokio::test]
+    async fn every_directory_of_a_committed_blob_is_durable_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        // Left by a crash between mkdir and the fsync of blobs/.
+        std::fs::create_dir_all(root.join("blobs").join("cd")).expect("mkdir");
+        let b = FsBackend::open(
+            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
+            &root,
+        )
+        .await
+        .expect("open");
+        let syncs = || b.0.blobs_syncs.load(Ordering::Relaxed);
+        put(&b, "ab01").await.expect("commit");
+        assert_eq!(syncs(), 1, "a new directory");
+        put(&b, "ab02").await.expect("commit");
+        assert_eq!(syncs(), 1, "a directory known durable costs nothing");
+        put(&b, "cd01").await.expect("commit");
+        assert_eq!(syncs(), 2, "a directory a crash left is made durable");
+        let together = futures::future::join_all((0..8).map(|i| {
+            let b = b.clone();
+            async move { put(&b, &format!("ef{i:02}")).await }
+        }))
+        .await;
+        assert!(together.iter().all(Result::is_ok));
+        let after = syncs();
+        assert!(
+            (3..=10).contains(&after),
+            "concurrent commits into a new directory: {after} fsyncs of blobs/"
+        );
+        // Every commit that returned saw the directory durable: the set
+        // only learns a directory after its fsync.
+        assert!(b.0.durable_dirs.lock().expect("lock").contains("ef"));
     }
 }

@@ -35,6 +35,14 @@ pub fn check_key(key: &str) -> S3Result<()> {
             "The object key must not be empty"
         ));
     }
+    // Keys are stored as `bucket NUL key` and versions will follow a NUL:
+    // a key with NUL could be read as another key and a version.
+    if key.contains('\0') {
+        return Err(s3_error!(
+            InvalidArgument,
+            "The object key must not contain the NUL character (U+0000)"
+        ));
+    }
     if key.len() > MAX_KEY_BYTES {
         return Err(s3_error!(
             KeyTooLongError,

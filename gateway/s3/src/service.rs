@@ -395,9 +395,15 @@ impl S3 for ShardgateS3 {
             input.part_number,
             wants_checksum(input.checksum_mode.as_ref(), whole),
         );
-        let (body, len) = self
-            .open_body(&input.bucket, &input.key, manifest, range)
-            .await?;
+        let (body, len) = match range {
+            // An empty part (`?partNumber=` of a 0-byte part): nothing to
+            // read, 200 with Content-Length 0, as HEAD answers.
+            Some(r) if r.is_empty() => (StreamingBlob::from(s3s::Body::empty()), 0),
+            range => {
+                self.open_body(&input.bucket, &input.key, manifest, range)
+                    .await?
+            }
+        };
         Ok(S3Response::new(GetObjectOutput {
             body: Some(body),
             content_length: Some(len as i64),
