@@ -32,12 +32,12 @@ mod store;
 pub use error::{MetaError, Result};
 pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
 pub use list::{ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery};
-#[doc(hidden)]
-pub use store::fuzzing;
 pub use store::{
-    BucketRecord, CompleteError, Condition, IntentId, IntentKind, IntentRecord, MetaStore,
-    ObjectSummary, PartRecord, UploadRecord, Written,
+    BucketRecord, CRITICAL_EXTENSION, CompleteError, Condition, IntentId, IntentKind, IntentRecord,
+    MetaStore, ObjectSummary, PartRecord, UploadRecord, Written,
 };
+#[doc(hidden)]
+pub use store::{formats, fuzzing};
 
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn now_unix_ms() -> u64 {

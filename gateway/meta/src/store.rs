@@ -86,27 +86,106 @@ pub struct BucketRecord {
 }
 
 /// What a listing shows of an object, stored ahead of its manifest so that
-/// a listing decodes only this.
+/// a listing decodes only this; and the row's state that changes without
+/// a new manifest.
+///
+/// Record format 2 (written since issue 25); format 1, still read, had
+/// the first three fields only (its rows read as generation 0).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectSummary {
     pub size: u64,
     pub etag: String,
     pub modified_unix_ms: u64,
+    /// Bumped by every change of the row: 1 for a key's first version, the
+    /// replaced row's plus one after. A write conditioned on it
+    /// ([`Condition::IfGeneration`]) is a compare-and-swap: repair swapping
+    /// fragments cannot undo an overwrite or a retention change made while
+    /// it ran (an ETag cannot tell two uploads of the same bytes apart).
+    pub generation: u64,
+    /// The version this row holds (the manifest's, repeated for listings).
+    pub version_id: Option<VersionId>,
+    /// Versioning (issue 16): the row is a delete marker.
+    pub delete_marker: bool,
+    /// Object Lock (issue 16): retention mode (1 governance, 2 compliance)
+    /// and the time it holds until, in ms since the epoch.
+    pub retention: Option<(u8, u64)>,
+    /// Object Lock: a legal hold.
+    pub legal_hold: bool,
+    /// Fields added after format 2, as (tag, postcard bytes). A tag with
+    /// [`CRITICAL_EXTENSION`] set must be understood: a build that does
+    /// not know it refuses the row (`Corrupt`) instead of misreading it;
+    /// others are skipped.
+    pub extensions: Vec<(u16, Vec<u8>)>,
 }
 
+/// The bit of an extension tag that says "readers must understand this".
+pub const CRITICAL_EXTENSION: u16 = 0x8000;
+
+/// Summary record format 1.
+#[derive(Deserialize)]
+struct SummaryV1 {
+    size: u64,
+    etag: String,
+    modified_unix_ms: u64,
+}
+
+const SUMMARY_FORMAT: u8 = 2;
+
 impl ObjectSummary {
-    fn of(m: &Manifest) -> Self {
+    fn of(m: &Manifest, generation: u64) -> Self {
         Self {
             size: m.size,
             etag: m.etag.clone(),
             modified_unix_ms: m.created_unix_ms,
+            generation,
+            version_id: Some(m.version_id),
+            delete_marker: false,
+            retention: None,
+            legal_hold: false,
+            extensions: Vec::new(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        match split_format("summary", bytes)? {
+            (1, body) => {
+                let v1: SummaryV1 = postcard_body("summary", body)?;
+                Ok(Self {
+                    size: v1.size,
+                    etag: v1.etag,
+                    modified_unix_ms: v1.modified_unix_ms,
+                    generation: 0,
+                    version_id: None,
+                    delete_marker: false,
+                    retention: None,
+                    legal_hold: false,
+                    extensions: Vec::new(),
+                })
+            }
+            (SUMMARY_FORMAT, body) => {
+                let s: Self = postcard_body("summary", body)?;
+                if let Some((tag, _)) = s
+                    .extensions
+                    .iter()
+                    .find(|(t, _)| t & CRITICAL_EXTENSION != 0)
+                {
+                    return Err(MetaError::Corrupt {
+                        what: "summary",
+                        reason: format!(
+                            "extension {tag:#06x} is needed and not known to this version"
+                        ),
+                    });
+                }
+                Ok(s)
+            }
+            (v, _) => Err(unknown_format("summary", v)),
         }
     }
 }
 
 /// An object row: summary, then the encoded manifest.
-fn encode_object(manifest: &Manifest) -> Result<Vec<u8>> {
-    let summary = encode(&ObjectSummary::of(manifest))?;
+fn encode_object(manifest: &Manifest, generation: u64) -> Result<Vec<u8>> {
+    let summary = encode_as(SUMMARY_FORMAT, &ObjectSummary::of(manifest, generation))?;
     let body = manifest.encode().map_err(|e| MetaError::Corrupt {
         what: "manifest",
         reason: e.to_string(),
@@ -136,7 +215,7 @@ fn split_object(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
 }
 
 pub(crate) fn decode_summary(bytes: &[u8]) -> Result<ObjectSummary> {
-    decode("summary", split_object(bytes)?.0)
+    ObjectSummary::decode(split_object(bytes)?.0)
 }
 
 fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
@@ -173,6 +252,8 @@ pub enum Condition {
     IfAbsent,
     /// Only if the current object's ETag is this one (`If-Match`).
     IfMatch(String),
+    /// Only if the current row is at this generation (a compare-and-swap).
+    IfGeneration(u64),
 }
 
 /// What a committed write replaced.
@@ -602,13 +683,22 @@ impl MetaStore {
     ) -> Result<Written> {
         Self::require_bucket(txn, bucket)?;
         let row = keys::object_key(bucket, key);
-        let value = encode_object(manifest)?;
         let mut objects = txn.open_table(OBJECTS)?;
         let current = objects
             .get(row.as_slice())?
             .map(|v| decode_summary(v.value()))
             .transpose()?;
+        let generation = current.as_ref().map_or(1, |c| c.generation + 1);
+        let value = encode_object(manifest, generation)?;
         match (condition, &current) {
+            (Condition::IfGeneration(_), None) => {
+                return Err(MetaError::PreconditionFailed("the object does not exist"));
+            }
+            (Condition::IfGeneration(g), Some(cur)) if *g != cur.generation => {
+                return Err(MetaError::PreconditionFailed(
+                    "the object changed meanwhile",
+                ));
+            }
             (Condition::IfAbsent, Some(_)) => {
                 return Err(MetaError::PreconditionFailed("the object exists"));
             }
@@ -625,7 +715,7 @@ impl MetaStore {
         drop(objects);
         let replaced = match old {
             Some(old) => {
-                let summary = ObjectSummary::of(&old);
+                let summary = ObjectSummary::of(&old, generation - 1);
                 Self::add_garbage(
                     txn,
                     Some(old.version_id),
@@ -654,6 +744,21 @@ impl MetaStore {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The current row of `bucket/key`: its summary (with its generation,
+    /// for a later [`Condition::IfGeneration`]) and manifest.
+    pub fn object_row(&self, bucket: &str, key: &str) -> Result<Option<(ObjectSummary, Manifest)>> {
+        let txn = self.db.begin_read()?;
+        let row = keys::object_key(bucket, key);
+        match txn.open_table(OBJECTS)?.get(row.as_slice())? {
+            Some(v) => Ok(Some((
+                decode_summary(v.value())?,
+                decode_manifest(v.value())?,
+            ))),
+            None if txn.open_table(BUCKETS)?.get(bucket)?.is_none() => Err(MetaError::NoSuchBucket),
+            None => Ok(None),
+        }
     }
 
     /// The current version of `bucket/key`. `NoSuchBucket` when the bucket
@@ -709,10 +814,12 @@ impl MetaStore {
         let row = keys::object_key(bucket, key);
         let mut objects = txn.open_table(OBJECTS)?;
         let old = objects.remove(row.as_slice())?;
-        let old = old.map(|v| decode_manifest(v.value())).transpose()?;
+        let old = old
+            .map(|v| Ok::<_, MetaError>((decode_summary(v.value())?, decode_manifest(v.value())?)))
+            .transpose()?;
         drop(objects);
         match old {
-            Some(old) => {
+            Some((summary, old)) => {
                 Self::add_garbage(
                     txn,
                     Some(old.version_id),
@@ -720,7 +827,7 @@ impl MetaStore {
                     now_unix_ms + self.grace_ms,
                     now_unix_ms,
                 )?;
-                Ok(Some(ObjectSummary::of(&old)))
+                Ok(Some(summary))
             }
             None => Ok(None),
         }
@@ -1008,6 +1115,53 @@ complete_from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// Every record's decoder and the encoders of the formats still written,
+/// for the golden-bytes tests (`tests/golden.rs`). Not an API.
+#[doc(hidden)]
+pub mod formats {
+    use super::*;
+
+    pub fn decode_bucket(bytes: &[u8]) -> Result<BucketRecord> {
+        decode("bucket", bytes)
+    }
+    pub fn encode_bucket(r: &BucketRecord) -> Result<Vec<u8>> {
+        encode(r)
+    }
+    /// An object row: its summary and its manifest.
+    pub fn decode_object_row(bytes: &[u8]) -> Result<(ObjectSummary, Manifest)> {
+        Ok((decode_summary(bytes)?, decode_manifest(bytes)?))
+    }
+    pub fn encode_object_row(m: &Manifest, generation: u64) -> Result<Vec<u8>> {
+        encode_object(m, generation)
+    }
+    pub fn decode_upload(bytes: &[u8]) -> Result<UploadRecord> {
+        super::decode_upload(bytes)
+    }
+    pub fn encode_upload(r: &UploadRecord) -> Result<Vec<u8>> {
+        encode(r)
+    }
+    pub fn decode_part(bytes: &[u8]) -> Result<PartRecord> {
+        decode("part", bytes)
+    }
+    pub fn encode_part(r: &PartRecord) -> Result<Vec<u8>> {
+        encode(r)
+    }
+    pub fn decode_intent(bytes: &[u8]) -> Result<IntentRecord> {
+        super::decode_intent(bytes)
+    }
+    pub fn encode_intent(r: &IntentRecord) -> Result<Vec<u8>> {
+        super::encode_intent(r)
+    }
+    /// A first-release garbage entry: (version, blobs, not before).
+    #[allow(clippy::type_complexity)]
+    pub fn decode_legacy_garbage(
+        bytes: &[u8],
+    ) -> Result<(Option<VersionId>, Vec<(BackendId, BlobName)>, u64)> {
+        let r: GarbageRecord = decode("garbage", bytes)?;
+        Ok((r.version, r.blobs, r.not_before_unix_ms))
+    }
+}
 
 /// Entry points for the fuzz targets (`fuzz/`): every record decoder, on
 /// arbitrary bytes. Not an API.

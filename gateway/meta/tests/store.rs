@@ -681,3 +681,41 @@ fn the_sweep_takes_old_intents_no_request_holds() {
     assert_eq!(left, vec![live, young]);
     assert_eq!(garbage_blobs(&store, u64::MAX).len(), 1);
 }
+
+#[test]
+fn generations_count_every_change_and_make_a_compare_and_swap() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let a = manifest("same", vec![segment(1)]);
+    store
+        .put_object("b", "k", &a, None, &Condition::Always, 0)
+        .unwrap();
+    let (summary, _) = store.object_row("b", "k").unwrap().unwrap();
+    assert_eq!(summary.generation, 1);
+    // A repair read generation 1; an overwrite with the same bytes (same
+    // ETag, which If-Match could not tell apart) makes it 2...
+    let b = manifest("same", vec![segment(1)]);
+    let written = store
+        .put_object("b", "k", &b, None, &Condition::Always, 0)
+        .unwrap();
+    assert_eq!(written.replaced.unwrap().generation, 1);
+    // ...so the repair's swap at generation 1 is refused, and one at 2 goes.
+    let repaired = manifest("same", vec![segment(1)]);
+    let stale = store.put_object("b", "k", &repaired, None, &Condition::IfGeneration(1), 0);
+    assert!(
+        matches!(stale, Err(MetaError::PreconditionFailed(_))),
+        "{stale:?}"
+    );
+    store
+        .put_object("b", "k", &repaired, None, &Condition::IfGeneration(2), 0)
+        .unwrap();
+    let (summary, m) = store.object_row("b", "k").unwrap().unwrap();
+    assert_eq!((summary.generation, m), (3, repaired));
+    assert!(matches!(
+        store.put_object("b", "gone", &a, None, &Condition::IfGeneration(1), 0),
+        Err(MetaError::PreconditionFailed(_))
+    ));
+    // A delete reports the generation it removed.
+    let deleted = store.delete_object("b", "k", 0).unwrap().unwrap();
+    assert_eq!(deleted.generation, 3);
+}
