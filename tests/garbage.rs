@@ -50,16 +50,6 @@ fn garbage_items(server: &Server, backend: &str) -> f64 {
     server.metrics().get(&key).copied().unwrap_or(0.0)
 }
 
-/// Garbage items waiting, over every backend.
-fn total_garbage(server: &Server) -> f64 {
-    server
-        .metrics()
-        .iter()
-        .filter(|(k, _)| k.starts_with("shardgate_garbage_items{"))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[test]
 fn a_failed_backend_holds_back_only_its_own_garbage() {
     const OBJECTS: &str = "300";
@@ -218,8 +208,8 @@ fn puts_reset_during_their_commit_leave_no_blob() {
     );
     wait_until(
         Duration::from_secs(10),
-        || total_garbage(&gw.server) == 0.0,
-        || format!("{} garbage items left", total_garbage(&gw.server)),
+        || gw.server.garbage_total() == 0.0,
+        || format!("{} garbage items left", gw.server.garbage_total()),
     );
 }
 
@@ -276,7 +266,7 @@ fn parts_reset_during_their_commit_leave_no_blob() {
     );
     wait_until(
         Duration::from_secs(10),
-        || total_garbage(&gw.server) == 0.0,
-        || format!("{} garbage items left", total_garbage(&gw.server)),
+        || gw.server.garbage_total() == 0.0,
+        || format!("{} garbage items left", gw.server.garbage_total()),
     );
 }

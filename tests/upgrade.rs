@@ -41,15 +41,6 @@ fn get(server: &Server, dir: &Path, key: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-fn total_garbage(server: &Server) -> f64 {
-    server
-        .metrics()
-        .iter()
-        .filter(|(k, _)| k.starts_with("shardgate_garbage_items{"))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[test]
 fn a_data_directory_of_the_first_release_opens_reads_and_collects() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,12 +129,12 @@ fn a_data_directory_of_the_first_release_opens_reads_and_collects() {
     // First-release garbage (the overwritten version) and the cut PUT's
     // intent are collected: what stays is exactly the live fragments.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while blob_files(&data).len() != 21 || total_garbage(&server) != 0.0 {
+    while blob_files(&data).len() != 21 || server.garbage_total() != 0.0 {
         assert!(
             Instant::now() < deadline,
             "{} blobs (21 live), {} garbage items",
             blob_files(&data).len(),
-            total_garbage(&server)
+            server.garbage_total()
         );
         std::thread::sleep(Duration::from_millis(250));
     }

@@ -288,6 +288,15 @@ impl Server {
 
     /// One scrape of `/metrics`: each sample's name and labels (as
     /// written, e.g. `x_total{policy="p"}`) to its value.
+    /// Garbage items waiting, over every backend (`/metrics`).
+    pub fn garbage_total(&self) -> f64 {
+        self.metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with("shardgate_garbage_items{"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
         let (status, text) = self.get("/metrics").expect("GET /metrics");
         assert_eq!(status, 200, "{text}");
