@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Garbage collection throughput against a store of ITEMS garbage items: a
 # release gateway on its embedded default (six fs sites) takes ITEMS/3
-# small objects (4 KiB: three whole copies each) from the load generator,
-# which then deletes them all; the gateway is stopped (kill -9) while the
-# items wait out their grace, and started again on the same data: the
-# run times how long it takes from that start until /metrics shows no
-# garbage left, sampling the backlog as it drains.
+# small objects (4 KiB: three whole copies each) from the load generator;
+# then every site's blobs directory is made unusable (an outage) and all
+# the objects are deleted (DeleteObjects, 1000 keys a request), so the
+# garbage piles up instead of being collected as it comes; the gateway is
+# stopped (kill -9), the sites come back, and once every item is due the
+# gateway starts again on the same data: the run times how long it takes
+# from that start until /metrics shows no garbage left.
 #
 #   scripts/gc_bench.sh [ITEMS]        default: 100000
 set -euo pipefail
@@ -34,10 +36,34 @@ garbage() {
 }
 start
 "$target/release/shardgate-loadgen" --endpoint "$endpoint" --credentials "$data/gw/credentials" \
-  --sizes 4KiB --counts "$objects" --concurrency 16 --cleanup > "$data/load.txt"
-echo "$(garbage) garbage items after $objects objects written, read and deleted"
+  --sizes 4KiB --counts "$objects" --concurrency 16 --put-only > "$data/load.txt"
+for site in "$data"/gw/backends/site-*; do
+  mv "$site/blobs" "$site/blobs.away" && echo "outage" > "$site/blobs"
+done
+. scripts/test-env.sh
+S3_ENDPOINT=$endpoint \
+AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key=//p' "$data/gw/credentials") \
+AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_key=//p' "$data/gw/credentials") \
+python3 - <<'PY'
+import sys
+sys.path.insert(0, "tests/clients")
+from gateway_client import client
+s3 = client()
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket="loadgen")
+n = 0
+for page in pages:
+    keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+    if keys:
+        s3.delete_objects(Bucket="loadgen", Delete={"Objects": keys, "Quiet": True})
+        n += len(keys)
+print(f"{n} objects deleted")
+PY
+echo "$(garbage) garbage items waiting after the deletes"
 kill -9 $pid; wait $pid 2>/dev/null || true
-sleep 6   # past the 5 s grace: every item is due at the next start
+for site in "$data"/gw/backends/site-*; do
+  rm "$site/blobs" && mv "$site/blobs.away" "$site/blobs"
+done
+sleep 35  # past the grace and the collectors' longest backoff: every item is due
 blobs_before=$(find "$data/gw/backends" -path '*/blobs/*' -type f | wc -l)
 t0=$(date +%s.%N)
 start

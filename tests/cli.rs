@@ -539,3 +539,64 @@ fn simulate_errors_are_one_line_causes() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `shardgate garbage list` shows the garbage per backend and whether it
+/// is configured; `forget` refuses a configured backend and drops the
+/// items of one that left the configuration, without touching its blobs.
+#[test]
+fn garbage_of_a_backend_that_left_is_listed_and_forgotten_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/v1-store");
+    copy_tree(&fixture, &data);
+    let garbage = |args: &[&str], config: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("garbage").args(args).arg("--data-dir").arg(&data);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        run(&mut cmd)
+    };
+    // The embedded default: six sites, each holding 6 / 6 = 1 item of
+    // the overwritten version and 1 of the cut PUT's intent.
+    let out = garbage(&["list"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("site-1\t2\t"), "{text}");
+    assert!(text.lines().filter(|l| l.ends_with("\tyes")).count() == 6, "{text}");
+    let out = garbage(&["forget", "site-1"], None);
+    assert!(!out.status.success());
+    assert!(describe(&out).contains("is configured"), "{}", describe(&out));
+
+    // A configuration without the sites: their garbage is kept, shown as
+    // not configured, and forgotten on request.
+    let config = dir.path().join("other.toml");
+    std::fs::write(
+        &config,
+        "[[backends]]\nid = \"m1\"\nkind = \"memory\"\n[[backends]]\nid = \"m2\"\nkind = \"memory\"\n[[backends]]\nid = \"m3\"\nkind = \"memory\"\n[policies.default]\nk = 2\nm = 1\n",
+    )
+    .unwrap();
+    let out = garbage(&["list"], Some(&config));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.lines().filter(|l| l.ends_with("\tno")).count() == 6, "{text}");
+    let out = garbage(&["forget", "site-1"], Some(&config));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 garbage items of backend site-1 forgotten"));
+    let out = garbage(&["list"], Some(&config));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("site-1\t"));
+    // Nothing deleted on disk by forgetting.
+    assert_eq!(support::blob_files(&data).len(), 27);
+}
