@@ -576,10 +576,17 @@ fn garbage_of_a_backend_that_left_is_listed_and_forgotten_on_request() {
     assert!(out.status.success(), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("site-1\t2\t"), "{text}");
-    assert!(text.lines().filter(|l| l.ends_with("\tyes")).count() == 6, "{text}");
+    assert!(
+        text.lines().filter(|l| l.ends_with("\tyes")).count() == 6,
+        "{text}"
+    );
     let out = garbage(&["forget", "site-1"], None);
     assert!(!out.status.success());
-    assert!(describe(&out).contains("is configured"), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("is configured"),
+        "{}",
+        describe(&out)
+    );
 
     // A configuration without the sites: their garbage is kept, shown as
     // not configured, and forgotten on request.
@@ -591,10 +598,16 @@ fn garbage_of_a_backend_that_left_is_listed_and_forgotten_on_request() {
     .unwrap();
     let out = garbage(&["list"], Some(&config));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.lines().filter(|l| l.ends_with("\tno")).count() == 6, "{text}");
+    assert!(
+        text.lines().filter(|l| l.ends_with("\tno")).count() == 6,
+        "{text}"
+    );
     let out = garbage(&["forget", "site-1"], Some(&config));
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 garbage items of backend site-1 forgotten"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("2 garbage items of backend site-1 forgotten")
+    );
     let out = garbage(&["list"], Some(&config));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("site-1\t"));
     // Nothing deleted on disk by forgetting.
