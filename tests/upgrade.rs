@@ -47,6 +47,16 @@ fn a_data_directory_of_the_first_release_opens_reads_and_collects() {
     let data = dir.path().join("data");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/v1-store");
     copy_dir(&fixture, &data);
+    // git keeps no modes: the secrets must be private again.
+    use std::os::unix::fs::PermissionsExt;
+    for secret in [
+        "credentials",
+        "keys/gateway-identity.txt",
+        "keys/recovery-identity.txt",
+    ] {
+        std::fs::set_permissions(data.join(secret), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
     // On disk: small 3 + striped 6 + overwritten twice 6 + 6 + the part 6.
     assert_eq!(blob_files(&data).len(), 27);
     let server = Server::start(&data);

@@ -68,7 +68,7 @@ impl FsBackend {
         let (lock, used) = tokio::task::spawn_blocking(move || -> Result<_> {
             let id = &id;
             let io = |op| move |e| BackendError::from_io(id, op, e);
-            for dir in [root.join("blobs"), root.join("tmp")] {
+            for dir in [root.clone(), root.join("blobs"), root.join("tmp")] {
                 create_dir_durable(&dir).map_err(io("create directory"))?;
             }
             // flock works on a read-only descriptor, so a read-only disk
@@ -172,7 +172,7 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
     let mut at = dir;
     while !at.exists() {
         missing.push(at.to_path_buf());
-        match at.parent() {
+        match parent_of(at) {
             Some(p) => at = p,
             None => break,
         }
@@ -183,16 +183,18 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        if let Some(parent) = d.parent() {
-            sync_dir(parent)?;
-        }
+        sync_dir(parent_of(d).unwrap_or(Path::new(".")))?;
     }
-    if missing.is_empty()
-        && let Some(parent) = dir.parent()
-    {
-        sync_dir(parent)?;
+    if missing.is_empty() {
+        sync_dir(parent_of(dir).unwrap_or(Path::new(".")))?;
     }
     Ok(())
+}
+
+/// The parent of a path, or `None` for a root or a lone relative name
+/// (whose parent is the working directory, `""` to `Path::parent`).
+fn parent_of(p: &Path) -> Option<&Path> {
+    p.parent().filter(|p| !p.as_os_str().is_empty())
 }
 
 /// Every committed blob under `root`, as (name, size).
@@ -542,5 +544,26 @@ mod tests {
         // Every commit that returned saw the directory durable: the set
         // only learns a directory after its fsync.
         assert!(b.0.durable_dirs.lock().expect("lock").contains("ef"));
+    }
+
+    #[test]
+    fn a_relative_root_and_its_missing_parents_are_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let here = std::env::current_dir().expect("cwd");
+        // Relative to the working directory, as a configured path may be.
+        let rel = dir
+            .path()
+            .strip_prefix("/")
+            .expect("absolute")
+            .join("a/b/store");
+        let rel = Path::new("/").join(&rel);
+        std::env::set_current_dir(dir.path()).expect("cd");
+        let lone = create_dir_durable(Path::new("lone"));
+        std::env::set_current_dir(&here).expect("cd back");
+        lone.expect("a lone relative name");
+        assert!(dir.path().join("lone").is_dir());
+        create_dir_durable(&rel).expect("missing parents");
+        assert!(rel.is_dir());
+        create_dir_durable(&rel).expect("again: exists");
     }
 }

@@ -169,10 +169,15 @@ pub(crate) fn add(
                 attempts: 0,
                 bytes,
             };
-            due.insert(
+            let replaced = due.insert(
                 key(&backend, due_unix_ms, &blob).as_slice(),
                 encode(&record)?.as_slice(),
             )?;
+            // The same blob, due at the same instant, already waiting: one
+            // item, counted once.
+            if replaced.is_some() {
+                continue;
+            }
             age.insert(key(&backend, now_unix_ms, &blob).as_slice(), [].as_slice())?;
             let t = per_backend.entry(backend).or_default();
             t.0 += 1;

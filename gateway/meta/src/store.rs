@@ -27,6 +27,12 @@ const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
+/// Store-wide sequences that never go back: intent ids (an id is never
+/// reused, so a late abandon cannot hit another write's intent) and
+/// generations (a key deleted and written again gets a higher one).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const INTENT_SEQUENCE: &str = "intent";
+const GENERATION_SEQUENCE: &str = "generation";
 /// Garbage as the first release kept it (one entry per change, [`GarbageRecord`]):
 /// read once, when a store is opened, and turned into items (`garbage.rs`).
 const LEGACY_GARBAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("garbage");
@@ -96,8 +102,9 @@ pub struct ObjectSummary {
     pub size: u64,
     pub etag: String,
     pub modified_unix_ms: u64,
-    /// Bumped by every change of the row: 1 for a key's first version, the
-    /// replaced row's plus one after. A write conditioned on it
+    /// New at every change of the row, from a store-wide sequence, so it
+    /// only grows (also across a delete and a new write of the key). A
+    /// write conditioned on it
     /// ([`Condition::IfGeneration`]) is a compare-and-swap: repair swapping
     /// fragments cannot undo an overwrite or a retention change made while
     /// it ran (an ETag cannot tell two uploads of the same bytes apart).
@@ -381,6 +388,7 @@ impl MetaStore {
             txn.open_table(table)?;
         }
         txn.open_table(INTENTS)?;
+        txn.open_table(COUNTERS)?;
         garbage::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
         let stale: Vec<u64> = {
@@ -522,8 +530,22 @@ impl MetaStore {
 
     // --- intents and garbage ---
 
-    fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, V>) -> Result<u64> {
-        Ok(table.last()?.map_or(1, |(k, _)| k.value() + 1))
+    /// The next value of a store-wide sequence, never one given before:
+    /// for intents, at least past the highest id present (stores written
+    /// before the sequence existed).
+    fn next_in(txn: &WriteTransaction, sequence: &str) -> Result<u64> {
+        let mut counters = txn.open_table(COUNTERS)?;
+        let stored = counters.get(sequence)?.map_or(0, |v| v.value());
+        let floor = match sequence {
+            INTENT_SEQUENCE => txn
+                .open_table(INTENTS)?
+                .last()?
+                .map_or(0, |(k, _)| k.value()),
+            _ => 0,
+        };
+        let next = stored.max(floor) + 1;
+        counters.insert(sequence, next)?;
+        Ok(next)
     }
 
     /// Records, durably, the blobs a write is about to create. Call before
@@ -541,12 +563,9 @@ impl MetaStore {
             blobs: blobs.to_vec(),
         };
         let txn = self.db.begin_write()?;
-        let id = {
-            let mut intents = txn.open_table(INTENTS)?;
-            let id = Self::next_id(&intents)?;
-            intents.insert(id, encode_intent(&record)?.as_slice())?;
-            id
-        };
+        let id = Self::next_in(&txn, INTENT_SEQUENCE)?;
+        txn.open_table(INTENTS)?
+            .insert(id, encode_intent(&record)?.as_slice())?;
         txn.commit()?;
         Ok(IntentId(id))
     }
@@ -683,13 +702,11 @@ impl MetaStore {
     ) -> Result<Written> {
         Self::require_bucket(txn, bucket)?;
         let row = keys::object_key(bucket, key);
-        let mut objects = txn.open_table(OBJECTS)?;
+        let objects = txn.open_table(OBJECTS)?;
         let current = objects
             .get(row.as_slice())?
             .map(|v| decode_summary(v.value()))
             .transpose()?;
-        let generation = current.as_ref().map_or(1, |c| c.generation + 1);
-        let value = encode_object(manifest, generation)?;
         match (condition, &current) {
             (Condition::IfGeneration(_), None) => {
                 return Err(MetaError::PreconditionFailed("the object does not exist"));
@@ -710,16 +727,32 @@ impl MetaStore {
             }
             _ => {}
         }
+        drop(objects);
+        let generation = Self::next_in(txn, GENERATION_SEQUENCE)?;
+        let value = encode_object(manifest, generation)?;
+        let mut objects = txn.open_table(OBJECTS)?;
         let old = objects.insert(row.as_slice(), value.as_slice())?;
         let old = old.map(|v| decode_manifest(v.value())).transpose()?;
         drop(objects);
         let replaced = match old {
             Some(old) => {
-                let summary = ObjectSummary::of(&old, generation - 1);
+                let summary = current.unwrap_or_else(|| ObjectSummary::of(&old, 0));
+                // Fragments the new manifest still uses (a repair that
+                // swaps some of them) are not garbage.
+                let kept: std::collections::HashSet<(&BackendId, &BlobName)> = manifest
+                    .segments
+                    .iter()
+                    .flat_map(|s| &s.fragments)
+                    .map(|f| (&f.backend, &f.blob))
+                    .collect();
+                let gone = segment_blobs(&old.segments)
+                    .into_iter()
+                    .filter(|(b, n, _)| !kept.contains(&(b, n)))
+                    .collect();
                 Self::add_garbage(
                     txn,
                     Some(old.version_id),
-                    segment_blobs(&old.segments),
+                    gone,
                     now_unix_ms + self.grace_ms,
                     now_unix_ms,
                 )?;

@@ -690,32 +690,93 @@ fn generations_count_every_change_and_make_a_compare_and_swap() {
     store
         .put_object("b", "k", &a, None, &Condition::Always, 0)
         .unwrap();
-    let (summary, _) = store.object_row("b", "k").unwrap().unwrap();
-    assert_eq!(summary.generation, 1);
-    // A repair read generation 1; an overwrite with the same bytes (same
-    // ETag, which If-Match could not tell apart) makes it 2...
+    let (first, _) = store.object_row("b", "k").unwrap().unwrap();
+    // A repair read `first`; an overwrite with the same bytes (same ETag,
+    // which If-Match could not tell apart) changes the generation...
     let b = manifest("same", vec![segment(1)]);
     let written = store
         .put_object("b", "k", &b, None, &Condition::Always, 0)
         .unwrap();
-    assert_eq!(written.replaced.unwrap().generation, 1);
-    // ...so the repair's swap at generation 1 is refused, and one at 2 goes.
+    assert_eq!(written.replaced.unwrap().generation, first.generation);
+    let (second, _) = store.object_row("b", "k").unwrap().unwrap();
+    assert!(second.generation > first.generation);
+    // ...so the repair's swap at the first generation is refused, and one
+    // at the current generation goes.
     let repaired = manifest("same", vec![segment(1)]);
-    let stale = store.put_object("b", "k", &repaired, None, &Condition::IfGeneration(1), 0);
+    let stale = store.put_object(
+        "b",
+        "k",
+        &repaired,
+        None,
+        &Condition::IfGeneration(first.generation),
+        0,
+    );
     assert!(
         matches!(stale, Err(MetaError::PreconditionFailed(_))),
         "{stale:?}"
     );
     store
-        .put_object("b", "k", &repaired, None, &Condition::IfGeneration(2), 0)
+        .put_object(
+            "b",
+            "k",
+            &repaired,
+            None,
+            &Condition::IfGeneration(second.generation),
+            0,
+        )
         .unwrap();
-    let (summary, m) = store.object_row("b", "k").unwrap().unwrap();
-    assert_eq!((summary.generation, m), (3, repaired));
+    let (third, m) = store.object_row("b", "k").unwrap().unwrap();
+    assert!(third.generation > second.generation);
+    assert_eq!(m, repaired);
     assert!(matches!(
         store.put_object("b", "gone", &a, None, &Condition::IfGeneration(1), 0),
         Err(MetaError::PreconditionFailed(_))
     ));
-    // A delete reports the generation it removed.
+    // A delete and a new write of the key: the generation still grows, so
+    // a swap read before the delete cannot match the new object.
     let deleted = store.delete_object("b", "k", 0).unwrap().unwrap();
-    assert_eq!(deleted.generation, 3);
+    assert_eq!(deleted.generation, third.generation);
+    let c = manifest("new", vec![segment(1)]);
+    store
+        .put_object("b", "k", &c, None, &Condition::Always, 0)
+        .unwrap();
+    let (fourth, _) = store.object_row("b", "k").unwrap().unwrap();
+    assert!(fourth.generation > third.generation);
+    // A swap that keeps some fragments leaves them out of the garbage.
+    let mut swapped = c.clone();
+    swapped.segments[0].fragments[0].blob = BlobName::random();
+    let kept: BTreeSet<_> = blobs(&c).intersection(&blobs(&swapped)).cloned().collect();
+    assert_eq!(kept.len(), 2);
+    store
+        .put_object(
+            "b",
+            "k",
+            &swapped,
+            None,
+            &Condition::IfGeneration(fourth.generation),
+            0,
+        )
+        .unwrap();
+    let garbage = garbage_blobs(&store, u64::MAX);
+    assert!(garbage.is_disjoint(&kept), "kept fragments became garbage");
+    let replaced: BTreeSet<_> = blobs(&c).difference(&kept).cloned().collect();
+    assert!(
+        garbage.is_superset(&replaced),
+        "the swapped-out fragment is garbage"
+    );
+}
+
+#[test]
+fn intent_ids_are_never_reused() {
+    let (_dir, store) = open();
+    let first = store.begin_intent(IntentKind::PUT, &[], 0).unwrap();
+    store.abandon_intent(first, 0).unwrap();
+    // The table is empty again: the next id is still new, so a late
+    // abandon of `first` cannot end the next write's intent.
+    let second = store
+        .begin_intent(IntentKind::PUT, &[blob_on("a")], 0)
+        .unwrap();
+    assert_ne!(first, second);
+    store.abandon_intent(first, 0).unwrap();
+    assert_eq!(store.intents().unwrap().len(), 1);
 }

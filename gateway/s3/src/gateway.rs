@@ -237,10 +237,12 @@ impl IntentGuard {
     }
 
     /// The write will not commit: waits for its writers, then its blobs
-    /// become garbage.
+    /// become garbage. In a task of its own, awaited: a caller dropped
+    /// meanwhile does not cut it short.
     pub(crate) async fn abandon(mut self) {
         if let Some(owner) = self.owner.take() {
-            owner.abandon(self.id, self.writers.clone()).await;
+            let done = tokio::spawn(owner.abandon(self.id, self.writers.clone()));
+            let _ = done.await;
         }
     }
 }
