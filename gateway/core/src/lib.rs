@@ -27,5 +27,6 @@ pub use ids::{BackendId, BlobName, VersionId};
 pub use layout::{ErasureCode, Geometry, StripeLayout};
 pub use manifest::{FragmentRef, FragmentState, Manifest, Segment};
 pub use stripe::{
-    EncodedStripe, StripeBuffer, decode_range, decode_range_into, encode_stripe, sealed_stripe,
+    EncodedStripe, StripeBuffer, decode_range, decode_range_into, encode_stripe, rebuild_shards,
+    sealed_stripe,
 };
