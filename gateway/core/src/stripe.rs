@@ -560,7 +560,11 @@ mod tests {
             }
             let (geometry, e) = shards_of(&layout, len, seed);
             let width = (k + m) as usize;
-            let lost: Vec<usize> = (0..m as usize).map(|j| (lose_from + j * 7) % width).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            // Exactly m distinct shards, in an order the seed shuffles.
+            let mut order: Vec<usize> = (0..width).collect();
+            order.sort_by_key(|i| (i.wrapping_mul(2_654_435_761)) ^ lose_from.wrapping_mul(40_503));
+            let mut lost: Vec<usize> = order[..m as usize].to_vec();
+            lost.sort_unstable();
             let shards: Vec<Option<&[u8]>> = (0..width)
                 .map(|i| (!lost.contains(&i)).then(|| e.shard(i)))
                 .collect();
@@ -569,14 +573,11 @@ mod tests {
                 prop_assert_eq!(bytes.as_slice(), e.shard(*i));
                 prop_assert_eq!(Digest::of_shard(bytes), e.digests[*i]);
             }
-            // One more lost than m: not enough.
-            if m as usize + 1 <= width && k > 0 {
-                let mut fewer = shards.clone();
-                let extra = (0..width).find(|i| fewer[*i].is_some()).unwrap();
+            // One more lost than m: fewer than k present, not enough.
+            let mut fewer = shards.clone();
+            if let Some(extra) = (0..width).find(|i| fewer[*i].is_some()) {
                 fewer[extra] = None;
-                if fewer.iter().filter(|s| s.is_some()).count() < k as usize {
-                    prop_assert!(rebuild_shards(&geometry, 0, &fewer, &lost).is_err());
-                }
+                prop_assert!(rebuild_shards(&geometry, 0, &fewer, &lost).is_err());
             }
         }
     }
