@@ -325,6 +325,23 @@ fn a_corrupt_fragment_is_skipped_and_logged_with_its_identity() {
         "{logged} of 6 corruptions logged:\n{}",
         server.log_text()
     );
+    // And the object is queued for repair (issue 14), reported by the
+    // reads that met the corruption: four suspect fragments of six leave
+    // no margin beyond k = 4.
+    let key = "shardgate_repair_queue_objects{margin=\"0\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.metrics().get(key).copied() != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not queued for repair: {:?}",
+            server
+                .metrics()
+                .iter()
+                .filter(|(k, _)| k.contains("repair"))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A tiny deterministic generator for the kill moments (the seed is

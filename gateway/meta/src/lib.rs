@@ -27,11 +27,13 @@ mod error;
 mod garbage;
 mod keys;
 mod list;
+mod repair;
 mod store;
 
 pub use error::{MetaError, Result};
 pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
 pub use list::{ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery};
+pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
     BucketRecord, CRITICAL_EXTENSION, CompleteError, Condition, IntentId, IntentKind, IntentRecord,
     MetaStore, ObjectSummary, PartRecord, UploadRecord, Written,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 
 use crate::error::{MetaError, Result};
-use crate::{garbage, keys};
+use crate::{garbage, keys, repair};
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
@@ -390,6 +390,7 @@ impl MetaStore {
         txn.open_table(INTENTS)?;
         txn.open_table(COUNTERS)?;
         garbage::create_tables(&txn)?;
+        repair::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;
@@ -519,6 +520,20 @@ impl MetaStore {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The current row of `bucket/key`, read inside a write transaction.
+    pub(crate) fn row_in(
+        txn: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectSummary, Manifest)>> {
+        let row = keys::object_key(bucket, key);
+        let objects = txn.open_table(OBJECTS)?;
+        let value = objects.get(row.as_slice())?;
+        value
+            .map(|v| Ok((decode_summary(v.value())?, decode_manifest(v.value())?)))
+            .transpose()
     }
 
     fn require_bucket(txn: &WriteTransaction, bucket: &str) -> Result<()> {
@@ -734,6 +749,7 @@ impl MetaStore {
         let old = objects.insert(row.as_slice(), value.as_slice())?;
         let old = old.map(|v| decode_manifest(v.value())).transpose()?;
         drop(objects);
+        repair::on_commit(txn, bucket, key, Some(manifest), now_unix_ms)?;
         let replaced = match old {
             Some(old) => {
                 let summary = current.unwrap_or_else(|| ObjectSummary::of(&old, 0));
@@ -851,6 +867,9 @@ impl MetaStore {
             .map(|v| Ok::<_, MetaError>((decode_summary(v.value())?, decode_manifest(v.value())?)))
             .transpose()?;
         drop(objects);
+        if old.is_some() {
+            repair::on_commit(txn, bucket, key, None, now_unix_ms)?;
+        }
         match old {
             Some((summary, old)) => {
                 Self::add_garbage(

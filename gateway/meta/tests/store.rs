@@ -780,3 +780,66 @@ fn intent_ids_are_never_reused() {
     store.abandon_intent(first, 0).unwrap();
     assert_eq!(store.intents().unwrap().len(), 1);
 }
+
+#[test]
+fn damaged_objects_queue_for_repair_least_redundant_first() {
+    use shardgate_meta::repair_reason;
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    // 2 + 1 segments: margin 1 when whole.
+    let whole = manifest("w", vec![segment(1)]);
+    store
+        .put_object("b", "whole", &whole, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(
+        store.repair_queue(10).unwrap().is_empty(),
+        "nothing to repair"
+    );
+    // A write that reached its quorum with one fragment Missing: margin 0.
+    let mut short = manifest("s", vec![segment(1)]);
+    short.segments[0].fragments[2].state = FragmentState::Missing;
+    store
+        .put_object("b", "short", &short, None, &Condition::Always, 5)
+        .unwrap();
+    // A read found a bad fragment in another object: margin 0 too, and
+    // the two reasons are kept apart.
+    store
+        .put_object("b", "read", &whole, None, &Condition::Always, 0)
+        .unwrap();
+    let v = store.object("b", "read").unwrap().unwrap().version_id;
+    assert!(
+        store
+            .report_damage("b", "read", v, &[(0, 1)], repair_reason::READ, 9)
+            .unwrap()
+    );
+    let q = store.repair_queue(10).unwrap();
+    let got: Vec<_> = q
+        .iter()
+        .map(|e| (e.key.as_str(), e.margin, e.reasons))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("read", 0, repair_reason::READ),
+            ("short", 0, repair_reason::WRITE)
+        ]
+    );
+    assert_eq!(q[0].suspects, [(0, 1)]);
+    assert_eq!(q[1].first_seen_unix_ms, 5);
+    assert_eq!(store.repair_queue_counts().unwrap(), (2, vec![2]));
+    // A report about a version that is no longer current is ignored.
+    let mut newer = whole.clone();
+    newer.version_id = VersionId::new(2);
+    store
+        .put_object("b", "read", &newer, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(
+        !store
+            .report_damage("b", "read", v, &[(0, 0)], repair_reason::SCRUB, 9)
+            .unwrap()
+    );
+    // The overwrite and a delete dropped their entries.
+    store.delete_object("b", "short", 0).unwrap();
+    assert!(store.repair_queue(10).unwrap().is_empty());
+    assert_eq!(store.repair_queue_counts().unwrap(), (0, vec![]));
+}

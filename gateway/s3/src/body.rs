@@ -24,7 +24,7 @@ pub(crate) struct ReadBody {
     remaining: u64,
     report: ReadReport,
     target: String,
-    _guard: ReadGuard,
+    guard: ReadGuard,
 }
 
 impl ReadBody {
@@ -42,7 +42,7 @@ impl ReadBody {
             remaining: len,
             report,
             target,
-            _guard: guard,
+            guard,
         }
     }
 }
@@ -86,6 +86,8 @@ impl ByteStream for ReadBody {
 impl Drop for ReadBody {
     fn drop(&mut self) {
         log_bad_fragments(&self.report, &self.target);
+        self.guard
+            .report_damage(&self.target, &self.report.bad_fragments());
     }
 }
 

@@ -155,6 +155,43 @@ pub(crate) struct ReadGuard {
     version: VersionId,
 }
 
+impl ReadGuard {
+    /// Queues the version for repair if a read found fragments missing or
+    /// corrupt (`target` is `bucket/key`). Slow or unavailable backends
+    /// are not damage; fragments never stored were queued by their write.
+    pub(crate) fn report_damage(&self, target: &str, bad: &[shardgate_pipeline::BadFragment]) {
+        use shardgate_pipeline::Problem;
+        let damaged: Vec<(u32, u16)> = bad
+            .iter()
+            .filter(|b| {
+                matches!(
+                    b.problem,
+                    Problem::Missing | Problem::Corrupt { .. } | Problem::UnknownBackend
+                )
+            })
+            .map(|b| (b.segment as u32, b.fragment as u16))
+            .collect();
+        let Some((bucket, key)) = target.split_once('/') else {
+            return;
+        };
+        if damaged.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let meta = self.gateway.meta.clone();
+        let (bucket, key, version) = (bucket.to_string(), key.to_string(), self.version);
+        tokio::spawn(async move {
+            let why = shardgate_meta::repair_reason::READ;
+            let queued = blocking(move || {
+                meta.report_damage(&bucket, &key, version, &damaged, why, now_ms())
+            })
+            .await;
+            if let Err(e) = queued {
+                tracing::warn!(error = %e, "damage found by a read not queued for repair");
+            }
+        });
+    }
+}
+
 impl Drop for ReadGuard {
     fn drop(&mut self) {
         if let Ok(mut readers) = self.gateway.readers.lock()

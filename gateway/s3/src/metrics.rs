@@ -85,6 +85,9 @@ struct GarbageRow {
 struct Snapshot {
     placers: Vec<PlacerRow>,
     garbage: Vec<GarbageRow>,
+    /// Objects queued for repair, by margin (healthy fragments beyond k
+    /// in their worst segment).
+    repair_by_margin: Vec<u64>,
     backends: Vec<BackendRow>,
     hedged_reads: u64,
     server: ServerLoad,
@@ -206,6 +209,15 @@ impl Collector for Snapshot {
             "Age of the oldest blob waiting to be deleted, per backend",
             self.garbage.iter().map(|g| (at(g), int(g.oldest_age_secs))),
         )?;
+        gauge(
+            &mut encoder,
+            "repair_queue_objects",
+            "Objects waiting for repair, by margin: healthy fragments beyond k in their worst segment (0: one more loss loses data)",
+            self.repair_by_margin
+                .iter()
+                .enumerate()
+                .map(|(m, n)| (vec![("margin", m.to_string())], int(*n))),
+        )?;
         let load = self.server;
         let one = |v: u64| [(Vec::new(), i64::try_from(v).unwrap_or(i64::MAX))];
         gauge(
@@ -286,6 +298,13 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
             Vec::new()
         }
     };
+    let repair_by_margin = match gateway.meta.repair_queue_counts() {
+        Ok((_, by_margin)) => by_margin,
+        Err(e) => {
+            tracing::warn!(error = %e, "repair queue not read for /metrics");
+            Vec::new()
+        }
+    };
     let mut registry = Registry::with_prefix("shardgate");
     registry.register(
         "s3_requests",
@@ -295,6 +314,7 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
     registry.register_collector(Box::new(Snapshot {
         placers,
         garbage,
+        repair_by_margin,
         backends,
         hedged_reads: gateway.hedged_fragment_reads(),
         server,

@@ -179,6 +179,7 @@ impl ShardgateS3 {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
                 log_bad_fragments(&read.report, &target);
+                guard.report_damage(&target, &read.report.bad_fragments());
                 return Err(crate::GatewayError::from(e).into());
             }
             None => None,

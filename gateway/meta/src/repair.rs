@@ -1,0 +1,252 @@
+//! The repair queue (issue 14): objects whose fragments are not all
+//! healthy, ordered by the redundancy they have left, fewest first, as
+//! Storj orders its segment queue. Every source of bad news feeds it:
+//! a write that reached its quorum with fragments Missing (in the commit's
+//! own transaction), a read that met a missing or corrupt fragment, and
+//! later scrub and backends gone for good.
+//!
+//! Tables:
+//! - `repair_queue`: `margin(u8) bucket 0x00 key` -> [`RepairRecord`],
+//!   where the margin is the fewest healthy fragments any segment has,
+//!   less k: 0 means one more loss loses data;
+//! - `repair_index`: `bucket 0x00 key` -> margin, to find an object's
+//!   entry when it changes.
+//!
+//! An entry names the version it was found on: an overwrite or a delete
+//! drops it in the same transaction, and a report about a version that is
+//! no longer current is ignored.
+
+use std::collections::BTreeSet;
+
+use redb::{
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use shardgate_core::{FragmentState, Manifest, VersionId};
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::store::{MetaStore, decode, encode};
+
+const QUEUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("repair_queue");
+const INDEX: TableDefinition<&[u8], u8> = TableDefinition::new("repair_index");
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(QUEUE)?;
+    txn.open_table(INDEX)?;
+    Ok(())
+}
+
+/// Why an object is in the queue (bits of [`RepairEntry::reasons`]).
+pub mod reason {
+    /// A write reached its quorum without some fragments.
+    pub const WRITE: u8 = 1;
+    /// A read found fragments missing or corrupt.
+    pub const READ: u8 = 2;
+    /// Scrub found fragments missing or corrupt.
+    pub const SCRUB: u8 = 4;
+    /// A backend holding fragments is gone (down past its grace, or
+    /// removed from the configuration).
+    pub const BACKEND: u8 = 8;
+}
+
+/// A queue entry (record format 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RepairRecord {
+    version: VersionId,
+    reasons: u8,
+    first_seen_unix_ms: u64,
+    /// Fragments reported bad, as (segment, fragment index).
+    suspects: BTreeSet<(u32, u16)>,
+}
+
+/// An object waiting for repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairEntry {
+    pub bucket: String,
+    pub key: String,
+    pub version: VersionId,
+    /// Healthy fragments left beyond k in the worst segment.
+    pub margin: u8,
+    pub reasons: u8,
+    pub first_seen_unix_ms: u64,
+    /// Fragments reported bad, as (segment, fragment index); fragments the
+    /// manifest records Missing are not repeated here.
+    pub suspects: Vec<(u32, u16)>,
+}
+
+/// The fewest healthy fragments of any segment, less k (0 when a segment
+/// has k or fewer), counting Stored fragments not reported bad; `None`
+/// when every fragment is healthy.
+fn margin(m: &Manifest, suspects: &BTreeSet<(u32, u16)>) -> Option<u8> {
+    let mut worst: Option<usize> = None;
+    let mut damaged = false;
+    for (s, seg) in m.segments.iter().enumerate() {
+        let healthy = seg
+            .fragments
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                f.state == FragmentState::Stored && !suspects.contains(&(s as u32, *i as u16))
+            })
+            .count();
+        damaged |= healthy < seg.fragments.len();
+        let left = healthy.saturating_sub(seg.layout.code.k());
+        worst = Some(worst.map_or(left, |w| w.min(left)));
+    }
+    damaged.then(|| worst.unwrap_or(0).min(u8::MAX as usize) as u8)
+}
+
+fn queue_key(margin: u8, object: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(object.len() + 1);
+    k.push(margin);
+    k.extend_from_slice(object);
+    k
+}
+
+/// Removes `object`'s entry, if any; returns its record.
+fn take(txn: &WriteTransaction, object: &[u8]) -> Result<Option<RepairRecord>> {
+    let Some(margin) = txn.open_table(INDEX)?.remove(object)?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let mut queue = txn.open_table(QUEUE)?;
+    let record = queue.remove(queue_key(margin, object).as_slice())?;
+    record
+        .map(|v| decode::<RepairRecord>("repair entry", v.value()))
+        .transpose()
+}
+
+fn put(txn: &WriteTransaction, object: &[u8], margin: u8, record: &RepairRecord) -> Result<()> {
+    txn.open_table(QUEUE)?.insert(
+        queue_key(margin, object).as_slice(),
+        encode(record)?.as_slice(),
+    )?;
+    txn.open_table(INDEX)?.insert(object, margin)?;
+    Ok(())
+}
+
+/// In the transaction that commits `manifest` as `bucket/key` (or deletes
+/// the key, `None`): the old version's entry goes; a new version with
+/// fragments Missing is queued.
+pub(crate) fn on_commit(
+    txn: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    manifest: Option<&Manifest>,
+    now_unix_ms: u64,
+) -> Result<()> {
+    let object = keys::object_key(bucket, key);
+    take(txn, &object)?;
+    let Some(m) = manifest else {
+        return Ok(());
+    };
+    let none = BTreeSet::new();
+    if let Some(margin) = margin(m, &none) {
+        let record = RepairRecord {
+            version: m.version_id,
+            reasons: reason::WRITE,
+            first_seen_unix_ms: now_unix_ms,
+            suspects: none,
+        };
+        put(txn, &object, margin, &record)?;
+    }
+    Ok(())
+}
+
+fn split_object(object: &[u8]) -> Result<(String, String)> {
+    let sep = object
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| MetaError::Corrupt {
+            what: "repair entry",
+            reason: "key without a bucket".into(),
+        })?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((text(&object[..sep]), text(&object[sep + 1..])))
+}
+
+impl MetaStore {
+    /// Records fragments found bad in `version` of `bucket/key` (by a read
+    /// or a scrub). Ignored when that version is no longer current.
+    /// Returns whether the object is now queued.
+    pub fn report_damage(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: VersionId,
+        bad: &[(u32, u16)],
+        why: u8,
+        now_unix_ms: u64,
+    ) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let Some((_, manifest)) = Self::row_in(&txn, bucket, key)? else {
+            return Ok(false);
+        };
+        if manifest.version_id != version {
+            return Ok(false);
+        }
+        let object = keys::object_key(bucket, key);
+        let mut record = take(&txn, &object)?.unwrap_or(RepairRecord {
+            version,
+            reasons: 0,
+            first_seen_unix_ms: now_unix_ms,
+            suspects: BTreeSet::new(),
+        });
+        record.reasons |= why;
+        record.suspects.extend(bad.iter().copied());
+        let queued = match margin(&manifest, &record.suspects) {
+            Some(margin) => {
+                put(&txn, &object, margin, &record)?;
+                true
+            }
+            None => false,
+        };
+        txn.commit()?;
+        Ok(queued)
+    }
+
+    /// Up to `limit` queued objects, the least redundant first.
+    pub fn repair_queue(&self, limit: usize) -> Result<Vec<RepairEntry>> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(QUEUE)?;
+        let mut out = Vec::new();
+        for r in queue.iter()? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = r?;
+            let (margin, object) = k.value().split_first().ok_or_else(|| MetaError::Corrupt {
+                what: "repair entry",
+                reason: "empty key".into(),
+            })?;
+            let (bucket, key) = split_object(object)?;
+            let record: RepairRecord = decode("repair entry", v.value())?;
+            out.push(RepairEntry {
+                bucket,
+                key,
+                version: record.version,
+                margin: *margin,
+                reasons: record.reasons,
+                first_seen_unix_ms: record.first_seen_unix_ms,
+                suspects: record.suspects.into_iter().collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Objects queued for repair, and how many at each margin (index =
+    /// margin), for `/metrics`.
+    pub fn repair_queue_counts(&self) -> Result<(u64, Vec<u64>)> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(INDEX)?;
+        let mut by_margin = Vec::new();
+        for r in index.iter()? {
+            let m = usize::from(r?.1.value());
+            if by_margin.len() <= m {
+                by_margin.resize(m + 1, 0);
+            }
+            by_margin[m] += 1;
+        }
+        Ok((index.len()?, by_margin))
+    }
+}
