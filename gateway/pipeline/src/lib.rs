@@ -12,6 +12,7 @@ pub mod buffers;
 pub mod error;
 pub mod health;
 pub mod read;
+pub mod scrub;
 pub mod write;
 
 pub use backend_set::BackendSet;
@@ -20,6 +21,7 @@ pub use health::{BackendState, HealthBoard, Monitored};
 pub use read::{
     BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
 };
+pub use scrub::{Finding, FragmentCheck, verify_fragment};
 pub use write::{
     ObjectMeta, ObjectWrite, Placement, SegmentWrite, WriteParams, write_object, write_segment,
 };
