@@ -442,6 +442,9 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
             placer: Arc::new(shardgate_placement::Spread),
             upload_expiry: Duration::from_secs(config.upload_expiry_secs),
             fragment_timeout: Duration::from_secs(10),
+            scrub_interval: (config.scrub.interval_secs > 0)
+                .then(|| Duration::from_secs(config.scrub.interval_secs)),
+            scrub_rate_bytes_per_sec: config.scrub.rate_bytes_per_sec,
         },
         credentials,
         created,

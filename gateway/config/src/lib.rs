@@ -125,6 +125,30 @@ pub struct Config {
     /// The S3 listener's timeouts, limits and TLS.
     #[serde(default)]
     pub server: ServerConfig,
+    /// The background check of every fragment.
+    #[serde(default)]
+    pub scrub: ScrubConfig,
+}
+
+/// Scrub (`[scrub]`): every fragment of every object read whole and
+/// checked against the manifest's digests, one pass per interval, at a
+/// bounded rate; damage goes to the repair queue.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// A pass starts this long after the previous one started (0: never).
+    pub interval_secs: u64,
+    /// Bytes read per second at most, over all backends.
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 7 * 24 * 3600,
+            rate_bytes_per_sec: 64 << 20,
+        }
+    }
 }
 
 /// The S3 listener (`[server]`): what one client may hold, and TLS.
@@ -624,6 +648,9 @@ impl Config {
 
     /// Checks what parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.scrub.rate_bytes_per_sec == 0 {
+            return Err(invalid("scrub.rate_bytes_per_sec", "must be at least 1"));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             let key = format!("backends[{i}].id");

@@ -32,6 +32,9 @@ const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
 /// generations (a key deleted and written again gets a higher one).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const INTENT_SEQUENCE: &str = "intent";
+/// Background jobs' state (a scrub's cursor and when its pass started),
+/// so that a restart resumes instead of starting over.
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const GENERATION_SEQUENCE: &str = "generation";
 /// Garbage as the first release kept it (one entry per change, [`GarbageRecord`]):
 /// read once, when a store is opened, and turned into items (`garbage.rs`).
@@ -389,6 +392,7 @@ impl MetaStore {
         }
         txn.open_table(INTENTS)?;
         txn.open_table(COUNTERS)?;
+        txn.open_table(JOBS)?;
         garbage::create_tables(&txn)?;
         repair::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
@@ -808,6 +812,51 @@ impl MetaStore {
             None if txn.open_table(BUCKETS)?.get(bucket)?.is_none() => Err(MetaError::NoSuchBucket),
             None => Ok(None),
         }
+    }
+
+    /// Up to `limit` objects of every bucket after row `cursor` (all from
+    /// the start when `None`), in row order: (row key, bucket, key,
+    /// manifest). The row key of the last is the next cursor.
+    #[allow(clippy::type_complexity)]
+    pub fn objects_after(
+        &self,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String, String, Manifest)>> {
+        let txn = self.db.begin_read()?;
+        let objects = txn.open_table(OBJECTS)?;
+        let range = match cursor {
+            Some(c) => objects.range::<&[u8]>((Bound::Excluded(c), Bound::Unbounded))?,
+            None => objects.range::<&[u8]>(..)?,
+        };
+        let mut out = Vec::new();
+        for r in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = r?;
+            let row = k.value().to_vec();
+            let sep = row.iter().position(|b| *b == 0).unwrap_or(row.len());
+            let bucket = String::from_utf8_lossy(&row[..sep]).into_owned();
+            let key = String::from_utf8_lossy(row.get(sep + 1..).unwrap_or_default()).into_owned();
+            out.push((row, bucket, key, decode_manifest(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// A background job's saved state.
+    pub fn job_state(&self, job: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let jobs = txn.open_table(JOBS)?;
+        Ok(jobs.get(job)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Saves a background job's state.
+    pub fn set_job_state(&self, job: &str, state: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?.insert(job, state)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// The current version of `bucket/key`. `NoSuchBucket` when the bucket

@@ -120,7 +120,7 @@ impl Gateway {
         }
     }
 
-    fn backend_is_up(&self, backend: &BackendId) -> bool {
+    pub(crate) fn backend_is_up(&self, backend: &BackendId) -> bool {
         self.backend_set()
             .board()
             .state(backend)

@@ -102,6 +102,10 @@ pub struct GatewayConfig {
     pub upload_expiry: Duration,
     /// A fragment read slower than this counts as an erasure.
     pub fragment_timeout: Duration,
+    /// A scrub pass starts this long after the previous one (None: never).
+    pub scrub_interval: Option<Duration>,
+    /// Bytes scrub reads per second at most.
+    pub scrub_rate_bytes_per_sec: u64,
 }
 
 /// The running gateway: shared by every request.
@@ -117,6 +121,8 @@ pub struct Gateway {
     read_params: ReadParams,
     placer: Arc<dyn Placer>,
     pub(crate) upload_expiry: Duration,
+    pub(crate) scrub_interval: Option<Duration>,
+    pub(crate) scrub_rate: u64,
     /// Versions being streamed to clients: their garbage waits.
     readers: Mutex<HashMap<VersionId, usize>>,
     /// Intents whose request is still running.
@@ -343,6 +349,8 @@ impl Gateway {
             read_params,
             placer: config.placer,
             upload_expiry: config.upload_expiry,
+            scrub_interval: config.scrub_interval,
+            scrub_rate: config.scrub_rate_bytes_per_sec.max(1),
             readers: Mutex::new(HashMap::new()),
             intents: Arc::new(LiveIntents {
                 meta: meta_for_intents,

@@ -16,6 +16,7 @@ mod convert;
 mod error;
 mod gateway;
 mod metrics;
+mod scrub;
 mod server;
 mod service;
 mod sweeps;

@@ -29,6 +29,12 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     requests: Family<Labels, Counter>,
+    /// Scrub: bytes read, fragments checked, fragments found damaged,
+    /// passes finished.
+    pub(crate) scrub_bytes: Counter,
+    pub(crate) scrub_fragments: Counter,
+    pub(crate) scrub_damaged: Counter,
+    pub(crate) scrub_passes: Counter,
 }
 
 impl Metrics {
@@ -310,6 +316,27 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
         "s3_requests",
         "S3 requests answered, by method and status code",
         gateway.metrics().requests.clone(),
+    );
+    let m = gateway.metrics();
+    registry.register(
+        "scrub_read_bytes",
+        "Bytes scrub read to check fragments",
+        m.scrub_bytes.clone(),
+    );
+    registry.register(
+        "scrub_fragments_checked",
+        "Fragments scrub read whole and checked against their digests",
+        m.scrub_fragments.clone(),
+    );
+    registry.register(
+        "scrub_fragments_damaged",
+        "Fragments scrub found missing or not matching their digests (queued for repair)",
+        m.scrub_damaged.clone(),
+    );
+    registry.register(
+        "scrub_passes",
+        "Scrub passes over every object finished",
+        m.scrub_passes.clone(),
     );
     registry.register_collector(Box::new(Snapshot {
         placers,

@@ -23,6 +23,7 @@ impl Gateway {
     /// Starts the background tasks; they run until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
         self.spawn_collectors();
+        self.spawn_scrub();
         let gw = self.clone();
         tokio::spawn(async move {
             loop {
