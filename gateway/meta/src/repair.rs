@@ -22,7 +22,7 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use shardgate_core::{FragmentState, Manifest, VersionId};
+use shardgate_core::{BlobName, FragmentState, Manifest, VersionId};
 
 use crate::error::{MetaError, Result};
 use crate::keys;
@@ -167,23 +167,39 @@ fn split_object(object: &[u8]) -> Result<(String, String)> {
 
 impl MetaStore {
     /// Records fragments found bad in `version` of `bucket/key` (by a read
-    /// or a scrub). Ignored when that version is no longer current.
-    /// Returns whether the object is now queued.
+    /// or a scrub), each named by (segment, index, blob). A report about a
+    /// version that is no longer current, or about a blob the manifest no
+    /// longer uses (repair replaced it meanwhile), is ignored. Returns the
+    /// fragments taken as suspects.
     pub fn report_damage(
         &self,
         bucket: &str,
         key: &str,
         version: VersionId,
-        bad: &[(u32, u16)],
+        bad: &[(u32, u16, BlobName)],
         why: u8,
         now_unix_ms: u64,
-    ) -> Result<bool> {
+    ) -> Result<Vec<(u32, u16)>> {
         let txn = self.db.begin_write()?;
         let Some((_, manifest)) = Self::row_in(&txn, bucket, key)? else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
         if manifest.version_id != version {
-            return Ok(false);
+            return Ok(Vec::new());
+        }
+        let bad: Vec<(u32, u16)> = bad
+            .iter()
+            .filter(|(s, i, blob)| {
+                manifest
+                    .segments
+                    .get(*s as usize)
+                    .and_then(|seg| seg.fragments.get(usize::from(*i)))
+                    .is_some_and(|f| f.blob == *blob && f.state == FragmentState::Stored)
+            })
+            .map(|(s, i, _)| (*s, *i))
+            .collect();
+        if bad.is_empty() {
+            return Ok(bad);
         }
         let object = keys::object_key(bucket, key);
         let mut record = take(&txn, &object)?.unwrap_or(RepairRecord {
@@ -194,15 +210,29 @@ impl MetaStore {
         });
         record.reasons |= why;
         record.suspects.extend(bad.iter().copied());
-        let queued = match margin(&manifest, &record.suspects) {
-            Some(margin) => {
-                put(&txn, &object, margin, &record)?;
-                true
-            }
-            None => false,
-        };
+        if let Some(margin) = margin(&manifest, &record.suspects) {
+            put(&txn, &object, margin, &record)?;
+        }
         txn.commit()?;
-        Ok(queued)
+        Ok(bad)
+    }
+
+    /// Drops `bucket/key`'s entry if it is about `version` (repair found
+    /// nothing to rebuild).
+    pub fn clear_repair(&self, bucket: &str, key: &str, version: VersionId) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let object = keys::object_key(bucket, key);
+        if let Some(record) = take(&txn, &object)?
+            && record.version != version
+        {
+            let margin = match Self::row_in(&txn, bucket, key)? {
+                Some((_, m)) => margin(&m, &record.suspects).unwrap_or(0),
+                None => 0,
+            };
+            put(&txn, &object, margin, &record)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Up to `limit` queued objects, the least redundant first.

@@ -807,10 +807,33 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
         .put_object("b", "read", &whole, None, &Condition::Always, 0)
         .unwrap();
     let v = store.object("b", "read").unwrap().unwrap().version_id;
+    let blob1 = whole.segments[0].fragments[1].blob.clone();
+    assert_eq!(
+        store
+            .report_damage(
+                "b",
+                "read",
+                v,
+                &[(0, 1, blob1.clone())],
+                repair_reason::READ,
+                9
+            )
+            .unwrap(),
+        [(0, 1)]
+    );
+    // A blob the manifest does not use (replaced meanwhile) is no report.
     assert!(
         store
-            .report_damage("b", "read", v, &[(0, 1)], repair_reason::READ, 9)
+            .report_damage(
+                "b",
+                "read",
+                v,
+                &[(0, 2, BlobName::random())],
+                repair_reason::READ,
+                9
+            )
             .unwrap()
+            .is_empty()
     );
     let q = store.repair_queue(10).unwrap();
     let got: Vec<_> = q
@@ -834,9 +857,10 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
         .put_object("b", "read", &newer, None, &Condition::Always, 0)
         .unwrap();
     assert!(
-        !store
-            .report_damage("b", "read", v, &[(0, 0)], repair_reason::SCRUB, 9)
+        store
+            .report_damage("b", "read", v, &[(0, 1, blob1)], repair_reason::SCRUB, 9)
             .unwrap()
+            .is_empty()
     );
     // The overwrite and a delete dropped their entries.
     store.delete_object("b", "short", 0).unwrap();

@@ -30,6 +30,12 @@ pub enum GatewayError {
     Internal(String),
 }
 
+impl From<shardgate_backend::BackendError> for GatewayError {
+    fn from(e: shardgate_backend::BackendError) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
+
 impl From<CoreError> for GatewayError {
     fn from(e: CoreError) -> Self {
         Self::Pipeline(e.into())

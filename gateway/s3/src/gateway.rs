@@ -167,7 +167,7 @@ impl ReadGuard {
     /// are not damage; fragments never stored were queued by their write.
     pub(crate) fn report_damage(&self, target: &str, bad: &[shardgate_pipeline::BadFragment]) {
         use shardgate_pipeline::Problem;
-        let damaged: Vec<(u32, u16)> = bad
+        let damaged: Vec<(u32, u16, shardgate_core::BlobName)> = bad
             .iter()
             .filter(|b| {
                 matches!(
@@ -175,7 +175,7 @@ impl ReadGuard {
                     Problem::Missing | Problem::Corrupt { .. } | Problem::UnknownBackend
                 )
             })
-            .map(|b| (b.segment as u32, b.fragment as u16))
+            .map(|b| (b.segment as u32, b.fragment as u16, b.blob.clone()))
             .collect();
         let Some((bucket, key)) = target.split_once('/') else {
             return;
@@ -231,13 +231,13 @@ impl LiveIntents {
         self.live.lock().map(|l| l.contains(&id)).unwrap_or(true)
     }
 
-    fn mark(&self, id: IntentId) {
+    pub(crate) fn mark(&self, id: IntentId) {
         if let Ok(mut l) = self.live.lock() {
             l.insert(id);
         }
     }
 
-    fn unmark(&self, id: IntentId) {
+    pub(crate) fn unmark(&self, id: IntentId) {
         if let Ok(mut l) = self.live.lock() {
             l.remove(&id);
         }
@@ -379,6 +379,23 @@ impl Gateway {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The placer of `bucket`'s policy.
+    pub(crate) fn placer_for(&self, bucket: &str) -> &Arc<dyn Placer> {
+        self.policy(bucket).placer.as_ref().unwrap_or(&self.placer)
+    }
+
+    /// Keeps `version`'s blobs from the garbage collector while the guard
+    /// lives (a reader that is not a GET: repair, scrub).
+    pub(crate) fn hold_version(self: &Arc<Self>, version: VersionId) -> ReadGuard {
+        if let Ok(mut readers) = self.readers.lock() {
+            *readers.entry(version).or_insert(0) += 1;
+        }
+        ReadGuard {
+            gateway: self.clone(),
+            version,
+        }
     }
 
     fn policy(&self, bucket: &str) -> &Policy {

@@ -16,6 +16,7 @@ mod convert;
 mod error;
 mod gateway;
 mod metrics;
+mod repair;
 mod scrub;
 mod server;
 mod service;
@@ -26,6 +27,7 @@ pub mod fuzzing;
 
 pub use error::GatewayError;
 pub use gateway::{Gateway, GatewayConfig, Policy};
+pub use repair::{Repaired, Retry};
 pub use server::conn::{BodyStalled, Timeouts};
 pub use server::{Credentials, Limits, ServeOptions, Tls, TlsError, TlsFiles, listen, serve};
 pub use service::ShardgateS3;

@@ -35,6 +35,9 @@ pub(crate) struct Metrics {
     pub(crate) scrub_fragments: Counter,
     pub(crate) scrub_damaged: Counter,
     pub(crate) scrub_passes: Counter,
+    /// Repair: fragments rebuilt, and tries that failed (retried later).
+    pub(crate) repair_fragments: Counter,
+    pub(crate) repair_failures: Counter,
 }
 
 impl Metrics {
@@ -337,6 +340,16 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
         "scrub_passes",
         "Scrub passes over every object finished",
         m.scrub_passes.clone(),
+    );
+    registry.register(
+        "repair_fragments_rebuilt",
+        "Fragments rebuilt from the others and placed anew",
+        m.repair_fragments.clone(),
+    );
+    registry.register(
+        "repair_failures",
+        "Repairs that could not be done (too few good fragments, placement refused...), tried again later",
+        m.repair_failures.clone(),
     );
     registry.register_collector(Box::new(Snapshot {
         placers,

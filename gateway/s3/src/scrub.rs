@@ -146,17 +146,7 @@ impl Gateway {
                     m.scrub_bytes.inc_by(check.bytes_read);
                     m.scrub_fragments.inc();
                     if check.finding.is_damage() {
-                        m.scrub_damaged.inc();
-                        tracing::warn!(
-                            object = %format!("{bucket}/{key}"),
-                            segment = si,
-                            fragment = fi,
-                            backend = %fragment.backend,
-                            blob = %fragment.blob,
-                            finding = ?check.finding,
-                            "scrub: fragment damaged; queued for repair"
-                        );
-                        damaged.push((si as u32, fi as u16));
+                        damaged.push((si as u32, fi as u16, fragment.clone(), check.finding));
                     }
                     // The rate limit: this read's share of a second.
                     let pause = check.bytes_read as f64 / self.scrub_rate as f64;
@@ -164,12 +154,33 @@ impl Gateway {
                 }
             }
             if !damaged.is_empty() {
+                // Only what the current manifest still uses counts: a
+                // repair may have replaced a fragment while it was read.
                 let meta = self.meta.clone();
                 let (b, k, v) = (bucket.clone(), key.clone(), manifest.version_id);
-                blocking(move || {
-                    meta.report_damage(&b, &k, v, &damaged, repair_reason::SCRUB, now_ms())
+                let report: Vec<_> = damaged
+                    .iter()
+                    .map(|(s, i, f, _)| (*s, *i, f.blob.clone()))
+                    .collect();
+                let taken = blocking(move || {
+                    meta.report_damage(&b, &k, v, &report, repair_reason::SCRUB, now_ms())
                 })
                 .await?;
+                for (si, fi, fragment, finding) in damaged {
+                    if !taken.contains(&(si, fi)) {
+                        continue;
+                    }
+                    self.metrics().scrub_damaged.inc();
+                    tracing::warn!(
+                        object = %format!("{bucket}/{key}"),
+                        segment = si,
+                        fragment = fi,
+                        backend = %fragment.backend,
+                        blob = %fragment.blob,
+                        ?finding,
+                        "scrub: fragment damaged; queued for repair"
+                    );
+                }
             }
             state.cursor = row;
         }

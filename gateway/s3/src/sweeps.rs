@@ -24,6 +24,7 @@ impl Gateway {
     pub fn spawn_background(self: &Arc<Self>) {
         self.spawn_collectors();
         self.spawn_scrub();
+        self.spawn_repair();
         let gw = self.clone();
         tokio::spawn(async move {
             loop {
