@@ -174,9 +174,12 @@ fn any_two_sites_lost_still_read_and_three_lost_is_a_clear_503() {
     // other PUT created the bucket.
     let puts = value("shardgate_s3_requests_total{method=\"PUT\",status=\"200\"}");
     assert_eq!(puts, Some((1 + SIZES.len() + 1) as f64), "{metrics:?}");
-    assert_eq!(
-        value(&format!("shardgate_placement_plugin_calls_total{{{who}}}")),
-        Some((SIZES.len() + 1) as f64)
+    // Every object PUT asked the plugin; so did repair, for the fragments
+    // on the lost sites (issue 14), each time it tried.
+    let calls = value(&format!("shardgate_placement_plugin_calls_total{{{who}}}"));
+    assert!(
+        calls.is_some_and(|c| c >= (SIZES.len() + 1) as f64),
+        "{calls:?}"
     );
 }
 
@@ -325,20 +328,18 @@ fn a_corrupt_fragment_is_skipped_and_logged_with_its_identity() {
         "{logged} of 6 corruptions logged:\n{}",
         server.log_text()
     );
-    // And the object is queued for repair (issue 14), reported by the
-    // reads that met the corruption: four suspect fragments of six leave
-    // no margin beyond k = 4.
-    let key = "shardgate_repair_queue_objects{margin=\"0\"}";
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.metrics().get(key).copied() != Some(1.0) {
+    // And the reads that met the corruption queued the object for repair
+    // (issue 14), which checked the suspects again and, the files being
+    // restored meanwhile, found them healthy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server
+        .log_text()
+        .lines()
+        .any(|l| l.contains("repair") && l.contains("object=corrupt/obj"))
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "not queued for repair: {:?}",
-            server
-                .metrics()
-                .iter()
-                .filter(|(k, _)| k.contains("repair"))
-                .collect::<Vec<_>>()
+            "the corrupted object was not queued for repair"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
