@@ -317,18 +317,7 @@ impl Spawned {
     /// Its output, once it ends (within 10 minutes).
     pub fn wait(&mut self) -> Output {
         let child = self.0.take().unwrap();
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(Duration::from_secs(600)) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("a client did not finish in 10 minutes");
-            }
-        }
+        wait_bounded(child, "a client")
     }
 }
 
@@ -366,6 +355,12 @@ pub fn run(cmd: &mut Command) -> Output {
                 shardgate_emulators::INSTALL_HINT
             )
         });
+    wait_bounded(child, &format!("{cmd:?}"))
+}
+
+/// A child's output once it ends; killed, and the test failed, if it
+/// takes more than 10 minutes.
+fn wait_bounded(child: std::process::Child, what: &str) -> Output {
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -375,7 +370,7 @@ pub fn run(cmd: &mut Command) -> Output {
         Ok(out) => out.unwrap(),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("{cmd:?} did not finish in 10 minutes");
+            panic!("{what} did not finish in 10 minutes");
         }
     }
 }
