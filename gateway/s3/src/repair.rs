@@ -169,8 +169,10 @@ impl Gateway {
         // The version's blobs stay while the repair reads them.
         let _reading = self.hold_version(manifest.version_id);
 
-        // Which fragments to rebuild, per segment.
+        // Which fragments to rebuild, per segment; `unsure`: a suspect on a
+        // backend that could not answer now.
         let mut plan: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut unsure = false;
         for (si, segment) in manifest.segments.iter().enumerate() {
             let geometry = segment.geometry();
             let mut bad = Vec::new();
@@ -180,10 +182,11 @@ impl Gateway {
                 let confirmed = match (lost, suspect, self.backend(&f.backend)) {
                     (true, _, _) => true,
                     (false, true, Some(backend)) => {
-                        verify_fragment(&**backend, f, &geometry, CHECK_READ_BYTES)
+                        let finding = verify_fragment(&**backend, f, &geometry, CHECK_READ_BYTES)
                             .await
-                            .finding
-                            .is_damage()
+                            .finding;
+                        unsure |= matches!(finding, shardgate_pipeline::Finding::Unavailable(_));
+                        finding.is_damage()
                     }
                     _ => false,
                 };
@@ -194,6 +197,10 @@ impl Gateway {
             if !bad.is_empty() {
                 plan.push((si, bad));
             }
+        }
+        if plan.is_empty() && unsure {
+            // Keep the report: look again once the backend answers.
+            return Err(internal("a suspect fragment's backend did not answer"));
         }
         if plan.is_empty() {
             // Nothing to rebuild: the entry goes (a commit of the same
