@@ -128,25 +128,45 @@ fn put(txn: &WriteTransaction, object: &[u8], margin: u8, record: &RepairRecord)
 /// In the transaction that commits `manifest` as `bucket/key` (or deletes
 /// the key, `None`): the old version's entry goes; a new version with
 /// fragments Missing is queued.
+///
+/// A commit of the same version (a repair's swap) keeps the suspects it
+/// did not replace: reports that came in while it ran, or fragments it
+/// could not check, still count.
 pub(crate) fn on_commit(
     txn: &WriteTransaction,
     bucket: &str,
     key: &str,
+    old: Option<&Manifest>,
     manifest: Option<&Manifest>,
     now_unix_ms: u64,
 ) -> Result<()> {
     let object = keys::object_key(bucket, key);
-    take(txn, &object)?;
+    let previous = take(txn, &object)?;
     let Some(m) = manifest else {
         return Ok(());
     };
-    let none = BTreeSet::new();
-    if let Some(margin) = margin(m, &none) {
+    let same_blob = |(s, i): &(u32, u16)| {
+        let blob = |m: &Manifest| {
+            m.segments
+                .get(*s as usize)
+                .and_then(|seg| seg.fragments.get(usize::from(*i)))
+                .map(|f| f.blob.clone())
+        };
+        old.is_some_and(|o| o.version_id == m.version_id && blob(o).is_some() && blob(o) == blob(m))
+    };
+    let (suspects, reasons, first_seen) = match previous {
+        Some(p) if old.is_some_and(|o| o.version_id == m.version_id) => {
+            let kept: BTreeSet<(u32, u16)> = p.suspects.into_iter().filter(same_blob).collect();
+            (kept, p.reasons, p.first_seen_unix_ms)
+        }
+        _ => (BTreeSet::new(), reason::WRITE, now_unix_ms),
+    };
+    if let Some(margin) = margin(m, &suspects) {
         let record = RepairRecord {
             version: m.version_id,
-            reasons: reason::WRITE,
-            first_seen_unix_ms: now_unix_ms,
-            suspects: none,
+            reasons,
+            first_seen_unix_ms: first_seen,
+            suspects,
         };
         put(txn, &object, margin, &record)?;
     }
@@ -180,6 +200,30 @@ impl MetaStore {
         why: u8,
         now_unix_ms: u64,
     ) -> Result<Vec<(u32, u16)>> {
+        // Most reports repeat what is queued already (every GET of a
+        // damaged object reports it): a read answers those without a
+        // durable write.
+        {
+            let read = self.db.begin_read()?;
+            let object = keys::object_key(bucket, key);
+            if let Some(margin) = read
+                .open_table(INDEX)?
+                .get(object.as_slice())?
+                .map(|v| v.value())
+            {
+                let queue = read.open_table(QUEUE)?;
+                if let Some(v) = queue.get(queue_key(margin, &object).as_slice())? {
+                    let record: RepairRecord = decode("repair entry", v.value())?;
+                    let known: Vec<(u32, u16)> = bad.iter().map(|(s, i, _)| (*s, *i)).collect();
+                    if record.version == version
+                        && record.reasons & why == why
+                        && known.iter().all(|k| record.suspects.contains(k))
+                    {
+                        return Ok(known);
+                    }
+                }
+            }
+        }
         let txn = self.db.begin_write()?;
         let Some((_, manifest)) = Self::row_in(&txn, bucket, key)? else {
             return Ok(Vec::new());
@@ -217,19 +261,27 @@ impl MetaStore {
         Ok(bad)
     }
 
-    /// Drops `bucket/key`'s entry if it is about `version` (repair found
-    /// nothing to rebuild).
-    pub fn clear_repair(&self, bucket: &str, key: &str, version: VersionId) -> Result<()> {
+    /// Repair checked `checked` of `version` of `bucket/key` and found
+    /// them healthy: they are no longer suspects; the entry goes if no
+    /// other (reported meanwhile) remains.
+    pub fn clear_repair(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: VersionId,
+        checked: &[(u32, u16)],
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         let object = keys::object_key(bucket, key);
-        if let Some(record) = take(&txn, &object)?
-            && record.version != version
-        {
-            let margin = match Self::row_in(&txn, bucket, key)? {
-                Some((_, m)) => margin(&m, &record.suspects).unwrap_or(0),
-                None => 0,
-            };
-            put(&txn, &object, margin, &record)?;
+        if let Some(mut record) = take(&txn, &object)? {
+            if record.version == version {
+                record.suspects.retain(|s| !checked.contains(s));
+            }
+            if let Some((_, m)) = Self::row_in(&txn, bucket, key)?
+                && let Some(margin) = margin(&m, &record.suspects)
+            {
+                put(&txn, &object, margin, &record)?;
+            }
         }
         txn.commit()?;
         Ok(())

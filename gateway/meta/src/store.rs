@@ -753,7 +753,7 @@ impl MetaStore {
         let old = objects.insert(row.as_slice(), value.as_slice())?;
         let old = old.map(|v| decode_manifest(v.value())).transpose()?;
         drop(objects);
-        repair::on_commit(txn, bucket, key, Some(manifest), now_unix_ms)?;
+        repair::on_commit(txn, bucket, key, old.as_ref(), Some(manifest), now_unix_ms)?;
         let replaced = match old {
             Some(old) => {
                 let summary = current.unwrap_or_else(|| ObjectSummary::of(&old, 0));
@@ -917,7 +917,7 @@ impl MetaStore {
             .transpose()?;
         drop(objects);
         if old.is_some() {
-            repair::on_commit(txn, bucket, key, None, now_unix_ms)?;
+            repair::on_commit(txn, bucket, key, None, None, now_unix_ms)?;
         }
         match old {
             Some((summary, old)) => {

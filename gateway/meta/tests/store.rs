@@ -867,3 +867,60 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
     assert!(store.repair_queue(10).unwrap().is_empty());
     assert_eq!(store.repair_queue_counts().unwrap(), (0, vec![]));
 }
+
+#[test]
+fn a_repair_swap_keeps_the_suspects_it_did_not_replace() {
+    use shardgate_meta::repair_reason;
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let m = manifest("x", vec![segment(1)]);
+    store
+        .put_object("b", "k", &m, None, &Condition::Always, 0)
+        .unwrap();
+    let v = m.version_id;
+    let blob = |i: usize| m.segments[0].fragments[i].blob.clone();
+    store
+        .report_damage(
+            "b",
+            "k",
+            v,
+            &[(0, 0, blob(0)), (0, 1, blob(1))],
+            repair_reason::SCRUB,
+            1,
+        )
+        .unwrap();
+    // A repair replaces fragment 0 only (same version): fragment 1 is
+    // still a suspect afterwards.
+    let (summary, _) = store.object_row("b", "k").unwrap().unwrap();
+    let mut swapped = m.clone();
+    swapped.segments[0].fragments[0].blob = BlobName::random();
+    store
+        .put_object(
+            "b",
+            "k",
+            &swapped,
+            None,
+            &Condition::IfGeneration(summary.generation),
+            2,
+        )
+        .unwrap();
+    let q = store.repair_queue(10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].suspects, [(0, 1)]);
+    assert_eq!(q[0].reasons, repair_reason::SCRUB);
+    // Repair checked fragment 1 and found it healthy: the entry goes.
+    store.clear_repair("b", "k", v, &[(0, 1)]).unwrap();
+    assert!(store.repair_queue(10).unwrap().is_empty());
+    // A report repeated (every GET of a damaged object) changes nothing.
+    let again = [(0, 2, swapped.segments[0].fragments[2].blob.clone())];
+    for _ in 0..3 {
+        store
+            .report_damage("b", "k", v, &again, repair_reason::READ, 3)
+            .unwrap();
+    }
+    let q = store.repair_queue(10).unwrap();
+    assert_eq!(
+        (q.len(), q[0].suspects.as_slice()),
+        (1, [(0, 2)].as_slice())
+    );
+}

@@ -173,6 +173,7 @@ impl Gateway {
         // backend that could not answer now.
         let mut plan: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut unsure = false;
+        let mut healthy: Vec<(u32, u16)> = Vec::new();
         for (si, segment) in manifest.segments.iter().enumerate() {
             let geometry = segment.geometry();
             let mut bad = Vec::new();
@@ -186,6 +187,9 @@ impl Gateway {
                             .await
                             .finding;
                         unsure |= matches!(finding, shardgate_pipeline::Finding::Unavailable(_));
+                        if finding == shardgate_pipeline::Finding::Healthy {
+                            healthy.push((si as u32, fi as u16));
+                        }
                         finding.is_damage()
                     }
                     _ => false,
@@ -207,7 +211,7 @@ impl Gateway {
             // manifest would do it, at the cost of a new generation).
             let meta = self.meta.clone();
             let (b, k, v) = (entry.bucket.clone(), entry.key.clone(), entry.version);
-            blocking(move || meta.clear_repair(&b, &k, v)).await?;
+            blocking(move || meta.clear_repair(&b, &k, v, &healthy)).await?;
             return Ok(Repaired::Healthy);
         }
 
@@ -359,7 +363,12 @@ impl Gateway {
                 continue;
             };
             match Digest::parse_list(&bytes) {
-                Some(d) if group_digests(&d) == f.group_digests => sources.push((i, backend, d)),
+                Some(d)
+                    if d.len() as u64 == geometry.stripe_count
+                        && group_digests(&d) == f.group_digests =>
+                {
+                    sources.push((i, backend, d))
+                }
                 _ => continue,
             }
         }

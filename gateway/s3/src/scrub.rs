@@ -101,7 +101,9 @@ impl Gateway {
             });
         let now = now_ms();
         if state.finished_ms != 0 {
-            let next = state.started_ms + interval.as_millis() as u64;
+            let next = state
+                .started_ms
+                .saturating_add(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
             if state.started_ms != 0 && now < next {
                 return Ok(Some(Duration::from_millis(next - now).min(IDLE)));
             }
@@ -136,6 +138,13 @@ impl Gateway {
                         continue;
                     }
                     let Some(backend) = self.backend(&fragment.backend).cloned() else {
+                        // Its backend left the configuration: as good as lost.
+                        damaged.push((
+                            si as u32,
+                            fi as u16,
+                            fragment.clone(),
+                            shardgate_pipeline::Finding::Missing,
+                        ));
                         continue;
                     };
                     if !self.backend_is_up(&fragment.backend) {
