@@ -445,6 +445,7 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
             scrub_interval: (config.scrub.interval_secs > 0)
                 .then(|| Duration::from_secs(config.scrub.interval_secs)),
             scrub_rate_bytes_per_sec: config.scrub.rate_bytes_per_sec,
+            repair_rate_bytes_per_sec: config.repair.rate_bytes_per_sec,
         },
         credentials,
         created,

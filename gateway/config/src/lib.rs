@@ -128,6 +128,25 @@ pub struct Config {
     /// The background check of every fragment.
     #[serde(default)]
     pub scrub: ScrubConfig,
+    /// The rebuilding of damaged fragments.
+    #[serde(default)]
+    pub repair: RepairConfig,
+}
+
+/// Repair (`[repair]`): how fast damaged fragments are rebuilt.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// Bytes read from backends per second at most, over all repairs.
+    pub rate_bytes_per_sec: u64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            rate_bytes_per_sec: 64 << 20,
+        }
+    }
 }
 
 /// Scrub (`[scrub]`): every fragment of every object read whole and
@@ -650,6 +669,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.scrub.rate_bytes_per_sec == 0 {
             return Err(invalid("scrub.rate_bytes_per_sec", "must be at least 1"));
+        }
+        if self.repair.rate_bytes_per_sec == 0 {
+            return Err(invalid("repair.rate_bytes_per_sec", "must be at least 1"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, b) in self.backends.iter().enumerate() {

@@ -106,6 +106,8 @@ pub struct GatewayConfig {
     pub scrub_interval: Option<Duration>,
     /// Bytes scrub reads per second at most.
     pub scrub_rate_bytes_per_sec: u64,
+    /// Bytes repair reads per second at most.
+    pub repair_rate_bytes_per_sec: u64,
 }
 
 /// The running gateway: shared by every request.
@@ -123,6 +125,7 @@ pub struct Gateway {
     pub(crate) upload_expiry: Duration,
     pub(crate) scrub_interval: Option<Duration>,
     pub(crate) scrub_rate: u64,
+    pub(crate) repair_rate: u64,
     /// Versions being streamed to clients: their garbage waits.
     readers: Mutex<HashMap<VersionId, usize>>,
     /// Intents whose request is still running.
@@ -351,6 +354,7 @@ impl Gateway {
             upload_expiry: config.upload_expiry,
             scrub_interval: config.scrub_interval,
             scrub_rate: config.scrub_rate_bytes_per_sec.max(1),
+            repair_rate: config.repair_rate_bytes_per_sec.max(1),
             readers: Mutex::new(HashMap::new()),
             intents: Arc::new(LiveIntents {
                 meta: meta_for_intents,
@@ -363,6 +367,11 @@ impl Gateway {
 
     pub(crate) fn backend(&self, id: &BackendId) -> Option<&Arc<dyn Backend>> {
         self.backends.get(id)
+    }
+
+    /// A fragment read slower than this counts as failed.
+    pub(crate) fn fragment_timeout(&self) -> Duration {
+        self.read_params.fragment_timeout
     }
 
     pub(crate) fn backend_set(&self) -> &BackendSet {

@@ -359,7 +359,11 @@ impl Gateway {
             let Some(backend) = self.backend(&f.backend).cloned() else {
                 continue;
             };
-            let Ok(bytes) = backend.get(&f.blob, trailer.clone()).await else {
+            let read = tokio::time::timeout(
+                self.fragment_timeout(),
+                backend.get(&f.blob, trailer.clone()),
+            );
+            let Ok(Ok(bytes)) = read.await else {
                 continue;
             };
             match Digest::parse_list(&bytes) {
@@ -393,18 +397,25 @@ impl Gateway {
                 ..geometry.shard_offset(stripe) + geometry.shard_len(stripe) as u64;
             let mut shards: Vec<Option<Bytes>> = vec![None; width];
             let mut have = 0;
+            let mut read_bytes = 0u64;
             for (i, backend, list) in &sources {
                 if have == k {
                     break;
                 }
                 let blob = &segment.fragments[*i].blob;
-                if let Ok(bytes) = backend.get(blob, range.clone()).await
+                let read =
+                    tokio::time::timeout(self.fragment_timeout(), backend.get(blob, range.clone()));
+                if let Ok(Ok(bytes)) = read.await
                     && list[stripe as usize].matches(&bytes)
                 {
+                    read_bytes += bytes.len() as u64;
                     shards[*i] = Some(bytes);
                     have += 1;
                 }
             }
+            // The rate limit: this stripe's share of a second.
+            let pause = read_bytes as f64 / self.repair_rate as f64;
+            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             if have < k {
                 return Err(internal(format!(
                     "stripe {stripe}: {have} verified shards of {k} needed to rebuild"
