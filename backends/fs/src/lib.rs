@@ -128,7 +128,18 @@ impl FsBackend {
         move |e| BackendError::from_io(&self.0.info.id, op, e)
     }
 
+    /// A blob's absence, said only when the backend can tell: with its
+    /// `blobs/` directory gone (an unmounted disk, a renamed directory)
+    /// every name is absent, and "not found" would let the garbage
+    /// collector drop items whose blobs still exist, or a repair think a
+    /// fragment lost. Then the backend is unavailable instead.
     fn not_found(&self, name: &BlobName) -> BackendError {
+        if !self.0.root.join("blobs").is_dir() {
+            return BackendError::Unavailable {
+                backend: self.0.info.id.clone(),
+                reason: format!("{} is gone", self.0.root.join("blobs").display()),
+            };
+        }
         BackendError::NotFound {
             backend: self.0.info.id.clone(),
             blob: name.clone(),
@@ -544,6 +555,35 @@ mod tests {
         // Every commit that returned saw the directory durable: the set
         // only learns a directory after its fsync.
         assert!(b.0.durable_dirs.lock().expect("lock").contains("ef"));
+    }
+
+    /// With `blobs/` gone, no blob is "not found": the garbage collector
+    /// would drop items whose blobs still exist elsewhere (a disk
+    /// unmounted, a directory renamed).
+    #[tokio::test]
+    async fn a_missing_blobs_directory_is_unavailable_not_not_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        let b = FsBackend::open(
+            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
+            &root,
+        )
+        .await
+        .expect("open");
+        put(&b, "ab01").await.expect("commit");
+        let name = BlobName::new("ab01").expect("name");
+        let absent = BlobName::new("ab02").expect("name");
+        assert!(b.delete(&absent).await.expect_err("absent").is_not_found());
+        std::fs::rename(root.join("blobs"), dir.path().join("away")).expect("rename");
+        for e in [
+            b.delete(&name).await.expect_err("gone"),
+            b.stat(&name).await.expect_err("gone"),
+            b.get(&name, 0..1).await.expect_err("gone"),
+        ] {
+            assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+        }
+        std::fs::rename(dir.path().join("away"), root.join("blobs")).expect("rename back");
+        assert_eq!(b.stat(&name).await.expect("back").size, 1);
     }
 
     #[test]
