@@ -23,7 +23,7 @@ pid=
 trap 'kill -9 $pid 2>/dev/null; rm -rf "$data"' EXIT
 start() {
   : > "$data/out.txt"
-  RUST_LOG=warn "$target/release/shardgate" serve --data-dir "$data/gw" --listen 127.0.0.1:0 > "$data/out.txt" 2>> "$data/gateway.log" &
+  RUST_LOG=warn "$target/release/shardgate" serve --data-dir "$data/gw" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$data/out.txt" 2>> "$data/gateway.log" &
   pid=$!
   for _ in $(seq 300); do
     grep -q "listening on" "$data/out.txt" 2>/dev/null && break

@@ -57,7 +57,7 @@ start() { # name, extra serve arguments...
   local dir="$base/$1"; shift
   mkdir -p "$dir"
   RUST_LOG=warn "$target/release/shardgate" serve "$@" --data-dir "$dir/gw" \
-    --listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
   pids+=($!)
   echo $! > "$dir/pid"
   for _ in $(seq 600); do

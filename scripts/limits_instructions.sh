@@ -23,7 +23,7 @@ run() { # name binary: prints instructions per request
   mkdir -p "$dir"
   RUST_LOG=warn valgrind --tool=callgrind --smc-check=all-non-file --collect-atstart=yes \
     --callgrind-out-file="$dir/callgrind.out.%p" \
-    "$2" serve --data-dir "$dir/gw" --listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
+    "$2" serve --data-dir "$dir/gw" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
   pid=$!
   for _ in $(seq 600); do grep -q "listening on" "$dir/out.txt" 2>/dev/null && break; sleep 0.2; done
   local endpoint

@@ -44,7 +44,7 @@ if [ "${SHARDGATE_BENCH_BACKENDS:-fs}" = memory ]; then
   config=(--config "$data/memory.toml")
 fi
 # SHARDGATE_BENCH_BIN: another gateway binary to measure (A/B runs).
-RUST_LOG=warn "${SHARDGATE_BENCH_BIN:-$target/release/shardgate}" serve "${config[@]}" --data-dir "$data/gw" --listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/gateway.log" &
+RUST_LOG=warn "${SHARDGATE_BENCH_BIN:-$target/release/shardgate}" serve "${config[@]}" --data-dir "$data/gw" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/gateway.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 300); do

@@ -40,7 +40,7 @@ run() { # name [valgrind...]: starts the gateway, prints instructions per PUT
   shift
   rm -f "$dir/out.txt"
   RUST_LOG=warn "$@" "$target/release/shardgate" serve --config "$dir/config.toml" --data-dir "$dir/gw" \
-    --listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
   pid=$!
   wait_listening "$dir" 300
   if [ $# -eq 0 ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; return; fi

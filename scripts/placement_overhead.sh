@@ -28,7 +28,7 @@ start() { # name, plugin line
   local dir="$base/$1"
   placement_pair_config "$dir" "$2"
   RUST_LOG=warn "$target/release/shardgate" serve --config "$dir/config.toml" --data-dir "$dir/gw" \
-    --listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
   pids+=($!)
   echo $! > "$dir/pid"
   for _ in $(seq 300); do

@@ -42,7 +42,7 @@ start_once() { # prints seconds to the listening line
   local t0 t1
   t0=$(date +%s%N)
   RUST_LOG=info "$target/release/shardgate" serve --config "$base/config.toml" --data-dir "$base/gw" \
-    --listen 127.0.0.1:0 > "$out" 2> "$base/gateway.log" &
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$out" 2> "$base/gateway.log" &
   local pid=$!
   # A first start compiles the Python plugin (about 10 s on 2 cores): wait
   # up to two minutes, then give up.

@@ -18,7 +18,7 @@ failed=0
 for i in $(seq "$runs"); do
   run="$work/run-$i"
   mkdir -p "$run"
-  RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 --data-dir "$run/data" > "$run/out.txt" 2> "$run/gateway.log" &
+  RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$run/data" > "$run/out.txt" 2> "$run/gateway.log" &
   pid=$!
   for _ in $(seq 300); do
     grep -q "listening on" "$run/out.txt" 2>/dev/null && break

@@ -20,7 +20,7 @@ target=${CARGO_TARGET_DIR:-target}
 rm -rf "$data"
 mkdir -p "$data"
 SHARDGATE_SERVER__MEMORY_BUDGET_BYTES=$budget SHARDGATE_SERVER__QUEUE_TIMEOUT_SECS=$queue RUST_LOG=warn \
-  "$target/release/shardgate" serve --data-dir "$data/gw" --listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/gateway.log" &
+  "$target/release/shardgate" serve --data-dir "$data/gw" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/gateway.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 300); do

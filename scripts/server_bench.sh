@@ -36,7 +36,7 @@ run() { # config round
     base) bin=$SHARDGATE_BENCH_BASE_BIN ;;
   esac
   rm -rf "$work/data"
-  env "${env[@]}" "$bin" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out.txt" 2> "$work/gateway.log" &
+  env "${env[@]}" "$bin" serve --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$work/out.txt" 2> "$work/gateway.log" &
   pid=$!
   for _ in $(seq 300); do grep -q "listening on" "$work/out.txt" 2>/dev/null && break; sleep 0.1; done
   local endpoint

@@ -19,7 +19,7 @@ for i in "${!sizes[@]}"; do
     SHARDGATE_POLICIES__DEFAULT__K=4 SHARDGATE_POLICIES__DEFAULT__M=2 \
     SHARDGATE_POLICIES__DEFAULT__WRITE_QUORUM=5 \
     SHARDGATE_POLICIES__DEFAULT__SMALL_OBJECT_BYTES=$threshold RUST_LOG=warn \
-      "$target/release/shardgate" serve --data-dir "$data/gw" --listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/log" &
+      "$target/release/shardgate" serve --data-dir "$data/gw" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/log" &
     pid=$!
     for _ in $(seq 300); do grep -q "listening on" "$data/out.txt" 2>/dev/null && break; sleep 0.1; done
     endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$data/out.txt")

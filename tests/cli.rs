@@ -19,7 +19,14 @@ fn mode(path: &Path) -> u32 {
 /// listening line, then stops it.
 fn first_lines(data: &Path) -> String {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -98,7 +105,14 @@ fn a_second_gateway_on_the_same_data_dir_is_refused() {
     let data = dir.path().join("data");
     let _server = Server::start(&data);
     let out = run(Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&data));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -110,8 +124,13 @@ fn a_second_gateway_on_the_same_data_dir_is_refused() {
 fn config_error(config: Option<&str>, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"]);
+    cmd.current_dir(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     if let Some(text) = config {
         std::fs::write(dir.path().join("bad.toml"), text).unwrap();
         cmd.args(["--config", "bad.toml"]);
@@ -156,7 +175,14 @@ fn the_example_configuration_serves() {
     .unwrap();
     let mut child = Command::new(BIN)
         .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&example)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

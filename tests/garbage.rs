@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use shardgate_loadgen::sigv4::{Signer, UNSIGNED_PAYLOAD};
 use support::raw::{Raw, bodiless, head};
-use support::{Server, blob_files, describe, pattern};
+use support::{Server, blob_files, pattern};
 
 fn site(data: &Path, n: usize) -> PathBuf {
     data.join("backends").join(format!("site-{n}"))
@@ -28,11 +28,6 @@ fn blobs_per_site(data: &Path) -> Vec<usize> {
             files.iter().filter(|f| f.starts_with(&dir)).count()
         })
         .collect()
-}
-
-fn bulk(server: &Server, args: &[&str]) {
-    let out = server.python("bulk.py", args);
-    assert!(out.status.success(), "bulk.py {args:?}: {}", describe(&out));
 }
 
 /// Waits (at most `within`) until `done` holds, describing the state
@@ -58,7 +53,7 @@ fn a_failed_backend_holds_back_only_its_own_garbage() {
     let data = dir.path().join("data");
     let server = Server::start(&data);
     assert!(server.python("op.py", &["mb", "gc-test"]).status.success());
-    bulk(&server, &["put", "gc-test", OBJECTS, SIZE, "0"]);
+    server.bulk(&["put", "gc-test", OBJECTS, SIZE, "0"]);
     assert_eq!(blobs_per_site(&data), vec![300; 6]);
 
     // site-6's blobs directory becomes a plain file: every operation there
@@ -67,8 +62,8 @@ fn a_failed_backend_holds_back_only_its_own_garbage() {
     let away = dir.path().join("site-6-blobs");
     std::fs::rename(&blobs6, &away).unwrap();
     std::fs::write(&blobs6, b"not a directory").unwrap();
-    bulk(&server, &["put", "gc-test", OBJECTS, SIZE, "1"]);
-    bulk(&server, &["put", "gc-test", OBJECTS, SIZE, "2"]);
+    server.bulk(&["put", "gc-test", OBJECTS, SIZE, "1"]);
+    server.bulk(&["put", "gc-test", OBJECTS, SIZE, "2"]);
 
     // The healthy sites are collected down to the live fragments within a
     // few periods of the 5 s grace, while site-6 stays broken.
@@ -113,7 +108,7 @@ fn a_failed_backend_holds_back_only_its_own_garbage() {
         },
     );
     // Nothing live was deleted: every object reads back as last written.
-    bulk(&server, &["check", "gc-test", OBJECTS, SIZE, "2"]);
+    server.bulk(&["check", "gc-test", OBJECTS, SIZE, "2"]);
 }
 
 struct Gateway {

@@ -11,12 +11,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use support::{Server, blob_files, describe};
-
-fn bulk(server: &Server, args: &[&str]) {
-    let out = server.python("bulk.py", args);
-    assert!(out.status.success(), "bulk.py {args:?}: {}", describe(&out));
-}
+use support::{Server, blob_files};
 
 fn metric(server: &Server, name: &str) -> f64 {
     server.metrics().get(name).copied().unwrap_or(0.0)
@@ -34,7 +29,7 @@ fn scrub_finds_exactly_the_corrupted_fragments_and_repair_rebuilds_them() {
         ("scrub-c", "4", "3000000"),
     ] {
         assert!(server.python("op.py", &["mb", bucket]).status.success());
-        bulk(&server, &["put", bucket, count, size, "0"]);
+        server.bulk(&["put", bucket, count, size, "0"]);
     }
     let mut files = blob_files(&data);
     files.sort();
@@ -176,6 +171,6 @@ fn scrub_finds_exactly_the_corrupted_fragments_and_repair_rebuilds_them() {
         ("scrub-b", "10", "300000"),
         ("scrub-c", "4", "3000000"),
     ] {
-        bulk(&server, &["check", bucket, count, size, "0"]);
+        server.bulk(&["check", bucket, count, size, "0"]);
     }
 }

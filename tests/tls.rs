@@ -142,7 +142,14 @@ fn a_certificate_replaced_on_disk_is_served_to_the_next_connection() {
 
 fn serve_fails_with(data: &Path, env: &[(&str, &str)]) -> String {
     let out = run(Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data)
         .envs(env.iter().copied()));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));

@@ -23,6 +23,8 @@ pub struct Server {
     pub log: PathBuf,
     /// Over HTTPS: the CA that signed its certificate (PEM).
     pub ca: Option<PathBuf>,
+    /// The admin API's address.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A certificate authority and a certificate it signed for 127.0.0.1 and
@@ -105,7 +107,14 @@ impl Server {
         let log = data.with_extension(format!("log.{}", unique()));
         let stderr = std::fs::File::create(&log).unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -123,10 +132,14 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut admin = None;
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(a) = line.split("admin API on http://").nth(1) {
+                        admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
+                    }
                     if let Some(a) = line
                         .split("listening on http://")
                         .nth(1)
@@ -160,6 +173,7 @@ impl Server {
             secret_key: field("secret_key"),
             log,
             ca: None,
+            admin,
         }
     }
 
@@ -254,6 +268,32 @@ impl Server {
     }
 
     /// SIGKILL, no chance to clean up.
+    /// Runs `clients/bulk.py ARGS` (many objects at once), which must succeed.
+    pub fn bulk(&self, args: &[&str]) {
+        let out = self.python("bulk.py", args);
+        assert!(out.status.success(), "bulk.py {args:?}: {}", describe(&out));
+    }
+
+    /// Runs `shardgate admin ARGS` against this gateway.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let url = format!("http://{}", self.admin.expect("the admin API is on"));
+        run(Command::new(BIN)
+            .arg("admin")
+            .args(args)
+            .args(["--url", &url, "--data-dir"])
+            .arg(&self.data))
+    }
+
+    /// `shardgate admin ARGS --json`, parsed; panics on failure.
+    pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.admin(&all);
+        assert!(out.status.success(), "admin {args:?}: {}", describe(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("admin {args:?}: {e}: {}", describe(&out)))
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -437,6 +477,33 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A configuration of `sites` fs backends `site-1..` under
+/// `<dir>/data/backends`, each its own site (the default policy, 4 + 2),
+/// written to `<dir>/shardgate.toml`; returns its path.
+pub fn fs_sites_config(dir: &Path, sites: usize) -> PathBuf {
+    let mut text = String::new();
+    for i in 1..=sites {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"site-{i}\"\nkind = \"fs\"\npath = \"{}\"\nlabels = {{ site = \"site-{i}\" }}\n\n",
+            dir.join("data/backends").join(format!("site-{i}")).display()
+        ));
+    }
+    let path = dir.join("shardgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Blob files of the fs sites `sites` (numbers) under `data`.
+pub fn files_on_sites(data: &Path, sites: &[usize]) -> usize {
+    blob_files(data)
+        .iter()
+        .filter(|f| {
+            let p = f.to_str().unwrap();
+            sites.iter().any(|s| p.contains(&format!("/site-{s}/")))
+        })
+        .count()
 }
 
 /// Every blob file under the data dir's fs backends.

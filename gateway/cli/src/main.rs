@@ -3,6 +3,7 @@
 //! gateway (`serve`) or a placement without one (`simulate`). Every
 //! failure ends the process with one line naming its cause.
 
+mod admin;
 mod redact;
 mod setup;
 mod simulate;
@@ -10,13 +11,15 @@ mod simulate;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use shardgate_config::Config;
+use shardgate_jobs::Jobs;
 use shardgate_meta::MetaStore;
-use shardgate_s3::Gateway;
+use shardgate_node::Gateway;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,7 +46,14 @@ enum Command {
         /// The address to listen on (port 0 picks a free one).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// The admin API's address (port 0 picks a free one).
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
     },
+    /// Drive a running gateway through its admin API: status, backends,
+    /// jobs (start, pause, resume, cancel, watch with a progress bar), an
+    /// object's fragment map.
+    Admin(admin::AdminArgs),
     /// Show where the fragments of an object would go under a policy, and
     /// which sites, providers or regions it could lose and still be read.
     Simulate(simulate::SimulateArgs),
@@ -93,7 +103,7 @@ async fn run(cli: Cli) -> Result<()> {
     // simulate's answer is its output; its log shows only what went wrong.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Simulate(_) | Command::Garbage { .. } => "warn",
+        Command::Simulate(_) | Command::Garbage { .. } | Command::Admin(_) => "warn",
     };
     let secrets = redact::Secrets::default();
     tracing_subscriber::fmt()
@@ -109,7 +119,9 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             data_dir,
             listen,
-        } => serve(config, data_dir, listen, &secrets).await,
+            admin_listen,
+        } => serve(config, data_dir, listen, admin_listen, &secrets).await,
+        Command::Admin(args) => admin::run(args).await,
         Command::Simulate(args) => simulate::run(args),
         Command::Garbage {
             action,
@@ -183,6 +195,7 @@ async fn serve(
     config_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
+    admin_listen: Option<std::net::SocketAddr>,
     secrets: &redact::Secrets,
 ) -> Result<()> {
     let mut config = Config::load(config_file.as_deref())?;
@@ -191,6 +204,9 @@ async fn serve(
     }
     if let Some(l) = listen {
         config.listen = l;
+    }
+    if let Some(l) = admin_listen {
+        config.admin.listen = l;
     }
     // Every backend secret, wherever it comes from: inline, a file, or the
     // providers' environment variables.
@@ -233,8 +249,13 @@ async fn serve(
         })?;
     let summary = describe(&parts.gateway);
     let gateway = Gateway::new(parts.gateway, meta)?;
-    gateway.refresh_health().await;
-    gateway.spawn_background();
+    let jobs = Jobs::new(gateway.clone(), parts.jobs);
+    jobs.refresh_health().await;
+    jobs.spawn_background();
+    let admin = match config.admin.enabled {
+        true => Some(start_admin(&config, jobs.clone()).await?),
+        false => None,
+    };
     let tls = config
         .server
         .tls
@@ -271,6 +292,13 @@ async fn serve(
         "shardgate: access key {}",
         parts.credentials.access_key
     );
+    if let Some((addr, token_file)) = &admin {
+        let _ = writeln!(
+            out,
+            "shardgate: admin API on http://{addr} (token in {})",
+            token_file.display()
+        );
+    }
     let _ = writeln!(out, "shardgate: S3 endpoint listening on {scheme}://{addr}");
     let _ = out.flush();
     drop(out);
@@ -279,6 +307,33 @@ async fn serve(
         .await
         .context("serving")?;
     Ok(())
+}
+
+/// Starts the admin API on its own listener; returns its address and the
+/// token's file.
+async fn start_admin(config: &Config, jobs: Arc<Jobs>) -> Result<(std::net::SocketAddr, PathBuf)> {
+    let token_file = config.admin_token_file();
+    let (token, created) =
+        shardgate_admin::token::load_or_create(&token_file).context("the admin token")?;
+    if created {
+        tracing::info!(file = %token_file.display(), "admin token created");
+    }
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin API: listening on {}", config.admin.listen))?;
+    let addr = listener.local_addr().context("reading the admin address")?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "admin API on {addr}: plain HTTP, its token crosses the network in clear text; keep it on a trusted network"
+        );
+    }
+    tokio::spawn(async move {
+        if let Err(e) = shardgate_admin::serve(listener, jobs, token, std::future::pending()).await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok((addr, token_file))
 }
 
 /// What to say of a listener without TLS that other hosts can reach.
@@ -318,7 +373,7 @@ fn serve_options(
     }
 }
 
-fn describe(g: &shardgate_s3::GatewayConfig) -> String {
+fn describe(g: &shardgate_node::GatewayConfig) -> String {
     let policy = g
         .policies
         .get(&g.default_policy)

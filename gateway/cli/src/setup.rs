@@ -27,9 +27,11 @@ use shardgate_backend_fs::FsBackend;
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_config::{BackendConfig, BackendKind, Config, PolicyConfig, read_secret_file};
 use shardgate_core::{BackendId, ErasureCode, Identities, Recipients};
+use shardgate_jobs::JobSettings;
+use shardgate_node::{GatewayConfig, Policy};
 use shardgate_placement::{Placer, Spread};
 use shardgate_plugin_host::{Limits, Plugin, PluginError, PluginHost, PluginPlacer, Strictness};
-use shardgate_s3::{Credentials, GatewayConfig, Policy};
+use shardgate_s3::Credentials;
 
 /// The backends of the embedded default: one directory per site.
 pub const DEFAULT_SITES: usize = 6;
@@ -406,6 +408,7 @@ fn policies(config: &Config, host: &PluginHost) -> Result<(BTreeMap<String, Poli
 #[derive(Debug)]
 pub struct Parts {
     pub gateway: GatewayConfig,
+    pub jobs: JobSettings,
     pub credentials: Credentials,
     pub created: Created,
     pub meta_path: PathBuf,
@@ -440,12 +443,27 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
             recipients,
             identities,
             placer: Arc::new(shardgate_placement::Spread),
-            upload_expiry: Duration::from_secs(config.upload_expiry_secs),
             fragment_timeout: Duration::from_secs(10),
+        },
+        jobs: JobSettings {
+            upload_expiry: Duration::from_secs(config.upload_expiry_secs),
             scrub_interval: (config.scrub.interval_secs > 0)
                 .then(|| Duration::from_secs(config.scrub.interval_secs)),
             scrub_rate_bytes_per_sec: config.scrub.rate_bytes_per_sec,
             repair_rate_bytes_per_sec: config.repair.rate_bytes_per_sec,
+            backend_grace: Duration::from_secs(config.repair.backend_grace_secs),
+            audit_stripes: config.scrub.audit_stripes as usize,
+            sampled: config
+                .backends
+                .iter()
+                .filter(|b| {
+                    matches!(
+                        b.kind,
+                        BackendKind::S3 | BackendKind::Gcs | BackendKind::Azure
+                    )
+                })
+                .filter_map(|b| BackendId::new(&b.id).ok())
+                .collect(),
         },
         credentials,
         created,

@@ -131,6 +131,44 @@ pub struct Config {
     /// The rebuilding of damaged fragments.
     #[serde(default)]
     pub repair: RepairConfig,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin API (`[admin]`): status, backends, jobs, object maps, for
+/// `shardgate admin`. On loopback by default: it is plain HTTP with a
+/// bearer token, so it belongs on a trusted network only.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Off: no admin listener.
+    pub enabled: bool,
+    /// Where it listens (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The bearer token's file, created (mode 0600) on first start;
+    /// default `<data_dir>/admin.token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            token_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// The admin token's file.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"))
+    }
 }
 
 /// Repair (`[repair]`): how fast damaged fragments are rebuilt.
@@ -139,12 +177,20 @@ pub struct Config {
 pub struct RepairConfig {
     /// Bytes read from backends per second at most, over all repairs.
     pub rate_bytes_per_sec: u64,
+    /// A backend down this long is taken as gone: its fragments are
+    /// rebuilt elsewhere. Long enough to ride out a reboot or a network
+    /// blip (rebuilding costs k reads per fragment), short enough that a
+    /// second failure is unlikely meanwhile; 30 minutes, like Ceph's
+    /// `mon_osd_down_out_interval` (10 min) and Storj's offline grace
+    /// are of that order.
+    pub backend_grace_secs: u64,
 }
 
 impl Default for RepairConfig {
     fn default() -> Self {
         Self {
             rate_bytes_per_sec: 64 << 20,
+            backend_grace_secs: 30 * 60,
         }
     }
 }
@@ -159,6 +205,11 @@ pub struct ScrubConfig {
     pub interval_secs: u64,
     /// Bytes read per second at most, over all backends.
     pub rate_bytes_per_sec: u64,
+    /// Cloud backends (untrusted, egress paid) are audited by sampling:
+    /// each fragment's size and digest trailer, and this many of its
+    /// shards chosen at random, checked against the manifest. 0: read
+    /// them whole like local disks.
+    pub audit_stripes: u32,
 }
 
 impl Default for ScrubConfig {
@@ -166,6 +217,7 @@ impl Default for ScrubConfig {
         Self {
             interval_secs: 7 * 24 * 3600,
             rate_bytes_per_sec: 64 << 20,
+            audit_stripes: 4,
         }
     }
 }

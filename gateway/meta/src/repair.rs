@@ -22,11 +22,11 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use shardgate_core::{BlobName, FragmentState, Manifest, VersionId};
+use shardgate_core::{BackendId, BlobName, FragmentState, Manifest, VersionId};
 
 use crate::error::{MetaError, Result};
 use crate::keys;
-use crate::store::{MetaStore, decode, encode};
+use crate::store::{MetaStore, OBJECTS_TABLE as OBJECTS, decode, decode_manifest, encode};
 
 const QUEUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("repair_queue");
 const INDEX: TableDefinition<&[u8], u8> = TableDefinition::new("repair_index");
@@ -96,6 +96,10 @@ fn margin(m: &Manifest, suspects: &BTreeSet<(u32, u16)>) -> Option<u8> {
     }
     damaged.then(|| worst.unwrap_or(0).min(u8::MAX as usize) as u8)
 }
+
+/// An object row with fragments on backends gone: its key, manifest and
+/// those fragments.
+type LostOn = (Vec<u8>, Manifest, BTreeSet<(u32, u16)>);
 
 fn queue_key(margin: u8, object: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(object.len() + 1);
@@ -287,12 +291,136 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Walks up to `limit` object rows after `cursor` (from the start when
+    /// `None`) and queues, with reason [`reason::BACKEND`], every object
+    /// with a stored fragment on a backend `gone` names (down past its
+    /// grace, or no longer configured), those fragments as suspects. One
+    /// transaction per call. Returns the last row walked (`None`: the walk
+    /// reached the end) and how many objects were newly queued or had
+    /// suspects added.
+    pub fn queue_lost_fragments(
+        &self,
+        gone: &dyn Fn(&BackendId) -> bool,
+        cursor: Option<&[u8]>,
+        limit: usize,
+        now_unix_ms: u64,
+    ) -> Result<(Option<Vec<u8>>, usize)> {
+        let txn = self.db.begin_write()?;
+        let mut found: Vec<LostOn> = Vec::new();
+        let mut last = None;
+        let mut walked = 0;
+        {
+            let objects = txn.open_table(OBJECTS)?;
+            let range = match cursor {
+                Some(c) => objects
+                    .range::<&[u8]>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))?,
+                None => objects.range::<&[u8]>(..)?,
+            };
+            for r in range {
+                if walked >= limit {
+                    break;
+                }
+                walked += 1;
+                let (k, v) = r?;
+                let row = k.value().to_vec();
+                last = Some(row.clone());
+                // A row that does not decode is left to scrub, which
+                // reports it; the walk goes on.
+                let Ok(manifest) = decode_manifest(v.value()) else {
+                    continue;
+                };
+                let lost: BTreeSet<(u32, u16)> = manifest
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(s, seg)| {
+                        seg.fragments.iter().enumerate().filter_map(move |(i, f)| {
+                            (f.state == FragmentState::Stored && gone(&f.backend))
+                                .then_some((s as u32, i as u16))
+                        })
+                    })
+                    .collect();
+                if !lost.is_empty() {
+                    found.push((row, manifest, lost));
+                }
+            }
+        }
+        let mut queued = 0;
+        for (object, manifest, lost) in found {
+            let mut record = match take(&txn, &object)? {
+                Some(r) if r.version == manifest.version_id => r,
+                _ => RepairRecord {
+                    version: manifest.version_id,
+                    reasons: 0,
+                    first_seen_unix_ms: now_unix_ms,
+                    suspects: BTreeSet::new(),
+                },
+            };
+            let before = (record.reasons, record.suspects.len());
+            record.reasons |= reason::BACKEND;
+            record.suspects.extend(lost);
+            if (record.reasons, record.suspects.len()) != before {
+                queued += 1;
+            }
+            if let Some(margin) = margin(&manifest, &record.suspects) {
+                put(&txn, &object, margin, &record)?;
+            }
+        }
+        txn.commit()?;
+        Ok((if walked < limit { None } else { last }, queued))
+    }
+
+    /// The queue entry of `bucket/key`, if it is queued.
+    pub fn repair_entry(&self, bucket: &str, key: &str) -> Result<Option<RepairEntry>> {
+        let txn = self.db.begin_read()?;
+        let object = keys::object_key(bucket, key);
+        let Some(margin) = txn
+            .open_table(INDEX)?
+            .get(object.as_slice())?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let queue = txn.open_table(QUEUE)?;
+        let Some(v) = queue.get(queue_key(margin, &object).as_slice())? else {
+            return Ok(None);
+        };
+        let record: RepairRecord = decode("repair entry", v.value())?;
+        Ok(Some(RepairEntry {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version: record.version,
+            margin,
+            reasons: record.reasons,
+            first_seen_unix_ms: record.first_seen_unix_ms,
+            suspects: record.suspects.into_iter().collect(),
+        }))
+    }
+
     /// Up to `limit` queued objects, the least redundant first.
     pub fn repair_queue(&self, limit: usize) -> Result<Vec<RepairEntry>> {
+        self.repair_queue_after(None, limit)
+    }
+
+    /// Up to `limit` queued objects after `after` (an entry of an earlier
+    /// page), the least redundant first.
+    pub fn repair_queue_after(
+        &self,
+        after: Option<&RepairEntry>,
+        limit: usize,
+    ) -> Result<Vec<RepairEntry>> {
         let txn = self.db.begin_read()?;
         let queue = txn.open_table(QUEUE)?;
         let mut out = Vec::new();
-        for r in queue.iter()? {
+        let from = after.map(|e| queue_key(e.margin, &keys::object_key(&e.bucket, &e.key)));
+        let range = match &from {
+            Some(k) => queue.range::<&[u8]>((
+                std::ops::Bound::Excluded(k.as_slice()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => queue.range::<&[u8]>(..)?,
+        };
+        for r in range {
             if out.len() >= limit {
                 break;
             }

@@ -21,7 +21,9 @@ pub use health::{BackendState, HealthBoard, Monitored};
 pub use read::{
     BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
 };
-pub use scrub::{Finding, FragmentCheck, verify_fragment};
+pub use scrub::{
+    Finding, FragmentCheck, audit_fragment, checked_trailer, stripe_runs, verify_fragment,
+};
 pub use write::{
     ObjectMeta, ObjectWrite, Placement, SegmentWrite, WriteParams, write_object, write_segment,
 };

@@ -59,38 +59,84 @@ pub async fn verify_fragment(
     max_read: usize,
 ) -> FragmentCheck {
     let mut bytes_read = 0;
-    let size = match backend.stat(&fragment.blob).await {
-        Ok(meta) => meta.size,
-        Err(e) => return unavailable(e, bytes_read),
+    let digests = match size_and_trailer(backend, fragment, geometry, &mut bytes_read).await {
+        Ok(d) => d,
+        Err(check) => return check,
     };
-    if size != geometry.fragment_len() {
-        return FragmentCheck {
-            finding: Finding::Corrupt { stripe: None },
-            bytes_read,
+    for (first, end, range) in stripe_runs(geometry, max_read) {
+        let start = range.start;
+        let bytes = match backend.get(&fragment.blob, range).await {
+            Ok(b) => b,
+            Err(e) => return unavailable(e, bytes_read),
         };
+        bytes_read += bytes.len() as u64;
+        for s in first..end {
+            let at = (geometry.shard_offset(s) - start) as usize;
+            let len = geometry.shard_len(s);
+            let ok = bytes
+                .get(at..at + len)
+                .is_some_and(|shard| digests[s as usize].matches(shard));
+            if !ok {
+                return FragmentCheck {
+                    finding: Finding::Corrupt { stripe: Some(s) },
+                    bytes_read,
+                };
+            }
+        }
     }
-    let trailer = geometry.hash_list_offset()..geometry.fragment_len();
-    let list = match backend.get(&fragment.blob, trailer).await {
-        Ok(b) => b,
-        Err(e) => return unavailable(e, bytes_read),
+    FragmentCheck {
+        finding: Finding::Healthy,
+        bytes_read,
+    }
+}
+
+/// Audits fragment `fragment` by sampling: its size, its whole trailer
+/// (checked against the manifest) and only the shards of `stripes` (each
+/// checked against its digest), so a backend that lost or altered data is
+/// caught without reading all of it. A blob deleted, truncated or with an
+/// altered trailer is always caught; one with a fraction f of its shards
+/// altered is caught with probability 1 - (1 - f)^n for n sampled stripes
+/// (without replacement: a little more).
+pub async fn audit_fragment(
+    backend: &dyn Backend,
+    fragment: &FragmentRef,
+    geometry: &Geometry,
+    stripes: &[u64],
+) -> FragmentCheck {
+    let mut bytes_read = 0;
+    let digests = match size_and_trailer(backend, fragment, geometry, &mut bytes_read).await {
+        Ok(d) => d,
+        Err(check) => return check,
     };
-    bytes_read += list.len() as u64;
-    let digests = match Digest::parse_list(&list) {
-        Some(d) if d.len() as u64 == geometry.stripe_count => d,
-        _ => {
+    for &s in stripes {
+        if s >= geometry.stripe_count {
+            continue;
+        }
+        let start = geometry.shard_offset(s);
+        let range = start..start + geometry.shard_len(s) as u64;
+        let shard = match backend.get(&fragment.blob, range).await {
+            Ok(b) => b,
+            Err(e) => return unavailable(e, bytes_read),
+        };
+        bytes_read += shard.len() as u64;
+        if !digests[s as usize].matches(&shard) {
             return FragmentCheck {
-                finding: Finding::Corrupt { stripe: None },
+                finding: Finding::Corrupt { stripe: Some(s) },
                 bytes_read,
             };
         }
-    };
-    if group_digests(&digests) != fragment.group_digests {
-        return FragmentCheck {
-            finding: Finding::Corrupt { stripe: None },
-            bytes_read,
-        };
     }
-    // Runs of whole stripes, at most `max_read` bytes each (at least one).
+    FragmentCheck {
+        finding: Finding::Healthy,
+        bytes_read,
+    }
+}
+
+/// The stripes of a fragment in runs of whole stripes of at most
+/// `max_read` bytes each (at least one stripe): (first stripe, end
+/// stripe, byte range), so a fragment is read in bounded pieces.
+pub fn stripe_runs(geometry: &Geometry, max_read: usize) -> Vec<(u64, u64, std::ops::Range<u64>)> {
+    let mut runs = Vec::new();
     let mut stripe = 0;
     while stripe < geometry.stripe_count {
         let start = geometry.shard_offset(stripe);
@@ -107,28 +153,50 @@ pub async fn verify_fragment(
         let end = geometry
             .shard_offset(end_stripe)
             .min(geometry.hash_list_offset());
-        let bytes = match backend.get(&fragment.blob, start..end).await {
-            Ok(b) => b,
-            Err(e) => return unavailable(e, bytes_read),
-        };
-        bytes_read += bytes.len() as u64;
-        for s in stripe..end_stripe {
-            let at = (geometry.shard_offset(s) - start) as usize;
-            let len = geometry.shard_len(s);
-            let ok = bytes
-                .get(at..at + len)
-                .is_some_and(|shard| digests[s as usize].matches(shard));
-            if !ok {
-                return FragmentCheck {
-                    finding: Finding::Corrupt { stripe: Some(s) },
-                    bytes_read,
-                };
-            }
-        }
+        runs.push((stripe, end_stripe, start..end));
         stripe = end_stripe;
     }
-    FragmentCheck {
-        finding: Finding::Healthy,
+    runs
+}
+
+/// Parses a fragment's digest trailer and checks it against the
+/// manifest's group digests; `None` when it does not match.
+pub fn checked_trailer(
+    list: &[u8],
+    fragment: &FragmentRef,
+    geometry: &Geometry,
+) -> Option<Vec<Digest>> {
+    Digest::parse_list(list)
+        .filter(|d| d.len() as u64 == geometry.stripe_count)
+        .filter(|d| group_digests(d) == fragment.group_digests)
+}
+
+/// Stats the blob (its size must be the fragment's) and reads its trailer,
+/// checked against the manifest: the digests, or the finding that ends
+/// the check.
+async fn size_and_trailer(
+    backend: &dyn Backend,
+    fragment: &FragmentRef,
+    geometry: &Geometry,
+    bytes_read: &mut u64,
+) -> Result<Vec<Digest>, FragmentCheck> {
+    let corrupt = |bytes_read| FragmentCheck {
+        finding: Finding::Corrupt { stripe: None },
         bytes_read,
+    };
+    let size = backend
+        .stat(&fragment.blob)
+        .await
+        .map_err(|e| unavailable(e, *bytes_read))?
+        .size;
+    if size != geometry.fragment_len() {
+        return Err(corrupt(*bytes_read));
     }
+    let trailer = geometry.hash_list_offset()..geometry.fragment_len();
+    let list = backend
+        .get(&fragment.blob, trailer)
+        .await
+        .map_err(|e| unavailable(e, *bytes_read))?;
+    *bytes_read += list.len() as u64;
+    checked_trailer(&list, fragment, geometry).ok_or_else(|| corrupt(*bytes_read))
 }

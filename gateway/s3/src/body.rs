@@ -11,7 +11,7 @@ use s3s::StdError;
 use s3s::stream::{ByteStream, RemainingLength};
 use shardgate_pipeline::{PipelineError, ReadReport};
 
-use crate::gateway::ReadGuard;
+use shardgate_node::ReadGuard;
 
 /// The plaintext of a GET. It keeps the version's fragments alive while it
 /// streams (the guard), and when it ends logs every fragment that was

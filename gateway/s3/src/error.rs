@@ -1,4 +1,4 @@
-//! Gateway errors, and the one place they become S3 errors.
+//! The one place node errors become S3 errors.
 //!
 //! A user's mistake gets its 4xx S3 code with a message; an outage the user
 //! cannot fix (too few backends) gets 503 `ServiceUnavailable`, which S3
@@ -7,40 +7,10 @@
 use s3s::{S3Error, S3ErrorCode};
 use shardgate_core::CoreError;
 use shardgate_meta::{CompleteError, MetaError};
+use shardgate_node::GatewayError;
 use shardgate_pipeline::PipelineError;
-use shardgate_placement::PlacementError;
 
 use crate::server::conn::BodyStalled;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    #[error("the key does not exist")]
-    NoSuchKey,
-    #[error(transparent)]
-    Meta(#[from] MetaError),
-    #[error(transparent)]
-    Complete(#[from] CompleteError),
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-    #[error(transparent)]
-    Placement(#[from] PlacementError),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl From<shardgate_backend::BackendError> for GatewayError {
-    fn from(e: shardgate_backend::BackendError) -> Self {
-        Self::Pipeline(e.into())
-    }
-}
-
-impl From<CoreError> for GatewayError {
-    fn from(e: CoreError) -> Self {
-        Self::Pipeline(e.into())
-    }
-}
 
 fn err(code: S3ErrorCode, msg: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(code, msg.to_string())
@@ -79,70 +49,78 @@ fn meta_error(e: MetaError) -> S3Error {
     }
 }
 
-impl From<GatewayError> for S3Error {
-    fn from(e: GatewayError) -> Self {
-        use S3ErrorCode as C;
-        match e {
-            GatewayError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
-            GatewayError::Meta(e) => meta_error(e),
-            GatewayError::Complete(e) => match e {
-                CompleteError::Meta(e) => meta_error(e),
-                CompleteError::NoParts => {
-                    err(C::MalformedXML, "You must specify at least one part")
-                }
-                CompleteError::PartOrder => err(
-                    C::InvalidPartOrder,
-                    "The list of parts was not in ascending order",
+/// The S3 error a node error is answered with.
+pub(crate) fn s3_error(e: GatewayError) -> S3Error {
+    use S3ErrorCode as C;
+    match e {
+        GatewayError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
+        GatewayError::Meta(e) => meta_error(e),
+        GatewayError::Complete(e) => match e {
+            CompleteError::Meta(e) => meta_error(e),
+            CompleteError::NoParts => err(C::MalformedXML, "You must specify at least one part"),
+            CompleteError::PartOrder => err(
+                C::InvalidPartOrder,
+                "The list of parts was not in ascending order",
+            ),
+            e @ CompleteError::InvalidPart(_) => err(C::InvalidPart, e),
+            e @ CompleteError::TooSmall(_) => err(C::EntityTooSmall, e),
+        },
+        GatewayError::Pipeline(e) => match e {
+            // s3s's aws-chunked decoder reports a bad chunk signature as
+            // a body error; its type is private, so match its text.
+            PipelineError::Input(io) if io.to_string().contains("SignatureMismatch") => err(
+                C::SignatureDoesNotMatch,
+                "The signature of a chunk of the streamed body does not match",
+            ),
+            PipelineError::Input(io) if BodyStalled::in_chain(&io) => err(
+                C::RequestTimeout,
+                format!(
+                    "Your socket connection to the server was not read from or written to within the timeout period: {io}"
                 ),
-                e @ CompleteError::InvalidPart(_) => err(C::InvalidPart, e),
-                e @ CompleteError::TooSmall(_) => err(C::EntityTooSmall, e),
-            },
-            GatewayError::Pipeline(e) => match e {
-                // s3s's aws-chunked decoder reports a bad chunk signature as
-                // a body error; its type is private, so match its text.
-                PipelineError::Input(io) if io.to_string().contains("SignatureMismatch") => err(
-                    C::SignatureDoesNotMatch,
-                    "The signature of a chunk of the streamed body does not match",
-                ),
-                PipelineError::Input(io) if BodyStalled::in_chain(&io) => err(
-                    C::RequestTimeout,
-                    format!(
-                        "Your socket connection to the server was not read from or written to within the timeout period: {io}"
-                    ),
-                ),
-                PipelineError::Input(io) => err(
-                    C::IncompleteBody,
-                    format!("The request body could not be read in full: {io}"),
-                ),
-                e @ (PipelineError::QuorumNotReached { .. }
-                | PipelineError::NotEnoughFragments { .. }) => {
-                    tracing::warn!(error = %e, "not enough backends");
-                    err(
-                        C::ServiceUnavailable,
-                        format!("Not enough backends are reachable: {e}"),
-                    )
-                }
-                PipelineError::Core(CoreError::RangeNotSatisfiable { .. }) => {
-                    err(C::InvalidRange, "The requested range is not satisfiable")
-                }
-                PipelineError::Backend(b) => {
-                    tracing::warn!(error = %b, "backend failure");
-                    err(C::ServiceUnavailable, format!("A backend failed: {b}"))
-                }
-                PipelineError::Placement(p) => err(C::ServiceUnavailable, p),
-                e @ (PipelineError::Core(_) | PipelineError::Internal(_)) => {
-                    tracing::error!(error = %e, "pipeline failure");
-                    err(C::InternalError, e)
-                }
-            },
-            GatewayError::Placement(e) => {
-                tracing::warn!(error = %e, "placement failed");
-                err(C::ServiceUnavailable, format!("No placement: {e}"))
+            ),
+            PipelineError::Input(io) => err(
+                C::IncompleteBody,
+                format!("The request body could not be read in full: {io}"),
+            ),
+            e @ (PipelineError::QuorumNotReached { .. }
+            | PipelineError::NotEnoughFragments { .. }) => {
+                tracing::warn!(error = %e, "not enough backends");
+                err(
+                    C::ServiceUnavailable,
+                    format!("Not enough backends are reachable: {e}"),
+                )
             }
-            e @ (GatewayError::Config(_) | GatewayError::Internal(_)) => {
-                tracing::error!(error = %e, "gateway failure");
+            PipelineError::Core(CoreError::RangeNotSatisfiable { .. }) => {
+                err(C::InvalidRange, "The requested range is not satisfiable")
+            }
+            PipelineError::Backend(b) => {
+                tracing::warn!(error = %b, "backend failure");
+                err(C::ServiceUnavailable, format!("A backend failed: {b}"))
+            }
+            PipelineError::Placement(p) => err(C::ServiceUnavailable, p),
+            e @ (PipelineError::Core(_) | PipelineError::Internal(_)) => {
+                tracing::error!(error = %e, "pipeline failure");
                 err(C::InternalError, e)
             }
+        },
+        GatewayError::Placement(e) => {
+            tracing::warn!(error = %e, "placement failed");
+            err(C::ServiceUnavailable, format!("No placement: {e}"))
         }
+        e @ (GatewayError::Config(_) | GatewayError::Internal(_)) => {
+            tracing::error!(error = %e, "gateway failure");
+            err(C::InternalError, e)
+        }
+    }
+}
+
+/// `?` for node results inside S3 operations.
+pub(crate) trait OrS3<T> {
+    fn or_s3(self) -> s3s::S3Result<T>;
+}
+
+impl<T> OrS3<T> for Result<T, GatewayError> {
+    fn or_s3(self) -> s3s::S3Result<T> {
+        self.map_err(s3_error)
     }
 }

@@ -20,7 +20,9 @@ use shardgate_pipeline::ObjectMeta;
 use crate::body::{ReadBody, log_bad_fragments};
 use crate::checksum::{self, Algorithm, Declared};
 use crate::convert::{self, Conditions, Headers, etag, timestamp};
-use crate::gateway::{Gateway, Pending, blocking, now_ms};
+use shardgate_node::{Gateway, GatewayError, Pending, blocking, now_ms};
+
+use crate::error::{OrS3, s3_error};
 
 /// The S3 service of one gateway.
 #[derive(Clone, Debug)]
@@ -74,9 +76,9 @@ fn put_condition(
 
 impl ShardgateS3 {
     async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
-        let meta = self.gw.meta.clone();
+        let meta = self.gw.meta().clone();
         let b = bucket.to_string();
-        match blocking(move || meta.bucket(&b)).await? {
+        match blocking(move || meta.bucket(&b)).await.or_s3()? {
             Some(_) => Ok(()),
             None => Err(s3_error!(
                 NoSuchBucket,
@@ -93,8 +95,8 @@ impl ShardgateS3 {
         }
         let current = match self.gw.manifest(bucket, key).await {
             Ok(m) => Some(m),
-            Err(crate::GatewayError::NoSuchKey) => None,
-            Err(e) => return Err(e.into()),
+            Err(GatewayError::NoSuchKey) => None,
+            Err(e) => return Err(s3_error(e)),
         };
         let holds = match (condition, &current) {
             (Condition::IfAbsent, Some(_)) | (Condition::IfMatch(_), None) => false,
@@ -131,7 +133,11 @@ impl ShardgateS3 {
         let expected = declared.expected()?;
         let (body, computed) =
             checksum::Tap::new(body_stream(body), expected.as_ref().map(|e| e.algorithm));
-        let mut pending = self.gw.write(kind, bucket, key, body, size, meta).await?;
+        let mut pending = self
+            .gw
+            .write(kind, bucket, key, body, size, meta)
+            .await
+            .or_s3()?;
         if let Some(want) = md5
             && hex::encode(want) != pending.write.manifest.etag
         {
@@ -171,7 +177,7 @@ impl ShardgateS3 {
         manifest: Manifest,
         range: Option<std::ops::Range<u64>>,
     ) -> S3Result<(StreamingBlob, u64)> {
-        let (read, guard) = self.gw.read(Arc::new(manifest), range)?;
+        let (read, guard) = self.gw.read(Arc::new(manifest), range).or_s3()?;
         let len = read.range.end - read.range.start;
         let target = format!("{bucket}/{key}");
         let mut stream = read.stream;
@@ -180,7 +186,7 @@ impl ShardgateS3 {
             Some(Err(e)) => {
                 log_bad_fragments(&read.report, &target);
                 guard.report_damage(&target, &read.report.bad_fragments());
-                return Err(crate::GatewayError::from(e).into());
+                return Err(s3_error(GatewayError::from(e)));
             }
             None => None,
         };
@@ -279,9 +285,11 @@ impl S3 for ShardgateS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let meta = self.gw.meta.clone();
+        let meta = self.gw.meta().clone();
         let bucket = req.input.bucket.clone();
-        blocking(move || meta.create_bucket(&bucket, now_ms())).await?;
+        blocking(move || meta.create_bucket(&bucket, now_ms()))
+            .await
+            .or_s3()?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", req.input.bucket)),
         }))
@@ -291,9 +299,11 @@ impl S3 for ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let meta = self.gw.meta.clone();
+        let meta = self.gw.meta().clone();
         let bucket = req.input.bucket;
-        blocking(move || meta.delete_bucket(&bucket)).await?;
+        blocking(move || meta.delete_bucket(&bucket))
+            .await
+            .or_s3()?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -317,8 +327,8 @@ impl S3 for ShardgateS3 {
         &self,
         _req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let meta = self.gw.meta.clone();
-        let buckets = blocking(move || meta.list_buckets()).await?;
+        let meta = self.gw.meta().clone();
+        let buckets = blocking(move || meta.list_buckets()).await.or_s3()?;
         let buckets = buckets
             .into_iter()
             .map(|(name, record)| Bucket {
@@ -362,7 +372,8 @@ impl S3 for ShardgateS3 {
         let (manifest, _) = self
             .gw
             .commit(&input.bucket, &input.key, pending, condition)
-            .await?;
+            .await
+            .or_s3()?;
         let mut out = PutObjectOutput {
             e_tag: Some(etag(&manifest.etag)),
             size: Some(manifest.size as i64),
@@ -377,7 +388,7 @@ impl S3 for ShardgateS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let manifest = self.gw.manifest(&input.bucket, &input.key).await?;
+        let manifest = self.gw.manifest(&input.bucket, &input.key).await.or_s3()?;
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
@@ -434,7 +445,7 @@ impl S3 for ShardgateS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let manifest = self.gw.manifest(&input.bucket, &input.key).await?;
+        let manifest = self.gw.manifest(&input.bucket, &input.key).await.or_s3()?;
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
@@ -459,9 +470,11 @@ impl S3 for ShardgateS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let meta = self.gw.meta.clone();
+        let meta = self.gw.meta().clone();
         let (bucket, key) = (req.input.bucket, req.input.key);
-        let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms())).await?;
+        let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms()))
+            .await
+            .or_s3()?;
         if deleted.is_some() {
             self.gw.wake_collectors();
         }
@@ -484,10 +497,12 @@ impl S3 for ShardgateS3 {
         }
         let quiet = input.delete.quiet.unwrap_or(false);
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
-        let meta = self.gw.meta.clone();
+        let meta = self.gw.meta().clone();
         let bucket = input.bucket;
         let listed = keys.clone();
-        blocking(move || meta.delete_objects(&bucket, &listed, now_ms())).await?;
+        blocking(move || meta.delete_objects(&bucket, &listed, now_ms()))
+            .await
+            .or_s3()?;
         self.gw.wake_collectors();
         let deleted = (!quiet).then(|| {
             keys.into_iter()
@@ -520,7 +535,7 @@ impl S3 for ShardgateS3 {
                 "Copy from an access point is not supported"
             ));
         };
-        let source = self.gw.manifest(src_bucket, src_key).await?;
+        let source = self.gw.manifest(src_bucket, src_key).await.or_s3()?;
         if let Some(v) = version_id
             && **v != *source.version_id.to_string()
         {
@@ -580,7 +595,8 @@ impl S3 for ShardgateS3 {
         let (manifest, _) = self
             .gw
             .commit(&input.bucket, &input.key, pending, Condition::Always)
-            .await?;
+            .await
+            .or_s3()?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&manifest.etag)),
@@ -700,9 +716,11 @@ impl S3 for ShardgateS3 {
             content_type: meta.content_type,
             user_metadata: meta.user_metadata,
         };
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let upload = blocking(move || store.create_upload(&bucket, &key, &record)).await?;
+        let upload = blocking(move || store.create_upload(&bucket, &key, &record))
+            .await
+            .or_s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -724,13 +742,13 @@ impl S3 for ShardgateS3 {
                 convert::MAX_PART_NUMBER
             ));
         }
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let (b, k, u) = (
             input.bucket.clone(),
             input.key.clone(),
             input.upload_id.clone(),
         );
-        blocking(move || store.upload(&b, &k, &u)).await?;
+        blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
@@ -756,7 +774,7 @@ impl S3 for ShardgateS3 {
             segment,
         };
         let part_etag = part.etag.clone();
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let (b, k, u) = (input.bucket, input.key, input.upload_id);
         let id = intent.id();
         let result =
@@ -764,12 +782,12 @@ impl S3 for ShardgateS3 {
         self.gw.wake_collectors();
         match result {
             // Closed by the commit, or turned into garbage by it (NoSuchUpload).
-            Ok(()) | Err(crate::GatewayError::Meta(shardgate_meta::MetaError::NoSuchUpload)) => {
+            Ok(()) | Err(GatewayError::Meta(shardgate_meta::MetaError::NoSuchUpload)) => {
                 intent.closed();
             }
             Err(_) => intent.abandon().await,
         }
-        result?;
+        result.or_s3()?;
         let mut out = UploadPartOutput {
             e_tag: Some(etag(&part_etag)),
             ..Default::default()
@@ -798,14 +816,14 @@ impl S3 for ShardgateS3 {
                 )),
             })
             .collect::<S3Result<Vec<_>>>()?;
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let (b, k, u) = (
             input.bucket.clone(),
             input.key.clone(),
             input.upload_id.clone(),
         );
-        let record = blocking(move || store.upload(&b, &k, &u)).await?;
-        let store = self.gw.meta.clone();
+        let record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let store = self.gw.meta().clone();
         let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let now = now_ms();
         let done = tokio::task::spawn_blocking(move || {
@@ -835,7 +853,7 @@ impl S3 for ShardgateS3 {
         })
         .await
         .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
-        let (manifest, _) = done.map_err(crate::GatewayError::from)?;
+        let (manifest, _) = done.map_err(GatewayError::from).or_s3()?;
         self.gw.wake_collectors();
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
@@ -850,10 +868,11 @@ impl S3 for ShardgateS3 {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let input = req.input;
         blocking(move || store.abort_upload(&input.bucket, &input.key, &input.upload_id, now_ms()))
-            .await?;
+            .await
+            .or_s3()?;
         self.gw.wake_collectors();
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
@@ -870,7 +889,7 @@ impl S3 for ShardgateS3 {
                 s3_error!(InvalidArgument, "part-number-marker must not be negative")
             })?,
         };
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let (b, k, u) = (
             input.bucket.clone(),
             input.key.clone(),
@@ -880,7 +899,8 @@ impl S3 for ShardgateS3 {
             store.upload(&b, &k, &u)?;
             store.list_parts(&u, after, max)
         })
-        .await?;
+        .await
+        .or_s3()?;
         let next = parts.last().map(|(n, _)| *n as i32);
         let parts = parts
             .into_iter()
@@ -913,7 +933,7 @@ impl S3 for ShardgateS3 {
         let input = req.input;
         let max = convert::max_items(input.max_uploads, "max-uploads")?;
         let url = url_encoded(input.encoding_type.as_ref());
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let bucket = input.bucket.clone();
         let (prefix, delimiter) = (input.prefix.clone(), input.delimiter.clone());
         let (key_marker, upload_marker) =
@@ -930,7 +950,8 @@ impl S3 for ShardgateS3 {
                 },
             )
         })
-        .await?;
+        .await
+        .or_s3()?;
         let mut uploads = Vec::new();
         let mut prefixes = Vec::new();
         let (mut next_key, mut next_upload) = (None, None);
@@ -1074,7 +1095,7 @@ impl ShardgateS3 {
         after: Option<String>,
         max: usize,
     ) -> S3Result<Listing> {
-        let store = self.gw.meta.clone();
+        let store = self.gw.meta().clone();
         let bucket = bucket.to_string();
         let prefix = prefix.unwrap_or("").to_string();
         let delimiter = delimiter.map(str::to_string);
@@ -1089,7 +1110,8 @@ impl ShardgateS3 {
                 },
             )
         })
-        .await?;
+        .await
+        .or_s3()?;
         Ok(Listing {
             truncated: page.truncated,
             last: page.entries.last().map(|e| e.marker().to_string()),

@@ -40,9 +40,9 @@ mod budget;
 pub(crate) mod conn;
 mod tls;
 
-use crate::gateway::Gateway;
-use crate::metrics::ServerLoad;
 use crate::service::ShardgateS3;
+use shardgate_node::Gateway;
+use shardgate_node::metrics::ServerLoad;
 
 /// The one access key the gateway accepts.
 #[derive(Clone)]
@@ -366,12 +366,12 @@ async fn answer(
     if probe && req.uri().path() == "/metrics" {
         let mut r = plain(
             StatusCode::OK,
-            crate::metrics::render(gateway, front.load()),
+            shardgate_node::metrics::render(gateway, front.load()),
             request,
         );
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            http::HeaderValue::from_static(shardgate_node::metrics::CONTENT_TYPE),
         );
         return r;
     }

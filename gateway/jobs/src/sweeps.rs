@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::gateway::{Gateway, blocking, now_ms};
+use shardgate_node::{blocking, now_ms};
+
+use crate::Jobs;
 
 /// How often intents are swept.
 const INTENT_SWEEP_PERIOD: Duration = Duration::from_secs(30);
@@ -19,12 +21,15 @@ pub const INTENT_SWEEP_AGE: Duration = Duration::from_secs(60);
 pub const HEALTH_PERIOD: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Gateway {
+impl Jobs {
     /// Starts the background tasks; they run until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
         self.spawn_collectors();
         self.spawn_scrub();
         self.spawn_repair();
+        self.spawn_backend_watch();
+        let jobs = self.clone();
+        tokio::spawn(async move { jobs.resume_drains().await });
         let gw = self.clone();
         tokio::spawn(async move {
             loop {
@@ -49,8 +54,8 @@ impl Gateway {
     /// backend's monitor records the answer (or the failure) and the round
     /// trip on the health board; a probe that times out is a failure too.
     pub async fn refresh_health(&self) {
-        let board = self.backend_set().board();
-        let checks = self.backends().map(|b| async move {
+        let board = self.gw.backend_set().board();
+        let checks = self.gw.backends().map(|b| async move {
             if tokio::time::timeout(HEALTH_TIMEOUT, b.health())
                 .await
                 .is_err()
@@ -71,9 +76,9 @@ impl Gateway {
     pub async fn sweep_intents_once(
         &self,
         older_than: Duration,
-    ) -> Result<usize, crate::GatewayError> {
-        let meta = self.meta.clone();
-        let intents = self.intents.clone();
+    ) -> Result<usize, shardgate_node::GatewayError> {
+        let meta = self.gw.meta().clone();
+        let intents = self.gw.intents().clone();
         let age = older_than.as_millis() as u64;
         let swept =
             blocking(move || meta.sweep_intents(now_ms(), age, |id| intents.is_live(id))).await?;
@@ -82,14 +87,14 @@ impl Gateway {
                 intents = swept.len(),
                 "unfinished writes swept into garbage"
             );
-            self.wake_collectors();
+            self.gw.wake_collectors();
         }
         Ok(swept.len())
     }
 
     async fn expire_uploads_forever(self: Arc<Self>) {
-        let period =
-            (self.upload_expiry / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let period = (self.settings.upload_expiry / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
         loop {
             if let Err(e) = self.expire_uploads_once().await {
                 tracing::warn!(error = %e, "upload expiry round failed");
@@ -99,13 +104,13 @@ impl Gateway {
     }
 
     /// Aborts every upload older than the expiry; returns how many.
-    pub async fn expire_uploads_once(&self) -> Result<usize, crate::GatewayError> {
-        let meta = self.meta.clone();
-        let cutoff = now_ms().saturating_sub(self.upload_expiry.as_millis() as u64);
+    pub async fn expire_uploads_once(&self) -> Result<usize, shardgate_node::GatewayError> {
+        let meta = self.gw.meta().clone();
+        let cutoff = now_ms().saturating_sub(self.settings.upload_expiry.as_millis() as u64);
         let expired = blocking(move || meta.uploads_older_than(cutoff)).await?;
         let mut n = 0;
         for (bucket, key, upload) in expired {
-            let meta = self.meta.clone();
+            let meta = self.gw.meta().clone();
             let (b, k, u) = (bucket.clone(), key.clone(), upload.clone());
             match blocking(move || meta.abort_upload(&b, &k, &u, now_ms())).await {
                 Ok(()) => {
@@ -116,14 +121,14 @@ impl Gateway {
             }
         }
         if n > 0 {
-            self.wake_collectors();
+            self.gw.wake_collectors();
         }
         Ok(n)
     }
 
     /// Garbage items and open intents, for tests and the ready probe.
-    pub async fn pending_counts(&self) -> Result<(u64, u64), crate::GatewayError> {
-        let meta = self.meta.clone();
+    pub async fn pending_counts(&self) -> Result<(u64, u64), shardgate_node::GatewayError> {
+        let meta = self.gw.meta().clone();
         blocking(move || meta.pending_counts()).await
     }
 }

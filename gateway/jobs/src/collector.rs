@@ -24,7 +24,9 @@ use shardgate_backend::BackendError;
 use shardgate_core::BackendId;
 use shardgate_meta::{GarbageItem, Outcome};
 
-use crate::gateway::{Gateway, blocking, now_ms};
+use shardgate_node::{blocking, now_ms};
+
+use crate::Jobs;
 
 /// Items read and deleted per round of one worker.
 pub const BATCH: usize = 256;
@@ -67,22 +69,25 @@ fn backoff_ms(attempts: u32) -> u64 {
         .min(BACKOFF_MAX_MS)
 }
 
-impl Gateway {
+impl Jobs {
     /// Starts one collector per configured backend, and says which
     /// backends hold garbage but are not configured.
     pub(crate) fn spawn_collectors(self: &Arc<Self>) {
-        for backend in self.backends() {
+        for backend in self.gw.backends() {
             let gw = self.clone();
             let id = backend.id().clone();
             tokio::spawn(async move { gw.collect_forever(id).await });
         }
         let gw = self.clone();
         tokio::spawn(async move {
-            let meta = gw.meta.clone();
+            let meta = gw.gw.meta().clone();
             let Ok(backlog) = blocking(move || meta.garbage_backlog()).await else {
                 return;
             };
-            for b in backlog.iter().filter(|b| gw.backend(&b.backend).is_none()) {
+            for b in backlog
+                .iter()
+                .filter(|b| gw.gw.backend(&b.backend).is_none())
+            {
                 tracing::warn!(
                     backend = %b.backend,
                     items = b.items,
@@ -97,7 +102,7 @@ impl Gateway {
     async fn collect_forever(self: Arc<Self>, backend: BackendId) {
         let mut backoff = BACKEND_BACKOFF_FIRST;
         loop {
-            let wake = self.intents.garbage_added.notified();
+            let wake = self.gw.intents().garbage_added.notified();
             let mut round = Round::default();
             if self.backend_is_up(&backend) {
                 match self.collect_backend_once(&backend, backoff).await {
@@ -121,7 +126,8 @@ impl Gateway {
     }
 
     pub(crate) fn backend_is_up(&self, backend: &BackendId) -> bool {
-        self.backend_set()
+        self.gw
+            .backend_set()
             .board()
             .state(backend)
             .is_none_or(|s| s.up)
@@ -134,11 +140,11 @@ impl Gateway {
         &self,
         backend: &BackendId,
         backoff: Duration,
-    ) -> Result<Round, crate::GatewayError> {
-        let Some(b) = self.backend(backend).cloned() else {
+    ) -> Result<Round, shardgate_node::GatewayError> {
+        let Some(b) = self.gw.backend(backend).cloned() else {
             return Ok(Round::default());
         };
-        let meta = self.meta.clone();
+        let meta = self.gw.meta().clone();
         let id = backend.clone();
         let items = blocking(move || meta.garbage_due(&id, now_ms(), BATCH)).await?;
         if items.is_empty() {
@@ -154,7 +160,7 @@ impl Gateway {
                 let b = b.clone();
                 let (deleted, failed) = (&deleted, &failed);
                 async move {
-                    if item.version.as_ref().is_some_and(|v| self.is_being_read(v)) {
+                    if item.version.as_ref().is_some_and(|v| self.gw.is_being_read(v)) {
                         let retry_unix_ms = now_ms() + READ_POSTPONE_MS;
                         return (item, Outcome::Postponed { retry_unix_ms });
                     }
@@ -199,7 +205,7 @@ impl Gateway {
                 }
             }
         }
-        let meta = self.meta.clone();
+        let meta = self.gw.meta().clone();
         blocking(move || meta.settle_garbage(&outcomes)).await?;
         tracing::debug!(%backend, ?round, "garbage round");
         Ok(round)
@@ -207,8 +213,8 @@ impl Gateway {
 
     /// One round on every configured backend that is up (tests, and the
     /// benchmark). Returns the items handled.
-    pub async fn collect_garbage_once(&self) -> Result<usize, crate::GatewayError> {
-        let ids: Vec<BackendId> = self.backends().map(|b| b.id().clone()).collect();
+    pub async fn collect_garbage_once(&self) -> Result<usize, shardgate_node::GatewayError> {
+        let ids: Vec<BackendId> = self.gw.backends().map(|b| b.id().clone()).collect();
         let rounds = ids
             .iter()
             .filter(|id| self.backend_is_up(id))

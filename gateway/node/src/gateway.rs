@@ -16,7 +16,7 @@
 //! its transaction and fails if the intent is gone, so of "committed" and
 //! "abandoned" exactly one happens, whichever comes first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -98,21 +98,13 @@ pub struct GatewayConfig {
     /// The keys that open objects.
     pub identities: Identities,
     pub placer: Arc<dyn Placer>,
-    /// Uploads not completed after this long are aborted by the sweep.
-    pub upload_expiry: Duration,
     /// A fragment read slower than this counts as an erasure.
     pub fragment_timeout: Duration,
-    /// A scrub pass starts this long after the previous one (None: never).
-    pub scrub_interval: Option<Duration>,
-    /// Bytes scrub reads per second at most.
-    pub scrub_rate_bytes_per_sec: u64,
-    /// Bytes repair reads per second at most.
-    pub repair_rate_bytes_per_sec: u64,
 }
 
 /// The running gateway: shared by every request.
 pub struct Gateway {
-    pub(crate) meta: MetaStore,
+    meta: MetaStore,
     backends: BTreeMap<BackendId, Arc<dyn Backend>>,
     /// The same backends, each monitored, with their health board.
     set: BackendSet,
@@ -122,14 +114,13 @@ pub struct Gateway {
     recipients: Arc<Recipients>,
     read_params: ReadParams,
     placer: Arc<dyn Placer>,
-    pub(crate) upload_expiry: Duration,
-    pub(crate) scrub_interval: Option<Duration>,
-    pub(crate) scrub_rate: u64,
-    pub(crate) repair_rate: u64,
     /// Versions being streamed to clients: their garbage waits.
     readers: Mutex<HashMap<VersionId, usize>>,
     /// Intents whose request is still running.
-    pub(crate) intents: Arc<LiveIntents>,
+    intents: Arc<LiveIntents>,
+    /// Backends being drained: placement sees them unhealthy, so new
+    /// fragments go elsewhere.
+    draining: Mutex<BTreeSet<BackendId>>,
     metrics: Metrics,
 }
 
@@ -142,14 +133,14 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs a metadata call on the blocking pool (redb is synchronous).
-pub(crate) async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, MetaError> + Send + 'static,
 ) -> Result<T, GatewayError> {
     tokio::task::spawn_blocking(f)
@@ -159,7 +150,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// A version being read: while it lives, the version's garbage is kept.
-pub(crate) struct ReadGuard {
+#[derive(Debug)]
+pub struct ReadGuard {
     gateway: Arc<Gateway>,
     version: VersionId,
 }
@@ -168,7 +160,7 @@ impl ReadGuard {
     /// Queues the version for repair if a read found fragments missing or
     /// corrupt (`target` is `bucket/key`). Slow or unavailable backends
     /// are not damage; fragments never stored were queued by their write.
-    pub(crate) fn report_damage(&self, target: &str, bad: &[shardgate_pipeline::BadFragment]) {
+    pub fn report_damage(&self, target: &str, bad: &[shardgate_pipeline::BadFragment]) {
         use shardgate_pipeline::Problem;
         let damaged: Vec<(u32, u16, shardgate_core::BlobName)> = bad
             .iter()
@@ -215,32 +207,34 @@ impl Drop for ReadGuard {
 }
 
 /// A new version written to the backends, not yet committed.
-pub(crate) struct Pending {
+#[derive(Debug)]
+pub struct Pending {
     pub write: ObjectWrite,
     pub intent: IntentGuard,
 }
 
 /// The intents of this process's running requests, and the collector's
 /// wake-up.
-pub(crate) struct LiveIntents {
+#[derive(Debug)]
+pub struct LiveIntents {
     meta: MetaStore,
     live: Mutex<HashSet<IntentId>>,
     /// Wakes the garbage collectors when there is new garbage.
-    pub(crate) garbage_added: Notify,
+    pub garbage_added: Notify,
 }
 
 impl LiveIntents {
-    pub(crate) fn is_live(&self, id: IntentId) -> bool {
+    pub fn is_live(&self, id: IntentId) -> bool {
         self.live.lock().map(|l| l.contains(&id)).unwrap_or(true)
     }
 
-    pub(crate) fn mark(&self, id: IntentId) {
+    pub fn mark(&self, id: IntentId) {
         if let Ok(mut l) = self.live.lock() {
             l.insert(id);
         }
     }
 
-    pub(crate) fn unmark(&self, id: IntentId) {
+    pub fn unmark(&self, id: IntentId) {
         if let Ok(mut l) = self.live.lock() {
             l.remove(&id);
         }
@@ -264,19 +258,20 @@ impl LiveIntents {
 /// Ends an open intent: [`IntentGuard::closed`] after its commit, else
 /// abandoned, explicitly or when dropped (then in a task of its own, as
 /// `Drop` cannot wait).
-pub(crate) struct IntentGuard {
+#[derive(Debug)]
+pub struct IntentGuard {
     id: IntentId,
     writers: TaskTracker,
     owner: Option<Arc<LiveIntents>>,
 }
 
 impl IntentGuard {
-    pub(crate) fn id(&self) -> IntentId {
+    pub fn id(&self) -> IntentId {
         self.id
     }
 
     /// The commit closed the intent.
-    pub(crate) fn closed(mut self) {
+    pub fn closed(mut self) {
         if let Some(owner) = self.owner.take() {
             owner.unmark(self.id);
         }
@@ -285,7 +280,7 @@ impl IntentGuard {
     /// The write will not commit: waits for its writers, then its blobs
     /// become garbage. In a task of its own, awaited: a caller dropped
     /// meanwhile does not cut it short.
-    pub(crate) async fn abandon(mut self) {
+    pub async fn abandon(mut self) {
         if let Some(owner) = self.owner.take() {
             let done = tokio::spawn(owner.abandon(self.id, self.writers.clone()));
             let _ = done.await;
@@ -351,10 +346,6 @@ impl Gateway {
             recipients: Arc::new(config.recipients),
             read_params,
             placer: config.placer,
-            upload_expiry: config.upload_expiry,
-            scrub_interval: config.scrub_interval,
-            scrub_rate: config.scrub_rate_bytes_per_sec.max(1),
-            repair_rate: config.repair_rate_bytes_per_sec.max(1),
             readers: Mutex::new(HashMap::new()),
             intents: Arc::new(LiveIntents {
                 meta: meta_for_intents,
@@ -362,42 +353,55 @@ impl Gateway {
                 garbage_added: Notify::new(),
             }),
             metrics: Metrics::default(),
+            draining: Mutex::new(BTreeSet::new()),
         }))
     }
 
-    pub(crate) fn backend(&self, id: &BackendId) -> Option<&Arc<dyn Backend>> {
+    /// The metadata store.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// The intents of running requests (and repairs), and the garbage
+    /// collectors' wake-up.
+    pub fn intents(&self) -> &Arc<LiveIntents> {
+        &self.intents
+    }
+
+    /// The backend configured as `id`.
+    pub fn backend(&self, id: &BackendId) -> Option<&Arc<dyn Backend>> {
         self.backends.get(id)
     }
 
     /// A fragment read slower than this counts as failed.
-    pub(crate) fn fragment_timeout(&self) -> Duration {
+    pub fn fragment_timeout(&self) -> Duration {
         self.read_params.fragment_timeout
     }
 
-    pub(crate) fn backend_set(&self) -> &BackendSet {
+    pub fn backend_set(&self) -> &BackendSet {
         &self.set
     }
 
-    pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
         self.backends.values()
     }
 
-    pub(crate) fn policies(&self) -> impl Iterator<Item = &Policy> {
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
         self.policies.values()
     }
 
-    pub(crate) fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// The placer of `bucket`'s policy.
-    pub(crate) fn placer_for(&self, bucket: &str) -> &Arc<dyn Placer> {
+    pub fn placer_for(&self, bucket: &str) -> &Arc<dyn Placer> {
         self.policy(bucket).placer.as_ref().unwrap_or(&self.placer)
     }
 
     /// Keeps `version`'s blobs from the garbage collector while the guard
     /// lives (a reader that is not a GET: repair, scrub).
-    pub(crate) fn hold_version(self: &Arc<Self>, version: VersionId) -> ReadGuard {
+    pub fn hold_version(self: &Arc<Self>, version: VersionId) -> ReadGuard {
         if let Ok(mut readers) = self.readers.lock() {
             *readers.entry(version).or_insert(0) += 1;
         }
@@ -416,7 +420,7 @@ impl Gateway {
 
     /// Ready when enough backends are healthy for the default policy's
     /// write quorum. Either way, a line per backend says how it is.
-    pub(crate) fn ready(&self) -> (bool, String) {
+    pub fn ready(&self) -> (bool, String) {
         let policy = self.policy("");
         let candidates = self.health_snapshot();
         let healthy = candidates.iter().filter(|c| c.healthy).count();
@@ -445,22 +449,41 @@ impl Gateway {
 
     /// Every backend as placement sees it: labels and capacity from
     /// configuration; health, free space and latency as observed.
-    pub(crate) fn health_snapshot(&self) -> Vec<Candidate> {
+    pub fn health_snapshot(&self) -> Vec<Candidate> {
         let board = self.set.board();
         self.backends
             .values()
             .map(|b| {
                 let state = board.state(b.id());
+                let draining = self.is_draining(b.id());
                 Candidate {
                     id: b.id().clone(),
                     labels: b.info().labels.clone(),
                     capacity_bytes: b.info().capacity_bytes,
                     free_bytes: state.as_ref().and_then(|s| s.free_bytes),
-                    healthy: state.as_ref().is_some_and(|s| s.up && s.writable),
+                    healthy: !draining && state.as_ref().is_some_and(|s| s.up && s.writable),
                     latency: state.and_then(|s| s.probe_latency),
                 }
             })
             .collect()
+    }
+
+    /// Marks `backend` as being drained (or no longer): placement then
+    /// sees it unhealthy, and puts new fragments elsewhere.
+    pub fn set_draining(&self, backend: &BackendId, draining: bool) {
+        let mut set = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        if draining {
+            set.insert(backend.clone());
+        } else {
+            set.remove(backend);
+        }
+    }
+
+    pub fn is_draining(&self, backend: &BackendId) -> bool {
+        self.draining
+            .lock()
+            .map(|s| s.contains(backend))
+            .unwrap_or(false)
     }
 
     /// Read requests sent because other fragments were late.
@@ -468,7 +491,7 @@ impl Gateway {
         self.set.board().hedges()
     }
 
-    pub(crate) fn is_being_read(&self, version: &VersionId) -> bool {
+    pub fn is_being_read(&self, version: &VersionId) -> bool {
         self.readers
             .lock()
             .map(|r| r.contains_key(version))
@@ -477,7 +500,7 @@ impl Gateway {
 
     /// Writes `body` as a new version of `bucket/key` (not yet visible).
     /// `size` is the declared length: a body of another length fails.
-    pub(crate) async fn write(
+    pub async fn write(
         &self,
         kind: IntentKind,
         bucket: &str,
@@ -553,12 +576,12 @@ impl Gateway {
     }
 
     /// Wakes the garbage collectors: there is new garbage.
-    pub(crate) fn wake_collectors(&self) {
+    pub fn wake_collectors(&self) {
         self.intents.garbage_added.notify_waiters();
     }
 
     /// Commits a written version as `bucket/key` under `condition`.
-    pub(crate) async fn commit(
+    pub async fn commit(
         &self,
         bucket: &str,
         key: &str,
@@ -591,7 +614,7 @@ impl Gateway {
     }
 
     /// The current version of `bucket/key`.
-    pub(crate) async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, GatewayError> {
+    pub async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, GatewayError> {
         let meta = self.meta.clone();
         let (b, k) = (bucket.to_string(), key.to_string());
         blocking(move || meta.object(&b, &k))
@@ -601,7 +624,7 @@ impl Gateway {
 
     /// Streams `range` of a version. The returned guard keeps the version's
     /// fragments from the garbage collector; hold it until the stream ends.
-    pub(crate) fn read(
+    pub fn read(
         self: &Arc<Self>,
         manifest: Arc<Manifest>,
         range: Option<Range<u64>>,

@@ -23,26 +23,32 @@ use crate::gateway::Gateway;
 /// The content type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Labels = Vec<(&'static str, String)>;
+pub type Labels = Vec<(&'static str, String)>;
 
 /// Counters updated as requests run.
 #[derive(Debug, Default)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     requests: Family<Labels, Counter>,
     /// Scrub: bytes read, fragments checked, fragments found damaged,
     /// passes finished.
-    pub(crate) scrub_bytes: Counter,
-    pub(crate) scrub_fragments: Counter,
-    pub(crate) scrub_damaged: Counter,
-    pub(crate) scrub_passes: Counter,
+    pub scrub_bytes: Counter,
+    pub scrub_fragments: Counter,
+    pub scrub_damaged: Counter,
+    pub scrub_passes: Counter,
+    /// Per backend and mode (full, audit): bytes read, fragments damaged.
+    pub scrub_backend_bytes: Family<Labels, Counter>,
+    pub scrub_backend_damaged: Family<Labels, Counter>,
     /// Repair: fragments rebuilt, and tries that failed (retried later).
-    pub(crate) repair_fragments: Counter,
-    pub(crate) repair_failures: Counter,
+    pub repair_fragments: Counter,
+    pub repair_bytes: Counter,
+    pub repair_failures: Counter,
+    /// Drain: fragments moved off backends being drained.
+    pub drain_fragments: Counter,
 }
 
 impl Metrics {
     /// One finished request: its method and status code.
-    pub(crate) fn request(&self, method: &str, status: u16) {
+    pub fn request(&self, method: &str, status: u16) {
         self.requests
             .get_or_create(&vec![
                 ("method", method.to_string()),
@@ -73,7 +79,7 @@ struct BackendRow {
 
 /// What the listener holds at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ServerLoad {
+pub struct ServerLoad {
     pub connections: u64,
     pub max_connections: u64,
     pub requests_free: u64,
@@ -97,6 +103,8 @@ struct Snapshot {
     /// Objects queued for repair, by margin (healthy fragments beyond k
     /// in their worst segment).
     repair_by_margin: Vec<u64>,
+    /// Objects with every fragment healthy.
+    whole_objects: u64,
     backends: Vec<BackendRow>,
     hedged_reads: u64,
     server: ServerLoad,
@@ -227,6 +235,21 @@ impl Collector for Snapshot {
                 .enumerate()
                 .map(|(m, n)| (vec![("margin", m.to_string())], int(*n))),
         )?;
+        gauge(
+            &mut encoder,
+            "objects_by_redundancy",
+            "Objects by the redundancy their worst segment has left: whole (every fragment healthy), or margin N (healthy fragments beyond k, queued for repair)",
+            std::iter::once((
+                vec![("redundancy", "whole".to_string())],
+                int(self.whole_objects),
+            ))
+            .chain(
+                self.repair_by_margin
+                    .iter()
+                    .enumerate()
+                    .map(|(m, n)| (vec![("redundancy", format!("margin {m}"))], int(*n))),
+            ),
+        )?;
         let load = self.server;
         let one = |v: u64| [(Vec::new(), i64::try_from(v).unwrap_or(i64::MAX))];
         gauge(
@@ -258,7 +281,7 @@ impl Collector for Snapshot {
 }
 
 /// The text of one scrape.
-pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
+pub fn render(gateway: &Gateway, server: ServerLoad) -> String {
     let placers = gateway
         .policies()
         .filter_map(|policy| {
@@ -288,8 +311,8 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
         .collect();
     // A read of a few small rows (totals per backend, and the first key of
     // each backend's age index): cheap enough for the scrape's thread.
-    let now = crate::gateway::now_ms();
-    let garbage = match gateway.meta.garbage_backlog() {
+    let now = crate::now_ms();
+    let garbage = match gateway.meta().garbage_backlog() {
         Ok(rows) => rows
             .into_iter()
             .map(|b| GarbageRow {
@@ -307,13 +330,18 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
             Vec::new()
         }
     };
-    let repair_by_margin = match gateway.meta.repair_queue_counts() {
-        Ok((_, by_margin)) => by_margin,
+    let (queued, repair_by_margin) = match gateway.meta().repair_queue_counts() {
+        Ok(counts) => counts,
         Err(e) => {
             tracing::warn!(error = %e, "repair queue not read for /metrics");
-            Vec::new()
+            (0, Vec::new())
         }
     };
+    let whole_objects = gateway
+        .meta()
+        .object_count()
+        .map(|n| n.saturating_sub(queued))
+        .unwrap_or(0);
     let mut registry = Registry::with_prefix("shardgate");
     registry.register(
         "s3_requests",
@@ -342,9 +370,29 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
         m.scrub_passes.clone(),
     );
     registry.register(
+        "scrub_backend_read_bytes",
+        "Bytes scrub read per backend and mode (full: local disks read whole; audit: cloud backends sampled)",
+        m.scrub_backend_bytes.clone(),
+    );
+    registry.register(
+        "scrub_backend_damaged",
+        "Fragments scrub found damaged per backend and mode (audit failures for cloud backends)",
+        m.scrub_backend_damaged.clone(),
+    );
+    registry.register(
         "repair_fragments_rebuilt",
         "Fragments rebuilt from the others and placed anew",
         m.repair_fragments.clone(),
+    );
+    registry.register(
+        "repair_written_bytes",
+        "Bytes of rebuilt fragments written",
+        m.repair_bytes.clone(),
+    );
+    registry.register(
+        "drain_fragments_moved",
+        "Fragments moved off backends being drained",
+        m.drain_fragments.clone(),
     );
     registry.register(
         "repair_failures",
@@ -355,6 +403,7 @@ pub(crate) fn render(gateway: &Gateway, server: ServerLoad) -> String {
         placers,
         garbage,
         repair_by_margin,
+        whole_objects,
         backends,
         hedged_reads: gateway.hedged_fragment_reads(),
         server,

@@ -3,8 +3,9 @@
 //! anew.
 //!
 //! For each object: the fragments to rebuild are those recorded Missing,
-//! those on a backend no longer configured, and the suspects a read or a
-//! scrub reported that a fresh check confirms. The policy's placement is
+//! those on a backend gone (no longer configured, or down past its grace:
+//! `lost.rs`), and the suspects a read or a scrub reported that a fresh
+//! check confirms. The policy's placement is
 //! asked where they go, with `current` naming the fragments that stay.
 //! Their blobs are recorded as an intent (kind repair) before a byte is
 //! written. Each stripe is rebuilt from k shards verified against their
@@ -29,16 +30,22 @@ use shardgate_core::{
     BackendId, BlobName, Digest, FragmentRef, FragmentState, Segment, rebuild_shards,
 };
 use shardgate_meta::{Condition, IntentKind, MetaError, RepairEntry};
-use shardgate_pipeline::verify_fragment;
+use shardgate_pipeline::{checked_trailer, stripe_runs, verify_fragment};
 use shardgate_placement::{Placer, Request, check};
 
-use crate::error::GatewayError;
-use crate::gateway::{Gateway, blocking, now_ms};
+use shardgate_node::GatewayError;
+use shardgate_node::{blocking, now_ms};
 
+use crate::Jobs;
+
+/// The job's id.
+pub(crate) const JOB: &str = "repair";
 /// Objects repaired per round.
 const BATCH: usize = 8;
-/// Queue entries looked at per round (some may be waiting out a backoff).
+/// Queue entries read at once (some may be waiting out a backoff).
 const LOOK_AHEAD: usize = 256;
+/// Pages of the queue a round looks through at most for due entries.
+const MAX_PAGES: usize = 64;
 /// An object whose repair failed is tried again after this, doubling to
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -51,8 +58,8 @@ const CHECK_READ_BYTES: usize = 4 << 20;
 /// What became of one queued object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repaired {
-    /// Fragments rebuilt and the manifest swapped.
-    Rebuilt { fragments: usize },
+    /// Fragments rebuilt (and their bytes written), the manifest swapped.
+    Rebuilt { fragments: usize, bytes: u64 },
     /// Every suspect checked out healthy: nothing to rebuild.
     Healthy,
     /// The object changed or went away meanwhile.
@@ -61,6 +68,17 @@ pub enum Repaired {
 
 /// A fragment to rebuild: its index, the backend it goes to, its new name.
 type Target = (usize, Arc<dyn Backend>, BlobName);
+
+/// Where the bytes of replaced fragments come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Rebuilt from k other fragments (the fragment is lost or damaged).
+    Rebuild,
+    /// Copied from the fragment itself, every shard checked (a move:
+    /// drain). A copy that fails fails the replacement; the caller may
+    /// try again with a rebuild.
+    Copy,
+}
 
 /// Objects whose repair failed, and when to try each again.
 #[derive(Debug, Default)]
@@ -92,20 +110,36 @@ fn internal(what: impl std::fmt::Display) -> GatewayError {
     GatewayError::Internal(what.to_string())
 }
 
-impl Gateway {
+impl Jobs {
     /// Starts the repair task: the queue, least redundant first, forever.
     pub(crate) fn spawn_repair(self: &Arc<Self>) {
-        let gw = self.clone();
+        let jobs = self.clone();
+        let handle = self.registry.handle(JOB, "repair");
+        handle.begin_run(None, "started");
         tokio::spawn(async move {
             let mut retry = Retry::default();
             loop {
-                let done = match gw.repair_round(&mut retry).await {
+                // Cancelling is refused (`Jobs::cancel`): only a pause holds it.
+                handle.checkpoint().await;
+                let done = match jobs.repair_round(&mut retry).await {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::warn!(error = %e, "repair round failed; retried");
                         0
                     }
                 };
+                let meta = jobs.gw.meta().clone();
+                let queued = blocking(move || meta.repair_queue_counts())
+                    .await
+                    .map_or(0, |(n, _)| n);
+                let progress = handle.status();
+                handle.set_total(Some(progress.objects_done + queued));
+                let state = if queued == 0 {
+                    crate::JobState::Idle
+                } else {
+                    crate::JobState::Running
+                };
+                handle.set(state, format!("{queued} objects queued"));
                 if done == 0 {
                     tokio::time::sleep(IDLE).await;
                 }
@@ -119,27 +153,43 @@ impl Gateway {
     /// not be repaired now (too few good fragments, a placement refused)
     /// stays queued and is tried again later.
     pub async fn repair_round(self: &Arc<Self>, retry: &mut Retry) -> Result<usize, GatewayError> {
-        let meta = self.meta.clone();
-        let entries = blocking(move || meta.repair_queue(LOOK_AHEAD)).await?;
-        let mut done = 0;
+        // Entries waiting out a failed try are skipped, a page at a time,
+        // so however many cannot be repaired now, those behind them are.
         let now = Instant::now();
-        let due = entries
-            .into_iter()
-            .filter(|e| retry.due(e, now))
-            .take(BATCH);
-        for entry in due.collect::<Vec<_>>() {
+        let mut due: Vec<RepairEntry> = Vec::new();
+        let mut after: Option<RepairEntry> = None;
+        for _ in 0..MAX_PAGES {
+            let meta = self.gw.meta().clone();
+            let from = after.take();
+            let page = blocking(move || meta.repair_queue_after(from.as_ref(), LOOK_AHEAD)).await?;
+            let full = page.len() == LOOK_AHEAD;
+            after = page.last().cloned();
+            due.extend(page.into_iter().filter(|e| retry.due(e, now)));
+            if due.len() >= BATCH || !full {
+                break;
+            }
+        }
+        due.truncate(BATCH);
+        let mut done = 0;
+        for entry in due {
             let object = format!("{}/{}", entry.bucket, entry.key);
             match self.repair_object(&entry).await {
                 Ok(outcome) => {
                     done += 1;
                     retry.forget(&entry);
-                    if let Repaired::Rebuilt { fragments } = outcome {
-                        self.metrics().repair_fragments.inc_by(fragments as u64);
+                    let mut written = 0;
+                    if let Repaired::Rebuilt { fragments, bytes } = outcome {
+                        self.gw.metrics().repair_fragments.inc_by(fragments as u64);
+                        self.gw.metrics().repair_bytes.inc_by(bytes);
+                        written = bytes;
+                    }
+                    if let Some(h) = self.registry.get(JOB) {
+                        h.progress(1, written);
                     }
                     tracing::info!(%object, ?outcome, margin = entry.margin, "repair");
                 }
                 Err(e) => {
-                    self.metrics().repair_failures.inc();
+                    self.gw.metrics().repair_failures.inc();
                     let wait = retry.failed(&entry, now);
                     tracing::warn!(%object, error = %e, retry_in = ?wait, "repair failed; the object stays queued");
                 }
@@ -153,7 +203,7 @@ impl Gateway {
         self: &Arc<Self>,
         entry: &RepairEntry,
     ) -> Result<Repaired, GatewayError> {
-        let meta = self.meta.clone();
+        let meta = self.gw.meta().clone();
         let (b, k) = (entry.bucket.clone(), entry.key.clone());
         let row = blocking(move || meta.object_row(&b, &k)).await;
         let (summary, manifest) = match row {
@@ -167,7 +217,7 @@ impl Gateway {
             return Ok(Repaired::Gone);
         }
         // The version's blobs stay while the repair reads them.
-        let _reading = self.hold_version(manifest.version_id);
+        let _reading = self.gw.hold_version(manifest.version_id);
 
         // Which fragments to rebuild, per segment; `unsure`: a suspect on a
         // backend that could not answer now.
@@ -179,8 +229,10 @@ impl Gateway {
             let mut bad = Vec::new();
             for (fi, f) in segment.fragments.iter().enumerate() {
                 let suspect = entry.suspects.contains(&(si as u32, fi as u16));
-                let lost = f.state == FragmentState::Missing || self.backend(&f.backend).is_none();
-                let confirmed = match (lost, suspect, self.backend(&f.backend)) {
+                // Never written, or on a backend gone (left the
+                // configuration, or down past its grace): not asked.
+                let lost = f.state == FragmentState::Missing || self.backend_gone(&f.backend);
+                let confirmed = match (lost, suspect, self.gw.backend(&f.backend)) {
                     (true, _, _) => true,
                     (false, true, Some(backend)) => {
                         let finding = verify_fragment(&**backend, f, &geometry, CHECK_READ_BYTES)
@@ -209,15 +261,39 @@ impl Gateway {
         if plan.is_empty() {
             // Nothing to rebuild: the entry goes (a commit of the same
             // manifest would do it, at the cost of a new generation).
-            let meta = self.meta.clone();
+            let meta = self.gw.meta().clone();
             let (b, k, v) = (entry.bucket.clone(), entry.key.clone(), entry.version);
             blocking(move || meta.clear_repair(&b, &k, v, &healthy)).await?;
             return Ok(Repaired::Healthy);
         }
 
+        self.replace_fragments(
+            &entry.bucket,
+            &entry.key,
+            summary.generation,
+            &manifest,
+            &plan,
+            Source::Rebuild,
+        )
+        .await
+    }
+
+    /// Writes fragments `plan` (per segment, the indices) of `manifest`
+    /// anew where the bucket's placer puts them, and swaps the manifest
+    /// if its row is still at `generation`. The bytes come from `source`.
+    pub(crate) async fn replace_fragments(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        generation: u64,
+        manifest: &shardgate_core::Manifest,
+        plan: &[(usize, Vec<usize>)],
+        source: Source,
+    ) -> Result<Repaired, GatewayError> {
+        let _reading = self.gw.hold_version(manifest.version_id);
         // Where the rebuilt fragments go, and their new names.
         let mut targets: Vec<(usize, Vec<Target>)> = Vec::new();
-        for (si, bad) in &plan {
+        for (si, bad) in plan {
             let segment = &manifest.segments[*si];
             let current: Vec<Option<BackendId>> = segment
                 .fragments
@@ -225,11 +301,12 @@ impl Gateway {
                 .enumerate()
                 .map(|(i, f)| (!bad.contains(&i)).then(|| f.backend.clone()))
                 .collect();
-            let chosen = self.place_repair(&entry.bucket, &entry.key, segment, &current)?;
+            let chosen = self.place_repair(bucket, key, segment, &current)?;
             let mut seg_targets = Vec::new();
             for &fi in bad {
                 let id = &chosen[fi];
                 let backend = self
+                    .gw
                     .backend(id)
                     .cloned()
                     .ok_or_else(|| internal(format!("placed on unknown {id}")))?;
@@ -241,26 +318,28 @@ impl Gateway {
             .iter()
             .flat_map(|(_, t)| t.iter().map(|(_, b, n)| (b.id().clone(), n.clone())))
             .collect();
-        let meta = self.meta.clone();
+        let meta = self.gw.meta().clone();
         let intent =
             blocking(move || meta.begin_intent(IntentKind::REPAIR, &blobs, now_ms())).await?;
         // Live: the intent sweep leaves it to this repair.
-        self.intents.mark(intent);
+        self.gw.intents().mark(intent);
 
         let mut repaired = manifest.clone();
         let mut written = Vec::new();
         let outcome = async {
             for (si, seg_targets) in &targets {
                 let segment = &manifest.segments[*si];
-                let refs = self.rebuild_segment(segment, seg_targets).await?;
+                let refs = match source {
+                    Source::Copy => self.copy_segment(segment, seg_targets).await?,
+                    Source::Rebuild => self.rebuild_segment(segment, seg_targets).await?,
+                };
                 for (fi, fref) in refs {
                     written.push((fref.backend.clone(), fref.blob.clone()));
                     repaired.segments[*si].fragments[fi] = fref;
                 }
             }
-            let meta = self.meta.clone();
-            let (b, k) = (entry.bucket.clone(), entry.key.clone());
-            let generation = summary.generation;
+            let meta = self.gw.meta().clone();
+            let (b, k) = (bucket.to_string(), key.to_string());
             let swapped = repaired.clone();
             blocking(move || {
                 meta.put_object(
@@ -277,22 +356,28 @@ impl Gateway {
         .await;
         let result = match outcome {
             Ok(_) => {
-                self.wake_collectors();
+                self.gw.wake_collectors();
                 let fragments = targets.iter().map(|(_, t)| t.len()).sum();
-                Ok(Repaired::Rebuilt { fragments })
+                let bytes = targets
+                    .iter()
+                    .map(|(si, t)| {
+                        t.len() as u64 * manifest.segments[*si].geometry().fragment_len()
+                    })
+                    .sum();
+                Ok(Repaired::Rebuilt { fragments, bytes })
             }
             Err(e) => {
                 // Nothing visible changed: the new blobs are garbage.
-                let meta = self.meta.clone();
+                let meta = self.gw.meta().clone();
                 let _ = blocking(move || meta.abandon_intent(intent, now_ms())).await;
-                self.wake_collectors();
+                self.gw.wake_collectors();
                 match e {
                     GatewayError::Meta(MetaError::PreconditionFailed(_)) => Ok(Repaired::Gone),
                     e => Err(e),
                 }
             }
         };
-        self.intents.unmark(intent);
+        self.gw.intents().unmark(intent);
         result
     }
 
@@ -313,8 +398,8 @@ impl Gateway {
             m: segment.layout.code.m(),
             current,
         };
-        let candidates = self.health_snapshot();
-        let chosen = self.placer_for(bucket).place(&request, &candidates)?;
+        let candidates = self.gw.health_snapshot();
+        let chosen = self.gw.placer_for(bucket).place(&request, &candidates)?;
         check(&request, &candidates, &chosen)?;
         // The fragments that stay must stay where they are: a placer that
         // moved them (one written before `current` existed) would put a
@@ -337,6 +422,75 @@ impl Gateway {
         Ok(chosen)
     }
 
+    /// Copies fragments `targets` (index, backend, new name) of `segment`
+    /// from where they are now, in runs of whole stripes: the trailer is
+    /// checked against the manifest and every shard against the trailer
+    /// before it is written, so a copy is bit-identical or fails.
+    async fn copy_segment(
+        &self,
+        segment: &Segment,
+        targets: &[Target],
+    ) -> Result<Vec<(usize, FragmentRef)>, GatewayError> {
+        let geometry = segment.geometry();
+        let timeout = self.gw.fragment_timeout();
+        let mut out = Vec::with_capacity(targets.len());
+        for (fi, to, name) in targets {
+            let f = &segment.fragments[*fi];
+            let from = self.gw.backend(&f.backend).cloned().ok_or_else(|| {
+                internal(format!("fragment {fi}: {} is not configured", f.backend))
+            })?;
+            let trailer = geometry.hash_list_offset()..geometry.fragment_len();
+            let list = tokio::time::timeout(timeout, from.get(&f.blob, trailer))
+                .await
+                .map_err(|_| internal(format!("fragment {fi}: no answer from {}", f.backend)))??;
+            let digests = checked_trailer(&list, f, &geometry)
+                .ok_or_else(|| internal(format!("fragment {fi}: its trailer does not match")))?;
+            let mut w = to.create(name).await?;
+            let copied = async {
+                for (first, end, range) in stripe_runs(&geometry, CHECK_READ_BYTES) {
+                    let start = range.start;
+                    let bytes = tokio::time::timeout(timeout, from.get(&f.blob, range))
+                        .await
+                        .map_err(|_| {
+                            internal(format!("fragment {fi}: no answer from {}", f.backend))
+                        })??;
+                    for st in first..end {
+                        let at = (geometry.shard_offset(st) - start) as usize;
+                        let ok = bytes
+                            .get(at..at + geometry.shard_len(st))
+                            .is_some_and(|shard| digests[st as usize].matches(shard));
+                        if !ok {
+                            return Err(internal(format!(
+                                "fragment {fi}: shard {st} does not match its digest"
+                            )));
+                        }
+                    }
+                    let pause = bytes.len() as f64 / self.settings.repair_rate_bytes_per_sec as f64;
+                    w.write(bytes).await?;
+                    tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                }
+                w.write(list).await?;
+                Ok::<(), GatewayError>(())
+            }
+            .await;
+            if let Err(e) = copied {
+                let _ = w.abort().await;
+                return Err(e);
+            }
+            w.commit().await?;
+            out.push((
+                *fi,
+                FragmentRef {
+                    backend: to.id().clone(),
+                    blob: name.clone(),
+                    group_digests: f.group_digests.clone(),
+                    state: FragmentState::Stored,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Rebuilds fragments `targets` (index, backend, new name) of
     /// `segment` from k good ones, stripe by stripe; returns their new
     /// references, each checked against the manifest's digests.
@@ -353,27 +507,21 @@ impl Gateway {
         let mut sources: Vec<(usize, Arc<dyn Backend>, Vec<Digest>)> = Vec::new();
         let trailer = geometry.hash_list_offset()..geometry.fragment_len();
         for (i, f) in segment.fragments.iter().enumerate() {
-            if f.state != FragmentState::Stored {
+            if f.state != FragmentState::Stored || self.backend_gone(&f.backend) {
                 continue;
             }
-            let Some(backend) = self.backend(&f.backend).cloned() else {
+            let Some(backend) = self.gw.backend(&f.backend).cloned() else {
                 continue;
             };
             let read = tokio::time::timeout(
-                self.fragment_timeout(),
+                self.gw.fragment_timeout(),
                 backend.get(&f.blob, trailer.clone()),
             );
             let Ok(Ok(bytes)) = read.await else {
                 continue;
             };
-            match Digest::parse_list(&bytes) {
-                Some(d)
-                    if d.len() as u64 == geometry.stripe_count
-                        && group_digests(&d) == f.group_digests =>
-                {
-                    sources.push((i, backend, d))
-                }
-                _ => continue,
+            if let Some(d) = checked_trailer(&bytes, f, &geometry) {
+                sources.push((i, backend, d));
             }
         }
         // Fragments not being rebuilt first: they are the likelier good.
@@ -403,8 +551,10 @@ impl Gateway {
                     break;
                 }
                 let blob = &segment.fragments[*i].blob;
-                let read =
-                    tokio::time::timeout(self.fragment_timeout(), backend.get(blob, range.clone()));
+                let read = tokio::time::timeout(
+                    self.gw.fragment_timeout(),
+                    backend.get(blob, range.clone()),
+                );
                 if let Ok(Ok(bytes)) = read.await
                     && list[stripe as usize].matches(&bytes)
                 {
@@ -414,7 +564,7 @@ impl Gateway {
                 }
             }
             // The rate limit: this stripe's share of a second.
-            let pause = read_bytes as f64 / self.repair_rate as f64;
+            let pause = read_bytes as f64 / self.settings.repair_rate_bytes_per_sec as f64;
             tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             if have < k {
                 return Err(internal(format!(

@@ -1,0 +1,231 @@
+//! The node's background jobs: what keeps stored data healthy while the
+//! S3 endpoint serves it.
+//!
+//! - the garbage collectors, one per backend (`collector.rs`);
+//! - the sweeps of intents nobody will close and of abandoned uploads, and
+//!   the backend health probe (`sweeps.rs`);
+//! - scrub, which reads every fragment back against its digests
+//!   (`scrub.rs`);
+//! - repair, which rebuilds what the repair queue names (`repair.rs`).
+//!
+//! Every job works through [`shardgate_node::Gateway`] and keeps its
+//! durable state (cursors, queues) in the metadata store, so a restart
+//! resumes it. The S3 crate does not know this one: the binary starts
+//! both.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardgate_core::BackendId;
+use shardgate_node::{Gateway, GatewayError, blocking};
+use tokio::sync::Notify;
+
+mod collector;
+mod control;
+mod drain;
+mod lost;
+mod repair;
+mod scrub;
+mod sweeps;
+
+pub use collector::Round;
+pub use control::{JobHandle, JobState, JobStatus};
+pub use repair::{Repaired, Retry};
+pub use sweeps::{HEALTH_PERIOD, INTENT_SWEEP_AGE};
+
+/// How the jobs run (from `[scrub]`, `[repair]` and `upload_expiry_secs`).
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// Uploads not completed after this long are aborted.
+    pub upload_expiry: Duration,
+    /// A scrub pass starts this long after the previous one (None: never).
+    pub scrub_interval: Option<Duration>,
+    /// Bytes scrub reads per second at most.
+    pub scrub_rate_bytes_per_sec: u64,
+    /// Bytes repair reads per second at most.
+    pub repair_rate_bytes_per_sec: u64,
+    /// A backend down this long is gone: its fragments are rebuilt
+    /// elsewhere.
+    pub backend_grace: Duration,
+    /// Backends scrub audits by sampling (cloud ones) rather than reading
+    /// whole, and how many shards of each fragment it samples (0: none is
+    /// sampled, all are read whole).
+    pub sampled: BTreeSet<BackendId>,
+    pub audit_stripes: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            scrub_interval: Some(Duration::from_secs(7 * 24 * 3600)),
+            scrub_rate_bytes_per_sec: 64 << 20,
+            repair_rate_bytes_per_sec: 64 << 20,
+            backend_grace: Duration::from_secs(30 * 60),
+            sampled: BTreeSet::new(),
+            audit_stripes: 4,
+        }
+    }
+}
+
+/// The job-state key of the ids of the jobs an operator paused.
+const PAUSED: &str = "paused";
+
+/// Why a job could not be started, paused, resumed or cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no job {0:?}")]
+    NoSuchJob(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Node(#[from] GatewayError),
+}
+
+/// A job an operator can start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobRequest {
+    /// A scrub pass now, whatever the period.
+    Scrub,
+    /// Empty a backend (its fragments moved to others) and keep new ones
+    /// off it.
+    Drain { backend: BackendId },
+}
+
+/// The jobs of one node.
+#[derive(Debug)]
+pub struct Jobs {
+    gw: Arc<Gateway>,
+    settings: JobSettings,
+    registry: control::Registry,
+    /// Wakes scrub for a pass an operator asked for.
+    scrub_now: Notify,
+    scrub_requested: std::sync::atomic::AtomicBool,
+}
+
+impl Jobs {
+    /// The jobs over `gw`; those an operator paused (recorded in the
+    /// metadata store) stay paused.
+    pub fn new(gw: Arc<Gateway>, mut settings: JobSettings) -> Arc<Self> {
+        settings.scrub_rate_bytes_per_sec = settings.scrub_rate_bytes_per_sec.max(1);
+        settings.repair_rate_bytes_per_sec = settings.repair_rate_bytes_per_sec.max(1);
+        let registry = control::Registry::default();
+        registry.handle(scrub::JOB, "scrub");
+        registry.handle(repair::JOB, "repair");
+        match gw.meta().job_state(PAUSED) {
+            Ok(Some(ids)) => {
+                for id in String::from_utf8_lossy(&ids).lines() {
+                    if let Some(h) = registry.get(id) {
+                        h.pause(true);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "paused jobs not read; none paused"),
+        }
+        Arc::new(Self {
+            gw,
+            settings,
+            registry,
+            scrub_now: Notify::new(),
+            scrub_requested: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The node the jobs work on.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gw
+    }
+
+    /// How the jobs run.
+    pub fn settings(&self) -> &JobSettings {
+        &self.settings
+    }
+
+    /// Every job, by id.
+    pub fn list(&self) -> Vec<JobStatus> {
+        self.registry.all().iter().map(|h| h.status()).collect()
+    }
+
+    /// One job.
+    pub fn status(&self, id: &str) -> Result<JobStatus, ControlError> {
+        Ok(self.handle(id)?.status())
+    }
+
+    fn handle(&self, id: &str) -> Result<Arc<JobHandle>, ControlError> {
+        self.registry
+            .get(id)
+            .ok_or_else(|| ControlError::NoSuchJob(id.to_string()))
+    }
+
+    /// Starts a job (see [`JobRequest`]).
+    pub async fn start(self: &Arc<Self>, request: JobRequest) -> Result<JobStatus, ControlError> {
+        match request {
+            JobRequest::Scrub => {
+                let h = self.handle(scrub::JOB)?;
+                if h.status().state == JobState::Running {
+                    return Err(ControlError::Refused(
+                        "a scrub pass is running already".into(),
+                    ));
+                }
+                self.scrub_requested
+                    .store(true, std::sync::atomic::Ordering::Release);
+                self.scrub_now.notify_waiters();
+                Ok(h.status())
+            }
+            JobRequest::Drain { backend } => Ok(self.start_drain(backend).await?.status()),
+        }
+    }
+
+    /// Holds a job after its current step, until resumed (also across
+    /// restarts).
+    pub async fn pause(&self, id: &str) -> Result<JobStatus, ControlError> {
+        let h = self.handle(id)?;
+        h.pause(true);
+        self.save_paused().await?;
+        Ok(h.status())
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<JobStatus, ControlError> {
+        let h = self.handle(id)?;
+        h.pause(false);
+        self.save_paused().await?;
+        Ok(h.status())
+    }
+
+    /// Ends a job's current run: a scrub pass stops where it is (the next
+    /// starts on schedule). Repair cannot be cancelled: it runs for as
+    /// long as objects are damaged; pause it instead.
+    pub async fn cancel(&self, id: &str) -> Result<JobStatus, ControlError> {
+        let h = self.handle(id)?;
+        if id == repair::JOB {
+            return Err(ControlError::Refused(
+                "repair runs for as long as objects are damaged: pause it instead".into(),
+            ));
+        }
+        h.cancel();
+        // A drain answers once it has stopped (its backend takes new
+        // fragments again), within a step.
+        if id.starts_with(drain::PREFIX) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while h.status().state != JobState::Cancelled && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(h.status())
+    }
+
+    async fn save_paused(&self) -> Result<(), GatewayError> {
+        let ids: String = self
+            .registry
+            .all()
+            .iter()
+            .filter(|h| h.is_paused())
+            .map(|h| format!("{}\n", h.id()))
+            .collect();
+        let meta = self.gw.meta().clone();
+        blocking(move || meta.set_job_state(PAUSED, ids.as_bytes())).await
+    }
+}

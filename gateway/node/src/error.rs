@@ -1,0 +1,38 @@
+//! The node's errors: what the write and read paths and the jobs over
+//! them can fail with. Each front end maps them to its protocol (the S3
+//! crate to S3 error codes, the admin API to HTTP statuses).
+
+use shardgate_core::CoreError;
+use shardgate_meta::{CompleteError, MetaError};
+use shardgate_pipeline::PipelineError;
+use shardgate_placement::PlacementError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the key does not exist")]
+    NoSuchKey,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Complete(#[from] CompleteError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<shardgate_backend::BackendError> for GatewayError {
+    fn from(e: shardgate_backend::BackendError) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
+
+impl From<CoreError> for GatewayError {
+    fn from(e: CoreError) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
