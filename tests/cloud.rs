@@ -14,17 +14,10 @@ fn objects_round_trip_through_s3_backends_and_the_bucket_learns_nothing() {
     let moto = Emulator::moto(&["fragments"]);
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("config.toml");
-    let mut text = String::from(
+    let text = support::moto_sites_config(
+        &moto,
         "default_policy = \"default\"\n[policies.default]\nk = 4\nm = 2\nsmall_object_bytes = 0\n",
     );
-    for i in 1..=6 {
-        text.push_str(&format!(
-            "[[backends]]\nid = \"s3-{i}\"\nkind = \"s3\"\nbucket = \"fragments\"\nprefix = \"site-{i}\"\n\
-             endpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\naccess_key_id = \"test\"\n\
-             secret_access_key = \"test\"\nrequest_timeout_secs = 10\nlabels = {{ site = \"s{i}\" }}\n",
-            moto.endpoint
-        ));
-    }
     std::fs::write(&config, text).unwrap();
     let server = Server::start_with(
         &tmp.path().join("data"),

@@ -81,14 +81,7 @@ fn scrub_finds_exactly_the_corrupted_fragments_and_repair_rebuilds_them() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log = server.log_text();
-    let found: BTreeSet<String> = log
-        .lines()
-        .filter(|l| l.contains("scrub: fragment damaged"))
-        .filter_map(|l| l.split("blob=").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
+    let found = server.scrub_findings();
     assert_eq!(
         found, corrupted,
         "scrub's findings against the corrupted files"

@@ -268,6 +268,17 @@ impl Server {
     }
 
     /// SIGKILL, no chance to clean up.
+    /// The blobs scrub reported damaged in its log so far.
+    pub fn scrub_findings(&self) -> std::collections::BTreeSet<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("scrub: fragment damaged"))
+            .filter_map(|l| l.split("blob=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Runs `clients/bulk.py ARGS` (many objects at once), which must succeed.
     pub fn bulk(&self, args: &[&str]) {
         let out = self.python("bulk.py", args);
@@ -493,6 +504,22 @@ pub fn fs_sites_config(dir: &Path, sites: usize) -> PathBuf {
     let path = dir.join("shardgate.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Six `s3` backends `s3-1..6` on `moto`'s bucket `fragments`, each under
+/// its own prefix `site-N` and labelled its own site, after `head` (the
+/// top-level keys and policies of the configuration).
+pub fn moto_sites_config(moto: &Emulator, head: &str) -> String {
+    let mut text = head.to_string();
+    for i in 1..=6 {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"s3-{i}\"\nkind = \"s3\"\nbucket = \"fragments\"\nprefix = \"site-{i}\"\n\
+             endpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\naccess_key_id = \"test\"\n\
+             secret_access_key = \"test\"\nrequest_timeout_secs = 10\nlabels = {{ site = \"s{i}\" }}\n",
+            moto.endpoint
+        ));
+    }
+    text
 }
 
 /// Blob files of the fs sites `sites` (numbers) under `data`.

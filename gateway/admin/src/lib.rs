@@ -189,8 +189,12 @@ struct BackendView {
     last_error: Option<String>,
     capacity_bytes: Option<u64>,
     free_bytes: Option<u64>,
+    /// Fragments and bytes of current objects.
     fragments: u64,
     bytes: u64,
+    /// Fragments and bytes of parts of uploads in progress.
+    part_fragments: u64,
+    part_bytes: u64,
 }
 
 async fn backends(State(admin): State<Arc<Admin>>) -> Answer<Vec<BackendView>> {
@@ -203,7 +207,7 @@ async fn backends(State(admin): State<Arc<Admin>>) -> Answer<Vec<BackendView>> {
         .backends()
         .map(|b| {
             let state = board.state(b.id());
-            let (fragments, bytes) = usage.get(b.id()).copied().unwrap_or_default();
+            let u = usage.get(b.id()).copied().unwrap_or_default();
             let up = state.as_ref().is_none_or(|s| s.up);
             BackendView {
                 id: b.id().to_string(),
@@ -218,13 +222,15 @@ async fn backends(State(admin): State<Arc<Admin>>) -> Answer<Vec<BackendView>> {
                 last_error: state.as_ref().and_then(|s| s.last_error.clone()),
                 capacity_bytes: b.info().capacity_bytes,
                 free_bytes: state.and_then(|s| s.free_bytes),
-                fragments,
-                bytes,
+                fragments: u.fragments,
+                bytes: u.bytes,
+                part_fragments: u.part_fragments,
+                part_bytes: u.part_bytes,
             }
         })
         .collect();
     // Backends no longer configured that manifests still name.
-    for (id, (fragments, bytes)) in usage {
+    for (id, u) in usage {
         if gw.backend(&id).is_none() {
             out.push(BackendView {
                 id: id.to_string(),
@@ -237,8 +243,10 @@ async fn backends(State(admin): State<Arc<Admin>>) -> Answer<Vec<BackendView>> {
                 last_error: Some("not in the configuration".into()),
                 capacity_bytes: None,
                 free_bytes: None,
-                fragments,
-                bytes,
+                fragments: u.fragments,
+                bytes: u.bytes,
+                part_fragments: u.part_fragments,
+                part_bytes: u.part_bytes,
             });
         }
     }

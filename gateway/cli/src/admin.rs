@@ -330,6 +330,9 @@ fn job_line(j: &Value) -> String {
 fn print_jobs(v: &Value) {
     for j in v.as_array().into_iter().flatten() {
         println!("{}", job_line(j));
+        if let Some(f) = j["last_failure"].as_str() {
+            println!("    last failure: {f}");
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub struct JobStatus {
     pub runs: u64,
     /// What the job is doing or last did, in a line.
     pub detail: String,
+    /// The last thing that failed (a try retried later), if any.
+    pub last_failure: Option<String>,
 }
 
 /// The shared state of one job.
@@ -74,6 +76,7 @@ pub struct JobHandle {
     /// Milliseconds of the current run spent paused.
     paused_ms: AtomicU64,
     state: Mutex<(JobState, String)>,
+    last_failure: Mutex<Option<String>>,
 }
 
 impl JobHandle {
@@ -91,6 +94,7 @@ impl JobHandle {
             runs: AtomicU64::new(0),
             paused_ms: AtomicU64::new(0),
             state: Mutex::new((JobState::Idle, String::new())),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -118,6 +122,13 @@ impl JobHandle {
     pub(crate) fn set(&self, state: JobState, detail: impl Into<String>) {
         if let Ok(mut s) = self.state.lock() {
             *s = (state, detail.into());
+        }
+    }
+
+    /// A try failed (it is retried later): shown until the next failure.
+    pub(crate) fn failed(&self, what: impl Into<String>) {
+        if let Ok(mut f) = self.last_failure.lock() {
+            *f = Some(what.into());
         }
     }
 
@@ -159,12 +170,25 @@ impl JobHandle {
 
     pub(crate) fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
-        self.woken.notify_waiters();
+        self.wake();
     }
 
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// A new run of a job that was cancelled before: the old request is
+    /// spent.
+    pub(crate) fn clear_cancel(&self) {
+        self.cancelled.store(false, Ordering::Release);
+    }
+
+    /// Wakes the job's rest or pause now, or (a permit) at its next one,
+    /// so a request made during a step is not missed.
+    fn wake(&self) {
         self.woken.notify_waiters();
+        self.woken.notify_one();
     }
 
     fn state(&self) -> (JobState, String) {
@@ -214,6 +238,7 @@ impl JobHandle {
             started_unix_ms: started,
             runs: self.runs.load(Ordering::Relaxed),
             detail,
+            last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
         }
     }
 }

@@ -12,11 +12,18 @@
 //! blob handed to the garbage collector in the same transaction. k and m
 //! never change, and until the swap the old fragment is the live one.
 //!
-//! After a pass, the fragments still held are counted; a pass finds those
-//! written meanwhile by a placement that insisted on the backend, or parts
-//! of uploads completed behind the cursor. The drain is done when the count
-//! is zero; the backend stays out of placement until the drain is
-//! cancelled (or the backend leaves the configuration).
+//! After a pass, the fragments of current objects still held, and the
+//! writes in flight that chose the backend, are counted; another pass finds
+//! what was written meanwhile (a write placed before the drain began, a
+//! placement that insisted on the backend, an upload completed with parts
+//! on it). The drain is done when both are zero, and counts again every
+//! minute while done. The backend stays out of placement until the drain
+//! is cancelled (or the backend leaves the configuration). Parts of
+//! uploads in progress are not moved: they leave with their upload
+//! (completed, then moved; or aborted or expired).
+//!
+//! One task per drain: starting one claims the backend first, and a task
+//! whose state was forgotten (cancelled) stops instead of saving it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +74,37 @@ impl DrainState {
     }
 }
 
+/// What a drain does after a step.
+enum Next {
+    Now,
+    After(Duration),
+    /// The drain was cancelled meanwhile: the task ends.
+    Stop,
+}
+
 impl Jobs {
+    /// Claims `backend`'s drain for one task; false if one runs already.
+    fn claim_drain(&self, backend: &BackendId) -> bool {
+        self.drains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(backend.clone())
+    }
+
+    fn release_drain(&self, backend: &BackendId) {
+        self.drains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(backend);
+    }
+
+    pub(crate) fn is_drain_running(&self, backend: &BackendId) -> bool {
+        self.drains
+            .lock()
+            .map(|d| d.contains(backend))
+            .unwrap_or(true)
+    }
+
     /// Starts draining `backend`. Refused when the backends left could
     /// not hold the widest policy's fragments on distinct backends.
     pub(crate) async fn start_drain(
@@ -77,14 +114,6 @@ impl Jobs {
         if self.gw.backend(&backend).is_none() {
             return Err(ControlError::Refused(format!(
                 "{backend} is not a configured backend"
-            )));
-        }
-        let id = format!("{PREFIX}{backend}");
-        if let Some(h) = self.registry.get(&id)
-            && h.status().state != JobState::Cancelled
-        {
-            return Err(ControlError::Refused(format!(
-                "{backend} is being drained already"
             )));
         }
         let widest = self
@@ -103,27 +132,40 @@ impl Jobs {
                 "draining {backend} would leave {left} backends, and a policy spreads {widest} fragments over distinct ones: add a backend first"
             )));
         }
+        // Check and claim at once: two requests cannot start two tasks.
+        if !self.claim_drain(&backend) {
+            return Err(ControlError::Refused(format!(
+                "{backend} is being drained already"
+            )));
+        }
         let state = DrainState {
             pass: 1,
             done: false,
             cursor: Vec::new(),
         };
         let meta = self.gw.meta().clone();
-        let (key, bytes) = (id.clone(), state.encode());
-        blocking(move || meta.set_job_state(&key, &bytes)).await?;
-        Ok(self.run_drain(backend))
+        let (key, bytes) = (format!("{PREFIX}{backend}"), state.encode());
+        if let Err(e) = blocking(move || meta.set_job_state(&key, &bytes)).await {
+            self.release_drain(&backend);
+            return Err(e.into());
+        }
+        self.gw.set_draining(&backend, true);
+        Ok(self.spawn_drain(backend))
     }
 
-    /// Drains recorded in the metadata store (a restart resumes them).
-    pub(crate) async fn resume_drains(self: &Arc<Self>) {
-        let meta = self.gw.meta().clone();
-        let saved = match blocking(move || meta.job_states_with_prefix(PREFIX)).await {
+    /// Drains recorded in the metadata store (a restart resumes them):
+    /// read before the node serves, so no write places a fragment on a
+    /// backend being drained in the meantime. Their tasks start with the
+    /// other jobs ([`Jobs::spawn_saved_drains`]).
+    pub(crate) fn load_drains(&self) -> Vec<BackendId> {
+        let saved = match self.gw.meta().job_states_with_prefix(PREFIX) {
             Ok(saved) => saved,
             Err(e) => {
                 tracing::error!(error = %e, "drains not read; none resumed");
-                return;
+                return Vec::new();
             }
         };
+        let mut out = Vec::new();
         for (key, _) in saved {
             let Some(id) = key
                 .strip_prefix(PREFIX)
@@ -133,19 +175,30 @@ impl Jobs {
             };
             if self.gw.backend(&id).is_none() {
                 tracing::warn!(backend = %id, "drain of a backend no longer configured: forgotten");
-                let meta = self.gw.meta().clone();
-                let _ = blocking(move || meta.delete_job_state(&key)).await;
+                let _ = self.gw.meta().delete_job_state(&key);
                 continue;
             }
+            if self.claim_drain(&id) {
+                self.gw.set_draining(&id, true);
+                self.registry.handle(&key, "drain");
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn spawn_saved_drains(self: &Arc<Self>, drains: Vec<BackendId>) {
+        for id in drains {
             tracing::info!(backend = %id, "drain resumed");
-            self.run_drain(id);
+            self.spawn_drain(id);
         }
     }
 
-    fn run_drain(self: &Arc<Self>, backend: BackendId) -> Arc<JobHandle> {
+    /// The drain's task; its claim is held (see [`Jobs::claim_drain`]).
+    fn spawn_drain(self: &Arc<Self>, backend: BackendId) -> Arc<JobHandle> {
         let id = format!("{PREFIX}{backend}");
         let handle = self.registry.handle(&id, "drain");
-        self.gw.set_draining(&backend, true);
+        handle.clear_cancel();
         let jobs = self.clone();
         let h = handle.clone();
         tokio::spawn(async move {
@@ -155,9 +208,14 @@ impl Jobs {
                     return;
                 }
                 match jobs.drain_step(&backend, &h).await {
-                    Ok(Some(wait)) => h.rest(wait).await,
-                    Ok(None) => {}
+                    Ok(Next::Now) => {}
+                    Ok(Next::After(wait)) => h.rest(wait).await,
+                    Ok(Next::Stop) => {
+                        jobs.release_drain(&backend);
+                        return;
+                    }
                     Err(e) => {
+                        h.failed(e.to_string());
                         tracing::warn!(%backend, error = %e, "drain step failed; retried");
                         h.rest(Duration::from_secs(5)).await;
                     }
@@ -169,12 +227,13 @@ impl Jobs {
 
     /// The operator cancelled: the backend takes new fragments again.
     async fn end_drain(&self, backend: &BackendId, h: &JobHandle) {
-        self.gw.set_draining(backend, false);
         let meta = self.gw.meta().clone();
         let key = format!("{PREFIX}{backend}");
         if let Err(e) = blocking(move || meta.delete_job_state(&key)).await {
             tracing::warn!(%backend, error = %e, "cancelled drain not forgotten: it resumes at the next start");
         }
+        self.gw.set_draining(backend, false);
+        self.release_drain(backend);
         h.set(
             JobState::Cancelled,
             "cancelled: the backend takes new fragments again",
@@ -182,40 +241,63 @@ impl Jobs {
         tracing::info!(%backend, "drain cancelled");
     }
 
+    /// Saves the drain's state; false if it was forgotten meanwhile
+    /// (cancelled), which ends the task.
     async fn save_drain(
         &self,
         backend: &BackendId,
         state: &DrainState,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<bool, GatewayError> {
         let meta = self.gw.meta().clone();
         let (key, bytes) = (format!("{PREFIX}{backend}"), state.encode());
-        blocking(move || meta.set_job_state(&key, &bytes)).await
+        blocking(move || meta.update_job_state(&key, &bytes)).await
     }
 
-    /// One step: a batch of objects moved, or the end of a pass. Returns
-    /// how long to wait before the next.
+    /// Fragments of current objects still on `backend`, and writes in
+    /// flight that chose it.
+    async fn left_on(&self, backend: &BackendId) -> Result<(u64, usize), GatewayError> {
+        let meta = self.gw.meta().clone();
+        let id = backend.clone();
+        blocking(move || {
+            let left = meta
+                .usage_by_backend()?
+                .get(&id)
+                .copied()
+                .unwrap_or_default();
+            Ok((left.fragments, meta.intents_on(&id)?))
+        })
+        .await
+    }
+
+    /// One step: a batch of objects moved, or the end of a pass.
     async fn drain_step(
         self: &Arc<Self>,
         backend: &BackendId,
         h: &JobHandle,
-    ) -> Result<Option<Duration>, GatewayError> {
+    ) -> Result<Next, GatewayError> {
         let meta = self.gw.meta().clone();
         let key = format!("{PREFIX}{backend}");
         let saved = blocking(move || meta.job_state(&key)).await?;
         let Some(mut state) = saved.as_deref().and_then(DrainState::decode) else {
-            // Forgotten meanwhile (cancelled): nothing to do.
-            return Ok(Some(Duration::from_secs(3600)));
+            return Ok(Next::Stop);
         };
         if state.done {
-            h.set(
-                JobState::Done,
-                format!("{backend} is empty and takes no new fragments"),
-            );
-            return Ok(Some(Duration::from_secs(60)));
+            // Done stays true only while the backend stays empty: a write
+            // that insisted on it, or an upload completed with parts on
+            // it, starts another pass.
+            let (left, _) = self.left_on(backend).await?;
+            if left == 0 {
+                h.set(
+                    JobState::Done,
+                    format!("{backend} is empty and takes no new fragments"),
+                );
+                return Ok(Next::After(Duration::from_secs(60)));
+            }
+            state.done = false;
+            state.pass += 1;
+            state.cursor.clear();
         }
-        if h.status().runs == 0
-            || (state.cursor.is_empty() && h.status().state != JobState::Running)
-        {
+        if state.cursor.is_empty() {
             let total = self.object_count().await;
             h.begin_run(total, format!("pass {}", state.pass));
         }
@@ -223,31 +305,39 @@ impl Jobs {
         let cursor = (!state.cursor.is_empty()).then(|| state.cursor.clone());
         let batch = blocking(move || meta.objects_after(cursor.as_deref(), BATCH)).await?;
         if batch.is_empty() {
-            let meta = self.gw.meta().clone();
-            let left = blocking(move || meta.usage_by_backend())
-                .await?
-                .get(backend)
-                .copied()
-                .unwrap_or_default();
-            if left.0 == 0 {
+            let (left, writing) = self.left_on(backend).await?;
+            if left == 0 && writing == 0 {
                 state.done = true;
-                self.save_drain(backend, &state).await?;
+                if !self.save_drain(backend, &state).await? {
+                    return Ok(Next::Stop);
+                }
                 h.set(
                     JobState::Done,
                     format!("{backend} is empty and takes no new fragments"),
                 );
                 tracing::info!(%backend, passes = state.pass, "drain done");
-                return Ok(None);
+                return Ok(Next::Now);
             }
-            tracing::info!(%backend, fragments = left.0, pass = state.pass, "drain pass over; fragments left, another pass");
+            // Writes that chose the backend before the drain began may
+            // commit behind the cursor: another pass once they have.
+            tracing::info!(%backend, fragments = left, writing, pass = state.pass, "drain pass over; another pass");
             state.pass += 1;
             state.cursor.clear();
-            self.save_drain(backend, &state).await?;
+            if !self.save_drain(backend, &state).await? {
+                return Ok(Next::Stop);
+            }
             h.set(
                 JobState::Running,
-                format!("{} fragments left after pass {}", left.0, state.pass - 1),
+                format!(
+                    "{left} fragments left and {writing} writes in flight after pass {}",
+                    state.pass - 1
+                ),
             );
-            let wait = (state.pass > QUICK_PASSES).then_some(WAIT_BETWEEN_PASSES);
+            let wait = match (writing, state.pass > QUICK_PASSES) {
+                (0, false) => Next::Now,
+                (0, true) => Next::After(WAIT_BETWEEN_PASSES),
+                _ => Next::After(Duration::from_secs(2)),
+            };
             return Ok(wait);
         }
         for (row, bucket, key, manifest) in batch {
@@ -264,6 +354,7 @@ impl Jobs {
                 match self.drain_object(backend, &bucket, &key).await {
                     Ok(b) => bytes = b,
                     Err(e) => {
+                        h.failed(format!("{bucket}/{key}: {e}"));
                         tracing::warn!(%bucket, %key, %backend, error = %e, "not moved; the next pass tries again")
                     }
                 }
@@ -271,8 +362,10 @@ impl Jobs {
             h.progress(1, bytes);
             state.cursor = row;
         }
-        self.save_drain(backend, &state).await?;
-        Ok(None)
+        if !self.save_drain(backend, &state).await? {
+            return Ok(Next::Stop);
+        }
+        Ok(Next::Now)
     }
 
     /// Moves `bucket/key`'s fragments off `backend`; returns the bytes

@@ -102,6 +102,10 @@ pub struct Jobs {
     /// Wakes scrub for a pass an operator asked for.
     scrub_now: Notify,
     scrub_requested: std::sync::atomic::AtomicBool,
+    /// Backends whose drain has a task (one each).
+    drains: std::sync::Mutex<BTreeSet<BackendId>>,
+    /// Drains a previous process left, resumed by `spawn_background`.
+    saved_drains: std::sync::Mutex<Vec<BackendId>>,
 }
 
 impl Jobs {
@@ -113,10 +117,24 @@ impl Jobs {
         let registry = control::Registry::default();
         registry.handle(scrub::JOB, "scrub");
         registry.handle(repair::JOB, "repair");
-        match gw.meta().job_state(PAUSED) {
+        let jobs = Arc::new(Self {
+            gw,
+            settings,
+            registry,
+            scrub_now: Notify::new(),
+            scrub_requested: std::sync::atomic::AtomicBool::new(false),
+            drains: std::sync::Mutex::new(BTreeSet::new()),
+            saved_drains: std::sync::Mutex::new(Vec::new()),
+        });
+        // Before the node serves: backends being drained take no write.
+        let saved = jobs.load_drains();
+        if let Ok(mut s) = jobs.saved_drains.lock() {
+            *s = saved;
+        }
+        match jobs.gw.meta().job_state(PAUSED) {
             Ok(Some(ids)) => {
                 for id in String::from_utf8_lossy(&ids).lines() {
-                    if let Some(h) = registry.get(id) {
+                    if let Some(h) = jobs.registry.get(id) {
                         h.pause(true);
                     }
                 }
@@ -124,13 +142,7 @@ impl Jobs {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "paused jobs not read; none paused"),
         }
-        Arc::new(Self {
-            gw,
-            settings,
-            registry,
-            scrub_now: Notify::new(),
-            scrub_requested: std::sync::atomic::AtomicBool::new(false),
-        })
+        jobs
     }
 
     /// The node the jobs work on.
@@ -164,10 +176,18 @@ impl Jobs {
         match request {
             JobRequest::Scrub => {
                 let h = self.handle(scrub::JOB)?;
-                if h.status().state == JobState::Running {
-                    return Err(ControlError::Refused(
-                        "a scrub pass is running already".into(),
-                    ));
+                match h.status().state {
+                    JobState::Running => {
+                        return Err(ControlError::Refused(
+                            "a scrub pass is running already".into(),
+                        ));
+                    }
+                    JobState::Paused => {
+                        return Err(ControlError::Refused(
+                            "scrub is paused: resume it first".into(),
+                        ));
+                    }
+                    _ => {}
                 }
                 self.scrub_requested
                     .store(true, std::sync::atomic::Ordering::Release);
@@ -203,6 +223,12 @@ impl Jobs {
             return Err(ControlError::Refused(
                 "repair runs for as long as objects are damaged: pause it instead".into(),
             ));
+        }
+        if let Some(backend) = id.strip_prefix(drain::PREFIX) {
+            let running = BackendId::new(backend).is_ok_and(|b| self.is_drain_running(&b));
+            if !running {
+                return Err(ControlError::Refused(format!("{id} is not running")));
+            }
         }
         h.cancel();
         // A drain answers once it has stopped (its backend takes new

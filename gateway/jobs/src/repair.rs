@@ -27,7 +27,7 @@ use bytes::Bytes;
 use shardgate_backend::{Backend, BlobWriter};
 use shardgate_core::hash::group_digests;
 use shardgate_core::{
-    BackendId, BlobName, Digest, FragmentRef, FragmentState, Segment, rebuild_shards,
+    BackendId, BlobName, Digest, FragmentRef, FragmentState, Segment, VersionId, rebuild_shards,
 };
 use shardgate_meta::{Condition, IntentKind, MetaError, RepairEntry};
 use shardgate_pipeline::{checked_trailer, stripe_runs, verify_fragment};
@@ -81,20 +81,31 @@ pub(crate) enum Source {
 }
 
 /// Objects whose repair failed, and when to try each again.
+///
+/// It also keeps where the last round stopped looking when the queue's
+/// head was all waiting: the next round goes on from there, so entries
+/// behind any number of failing ones are reached.
 #[derive(Debug, Default)]
-pub struct Retry(HashMap<(String, String), (Instant, Duration)>);
+pub struct Retry {
+    waits: HashMap<(String, String, VersionId), (Instant, Duration)>,
+    resume_after: Option<RepairEntry>,
+}
 
 impl Retry {
+    fn slot(e: &RepairEntry) -> (String, String, VersionId) {
+        (e.bucket.clone(), e.key.clone(), e.version)
+    }
+
     fn due(&self, e: &RepairEntry, now: Instant) -> bool {
-        self.0
-            .get(&(e.bucket.clone(), e.key.clone()))
+        self.waits
+            .get(&Self::slot(e))
             .is_none_or(|(at, _)| *at <= now)
     }
 
     fn failed(&mut self, e: &RepairEntry, now: Instant) -> Duration {
         let slot = self
-            .0
-            .entry((e.bucket.clone(), e.key.clone()))
+            .waits
+            .entry(Self::slot(e))
             .or_insert((now, RETRY_FIRST / 2));
         slot.1 = (slot.1 * 2).min(RETRY_MAX);
         slot.0 = now + slot.1;
@@ -102,12 +113,34 @@ impl Retry {
     }
 
     fn forget(&mut self, e: &RepairEntry) {
-        self.0.remove(&(e.bucket.clone(), e.key.clone()));
+        self.waits.remove(&Self::slot(e));
+    }
+
+    /// Drops waits long past: their entry was due and not seen again (the
+    /// object was overwritten or deleted), so nothing will forget them.
+    fn prune(&mut self, now: Instant) {
+        self.waits
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < RETRY_MAX * 2);
     }
 }
 
 fn internal(what: impl std::fmt::Display) -> GatewayError {
     GatewayError::Internal(what.to_string())
+}
+
+/// A write to a backend slower than this fails the repair (tried again
+/// later), so a hung target cannot stall the job.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn bounded<T>(
+    op: impl std::future::Future<Output = Result<T, shardgate_backend::BackendError>>,
+) -> Result<T, GatewayError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, op).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(internal(format!(
+            "a backend took longer than {WRITE_TIMEOUT:?} to take a write"
+        ))),
+    }
 }
 
 impl Jobs {
@@ -156,8 +189,12 @@ impl Jobs {
         // Entries waiting out a failed try are skipped, a page at a time,
         // so however many cannot be repaired now, those behind them are.
         let now = Instant::now();
+        retry.prune(now);
         let mut due: Vec<RepairEntry> = Vec::new();
+        // The head first (the least redundant), then on from where the
+        // last round stopped looking.
         let mut after: Option<RepairEntry> = None;
+        let mut resumed = false;
         for _ in 0..MAX_PAGES {
             let meta = self.gw.meta().clone();
             let from = after.take();
@@ -165,9 +202,21 @@ impl Jobs {
             let full = page.len() == LOOK_AHEAD;
             after = page.last().cloned();
             due.extend(page.into_iter().filter(|e| retry.due(e, now)));
-            if due.len() >= BATCH || !full {
+            if due.len() >= BATCH {
                 break;
             }
+            if !full {
+                after = None;
+                break;
+            }
+            if !resumed && retry.resume_after.is_some() {
+                after = retry.resume_after.take();
+                resumed = true;
+            }
+        }
+        // Where the next round goes on, if this one did not reach the end.
+        if due.len() < BATCH {
+            retry.resume_after = after;
         }
         due.truncate(BATCH);
         let mut done = 0;
@@ -190,6 +239,9 @@ impl Jobs {
                 }
                 Err(e) => {
                     self.gw.metrics().repair_failures.inc();
+                    if let Some(h) = self.registry.get(JOB) {
+                        h.failed(format!("{object}: {e}"));
+                    }
                     let wait = retry.failed(&entry, now);
                     tracing::warn!(%object, error = %e, retry_in = ?wait, "repair failed; the object stays queued");
                 }
@@ -235,9 +287,15 @@ impl Jobs {
                 let confirmed = match (lost, suspect, self.gw.backend(&f.backend)) {
                     (true, _, _) => true,
                     (false, true, Some(backend)) => {
-                        let finding = verify_fragment(&**backend, f, &geometry, CHECK_READ_BYTES)
-                            .await
-                            .finding;
+                        let check =
+                            verify_fragment(&**backend, f, &geometry, CHECK_READ_BYTES).await;
+                        // Checks count against the rate limit: a backend
+                        // back from a long outage has every fragment
+                        // queued as a suspect.
+                        let pause = check.bytes_read as f64
+                            / self.settings.repair_rate_bytes_per_sec as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                        let finding = check.finding;
                         unsure |= matches!(finding, shardgate_pipeline::Finding::Unavailable(_));
                         if finding == shardgate_pipeline::Finding::Healthy {
                             healthy.push((si as u32, fi as u16));
@@ -398,7 +456,14 @@ impl Jobs {
             m: segment.layout.code.m(),
             current,
         };
-        let candidates = self.gw.health_snapshot();
+        // A backend being drained takes no new fragment (it keeps those
+        // that stay).
+        let candidates: Vec<_> = self
+            .gw
+            .health_snapshot()
+            .into_iter()
+            .filter(|c| !self.gw.is_draining(&c.id) || current.contains(&Some(c.id.clone())))
+            .collect();
         let chosen = self.gw.placer_for(bucket).place(&request, &candidates)?;
         check(&request, &candidates, &chosen)?;
         // The fragments that stay must stay where they are: a placer that
@@ -445,7 +510,7 @@ impl Jobs {
                 .map_err(|_| internal(format!("fragment {fi}: no answer from {}", f.backend)))??;
             let digests = checked_trailer(&list, f, &geometry)
                 .ok_or_else(|| internal(format!("fragment {fi}: its trailer does not match")))?;
-            let mut w = to.create(name).await?;
+            let mut w = bounded(to.create(name)).await?;
             let copied = async {
                 for (first, end, range) in stripe_runs(&geometry, CHECK_READ_BYTES) {
                     let start = range.start;
@@ -466,10 +531,10 @@ impl Jobs {
                         }
                     }
                     let pause = bytes.len() as f64 / self.settings.repair_rate_bytes_per_sec as f64;
-                    w.write(bytes).await?;
+                    bounded(w.write(bytes)).await?;
                     tokio::time::sleep(Duration::from_secs_f64(pause)).await;
                 }
-                w.write(list).await?;
+                bounded(w.write(list)).await?;
                 Ok::<(), GatewayError>(())
             }
             .await;
@@ -477,7 +542,7 @@ impl Jobs {
                 let _ = w.abort().await;
                 return Err(e);
             }
-            w.commit().await?;
+            bounded(w.commit()).await?;
             out.push((
                 *fi,
                 FragmentRef {
@@ -536,7 +601,7 @@ impl Jobs {
         }
         let mut writers: Vec<Box<dyn BlobWriter>> = Vec::with_capacity(targets.len());
         for (_, backend, name) in targets {
-            writers.push(backend.create(name).await?);
+            writers.push(bounded(backend.create(name)).await?);
         }
         let mut digests: Vec<Vec<Digest>> = vec![Vec::new(); targets.len()];
         let width = segment.fragments.len();
@@ -575,7 +640,7 @@ impl Jobs {
             let rebuilt = rebuild_shards(&geometry, stripe, &refs, &wanted)?;
             for ((w, shard), list) in writers.iter_mut().zip(rebuilt).zip(&mut digests) {
                 list.push(Digest::of_shard(&shard));
-                w.write(Bytes::from(shard)).await?;
+                bounded(w.write(Bytes::from(shard))).await?;
             }
         }
         let mut out = Vec::with_capacity(targets.len());
@@ -588,8 +653,8 @@ impl Jobs {
                 )));
             }
             let trailer: Vec<u8> = list.iter().flat_map(|d| d.0).collect();
-            w.write(Bytes::from(trailer)).await?;
-            w.commit().await?;
+            bounded(w.write(Bytes::from(trailer))).await?;
+            bounded(w.commit()).await?;
             out.push((
                 *fi,
                 FragmentRef {

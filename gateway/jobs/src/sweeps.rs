@@ -28,8 +28,12 @@ impl Jobs {
         self.spawn_scrub();
         self.spawn_repair();
         self.spawn_backend_watch();
-        let jobs = self.clone();
-        tokio::spawn(async move { jobs.resume_drains().await });
+        let saved = self
+            .saved_drains
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        self.spawn_saved_drains(saved);
         let gw = self.clone();
         tokio::spawn(async move {
             loop {

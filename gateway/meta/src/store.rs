@@ -253,6 +253,16 @@ pub struct PartRecord {
     pub segment: Segment,
 }
 
+/// What one backend holds: fragments and bytes of current objects, and of
+/// the parts of uploads in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub fragments: u64,
+    pub bytes: u64,
+    pub part_fragments: u64,
+    pub part_bytes: u64,
+}
+
 /// When a PUT may replace what is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Condition {
@@ -850,36 +860,65 @@ impl MetaStore {
         Ok(txn.open_table(OBJECTS)?.len()?)
     }
 
-    /// Fragments and bytes each backend holds for current objects and
-    /// uploaded parts, by a walk of every manifest (metadata only; about a
-    /// second per million objects). Fragments recorded Missing are not
-    /// counted.
-    pub fn usage_by_backend(&self) -> Result<BTreeMap<BackendId, (u64, u64)>> {
+    /// What each backend holds, by a walk of every manifest (metadata
+    /// only; about a second per million objects). Fragments recorded
+    /// Missing are not counted.
+    pub fn usage_by_backend(&self) -> Result<BTreeMap<BackendId, Usage>> {
         let txn = self.db.begin_read()?;
-        let mut usage: BTreeMap<BackendId, (u64, u64)> = BTreeMap::new();
-        let mut count = |segment: &Segment| {
+        let mut usage: BTreeMap<BackendId, Usage> = BTreeMap::new();
+        let mut count = |segment: &Segment, part: bool| {
             let len = segment.geometry().fragment_len();
             for f in &segment.fragments {
                 if f.state == shardgate_core::FragmentState::Stored {
                     let u = usage.entry(f.backend.clone()).or_default();
-                    u.0 += 1;
-                    u.1 += len;
+                    if part {
+                        u.part_fragments += 1;
+                        u.part_bytes += len;
+                    } else {
+                        u.fragments += 1;
+                        u.bytes += len;
+                    }
                 }
             }
         };
         for r in txn.open_table(OBJECTS)?.iter()? {
             let (_, v) = r?;
             if let Ok(m) = decode_manifest(v.value()) {
-                m.segments.iter().for_each(&mut count);
+                m.segments.iter().for_each(|s| count(s, false));
             }
         }
         for r in txn.open_table(PARTS)?.iter()? {
             let (_, v) = r?;
             if let Ok(p) = decode::<PartRecord>("part", v.value()) {
-                count(&p.segment);
+                count(&p.segment, true);
             }
         }
         Ok(usage)
+    }
+
+    /// Whether an open intent (a write in flight) names a blob on `backend`.
+    pub fn intents_on(&self, backend: &BackendId) -> Result<usize> {
+        Ok(self
+            .intents()?
+            .iter()
+            .filter(|(_, r)| r.blobs.iter().any(|(b, _)| b == backend))
+            .count())
+    }
+
+    /// Replaces a job's state only if it is still there (a job cancelled
+    /// meanwhile is not brought back). Returns whether it was.
+    pub fn update_job_state(&self, job: &str, state: &[u8]) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let present = {
+            let mut jobs = txn.open_table(JOBS)?;
+            let present = jobs.get(job)?.is_some();
+            if present {
+                jobs.insert(job, state)?;
+            }
+            present
+        };
+        txn.commit()?;
+        Ok(present)
     }
 
     /// A background job's saved state.
