@@ -10,7 +10,7 @@
 //!   it holds (a walk of the manifests, metadata only);
 //! - `GET /v1/jobs`, `GET /v1/jobs/{id}`: progress, rate and ETA;
 //!   `POST /v1/jobs` (`{"kind": "scrub"}`, `{"kind": "drain", "backend":
-//!   "ID"}`) starts one;
+//!   "ID"}`, `{"kind": "rebalance"}`) starts one;
 //!   `POST /v1/jobs/{id}/pause|resume|cancel` steer one;
 //! - `GET /v1/objects/{bucket}/{key}`: one object's fragment map, and how
 //!   many more backend losses it survives.
@@ -274,6 +274,7 @@ async fn job_start(
 ) -> Answer<JobStatus> {
     let request = match body.kind.as_str() {
         "scrub" => JobRequest::Scrub,
+        "rebalance" => JobRequest::Rebalance,
         "drain" => {
             let Some(backend) = body.backend.as_deref() else {
                 return Err(Failure(
@@ -288,7 +289,7 @@ async fn job_start(
         other => {
             return Err(Failure(
                 StatusCode::BAD_REQUEST,
-                format!("no job kind {other:?} can be started (scrub, drain)"),
+                format!("no job kind {other:?} can be started (scrub, drain, rebalance)"),
             ));
         }
     };

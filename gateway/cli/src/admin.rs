@@ -43,8 +43,10 @@ enum AdminCommand {
     Backends,
     /// Every job's state and progress.
     Jobs,
-    /// Start a job and, with --watch, follow it: `scrub` (a pass now), or
-    /// `drain --backend ID` (empty a backend while reads and writes go on).
+    /// Start a job and, with --watch, follow it: `scrub` (a pass now),
+    /// `drain --backend ID` (empty a backend while reads and writes go on),
+    /// or `rebalance` (fragments toward where the placer puts them now,
+    /// fuller backends to emptier ones).
     Start {
         kind: String,
         /// `drain`: the backend to empty.

@@ -33,7 +33,7 @@ use shardgate_meta::MetaError;
 use shardgate_node::{GatewayError, blocking};
 
 use crate::control::JobHandle;
-use crate::repair::{Repaired, Source};
+use crate::repair::{Repaired, Replace, Source};
 use crate::{ControlError, JobState, Jobs};
 
 /// Job ids and job-state keys of drains: this, then the backend id.
@@ -406,7 +406,17 @@ impl Jobs {
                 return Ok(0);
             }
             match self
-                .replace_fragments(bucket, key, summary.generation, &manifest, &plan, source)
+                .replace_fragments(
+                    bucket,
+                    key,
+                    summary.generation,
+                    &manifest,
+                    Replace {
+                        plan: &plan,
+                        source,
+                        destinations: None,
+                    },
+                )
                 .await
             {
                 Ok(Repaired::Rebuilt { bytes, .. }) => {

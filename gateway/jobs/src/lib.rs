@@ -25,6 +25,7 @@ mod collector;
 mod control;
 mod drain;
 mod lost;
+mod rebalance;
 mod repair;
 mod scrub;
 mod sweeps;
@@ -91,6 +92,9 @@ pub enum JobRequest {
     /// Empty a backend (its fragments moved to others) and keep new ones
     /// off it.
     Drain { backend: BackendId },
+    /// One pass moving fragments toward where the placer puts them now,
+    /// from fuller backends to emptier ones.
+    Rebalance,
 }
 
 /// The jobs of one node.
@@ -106,6 +110,8 @@ pub struct Jobs {
     drains: std::sync::Mutex<BTreeSet<BackendId>>,
     /// Drains a previous process left, resumed by `spawn_background`.
     saved_drains: std::sync::Mutex<Vec<BackendId>>,
+    /// A rebalance pass has a task.
+    rebalancing: std::sync::atomic::AtomicBool,
 }
 
 impl Jobs {
@@ -117,6 +123,7 @@ impl Jobs {
         let registry = control::Registry::default();
         registry.handle(scrub::JOB, "scrub");
         registry.handle(repair::JOB, "repair");
+        registry.handle(rebalance::JOB, "rebalance");
         let jobs = Arc::new(Self {
             gw,
             settings,
@@ -125,6 +132,7 @@ impl Jobs {
             scrub_requested: std::sync::atomic::AtomicBool::new(false),
             drains: std::sync::Mutex::new(BTreeSet::new()),
             saved_drains: std::sync::Mutex::new(Vec::new()),
+            rebalancing: std::sync::atomic::AtomicBool::new(false),
         });
         // Before the node serves: backends being drained take no write.
         let saved = jobs.load_drains();
@@ -195,6 +203,7 @@ impl Jobs {
                 Ok(h.status())
             }
             JobRequest::Drain { backend } => Ok(self.start_drain(backend).await?.status()),
+            JobRequest::Rebalance => Ok(self.start_rebalance().await?.status()),
         }
     }
 

@@ -69,6 +69,15 @@ pub enum Repaired {
 /// A fragment to rebuild: its index, the backend it goes to, its new name.
 type Target = (usize, Arc<dyn Backend>, BlobName);
 
+/// Which fragments to write anew (per segment, the indices), from where,
+/// and (a rebalance) to where; without destinations the placer chooses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replace<'a> {
+    pub plan: &'a [(usize, Vec<usize>)],
+    pub source: Source,
+    pub destinations: Option<&'a std::collections::BTreeMap<(usize, usize), BackendId>>,
+}
+
 /// Where the bytes of replaced fragments come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -330,8 +339,11 @@ impl Jobs {
             &entry.key,
             summary.generation,
             &manifest,
-            &plan,
-            Source::Rebuild,
+            Replace {
+                plan: &plan,
+                source: Source::Rebuild,
+                destinations: None,
+            },
         )
         .await
     }
@@ -345,9 +357,13 @@ impl Jobs {
         key: &str,
         generation: u64,
         manifest: &shardgate_core::Manifest,
-        plan: &[(usize, Vec<usize>)],
-        source: Source,
+        replace: Replace<'_>,
     ) -> Result<Repaired, GatewayError> {
+        let Replace {
+            plan,
+            source,
+            destinations,
+        } = replace;
         let _reading = self.gw.hold_version(manifest.version_id);
         // Where the rebuilt fragments go, and their new names.
         let mut targets: Vec<(usize, Vec<Target>)> = Vec::new();
@@ -359,7 +375,22 @@ impl Jobs {
                 .enumerate()
                 .map(|(i, f)| (!bad.contains(&i)).then(|| f.backend.clone()))
                 .collect();
-            let chosen = self.place_repair(bucket, key, segment, &current)?;
+            // Destinations chosen already (a rebalance) skip the placer.
+            let fixed: Option<Vec<BackendId>> = destinations.and_then(|d| {
+                bad.iter()
+                    .map(|fi| d.get(&(*si, *fi)).cloned())
+                    .collect::<Option<Vec<_>>>()
+            });
+            let chosen = match fixed {
+                Some(to) => {
+                    let mut all = current.clone();
+                    for (fi, id) in bad.iter().zip(to) {
+                        all[*fi] = Some(id);
+                    }
+                    all.into_iter().flatten().collect::<Vec<_>>()
+                }
+                None => self.place_repair(bucket, key, segment, &current)?,
+            };
             let mut seg_targets = Vec::new();
             for &fi in bad {
                 let id = &chosen[fi];
@@ -440,7 +471,7 @@ impl Jobs {
     }
 
     /// Asks the bucket's policy where fragments `None` in `current` go.
-    fn place_repair(
+    pub(crate) fn place_repair(
         &self,
         bucket: &str,
         key: &str,

@@ -34,6 +34,7 @@ impl Jobs {
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
         self.spawn_saved_drains(saved);
+        self.resume_rebalance();
         let gw = self.clone();
         tokio::spawn(async move {
             loop {

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub repair_failures: Counter,
     /// Drain: fragments moved off backends being drained.
     pub drain_fragments: Counter,
+    /// Rebalance: fragments moved toward where the placer puts them now.
+    pub rebalance_fragments: Counter,
 }
 
 impl Metrics {
@@ -393,6 +395,11 @@ pub fn render(gateway: &Gateway, server: ServerLoad) -> String {
         "drain_fragments_moved",
         "Fragments moved off backends being drained",
         m.drain_fragments.clone(),
+    );
+    registry.register(
+        "rebalance_fragments_moved",
+        "Fragments moved by rebalancing, from fuller backends to emptier ones the placer chose",
+        m.rebalance_fragments.clone(),
     );
     registry.register(
         "repair_failures",
