@@ -642,20 +642,31 @@ impl Jobs {
             let mut shards: Vec<Option<Bytes>> = vec![None; width];
             let mut have = 0;
             let mut read_bytes = 0u64;
-            for (i, backend, list) in &sources {
-                if have == k {
-                    break;
-                }
-                let blob = &segment.fragments[*i].blob;
-                let read = tokio::time::timeout(
-                    self.gw.fragment_timeout(),
-                    backend.get(blob, range.clone()),
-                );
-                if let Ok(Ok(bytes)) = read.await
-                    && list[stripe as usize].matches(&bytes)
-                {
+            // k shards at once from the likeliest sources; one more for
+            // each that fails or does not match, until k or none left.
+            let mut next = 0;
+            while have < k && next < sources.len() {
+                let wave = &sources[next..(next + k - have).min(sources.len())];
+                next += wave.len();
+                let reads = wave.iter().map(|(i, backend, list)| {
+                    let blob = &segment.fragments[*i].blob;
+                    let range = range.clone();
+                    async move {
+                        let read = tokio::time::timeout(
+                            self.gw.fragment_timeout(),
+                            backend.get(blob, range),
+                        );
+                        match read.await {
+                            Ok(Ok(bytes)) if list[stripe as usize].matches(&bytes) => {
+                                Some((*i, bytes))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                for (i, bytes) in futures::future::join_all(reads).await.into_iter().flatten() {
                     read_bytes += bytes.len() as u64;
-                    shards[*i] = Some(bytes);
+                    shards[i] = Some(bytes);
                     have += 1;
                 }
             }

@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use rand::seq::index::sample;
 use shardgate_core::FragmentState;
 use shardgate_meta::repair_reason;
@@ -33,6 +34,8 @@ use crate::Jobs;
 
 /// Objects read from the store per step.
 const BATCH: usize = 32;
+/// Fragments checked at once.
+const CHECKS_IN_FLIGHT: usize = 6;
 /// Bytes read from a backend at once.
 const READ_BYTES: usize = 4 << 20;
 /// The job's id, and its job-state key.
@@ -194,7 +197,7 @@ impl Jobs {
             handle.set(
                 crate::JobState::Idle,
                 format!(
-                    "last pass: {} objects, {} bytes read in {:.1} s",
+                    "last pass: {} objects, {} bytes read in {:.2} s",
                     done.objects_done,
                     done.bytes_done,
                     took_ms as f64 / 1000.0
@@ -205,8 +208,8 @@ impl Jobs {
         for (row, bucket, key, manifest) in batch {
             let mut damaged = Vec::new();
             let mut read = 0;
+            let mut checks = Vec::new();
             for (si, segment) in manifest.segments.iter().enumerate() {
-                let geometry = segment.geometry();
                 for (fi, fragment) in segment.fragments.iter().enumerate() {
                     // Never written: queued by its write already.
                     if fragment.state != FragmentState::Stored {
@@ -225,38 +228,52 @@ impl Jobs {
                     if !self.backend_is_up(&fragment.backend) {
                         continue;
                     }
-                    let sampled = self.settings.audit_stripes > 0
-                        && self.settings.sampled.contains(&fragment.backend);
-                    let check = if sampled {
-                        let stripes =
-                            sample_stripes(geometry.stripe_count, self.settings.audit_stripes);
-                        audit_fragment(&*backend, fragment, &geometry, &stripes).await
-                    } else {
-                        verify_fragment(&*backend, fragment, &geometry, READ_BYTES).await
-                    };
-                    read += check.bytes_read;
-                    let m = self.gw.metrics();
-                    m.scrub_bytes.inc_by(check.bytes_read);
-                    m.scrub_fragments.inc();
-                    let at = vec![
-                        ("backend", fragment.backend.to_string()),
-                        ("mode", if sampled { "audit" } else { "full" }.to_string()),
-                    ];
-                    m.scrub_backend_bytes
-                        .get_or_create(&at)
-                        .inc_by(check.bytes_read);
-                    if check.finding.is_damage() {
-                        m.scrub_backend_damaged.get_or_create(&at).inc();
-                    }
-                    if check.finding.is_damage() {
-                        damaged.push((si as u32, fi as u16, fragment.clone(), check.finding));
-                    }
-                    // The rate limit: this read's share of a second.
-                    let pause =
-                        check.bytes_read as f64 / self.settings.scrub_rate_bytes_per_sec as f64;
-                    tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                    checks.push((si, fi, segment.geometry(), fragment.clone(), backend));
                 }
             }
+            // The fragments of an object live on different backends: they
+            // are checked side by side, so a pass reads the disks (and
+            // hashes) in parallel rather than one file at a time.
+            let mut pending = Vec::with_capacity(checks.len());
+            for (si, fi, geometry, fragment, backend) in checks {
+                let sampled = self.settings.audit_stripes > 0
+                    && self.settings.sampled.contains(&fragment.backend);
+                let stripes = sampled
+                    .then(|| sample_stripes(geometry.stripe_count, self.settings.audit_stripes));
+                pending.push(async move {
+                    let check = match stripes {
+                        Some(stripes) => {
+                            audit_fragment(&*backend, &fragment, &geometry, &stripes).await
+                        }
+                        None => verify_fragment(&*backend, &fragment, &geometry, READ_BYTES).await,
+                    };
+                    (si, fi, fragment, sampled, check)
+                });
+            }
+            let results: Vec<_> = futures::stream::iter(pending)
+                .buffer_unordered(CHECKS_IN_FLIGHT)
+                .collect()
+                .await;
+            for (si, fi, fragment, sampled, check) in results {
+                read += check.bytes_read;
+                let m = self.gw.metrics();
+                m.scrub_bytes.inc_by(check.bytes_read);
+                m.scrub_fragments.inc();
+                let at = vec![
+                    ("backend", fragment.backend.to_string()),
+                    ("mode", if sampled { "audit" } else { "full" }.to_string()),
+                ];
+                m.scrub_backend_bytes
+                    .get_or_create(&at)
+                    .inc_by(check.bytes_read);
+                if check.finding.is_damage() {
+                    m.scrub_backend_damaged.get_or_create(&at).inc();
+                    damaged.push((si as u32, fi as u16, fragment, check.finding));
+                }
+            }
+            // The rate limit: this object's share of a second.
+            let pause = read as f64 / self.settings.scrub_rate_bytes_per_sec as f64;
+            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             if !damaged.is_empty() {
                 // Only what the current manifest still uses counts: a
                 // repair may have replaced a fragment while it was read.
