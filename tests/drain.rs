@@ -52,7 +52,7 @@ fn a_backend_drained_under_load_ends_empty_with_no_client_error() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     let puts: u64 = said.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(puts >= 20, "{said}");
+    assert!(puts >= 5, "{said}");
     eprintln!(
         "drain of site-3 ({before} fragments) under load: {} objects walked, {} bytes moved at {} B/s; clients: {}",
         last["objects_done"],

@@ -6,11 +6,15 @@
 //! a restart resumes it). For each segment the placer is asked afresh
 //! where the fragments would go; a fragment on a backend it did not choose
 //! moves to a chosen backend holding none of the segment's, but only if
-//! the move leaves its source at least as full as its destination (bytes
-//! held over bytes held plus free): moves only ever go from fuller to
-//! emptier, so a pass cannot undo itself, a second pass moves (almost)
-//! nothing, and a placer that draws at random (the built-in rule, by free
-//! space) cannot make fragments wander. Each move is a drain's move: a
+//! the move leaves its source at or above the mean fill and its destination
+//! at or below it (fill: bytes held over bytes held plus free, over the
+//! backends that are up and not being drained): moves never cross the
+//! mean, so a pass cannot undo itself, a second pass only finishes what
+//! the first could not, and a placer that draws at random (the built-in
+//! rule, by free space) cannot make fragments wander. A segment whose
+//! moves would leave any site (or any other label's value) with more of
+//! its fragments than before does not move: some fragments the placer
+//! would move may stay, and the object must survive no less. Each move is a drain's move: a
 //! copy with every shard checked, a compare-and-swap of the manifest, the
 //! old blob to the garbage collector.
 
@@ -31,24 +35,35 @@ use crate::{ControlError, JobState, Jobs};
 pub(crate) const JOB: &str = "rebalance";
 const BATCH: usize = 16;
 
-/// Bytes held and room, per backend, as the pass goes.
-struct Fill(BTreeMap<BackendId, (u64, u64)>);
+/// Bytes held and room, per backend, as the pass goes, and the mean fill
+/// of the backends that take part (bytes held over room, all together).
+struct Fill {
+    of: BTreeMap<BackendId, (u64, u64)>,
+    mean: f64,
+}
 
 impl Fill {
     /// `held + len` over `held + free`, as a fraction.
     fn after(&self, b: &BackendId, delta: i64) -> f64 {
-        let (held, room) = self.0.get(b).copied().unwrap_or((0, 1 << 40));
+        let (held, room) = self.of.get(b).copied().unwrap_or((0, 1 << 40));
         let held = (held as i64 + delta).max(0) as f64;
         held / room.max(1) as f64
     }
 
     fn moved(&mut self, from: &BackendId, to: &BackendId, len: u64) {
-        if let Some(f) = self.0.get_mut(from) {
+        if let Some(f) = self.of.get_mut(from) {
             f.0 = f.0.saturating_sub(len);
         }
-        if let Some(t) = self.0.get_mut(to) {
+        if let Some(t) = self.of.get_mut(to) {
             t.0 += len;
         }
+    }
+
+    /// A move of `len` bytes that leaves its source still at or above the
+    /// mean and its destination still at or below it: moves never cross
+    /// the mean, so passes converge instead of trading fragments.
+    fn worth(&self, from: &BackendId, to: &BackendId, len: u64) -> bool {
+        self.after(from, -(len as i64)) >= self.mean && self.after(to, len as i64) <= self.mean
     }
 }
 
@@ -60,8 +75,15 @@ impl Jobs {
                 "a rebalance is running already".into(),
             ));
         }
+        // A pass that stopped (an error, a restart) goes on from its cursor.
         let meta = self.gw.meta().clone();
-        if let Err(e) = blocking(move || meta.set_job_state(JOB, &[])).await {
+        let begun = blocking(move || {
+            if meta.job_state(JOB)?.is_none() {
+                meta.set_job_state(JOB, &[])?;
+            }
+            Ok(())
+        });
+        if let Err(e) = begun.await {
             self.rebalancing.store(false, Ordering::Release);
             return Err(e.into());
         }
@@ -120,20 +142,27 @@ impl Jobs {
             blocking(move || Ok((meta.usage_by_backend()?, meta.job_state(JOB)?))).await?;
         let mut cursor = saved.unwrap_or_default();
         let board = self.gw.backend_set().board();
-        let mut fill = Fill(
-            self.gw
-                .backends()
-                .map(|b| {
-                    let held = usage.get(b.id()).map_or(0, |u| u.bytes + u.part_bytes);
-                    let free = board
-                        .state(b.id())
-                        .and_then(|s| s.free_bytes)
-                        .or(b.info().capacity_bytes.map(|c| c.saturating_sub(held)))
-                        .unwrap_or(1 << 40);
-                    (b.id().clone(), (held, held + free))
-                })
-                .collect(),
-        );
+        let of: BTreeMap<BackendId, (u64, u64)> = self
+            .gw
+            .backends()
+            .filter(|b| self.backend_is_up(b.id()) && !self.gw.is_draining(b.id()))
+            .map(|b| {
+                let held = usage.get(b.id()).map_or(0, |u| u.bytes + u.part_bytes);
+                let free = board
+                    .state(b.id())
+                    .and_then(|s| s.free_bytes)
+                    .or(b.info().capacity_bytes.map(|c| c.saturating_sub(held)))
+                    .unwrap_or(1 << 40);
+                (b.id().clone(), (held, held + free))
+            })
+            .collect();
+        let (held, room) = of
+            .values()
+            .fold((0u64, 0u64), |(h, r), (held, room)| (h + held, r + room));
+        let mut fill = Fill {
+            of,
+            mean: held as f64 / room.max(1) as f64,
+        };
         let total = self.object_count().await;
         h.begin_run(total, "pass started");
         let mut moved_total = 0;
@@ -168,6 +197,33 @@ impl Jobs {
         }
     }
 
+    /// Whether backends `after` spread a segment's fragments no less than
+    /// where they are: for every label, the most fragments sharing one
+    /// value does not grow.
+    fn no_worse_spread(&self, segment: &shardgate_core::Segment, after: &[BackendId]) -> bool {
+        let most = |on: &mut dyn Iterator<Item = &BackendId>, label: &str| -> usize {
+            let mut count: BTreeMap<String, usize> = BTreeMap::new();
+            for b in on {
+                let value = self
+                    .gw
+                    .backend(b)
+                    .and_then(|b| b.info().label(label).map(str::to_string))
+                    .unwrap_or_else(|| b.to_string());
+                *count.entry(value).or_default() += 1;
+            }
+            count.into_values().max().unwrap_or(0)
+        };
+        let labels: BTreeSet<String> = self
+            .gw
+            .backends()
+            .flat_map(|b| b.info().labels.keys().cloned())
+            .collect();
+        labels.iter().all(|label| {
+            most(&mut after.iter(), label)
+                <= most(&mut segment.fragments.iter().map(|f| &f.backend), label)
+        })
+    }
+
     /// Moves what should move of one object; returns (fragments, bytes).
     async fn rebalance_object(
         self: &Arc<Self>,
@@ -186,11 +242,12 @@ impl Jobs {
         let mut destinations = BTreeMap::new();
         let mut planned: Vec<(BackendId, BackendId, u64)> = Vec::new();
         for (si, segment) in manifest.segments.iter().enumerate() {
-            // Only whole, healthy segments move: the rest is repair's.
+            // Only whole segments on backends that answer move: the rest
+            // is repair's.
             let healthy = segment.fragments.iter().all(|f| {
                 f.state == FragmentState::Stored
                     && self.gw.backend(&f.backend).is_some()
-                    && !self.backend_gone(&f.backend)
+                    && self.backend_is_up(&f.backend)
             });
             if !healthy {
                 continue;
@@ -202,33 +259,50 @@ impl Jobs {
             let chosen: BTreeSet<&BackendId> = fresh.iter().collect();
             let holding: BTreeSet<&BackendId> =
                 segment.fragments.iter().map(|f| &f.backend).collect();
+            // Targets: chosen, holding none of the segment, taking part
+            // (up, not being drained).
             let mut free_targets: Vec<&BackendId> = fresh
                 .iter()
-                .filter(|b| !holding.contains(b) && !self.gw.is_draining(b))
+                .filter(|b| !holding.contains(b) && fill.of.contains_key(*b))
                 .collect();
+            let mut after: Vec<BackendId> = segment
+                .fragments
+                .iter()
+                .map(|f| f.backend.clone())
+                .collect();
+            let mut segment_moves = Vec::new();
             let len = segment.geometry().fragment_len();
             let mut moves = Vec::new();
             for (fi, f) in segment.fragments.iter().enumerate() {
                 if chosen.contains(&f.backend) {
                     continue;
                 }
-                // The emptiest chosen target the move leaves no fuller than
-                // its source.
+                // The emptiest chosen target worth moving to.
                 free_targets.sort_by(|a, b| fill.after(a, 0).total_cmp(&fill.after(b, 0)));
-                let Some(pos) = free_targets.iter().position(|t| {
-                    fill.after(&f.backend, -(len as i64)) >= fill.after(t, len as i64)
-                }) else {
+                let Some(pos) = free_targets
+                    .iter()
+                    .position(|t| fill.worth(&f.backend, t, len))
+                else {
                     continue;
                 };
                 let to = free_targets.remove(pos).clone();
-                fill.moved(&f.backend, &to, len);
-                planned.push((f.backend.clone(), to.clone(), len));
+                after[fi] = to.clone();
+                segment_moves.push((fi, f.backend.clone(), to));
+            }
+            // The moves must not make the segment survive less: no site
+            // (or provider, region, any label) may end with more of its
+            // fragments than before, since some fragments the placer would
+            // move stay where they are.
+            if segment_moves.is_empty() || !self.no_worse_spread(segment, &after) {
+                continue;
+            }
+            for (fi, from, to) in segment_moves {
+                fill.moved(&from, &to, len);
+                planned.push((from, to.clone(), len));
                 destinations.insert((si, fi), to);
                 moves.push(fi);
             }
-            if !moves.is_empty() {
-                plan.push((si, moves));
-            }
+            plan.push((si, moves));
         }
         if plan.is_empty() {
             return Ok((0, 0));

@@ -387,7 +387,14 @@ impl Jobs {
                     for (fi, id) in bad.iter().zip(to) {
                         all[*fi] = Some(id);
                     }
-                    all.into_iter().flatten().collect::<Vec<_>>()
+                    let all: Vec<BackendId> = all.into_iter().flatten().collect();
+                    let distinct: std::collections::BTreeSet<&BackendId> = all.iter().collect();
+                    if distinct.len() != all.len() {
+                        return Err(internal(
+                            "destinations would put two fragments on one backend",
+                        ));
+                    }
+                    all
                 }
                 None => self.place_repair(bucket, key, segment, &current)?,
             };
@@ -636,6 +643,7 @@ impl Jobs {
         }
         let mut digests: Vec<Vec<Digest>> = vec![Vec::new(); targets.len()];
         let width = segment.fragments.len();
+        let mut failing: std::collections::HashSet<usize> = std::collections::HashSet::new();
         for stripe in 0..geometry.stripe_count {
             let range = geometry.shard_offset(stripe)
                 ..geometry.shard_offset(stripe) + geometry.shard_len(stripe) as u64;
@@ -645,9 +653,13 @@ impl Jobs {
             // k shards at once from the likeliest sources; one more for
             // each that fails or does not match, until k or none left.
             let mut next = 0;
+            // Sources that failed a read go last from then on, so one that
+            // hangs costs one timeout, not one per stripe.
+            sources.sort_by_key(|(i, _, _)| failing.contains(i));
             while have < k && next < sources.len() {
                 let wave = &sources[next..(next + k - have).min(sources.len())];
                 next += wave.len();
+                let asked: Vec<usize> = wave.iter().map(|(i, _, _)| *i).collect();
                 let reads = wave.iter().map(|(i, backend, list)| {
                     let blob = &segment.fragments[*i].blob;
                     let range = range.clone();
@@ -664,7 +676,17 @@ impl Jobs {
                         }
                     }
                 });
-                for (i, bytes) in futures::future::join_all(reads).await.into_iter().flatten() {
+                let got: Vec<(usize, Bytes)> = futures::future::join_all(reads)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for i in asked {
+                    if !got.iter().any(|(g, _)| *g == i) {
+                        failing.insert(i);
+                    }
+                }
+                for (i, bytes) in got {
                     read_bytes += bytes.len() as u64;
                     shards[i] = Some(bytes);
                     have += 1;

@@ -234,26 +234,44 @@ impl Jobs {
             // The fragments of an object live on different backends: they
             // are checked side by side, so a pass reads the disks (and
             // hashes) in parallel rather than one file at a time.
-            let mut pending = Vec::with_capacity(checks.len());
-            for (si, fi, geometry, fragment, backend) in checks {
-                let sampled = self.settings.audit_stripes > 0
-                    && self.settings.sampled.contains(&fragment.backend);
-                let stripes = sampled
-                    .then(|| sample_stripes(geometry.stripe_count, self.settings.audit_stripes));
-                pending.push(async move {
-                    let check = match stripes {
-                        Some(stripes) => {
-                            audit_fragment(&*backend, &fragment, &geometry, &stripes).await
-                        }
-                        None => verify_fragment(&*backend, &fragment, &geometry, READ_BYTES).await,
-                    };
-                    (si, fi, fragment, sampled, check)
-                });
+            // A segment at a time, its fragments side by side, and the
+            // rate limit's pause after each segment: a large object is not
+            // read in one burst.
+            let mut results = Vec::with_capacity(checks.len());
+            let mut by_segment = checks.into_iter().peekable();
+            while let Some(first) = by_segment.next() {
+                let mut group = vec![first];
+                while let Some(next) = by_segment.next_if(|c| c.0 == group[0].0) {
+                    group.push(next);
+                }
+                let mut pending = Vec::with_capacity(group.len());
+                for (si, fi, geometry, fragment, backend) in group {
+                    let sampled = self.settings.audit_stripes > 0
+                        && self.settings.sampled.contains(&fragment.backend);
+                    let stripes = sampled.then(|| {
+                        sample_stripes(geometry.stripe_count, self.settings.audit_stripes)
+                    });
+                    pending.push(async move {
+                        let check = match stripes {
+                            Some(stripes) => {
+                                audit_fragment(&*backend, &fragment, &geometry, &stripes).await
+                            }
+                            None => {
+                                verify_fragment(&*backend, &fragment, &geometry, READ_BYTES).await
+                            }
+                        };
+                        (si, fi, fragment, sampled, check)
+                    });
+                }
+                let done: Vec<_> = futures::stream::iter(pending)
+                    .buffer_unordered(CHECKS_IN_FLIGHT)
+                    .collect()
+                    .await;
+                let bytes: u64 = done.iter().map(|d| d.4.bytes_read).sum();
+                results.extend(done);
+                let pause = bytes as f64 / self.settings.scrub_rate_bytes_per_sec as f64;
+                tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             }
-            let results: Vec<_> = futures::stream::iter(pending)
-                .buffer_unordered(CHECKS_IN_FLIGHT)
-                .collect()
-                .await;
             for (si, fi, fragment, sampled, check) in results {
                 read += check.bytes_read;
                 let m = self.gw.metrics();
@@ -271,9 +289,6 @@ impl Jobs {
                     damaged.push((si as u32, fi as u16, fragment, check.finding));
                 }
             }
-            // The rate limit: this object's share of a second.
-            let pause = read as f64 / self.settings.scrub_rate_bytes_per_sec as f64;
-            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             if !damaged.is_empty() {
                 // Only what the current manifest still uses counts: a
                 // repair may have replaced a fragment while it was read.

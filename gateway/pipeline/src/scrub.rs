@@ -59,6 +59,41 @@ pub async fn verify_fragment(
     max_read: usize,
 ) -> FragmentCheck {
     let mut bytes_read = 0;
+    // A fragment not much larger than one read is read whole, front to
+    // back, in one request: the trailer first would cost a second request
+    // and, on a disk, a seek that defeats read-ahead.
+    let len = geometry.fragment_len();
+    if len <= max_read as u64 + max_read as u64 / 4 {
+        let size = match backend.stat(&fragment.blob).await {
+            Ok(meta) => meta.size,
+            Err(e) => return unavailable(e, bytes_read),
+        };
+        let corrupt = |stripe, bytes_read| FragmentCheck {
+            finding: Finding::Corrupt { stripe },
+            bytes_read,
+        };
+        if size != len {
+            return corrupt(None, bytes_read);
+        }
+        let bytes = match backend.get(&fragment.blob, 0..len).await {
+            Ok(b) => b,
+            Err(e) => return unavailable(e, bytes_read),
+        };
+        bytes_read += bytes.len() as u64;
+        let tail = bytes
+            .get(geometry.hash_list_offset() as usize..)
+            .unwrap_or_default();
+        let Some(digests) = checked_trailer(tail, fragment, geometry) else {
+            return corrupt(None, bytes_read);
+        };
+        return match bad_shard(&bytes, 0, 0..geometry.stripe_count, &digests, geometry) {
+            Some(s) => corrupt(Some(s), bytes_read),
+            None => FragmentCheck {
+                finding: Finding::Healthy,
+                bytes_read,
+            },
+        };
+    }
     let digests = match size_and_trailer(backend, fragment, geometry, &mut bytes_read).await {
         Ok(d) => d,
         Err(check) => return check,
@@ -70,24 +105,35 @@ pub async fn verify_fragment(
             Err(e) => return unavailable(e, bytes_read),
         };
         bytes_read += bytes.len() as u64;
-        for s in first..end {
-            let at = (geometry.shard_offset(s) - start) as usize;
-            let len = geometry.shard_len(s);
-            let ok = bytes
-                .get(at..at + len)
-                .is_some_and(|shard| digests[s as usize].matches(shard));
-            if !ok {
-                return FragmentCheck {
-                    finding: Finding::Corrupt { stripe: Some(s) },
-                    bytes_read,
-                };
-            }
+        if let Some(s) = bad_shard(&bytes, start, first..end, &digests, geometry) {
+            return FragmentCheck {
+                finding: Finding::Corrupt { stripe: Some(s) },
+                bytes_read,
+            };
         }
     }
     FragmentCheck {
         finding: Finding::Healthy,
         bytes_read,
     }
+}
+
+/// The first of `stripes` whose shard in `bytes` (read from fragment
+/// offset `start`) does not match its digest, if any.
+fn bad_shard(
+    bytes: &[u8],
+    start: u64,
+    stripes: std::ops::Range<u64>,
+    digests: &[Digest],
+    geometry: &Geometry,
+) -> Option<u64> {
+    stripes.into_iter().find(|&s| {
+        let at = (geometry.shard_offset(s) - start) as usize;
+        let len = geometry.shard_len(s);
+        !bytes
+            .get(at..at + len)
+            .is_some_and(|shard| digests[s as usize].matches(shard))
+    })
 }
 
 /// Audits fragment `fragment` by sampling: its size, its whole trailer
