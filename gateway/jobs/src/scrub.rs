@@ -34,6 +34,8 @@ use crate::Jobs;
 
 /// Objects read from the store per step.
 const BATCH: usize = 32;
+/// Objects checked at once.
+const OBJECTS_IN_FLIGHT: usize = 2;
 /// Fragments checked at once.
 const CHECKS_IN_FLIGHT: usize = 6;
 /// Bytes read from a backend at once.
@@ -205,123 +207,139 @@ impl Jobs {
             );
             return Ok(None);
         }
-        for (row, bucket, key, manifest) in batch {
-            let mut damaged = Vec::new();
-            let mut read = 0;
-            let mut checks = Vec::new();
-            for (si, segment) in manifest.segments.iter().enumerate() {
-                for (fi, fragment) in segment.fragments.iter().enumerate() {
-                    // Never written: queued by its write already.
-                    if fragment.state != FragmentState::Stored {
-                        continue;
-                    }
-                    let Some(backend) = self.gw.backend(&fragment.backend).cloned() else {
-                        // Its backend left the configuration: as good as lost.
-                        damaged.push((
-                            si as u32,
-                            fi as u16,
-                            fragment.clone(),
-                            shardgate_pipeline::Finding::Missing,
-                        ));
-                        continue;
-                    };
-                    if !self.backend_is_up(&fragment.backend) {
-                        continue;
-                    }
-                    checks.push((si, fi, segment.geometry(), fragment.clone(), backend));
-                }
-            }
-            // The fragments of an object live on different backends: they
-            // are checked side by side, so a pass reads the disks (and
-            // hashes) in parallel rather than one file at a time.
-            // A segment at a time, its fragments side by side, and the
-            // rate limit's pause after each segment: a large object is not
-            // read in one burst.
-            let mut results = Vec::with_capacity(checks.len());
-            let mut by_segment = checks.into_iter().peekable();
-            while let Some(first) = by_segment.next() {
-                let mut group = vec![first];
-                while let Some(next) = by_segment.next_if(|c| c.0 == group[0].0) {
-                    group.push(next);
-                }
-                let mut pending = Vec::with_capacity(group.len());
-                for (si, fi, geometry, fragment, backend) in group {
-                    let sampled = self.settings.audit_stripes > 0
-                        && self.settings.sampled.contains(&fragment.backend);
-                    let stripes = sampled.then(|| {
-                        sample_stripes(geometry.stripe_count, self.settings.audit_stripes)
-                    });
-                    pending.push(async move {
-                        let check = match stripes {
-                            Some(stripes) => {
-                                audit_fragment(&*backend, &fragment, &geometry, &stripes).await
-                            }
-                            None => {
-                                verify_fragment(&*backend, &fragment, &geometry, READ_BYTES).await
-                            }
-                        };
-                        (si, fi, fragment, sampled, check)
-                    });
-                }
-                let done: Vec<_> = futures::stream::iter(pending)
-                    .buffer_unordered(CHECKS_IN_FLIGHT)
-                    .collect()
-                    .await;
-                let bytes: u64 = done.iter().map(|d| d.4.bytes_read).sum();
-                results.extend(done);
-                let pause = bytes as f64 / self.settings.scrub_rate_bytes_per_sec as f64;
-                tokio::time::sleep(Duration::from_secs_f64(pause)).await;
-            }
-            for (si, fi, fragment, sampled, check) in results {
-                read += check.bytes_read;
-                let m = self.gw.metrics();
-                m.scrub_bytes.inc_by(check.bytes_read);
-                m.scrub_fragments.inc();
-                let at = vec![
-                    ("backend", fragment.backend.to_string()),
-                    ("mode", if sampled { "audit" } else { "full" }.to_string()),
-                ];
-                m.scrub_backend_bytes
-                    .get_or_create(&at)
-                    .inc_by(check.bytes_read);
-                if check.finding.is_damage() {
-                    m.scrub_backend_damaged.get_or_create(&at).inc();
-                    damaged.push((si as u32, fi as u16, fragment, check.finding));
-                }
-            }
-            if !damaged.is_empty() {
-                // Only what the current manifest still uses counts: a
-                // repair may have replaced a fragment while it was read.
-                let meta = self.gw.meta().clone();
-                let (b, k, v) = (bucket.clone(), key.clone(), manifest.version_id);
-                let report: Vec<_> = damaged
-                    .iter()
-                    .map(|(s, i, f, _)| (*s, *i, f.blob.clone()))
-                    .collect();
-                let taken = blocking(move || {
-                    meta.report_damage(&b, &k, v, &report, repair_reason::SCRUB, now_ms())
-                })
-                .await?;
-                for (si, fi, fragment, finding) in damaged {
-                    if !taken.contains(&(si, fi)) {
-                        continue;
-                    }
-                    self.gw.metrics().scrub_damaged.inc();
-                    tracing::warn!(
-                        object = %format!("{bucket}/{key}"),
-                        segment = si,
-                        fragment = fi,
-                        backend = %fragment.backend,
-                        blob = %fragment.blob,
-                        ?finding,
-                        "scrub: fragment damaged; queued for repair"
-                    );
-                }
-            }
-            handle.progress(1, read);
+        // Two objects at a time (their fragments side by side within
+        // each), finished in order so the cursor only moves past objects
+        // checked whole.
+        let mut checked = futures::stream::iter(batch)
+            .map(|(row, bucket, key, manifest)| async move {
+                let read = self.scrub_object(&bucket, &key, &manifest).await;
+                (row, read)
+            })
+            .buffered(OBJECTS_IN_FLIGHT);
+        while let Some((row, read)) = checked.next().await {
+            handle.progress(1, read?);
             state.cursor = row;
         }
         self.save_scrub(&state).await?;
         Ok(None)
+    }
+    /// Checks every fragment of one object and queues the damage found;
+    /// returns the bytes read.
+    async fn scrub_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: &shardgate_core::Manifest,
+    ) -> Result<u64, shardgate_node::GatewayError> {
+        let mut damaged = Vec::new();
+        let mut read = 0;
+        let mut checks = Vec::new();
+        for (si, segment) in manifest.segments.iter().enumerate() {
+            for (fi, fragment) in segment.fragments.iter().enumerate() {
+                // Never written: queued by its write already.
+                if fragment.state != FragmentState::Stored {
+                    continue;
+                }
+                let Some(backend) = self.gw.backend(&fragment.backend).cloned() else {
+                    // Its backend left the configuration: as good as lost.
+                    damaged.push((
+                        si as u32,
+                        fi as u16,
+                        fragment.clone(),
+                        shardgate_pipeline::Finding::Missing,
+                    ));
+                    continue;
+                };
+                if !self.backend_is_up(&fragment.backend) {
+                    continue;
+                }
+                checks.push((si, fi, segment.geometry(), fragment.clone(), backend));
+            }
+        }
+        // The fragments of an object live on different backends: they
+        // are checked side by side, so a pass reads the disks (and
+        // hashes) in parallel rather than one file at a time.
+        // A segment at a time, its fragments side by side, and the
+        // rate limit's pause after each segment: a large object is not
+        // read in one burst.
+        let mut results = Vec::with_capacity(checks.len());
+        let mut by_segment = checks.into_iter().peekable();
+        while let Some(first) = by_segment.next() {
+            let mut group = vec![first];
+            while let Some(next) = by_segment.next_if(|c| c.0 == group[0].0) {
+                group.push(next);
+            }
+            let mut pending = Vec::with_capacity(group.len());
+            for (si, fi, geometry, fragment, backend) in group {
+                let sampled = self.settings.audit_stripes > 0
+                    && self.settings.sampled.contains(&fragment.backend);
+                let stripes = sampled
+                    .then(|| sample_stripes(geometry.stripe_count, self.settings.audit_stripes));
+                pending.push(async move {
+                    let check = match stripes {
+                        Some(stripes) => {
+                            audit_fragment(&*backend, &fragment, &geometry, &stripes).await
+                        }
+                        None => verify_fragment(&*backend, &fragment, &geometry, READ_BYTES).await,
+                    };
+                    (si, fi, fragment, sampled, check)
+                });
+            }
+            let done: Vec<_> = futures::stream::iter(pending)
+                .buffer_unordered(CHECKS_IN_FLIGHT)
+                .collect()
+                .await;
+            let bytes: u64 = done.iter().map(|d| d.4.bytes_read).sum();
+            results.extend(done);
+            let pause = bytes as f64 / self.settings.scrub_rate_bytes_per_sec as f64;
+            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+        }
+        for (si, fi, fragment, sampled, check) in results {
+            read += check.bytes_read;
+            let m = self.gw.metrics();
+            m.scrub_bytes.inc_by(check.bytes_read);
+            m.scrub_fragments.inc();
+            let at = vec![
+                ("backend", fragment.backend.to_string()),
+                ("mode", if sampled { "audit" } else { "full" }.to_string()),
+            ];
+            m.scrub_backend_bytes
+                .get_or_create(&at)
+                .inc_by(check.bytes_read);
+            if check.finding.is_damage() {
+                m.scrub_backend_damaged.get_or_create(&at).inc();
+                damaged.push((si as u32, fi as u16, fragment, check.finding));
+            }
+        }
+        if !damaged.is_empty() {
+            // Only what the current manifest still uses counts: a
+            // repair may have replaced a fragment while it was read.
+            let meta = self.gw.meta().clone();
+            let (b, k, v) = (bucket.to_string(), key.to_string(), manifest.version_id);
+            let report: Vec<_> = damaged
+                .iter()
+                .map(|(s, i, f, _)| (*s, *i, f.blob.clone()))
+                .collect();
+            let taken = blocking(move || {
+                meta.report_damage(&b, &k, v, &report, repair_reason::SCRUB, now_ms())
+            })
+            .await?;
+            for (si, fi, fragment, finding) in damaged {
+                if !taken.contains(&(si, fi)) {
+                    continue;
+                }
+                self.gw.metrics().scrub_damaged.inc();
+                tracing::warn!(
+                    object = %format!("{bucket}/{key}"),
+                    segment = si,
+                    fragment = fi,
+                    backend = %fragment.backend,
+                    blob = %fragment.blob,
+                    ?finding,
+                    "scrub: fragment damaged; queued for repair"
+                );
+            }
+        }
+        Ok(read)
     }
 }
