@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut fragments, mut bytes) = (0u64, 0u64);
     let mut cursor: Option<Vec<u8>> = None;
     loop {
-        let batch = meta.objects_after(cursor.as_deref(), 64)?;
+        let (batch, _) = meta.objects_after(cursor.as_deref(), 64)?;
         let Some(last) = batch.last() else { break };
         cursor = Some(last.0.clone());
         for (_, _, _, manifest) in batch {

@@ -303,7 +303,9 @@ impl Jobs {
         }
         let meta = self.gw.meta().clone();
         let cursor = (!state.cursor.is_empty()).then(|| state.cursor.clone());
-        let batch = blocking(move || meta.objects_after(cursor.as_deref(), BATCH)).await?;
+        let (batch, unreadable) =
+            blocking(move || meta.objects_after(cursor.as_deref(), BATCH)).await?;
+        crate::report_unreadable(&unreadable);
         if batch.is_empty() {
             let (left, writing) = self.left_on(backend).await?;
             if left == 0 && writing == 0 {

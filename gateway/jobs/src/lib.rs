@@ -70,6 +70,15 @@ impl Default for JobSettings {
     }
 }
 
+/// Logs the object rows a walk passed over because their manifest does
+/// not decode (a damaged row, or one a newer version wrote): they are
+/// neither checked nor moved until fixed.
+pub(crate) fn report_unreadable(rows: &[(String, String, String)]) {
+    for (bucket, key, why) in rows {
+        tracing::error!(%bucket, %key, %why, "object row unreadable: skipped by scrub, drain and rebalance");
+    }
+}
+
 /// The job-state key of the ids of the jobs an operator paused.
 const PAUSED: &str = "paused";
 

@@ -172,7 +172,9 @@ impl Jobs {
             }
             let meta = self.gw.meta().clone();
             let after = (!cursor.is_empty()).then(|| cursor.clone());
-            let batch = blocking(move || meta.objects_after(after.as_deref(), BATCH)).await?;
+            let (batch, unreadable) =
+                blocking(move || meta.objects_after(after.as_deref(), BATCH)).await?;
+            crate::report_unreadable(&unreadable);
             if batch.is_empty() {
                 return Ok(Some(moved_total));
             }

@@ -188,7 +188,9 @@ impl Jobs {
         }
         let meta = self.gw.meta().clone();
         let cursor = (!state.cursor.is_empty()).then(|| state.cursor.clone());
-        let batch = blocking(move || meta.objects_after(cursor.as_deref(), BATCH)).await?;
+        let (batch, unreadable) =
+            blocking(move || meta.objects_after(cursor.as_deref(), BATCH)).await?;
+        crate::report_unreadable(&unreadable);
         if batch.is_empty() {
             state.finished_ms = now_ms().max(1);
             self.save_scrub(&state).await?;

@@ -826,13 +826,19 @@ impl MetaStore {
 
     /// Up to `limit` objects of every bucket after row `cursor` (all from
     /// the start when `None`), in row order: (row key, bucket, key,
-    /// manifest). The row key of the last is the next cursor.
+    /// manifest). The row key of the last is the next cursor; none means
+    /// the walk is over. Rows whose manifest does not decode (damaged, or
+    /// written by a newer version) are passed over, so a walk never stops
+    /// at one, and returned beside as (bucket, key, why) to be reported.
     #[allow(clippy::type_complexity)]
     pub fn objects_after(
         &self,
         cursor: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, String, String, Manifest)>> {
+    ) -> Result<(
+        Vec<(Vec<u8>, String, String, Manifest)>,
+        Vec<(String, String, String)>,
+    )> {
         let txn = self.db.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let range = match cursor {
@@ -840,6 +846,7 @@ impl MetaStore {
             None => objects.range::<&[u8]>(..)?,
         };
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for r in range {
             if out.len() >= limit {
                 break;
@@ -849,9 +856,12 @@ impl MetaStore {
             let sep = row.iter().position(|b| *b == 0).unwrap_or(row.len());
             let bucket = String::from_utf8_lossy(&row[..sep]).into_owned();
             let key = String::from_utf8_lossy(row.get(sep + 1..).unwrap_or_default()).into_owned();
-            out.push((row, bucket, key, decode_manifest(v.value())?));
+            match decode_manifest(v.value()) {
+                Ok(m) => out.push((row, bucket, key, m)),
+                Err(e) => unreadable.push((bucket, key, e.to_string())),
+            }
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// How many objects the store holds (current versions).
