@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardgate_core::{BackendId, FragmentState};
-use shardgate_meta::MetaError;
 use shardgate_node::{GatewayError, blocking};
 
 use crate::control::JobHandle;
@@ -382,12 +381,8 @@ impl Jobs {
         let mut source = Source::Copy;
         let mut last = None;
         for _ in 0..TRIES {
-            let meta = self.gw.meta().clone();
-            let (b, k) = (bucket.to_string(), key.to_string());
-            let (summary, manifest) = match blocking(move || meta.object_row(&b, &k)).await {
-                Ok(Some(row)) => row,
-                Ok(None) | Err(GatewayError::Meta(MetaError::NoSuchBucket)) => return Ok(0),
-                Err(e) => return Err(e),
+            let Some((summary, manifest)) = self.current_row(bucket, key).await? else {
+                return Ok(0);
             };
             let plan: Vec<(usize, Vec<usize>)> = manifest
                 .segments

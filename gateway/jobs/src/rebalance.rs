@@ -24,7 +24,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shardgate_core::{BackendId, FragmentState};
-use shardgate_meta::MetaError;
 use shardgate_node::{GatewayError, blocking};
 
 use crate::control::JobHandle;
@@ -233,12 +232,8 @@ impl Jobs {
         key: &str,
         fill: &mut Fill,
     ) -> Result<(u64, u64), GatewayError> {
-        let meta = self.gw.meta().clone();
-        let (b, k) = (bucket.to_string(), key.to_string());
-        let (summary, manifest) = match blocking(move || meta.object_row(&b, &k)).await {
-            Ok(Some(row)) => row,
-            Ok(None) | Err(GatewayError::Meta(MetaError::NoSuchBucket)) => return Ok((0, 0)),
-            Err(e) => return Err(e),
+        let Some((summary, manifest)) = self.current_row(bucket, key).await? else {
+            return Ok((0, 0));
         };
         let mut plan: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut destinations = BTreeMap::new();

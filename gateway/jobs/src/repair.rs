@@ -264,15 +264,8 @@ impl Jobs {
         self: &Arc<Self>,
         entry: &RepairEntry,
     ) -> Result<Repaired, GatewayError> {
-        let meta = self.gw.meta().clone();
-        let (b, k) = (entry.bucket.clone(), entry.key.clone());
-        let row = blocking(move || meta.object_row(&b, &k)).await;
-        let (summary, manifest) = match row {
-            Ok(Some(row)) => row,
-            Ok(None) | Err(GatewayError::Meta(MetaError::NoSuchBucket)) => {
-                return Ok(Repaired::Gone);
-            }
-            Err(e) => return Err(e),
+        let Some((summary, manifest)) = self.current_row(&entry.bucket, &entry.key).await? else {
+            return Ok(Repaired::Gone);
         };
         if manifest.version_id != entry.version {
             return Ok(Repaired::Gone);
@@ -475,6 +468,23 @@ impl Jobs {
         };
         self.gw.intents().unmark(intent);
         result
+    }
+
+    /// The current row of `bucket/key`; `None` when the object (or its
+    /// bucket) is gone: repair, drain and rebalance all skip it then.
+    pub(crate) async fn current_row(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(shardgate_meta::ObjectSummary, shardgate_core::Manifest)>, GatewayError>
+    {
+        let meta = self.gw.meta().clone();
+        let (b, k) = (bucket.to_string(), key.to_string());
+        match blocking(move || meta.object_row(&b, &k)).await {
+            Ok(row) => Ok(row),
+            Err(GatewayError::Meta(MetaError::NoSuchBucket)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Asks the bucket's policy where fragments `None` in `current` go.
