@@ -2,6 +2,7 @@
 //! clients against it. Every wait is bounded.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod peers;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -122,15 +123,7 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .expect("starting shardgate");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stdout_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut admin = None;
         let addr = loop {
@@ -359,6 +352,20 @@ impl Server {
             })
             .collect()
     }
+}
+
+/// The lines a child prints on stdout, as they come (read by a thread).
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// A client process started in the background; killed if not waited for.

@@ -124,6 +124,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
         &self.info().id
     }
 
+    /// Proof of storage: the bytes of `ranges` of a blob, as the answer to
+    /// a challenge carrying a fresh `nonce`. A backend that can answer in
+    /// one round trip and bind its answer to the nonce (a peer) does; the
+    /// others read each range. The caller checks the bytes against the
+    /// manifest's digests.
+    async fn challenge(
+        &self,
+        name: &BlobName,
+        nonce: [u8; 32],
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        let _ = nonce;
+        let mut chunks = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            chunks.push(self.get(name, range.clone()).await?);
+        }
+        Ok(chunks)
+    }
+
     /// Writes a whole blob from memory and commits it.
     async fn put(&self, name: &BlobName, data: Bytes) -> Result<BlobMeta> {
         let mut w = self.create(name).await?;

@@ -4,6 +4,7 @@
 //! failure ends the process with one line naming its cause.
 
 mod admin;
+mod peer;
 mod redact;
 mod setup;
 mod simulate;
@@ -49,6 +50,16 @@ enum Command {
         /// The admin API's address (port 0 picks a free one).
         #[arg(long)]
         admin_listen: Option<std::net::SocketAddr>,
+    },
+    /// Offer a local disk to gateways over libp2p (the gateway's `peer`
+    /// backend kind). Prints its PeerId and addresses.
+    Peer(peer::PeerArgs),
+    /// Print the PeerId of a node's identity file, creating the file (mode
+    /// 0600) when missing: a gateway's is `<data dir>/keys/peer.key`, a
+    /// peer's `<data dir>/peer.key`.
+    PeerId {
+        /// The identity file.
+        key_file: PathBuf,
     },
     /// Drive a running gateway through its admin API: status, backends,
     /// jobs (start, pause, resume, cancel, watch with a progress bar), an
@@ -102,7 +113,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     // simulate's answer is its output; its log shows only what went wrong.
     let default_level = match cli.command {
-        Command::Serve { .. } => "info",
+        Command::Serve { .. } | Command::Peer(_) => "info",
+        Command::PeerId { .. } => "warn",
         Command::Simulate(_) | Command::Garbage { .. } | Command::Admin(_) => "warn",
     };
     let secrets = redact::Secrets::default();
@@ -122,6 +134,8 @@ async fn run(cli: Cli) -> Result<()> {
             admin_listen,
         } => serve(config, data_dir, listen, admin_listen, &secrets).await,
         Command::Admin(args) => admin::run(args).await,
+        Command::Peer(args) => peer::run(args, stop_signal()).await,
+        Command::PeerId { key_file } => peer::print_id(&key_file),
         Command::Simulate(args) => simulate::run(args),
         Command::Garbage {
             action,

@@ -25,6 +25,9 @@ use shardgate_backend_cloud::{
 };
 use shardgate_backend_fs::FsBackend;
 use shardgate_backend_memory::MemoryBackend;
+use shardgate_backend_peer::{
+    NodeConfig, NodeHandle, PeerBackend, parse_addr, parse_listen, parse_peer_id,
+};
 use shardgate_config::{BackendConfig, BackendKind, Config, PolicyConfig, read_secret_file};
 use shardgate_core::{BackendId, ErasureCode, Identities, Recipients};
 use shardgate_jobs::JobSettings;
@@ -210,9 +213,71 @@ pub fn backend_infos(config: &Config) -> Result<Vec<BackendInfo>> {
         .collect()
 }
 
+/// Starts the gateway's libp2p node when a `peer` backend is configured:
+/// it allows exactly the configured peers (and `[peers] allow`), and keeps
+/// them reachable.
+async fn peer_node(config: &Config) -> Result<Option<NodeHandle>> {
+    let mut watch = Vec::new();
+    for (i, b) in config.backends.iter().enumerate() {
+        if b.kind != BackendKind::Peer {
+            continue;
+        }
+        let id = b.peer_id.as_deref().unwrap_or_default();
+        let peer = parse_peer_id(id).with_context(|| format!("backends[{i}].peer_id"))?;
+        let addrs = b
+            .addresses
+            .iter()
+            .map(|a| parse_addr(a))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("backends[{i}].addresses"))?;
+        watch.push((peer, addrs));
+    }
+    if watch.is_empty() {
+        return Ok(None);
+    }
+    let mut listen = Vec::new();
+    for a in &config.peers.listen {
+        listen.extend(parse_listen(a).context("peers.listen")?);
+    }
+    let bootstrap = config
+        .peers
+        .bootstrap
+        .iter()
+        .map(|a| parse_addr(a))
+        .collect::<Result<Vec<_>, _>>()
+        .context("peers.bootstrap")?;
+    let mut allow: std::collections::HashSet<_> = watch.iter().map(|(p, _)| *p).collect();
+    for a in &config.peers.allow {
+        allow.insert(parse_peer_id(a).context("peers.allow")?);
+    }
+    let key_file = config.peer_key_file();
+    let keypair = shardgate_backend_peer::identity::load_or_create(&key_file)?;
+    let node = shardgate_backend_peer::node::start(NodeConfig {
+        keypair,
+        listen,
+        bootstrap,
+        allow,
+        watch,
+        serve: None,
+        request_timeout: Duration::from_secs(30),
+    })
+    .await
+    .context("starting the peer network")?;
+    // On stdout, like the S3 address: peers are configured with these.
+    println!(
+        "shardgate: peer network PeerId {} (each peer allows it with --allow-gateway)",
+        node.peer_id()
+    );
+    for addr in node.listen_addrs() {
+        println!("shardgate: peer network listening on {addr}");
+    }
+    Ok(Some(node))
+}
+
 /// Opens the configured backends, or the embedded default's.
 async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
     let infos = backend_infos(config)?;
+    let node = peer_node(config).await?;
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
     if config.backends.is_empty() {
         for info in infos {
@@ -266,6 +331,12 @@ async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
                 )
                 .with_context(|| format!("backends[{i}] ({})", b.id))?,
             ),
+            (BackendKind::Peer, _) => {
+                let peer = parse_peer_id(b.peer_id.as_deref().unwrap_or_default())
+                    .with_context(|| format!("backends[{i}].peer_id"))?;
+                let node = node.clone().context("the peer network did not start")?;
+                Arc::new(PeerBackend::new(info, peer, node))
+            }
             (BackendKind::Azure, _) => Arc::new(
                 CloudBackend::azure(
                     info,
@@ -459,7 +530,7 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
                 .filter(|b| {
                     matches!(
                         b.kind,
-                        BackendKind::S3 | BackendKind::Gcs | BackendKind::Azure
+                        BackendKind::S3 | BackendKind::Gcs | BackendKind::Azure | BackendKind::Peer
                     )
                 })
                 .filter_map(|b| BackendId::new(&b.id).ok())

@@ -134,6 +134,40 @@ pub struct Config {
     /// The admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The gateway's libp2p node, for `peer` backends.
+    #[serde(default)]
+    pub peers: PeersConfig,
+}
+
+/// The gateway's libp2p node (`[peers]`), started when a `peer` backend is
+/// configured. Peers are reached at their configured `addresses`, over a
+/// connection they opened to the gateway (a peer that can only dial out
+/// needs `listen` here), or through the DHT by their PeerId.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// Where the node listens: multiaddrs, or `HOST:PORT` for TCP and QUIC
+    /// on that port. None: the gateway only dials out.
+    pub listen: Vec<String>,
+    /// The node's ed25519 identity, created (mode 0600) on first start;
+    /// default `<data_dir>/keys/peer.key`. `shardgate peer-id FILE` prints
+    /// its PeerId, which each peer's allowlist names.
+    pub key_file: Option<PathBuf>,
+    /// More DHT nodes to dial at start (multiaddrs ending in `/p2p/ID`).
+    pub bootstrap: Vec<String>,
+    /// PeerIds allowed to connect besides the configured peers (DHT nodes
+    /// that store nothing for this gateway).
+    pub allow: Vec<String>,
+}
+
+impl Config {
+    /// The gateway node's identity file.
+    pub fn peer_key_file(&self) -> PathBuf {
+        self.peers
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("peer.key"))
+    }
 }
 
 /// The admin API (`[admin]`): status, backends, jobs, object maps, for
@@ -408,6 +442,13 @@ pub struct BackendConfig {
     /// Cloud kinds: retries of a failed request (default 3).
     #[serde(default)]
     pub retries: Option<usize>,
+    /// `peer`: the peer's PeerId (`shardgate peer` prints it).
+    #[serde(default)]
+    pub peer_id: Option<String>,
+    /// `peer`: multiaddrs where it listens; optional (a peer that dials in,
+    /// or one the DHT knows, needs none).
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// How an inline secret appears in Debug output.
@@ -449,6 +490,8 @@ impl fmt::Debug for BackendConfig {
             .field("allow_http", &self.allow_http)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("retries", &self.retries)
+            .field("peer_id", &self.peer_id)
+            .field("addresses", &self.addresses)
             .finish()
     }
 }
@@ -500,10 +543,12 @@ impl BackendConfig {
     /// Checks that every key set belongs to this kind and that what the
     /// kind needs is there.
     fn validate_keys(&self, i: usize) -> Result<(), ConfigError> {
-        use BackendKind::{Azure, Fs, Gcs, S3};
+        use BackendKind::{Azure, Fs, Gcs, Peer, S3};
         const CLOUD: &[BackendKind] = &[S3, Gcs, Azure];
         let kind = self.kind;
-        let keys: [(&str, bool, &[BackendKind]); 17] = [
+        let keys: [(&str, bool, &[BackendKind]); 19] = [
+            ("peer_id", self.peer_id.is_some(), &[Peer]),
+            ("addresses", !self.addresses.is_empty(), &[Peer]),
             ("path", self.path.is_some(), &[Fs]),
             ("bucket", self.bucket.is_some(), &[S3, Gcs]),
             ("container", self.container.is_some(), &[Azure]),
@@ -574,6 +619,7 @@ impl BackendConfig {
                 ));
             }
             S3 | Gcs => needs("bucket", &self.bucket, "a bucket")?,
+            Peer => needs("peer_id", &self.peer_id, "a peer_id")?,
             Azure => {
                 needs("container", &self.container, "a container")?;
                 if !self.use_emulator && self.account_key.is_some() {
@@ -621,6 +667,8 @@ pub enum BackendKind {
     /// An Azure Blob Storage container (`container`, `prefix`, `account`,
     /// `account_key`, `endpoint`, `use_emulator`).
     Azure,
+    /// A `shardgate peer` over libp2p (`peer_id`, `addresses`).
+    Peer,
 }
 
 impl BackendKind {
@@ -632,6 +680,7 @@ impl BackendKind {
             BackendKind::S3 => "s3",
             BackendKind::Gcs => "gcs",
             BackendKind::Azure => "azure",
+            BackendKind::Peer => "peer",
         }
     }
 
@@ -639,7 +688,7 @@ impl BackendKind {
     fn backend_with_article(self) -> String {
         let article = match self {
             BackendKind::Fs | BackendKind::S3 | BackendKind::Azure => "an",
-            BackendKind::Memory | BackendKind::Gcs => "a",
+            BackendKind::Memory | BackendKind::Gcs | BackendKind::Peer => "a",
         };
         format!("{article} {} backend", self.as_str())
     }

@@ -154,18 +154,35 @@ pub async fn audit_fragment(
         Ok(d) => d,
         Err(check) => return check,
     };
-    for &s in stripes {
-        if s >= geometry.stripe_count {
-            continue;
-        }
-        let start = geometry.shard_offset(s);
-        let range = start..start + geometry.shard_len(s) as u64;
-        let shard = match backend.get(&fragment.blob, range).await {
-            Ok(b) => b,
-            Err(e) => return unavailable(e, bytes_read),
+    let stripes: Vec<u64> = stripes
+        .iter()
+        .copied()
+        .filter(|&s| s < geometry.stripe_count)
+        .collect();
+    if stripes.is_empty() {
+        return FragmentCheck {
+            finding: Finding::Healthy,
+            bytes_read,
         };
+    }
+    let ranges: Vec<_> = stripes
+        .iter()
+        .map(|&s| {
+            let start = geometry.shard_offset(s);
+            start..start + geometry.shard_len(s) as u64
+        })
+        .collect();
+    // One challenge for every sampled shard, with a fresh nonce: a peer
+    // answers in one round trip, bound to this challenge; other backends
+    // read each range.
+    let nonce: [u8; 32] = rand::random();
+    let shards = match backend.challenge(&fragment.blob, nonce, &ranges).await {
+        Ok(shards) => shards,
+        Err(e) => return unavailable(e, bytes_read),
+    };
+    for (&s, shard) in stripes.iter().zip(&shards) {
         bytes_read += shard.len() as u64;
-        if !digests[s as usize].matches(&shard) {
+        if !digests[s as usize].matches(shard) {
             return FragmentCheck {
                 finding: Finding::Corrupt { stripe: Some(s) },
                 bytes_read,

@@ -1,0 +1,447 @@
+//! The gateway's `peer` backend: one remote `shardgate peer`, reached
+//! through the gateway's node.
+//!
+//! Bytes move on blob streams in frames of at most 1 MiB, so neither side
+//! holds more than a frame of a write in memory whatever the fragment's
+//! size; reads return the range asked for, which the pipeline keeps to a
+//! stripe. Every wait on the network has a time limit: a peer that stops
+//! answering is an `Unavailable` error that the health board and the
+//! read path's hedging act on, not a hung request.
+//!
+//! A fragment that is not where its manifest says (its disk moved to
+//! another peer) is looked up in the DHT under its provider key; reads,
+//! stats and deletes follow it to the peer that announced it.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, TryStreamExt};
+use libp2p::{PeerId, Stream};
+use shardgate_backend::{
+    Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result,
+};
+use tracing::{debug, info};
+
+use crate::node::NodeHandle;
+use crate::wire::{
+    self, BLOB_PROTOCOL, BlobReply, BlobRequest, ControlRequest, ControlResponse, ListFrame,
+    MAX_CHUNK, WireError,
+};
+
+/// How long opening a stream (and dialing, when needed) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one frame, or one MiB of a read, may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a DHT lookup for a misplaced blob may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A remote peer's disk, as a backend.
+#[derive(Clone, Debug)]
+pub struct PeerBackend {
+    info: BackendInfo,
+    peer: PeerId,
+    node: NodeHandle,
+}
+
+impl PeerBackend {
+    /// The peer `peer`, reached through `node`.
+    pub fn new(info: BackendInfo, peer: PeerId, node: NodeHandle) -> Self {
+        Self { info, peer, node }
+    }
+
+    /// The peer's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> BackendError {
+        BackendError::Unavailable {
+            backend: self.info.id.clone(),
+            reason: format!("peer {}: {reason}", self.peer),
+        }
+    }
+
+    fn error(&self, blob: &BlobName, e: WireError, range: Option<&Range<u64>>) -> BackendError {
+        let backend = self.info.id.clone();
+        let blob = blob.clone();
+        match e {
+            WireError::NotFound => BackendError::NotFound { backend, blob },
+            WireError::AlreadyExists => BackendError::AlreadyExists { backend, blob },
+            WireError::InvalidRange { size } => {
+                let r = range.cloned().unwrap_or(0..0);
+                BackendError::InvalidRange {
+                    backend,
+                    blob,
+                    start: r.start,
+                    end: r.end,
+                    size,
+                }
+            }
+            WireError::NoSpace => BackendError::NoSpace { backend },
+            WireError::NotWritable(reason) => BackendError::NotWritable { backend, reason },
+            WireError::Denied(reason) => self.unavailable(format!("denied: {reason}")),
+            other => BackendError::Io {
+                backend,
+                op: "peer",
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+
+    async fn control(&self, peer: PeerId, request: ControlRequest) -> Result<ControlResponse> {
+        self.node
+            .control(peer, request)
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    /// Opens a blob stream to `peer` and sends its header.
+    async fn open(&self, peer: PeerId, header: &BlobRequest) -> Result<Stream> {
+        let mut control = self.node.streams();
+        let mut stream =
+            tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, BLOB_PROTOCOL))
+                .await
+                .map_err(|_| self.unavailable("no stream within 10 s"))?
+                .map_err(|e| self.unavailable(e))?;
+        timed(wire::write_header(&mut stream, header))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(stream)
+    }
+
+    async fn read_reply(&self, stream: &mut Stream) -> Result<std::result::Result<u64, WireError>> {
+        let reply = tokio::time::timeout(IO_TIMEOUT, wire::read_header::<BlobReply, _>(stream))
+            .await
+            .map_err(|_| self.unavailable("no answer within 30 s"))?
+            .map_err(|e| self.unavailable(e))?;
+        Ok(match reply {
+            BlobReply::Ok { size } => Ok(size),
+            BlobReply::Err(e) => Err(e),
+        })
+    }
+
+    async fn get_from(&self, peer: PeerId, name: &BlobName, range: &Range<u64>) -> Result<Bytes> {
+        let mut stream = self
+            .open(
+                peer,
+                &BlobRequest::Get {
+                    name: name.as_str().to_string(),
+                    start: range.start,
+                    end: range.end,
+                },
+            )
+            .await?;
+        let len = self
+            .read_reply(&mut stream)
+            .await?
+            .map_err(|e| self.error(name, e, Some(range)))?;
+        let want = range.end.saturating_sub(range.start);
+        if len != want {
+            return Err(self.error(
+                name,
+                WireError::Malformed(format!("{len} bytes announced for a range of {want}")),
+                None,
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| self.unavailable("range over memory"))?;
+        let mut buf = BytesMut::zeroed(len);
+        for piece in buf.chunks_mut(MAX_CHUNK) {
+            tokio::time::timeout(IO_TIMEOUT, stream.read_exact(piece))
+                .await
+                .map_err(|_| self.unavailable("read stalled for 30 s"))?
+                .map_err(|e| self.unavailable(format!("read: {e}")))?;
+        }
+        let _ = stream.close().await;
+        Ok(buf.freeze())
+    }
+
+    /// Peers other than this one that announced `name` in the DHT.
+    async fn elsewhere(&self, name: &BlobName) -> Vec<PeerId> {
+        let lookup = self.node.providers(wire::provider_key(name.as_str()));
+        let found = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+            .await
+            .unwrap_or_default();
+        found.into_iter().filter(|p| *p != self.peer).collect()
+    }
+
+    /// `op` on this peer; when the blob is not there, on the peers the DHT
+    /// says hold it.
+    async fn here_or_elsewhere<T, F, Fut>(&self, name: &BlobName, op: F) -> Result<T>
+    where
+        F: Fn(PeerId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match op(self.peer).await {
+            Err(e) if e.is_not_found() => {
+                for other in self.elsewhere(name).await {
+                    match op(other).await {
+                        Ok(v) => {
+                            info!(
+                                blob = %name, expected = %self.peer, found = %other,
+                                "a fragment was found through the DHT on another peer"
+                            );
+                            return Ok(v);
+                        }
+                        Err(e2) => debug!(blob = %name, peer = %other, "not there after all: {e2}"),
+                    }
+                }
+                Err(e)
+            }
+            other => other,
+        }
+    }
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::time::timeout(IO_TIMEOUT, f)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "stalled for 30 s"))?
+}
+
+/// A blob being written to a peer.
+struct PeerWriter {
+    backend: PeerBackend,
+    name: BlobName,
+    stream: Option<Stream>,
+}
+
+impl PeerWriter {
+    /// A failed write: the peer's own answer when it gave one (a full
+    /// disk), else the stream's failure.
+    async fn failure(&mut self, e: std::io::Error) -> BackendError {
+        if let Some(mut stream) = self.stream.take()
+            && let Ok(Ok(Err(reason))) =
+                tokio::time::timeout(Duration::from_secs(2), self.backend.read_reply(&mut stream))
+                    .await
+        {
+            return self.backend.error(&self.name, reason, None);
+        }
+        self.backend.unavailable(format!("write: {e}"))
+    }
+}
+
+#[async_trait]
+impl BlobWriter for PeerWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(self.backend.unavailable("write after a failure"));
+        };
+        match timed(wire::write_chunks(stream, &data)).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failure(e).await),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<BlobMeta> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(self.backend.unavailable("commit after a failure"));
+        };
+        let sent = async {
+            wire::write_frame(stream, &[]).await?;
+            stream.flush().await
+        };
+        if let Err(e) = timed(sent).await {
+            return Err(self.failure(e).await);
+        }
+        let Some(mut stream) = self.stream.take() else {
+            return Err(self.backend.unavailable("commit after a failure"));
+        };
+        let size = self
+            .backend
+            .read_reply(&mut stream)
+            .await?
+            .map_err(|e| self.backend.error(&self.name, e, None))?;
+        let _ = stream.close().await;
+        Ok(BlobMeta {
+            name: self.name.clone(),
+            size,
+        })
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        // A stream that ends without the empty frame aborts the write.
+        if let Some(mut stream) = self.stream.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for PeerBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
+        let stream = self
+            .open(
+                self.peer,
+                &BlobRequest::Put {
+                    name: name.as_str().to_string(),
+                },
+            )
+            .await?;
+        Ok(Box::new(PeerWriter {
+            backend: self.clone(),
+            name: name.clone(),
+            stream: Some(stream),
+        }))
+    }
+
+    async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
+        self.here_or_elsewhere(name, |peer| self.get_from(peer, name, &range))
+            .await
+    }
+
+    async fn stat(&self, name: &BlobName) -> Result<BlobMeta> {
+        self.here_or_elsewhere(name, |peer| async move {
+            match self
+                .control(
+                    peer,
+                    ControlRequest::Stat {
+                        name: name.as_str().to_string(),
+                    },
+                )
+                .await?
+            {
+                ControlResponse::Stat { size } => Ok(BlobMeta {
+                    name: name.clone(),
+                    size,
+                }),
+                ControlResponse::Error(e) => Err(self.error(name, e, None)),
+                other => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &BlobName) -> Result<()> {
+        self.here_or_elsewhere(name, |peer| async move {
+            match self
+                .control(
+                    peer,
+                    ControlRequest::Delete {
+                        name: name.as_str().to_string(),
+                    },
+                )
+                .await?
+            {
+                ControlResponse::Deleted => Ok(()),
+                ControlResponse::Error(e) => Err(self.error(name, e, None)),
+                other => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+            }
+        })
+        .await
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobMeta>> {
+        let opened = async move {
+            let stream = self.open(self.peer, &BlobRequest::List).await?;
+            Ok::<_, BackendError>(futures::stream::try_unfold(
+                Some(stream),
+                move |stream| async move {
+                    let Some(mut stream) = stream else {
+                        return Ok(None);
+                    };
+                    let frame = tokio::time::timeout(
+                        IO_TIMEOUT,
+                        wire::read_message::<ListFrame, _>(&mut stream, MAX_CHUNK),
+                    )
+                    .await
+                    .map_err(|_| self.unavailable("listing stalled for 30 s"))?
+                    .map_err(|e| self.unavailable(format!("listing: {e}")))?;
+                    match frame {
+                        ListFrame::Page(page) => {
+                            let mut metas = Vec::with_capacity(page.len());
+                            for (name, size) in page {
+                                let name = BlobName::new(name).map_err(|e| {
+                                    self.unavailable(format!("listing: bad name: {e}"))
+                                })?;
+                                metas.push(Ok(BlobMeta { name, size }));
+                            }
+                            Ok(Some((futures::stream::iter(metas), Some(stream))))
+                        }
+                        ListFrame::End => {
+                            let _ = stream.close().await;
+                            Ok(None)
+                        }
+                        ListFrame::Err(e) => Err(self.unavailable(format!("listing: {e}"))),
+                    }
+                },
+            ))
+        };
+        futures::stream::once(opened)
+            .map(|opened| match opened {
+                Ok(pages) => pages.try_flatten().boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+
+    async fn health(&self) -> Result<Health> {
+        match self.control(self.peer, ControlRequest::Health).await? {
+            ControlResponse::Health {
+                free_bytes,
+                used_bytes,
+                writable,
+            } => {
+                let free_bytes = match (self.info.capacity_bytes, used_bytes) {
+                    (Some(cap), Some(used)) => free_bytes.min(cap.saturating_sub(used)),
+                    _ => free_bytes,
+                };
+                Ok(Health {
+                    free_bytes,
+                    used_bytes,
+                    writable,
+                })
+            }
+            ControlResponse::Error(e) => Err(self.unavailable(e)),
+            other => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn challenge(
+        &self,
+        name: &BlobName,
+        nonce: [u8; 32],
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
+        let request = ControlRequest::Challenge {
+            name: name.as_str().to_string(),
+            nonce,
+            ranges: wanted.clone(),
+        };
+        match self.control(self.peer, request).await? {
+            ControlResponse::Challenge { chunks, proof } => {
+                let lengths_match = chunks.len() == wanted.len()
+                    && chunks
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(c, (s, e))| c.len() as u64 == e - s);
+                if !lengths_match {
+                    return Err(self.error(
+                        name,
+                        WireError::Malformed("the challenge's answer has the wrong shape".into()),
+                        None,
+                    ));
+                }
+                if wire::challenge_proof(&nonce, name.as_str(), &wanted, &chunks) != proof {
+                    return Err(self.error(
+                        name,
+                        WireError::Malformed("the challenge's proof does not match".into()),
+                        None,
+                    ));
+                }
+                Ok(chunks)
+            }
+            ControlResponse::Error(e) => Err(self.error(name, e, ranges.first())),
+            other => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
