@@ -114,3 +114,334 @@ async fn peer_backend() -> Arc<dyn Backend> {
 }
 
 shardgate_backend_conformance::conformance_tests!(peer_backend().await);
+
+/// `n` peers (4 + 2 by the default policy: one site each), the last
+/// dialing out only, and a gateway over them.
+struct Cluster {
+    tmp: tempfile::TempDir,
+    peers: Vec<PeerProcess>,
+    ids: Vec<String>,
+    server: support::Server,
+}
+
+impl Cluster {
+    fn start(env: &[(&str, &str)]) -> Self {
+        const N: usize = 6;
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("gateway");
+        let gw_id = peer_id_of(&data.join("keys/peer.key"));
+        let ids: Vec<String> = (1..=N)
+            .map(|i| peer_id_of(&tmp.path().join(format!("peer-{i}/peer.key"))))
+            .collect();
+        let spec = |i: usize| PeerSpec {
+            data: tmp.path().join(format!("peer-{i}")),
+            listen: vec![format!("{}:0", next_host())],
+            gateways: vec![gw_id.clone()],
+            peers: ids
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j + 1 != i)
+                .map(|(_, id)| id.clone())
+                .collect(),
+            bootstrap: Vec::new(),
+        };
+        let mut peers = vec![PeerProcess::start(spec(1))];
+        for i in 2..N {
+            let mut s = spec(i);
+            s.bootstrap = vec![peers[0].tcp_addr()];
+            peers.push(PeerProcess::start(s));
+        }
+        let mut config = String::from("[peers]\nlisten = [\"127.0.0.1:0\"]\n\n");
+        for (i, id) in ids.iter().enumerate() {
+            let addrs: Vec<String> = peers
+                .get(i)
+                .map(|p| p.addrs.iter().map(|a| format!("{a:?}")).collect())
+                .unwrap_or_default();
+            config.push_str(&format!(
+                "[[backends]]\nid = \"peer-{n}\"\nkind = \"peer\"\npeer_id = \"{id}\"\naddresses = [{}]\nlabels = {{ site = \"site-{n}\" }}\n\n",
+                addrs.join(", "),
+                n = i + 1
+            ));
+        }
+        let config_file = tmp.path().join("shardgate.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut all_env = vec![("SHARDGATE_CONFIG", config_file.to_str().unwrap())];
+        all_env.extend_from_slice(env);
+        let server = support::Server::start_with(&data, &all_env);
+        assert!(
+            !server.peer_addrs.is_empty(),
+            "the gateway's peer network listens"
+        );
+        // The last peer has no listen address: it dials the gateway and
+        // serves over that connection.
+        let gateway_tcp = server
+            .peer_addrs
+            .iter()
+            .find(|a| a.contains("/tcp/"))
+            .unwrap()
+            .clone();
+        let mut last = spec(N);
+        last.listen = Vec::new();
+        last.bootstrap = vec![gateway_tcp];
+        peers.push(PeerProcess::start(last));
+        let all_up: Vec<String> = (1..=N).map(|i| format!("backend peer-{i}: up\n")).collect();
+        server.wait_for_ready_text(&all_up, Duration::from_secs(60));
+        Self {
+            tmp,
+            peers,
+            ids,
+            server,
+        }
+    }
+
+    fn peer_dir(&self, i: usize) -> std::path::PathBuf {
+        self.tmp.path().join(format!("peer-{i}"))
+    }
+
+    /// The fragment files stored on peer `i`.
+    fn blobs_on(&self, i: usize) -> Vec<std::path::PathBuf> {
+        support::peers::files_under(&self.peer_dir(i).join("blobs"))
+            .into_iter()
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                !name.starts_with('.') && !name.ends_with(".tmp")
+            })
+            .collect()
+    }
+}
+
+const BUCKET: &str = "peer-photos-8c1f";
+const KEY_PREFIX: &str = "holiday-secret-name";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn six_peers_round_trip_survive_two_kills_and_a_move_to_another_port() {
+    let mut c = Cluster::start(&[]);
+    let sizes: [usize; 6] = [0, 1, 65_537, 1 << 20, (17 << 20) + 5, 100 << 20];
+    c.server.aws_ok(&["s3", "mb", &format!("s3://{BUCKET}")]);
+    let mut objects = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let file = c.tmp.path().join(format!("in-{i}"));
+        std::fs::write(&file, support::pattern(i as u64 + 11, *size)).unwrap();
+        let key = format!("{KEY_PREFIX}-{i}");
+        let url = format!("s3://{BUCKET}/{key}");
+        c.server.aws_ok(&["s3", "cp", file.to_str().unwrap(), &url]);
+        objects.push((file, url));
+    }
+    let read_all = |c: &Cluster, round: &str| {
+        for (i, (file, url)) in objects.iter().enumerate() {
+            let out = c.tmp.path().join(format!("out-{round}-{i}"));
+            c.server.aws_ok(&["s3", "cp", url, out.to_str().unwrap()]);
+            assert!(
+                std::fs::read(&out).unwrap() == std::fs::read(file).unwrap(),
+                "{url} differs ({round})"
+            );
+            std::fs::remove_file(&out).unwrap();
+        }
+    };
+    read_all(&c, "all up");
+    eprintln!(
+        "round trips of {sizes:?} bytes through 6 peers: byte for byte; fragments per peer: {:?}",
+        (1..=6).map(|i| c.blobs_on(i).len()).collect::<Vec<_>>()
+    );
+
+    // No peer holds a key, a bucket name or plaintext.
+    let needles: Vec<Vec<u8>> = {
+        let big = support::pattern(16, 100 << 20);
+        vec![
+            BUCKET.as_bytes().to_vec(),
+            KEY_PREFIX.as_bytes().to_vec(),
+            big[4096..4096 + 32].to_vec(),
+            big[(50 << 20)..(50 << 20) + 32].to_vec(),
+            support::pattern(13, 65_537)[1000..1032].to_vec(),
+        ]
+    };
+    let mut scanned = 0u64;
+    for i in 1..=6 {
+        for f in support::peers::files_under(&c.peer_dir(i)) {
+            let path = f.to_string_lossy().into_owned();
+            assert!(
+                !path.contains(BUCKET) && !path.contains(KEY_PREFIX),
+                "{path}"
+            );
+            let bytes = std::fs::read(&f).unwrap();
+            scanned += bytes.len() as u64;
+            for n in &needles {
+                assert!(!contains(&bytes, n), "{path} holds a name or plaintext");
+            }
+        }
+    }
+    eprintln!("scanned {scanned} bytes on the peers: no key, bucket name or plaintext");
+
+    // kill -9 two peers: every object still reads.
+    c.peers[1].kill9();
+    c.peers[3].kill9();
+    c.server.wait_for_ready_text(
+        &["backend peer-2: DOWN".into(), "backend peer-4: DOWN".into()],
+        Duration::from_secs(30),
+    );
+    read_all(&c, "two peers killed");
+
+    // Peer 2 comes back on another address, knowing only peer 1: the
+    // gateway finds it through the DHT, with no configuration change.
+    let mut spec = c.peers[1].spec.clone();
+    spec.listen = vec![format!("{}:0", next_host())];
+    spec.bootstrap = vec![c.peers[0].tcp_addr()];
+    let moved = PeerProcess::start(spec);
+    assert_eq!(moved.peer_id, c.ids[1]);
+    c.peers[1] = moved;
+    c.server
+        .wait_for_ready_text(&["backend peer-2: up\n".into()], Duration::from_secs(60));
+    let log = c.server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("found a peer through the DHT") && l.contains(&c.ids[1])),
+        "the gateway found peer 2 through the DHT: {log}"
+    );
+    read_all(&c, "peer 2 moved");
+    // And it takes new fragments at its new address.
+    let before = c.blobs_on(2).len();
+    let file = c.tmp.path().join("after-move");
+    std::fs::write(&file, support::pattern(99, 3 << 20)).unwrap();
+    c.peers[3] = PeerProcess::start(c.peers[3].spec.clone());
+    c.server
+        .wait_for_ready_text(&["backend peer-4: up\n".into()], Duration::from_secs(60));
+    c.server.aws_ok(&[
+        "s3",
+        "cp",
+        file.to_str().unwrap(),
+        &format!("s3://{BUCKET}/after-move"),
+    ]);
+    assert!(c.blobs_on(2).len() > before, "peer 2 took a new fragment");
+}
+
+/// One scrub pass, started and watched through `shardgate admin`.
+fn scrub_pass(server: &support::Server) -> serde_json::Value {
+    let out = server.admin(&["start", "scrub", "--watch", "--json"]);
+    assert!(out.status.success(), "{}", support::describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_peer_that_altered_or_deleted_a_fragment_fails_its_challenge() {
+    let c = Cluster::start(&[
+        ("SHARDGATE_SCRUB__INTERVAL_SECS", "0"),
+        ("SHARDGATE_SCRUB__AUDIT_STRIPES", "1"),
+    ]);
+    c.server.aws_ok(&["s3", "mb", "s3://audited"]);
+    let file = c.tmp.path().join("object");
+    std::fs::write(&file, support::pattern(5, 32 << 20)).unwrap();
+    c.server
+        .aws_ok(&["s3", "cp", file.to_str().unwrap(), "s3://audited/object"]);
+    // Repair held, so the damage stays until the pass has seen it.
+    c.server.admin_json(&["pause", "repair"]);
+    let stored: u64 = (1..=6)
+        .flat_map(|i| c.blobs_on(i))
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+
+    // Peer 1 flips a byte in every 4 KiB of its fragment; peer 3 deletes its own.
+    let altered = c.blobs_on(1).pop().unwrap();
+    let mut bytes = std::fs::read(&altered).unwrap();
+    for at in (100..bytes.len()).step_by(4096) {
+        bytes[at] ^= 0x5a;
+    }
+    std::fs::write(&altered, bytes).unwrap();
+    let deleted = c.blobs_on(3).pop().unwrap();
+    std::fs::remove_file(&deleted).unwrap();
+
+    let pass = scrub_pass(&c.server);
+    assert_eq!(pass["objects_done"], 1, "{pass}");
+    let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let found = c.server.scrub_findings();
+    assert!(
+        found.contains(&name(&altered)) && found.contains(&name(&deleted)),
+        "scrub found {found:?}"
+    );
+    let metrics = c.server.metrics();
+    let audited: f64 = metrics
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("shardgate_scrub_backend_read_bytes_total{") && k.contains("audit")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    eprintln!(
+        "challenges moved {audited} bytes of {stored} stored ({:.1}%) and caught the altered and the deleted fragment",
+        100.0 * audited / stored as f64
+    );
+    assert!(
+        audited > 0.0 && audited < stored as f64 / 4.0,
+        "{audited} of {stored}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_gateways_store_read_or_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |n: &str| dir.path().join(format!("{n}.key"));
+    let gateway = peer_id_of(&key("gateway"));
+    let dht_only = peer_id_of(&key("dht-only"));
+    let _stranger = peer_id_of(&key("stranger"));
+    let peer = PeerProcess::start(PeerSpec {
+        data: dir.path().join("peer"),
+        listen: vec![format!("{}:0", next_host())],
+        gateways: vec![gateway],
+        peers: vec![dht_only],
+        ..PeerSpec::default()
+    });
+    let backend = |node| {
+        PeerBackend::new(
+            BackendInfo::new(BackendId::new("p").unwrap()),
+            peer.peer_id.parse().unwrap(),
+            node,
+        )
+    };
+    let allowed = backend(gateway_node(&key("gateway"), &[&peer]).await);
+    let name = BlobName::random();
+    allowed
+        .put(&name, Bytes::from_static(b"kept safe"))
+        .await
+        .unwrap();
+
+    for who in ["dht-only", "stranger"] {
+        let other = backend(gateway_node(&key(who), &[&peer]).await);
+        let put = other
+            .put(&BlobName::random(), Bytes::from_static(b"x"))
+            .await;
+        assert!(
+            matches!(
+                put,
+                Err(shardgate_backend::BackendError::Unavailable { .. })
+            ),
+            "{who} put: {put:?}"
+        );
+        let get = other.get(&name, 0..4).await;
+        assert!(get.is_err(), "{who} read: {get:?}");
+        let del = other.delete(&name).await;
+        assert!(del.is_err(), "{who} deleted: {del:?}");
+        eprintln!("{who}: put {put:?}; get {get:?}; delete {del:?}");
+    }
+    assert_eq!(&allowed.get(&name, 0..9).await.unwrap()[..], b"kept safe");
+    assert_eq!(
+        futures::TryStreamExt::try_collect::<Vec<_>>(allowed.list())
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "nothing was stored by the others"
+    );
+    let log = peer.log_text();
+    assert!(
+        log.contains("refused a connection from") && log.contains("not in the allow list"),
+        "{log}"
+    );
+    assert!(
+        log.contains("refused a storage request from a peer that is not a gateway"),
+        "{log}"
+    );
+}

@@ -26,6 +26,8 @@ pub struct Server {
     pub ca: Option<PathBuf>,
     /// The admin API's address.
     pub admin: Option<SocketAddr>,
+    /// Its peer network's listen addresses (ending in /p2p/ID), if any.
+    pub peer_addrs: Vec<String>,
 }
 
 /// A certificate authority and a certificate it signed for 127.0.0.1 and
@@ -126,10 +128,14 @@ impl Server {
         let rx = stdout_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut admin = None;
+        let mut peer_addrs = Vec::new();
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(a) = line.strip_prefix("shardgate: peer network listening on ") {
+                        peer_addrs.push(a.trim().to_string());
+                    }
                     if let Some(a) = line.split("admin API on http://").nth(1) {
                         admin = a.split_whitespace().next().and_then(|a| a.parse().ok());
                     }
@@ -167,6 +173,7 @@ impl Server {
             log,
             ca: None,
             admin,
+            peer_addrs,
         }
     }
 

@@ -580,7 +580,10 @@ impl EventLoop {
                 error: ListenError::Denied { cause },
                 ..
             } => {
-                warn!("refused a connection from {send_back_addr}: {cause}");
+                // The cause proper (which peer, which limit) is the source.
+                let why = std::error::Error::source(&cause)
+                    .map_or_else(|| cause.to_string(), |s| s.to_string());
+                warn!("refused a connection from {send_back_addr}: {why}");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");

@@ -373,7 +373,7 @@ pub fn render(gateway: &Gateway, server: ServerLoad) -> String {
     );
     registry.register(
         "scrub_backend_read_bytes",
-        "Bytes scrub read per backend and mode (full: local disks read whole; audit: cloud backends sampled)",
+        "Bytes scrub read per backend and mode (full: local disks read whole; audit: cloud backends and peers sampled)",
         m.scrub_backend_bytes.clone(),
     );
     registry.register(
