@@ -61,7 +61,10 @@ impl PeerProcess {
             cmd.args(["--bootstrap", b]);
         }
         let mut child = cmd
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SHARDGATE_TEST_PEER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -35,6 +35,8 @@ use crate::wire::{
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one frame, or one MiB of a read, may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams opened for one request before giving up (see `open_answered`).
+const OPEN_ATTEMPTS: u32 = 5;
 /// How long a DHT lookup for a misplaced blob may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,6 +114,44 @@ impl PeerBackend {
         Ok(stream)
     }
 
+    /// Opens a blob stream and waits for the peer's first answer. A stream
+    /// that breaks before it was not acted on (the peer drops streams it
+    /// cannot accept fast enough), so another is opened, a few times.
+    async fn open_answered(
+        &self,
+        peer: PeerId,
+        header: &BlobRequest,
+    ) -> Result<(Stream, std::result::Result<u64, WireError>, bool)> {
+        let mut last = None;
+        for attempt in 0..OPEN_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            let mut stream = match self.open(peer, header).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let reply =
+                tokio::time::timeout(IO_TIMEOUT, wire::read_header::<BlobReply, _>(&mut stream))
+                    .await
+                    .map_err(|_| self.unavailable("no answer within 30 s"))?;
+            match reply {
+                Ok(BlobReply::Ok { size }) => return Ok((stream, Ok(size), false)),
+                Ok(BlobReply::Ready) => return Ok((stream, Ok(0), true)),
+                Ok(BlobReply::Err(e)) => return Ok((stream, Err(e), false)),
+                Err(wire::FrameError::Io(e)) => {
+                    debug!(%peer, attempt, "blob stream broke before its answer: {e}");
+                    last = Some(self.unavailable(e));
+                }
+                Err(e) => return Err(self.unavailable(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.unavailable("no stream")))
+    }
+
     async fn read_reply(&self, stream: &mut Stream) -> Result<std::result::Result<u64, WireError>> {
         let reply = tokio::time::timeout(IO_TIMEOUT, wire::read_header::<BlobReply, _>(stream))
             .await
@@ -120,12 +160,13 @@ impl PeerBackend {
         Ok(match reply {
             BlobReply::Ok { size } => Ok(size),
             BlobReply::Err(e) => Err(e),
+            BlobReply::Ready => Err(WireError::Malformed("Ready out of turn".into())),
         })
     }
 
     async fn get_from(&self, peer: PeerId, name: &BlobName, range: &Range<u64>) -> Result<Bytes> {
-        let mut stream = self
-            .open(
+        let (mut stream, reply, _) = self
+            .open_answered(
                 peer,
                 &BlobRequest::Get {
                     name: name.as_str().to_string(),
@@ -134,10 +175,7 @@ impl PeerBackend {
                 },
             )
             .await?;
-        let len = self
-            .read_reply(&mut stream)
-            .await?
-            .map_err(|e| self.error(name, e, Some(range)))?;
+        let len = reply.map_err(|e| self.error(name, e, Some(range)))?;
         let want = range.end.saturating_sub(range.start);
         if len != want {
             return Err(self.error(
@@ -277,14 +315,22 @@ impl Backend for PeerBackend {
     }
 
     async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
-        let stream = self
-            .open(
+        let (stream, reply, ready) = self
+            .open_answered(
                 self.peer,
                 &BlobRequest::Put {
                     name: name.as_str().to_string(),
                 },
             )
             .await?;
+        reply.map_err(|e| self.error(name, e, None))?;
+        if !ready {
+            return Err(self.error(
+                name,
+                WireError::Malformed("a put was answered without Ready".into()),
+                None,
+            ));
+        }
         Ok(Box::new(PeerWriter {
             backend: self.clone(),
             name: name.clone(),

@@ -28,15 +28,15 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, SwarmBuilder, allow_block_list, connection_limits, identify, kad,
-    noise, ping, tcp, yamux,
+    noise, ping, tcp, tls, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::PeerError;
 use crate::wire::{
-    CONTROL_PROTOCOL, ControlRequest, ControlResponse, KAD_PROTOCOL, MAX_CONTROL_REQUEST,
-    MAX_CONTROL_RESPONSE,
+    CONTROL_PROTOCOL, ControlRequest, ControlResponse, KAD_PROTOCOL, address_record_key,
+    control_codec,
 };
 
 /// How long a connection with no traffic stays open.
@@ -49,6 +49,9 @@ const FIND_EVERY: Duration = Duration::from_secs(6);
 const PROVIDES_IN_FLIGHT: usize = 8;
 /// A DHT query's time limit.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a listening node republishes its addresses in the DHT (and
+/// at once when they change).
+const REPUBLISH_ADDRESSES: Duration = Duration::from_secs(600);
 
 /// Answers inbound control requests (a peer's storage).
 #[async_trait]
@@ -204,8 +207,7 @@ impl NodeHandle {
         let _ = self.announce.send(Announce::Unprovide(key));
     }
 
-    /// The nodes the DHT says hold the blob with this key (the first
-    /// answer found, or none when the query ends without one).
+    /// The nodes the DHT says hold the blob with this key.
     pub async fn providers(&self, key: Vec<u8>) -> Vec<PeerId> {
         let (reply, rx) = oneshot::channel();
         if self
@@ -244,7 +246,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
-            noise::Config::new,
+            (tls::Config::new, noise::Config::new),
             yamux::Config::default,
         )
         .map_err(|e| transport(&e))?
@@ -281,9 +283,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
                 true => kad::Mode::Server,
                 false => kad::Mode::Client,
             }));
-            let codec = request_response::cbor::codec::Codec::default()
-                .set_request_size_maximum(MAX_CONTROL_REQUEST)
-                .set_response_size_maximum(MAX_CONTROL_RESPONSE);
+            let codec = control_codec();
             let support = match serves {
                 true => ProtocolSupport::Inbound,
                 false => ProtocolSupport::Outbound,
@@ -364,6 +364,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
         last_find: HashMap::new(),
         provide_queue: VecDeque::new(),
         providing: HashSet::new(),
+        published: Vec::new(),
+        publish_at: Instant::now(),
+        publishing: None,
+        looking_up: HashMap::new(),
     };
     for (peer, addrs) in event_loop.watch.clone() {
         for addr in addrs {
@@ -398,11 +402,17 @@ struct EventLoop {
     bootstrap: Vec<Multiaddr>,
     watch: Vec<(PeerId, Vec<Multiaddr>)>,
     pending_control: HashMap<OutboundRequestId, ControlReply>,
-    pending_providers: HashMap<kad::QueryId, oneshot::Sender<Vec<PeerId>>>,
+    pending_providers: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>)>,
     finding: HashMap<kad::QueryId, PeerId>,
     last_find: HashMap<PeerId, Instant>,
     provide_queue: VecDeque<Vec<u8>>,
     providing: HashSet<kad::QueryId>,
+    /// The addresses last published, and when to publish again.
+    published: Vec<Multiaddr>,
+    publish_at: Instant,
+    publishing: Option<(kad::QueryId, Vec<Multiaddr>)>,
+    /// Address record lookups of missing watched peers.
+    looking_up: HashMap<kad::QueryId, PeerId>,
 }
 
 impl EventLoop {
@@ -459,7 +469,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .kad
                     .get_providers(kad::RecordKey::new(&key));
-                self.pending_providers.insert(id, reply);
+                self.pending_providers.insert(id, (reply, HashSet::new()));
             }
         }
     }
@@ -488,10 +498,38 @@ impl EventLoop {
         }
     }
 
+    /// Publishes this node's listen addresses under its PeerId, when they
+    /// changed or are due again.
+    fn publish_addresses(&mut self, now: Instant) {
+        let addrs = lock(&self.state).listen_addrs.clone();
+        if addrs.is_empty()
+            || self.publishing.is_some()
+            || (addrs == self.published && now < self.publish_at)
+        {
+            return;
+        }
+        let value: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let Ok(value) = postcard::to_stdvec(&value) else {
+            return;
+        };
+        let key = address_record_key(self.swarm.local_peer_id());
+        let record = kad::Record::new(key, value);
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, kad::Quorum::One)
+        {
+            Ok(id) => self.publishing = Some((id, addrs)),
+            Err(e) => debug!("cannot publish addresses: {e}"),
+        }
+    }
+
     /// Redials bootstrap nodes and watched peers, looks up those missing.
     fn maintain(&mut self) {
         self.dial_bootstrap();
         let now = Instant::now();
+        self.publish_addresses(now);
         for (peer, addrs) in self.watch.clone() {
             if self.swarm.is_connected(&peer) {
                 continue;
@@ -513,7 +551,33 @@ impl EventLoop {
                 self.last_find.insert(peer, now);
                 let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 self.finding.insert(id, peer);
+                let key = kad::RecordKey::new(&address_record_key(&peer));
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.looking_up.insert(id, peer);
             }
+        }
+    }
+
+    /// Addresses the DHT gave for a watched peer: dialed (the handshake
+    /// checks that the PeerId answers there).
+    fn found(&mut self, target: PeerId, addrs: Vec<Multiaddr>) {
+        if addrs.is_empty() || self.swarm.is_connected(&target) {
+            return;
+        }
+        info!(peer = %target, ?addrs, "found a peer through the DHT");
+        for addr in &addrs {
+            self.swarm.add_peer_address(target, addr.clone());
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&target, addr.clone());
+        }
+        let dial = DialOpts::peer_id(target)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(dial) {
+            debug!(peer = %target, "dial: {e}");
         }
     }
 
@@ -595,9 +659,10 @@ impl EventLoop {
 
     fn on_behaviour(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&KAD_PROTOCOL) =>
-            {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                debug!(peer = %peer_id, addrs = ?info.listen_addrs, protocols = ?info.protocols, "identified");
+                // Every node here is allowlisted; one that listens is a
+                // DHT server others may need to find.
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -656,19 +721,15 @@ impl EventLoop {
     fn on_query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
         match result {
             kad::QueryResult::GetProviders(result) => {
-                let found = match result {
-                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                        providers.into_iter().collect::<Vec<_>>()
-                    }
-                    _ => Vec::new(),
-                };
-                if !found.is_empty() || last {
-                    if let Some(reply) = self.pending_providers.remove(&id) {
-                        let _ = reply.send(found);
-                    }
-                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                        query.finish();
-                    }
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
+                    && let Some((_, found)) = self.pending_providers.get_mut(&id)
+                {
+                    found.extend(providers);
+                }
+                // All of them: a stale record (the node the blob left)
+                // may come first.
+                if last && let Some((reply, found)) = self.pending_providers.remove(&id) {
+                    let _ = reply.send(found.into_iter().collect());
                 }
             }
             kad::QueryResult::GetClosestPeers(result) => {
@@ -676,28 +737,50 @@ impl EventLoop {
                     Ok(ok) => ok.peers,
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                 };
+                debug!(peers = ?peers, "closest peers");
                 if let Some(target) = self.finding.remove(&id) {
                     for info in peers.into_iter().filter(|i| i.peer_id == target) {
-                        if info.addrs.is_empty() {
-                            continue;
-                        }
-                        info!(peer = %target, addrs = ?info.addrs, "found a peer through the DHT");
-                        for addr in &info.addrs {
-                            self.swarm.add_peer_address(target, addr.clone());
-                            self.swarm
-                                .behaviour_mut()
-                                .kad
-                                .add_address(&target, addr.clone());
-                        }
-                        let dial = DialOpts::peer_id(target)
-                            .addresses(info.addrs)
-                            .condition(PeerCondition::DisconnectedAndNotDialing)
-                            .build();
-                        if let Err(e) = self.swarm.dial(dial) {
-                            debug!(peer = %target, "dial: {e}");
-                        }
+                        self.found(target, info.addrs);
                     }
                 }
+            }
+            kad::QueryResult::PutRecord(result) => {
+                if let Some((query, addrs)) = self.publishing.take_if(|(q, _)| *q == id) {
+                    let _ = query;
+                    match result {
+                        Ok(_) => {
+                            debug!(?addrs, "addresses published in the DHT");
+                            self.published = addrs;
+                            self.publish_at = Instant::now() + REPUBLISH_ADDRESSES;
+                        }
+                        Err(e) => debug!("publishing addresses: {e}"),
+                    }
+                }
+            }
+            kad::QueryResult::GetRecord(result) => {
+                let found = match result {
+                    Ok(kad::GetRecordOk::FoundRecord(found)) => Some(found.record),
+                    _ => None,
+                };
+                let Some(target) = self.looking_up.get(&id).copied() else {
+                    return;
+                };
+                let addrs: Vec<Multiaddr> = found
+                    .filter(|r| r.publisher == Some(target))
+                    .and_then(|r| postcard::from_bytes::<Vec<String>>(&r.value).ok())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .take(16)
+                    .collect();
+                if addrs.is_empty() && !last {
+                    return;
+                }
+                self.looking_up.remove(&id);
+                if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    query.finish();
+                }
+                self.found(target, addrs);
             }
             kad::QueryResult::StartProviding(result) if self.providing.remove(&id) => {
                 if let Err(e) = result {

@@ -71,7 +71,7 @@ impl PeerServer {
         let mut info = BackendInfo::new(BackendId::new("local").map_err(PeerError::other)?);
         info.capacity_bytes = config.capacity_bytes;
         let fs = Arc::new(
-            FsBackend::open(info, config.data_dir.join("blobs"))
+            FsBackend::open(info, &config.data_dir)
                 .await
                 .map_err(PeerError::Storage)?,
         );
@@ -228,6 +228,9 @@ impl Storage {
             BlobRequest::Put { name } => {
                 let name = blob_name(&name)?;
                 let mut writer = self.fs.create(&name).await.map_err(wire_error)?;
+                wire::write_header(s, &BlobReply::Ready)
+                    .await
+                    .map_err(|_| None)?;
                 loop {
                     let frame = tokio::time::timeout(FRAME_TIMEOUT, wire::read_frame(s, MAX_CHUNK))
                         .await

@@ -19,10 +19,16 @@
 //!
 //! - `Get`: the peer answers a header frame ([`BlobReply`]) and, when it is
 //!   `Ok { size }`, exactly `size` raw bytes.
-//! - `Put`: the dialer sends data frames (`u32` length, at most
-//!   [`MAX_CHUNK`], then that many bytes) and an empty frame to commit; the
-//!   peer answers one [`BlobReply`]. A stream that ends without the empty
-//!   frame aborts the write: nothing becomes visible.
+//! - `Put`: the peer answers [`BlobReply::Ready`] (or an error); the
+//!   dialer sends data frames (`u32` length, at most [`MAX_CHUNK`], then
+//!   that many bytes) and an empty frame to commit; the peer answers one
+//!   [`BlobReply`]. A stream that ends without the empty frame aborts the
+//!   write: nothing becomes visible.
+//!
+//! Every request gets a first answer before anything else happens, so a
+//! stream that breaks before it (libp2p-stream drops inbound streams that
+//! arrive faster than the peer accepts them) was not acted on, and the
+//! dialer opens another.
 //! - `List`: the peer answers frames each holding a postcard
 //!   `Vec<(String, u64)>` of at most [`LIST_PAGE`] entries, an empty frame
 //!   at the end, or a [`BlobReply::Err`] header in place of a page.
@@ -146,6 +152,8 @@ pub enum BlobRequest {
 pub enum BlobReply {
     /// Done; for a get, `size` raw bytes follow; for a put, the blob's size.
     Ok { size: u64 },
+    /// A put is under way: send the data frames.
+    Ready,
     /// Failed.
     Err(WireError),
 }
@@ -173,6 +181,24 @@ pub enum FrameError {
     /// A frame's contents do not decode.
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
+}
+
+/// The control protocol's codec, with this protocol's size limits: a
+/// longer message is cut at the limit and fails to decode.
+pub fn control_codec()
+-> libp2p::request_response::cbor::codec::Codec<ControlRequest, ControlResponse> {
+    libp2p::request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_CONTROL_REQUEST)
+        .set_response_size_maximum(MAX_CONTROL_RESPONSE)
+}
+
+/// The DHT key under which a node publishes its listen addresses, so that
+/// one that moved is found again by its PeerId. Addresses found there are
+/// hints: dialing checks the PeerId in the handshake.
+pub fn address_record_key(peer: &libp2p::PeerId) -> Vec<u8> {
+    let mut key = b"/shardgate/addrs/".to_vec();
+    key.extend_from_slice(&peer.to_bytes());
+    key
 }
 
 /// The key a blob is provided under in the DHT: a hash of its name, so
@@ -392,8 +418,74 @@ mod tests {
         assert_ne!(p, challenge_proof(&[1; 32], "c", &[(0, 5)], &chunks));
     }
 
+    fn read_control(
+        bytes: Vec<u8>,
+    ) -> (
+        std::io::Result<ControlRequest>,
+        std::io::Result<ControlResponse>,
+    ) {
+        use libp2p::request_response::Codec;
+        let mut codec = control_codec();
+        let req = block_on(codec.read_request(&CONTROL_PROTOCOL, &mut Cursor::new(bytes.clone())));
+        let resp = block_on(codec.read_response(&CONTROL_PROTOCOL, &mut Cursor::new(bytes)));
+        (req, resp)
+    }
+
+    fn encode<T>(v: &T) -> Vec<u8>
+    where
+        T: Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+    {
+        use libp2p::request_response::Codec;
+        let mut out = Vec::new();
+        let mut codec = libp2p::request_response::cbor::codec::Codec::<T, T>::default();
+        block_on(codec.write_request(&CONTROL_PROTOCOL, &mut out, v.clone())).unwrap();
+        out
+    }
+
+    #[test]
+    fn control_messages_round_trip_and_oversize_ones_fail() {
+        let resp = ControlResponse::Challenge {
+            chunks: vec![Bytes::from(vec![7u8; 1000])],
+            proof: [1; 32],
+        };
+        assert_eq!(read_control(encode(&resp)).1.unwrap(), resp);
+        // A challenge answer over the limit is cut and fails to decode.
+        let huge = ControlResponse::Challenge {
+            chunks: vec![Bytes::from(vec![7u8; MAX_CONTROL_RESPONSE as usize + 1])],
+            proof: [1; 32],
+        };
+        assert!(read_control(encode(&huge)).1.is_err());
+        let long_name = ControlRequest::Stat {
+            name: "n".repeat(MAX_CONTROL_REQUEST as usize + 1),
+        };
+        assert!(read_control(encode(&long_name)).0.is_err());
+    }
+
+    #[test]
+    fn a_cbor_length_past_the_input_is_an_error_not_an_allocation() {
+        // Variant `Stat` holding a map whose `name` is a text string that
+        // claims 2^62 bytes; and a byte string claiming as much.
+        let mut text = vec![
+            0xa1, 0x64, b'S', b't', b'a', b't', 0xa1, 0x64, b'n', b'a', b'm', b'e',
+        ];
+        text.push(0x7b);
+        text.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        assert!(read_control(text).0.is_err());
+        let mut bytes = vec![0x5b];
+        bytes.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        let (req, resp) = read_control(bytes);
+        assert!(req.is_err() && resp.is_err());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes from a peer: a control message or an error, never a
+        /// panic.
+        #[test]
+        fn control_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read_control(bytes);
+        }
 
         /// Any bytes at all: a header, a reply or an error, never a panic,
         /// and never an allocation past the frame limit.

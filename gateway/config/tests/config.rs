@@ -53,6 +53,37 @@ fn the_example_config_loads_and_variables_override_it() {
 }
 
 #[test]
+fn the_peers_example_loads_and_a_peer_needs_its_id() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/peers.toml");
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let c = load(Some(example.to_str().unwrap())).map_err(|e| e.to_string())?;
+        assert_eq!(c.backends.len(), 6);
+        assert!(c.backends.iter().all(|b| b.kind == BackendKind::Peer));
+        assert_eq!(c.backends[0].addresses.len(), 2);
+        assert!(c.backends[1].addresses.is_empty());
+        assert_eq!(c.peers.listen, vec!["0.0.0.0:7000".to_string()]);
+
+        jail.create_file(
+            "no-id.toml",
+            "[[backends]]\nid = \"p\"\nkind = \"peer\"\naddresses = [\"/ip4/10.0.0.1/tcp/1\"]\n",
+        )?;
+        let err = load(Some("no-id.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("backends[0].peer_id: a peer backend needs a peer_id"),
+            "{err}"
+        );
+        jail.create_file(
+            "fs-with-id.toml",
+            "[[backends]]\nid = \"d\"\nkind = \"fs\"\npath = \"d\"\npeer_id = \"x\"\n",
+        )?;
+        let err = load(Some("fs-with-id.toml")).unwrap_err().to_string();
+        assert!(err.contains("backends[0].peer_id"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
 fn a_bad_value_in_the_file_names_the_key_and_the_file() {
     Jail::expect_with(|jail| {
         jail.clear_env();

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# PUT/GET throughput through six `shardgate peer` processes (127.0.0.2..7,
+# libp2p over TCP + noise + yamux) against six local directories on the
+# same disk (the embedded default), both 4 + 2 with write quorum 5, in the
+# same run: two release gateways stay up, and the load generator runs
+# against A and B in turn, ABBA order, ROUNDS times, for 1 MiB objects
+# (concurrency 16) and 64 MiB objects (concurrency 4). Prints each round,
+# the ratios of the summed rates, and each peer's peak RSS.
+#
+#   scripts/peer_bench.sh [ROUNDS] [SMALL_COUNT] [LARGE_COUNT]   default: 2 200 8
+#
+# SHARDGATE_BENCH_TRANSPORT=quic (or tcp, the default) picks the peers'
+# transport; SHARDGATE_BENCH_KEEP=1 keeps the logs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/test-env.sh
+rounds=${1:-2}
+small=${2:-200}
+large=${3:-8}
+cargo build --release --locked -q -p shardgate -p shardgate-loadgen
+target=${CARGO_TARGET_DIR:-target}
+bin="$target/release/shardgate"
+base=${SHARDGATE_BENCH_LOAD_DIR:-/var/tmp/shardgate-peer-bench}
+rm -rf "$base"
+mkdir -p "$base"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; [ -n "${SHARDGATE_BENCH_KEEP:-}" ] || rm -rf "$base"' EXIT
+
+gw=$("$bin" peer-id "$base/peers/gw/keys/peer.key")
+peer_pids=()
+config="$base/peers.toml"
+: > "$config"
+for i in 1 2 3 4 5 6; do
+  dir="$base/peer-$i"
+  case "${SHARDGATE_BENCH_TRANSPORT:-tcp}" in
+    quic) listen="/ip4/127.0.0.$((i + 1))/udp/0/quic-v1" ;;
+    *) listen="/ip4/127.0.0.$((i + 1))/tcp/0" ;;
+  esac
+  RUST_LOG=${SHARDGATE_BENCH_LOG:-warn} "$bin" peer --data-dir "$dir" --listen "$listen" --allow-gateway "$gw" \
+    > "$base/peer-$i.out" 2> "$base/peer-$i.log" &
+  pids+=($!); peer_pids+=($!)
+  for _ in $(seq 100); do grep -q "listening on" "$base/peer-$i.out" 2>/dev/null && break; sleep 0.1; done
+  id=$(sed -n 's/^shardgate peer: PeerId //p' "$base/peer-$i.out")
+  addr=$(sed -n 's|^shardgate peer: listening on \(.*\)|\1|p' "$base/peer-$i.out" | head -1)
+  printf '[[backends]]\nid = "peer-%s"\nkind = "peer"\npeer_id = "%s"\naddresses = ["%s"]\nlabels = { site = "site-%s" }\n\n' \
+    "$i" "$id" "$addr" "$i" >> "$config"
+done
+
+start() { # name, extra serve arguments...
+  local dir="$base/$1"; shift
+  mkdir -p "$dir"
+  RUST_LOG=${SHARDGATE_BENCH_LOG:-warn} "$bin" serve "$@" --data-dir "$dir/gw" \
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
+  pids+=($!)
+  echo $! > "$dir/pid"
+  for _ in $(seq 600); do
+    grep -q "listening on http" "$dir/out.txt" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q "listening on http" "$dir/out.txt" || { cat "$dir/gateway.log" >&2; exit 1; }
+  sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$dir/out.txt" > "$dir/endpoint"
+  for _ in $(seq 300); do
+    curl -sf "$(cat "$dir/endpoint")/ready" >/dev/null && break
+    sleep 0.1
+  done
+}
+start peers --config "$config"
+start fs
+
+# One phase: PUTs then GETs of COUNT objects of SIZE at CONCURRENCY;
+# prints PUT MB/s, GET MB/s, errors.
+phase() { # name size count concurrency
+  local dir="$base/$1"
+  "$target/release/shardgate-loadgen" --endpoint "$(cat "$dir/endpoint")" --credentials "$dir/gw/credentials" \
+    --bucket "round" --sizes "$2" --counts "$3" --concurrency "$4" --cleanup --pid "$(cat "$dir/pid")" \
+    | awk -F'|' '$2 ~ /PUT/ { gsub(/ /, "", $6); put = $6; e += $12 }
+                 $2 ~ /GET/ { gsub(/ /, "", $6); get = $6; e += $12 }
+                 END { print put, get, e }'
+}
+hwm() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+cpu() { echo "scale=1; $(awk '{ print $14 + $15 }' "/proc/$1/stat") / $(getconf CLK_TCK)" | bc -l; }
+
+echo "$(nproc) cores, $(uname -r); $rounds rounds; 1 MiB × $small at concurrency 16, 64 MiB × $large at concurrency 4"
+echo "| round | size | peers PUT MB/s | fs PUT MB/s | PUT peers / fs | peers GET MB/s | fs GET MB/s | GET peers / fs | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
+declare -A sum
+for r in $(seq "$rounds"); do
+  for spec in "1MiB $small 16" "64MiB $large 4"; do
+    read -r size count conc <<< "$spec"
+    if [ $((r % 2)) -eq 1 ]; then
+      read -r pa ga ea < <(phase peers "$size" "$count" "$conc"); read -r pb gb eb < <(phase fs "$size" "$count" "$conc")
+    else
+      read -r pb gb eb < <(phase fs "$size" "$count" "$conc"); read -r pa ga ea < <(phase peers "$size" "$count" "$conc")
+    fi
+    for k in pa pb ga gb; do sum[$size$k]=$(echo "${sum[$size$k]:-0} + ${!k}" | bc -l); done
+    sum[$size.e]=$(( ${sum[$size.e]:-0} + ea + eb ))
+    printf '| %s | %s | %s | %s | %.3f | %s | %s | %.3f | %s |\n' "$r" "$size" "$pa" "$pb" "$(echo "$pa / $pb" | bc -l)" \
+      "$ga" "$gb" "$(echo "$ga / $gb" | bc -l)" "$((ea + eb))"
+  done
+done
+for size in 1MiB 64MiB; do
+  printf '| all | %s | %.0f | %.0f | **%.3f** | %.0f | %.0f | **%.3f** | %s |\n' "$size" \
+    "$(echo "${sum[${size}pa]} / $rounds" | bc -l)" "$(echo "${sum[${size}pb]} / $rounds" | bc -l)" \
+    "$(echo "${sum[${size}pa]} / ${sum[${size}pb]}" | bc -l)" \
+    "$(echo "${sum[${size}ga]} / $rounds" | bc -l)" "$(echo "${sum[${size}gb]} / $rounds" | bc -l)" \
+    "$(echo "${sum[${size}ga]} / ${sum[${size}gb]}" | bc -l)" "${sum[$size.e]}"
+done
+printf 'peak RSS of each peer (MiB):'
+for p in "${peer_pids[@]}"; do printf ' %s' "$(hwm "$p")"; done
+printf '; gateway over peers %s MiB, over fs %s MiB\n' "$(hwm "$(cat "$base/peers/pid")")" "$(hwm "$(cat "$base/fs/pid")")"
+printf 'CPU seconds: each peer'
+for p in "${peer_pids[@]}"; do printf ' %s' "$(cpu "$p")"; done
+printf '; gateway over peers %s, over fs %s\n' "$(cpu "$(cat "$base/peers/pid")")" "$(cpu "$(cat "$base/fs/pid")")"
