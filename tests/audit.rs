@@ -14,23 +14,6 @@ use std::time::{Duration, Instant};
 
 use support::{Emulator, Server, aws_on, describe};
 
-fn sum(server: &Server, prefix: &str) -> f64 {
-    server
-        .metrics()
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// One scrub pass, started and watched through `shardgate admin`.
-fn scrub_pass(server: &Server) -> serde_json::Value {
-    let out = server.admin(&["start", "scrub", "--watch", "--json"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
-}
-
 #[test]
 fn a_sampled_audit_finds_blobs_deleted_or_replaced_behind_the_gateways_back() {
     let moto = Emulator::moto(&["fragments"]);
@@ -88,14 +71,14 @@ fn a_sampled_audit_finds_blobs_deleted_or_replaced_behind_the_gateways_back() {
         damaged.insert(key.rsplit('/').next().unwrap().to_string());
     }
 
-    let pass = scrub_pass(&server);
+    let pass = server.scrub_pass();
     assert_eq!(pass["objects_done"], 12, "{pass}");
     assert_eq!(server.scrub_findings(), damaged, "the audit's findings");
     assert_eq!(
-        sum(&server, "shardgate_scrub_backend_damaged_total{backend="),
+        server.metric_sum("shardgate_scrub_backend_damaged_total{backend="),
         6.0
     );
-    let audited = sum(&server, "shardgate_scrub_backend_read_bytes_total{backend=");
+    let audited = server.metric_sum("shardgate_scrub_backend_read_bytes_total{backend=");
     eprintln!(
         "audit pass: {audited} bytes downloaded of {stored} stored ({:.1}%), 6 of 6 damaged blobs found",
         100.0 * audited / stored as f64
@@ -108,15 +91,15 @@ fn a_sampled_audit_finds_blobs_deleted_or_replaced_behind_the_gateways_back() {
     // Repair rebuilds the six; the next audit finds nothing.
     server.admin_json(&["resume", "repair"]);
     let deadline = Instant::now() + Duration::from_secs(90);
-    while sum(&server, "shardgate_repair_fragments_rebuilt_total") < 6.0
-        || sum(&server, "shardgate_repair_queue_objects{") > 0.0
+    while server.metric_sum("shardgate_repair_fragments_rebuilt_total") < 6.0
+        || server.metric_sum("shardgate_repair_queue_objects{") > 0.0
     {
         assert!(Instant::now() < deadline, "repair did not finish");
         std::thread::sleep(Duration::from_millis(250));
     }
-    scrub_pass(&server);
+    server.scrub_pass();
     assert_eq!(
-        sum(&server, "shardgate_scrub_backend_damaged_total{backend="),
+        server.metric_sum("shardgate_scrub_backend_damaged_total{backend="),
         6.0,
         "the second pass found damage"
     );

@@ -327,14 +327,6 @@ fn six_peers_round_trip_survive_two_kills_and_a_move_to_another_port() {
     assert!(c.blobs_on(2).len() > before, "peer 2 took a new fragment");
 }
 
-/// One scrub pass, started and watched through `shardgate admin`.
-fn scrub_pass(server: &support::Server) -> serde_json::Value {
-    let out = server.admin(&["start", "scrub", "--watch", "--json"]);
-    assert!(out.status.success(), "{}", support::describe(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
-}
-
 #[test]
 fn a_peer_that_altered_or_deleted_a_fragment_fails_its_challenge() {
     let c = Cluster::start(&[
@@ -363,7 +355,7 @@ fn a_peer_that_altered_or_deleted_a_fragment_fails_its_challenge() {
     let deleted = c.blobs_on(3).pop().unwrap();
     std::fs::remove_file(&deleted).unwrap();
 
-    let pass = scrub_pass(&c.server);
+    let pass = c.server.scrub_pass();
     assert_eq!(pass["objects_done"], 1, "{pass}");
     let name = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
     let found = c.server.scrub_findings();
@@ -455,15 +447,6 @@ async fn only_allowed_gateways_store_read_or_delete() {
     );
 }
 
-fn metric_sum(server: &support::Server, prefix: &str) -> f64 {
-    server
-        .metrics()
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[test]
 fn a_peer_gone_for_good_is_repaired_away() {
     let mut c = Cluster::start_n(
@@ -481,8 +464,10 @@ fn a_peer_gone_for_good_is_repaired_away() {
     let gone_at = std::time::Instant::now();
     let deadline = gone_at + Duration::from_secs(120);
     loop {
-        let rebuilt = metric_sum(&c.server, "shardgate_repair_fragments_rebuilt_total");
-        let queued = metric_sum(&c.server, "shardgate_repair_queue_objects{");
+        let rebuilt = c
+            .server
+            .metric_sum("shardgate_repair_fragments_rebuilt_total");
+        let queued = c.server.metric_sum("shardgate_repair_queue_objects{");
         if rebuilt >= lost as f64 && queued == 0.0 {
             break;
         }

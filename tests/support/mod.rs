@@ -295,6 +295,24 @@ impl Server {
             .arg(&self.data))
     }
 
+    /// One scrub pass, started and watched through `shardgate admin`: its
+    /// final state.
+    pub fn scrub_pass(&self) -> serde_json::Value {
+        let out = self.admin(&["start", "scrub", "--watch", "--json"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    }
+
+    /// The sum of every metric series whose name starts with `prefix`.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// `shardgate admin ARGS --json`, parsed; panics on failure.
     pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
