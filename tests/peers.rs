@@ -88,6 +88,14 @@ impl Backend for Held {
     async fn health(&self) -> Result<Health> {
         self.backend.health().await
     }
+    async fn challenge(
+        &self,
+        name: &BlobName,
+        nonce: [u8; 32],
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        self.backend.challenge(name, nonce, ranges).await
+    }
 }
 
 /// A fresh peer process and a gateway node's backend for it.
@@ -114,6 +122,31 @@ async fn peer_backend() -> Arc<dyn Backend> {
 }
 
 shardgate_backend_conformance::conformance_tests!(peer_backend().await);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_of_any_shape_are_answered_in_batches_the_peer_accepts() {
+    let b = peer_backend().await;
+    let name = BlobName::random();
+    let data = support::pattern(3, 12 << 20);
+    b.put(&name, Bytes::from(data.clone())).await.unwrap();
+    // 100 small ranges (over 64 per challenge), one over 4 MiB, and 6 MiB
+    // in two (over 4 MiB per challenge).
+    let mut ranges: Vec<Range<u64>> = (0..100).map(|i| i * 1000..i * 1000 + 10).collect();
+    ranges.push(0..(5 << 20));
+    ranges.extend([(6 << 20)..(9 << 20), (9 << 20)..(12 << 20)]);
+    let got = b.challenge(&name, [7; 32], &ranges).await.unwrap();
+    assert_eq!(got.len(), ranges.len());
+    for (r, g) in ranges.iter().zip(&got) {
+        assert!(g[..] == data[r.start as usize..r.end as usize], "{r:?}");
+    }
+    let outside = b
+        .challenge(&name, [8; 32], &[0..1, (12 << 20)..(12 << 20) + 1])
+        .await;
+    assert!(
+        matches!(outside, Err(shardgate_backend::BackendError::InvalidRange { start, .. }) if start == 12 << 20),
+        "{outside:?}"
+    );
+}
 
 /// `n` peers (4 + 2 by the default policy, one site each), the last
 /// dialing out only, and a gateway over them.

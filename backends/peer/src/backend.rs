@@ -28,7 +28,7 @@ use tracing::{debug, info};
 use crate::node::NodeHandle;
 use crate::wire::{
     self, BLOB_PROTOCOL, BlobReply, BlobRequest, ControlRequest, ControlResponse, ListFrame,
-    MAX_CHUNK, WireError,
+    MAX_CHALLENGE_BYTES, MAX_CHALLENGE_RANGES, MAX_CHUNK, WireError,
 };
 
 /// How long opening a stream (and dialing, when needed) may take.
@@ -37,6 +37,12 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Streams opened for one request before giving up (see `open_answered`).
 const OPEN_ATTEMPTS: u32 = 5;
+/// Peers tried for a blob not where its manifest says, and how long the
+/// whole search may take (a garbage collector's delete waits for it).
+const FALLBACK_PEERS: usize = 3;
+const FALLBACK_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a commit's answer may take: the peer fsyncs the whole blob.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a DHT lookup for a misplaced blob may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -152,10 +158,14 @@ impl PeerBackend {
         Err(last.unwrap_or_else(|| self.unavailable("no stream")))
     }
 
-    async fn read_reply(&self, stream: &mut Stream) -> Result<std::result::Result<u64, WireError>> {
-        let reply = tokio::time::timeout(IO_TIMEOUT, wire::read_header::<BlobReply, _>(stream))
+    async fn read_reply(
+        &self,
+        stream: &mut Stream,
+        within: Duration,
+    ) -> Result<std::result::Result<u64, WireError>> {
+        let reply = tokio::time::timeout(within, wire::read_header::<BlobReply, _>(stream))
             .await
-            .map_err(|_| self.unavailable("no answer within 30 s"))?
+            .map_err(|_| self.unavailable(format!("no answer within {within:?}")))?
             .map_err(|e| self.unavailable(e))?;
         Ok(match reply {
             BlobReply::Ok { size } => Ok(size),
@@ -192,17 +202,23 @@ impl PeerBackend {
                 .map_err(|_| self.unavailable("read stalled for 30 s"))?
                 .map_err(|e| self.unavailable(format!("read: {e}")))?;
         }
-        let _ = stream.close().await;
+        close(&mut stream).await;
         Ok(buf.freeze())
     }
 
-    /// Peers other than this one that announced `name` in the DHT.
+    /// Configured peers other than this one that announced `name` in the
+    /// DHT (a node that is not one of the gateway's peers is never sent a
+    /// blob's name), at most [`FALLBACK_PEERS`].
     async fn elsewhere(&self, name: &BlobName) -> Vec<PeerId> {
         let lookup = self.node.providers(wire::provider_key(name.as_str()));
         let found = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
             .await
             .unwrap_or_default();
-        found.into_iter().filter(|p| *p != self.peer).collect()
+        found
+            .into_iter()
+            .filter(|p| *p != self.peer && self.node.is_known(p))
+            .take(FALLBACK_PEERS)
+            .collect()
     }
 
     /// `op` on this peer; when the blob is not there, on the peers the DHT
@@ -214,8 +230,15 @@ impl PeerBackend {
     {
         match op(self.peer).await {
             Err(e) if e.is_not_found() => {
-                for other in self.elsewhere(name).await {
-                    match op(other).await {
+                let deadline = tokio::time::Instant::now() + FALLBACK_TIMEOUT;
+                let others = tokio::time::timeout_at(deadline, self.elsewhere(name))
+                    .await
+                    .unwrap_or_default();
+                for other in others {
+                    let Ok(answer) = tokio::time::timeout_at(deadline, op(other)).await else {
+                        break;
+                    };
+                    match answer {
                         Ok(v) => {
                             info!(
                                 blob = %name, expected = %self.peer, found = %other,
@@ -231,6 +254,11 @@ impl PeerBackend {
             other => other,
         }
     }
+}
+
+/// Closes a stream, waiting a bounded time for the close to go out.
+async fn close(stream: &mut Stream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
 }
 
 async fn timed<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
@@ -251,9 +279,11 @@ impl PeerWriter {
     /// disk), else the stream's failure.
     async fn failure(&mut self, e: std::io::Error) -> BackendError {
         if let Some(mut stream) = self.stream.take()
-            && let Ok(Ok(Err(reason))) =
-                tokio::time::timeout(Duration::from_secs(2), self.backend.read_reply(&mut stream))
-                    .await
+            && let Ok(Ok(Err(reason))) = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.backend.read_reply(&mut stream, IO_TIMEOUT),
+            )
+            .await
         {
             return self.backend.error(&self.name, reason, None);
         }
@@ -289,10 +319,10 @@ impl BlobWriter for PeerWriter {
         };
         let size = self
             .backend
-            .read_reply(&mut stream)
+            .read_reply(&mut stream, COMMIT_TIMEOUT)
             .await?
             .map_err(|e| self.backend.error(&self.name, e, None))?;
-        let _ = stream.close().await;
+        close(&mut stream).await;
         Ok(BlobMeta {
             name: self.name.clone(),
             size,
@@ -412,7 +442,7 @@ impl Backend for PeerBackend {
                             Ok(Some((futures::stream::iter(metas), Some(stream))))
                         }
                         ListFrame::End => {
-                            let _ = stream.close().await;
+                            close(&mut stream).await;
                             Ok(None)
                         }
                         ListFrame::Err(e) => Err(self.unavailable(format!("listing: {e}"))),
@@ -457,37 +487,89 @@ impl Backend for PeerBackend {
         nonce: [u8; 32],
         ranges: &[Range<u64>],
     ) -> Result<Vec<Bytes>> {
-        let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
-        let request = ControlRequest::Challenge {
-            name: name.as_str().to_string(),
-            nonce,
-            ranges: wanted.clone(),
-        };
-        match self.control(self.peer, request).await? {
-            ControlResponse::Challenge { chunks, proof } => {
-                let lengths_match = chunks.len() == wanted.len()
-                    && chunks
-                        .iter()
-                        .zip(&wanted)
-                        .all(|(c, (s, e))| c.len() as u64 == e - s);
-                if !lengths_match {
-                    return Err(self.error(
-                        name,
-                        WireError::Malformed("the challenge's answer has the wrong shape".into()),
-                        None,
-                    ));
-                }
-                if wire::challenge_proof(&nonce, name.as_str(), &wanted, &chunks) != proof {
-                    return Err(self.error(
-                        name,
-                        WireError::Malformed("the challenge's proof does not match".into()),
-                        None,
-                    ));
-                }
-                Ok(chunks)
+        // In batches the peer accepts; a range too large for any batch is
+        // read on a stream instead.
+        let mut chunks = Vec::with_capacity(ranges.len());
+        let mut batch: Vec<Range<u64>> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for range in ranges {
+            let len = range.end.saturating_sub(range.start);
+            if len > MAX_CHALLENGE_BYTES {
+                chunks.extend(self.challenge_batch(name, nonce, &batch).await?);
+                batch.clear();
+                batch_bytes = 0;
+                chunks.push(self.get(name, range.clone()).await?);
+                continue;
             }
-            ControlResponse::Error(e) => Err(self.error(name, e, ranges.first())),
-            other => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+            if batch.len() == MAX_CHALLENGE_RANGES || batch_bytes + len > MAX_CHALLENGE_BYTES {
+                chunks.extend(self.challenge_batch(name, nonce, &batch).await?);
+                batch.clear();
+                batch_bytes = 0;
+            }
+            batch.push(range.clone());
+            batch_bytes += len;
         }
+        chunks.extend(self.challenge_batch(name, nonce, &batch).await?);
+        Ok(chunks)
+    }
+}
+
+impl PeerBackend {
+    /// One challenge of at most [`MAX_CHALLENGE_RANGES`] ranges and
+    /// [`MAX_CHALLENGE_BYTES`], to this peer or (the blob not here) to
+    /// the peer the DHT says holds it.
+    async fn challenge_batch(
+        &self,
+        name: &BlobName,
+        nonce: [u8; 32],
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
+        self.here_or_elsewhere(name, |peer| {
+            let wanted = wanted.clone();
+            async move {
+                let request = ControlRequest::Challenge {
+                    name: name.as_str().to_string(),
+                    nonce,
+                    ranges: wanted.clone(),
+                };
+                match self.control(peer, request).await? {
+                    ControlResponse::Challenge { chunks, proof } => {
+                        let lengths_match = chunks.len() == wanted.len()
+                            && chunks
+                                .iter()
+                                .zip(&wanted)
+                                .all(|(c, (s, e))| c.len() as u64 == e.saturating_sub(*s));
+                        if !lengths_match {
+                            return Err(self.error(
+                                name,
+                                WireError::Malformed(
+                                    "the challenge's answer has the wrong shape".into(),
+                                ),
+                                None,
+                            ));
+                        }
+                        if wire::challenge_proof(&nonce, name.as_str(), &wanted, &chunks) != proof {
+                            return Err(self.error(
+                                name,
+                                WireError::Malformed("the challenge's proof does not match".into()),
+                                None,
+                            ));
+                        }
+                        Ok(chunks)
+                    }
+                    ControlResponse::Error(WireError::InvalidRange { size }) => {
+                        let bad = ranges.iter().find(|r| r.end > size || r.start > r.end);
+                        Err(self.error(name, WireError::InvalidRange { size }, bad))
+                    }
+                    ControlResponse::Error(e) => Err(self.error(name, e, None)),
+                    other => Err(self.unavailable(format!("unexpected answer {other:?}"))),
+                }
+            }
+        })
+        .await
     }
 }

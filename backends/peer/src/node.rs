@@ -141,6 +141,8 @@ pub struct NodeHandle {
     announce: mpsc::UnboundedSender<Announce>,
     streams: libp2p_stream::Control,
     state: Arc<Mutex<State>>,
+    /// The watched peers: the only ones a blob is looked for on.
+    known: Arc<HashSet<PeerId>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -165,6 +167,12 @@ impl NodeHandle {
             .iter()
             .map(|a| a.clone().with(Protocol::P2p(self.local)))
             .collect()
+    }
+
+    /// Whether `peer` is one of the peers this node was told to watch (a
+    /// gateway's configured peers).
+    pub fn is_known(&self, peer: &PeerId) -> bool {
+        self.known.contains(peer)
     }
 
     /// Whether a connection to `peer` is open.
@@ -226,6 +234,13 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An address record's addresses, when it is signed by `peer`'s key.
+fn verified_addresses(value: &[u8], peer: &PeerId) -> Option<libp2p::core::PeerRecord> {
+    let envelope = libp2p::core::SignedEnvelope::from_protobuf_encoding(value).ok()?;
+    let record = libp2p::core::PeerRecord::from_signed_envelope(envelope).ok()?;
+    (record.peer_id() == *peer).then_some(record)
+}
+
 /// The PeerId a multiaddr names in its `/p2p/ID` suffix.
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
@@ -273,8 +288,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
             }
             let store = MemoryStore::with_config(
                 local,
+                // Keys provided (this node's blobs and other nodes'
+                // records it keeps) at most: 256 Ki keys of at most 4
+                // providers each bound what allowlisted nodes can make it
+                // hold; a blob is held by one peer.
                 MemoryStoreConfig {
-                    max_provided_keys: 1 << 20,
+                    max_provided_keys: 1 << 18,
+                    max_providers_per_key: 4,
                     ..MemoryStoreConfig::default()
                 },
             );
@@ -347,6 +367,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
         }
     }
     let streams = swarm.behaviour().streams.new_control();
+    let known: HashSet<PeerId> = config.watch.iter().map(|(p, _)| *p).collect();
     let (commands, rx) = mpsc::channel(1024);
     let (announce, announce_rx) = mpsc::unbounded_channel();
     let mut event_loop = EventLoop {
@@ -363,11 +384,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
         finding: HashMap::new(),
         last_find: HashMap::new(),
         provide_queue: VecDeque::new(),
+        queued: HashSet::new(),
         providing: HashSet::new(),
         published: Vec::new(),
         publish_at: Instant::now(),
         publishing: None,
         looking_up: HashMap::new(),
+        keypair: config.keypair.clone(),
     };
     for (peer, addrs) in event_loop.watch.clone() {
         for addr in addrs {
@@ -387,6 +410,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
         announce,
         streams,
         state,
+        known: Arc::new(known),
     })
 }
 
@@ -406,13 +430,17 @@ struct EventLoop {
     finding: HashMap<kad::QueryId, PeerId>,
     last_find: HashMap<PeerId, Instant>,
     provide_queue: VecDeque<Vec<u8>>,
+    /// The keys in `provide_queue` still to announce.
+    queued: HashSet<Vec<u8>>,
     providing: HashSet<kad::QueryId>,
     /// The addresses last published, and when to publish again.
     published: Vec<Multiaddr>,
     publish_at: Instant,
     publishing: Option<(kad::QueryId, Vec<Multiaddr>)>,
-    /// Address record lookups of missing watched peers.
-    looking_up: HashMap<kad::QueryId, PeerId>,
+    /// Address record lookups of missing watched peers, with the newest
+    /// record found so far.
+    looking_up: HashMap<kad::QueryId, (PeerId, Option<libp2p::core::PeerRecord>)>,
+    keypair: Keypair,
 }
 
 impl EventLoop {
@@ -428,8 +456,14 @@ impl EventLoop {
                 },
                 Some(announce) = self.announce.recv() => {
                     match announce {
-                        Announce::Provide(key) => self.provide_queue.push_back(key),
+                        Announce::Provide(key) => {
+                            if self.queued.insert(key.clone()) {
+                                self.provide_queue.push_back(key);
+                            }
+                        }
                         Announce::Unprovide(key) => {
+                            // A provide still queued must not follow it.
+                            self.queued.remove(&key);
                             self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&key));
                         }
                     }
@@ -508,9 +542,14 @@ impl EventLoop {
         {
             return;
         }
-        let value: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        let Ok(value) = postcard::to_stdvec(&value) else {
-            return;
+        // Signed by this node's key: a record naming other addresses
+        // under this PeerId cannot be made by anyone else.
+        let value = match libp2p::core::PeerRecord::new(&self.keypair, addrs.clone()) {
+            Ok(record) => record.into_signed_envelope().into_protobuf_encoding(),
+            Err(e) => {
+                debug!("cannot sign the address record: {e}");
+                return;
+            }
         };
         let key = address_record_key(self.swarm.local_peer_id());
         let record = kad::Record::new(key, value);
@@ -553,7 +592,7 @@ impl EventLoop {
                 self.finding.insert(id, peer);
                 let key = kad::RecordKey::new(&address_record_key(&peer));
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
-                self.looking_up.insert(id, peer);
+                self.looking_up.insert(id, (peer, None));
             }
         }
     }
@@ -586,6 +625,9 @@ impl EventLoop {
             let Some(key) = self.provide_queue.pop_front() else {
                 return;
             };
+            if !self.queued.remove(&key) {
+                continue;
+            }
             match self
                 .swarm
                 .behaviour_mut()
@@ -758,29 +800,22 @@ impl EventLoop {
                 }
             }
             kad::QueryResult::GetRecord(result) => {
-                let found = match result {
-                    Ok(kad::GetRecordOk::FoundRecord(found)) => Some(found.record),
-                    _ => None,
-                };
-                let Some(target) = self.looking_up.get(&id).copied() else {
+                let Some(target) = self.looking_up.get(&id).map(|(p, _)| *p) else {
                     return;
                 };
-                let addrs: Vec<Multiaddr> = found
-                    .filter(|r| r.publisher == Some(target))
-                    .and_then(|r| postcard::from_bytes::<Vec<String>>(&r.value).ok())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .take(16)
-                    .collect();
-                if addrs.is_empty() && !last {
-                    return;
+                if let Ok(kad::GetRecordOk::FoundRecord(found)) = result
+                    && let Some(record) = verified_addresses(&found.record.value, &target)
+                    && let Some((_, best)) = self.looking_up.get_mut(&id)
+                    && best.as_ref().is_none_or(|b| b.seq() < record.seq())
+                {
+                    *best = Some(record);
                 }
-                self.looking_up.remove(&id);
-                if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                    query.finish();
+                if last && let Some((_, best)) = self.looking_up.remove(&id) {
+                    let addrs = best
+                        .map(|r| r.addresses().iter().take(16).cloned().collect())
+                        .unwrap_or_default();
+                    self.found(target, addrs);
                 }
-                self.found(target, addrs);
             }
             kad::QueryResult::StartProviding(result) if self.providing.remove(&id) => {
                 if let Err(e) = result {

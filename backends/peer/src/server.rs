@@ -28,8 +28,11 @@ use crate::wire::{
     ListFrame, MAX_CHUNK, WireError,
 };
 
-/// Blob streams served at once; more wait (and the muxer pushes back).
-const STREAMS_AT_ONCE: usize = 64;
+/// Reads and writes served at once (see `Storage`).
+const READS_AT_ONCE: usize = 64;
+const WRITES_AT_ONCE: usize = 32;
+/// How long a peer waits for a stream's request header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a peer waits on one frame from a gateway.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,6 +83,8 @@ impl PeerServer {
             fs,
             gateways,
             node: tokio::sync::OnceCell::new(),
+            reads: Semaphore::new(READS_AT_ONCE),
+            writes: Semaphore::new(WRITES_AT_ONCE),
         });
         let allow = config
             .gateways
@@ -102,20 +107,13 @@ impl PeerServer {
             .streams()
             .accept(BLOB_PROTOCOL)
             .map_err(|e| PeerError::Transport(e.to_string()))?;
-        let limit = Arc::new(Semaphore::new(STREAMS_AT_ONCE));
         let serving = storage.clone();
         tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
                 let storage = serving.clone();
-                let limit = limit.clone();
                 tokio::spawn(
-                    async move {
-                        let Ok(_permit) = limit.acquire_owned().await else {
-                            return;
-                        };
-                        storage.serve_stream(peer, stream).await;
-                    }
-                    .instrument(info_span!("blob_stream", %peer)),
+                    async move { storage.serve_stream(peer, stream).await }
+                        .instrument(info_span!("blob_stream", %peer)),
                 );
             }
         });
@@ -153,6 +151,11 @@ struct Storage {
     fs: Arc<FsBackend>,
     gateways: HashSet<PeerId>,
     node: tokio::sync::OnceCell<NodeHandle>,
+    /// Gets and lists served at once; more wait (and the muxer pushes
+    /// back). Writes have their own places, so slow uploads cannot starve
+    /// reads.
+    reads: Semaphore,
+    writes: Semaphore,
 }
 
 impl Storage {
@@ -188,19 +191,26 @@ impl Storage {
                 debug!("blob request failed: {error}");
                 let _ = wire::write_header(&mut stream, &BlobReply::Err(error)).await;
             }
-            Err(None) => {}
+            Err(None) => debug!("blob stream ended early (a write so cut is aborted)"),
         }
-        let _ = stream.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
     }
 
     /// Serves one blob stream. `Err(Some(e))` still has an answer to give;
     /// `Err(None)` means the stream broke.
     async fn serve_request(&self, peer: PeerId, s: &mut Stream) -> Result<(), Option<WireError>> {
-        let header: BlobRequest = tokio::time::timeout(FRAME_TIMEOUT, wire::read_header(s))
+        // The header and who sent it are checked before the request takes
+        // a place: a node that only opens streams holds none.
+        let header: BlobRequest = tokio::time::timeout(HEADER_TIMEOUT, wire::read_header(s))
             .await
             .map_err(|_| Some(WireError::Malformed("no request header in time".into())))?
             .map_err(|e| Some(WireError::Malformed(e.to_string())))?;
         self.check_gateway(&peer)?;
+        let places = match header {
+            BlobRequest::Put { .. } => &self.writes,
+            _ => &self.reads,
+        };
+        let _place = places.acquire().await.map_err(|_| None)?;
         match header {
             BlobRequest::Get { name, start, end } => {
                 let name = blob_name(&name)?;

@@ -177,7 +177,17 @@ pub async fn audit_fragment(
     // read each range.
     let nonce: [u8; 32] = rand::random();
     let shards = match backend.challenge(&fragment.blob, nonce, &ranges).await {
-        Ok(shards) => shards,
+        Ok(shards) if shards.len() == stripes.len() => shards,
+        Ok(shards) => {
+            return FragmentCheck {
+                finding: Finding::Unavailable(format!(
+                    "a challenge of {} ranges was answered with {}",
+                    stripes.len(),
+                    shards.len()
+                )),
+                bytes_read,
+            };
+        }
         Err(e) => return unavailable(e, bytes_read),
     };
     for (&s, shard) in stripes.iter().zip(&shards) {
