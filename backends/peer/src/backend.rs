@@ -13,7 +13,8 @@
 //! stats and deletes follow it to the peer that announced it.
 
 use std::ops::Range;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -35,6 +36,10 @@ use crate::wire::{
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one frame, or one MiB of a read, may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams kept open per peer, and how long one may stay idle (the peer
+/// waits 60 s for a stream's next request).
+const IDLE_STREAMS: usize = 64;
+const STREAM_IDLE: Duration = Duration::from_secs(20);
 /// Streams opened for one request before giving up (see `open_answered`).
 const OPEN_ATTEMPTS: u32 = 5;
 /// Peers tried for a blob not where its manifest says, and how long the
@@ -52,12 +57,61 @@ pub struct PeerBackend {
     info: BackendInfo,
     peer: PeerId,
     node: NodeHandle,
+    idle: Arc<IdleStreams>,
+}
+
+/// Blob streams to the peer whose last request completed, kept for the
+/// next ones (the peer serves a stream's requests one after the other).
+#[derive(Default)]
+struct IdleStreams(Mutex<Vec<(Stream, Instant)>>);
+
+impl std::fmt::Debug for IdleStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdleStreams")
+    }
+}
+
+impl IdleStreams {
+    fn take(&self) -> Option<Stream> {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((stream, since)) = idle.pop() {
+            if since.elapsed() < STREAM_IDLE {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Drops every kept stream: one broke, so the connection they share
+    /// likely did.
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn put(&self, stream: Stream) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_STREAMS {
+            idle.push((stream, Instant::now()));
+        }
+    }
 }
 
 impl PeerBackend {
     /// The peer `peer`, reached through `node`.
     pub fn new(info: BackendInfo, peer: PeerId, node: NodeHandle) -> Self {
-        Self { info, peer, node }
+        Self {
+            info,
+            peer,
+            node,
+            idle: Arc::default(),
+        }
+    }
+
+    /// Keeps a stream whose request completed for the next one to `peer`.
+    fn reuse(&self, peer: PeerId, stream: Stream) {
+        if peer == self.peer {
+            self.idle.put(stream);
+        }
     }
 
     /// The peer's PeerId.
@@ -106,8 +160,22 @@ impl PeerBackend {
             .map_err(|e| self.unavailable(e))
     }
 
-    /// Opens a blob stream to `peer` and sends its header.
+    /// Opens a blob stream to `peer` (or takes one kept open) and sends
+    /// its header.
     async fn open(&self, peer: PeerId, header: &BlobRequest) -> Result<Stream> {
+        Ok(self.open_or_reuse(peer, header).await?.0)
+    }
+
+    /// [`Self::open`], saying whether the stream was one kept open.
+    async fn open_or_reuse(&self, peer: PeerId, header: &BlobRequest) -> Result<(Stream, bool)> {
+        if peer == self.peer
+            && let Some(mut stream) = self.idle.take()
+        {
+            if timed(wire::write_header(&mut stream, header)).await.is_ok() {
+                return Ok((stream, true));
+            }
+            self.idle.clear();
+        }
         let mut control = self.node.streams();
         let mut stream =
             tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, BLOB_PROTOCOL))
@@ -117,7 +185,7 @@ impl PeerBackend {
         timed(wire::write_header(&mut stream, header))
             .await
             .map_err(|e| self.unavailable(e))?;
-        Ok(stream)
+        Ok((stream, false))
     }
 
     /// Opens a blob stream and waits for the peer's first answer. A stream
@@ -129,14 +197,15 @@ impl PeerBackend {
         header: &BlobRequest,
     ) -> Result<(Stream, std::result::Result<u64, WireError>, bool)> {
         let mut last = None;
-        for attempt in 0..OPEN_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
-            }
-            let mut stream = match self.open(peer, header).await {
+        let mut attempt = 0;
+        let mut stale_seen = false;
+        while attempt < OPEN_ATTEMPTS {
+            let (mut stream, reused) = match self.open_or_reuse(peer, header).await {
                 Ok(s) => s,
                 Err(e) => {
                     last = Some(e);
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                     continue;
                 }
             };
@@ -148,9 +217,18 @@ impl PeerBackend {
                 Ok(BlobReply::Ok { size }) => return Ok((stream, Ok(size), false)),
                 Ok(BlobReply::Ready) => return Ok((stream, Ok(0), true)),
                 Ok(BlobReply::Err(e)) => return Ok((stream, Err(e), false)),
+                Err(wire::FrameError::Io(e)) if reused && !stale_seen => {
+                    // A kept stream the peer (or the connection) closed:
+                    // the others likely went with it; not an attempt.
+                    debug!(%peer, "a kept stream broke before its answer: {e}");
+                    self.idle.clear();
+                    stale_seen = true;
+                }
                 Err(wire::FrameError::Io(e)) => {
                     debug!(%peer, attempt, "blob stream broke before its answer: {e}");
                     last = Some(self.unavailable(e));
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                 }
                 Err(e) => return Err(self.unavailable(e)),
             }
@@ -202,7 +280,7 @@ impl PeerBackend {
                 .map_err(|_| self.unavailable("read stalled for 30 s"))?
                 .map_err(|e| self.unavailable(format!("read: {e}")))?;
         }
-        close(&mut stream).await;
+        self.reuse(peer, stream);
         Ok(buf.freeze())
     }
 
@@ -254,11 +332,6 @@ impl PeerBackend {
             other => other,
         }
     }
-}
-
-/// Closes a stream, waiting a bounded time for the close to go out.
-async fn close(stream: &mut Stream) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
 }
 
 async fn timed<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
@@ -322,7 +395,7 @@ impl BlobWriter for PeerWriter {
             .read_reply(&mut stream, COMMIT_TIMEOUT)
             .await?
             .map_err(|e| self.backend.error(&self.name, e, None))?;
-        close(&mut stream).await;
+        self.backend.reuse(self.backend.peer, stream);
         Ok(BlobMeta {
             name: self.name.clone(),
             size,
@@ -442,7 +515,7 @@ impl Backend for PeerBackend {
                             Ok(Some((futures::stream::iter(metas), Some(stream))))
                         }
                         ListFrame::End => {
-                            close(&mut stream).await;
+                            self.reuse(self.peer, stream);
                             Ok(None)
                         }
                         ListFrame::Err(e) => Err(self.unavailable(format!("listing: {e}"))),

@@ -31,8 +31,11 @@ use crate::wire::{
 /// Reads and writes served at once (see `Storage`).
 const READS_AT_ONCE: usize = 64;
 const WRITES_AT_ONCE: usize = 32;
-/// How long a peer waits for a stream's request header.
+/// How long a peer waits for a new stream's request header, and for the
+/// next request on a stream kept open (the gateway drops its idle streams
+/// sooner, after 20 s).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_STREAM: Duration = Duration::from_secs(60);
 /// How long a peer waits on one frame from a gateway.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -183,28 +186,52 @@ impl Storage {
         }
     }
 
+    /// Serves the requests of one blob stream, one after the other: a
+    /// gateway keeps streams open for its next requests, so most of them
+    /// skip a stream's setup. Any failure ends the stream.
     async fn serve_stream(&self, peer: PeerId, mut stream: Stream) {
-        let result = self.serve_request(peer, &mut stream).await;
-        match result {
-            Ok(()) => {}
-            Err(Some(error)) => {
-                debug!("blob request failed: {error}");
-                let _ = wire::write_header(&mut stream, &BlobReply::Err(error)).await;
+        let mut first = true;
+        loop {
+            let wait = if first { HEADER_TIMEOUT } else { IDLE_STREAM };
+            let header = match tokio::time::timeout(wait, wire::read_header(&mut stream)).await {
+                Ok(Ok(header)) => header,
+                // Closed or idle between requests: done.
+                Ok(Err(wire::FrameError::Io(_))) | Err(_) if !first => break,
+                Err(_) => {
+                    let error = WireError::Malformed("no request header in time".into());
+                    let _ = wire::write_header(&mut stream, &BlobReply::Err(error)).await;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    let error = WireError::Malformed(e.to_string());
+                    let _ = wire::write_header(&mut stream, &BlobReply::Err(error)).await;
+                    break;
+                }
+            };
+            first = false;
+            match self.serve_request(peer, header, &mut stream).await {
+                Ok(()) => continue,
+                Err(Some(error)) => {
+                    debug!("blob request failed: {error}");
+                    let _ = wire::write_header(&mut stream, &BlobReply::Err(error)).await;
+                }
+                Err(None) => debug!("blob stream ended early (a write so cut is aborted)"),
             }
-            Err(None) => debug!("blob stream ended early (a write so cut is aborted)"),
+            break;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
     }
 
-    /// Serves one blob stream. `Err(Some(e))` still has an answer to give;
+    /// Serves one request. `Err(Some(e))` still has an answer to give;
     /// `Err(None)` means the stream broke.
-    async fn serve_request(&self, peer: PeerId, s: &mut Stream) -> Result<(), Option<WireError>> {
-        // The header and who sent it are checked before the request takes
-        // a place: a node that only opens streams holds none.
-        let header: BlobRequest = tokio::time::timeout(HEADER_TIMEOUT, wire::read_header(s))
-            .await
-            .map_err(|_| Some(WireError::Malformed("no request header in time".into())))?
-            .map_err(|e| Some(WireError::Malformed(e.to_string())))?;
+    async fn serve_request(
+        &self,
+        peer: PeerId,
+        header: BlobRequest,
+        s: &mut Stream,
+    ) -> Result<(), Option<WireError>> {
+        // Who sent it is checked before the request takes a place: a node
+        // that only opens streams holds none.
         self.check_gateway(&peer)?;
         let places = match header {
             BlobRequest::Put { .. } => &self.writes,
