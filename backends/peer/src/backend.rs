@@ -160,13 +160,8 @@ impl PeerBackend {
             .map_err(|e| self.unavailable(e))
     }
 
-    /// Opens a blob stream to `peer` (or takes one kept open) and sends
-    /// its header.
-    async fn open(&self, peer: PeerId, header: &BlobRequest) -> Result<Stream> {
-        Ok(self.open_or_reuse(peer, header).await?.0)
-    }
-
-    /// [`Self::open`], saying whether the stream was one kept open.
+    /// Takes a stream kept open to `peer`, or opens one, and sends the
+    /// header; says whether the stream was a kept one.
     async fn open_or_reuse(&self, peer: PeerId, header: &BlobRequest) -> Result<(Stream, bool)> {
         if peer == self.peer
             && let Some(mut stream) = self.idle.take()
@@ -176,6 +171,11 @@ impl PeerBackend {
             }
             self.idle.clear();
         }
+        Ok((self.open_fresh(peer, header).await?, false))
+    }
+
+    /// Opens a new blob stream to `peer` and sends its header.
+    async fn open_fresh(&self, peer: PeerId, header: &BlobRequest) -> Result<Stream> {
         let mut control = self.node.streams();
         let mut stream =
             tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, BLOB_PROTOCOL))
@@ -185,7 +185,7 @@ impl PeerBackend {
         timed(wire::write_header(&mut stream, header))
             .await
             .map_err(|e| self.unavailable(e))?;
-        Ok((stream, false))
+        Ok(stream)
     }
 
     /// Opens a blob stream and waits for the peer's first answer. A stream
@@ -205,14 +205,22 @@ impl PeerBackend {
                 Err(e) => {
                     last = Some(e);
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    if attempt < OPEN_ATTEMPTS {
+                        tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    }
                     continue;
                 }
             };
             let reply =
                 tokio::time::timeout(IO_TIMEOUT, wire::read_header::<BlobReply, _>(&mut stream))
                     .await
-                    .map_err(|_| self.unavailable("no answer within 30 s"))?;
+                    .map_err(|_| {
+                        // Silence on a kept stream: the others are suspect too.
+                        if reused {
+                            self.idle.clear();
+                        }
+                        self.unavailable("no answer within 30 s")
+                    })?;
             match reply {
                 Ok(BlobReply::Ok { size }) => return Ok((stream, Ok(size), false)),
                 Ok(BlobReply::Ready) => return Ok((stream, Ok(0), true)),
@@ -228,7 +236,9 @@ impl PeerBackend {
                     debug!(%peer, attempt, "blob stream broke before its answer: {e}");
                     last = Some(self.unavailable(e));
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    if attempt < OPEN_ATTEMPTS {
+                        tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                    }
                 }
                 Err(e) => return Err(self.unavailable(e)),
             }
@@ -253,7 +263,7 @@ impl PeerBackend {
     }
 
     async fn get_from(&self, peer: PeerId, name: &BlobName, range: &Range<u64>) -> Result<Bytes> {
-        let (mut stream, reply, _) = self
+        let (mut stream, reply, ready) = self
             .open_answered(
                 peer,
                 &BlobRequest::Get {
@@ -264,6 +274,13 @@ impl PeerBackend {
             )
             .await?;
         let len = reply.map_err(|e| self.error(name, e, Some(range)))?;
+        if ready {
+            return Err(self.error(
+                name,
+                WireError::Malformed("a get was answered with Ready".into()),
+                None,
+            ));
+        }
         let want = range.end.saturating_sub(range.start);
         if len != want {
             return Err(self.error(
@@ -489,7 +506,7 @@ impl Backend for PeerBackend {
 
     fn list(&self) -> BoxStream<'_, Result<BlobMeta>> {
         let opened = async move {
-            let stream = self.open(self.peer, &BlobRequest::List).await?;
+            let stream = self.open_fresh(self.peer, &BlobRequest::List).await?;
             Ok::<_, BackendError>(futures::stream::try_unfold(
                 Some(stream),
                 move |stream| async move {
