@@ -396,14 +396,24 @@ fn a_peer_that_altered_or_deleted_a_fragment_fails_its_challenge() {
         found.contains(&name(&altered)) && found.contains(&name(&deleted)),
         "scrub found {found:?}"
     );
-    let metrics = c.server.metrics();
-    let audited: f64 = metrics
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with("shardgate_scrub_backend_read_bytes_total{") && k.contains("audit")
-        })
-        .map(|(_, v)| v)
-        .sum();
+    // Every backend here is a peer, so every byte scrub read was a
+    // challenge's (mode="audit").
+    let audited = c
+        .server
+        .metric_sum("shardgate_scrub_backend_read_bytes_total{");
+    assert_eq!(
+        audited,
+        c.server
+            .metrics()
+            .iter()
+            .filter(
+                |(k, _)| k.starts_with("shardgate_scrub_backend_read_bytes_total{")
+                    && k.contains("mode=\"audit\"")
+            )
+            .map(|(_, v)| v)
+            .sum::<f64>(),
+        "peers are audited, never read whole"
+    );
     eprintln!(
         "challenges moved {audited} bytes of {stored} stored ({:.1}%) and caught the altered and the deleted fragment",
         100.0 * audited / stored as f64

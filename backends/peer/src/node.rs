@@ -130,7 +130,6 @@ enum Announce {
 #[derive(Default)]
 struct State {
     listen_addrs: Vec<Multiaddr>,
-    connected: HashMap<PeerId, usize>,
 }
 
 /// A handle on a running node; the node stops when the last one is dropped.
@@ -173,11 +172,6 @@ impl NodeHandle {
     /// gateway's configured peers).
     pub fn is_known(&self, peer: &PeerId) -> bool {
         self.known.contains(peer)
-    }
-
-    /// Whether a connection to `peer` is open.
-    pub fn is_connected(&self, peer: &PeerId) -> bool {
-        lock(&self.state).connected.contains_key(peer)
     }
 
     /// Sends a control request and waits for its answer (the request
@@ -509,12 +503,10 @@ impl EventLoop {
     }
 
     fn dial_bootstrap(&mut self) {
-        let connected = {
-            let state = lock(&self.state);
-            self.bootstrap
-                .iter()
-                .any(|a| peer_of(a).is_some_and(|p| state.connected.contains_key(&p)))
-        };
+        let connected = self
+            .bootstrap
+            .iter()
+            .any(|a| peer_of(a).is_some_and(|p| self.swarm.is_connected(&p)));
         if connected {
             return;
         }
@@ -654,32 +646,20 @@ impl EventLoop {
                 lock(&self.state).listen_addrs.retain(|a| *a != address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => {
-                let first = {
-                    let mut state = lock(&self.state);
-                    let n = state.connected.entry(peer_id).or_default();
-                    *n += 1;
-                    *n == 1
-                };
-                if first {
-                    info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
-                }
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    lock(&self.state).connected.remove(&peer_id);
-                    info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
-                } else {
-                    lock(&self.state)
-                        .connected
-                        .insert(peer_id, num_established as usize);
-                }
+                info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
