@@ -10,7 +10,10 @@
 #   scripts/peer_bench.sh [ROUNDS] [SMALL_COUNT] [LARGE_COUNT]   default: 2 200 8
 #
 # SHARDGATE_BENCH_TRANSPORT=quic (or tcp, the default) picks the peers'
-# transport; SHARDGATE_BENCH_KEEP=1 keeps the logs.
+# transport; SHARDGATE_BENCH_KEEP=1 keeps the logs. SHARDGATE_BENCH_PIN=1
+# pins the six peers to CPU 1 and both gateways and the load generator to
+# CPU 0: the peers stand for other machines, and both gateways share
+# their one core with the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/test-env.sh
@@ -26,6 +29,11 @@ mkdir -p "$base"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; [ -n "${SHARDGATE_BENCH_KEEP:-}" ] || rm -rf "$base"' EXIT
 
+if [ -n "${SHARDGATE_BENCH_PIN:-}" ]; then
+  pin_gateway=(taskset -c 0); pin_peers=(taskset -c 1); pin_load=(taskset -c 0)
+else
+  pin_gateway=(); pin_peers=(); pin_load=()
+fi
 gw=$("$bin" peer-id "$base/peers/gw/keys/peer.key")
 peer_pids=()
 config="$base/peers.toml"
@@ -36,7 +44,7 @@ for i in 1 2 3 4 5 6; do
     quic) listen="/ip4/127.0.0.$((i + 1))/udp/0/quic-v1" ;;
     *) listen="/ip4/127.0.0.$((i + 1))/tcp/0" ;;
   esac
-  RUST_LOG=${SHARDGATE_BENCH_LOG:-warn} "$bin" peer --data-dir "$dir" --listen "$listen" --allow-gateway "$gw" \
+  RUST_LOG=${SHARDGATE_BENCH_LOG:-warn} "${pin_peers[@]}" "$bin" peer --data-dir "$dir" --listen "$listen" --allow-gateway "$gw" \
     > "$base/peer-$i.out" 2> "$base/peer-$i.log" &
   pids+=($!); peer_pids+=($!)
   for _ in $(seq 100); do grep -q "listening on" "$base/peer-$i.out" 2>/dev/null && break; sleep 0.1; done
@@ -49,7 +57,7 @@ done
 start() { # name, extra serve arguments...
   local dir="$base/$1"; shift
   mkdir -p "$dir"
-  RUST_LOG=${SHARDGATE_BENCH_LOG:-warn} "$bin" serve "$@" --data-dir "$dir/gw" \
+  RUST_LOG=${SHARDGATE_BENCH_LOG:-warn} "${pin_gateway[@]}" "$bin" serve "$@" --data-dir "$dir/gw" \
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$dir/out.txt" 2> "$dir/gateway.log" &
   pids+=($!)
   echo $! > "$dir/pid"
@@ -71,7 +79,7 @@ start fs
 # prints PUT MB/s, GET MB/s, errors.
 phase() { # name size count concurrency
   local dir="$base/$1"
-  "$target/release/shardgate-loadgen" --endpoint "$(cat "$dir/endpoint")" --credentials "$dir/gw/credentials" \
+  "${pin_load[@]}" "$target/release/shardgate-loadgen" --endpoint "$(cat "$dir/endpoint")" --credentials "$dir/gw/credentials" \
     --bucket "round" --sizes "$2" --counts "$3" --concurrency "$4" --cleanup --pid "$(cat "$dir/pid")" \
     | awk -F'|' '$2 ~ /PUT/ { gsub(/ /, "", $6); put = $6; e += $12 }
                  $2 ~ /GET/ { gsub(/ /, "", $6); get = $6; e += $12 }
@@ -80,7 +88,7 @@ phase() { # name size count concurrency
 hwm() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 cpu() { echo "scale=1; $(awk '{ print $14 + $15 }' "/proc/$1/stat") / $(getconf CLK_TCK)" | bc -l; }
 
-echo "$(nproc) cores, $(uname -r); $rounds rounds; 1 MiB × $small at concurrency 16, 64 MiB × $large at concurrency 4"
+echo "$(nproc) cores${SHARDGATE_BENCH_PIN:+ (peers on CPU 1; gateways and load on CPU 0)}, $(uname -r); $rounds rounds; 1 MiB × $small at concurrency 16, 64 MiB × $large at concurrency 4"
 echo "| round | size | peers PUT MB/s | fs PUT MB/s | PUT peers / fs | peers GET MB/s | fs GET MB/s | GET peers / fs | errors |"
 echo "|---|---|---|---|---|---|---|---|---|"
 declare -A sum

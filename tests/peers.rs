@@ -96,6 +96,9 @@ impl Backend for Held {
     ) -> Result<Vec<Bytes>> {
         self.backend.challenge(name, nonce, ranges).await
     }
+    fn preferred_read_bytes(&self) -> u64 {
+        self.backend.preferred_read_bytes()
+    }
 }
 
 /// A fresh peer process and a gateway node's backend for it.

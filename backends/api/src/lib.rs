@@ -124,6 +124,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         &self.info().id
     }
 
+    /// The fewest bytes one read should ask for to be worth its round trip.
+    /// A remote backend (a peer, a cloud) pays a request's latency and
+    /// price whatever its size, so a GET reads further ahead over it; a
+    /// local disk answers any size at once (0).
+    fn preferred_read_bytes(&self) -> u64 {
+        0
+    }
+
     /// Proof of storage: the bytes of `ranges` of a blob, as the answer to
     /// a challenge carrying a fresh `nonce`. A backend that can answer in
     /// one round trip and bind its answer to the nonce (a peer) does; the

@@ -154,6 +154,12 @@ impl Backend for CloudBackend {
         &self.0.info
     }
 
+    /// A cloud bills and delays every request whatever its size: reads of
+    /// at least 1 MiB keep a GET's request count (and bill) low.
+    fn preferred_read_bytes(&self) -> u64 {
+        1 << 20
+    }
+
     async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
         Ok(Box::new(CloudWriter {
             backend: self.clone(),

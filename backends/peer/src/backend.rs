@@ -434,6 +434,13 @@ impl Backend for PeerBackend {
         &self.info
     }
 
+    /// A request costs a stream round trip between two processes, usually
+    /// two machines: 1 MiB reads took a 64 MiB GET from 256 requests to 64
+    /// (BENCHMARKS.md, "Peers over libp2p").
+    fn preferred_read_bytes(&self) -> u64 {
+        1 << 20
+    }
+
     async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
         let (stream, reply, ready) = self
             .open_answered(

@@ -79,6 +79,10 @@ impl Policy {
 
 /// Read-ahead per GET (see `Gateway::new`).
 pub const READ_BATCH_BYTES: usize = 1 << 20;
+/// The most a batch grows to when its fragments live on backends that
+/// prefer larger reads (`Backend::preferred_read_bytes`): with 2 in flight,
+/// fetched and decoded, a GET holds at most about 4 x this.
+pub const MAX_READ_BATCH_BYTES: usize = 8 << 20;
 pub const READ_BATCHES_IN_FLIGHT: usize = 2;
 /// Stripes encoded ahead per PUT: concurrency across requests keeps the
 /// cores busy, so two per request suffice.
@@ -637,9 +641,40 @@ impl Gateway {
             gateway: self.clone(),
             version,
         };
-        let read = read_object(manifest, range, self.set.clone(), self.read_params.clone())?;
+        let mut params = self.read_params.clone();
+        params.batch_bytes = self.batch_bytes_for(&manifest);
+        let read = read_object(manifest, range, self.set.clone(), params)?;
         Ok((read, guard))
     }
+
+    /// Plaintext per read batch for this version: enough that each of its
+    /// k fragment reads is as large as its backend prefers (a remote one
+    /// pays a round trip per request), between `READ_BATCH_BYTES` and
+    /// `MAX_READ_BATCH_BYTES`.
+    fn batch_bytes_for(&self, manifest: &Manifest) -> usize {
+        batch_bytes(manifest.segments.iter().map(|segment| {
+            let preferred = segment
+                .fragments
+                .iter()
+                .filter_map(|f| self.backends.get(&f.backend))
+                .map(|b| b.preferred_read_bytes())
+                .max()
+                .unwrap_or(0);
+            (segment.layout.code.k(), preferred)
+        }))
+    }
+}
+
+/// The read batch for segments of (k, the largest read their backends
+/// prefer): k such reads per batch, within the bounds.
+fn batch_bytes(segments: impl Iterator<Item = (usize, u64)>) -> usize {
+    let wanted = segments
+        .map(|(k, preferred)| preferred.saturating_mul(k as u64))
+        .max()
+        .unwrap_or(0);
+    usize::try_from(wanted)
+        .unwrap_or(usize::MAX)
+        .clamp(READ_BATCH_BYTES, MAX_READ_BATCH_BYTES)
 }
 
 /// Fails a body whose length differs from the declared one, so a cut
@@ -700,5 +735,32 @@ where
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_backends_get_reads_of_the_size_they_prefer_within_bounds() {
+        // Local disks: the default batch.
+        assert_eq!(batch_bytes([(4, 0)].into_iter()), READ_BATCH_BYTES);
+        // 4 + 2 over peers that prefer 1 MiB reads: four of them per batch.
+        assert_eq!(batch_bytes([(4, 1 << 20)].into_iter()), 4 << 20);
+        // The largest segment's need wins; a wide code is capped.
+        assert_eq!(
+            batch_bytes([(1, 1 << 20), (4, 1 << 20)].into_iter()),
+            4 << 20
+        );
+        assert_eq!(
+            batch_bytes([(16, 1 << 20)].into_iter()),
+            MAX_READ_BATCH_BYTES
+        );
+        assert_eq!(
+            batch_bytes([(4, u64::MAX)].into_iter()),
+            MAX_READ_BATCH_BYTES
+        );
+        assert_eq!(batch_bytes(std::iter::empty()), READ_BATCH_BYTES);
     }
 }

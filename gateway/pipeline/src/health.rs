@@ -331,6 +331,19 @@ impl Backend for Monitored {
             .boxed()
     }
 
+    async fn challenge(
+        &self,
+        name: &BlobName,
+        nonce: [u8; 32],
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        self.note(self.inner.challenge(name, nonce, ranges).await)
+    }
+
+    fn preferred_read_bytes(&self) -> u64 {
+        self.inner.preferred_read_bytes()
+    }
+
     /// The probe: its outcome and round trip go to the board.
     async fn health(&self) -> Result<Health> {
         let started = Instant::now();
@@ -352,6 +365,66 @@ mod tests {
 
     fn id(s: &str) -> BackendId {
         BackendId::new(s).expect("valid id")
+    }
+
+    /// A backend that answers challenges itself, as a peer does.
+    #[derive(Debug)]
+    struct Prover(shardgate_backend_memory::MemoryBackend);
+
+    #[async_trait]
+    impl Backend for Prover {
+        fn info(&self) -> &BackendInfo {
+            self.0.info()
+        }
+        async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
+            self.0.create(name).await
+        }
+        async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
+            self.0.get(name, range).await
+        }
+        async fn stat(&self, name: &BlobName) -> Result<BlobMeta> {
+            self.0.stat(name).await
+        }
+        async fn delete(&self, name: &BlobName) -> Result<()> {
+            self.0.delete(name).await
+        }
+        fn list(&self) -> BoxStream<'_, Result<BlobMeta>> {
+            self.0.list()
+        }
+        async fn health(&self) -> Result<Health> {
+            self.0.health().await
+        }
+        async fn challenge(
+            &self,
+            _name: &BlobName,
+            nonce: [u8; 32],
+            ranges: &[Range<u64>],
+        ) -> Result<Vec<Bytes>> {
+            Ok(ranges
+                .iter()
+                .map(|_| Bytes::copy_from_slice(&nonce))
+                .collect())
+        }
+        fn preferred_read_bytes(&self) -> u64 {
+            123
+        }
+    }
+
+    #[test]
+    fn the_monitor_passes_challenges_and_read_sizes_to_the_backend() {
+        let a = id("a");
+        let board = Arc::new(HealthBoard::new([&a]));
+        let inner = Prover(shardgate_backend_memory::MemoryBackend::new(
+            BackendInfo::new(a.clone()),
+        ));
+        let monitored = Monitored::new(Arc::new(inner), board);
+        let name = BlobName::new("blob").expect("valid name");
+        // The default would read the ranges, and the blob does not exist.
+        let answer =
+            futures::executor::block_on(monitored.challenge(&name, [9; 32], &[0..1, 5..9]))
+                .expect("the backend's own answer");
+        assert_eq!(answer, vec![Bytes::from_static(&[9; 32]); 2]);
+        assert_eq!(monitored.preferred_read_bytes(), 123);
     }
 
     #[test]
