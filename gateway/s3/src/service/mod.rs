@@ -1,0 +1,433 @@
+//! The S3 operations (s3s's `S3` trait) over the gateway.
+//!
+//! Each operation checks what it can before moving data (bucket exists,
+//! key length, declared size, preconditions), streams the body through the
+//! pipeline, and commits in one metadata transaction that re-checks what
+//! may have changed meanwhile. Errors become S3 errors in `error.rs` only.
+//!
+//! s3s wants one `impl S3`: here it only dispatches, to one module per
+//! resource (`bucket`, `object`, `list`, `multipart`), whose inherent
+//! methods of the same names take precedence over the trait's. What the
+//! resources share (preconditions, bodies, headers) stays in this file.
+
+use std::io;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use s3s::dto::*;
+use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use shardgate_core::{Manifest, VersionId};
+use shardgate_meta::{
+    Condition, IntentKind, ListEntry, ListQuery, PartRecord, UploadEntry, UploadQuery, UploadRecord,
+};
+use shardgate_pipeline::ObjectMeta;
+
+use crate::body::{ReadBody, log_bad_fragments};
+use crate::checksum::{self, Algorithm, Declared};
+use crate::convert::{self, Conditions, Headers, etag, timestamp};
+use shardgate_node::{Gateway, GatewayError, Pending, blocking, now_ms};
+
+use crate::error::{OrS3, s3_error};
+
+/// The S3 service of one gateway.
+#[derive(Clone, Debug)]
+pub struct ShardgateS3 {
+    gw: Arc<Gateway>,
+}
+
+impl ShardgateS3 {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gw: gateway }
+    }
+}
+
+fn owner() -> Owner {
+    Owner {
+        display_name: Some("shardgate".into()),
+        id: Some("shardgate".into()),
+    }
+}
+
+/// A request body as the pipeline reads it.
+fn body_stream(
+    body: Option<StreamingBlob>,
+) -> impl futures::Stream<Item = io::Result<bytes::Bytes>> + Send + Unpin {
+    match body {
+        Some(b) => b.map_err(io::Error::other).left_stream(),
+        None => futures::stream::empty().right_stream(),
+    }
+}
+
+/// What a PUT may replace, from `If-Match` / `If-None-Match`.
+fn put_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Condition> {
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "If-Match and If-None-Match together are not supported on writes"
+        )),
+        (_, Some(ETagCondition::Any)) => Ok(Condition::IfAbsent),
+        (_, Some(ETagCondition::ETag(_))) => Err(s3_error!(
+            NotImplemented,
+            "If-None-Match on a write supports only '*'"
+        )),
+        (Some(ETagCondition::Any), None) => Ok(Condition::IfMatch("*".into())),
+        (Some(ETagCondition::ETag(e)), None) => Ok(Condition::IfMatch(e.value().to_string())),
+        (None, None) => Ok(Condition::Always),
+    }
+}
+
+impl ShardgateS3 {
+    async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        let meta = self.gw.meta().clone();
+        let b = bucket.to_string();
+        match blocking(move || meta.bucket(&b)).await.or_s3()? {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            )),
+        }
+    }
+
+    /// Fails early (before any body byte is stored) when the condition
+    /// cannot hold now; the commit checks it again.
+    async fn precheck(&self, bucket: &str, key: &str, condition: &Condition) -> S3Result<()> {
+        if *condition == Condition::Always {
+            return self.require_bucket(bucket).await;
+        }
+        let current = match self.gw.manifest(bucket, key).await {
+            Ok(m) => Some(m),
+            Err(GatewayError::NoSuchKey) => None,
+            Err(e) => return Err(s3_error(e)),
+        };
+        let holds = match (condition, &current) {
+            (Condition::IfAbsent, Some(_)) | (Condition::IfMatch(_), None) => false,
+            (Condition::IfMatch(e), Some(m)) => e == "*" || *e == m.etag,
+            _ => true,
+        };
+        if !holds {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the preconditions you specified did not hold"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes a body, checks `Content-MD5` and any `x-amz-checksum-*`
+    /// (header or trailer), and returns the pending version with the
+    /// verified checksum recorded in its metadata.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_body(
+        &self,
+        kind: IntentKind,
+        bucket: &str,
+        key: &str,
+        body: Option<StreamingBlob>,
+        length: Option<i64>,
+        md5: Option<&str>,
+        declared: Declared,
+        trailers: Option<&s3s::TrailingHeaders>,
+        meta: ObjectMeta,
+    ) -> S3Result<(Pending, Option<(Algorithm, String)>)> {
+        let size = convert::declared_length(length)?;
+        let md5 = convert::content_md5(md5)?;
+        let expected = declared.expected()?;
+        let (body, computed) =
+            checksum::Tap::new(body_stream(body), expected.as_ref().map(|e| e.algorithm));
+        let mut pending = self
+            .gw
+            .write(kind, bucket, key, body, size, meta)
+            .await
+            .or_s3()?;
+        if let Some(want) = md5
+            && hex::encode(want) != pending.write.manifest.etag
+        {
+            pending.intent.abandon().await;
+            return Err(s3_error!(
+                BadDigest,
+                "The Content-MD5 you specified did not match what was received"
+            ));
+        }
+        let verified = match &expected {
+            None => None,
+            Some(e) => match checksum::verify(e, &computed, trailers) {
+                Ok(value) => Some((e.algorithm, value)),
+                Err(err) => {
+                    pending.intent.abandon().await;
+                    return Err(err);
+                }
+            },
+        };
+        if let Some((algorithm, value)) = &verified {
+            pending
+                .write
+                .manifest
+                .user_metadata
+                .insert(checksum::metadata_key(*algorithm), value.clone());
+        }
+        Ok((pending, verified))
+    }
+
+    /// Reads a version for a GET: the first piece is fetched before the
+    /// response starts, so that too few backends is a clean 503 rather than
+    /// a cut connection.
+    async fn open_body(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: Manifest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> S3Result<(StreamingBlob, u64)> {
+        let (read, guard) = self.gw.read(Arc::new(manifest), range).or_s3()?;
+        let len = read.range.end - read.range.start;
+        let target = format!("{bucket}/{key}");
+        let mut stream = read.stream;
+        let first = match stream.next().await {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                log_bad_fragments(&read.report, &target);
+                guard.report_damage(&target, &read.report.bad_fragments());
+                return Err(s3_error(GatewayError::from(e)));
+            }
+            None => None,
+        };
+        let body = ReadBody::new(first, stream, len, read.report, target, guard);
+        Ok((StreamingBlob::new(body), len))
+    }
+}
+
+/// The checksum fields of an input (PutObject and UploadPart have the same).
+macro_rules! declared_checksum {
+    ($input:expr) => {
+        Declared {
+            crc32: $input.checksum_crc32,
+            crc32c: $input.checksum_crc32c,
+            crc64nvme: $input.checksum_crc64nvme,
+            sha1: $input.checksum_sha1,
+            sha256: $input.checksum_sha256,
+            algorithm: $input.checksum_algorithm,
+        }
+    };
+}
+
+/// Puts a verified checksum in its field of an output (PutObject and
+/// UploadPart have the same fields).
+macro_rules! fill_checksum {
+    ($out:expr, $verified:expr) => {
+        if let Some((algorithm, value)) = $verified {
+            *match algorithm {
+                Algorithm::Crc32 => &mut $out.checksum_crc32,
+                Algorithm::Crc32c => &mut $out.checksum_crc32c,
+                Algorithm::Crc64Nvme => &mut $out.checksum_crc64nvme,
+                Algorithm::Sha1 => &mut $out.checksum_sha1,
+                Algorithm::Sha256 => &mut $out.checksum_sha256,
+            } = Some(value);
+        }
+    };
+}
+
+/// The stored headers of an input (PutObject, CopyObject with REPLACE and
+/// CreateMultipartUpload have the same fields).
+macro_rules! headers {
+    ($input:expr) => {
+        Headers {
+            content_type: $input.content_type,
+            metadata: $input.metadata,
+            cache_control: $input.cache_control,
+            content_disposition: $input.content_disposition,
+            content_encoding: $input.content_encoding,
+            content_language: $input.content_language,
+            expires: $input.expires,
+        }
+    };
+}
+
+/// Whether a listing asked for `encoding-type=url`.
+fn url_encoded(encoding: Option<&EncodingType>) -> bool {
+    encoding.is_some_and(|e| e.as_str() == EncodingType::URL)
+}
+
+/// The byte range of part `n` (1-based) of a multipart object.
+fn part_range(m: &Manifest, n: i32) -> S3Result<std::ops::Range<u64>> {
+    let index = n
+        .checked_sub(1)
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|i| *i < m.segments.len())
+        .ok_or_else(|| s3_error!(InvalidRange, "The requested part number is not satisfiable"))?;
+    let start: u64 = m.segments[..index].iter().map(|s| s.plaintext_len).sum();
+    Ok(start..start + m.segments[index].plaintext_len)
+}
+
+pub(crate) fn object_range(
+    m: &Manifest,
+    range: Option<&Range>,
+    part: Option<i32>,
+) -> S3Result<Option<std::ops::Range<u64>>> {
+    if let Some(n) = part {
+        return Ok(Some(part_range(m, n)?));
+    }
+    match range {
+        None => Ok(None),
+        Some(r) => r.check(m.size).map(Some).map_err(|_| {
+            s3_error!(
+                InvalidRange,
+                "The requested range is not satisfiable (object size {})",
+                m.size
+            )
+        }),
+    }
+}
+
+// After the macros above: a module sees only the macros defined before it.
+mod bucket;
+mod list;
+mod multipart;
+mod object;
+
+#[async_trait::async_trait]
+impl S3 for ShardgateS3 {
+    // --- bucket (bucket.rs) ---
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        ShardgateS3::create_bucket(self, req).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        ShardgateS3::delete_bucket(self, req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        ShardgateS3::head_bucket(self, req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        ShardgateS3::get_bucket_location(self, req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        ShardgateS3::list_buckets(self, req).await
+    }
+
+    // --- object (object.rs) ---
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        ShardgateS3::put_object(self, req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        ShardgateS3::get_object(self, req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        ShardgateS3::head_object(self, req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        ShardgateS3::delete_object(self, req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        ShardgateS3::delete_objects(self, req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        ShardgateS3::copy_object(self, req).await
+    }
+
+    // --- list (list.rs) ---
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        ShardgateS3::list_objects_v2(self, req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        ShardgateS3::list_objects(self, req).await
+    }
+
+    // --- multipart (multipart.rs) ---
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        ShardgateS3::create_multipart_upload(self, req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        ShardgateS3::upload_part(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        ShardgateS3::complete_multipart_upload(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        ShardgateS3::abort_multipart_upload(self, req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        ShardgateS3::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        ShardgateS3::list_multipart_uploads(self, req).await
+    }
+}

@@ -1,0 +1,301 @@
+use super::*;
+
+impl ShardgateS3 {
+    pub(super) async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        convert::check_key(&input.key)?;
+        let meta = headers!(input).into_meta()?;
+        let record = UploadRecord {
+            initiated_unix_ms: now_ms(),
+            content_type: meta.content_type,
+            user_metadata: meta.user_metadata,
+        };
+        let store = self.gw.meta().clone();
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let upload = blocking(move || store.create_upload(&bucket, &key, &record))
+            .await
+            .or_s3()?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        let number = input.part_number;
+        if !(1..=convert::MAX_PART_NUMBER).contains(&number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and {}, inclusive",
+                convert::MAX_PART_NUMBER
+            ));
+        }
+        let store = self.gw.meta().clone();
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let declared = declared_checksum!(input);
+        let (pending, verified) = self
+            .write_body(
+                IntentKind::PART,
+                &input.bucket,
+                &input.key,
+                input.body,
+                input.content_length,
+                input.content_md5.as_deref(),
+                declared,
+                req.trailing_headers.as_ref(),
+                ObjectMeta::default(),
+            )
+            .await?;
+        let Pending { write, intent } = pending;
+        let Some(segment) = write.manifest.segments.into_iter().next() else {
+            return Err(s3_error!(InternalError, "the part produced no segment"));
+        };
+        let part = PartRecord {
+            etag: write.manifest.etag,
+            size: segment.plaintext_len,
+            modified_unix_ms: now_ms(),
+            segment,
+        };
+        let part_etag = part.etag.clone();
+        let store = self.gw.meta().clone();
+        let (b, k, u) = (input.bucket, input.key, input.upload_id);
+        let id = intent.id();
+        let result =
+            blocking(move || store.put_part(&b, &k, &u, number as u32, &part, id, now_ms())).await;
+        self.gw.wake_collectors();
+        match result {
+            // Closed by the commit, or turned into garbage by it (NoSuchUpload).
+            Ok(()) | Err(GatewayError::Meta(shardgate_meta::MetaError::NoSuchUpload)) => {
+                intent.closed();
+            }
+            Err(_) => intent.abandon().await,
+        }
+        result.or_s3()?;
+        let mut out = UploadPartOutput {
+            e_tag: Some(etag(&part_etag)),
+            ..Default::default()
+        };
+        fill_checksum!(out, verified);
+        Ok(S3Response::new(out))
+    }
+
+    pub(super) async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        let parts = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
+        let chosen = parts
+            .into_iter()
+            .map(|p| match (p.part_number, p.e_tag) {
+                (Some(n), Some(e)) if n >= 1 => Ok((n as u32, e.value().to_string())),
+                _ => Err(s3_error!(
+                    InvalidPart,
+                    "Each part needs a PartNumber (1 or more) and an ETag"
+                )),
+            })
+            .collect::<S3Result<Vec<_>>>()?;
+        let store = self.gw.meta().clone();
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        let record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let store = self.gw.meta().clone();
+        let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
+        let now = now_ms();
+        let done = tokio::task::spawn_blocking(move || {
+            store.complete_upload(
+                &b,
+                &k,
+                &u,
+                &chosen,
+                convert::MIN_PART_BYTES,
+                &condition,
+                now,
+                |parts| {
+                    let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
+                    let etag = convert::multipart_etag(&etags);
+                    let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
+                    Manifest {
+                        version_id: VersionId::new(now),
+                        size: segments.iter().map(|s| s.plaintext_len).sum(),
+                        etag,
+                        content_type: record.content_type,
+                        user_metadata: record.user_metadata,
+                        created_unix_ms: now,
+                        segments,
+                    }
+                },
+            )
+        })
+        .await
+        .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
+        let (manifest, _) = done.map_err(GatewayError::from).or_s3()?;
+        self.gw.wake_collectors();
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            e_tag: Some(etag(&manifest.etag)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let store = self.gw.meta().clone();
+        let input = req.input;
+        blocking(move || store.abort_upload(&input.bucket, &input.key, &input.upload_id, now_ms()))
+            .await
+            .or_s3()?;
+        self.gw.wake_collectors();
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    pub(super) async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let max = convert::max_items(input.max_parts, "max-parts")?;
+        let after = match input.part_number_marker {
+            None => 0,
+            Some(n) => u32::try_from(n).map_err(|_| {
+                s3_error!(InvalidArgument, "part-number-marker must not be negative")
+            })?,
+        };
+        let store = self.gw.meta().clone();
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        let (parts, truncated) = blocking(move || {
+            store.upload(&b, &k, &u)?;
+            store.list_parts(&u, after, max)
+        })
+        .await
+        .or_s3()?;
+        let next = parts.last().map(|(n, _)| *n as i32);
+        let parts = parts
+            .into_iter()
+            .map(|(n, p)| Part {
+                e_tag: Some(etag(&p.etag)),
+                last_modified: Some(timestamp(p.modified_unix_ms)),
+                part_number: Some(n as i32),
+                size: Some(p.size as i64),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: truncated.then_some(next).flatten(),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            owner: Some(owner()),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let max = convert::max_items(input.max_uploads, "max-uploads")?;
+        let url = url_encoded(input.encoding_type.as_ref());
+        let store = self.gw.meta().clone();
+        let bucket = input.bucket.clone();
+        let (prefix, delimiter) = (input.prefix.clone(), input.delimiter.clone());
+        let (key_marker, upload_marker) =
+            (input.key_marker.clone(), input.upload_id_marker.clone());
+        let page = blocking(move || {
+            store.list_uploads(
+                &bucket,
+                &UploadQuery {
+                    prefix: prefix.as_deref().unwrap_or(""),
+                    delimiter: delimiter.as_deref(),
+                    key_after: key_marker.as_deref(),
+                    upload_after: upload_marker.as_deref(),
+                    max,
+                },
+            )
+        })
+        .await
+        .or_s3()?;
+        let mut uploads = Vec::new();
+        let mut prefixes = Vec::new();
+        let (mut next_key, mut next_upload) = (None, None);
+        for e in page.entries {
+            match e {
+                UploadEntry::Upload {
+                    key,
+                    upload,
+                    record,
+                } => {
+                    next_key = Some(key.clone());
+                    next_upload = Some(upload.clone());
+                    uploads.push(MultipartUpload {
+                        key: Some(convert::encode_listed(url, &key)),
+                        upload_id: Some(upload),
+                        initiated: Some(timestamp(record.initiated_unix_ms)),
+                        owner: Some(owner()),
+                        initiator: Some(Initiator {
+                            display_name: Some("shardgate".into()),
+                            id: Some("shardgate".into()),
+                        }),
+                        ..Default::default()
+                    });
+                }
+                UploadEntry::Prefix(p) => {
+                    next_key = Some(p.clone());
+                    next_upload = None;
+                    prefixes.push(CommonPrefix {
+                        prefix: Some(convert::encode_listed(url, &p)),
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            uploads: Some(uploads),
+            common_prefixes: Some(prefixes),
+            is_truncated: Some(page.truncated),
+            max_uploads: Some(max as i32),
+            next_key_marker: page.truncated.then_some(next_key).flatten(),
+            next_upload_id_marker: page.truncated.then_some(next_upload).flatten(),
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+}

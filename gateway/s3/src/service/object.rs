@@ -1,0 +1,305 @@
+use super::*;
+
+impl ShardgateS3 {
+    pub(super) async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        convert::check_key(&input.key)?;
+        let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        self.precheck(&input.bucket, &input.key, &condition).await?;
+        let meta = headers!(input).into_meta()?;
+        let declared = declared_checksum!(input);
+        let (pending, verified) = self
+            .write_body(
+                IntentKind::PUT,
+                &input.bucket,
+                &input.key,
+                input.body,
+                input.content_length,
+                input.content_md5.as_deref(),
+                declared,
+                req.trailing_headers.as_ref(),
+                meta,
+            )
+            .await?;
+        let (manifest, _) = self
+            .gw
+            .commit(&input.bucket, &input.key, pending, condition)
+            .await
+            .or_s3()?;
+        let mut out = PutObjectOutput {
+            e_tag: Some(etag(&manifest.etag)),
+            size: Some(manifest.size as i64),
+            ..Default::default()
+        };
+        fill_checksum!(out, verified);
+        Ok(S3Response::new(out))
+    }
+
+    pub(super) async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let manifest = self.gw.manifest(&input.bucket, &input.key).await.or_s3()?;
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .check(&manifest, S3ErrorCode::NotModified)?;
+        let range = object_range(&manifest, input.range.as_ref(), input.part_number)?;
+        let content_range = range
+            .as_ref()
+            .filter(|r| !r.is_empty())
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, manifest.size));
+        let whole = input.range.is_none() && input.part_number.is_none();
+        let out = head_output(
+            &manifest,
+            input.part_number,
+            wants_checksum(input.checksum_mode.as_ref(), whole),
+        );
+        let (body, len) = match range {
+            // An empty part (`?partNumber=` of a 0-byte part): nothing to
+            // read, 200 with Content-Length 0, as HEAD answers.
+            Some(r) if r.is_empty() => (StreamingBlob::from(s3s::Body::empty()), 0),
+            range => {
+                self.open_body(&input.bucket, &input.key, manifest, range)
+                    .await?
+            }
+        };
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some(len as i64),
+            content_range,
+            accept_ranges: out.accept_ranges,
+            cache_control: out.cache_control,
+            content_disposition: out.content_disposition,
+            content_encoding: out.content_encoding,
+            content_language: out.content_language,
+            content_type: out.content_type,
+            e_tag: out.e_tag,
+            expires: out.expires,
+            last_modified: out.last_modified,
+            metadata: out.metadata,
+            parts_count: out.parts_count,
+            checksum_crc32: out.checksum_crc32,
+            checksum_crc32c: out.checksum_crc32c,
+            checksum_crc64nvme: out.checksum_crc64nvme,
+            checksum_sha1: out.checksum_sha1,
+            checksum_sha256: out.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let manifest = self.gw.manifest(&input.bucket, &input.key).await.or_s3()?;
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .check(&manifest, S3ErrorCode::NotModified)?;
+        let whole = input.part_number.is_none();
+        let mut out = head_output(
+            &manifest,
+            input.part_number,
+            wants_checksum(input.checksum_mode.as_ref(), whole),
+        );
+        if let Some(n) = input.part_number {
+            let r = part_range(&manifest, n)?;
+            out.content_length = Some((r.end - r.start) as i64);
+        }
+        Ok(S3Response::new(out))
+    }
+
+    pub(super) async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let meta = self.gw.meta().clone();
+        let (bucket, key) = (req.input.bucket, req.input.key);
+        let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms()))
+            .await
+            .or_s3()?;
+        if deleted.is_some() {
+            self.gw.wake_collectors();
+        }
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    pub(super) async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let objects = input.delete.objects;
+        if objects.len() > convert::MAX_DELETE_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "A delete request names at most {} keys, this one {}",
+                convert::MAX_DELETE_KEYS,
+                objects.len()
+            ));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+        let meta = self.gw.meta().clone();
+        let bucket = input.bucket;
+        let listed = keys.clone();
+        blocking(move || meta.delete_objects(&bucket, &listed, now_ms()))
+            .await
+            .or_s3()?;
+        self.gw.wake_collectors();
+        let deleted = (!quiet).then(|| {
+            keys.into_iter()
+                .map(|k| DeletedObject {
+                    key: Some(k),
+                    ..Default::default()
+                })
+                .collect()
+        });
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        convert::check_key(&input.key)?;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            version_id,
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copy from an access point is not supported"
+            ));
+        };
+        let source = self.gw.manifest(src_bucket, src_key).await.or_s3()?;
+        if let Some(v) = version_id
+            && **v != *source.version_id.to_string()
+        {
+            return Err(s3_error!(
+                NoSuchVersion,
+                "The specified version does not exist"
+            ));
+        }
+        Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        }
+        .check(&source, S3ErrorCode::PreconditionFailed)?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && **src_bucket == *input.bucket && **src_key == *input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
+            ));
+        }
+        let mut meta = if replace {
+            headers!(input).into_meta()?
+        } else {
+            ObjectMeta {
+                content_type: source.content_type.clone(),
+                user_metadata: source.user_metadata.clone(),
+            }
+        };
+        // Same bytes, same checksum, whatever the metadata directive.
+        for a in Algorithm::ALL {
+            let k = checksum::metadata_key(a);
+            if let Some(v) = source.user_metadata.get(&k) {
+                meta.user_metadata.insert(k, v.clone());
+            }
+        }
+        self.require_bucket(&input.bucket).await?;
+        let size = source.size as i64;
+        let (body, _) = self.open_body(src_bucket, src_key, source, None).await?;
+        let (pending, _) = self
+            .write_body(
+                IntentKind::PUT,
+                &input.bucket,
+                &input.key,
+                Some(body),
+                Some(size),
+                None,
+                Declared::default(),
+                None,
+                meta,
+            )
+            .await?;
+        let (manifest, _) = self
+            .gw
+            .commit(&input.bucket, &input.key, pending, Condition::Always)
+            .await
+            .or_s3()?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&manifest.etag)),
+                last_modified: Some(timestamp(manifest.created_unix_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Whether a GET or HEAD asked for the object's checksum and covers the
+/// whole object (a stored checksum says nothing about a range).
+fn wants_checksum(mode: Option<&ChecksumMode>, whole: bool) -> bool {
+    whole && mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
+}
+
+/// The headers of GET and HEAD.
+fn head_output(m: &Manifest, part: Option<i32>, with_checksum: bool) -> HeadObjectOutput {
+    let stored = convert::stored(&m.user_metadata);
+    let multipart = m.etag.contains('-');
+    let sum = |a: Algorithm| {
+        with_checksum
+            .then(|| m.user_metadata.get(&checksum::metadata_key(a)).cloned())
+            .flatten()
+    };
+    HeadObjectOutput {
+        checksum_crc32: sum(Algorithm::Crc32),
+        checksum_crc32c: sum(Algorithm::Crc32c),
+        checksum_crc64nvme: sum(Algorithm::Crc64Nvme),
+        checksum_sha1: sum(Algorithm::Sha1),
+        checksum_sha256: sum(Algorithm::Sha256),
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(m.size as i64),
+        content_type: Some(
+            m.content_type
+                .clone()
+                .unwrap_or_else(|| "binary/octet-stream".into()),
+        ),
+        e_tag: Some(etag(&m.etag)),
+        last_modified: Some(timestamp(m.created_unix_ms)),
+        metadata: stored.metadata,
+        cache_control: stored.cache_control,
+        content_disposition: stored.content_disposition,
+        content_encoding: stored.content_encoding,
+        content_language: stored.content_language,
+        expires: stored.expires,
+        parts_count: (part.is_some() && multipart).then_some(m.segments.len() as i32),
+        ..Default::default()
+    }
+}
