@@ -152,6 +152,78 @@ fn boto3_suite(server: &Server) {
 }
 
 #[test]
+fn boto3_tags_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("tagging.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
+fn aws_cli_tags_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let file = dir.path().join("body");
+    std::fs::write(&file, b"tagged").unwrap();
+    let file = file.to_str().unwrap();
+    server.aws_ok(&["s3", "mb", "s3://cli-tags"]);
+    let put = [
+        "s3api",
+        "put-object",
+        "--bucket",
+        "cli-tags",
+        "--key",
+        "k",
+        "--body",
+        file,
+    ];
+    server.aws_ok(&[&put[..], &["--tagging", "env=prod&team=a"]].concat());
+    let tags = |key: &str| -> serde_json::Value {
+        let out = server.aws_ok(&[
+            "s3api",
+            "get-object-tagging",
+            "--bucket",
+            "cli-tags",
+            "--key",
+            key,
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["TagSet"].clone()
+    };
+    assert_eq!(
+        tags("k"),
+        serde_json::json!([{"Key": "env", "Value": "prod"}, {"Key": "team", "Value": "a"}])
+    );
+    server.aws_ok(&[
+        "s3api",
+        "put-object-tagging",
+        "--bucket",
+        "cli-tags",
+        "--key",
+        "k",
+        "--tagging",
+        "TagSet=[{Key=owner,Value=ops}]",
+    ]);
+    assert_eq!(
+        tags("k"),
+        serde_json::json!([{"Key": "owner", "Value": "ops"}])
+    );
+    server.aws_ok(&[
+        "s3api",
+        "delete-object-tagging",
+        "--bucket",
+        "cli-tags",
+        "--key",
+        "k",
+    ]);
+    assert_eq!(tags("k"), serde_json::json!([]));
+    // A refused tag set: the CLI reports S3's code and fails.
+    let bad = server.aws(&[&put[..], &["--tagging", "aws:reserved=1"]].concat());
+    assert!(!bad.status.success());
+    assert!(describe(&bad).contains("InvalidTag"), "{}", describe(&bad));
+}
+
+#[test]
 fn rclone_copies_syncs_and_checks_a_tree() {
     let dir = tempfile::tempdir().unwrap();
     rclone_suite(&Server::start(&dir.path().join("data")), dir.path());

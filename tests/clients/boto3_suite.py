@@ -14,6 +14,7 @@ import urllib.request
 import boto3
 from botocore.client import Config
 from botocore.exceptions import ClientError
+from gateway_client import error_code
 
 ENDPOINT = os.environ["S3_ENDPOINT"]
 KEY = os.environ["AWS_ACCESS_KEY_ID"]
@@ -41,14 +42,6 @@ def check(cond, what):
         print("FAILED:", what, file=sys.stderr)
         sys.exit(1)
     checks += 1
-
-
-def error_code(fn, *args, **kwargs):
-    try:
-        fn(*args, **kwargs)
-    except ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    return None, 200
 
 
 def expect_error(code, fn, *args, **kwargs):

@@ -21,3 +21,29 @@ def client(pool=10):
             max_pool_connections=pool,
         ),
     )
+
+
+def check(cond, what):
+    """Exits non-zero with `what` unless `cond` holds."""
+    if not cond:
+        import sys
+
+        print("FAILED:", what, file=sys.stderr)
+        sys.exit(1)
+
+
+def error_code(fn, *args, **kwargs):
+    """The S3 error code and HTTP status of a call (None, 200 if it worked)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        fn(*args, **kwargs)
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    return None, 200
+
+
+def expect_error(code, fn, *args, **kwargs):
+    got, status = error_code(fn, *args, **kwargs)
+    check(got == code, f"{fn.__name__}: expected {code}, got {got} ({status})")
+    return status

@@ -9,6 +9,10 @@ pub enum MetaError {
     BucketExists,
     #[error("the bucket is not empty")]
     BucketNotEmpty,
+    #[error("the object does not exist")]
+    NoSuchKey,
+    #[error("the version is not the object's (or does not exist)")]
+    NoSuchVersion,
     #[error("the upload does not exist (completed, aborted or expired)")]
     NoSuchUpload,
     /// The write's intent was abandoned (its request was dropped, or it

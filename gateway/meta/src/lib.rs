@@ -36,7 +36,8 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQu
 pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
     BucketRecord, CRITICAL_EXTENSION, CompleteError, Condition, IntentId, IntentKind, IntentRecord,
-    MetaStore, ObjectSummary, PartRecord, UploadRecord, Usage, Written,
+    MetaStore, ObjectSummary, PartRecord, TAGS_EXTENSION, UploadRecord, Usage, VersionState,
+    Written,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};

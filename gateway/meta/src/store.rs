@@ -130,6 +130,18 @@ pub struct ObjectSummary {
 
 /// The bit of an extension tag that says "readers must understand this".
 pub const CRITICAL_EXTENSION: u16 = 0x8000;
+/// Extension: the version's tags (postcard of a `BTreeMap<String,
+/// String>`). Not critical: a build without tagging keeps them untouched.
+pub const TAGS_EXTENSION: u16 = 1;
+
+/// What a version carries besides its manifest: set when it is created,
+/// changed later without a new version, and kept when repair rewrites the
+/// version's fragments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionState {
+    /// Object tags (S3 allows 10; the S3 layer checks).
+    pub tags: BTreeMap<String, String>,
+}
 
 /// Summary record format 1.
 #[derive(Deserialize)]
@@ -142,6 +154,27 @@ struct SummaryV1 {
 const SUMMARY_FORMAT: u8 = 2;
 
 impl ObjectSummary {
+    /// The version's tags.
+    pub fn tags(&self) -> Result<BTreeMap<String, String>> {
+        match self.extensions.iter().find(|(t, _)| *t == TAGS_EXTENSION) {
+            Some((_, bytes)) => postcard_body("tags", bytes),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    fn set_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<()> {
+        self.extensions.retain(|(t, _)| *t != TAGS_EXTENSION);
+        if !tags.is_empty() {
+            let bytes = postcard::to_allocvec(tags).map_err(|e| MetaError::Corrupt {
+                what: "tags",
+                reason: e.to_string(),
+            })?;
+            self.extensions.push((TAGS_EXTENSION, bytes));
+            self.extensions.sort_by_key(|(t, _)| *t);
+        }
+        Ok(())
+    }
+
     fn of(m: &Manifest, generation: u64) -> Self {
         Self {
             size: m.size,
@@ -194,12 +227,17 @@ impl ObjectSummary {
 }
 
 /// An object row: summary, then the encoded manifest.
-fn encode_object(manifest: &Manifest, generation: u64) -> Result<Vec<u8>> {
-    let summary = encode_as(SUMMARY_FORMAT, &ObjectSummary::of(manifest, generation))?;
+fn encode_object(summary: &ObjectSummary, manifest: &Manifest) -> Result<Vec<u8>> {
     let body = manifest.encode().map_err(|e| MetaError::Corrupt {
         what: "manifest",
         reason: e.to_string(),
     })?;
+    encode_row(summary, &body)
+}
+
+/// A row of `summary` over a manifest's encoded bytes.
+fn encode_row(summary: &ObjectSummary, body: &[u8]) -> Result<Vec<u8>> {
+    let summary = encode_as(SUMMARY_FORMAT, summary)?;
     let len = u32::try_from(summary.len()).map_err(|_| MetaError::Corrupt {
         what: "summary",
         reason: "too long".into(),
@@ -207,7 +245,7 @@ fn encode_object(manifest: &Manifest, generation: u64) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(4 + summary.len() + body.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&summary);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     Ok(out)
 }
 
@@ -711,21 +749,82 @@ impl MetaStore {
         condition: &Condition,
         now_unix_ms: u64,
     ) -> Result<Written> {
+        self.put_object_with(
+            bucket,
+            key,
+            manifest,
+            &VersionState::default(),
+            intent,
+            condition,
+            now_unix_ms,
+        )
+    }
+
+    /// [`MetaStore::put_object`] of a new version created with `state`. A
+    /// rewrite of the current version (same version id: repair swapping
+    /// fragments) keeps the version's state instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_object_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: &Manifest,
+        state: &VersionState,
+        intent: Option<IntentId>,
+        condition: &Condition,
+        now_unix_ms: u64,
+    ) -> Result<Written> {
         let txn = self.db.begin_write()?;
         if let Some(intent) = intent {
             Self::close_intent(&txn, intent)?;
         }
-        let written = self.put_in(&txn, bucket, key, manifest, condition, now_unix_ms)?;
+        let written = self.put_in(&txn, bucket, key, manifest, state, condition, now_unix_ms)?;
         txn.commit()?;
         Ok(written)
     }
 
+    /// Replaces the tags of the current version of `bucket/key`, if it is
+    /// `version` (any when `None`); the manifest is untouched. Returns the
+    /// version tagged.
+    pub fn set_object_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<VersionId>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Option<VersionId>> {
+        let txn = self.db.begin_write()?;
+        Self::require_bucket(&txn, bucket)?;
+        let row = keys::object_key(bucket, key);
+        let objects = txn.open_table(OBJECTS)?;
+        let (mut summary, body) = match objects.get(row.as_slice())? {
+            Some(v) => {
+                let (summary, body) = split_object(v.value())?;
+                (ObjectSummary::decode(summary)?, body.to_vec())
+            }
+            None => return Err(MetaError::NoSuchKey),
+        };
+        if version.is_some_and(|v| summary.version_id != Some(v)) {
+            return Err(MetaError::NoSuchVersion);
+        }
+        summary.set_tags(tags)?;
+        drop(objects);
+        summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
+        let value = encode_row(&summary, &body)?;
+        txn.open_table(OBJECTS)?
+            .insert(row.as_slice(), value.as_slice())?;
+        txn.commit()?;
+        Ok(summary.version_id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn put_in(
         &self,
         txn: &WriteTransaction,
         bucket: &str,
         key: &str,
         manifest: &Manifest,
+        state: &VersionState,
         condition: &Condition,
         now_unix_ms: u64,
     ) -> Result<Written> {
@@ -758,7 +857,17 @@ impl MetaStore {
         }
         drop(objects);
         let generation = Self::next_in(txn, GENERATION_SEQUENCE)?;
-        let value = encode_object(manifest, generation)?;
+        let mut summary = ObjectSummary::of(manifest, generation);
+        match &current {
+            // The same version rewritten (repair): it keeps its state.
+            Some(cur) if cur.version_id == Some(manifest.version_id) => {
+                summary.retention = cur.retention;
+                summary.legal_hold = cur.legal_hold;
+                summary.extensions = cur.extensions.clone();
+            }
+            _ => summary.set_tags(&state.tags)?,
+        }
+        let value = encode_object(&summary, manifest)?;
         let mut objects = txn.open_table(OBJECTS)?;
         let old = objects.insert(row.as_slice(), value.as_slice())?;
         let old = old.map(|v| decode_manifest(v.value())).transpose()?;
@@ -803,7 +912,15 @@ impl MetaStore {
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
         for (key, manifest) in objects {
-            self.put_in(&txn, bucket, key, manifest, &Condition::Always, now_unix_ms)?;
+            self.put_in(
+                &txn,
+                bucket,
+                key,
+                manifest,
+                &VersionState::default(),
+                &Condition::Always,
+                now_unix_ms,
+            )?;
         }
         txn.commit()?;
         Ok(())
@@ -1154,7 +1271,8 @@ impl MetaStore {
 
     /// Completes an upload with the `chosen` parts (number, ETag), in
     /// ascending order, each but the last at least `min_part_bytes`.
-    /// `build` makes the object's manifest from the chosen parts' records.
+    /// `build` makes the object's manifest and first state from the chosen
+    /// parts' records.
     /// Parts not chosen become garbage; so does the version it replaces.
     #[allow(clippy::too_many_arguments)]
     pub fn complete_upload(
@@ -1166,7 +1284,7 @@ impl MetaStore {
         min_part_bytes: u64,
         condition: &Condition,
         now_unix_ms: u64,
-        build: impl FnOnce(Vec<(u32, PartRecord)>) -> Manifest,
+        build: impl FnOnce(Vec<(u32, PartRecord)>) -> (Manifest, VersionState),
     ) -> Result<(Manifest, Written), CompleteError> {
         let txn = self.db.begin_write()?;
         Self::require_bucket(&txn, bucket)?;
@@ -1200,8 +1318,8 @@ impl MetaStore {
             }
             picked.push((*number, part));
         }
-        let manifest = build(picked);
-        let written = self.put_in(&txn, bucket, key, &manifest, condition, now_unix_ms)?;
+        let (manifest, state) = build(picked);
+        let written = self.put_in(&txn, bucket, key, &manifest, &state, condition, now_unix_ms)?;
         let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
         Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms, now_unix_ms)?;
         txn.open_table(UPLOADS)?.remove(upload_row.as_slice())?;
@@ -1344,7 +1462,7 @@ pub mod formats {
         Ok((decode_summary(bytes)?, decode_manifest(bytes)?))
     }
     pub fn encode_object_row(m: &Manifest, generation: u64) -> Result<Vec<u8>> {
-        encode_object(m, generation)
+        encode_object(&ObjectSummary::of(m, generation), m)
     }
     pub fn decode_upload(bytes: &[u8]) -> Result<UploadRecord> {
         super::decode_upload(bytes)

@@ -11,7 +11,7 @@ use shardgate_core::{
 };
 use shardgate_meta::{
     Condition, GarbageItem, IntentKind, ListEntry, ListQuery, MetaError, MetaStore, Outcome,
-    PartRecord, UploadEntry, UploadQuery, UploadRecord,
+    PartRecord, UploadEntry, UploadQuery, UploadRecord, VersionState,
 };
 
 fn segment(len: u64) -> Segment {
@@ -290,7 +290,10 @@ fn multipart_complete_picks_parts_and_drops_the_rest() {
             min,
             &Condition::Always,
             0,
-            |ps| manifest("m-2", ps.into_iter().map(|p| p.1.segment).collect()),
+            |ps| {
+                let m = manifest("m-2", ps.into_iter().map(|p| p.1.segment).collect());
+                (m, Default::default())
+            },
         )
     };
     use shardgate_meta::CompleteError as E;
@@ -966,4 +969,76 @@ fn a_walk_passes_over_rows_that_do_not_decode_and_names_them() {
     assert_eq!(named, ["a1", "a2", "a3"]);
     let (rest, more) = store.objects_after(Some(&rows[0].0), 2).unwrap();
     assert!(rest.is_empty() && more.is_empty());
+}
+
+#[test]
+fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    let tags: BTreeMap<String, String> = [("team", "a"), ("tier", "cold")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let first = manifest("one", vec![segment(1)]);
+    let state = VersionState { tags: tags.clone() };
+    store
+        .put_object_with("b", "k", &first, &state, None, &Condition::Always, 0)
+        .unwrap();
+    let (row, _) = store.object_row("b", "k").unwrap().unwrap();
+    assert_eq!(row.tags().unwrap(), tags);
+
+    // Repair rewrites the same version with other fragments: the tags stay.
+    let mut repaired = first.clone();
+    repaired.segments[0].fragments[0].blob = BlobName::random();
+    store
+        .put_object(
+            "b",
+            "k",
+            &repaired,
+            None,
+            &Condition::IfGeneration(row.generation),
+            0,
+        )
+        .unwrap();
+    let (row, m) = store.object_row("b", "k").unwrap().unwrap();
+    assert_eq!(m, repaired);
+    assert_eq!(row.tags().unwrap(), tags);
+
+    // Retagging changes the row (a new generation), not the manifest.
+    let retag: BTreeMap<String, String> = [("team".to_string(), "b".to_string())].into();
+    let tagged = store
+        .set_object_tags("b", "k", Some(first.version_id), &retag)
+        .unwrap();
+    assert_eq!(tagged, Some(first.version_id));
+    let (after, m) = store.object_row("b", "k").unwrap().unwrap();
+    assert_eq!(after.tags().unwrap(), retag);
+    assert!(after.generation > row.generation);
+    assert_eq!(m, repaired);
+    assert!(matches!(
+        store.set_object_tags("b", "k", Some(VersionId::new(11)), &retag),
+        Err(MetaError::NoSuchVersion)
+    ));
+    assert!(matches!(
+        store.set_object_tags("b", "nope", None, &retag),
+        Err(MetaError::NoSuchKey)
+    ));
+    assert!(matches!(
+        store.set_object_tags("nope", "k", None, &retag),
+        Err(MetaError::NoSuchBucket)
+    ));
+
+    // Deleting the tags; a new version starts without the old one's.
+    store
+        .set_object_tags("b", "k", None, &BTreeMap::new())
+        .unwrap();
+    let (row, _) = store.object_row("b", "k").unwrap().unwrap();
+    assert!(row.tags().unwrap().is_empty());
+    assert!(row.extensions.is_empty());
+    store.set_object_tags("b", "k", None, &tags).unwrap();
+    let second = manifest("two", vec![segment(1)]);
+    store
+        .put_object("b", "k", &second, None, &Condition::Always, 0)
+        .unwrap();
+    let (row, _) = store.object_row("b", "k").unwrap().unwrap();
+    assert!(row.tags().unwrap().is_empty());
 }

@@ -28,7 +28,9 @@ use shardgate_backend::Backend;
 use shardgate_core::{
     BackendId, ErasureCode, Identities, Manifest, Recipients, StripeLayout, VersionId,
 };
-use shardgate_meta::{Condition, IntentId, IntentKind, MetaError, MetaStore, Written};
+use shardgate_meta::{
+    Condition, IntentId, IntentKind, MetaError, MetaStore, VersionState, Written,
+};
 use shardgate_pipeline::{
     BackendSet, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
     read_object, write_object,
@@ -584,12 +586,14 @@ impl Gateway {
         self.intents.garbage_added.notify_waiters();
     }
 
-    /// Commits a written version as `bucket/key` under `condition`.
+    /// Commits a written version as `bucket/key` under `condition`, with
+    /// its first `state` (tags).
     pub async fn commit(
         &self,
         bucket: &str,
         key: &str,
         pending: Pending,
+        state: VersionState,
         condition: Condition,
     ) -> Result<(Manifest, Written), GatewayError> {
         let Pending { write, intent } = pending;
@@ -598,7 +602,8 @@ impl Gateway {
         let manifest = write.manifest;
         let id = intent.id();
         let result = blocking(move || {
-            let written = meta.put_object(&b, &k, &manifest, Some(id), &condition, now_ms())?;
+            let written =
+                meta.put_object_with(&b, &k, &manifest, &state, Some(id), &condition, now_ms())?;
             Ok((manifest, written))
         })
         .await;

@@ -20,6 +20,8 @@ fn meta_error(e: MetaError) -> S3Error {
     use S3ErrorCode as C;
     match e {
         MetaError::NoSuchBucket => err(C::NoSuchBucket, "The specified bucket does not exist"),
+        MetaError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
+        MetaError::NoSuchVersion => err(C::NoSuchVersion, "The specified version does not exist."),
         MetaError::BucketExists => err(
             C::BucketAlreadyOwnedByYou,
             "Your previous request to create the named bucket succeeded and you already own it",

@@ -18,7 +18,8 @@ use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use shardgate_core::{Manifest, VersionId};
 use shardgate_meta::{
-    Condition, IntentKind, ListEntry, ListQuery, PartRecord, UploadEntry, UploadQuery, UploadRecord,
+    Condition, IntentKind, ListEntry, ListQuery, PartRecord, UploadEntry, UploadQuery,
+    UploadRecord, VersionState,
 };
 use shardgate_pipeline::ObjectMeta;
 
@@ -56,6 +57,14 @@ fn body_stream(
         Some(b) => b.map_err(io::Error::other).left_stream(),
         None => futures::stream::empty().right_stream(),
     }
+}
+
+/// The tags of an optional `x-amz-tagging` header.
+fn tagging_header(header: Option<&str>) -> S3Result<tagging::Tags> {
+    header
+        .map(tagging::from_header)
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 /// What a PUT may replace, from `If-Match` / `If-None-Match`.
@@ -287,6 +296,7 @@ mod bucket;
 mod list;
 mod multipart;
 mod object;
+mod tagging;
 
 #[async_trait::async_trait]
 impl S3 for ShardgateS3 {
@@ -429,5 +439,28 @@ impl S3 for ShardgateS3 {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         ShardgateS3::list_multipart_uploads(self, req).await
+    }
+
+    // --- tagging (tagging.rs) ---
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        ShardgateS3::put_object_tagging(self, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        ShardgateS3::get_object_tagging(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        ShardgateS3::delete_object_tagging(self, req).await
     }
 }

@@ -1,5 +1,8 @@
 use super::*;
 
+/// Where an upload keeps its `x-amz-tagging` until it completes.
+const UPLOAD_TAGS: &str = ":tagging";
+
 impl ShardgateS3 {
     pub(super) async fn create_multipart_upload(
         &self,
@@ -7,7 +10,14 @@ impl ShardgateS3 {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         convert::check_key(&input.key)?;
-        let meta = headers!(input).into_meta()?;
+        let mut meta = headers!(input).into_meta()?;
+        // The tags wait in the upload's metadata, under a name no header
+        // can have, until the upload completes.
+        if let Some(header) = input.tagging.as_deref() {
+            tagging::from_header(header)?;
+            meta.user_metadata
+                .insert(UPLOAD_TAGS.to_string(), header.to_string());
+        }
         let record = UploadRecord {
             initiated_unix_ms: now_ms(),
             content_type: meta.content_type,
@@ -119,7 +129,8 @@ impl ShardgateS3 {
             input.key.clone(),
             input.upload_id.clone(),
         );
-        let record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let mut record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
         let store = self.gw.meta().clone();
         let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let now = now_ms();
@@ -136,7 +147,7 @@ impl ShardgateS3 {
                     let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
                     let etag = convert::multipart_etag(&etags);
                     let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
-                    Manifest {
+                    let manifest = Manifest {
                         version_id: VersionId::new(now),
                         size: segments.iter().map(|s| s.plaintext_len).sum(),
                         etag,
@@ -144,7 +155,8 @@ impl ShardgateS3 {
                         user_metadata: record.user_metadata,
                         created_unix_ms: now,
                         segments,
-                    }
+                    };
+                    (manifest, VersionState { tags })
                 },
             )
         })

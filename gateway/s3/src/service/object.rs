@@ -10,6 +10,7 @@ impl ShardgateS3 {
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         self.precheck(&input.bucket, &input.key, &condition).await?;
         let meta = headers!(input).into_meta()?;
+        let tags = tagging_header(input.tagging.as_deref())?;
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
@@ -26,7 +27,13 @@ impl ShardgateS3 {
             .await?;
         let (manifest, _) = self
             .gw
-            .commit(&input.bucket, &input.key, pending, condition)
+            .commit(
+                &input.bucket,
+                &input.key,
+                pending,
+                VersionState { tags },
+                condition,
+            )
             .await
             .or_s3()?;
         let mut out = PutObjectOutput {
@@ -43,7 +50,7 @@ impl ShardgateS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let manifest = self.gw.manifest(&input.bucket, &input.key).await.or_s3()?;
+        let (manifest, tags) = self.object_tags(&input.bucket, &input.key).await?;
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
@@ -91,6 +98,7 @@ impl ShardgateS3 {
             checksum_crc64nvme: out.checksum_crc64nvme,
             checksum_sha1: out.checksum_sha1,
             checksum_sha256: out.checksum_sha256,
+            tag_count: (!tags.is_empty()).then_some(tags.len() as i32),
             ..Default::default()
         }))
     }
@@ -190,7 +198,7 @@ impl ShardgateS3 {
                 "Copy from an access point is not supported"
             ));
         };
-        let source = self.gw.manifest(src_bucket, src_key).await.or_s3()?;
+        let (source, source_tags) = self.object_tags(src_bucket, src_key).await?;
         if let Some(v) = version_id
             && **v != *source.version_id.to_string()
         {
@@ -216,6 +224,12 @@ impl ShardgateS3 {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
             ));
         }
+        let tags = match &input.tagging_directive {
+            Some(d) if d.as_str() == TaggingDirective::REPLACE => {
+                tagging_header(input.tagging.as_deref())?
+            }
+            _ => source_tags,
+        };
         let mut meta = if replace {
             headers!(input).into_meta()?
         } else {
@@ -249,7 +263,13 @@ impl ShardgateS3 {
             .await?;
         let (manifest, _) = self
             .gw
-            .commit(&input.bucket, &input.key, pending, Condition::Always)
+            .commit(
+                &input.bucket,
+                &input.key,
+                pending,
+                VersionState { tags },
+                Condition::Always,
+            )
             .await
             .or_s3()?;
         Ok(S3Response::new(CopyObjectOutput {
