@@ -59,7 +59,9 @@ fn a_data_directory_of_the_first_release_opens_reads_and_collects() {
     }
     // On disk: small 3 + striped 6 + overwritten twice 6 + 6 + the part 6.
     assert_eq!(blob_files(&data).len(), 27);
-    let server = Server::start(&data);
+    // The fixture's upload was started when the fixture was made: it must
+    // not expire (after a day, by default) before this test completes it.
+    let server = Server::start_with(&data, &[("SHARDGATE_UPLOAD_EXPIRY_SECS", "3153600000")]);
 
     assert_eq!(
         get(&server, dir.path(), "small.txt").unwrap(),
