@@ -214,6 +214,46 @@ fn an_answer_before_the_body_closes_and_lingers() {
     gw.assert_still_serves();
 }
 
+/// An early answer to a PUT of 0 bytes (boto3 sends `Expect:
+/// 100-continue` on every PUT, even an empty one): hyper took the next
+/// request on such a connection for a broken one (a bare 400, found by the
+/// Object Lock suite). With the header, the early answer closes the
+/// connection; without it the body is read (there is none) and the next
+/// request on the connection is answered as itself.
+#[test]
+fn an_early_answer_to_an_empty_body_never_breaks_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path());
+    let next = bodiless(&gw.signer, "GET", &format!("/{BUCKET}/{EXISTING}"));
+    for early in EARLY {
+        for expect in [true, false] {
+            let what = format!("{early:?}, 0 bytes, expect {expect}");
+            let (head, body) = early.request(&gw, b"", false, expect);
+            assert!(body.is_empty());
+            let mut c = gw.connect();
+            c.send(&head).unwrap();
+            let r = c.response().unwrap();
+            let (status, code) = early.expected();
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (status, code),
+                "{what}: {}",
+                r.describe()
+            );
+            if expect {
+                assert!(r.says_close(), "{what}: {}", r.describe());
+                continue;
+            }
+            // The same connection serves the next request as itself.
+            c.send(&next).unwrap();
+            let r = c.response().unwrap();
+            assert_eq!(r.status, 200, "{what}: the next request: {}", r.describe());
+            assert_eq!(r.body, existing_body(), "{what}");
+        }
+    }
+    gw.assert_still_serves();
+}
+
 /// Requests whose bodies were read to the end keep their connection: the
 /// close is for early answers only, and an error without a body (NoSuchKey)
 /// keeps it too.

@@ -161,6 +161,24 @@ fn boto3_tags_objects() {
 }
 
 #[test]
+fn boto3_versions_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("versioning.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
+fn boto3_locks_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("object_lock.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
 fn aws_cli_tags_objects() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));

@@ -355,9 +355,18 @@ async fn object_map(
     let gw = admin.jobs.gateway();
     let meta = gw.meta().clone();
     let (b, k) = (bucket.clone(), key.clone());
-    let (row, entry) =
-        blocking(move || Ok((meta.object_row(&b, &k)?, meta.repair_entry(&b, &k)?))).await?;
-    let (_, manifest) = row.ok_or(GatewayError::NoSuchKey)?;
+    let (row, entry) = blocking(move || {
+        let row = meta.object_version(&b, &k, &shardgate_meta::VersionSelector::Latest)?;
+        let entry = match &row {
+            Some(r) => meta.repair_entry(&b, &k, r.version.seq)?,
+            None => None,
+        };
+        Ok((row, entry))
+    })
+    .await?;
+    let manifest = row
+        .and_then(|r| r.manifest)
+        .ok_or(GatewayError::NoSuchKey)?;
     let entry = entry.filter(|e| e.version == manifest.version_id);
     let board = gw.backend_set().board();
     let grace = admin.jobs.settings().backend_grace;

@@ -40,8 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let (batch, _) = meta.objects_after(cursor.as_deref(), 64)?;
         let Some(last) = batch.last() else { break };
-        cursor = Some(last.0.clone());
-        for (_, _, _, manifest) in batch {
+        cursor = Some(last.row.clone());
+        for shardgate_meta::StoredVersion { manifest, .. } in batch {
             for segment in &manifest.segments {
                 let geometry = segment.geometry();
                 let file = |i: usize| {

@@ -341,7 +341,15 @@ impl Jobs {
             };
             return Ok(wait);
         }
-        for (row, bucket, key, manifest) in batch {
+        for shardgate_meta::StoredVersion {
+            row,
+            bucket,
+            key,
+            seq,
+            manifest,
+            ..
+        } in batch
+        {
             let held = manifest.segments.iter().any(|s| {
                 s.fragments
                     .iter()
@@ -352,7 +360,7 @@ impl Jobs {
                 // An object that cannot be moved now (too few good
                 // fragments, a placement refused) is left for the next
                 // pass, which the count of fragments left starts.
-                match self.drain_object(backend, &bucket, &key).await {
+                match self.drain_object(backend, &bucket, &key, seq).await {
                     Ok(b) => bytes = b,
                     Err(e) => {
                         h.failed(format!("{bucket}/{key}: {e}"));
@@ -377,11 +385,12 @@ impl Jobs {
         backend: &BackendId,
         bucket: &str,
         key: &str,
+        seq: u64,
     ) -> Result<u64, GatewayError> {
         let mut source = Source::Copy;
         let mut last = None;
         for _ in 0..TRIES {
-            let Some((summary, manifest)) = self.current_row(bucket, key).await? else {
+            let Some((summary, manifest)) = self.version_row(bucket, key, seq).await? else {
                 return Ok(0);
             };
             let plan: Vec<(usize, Vec<usize>)> = manifest
@@ -406,6 +415,7 @@ impl Jobs {
                 .replace_fragments(
                     bucket,
                     key,
+                    seq,
                     summary.generation,
                     &manifest,
                     Replace {

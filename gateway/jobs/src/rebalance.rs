@@ -177,15 +177,23 @@ impl Jobs {
             if batch.is_empty() {
                 return Ok(Some(moved_total));
             }
-            for (row, bucket, key, _) in batch {
-                let (moved, bytes) = match self.rebalance_object(&bucket, &key, &mut fill).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        h.failed(format!("{bucket}/{key}: {e}"));
-                        tracing::warn!(%bucket, %key, error = %e, "not rebalanced");
-                        (0, 0)
-                    }
-                };
+            for shardgate_meta::StoredVersion {
+                row,
+                bucket,
+                key,
+                seq,
+                ..
+            } in batch
+            {
+                let (moved, bytes) =
+                    match self.rebalance_object(&bucket, &key, seq, &mut fill).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            h.failed(format!("{bucket}/{key}: {e}"));
+                            tracing::warn!(%bucket, %key, error = %e, "not rebalanced");
+                            (0, 0)
+                        }
+                    };
                 moved_total += moved;
                 h.progress(1, bytes);
                 cursor = row;
@@ -230,9 +238,10 @@ impl Jobs {
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
+        seq: u64,
         fill: &mut Fill,
     ) -> Result<(u64, u64), GatewayError> {
-        let Some((summary, manifest)) = self.current_row(bucket, key).await? else {
+        let Some((summary, manifest)) = self.version_row(bucket, key, seq).await? else {
             return Ok((0, 0));
         };
         let mut plan: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -308,6 +317,7 @@ impl Jobs {
             .replace_fragments(
                 bucket,
                 key,
+                seq,
                 summary.generation,
                 &manifest,
                 Replace {

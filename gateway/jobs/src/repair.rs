@@ -29,7 +29,7 @@ use shardgate_core::hash::group_digests;
 use shardgate_core::{
     BackendId, BlobName, Digest, FragmentRef, FragmentState, Segment, VersionId, rebuild_shards,
 };
-use shardgate_meta::{Condition, IntentKind, MetaError, RepairEntry};
+use shardgate_meta::{IntentKind, MetaError, RepairEntry};
 use shardgate_pipeline::{checked_trailer, stripe_runs, verify_fragment};
 use shardgate_placement::{Placer, Request, check};
 
@@ -96,13 +96,13 @@ pub(crate) enum Source {
 /// behind any number of failing ones are reached.
 #[derive(Debug, Default)]
 pub struct Retry {
-    waits: HashMap<(String, String, VersionId), (Instant, Duration)>,
+    waits: HashMap<(String, String, u64, VersionId), (Instant, Duration)>,
     resume_after: Option<RepairEntry>,
 }
 
 impl Retry {
-    fn slot(e: &RepairEntry) -> (String, String, VersionId) {
-        (e.bucket.clone(), e.key.clone(), e.version)
+    fn slot(e: &RepairEntry) -> (String, String, u64, VersionId) {
+        (e.bucket.clone(), e.key.clone(), e.seq, e.version)
     }
 
     fn due(&self, e: &RepairEntry, now: Instant) -> bool {
@@ -264,7 +264,10 @@ impl Jobs {
         self: &Arc<Self>,
         entry: &RepairEntry,
     ) -> Result<Repaired, GatewayError> {
-        let Some((summary, manifest)) = self.current_row(&entry.bucket, &entry.key).await? else {
+        let Some((summary, manifest)) = self
+            .version_row(&entry.bucket, &entry.key, entry.seq)
+            .await?
+        else {
             return Ok(Repaired::Gone);
         };
         if manifest.version_id != entry.version {
@@ -322,14 +325,20 @@ impl Jobs {
             // Nothing to rebuild: the entry goes (a commit of the same
             // manifest would do it, at the cost of a new generation).
             let meta = self.gw.meta().clone();
-            let (b, k, v) = (entry.bucket.clone(), entry.key.clone(), entry.version);
-            blocking(move || meta.clear_repair(&b, &k, v, &healthy)).await?;
+            let (b, k, seq, v) = (
+                entry.bucket.clone(),
+                entry.key.clone(),
+                entry.seq,
+                entry.version,
+            );
+            blocking(move || meta.clear_repair(&b, &k, seq, v, &healthy)).await?;
             return Ok(Repaired::Healthy);
         }
 
         self.replace_fragments(
             &entry.bucket,
             &entry.key,
+            entry.seq,
             summary.generation,
             &manifest,
             Replace {
@@ -343,11 +352,14 @@ impl Jobs {
 
     /// Writes fragments `plan` (per segment, the indices) of `manifest`
     /// anew where the bucket's placer puts them, and swaps the manifest
-    /// if its row is still at `generation`. The bytes come from `source`.
+    /// if its row (version `seq` of `bucket/key`) is still at
+    /// `generation`. The bytes come from `source`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn replace_fragments(
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
+        seq: u64,
         generation: u64,
         manifest: &shardgate_core::Manifest,
         replace: Replace<'_>,
@@ -431,14 +443,7 @@ impl Jobs {
             let (b, k) = (bucket.to_string(), key.to_string());
             let swapped = repaired.clone();
             blocking(move || {
-                meta.put_object(
-                    &b,
-                    &k,
-                    &swapped,
-                    Some(intent),
-                    &Condition::IfGeneration(generation),
-                    now_ms(),
-                )
+                meta.replace_version(&b, &k, seq, generation, &swapped, Some(intent), now_ms())
             })
             .await
         }
@@ -470,18 +475,20 @@ impl Jobs {
         result
     }
 
-    /// The current row of `bucket/key`; `None` when the object (or its
-    /// bucket) is gone: repair, drain and rebalance all skip it then.
-    pub(crate) async fn current_row(
+    /// Version `seq` of `bucket/key`, current or not; `None` when it (or
+    /// its bucket) is gone, or is a delete marker: repair, drain and
+    /// rebalance all skip it then.
+    pub(crate) async fn version_row(
         &self,
         bucket: &str,
         key: &str,
+        seq: u64,
     ) -> Result<Option<(shardgate_meta::ObjectSummary, shardgate_core::Manifest)>, GatewayError>
     {
         let meta = self.gw.meta().clone();
         let (b, k) = (bucket.to_string(), key.to_string());
-        match blocking(move || meta.object_row(&b, &k)).await {
-            Ok(row) => Ok(row),
+        match blocking(move || meta.version_at(&b, &k, seq)).await {
+            Ok(row) => Ok(row.and_then(|r| Some((r.summary, r.manifest?)))),
             Err(GatewayError::Meta(MetaError::NoSuchBucket)) => Ok(None),
             Err(e) => Err(e),
         }

@@ -213,9 +213,11 @@ impl Jobs {
         // each), finished in order so the cursor only moves past objects
         // checked whole.
         let mut checked = futures::stream::iter(batch)
-            .map(|(row, bucket, key, manifest)| async move {
-                let read = self.scrub_object(&bucket, &key, &manifest).await;
-                (row, read)
+            .map(|v| async move {
+                let read = self
+                    .scrub_object(&v.bucket, &v.key, v.seq, &v.manifest)
+                    .await;
+                (v.row, read)
             })
             .buffered(OBJECTS_IN_FLIGHT);
         while let Some((row, read)) = checked.next().await {
@@ -231,6 +233,7 @@ impl Jobs {
         &self,
         bucket: &str,
         key: &str,
+        seq: u64,
         manifest: &shardgate_core::Manifest,
     ) -> Result<u64, shardgate_node::GatewayError> {
         let mut damaged = Vec::new();
@@ -323,7 +326,7 @@ impl Jobs {
                 .map(|(s, i, f, _)| (*s, *i, f.blob.clone()))
                 .collect();
             let taken = blocking(move || {
-                meta.report_damage(&b, &k, v, &report, repair_reason::SCRUB, now_ms())
+                meta.report_damage(&b, &k, seq, v, &report, repair_reason::SCRUB, now_ms())
             })
             .await?;
             for (si, fi, fragment, finding) in damaged {

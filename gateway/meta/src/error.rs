@@ -13,6 +13,22 @@ pub enum MetaError {
     NoSuchKey,
     #[error("the version is not the object's (or does not exist)")]
     NoSuchVersion,
+    /// A version id that is neither `null` nor one this store gives.
+    #[error("invalid version id {0:?}")]
+    InvalidVersionId(String),
+    /// The version is under Object Lock (a retention in force, or a legal
+    /// hold): it cannot be deleted, overwritten or its lock weakened.
+    #[error("the version is locked: {0}")]
+    Locked(&'static str),
+    /// Object Lock asked of a bucket without it.
+    #[error("the bucket has no Object Lock configuration")]
+    NoObjectLock,
+    /// The bucket's state forbids the change (S3: InvalidBucketState).
+    #[error("{0}")]
+    InvalidBucketState(&'static str),
+    /// The version asked for is a delete marker (S3: MethodNotAllowed).
+    #[error("the version is a delete marker")]
+    DeleteMarker,
     #[error("the upload does not exist (completed, aborted or expired)")]
     NoSuchUpload,
     /// The write's intent was abandoned (its request was dropped, or it

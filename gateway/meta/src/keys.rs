@@ -1,7 +1,10 @@
-//! Row keys. Objects and uploads of a bucket are `bucket 0x00 key`, so a
-//! bucket's rows are one contiguous range in S3 key order (UTF-8 byte
-//! order): bucket names never contain 0x00, and 0x00 sorts before every
-//! other byte.
+//! Row keys. Object versions are `bucket 0x00 key 0x00 !seq` and uploads
+//! `bucket 0x00 key 0x00 upload`, so a bucket's rows are one contiguous
+//! range in S3 key order (UTF-8 byte order): bucket names and keys never
+//! contain 0x00 (the S3 layer refuses such keys), and 0x00 sorts before
+//! every other byte. A key's versions are one contiguous range too, newest
+//! first: `!seq` is the complement of the version's sequence number, big
+//! endian.
 
 /// `bucket 0x00`: the start of the bucket's rows.
 pub(crate) fn bucket_base(bucket: &str) -> Vec<u8> {
@@ -16,6 +19,32 @@ pub(crate) fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     let mut v = bucket_base(bucket);
     v.extend_from_slice(key.as_bytes());
     v
+}
+
+/// `bucket 0x00 key 0x00`: the start of a key's versions.
+pub(crate) fn versions_prefix(bucket: &str, key: &str) -> Vec<u8> {
+    let mut v = object_key(bucket, key);
+    v.push(0);
+    v
+}
+
+/// `bucket 0x00 key 0x00 !seq`: the row of version `seq` of a key.
+pub(crate) fn version_key(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut v = versions_prefix(bucket, key);
+    v.extend_from_slice(&(!seq).to_be_bytes());
+    v
+}
+
+/// A version row's key split into bucket, key and sequence number; `None`
+/// for bytes that are not one.
+pub(crate) fn split_version_key(row: &[u8]) -> Option<(&[u8], &[u8], u64)> {
+    let sep = row.iter().position(|b| *b == 0)?;
+    let (rest, seq) = row.split_last_chunk::<8>()?;
+    let (zero, rest) = rest.split_last()?;
+    if *zero != 0 || rest.len() <= sep {
+        return None;
+    }
+    Some((&rest[..sep], &rest[sep + 1..], !u64::from_be_bytes(*seq)))
 }
 
 /// `bucket 0x00 key 0x00 upload`.
@@ -63,6 +92,30 @@ mod tests {
         assert_eq!(successor(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(successor(b"\xff\xff"), None);
         assert!(successor(b"b\x00").is_some_and(|s| s.as_slice() > b"b\x00\xff\xff".as_slice()));
+    }
+
+    #[test]
+    fn versions_sort_newest_first_and_split_back() {
+        let old = version_key("b", "k", 5);
+        let new = version_key("b", "k", 6);
+        assert!(new < old);
+        assert!(old.starts_with(&versions_prefix("b", "k")));
+        assert_eq!(
+            split_version_key(&old),
+            Some((b"b".as_slice(), b"k".as_slice(), 5))
+        );
+        assert_eq!(
+            split_version_key(&version_key("b", "", u64::MAX)),
+            Some((b"b".as_slice(), b"".as_slice(), u64::MAX))
+        );
+        assert_eq!(split_version_key(b"b\0k"), None);
+        assert_eq!(split_version_key(b"b\0\0\0\0\0\0\0\0\0"), None);
+        assert_eq!(
+            split_version_key(b"b\0\0\0\0\0\0\0\0\0\0").map(|(b, k, _)| (b, k)),
+            Some((b"b".as_slice(), b"".as_slice()))
+        );
+        // "k" and its versions sort before key "k0" and "k/x".
+        assert!(version_key("b", "k", 0) < object_key("b", "k/x"));
     }
 
     #[test]

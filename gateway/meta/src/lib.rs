@@ -29,18 +29,25 @@ mod keys;
 mod list;
 mod repair;
 mod store;
+mod version;
 
 pub use error::{MetaError, Result};
 pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
-pub use list::{ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery};
+pub use list::{
+    ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery, VersionEntry,
+    VersionPage, VersionQuery,
+};
 pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
-    BucketRecord, CRITICAL_EXTENSION, CompleteError, Condition, IntentId, IntentKind, IntentRecord,
-    MetaStore, ObjectSummary, PartRecord, TAGS_EXTENSION, UploadRecord, Usage, VersionState,
-    Written,
+    BucketRecord, CRITICAL_EXTENSION, CompleteError, Condition, Deleted, IntentId, IntentKind,
+    IntentRecord, MetaStore, OBJECT_LOCK_EXTENSION, ObjectSummary, PartRecord, StoredVersion,
+    TAGS_EXTENSION, UploadRecord, Usage, VersionRow, VersionState, Written,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};
+pub use version::{
+    DefaultRetention, LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning,
+};
 
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn now_unix_ms() -> u64 {

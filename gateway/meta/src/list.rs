@@ -10,6 +10,11 @@
 //! last key or common prefix returned. A common prefix that sorts at or
 //! before the marker was returned already (or precedes the marker), so it is
 //! skipped: that is what makes a common prefix a valid marker.
+//!
+//! Rows are versions (`key 0x00 !seq`, newest first). ListObjects shows a
+//! key's newest version unless it is a delete marker, and passes over the
+//! older ones: a few by stepping, then by a seek past the key, so a key
+//! with 100,000 versions costs one seek. ListObjectVersions shows them all.
 
 use std::ops::Bound;
 
@@ -19,8 +24,9 @@ use crate::error::{MetaError, Result};
 use crate::keys;
 use crate::store::{
     BUCKETS_TABLE, MetaStore, OBJECTS_TABLE, ObjectSummary, UPLOADS_TABLE, UploadRecord,
-    decode_summary, decode_upload,
+    decode_summary, decode_upload, find_version,
 };
+use crate::version::{ObjectVersion, VersionSelector};
 
 /// A ListObjects request.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +60,38 @@ impl ListEntry {
 pub struct ListPage {
     pub entries: Vec<ListEntry>,
     /// More entries follow the last one.
+    pub truncated: bool,
+}
+
+/// A ListObjectVersions request.
+#[derive(Clone, Debug, Default)]
+pub struct VersionQuery<'a> {
+    pub prefix: &'a str,
+    pub delimiter: Option<&'a str>,
+    /// Continue after this key: after all its versions, or after the
+    /// version `version_after` names.
+    pub key_after: Option<&'a str>,
+    pub version_after: Option<VersionSelector>,
+    pub max: usize,
+}
+
+/// One version (or delete marker), or a common prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionEntry {
+    Version {
+        key: String,
+        version: ObjectVersion,
+        summary: ObjectSummary,
+        /// The key's current version.
+        latest: bool,
+    },
+    Prefix(String),
+}
+
+/// A page of versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionPage {
+    pub entries: Vec<VersionEntry>,
     pub truncated: bool,
 }
 
@@ -153,16 +191,42 @@ fn utf8(bytes: &[u8]) -> Result<&str> {
     })
 }
 
-/// Where a scan starts: at the prefix, or just after the marker.
+/// Where a scan starts: at the prefix, or just after the marker and all
+/// its versions (`a 0x01` sorts after `a 0x00 ...` and before every
+/// longer key, none holding 0x00).
 fn start_bound(prefix: &str, after: Option<&str>) -> Bound<Vec<u8>> {
     match after {
-        Some(a) if a >= prefix => Bound::Excluded(a.as_bytes().to_vec()),
+        Some(a) if a >= prefix => Bound::Included(past_versions(a)),
         _ => Bound::Included(prefix.as_bytes().to_vec()),
     }
 }
 
+fn past_versions(key: &str) -> Vec<u8> {
+    [key.as_bytes(), &[1]].concat()
+}
+
+/// A row's key (after `bucket 0x00`) split into the object key and the
+/// version's sequence number.
+fn split_row(row: &[u8]) -> Result<(&str, u64)> {
+    let corrupt = || MetaError::Corrupt {
+        what: "key",
+        reason: "a version row without a sequence number".into(),
+    };
+    let (rest, seq) = row.split_last_chunk::<8>().ok_or_else(corrupt)?;
+    let (zero, key) = rest.split_last().ok_or_else(corrupt)?;
+    if *zero != 0 {
+        return Err(corrupt());
+    }
+    Ok((utf8(key)?, !u64::from_be_bytes(*seq)))
+}
+
+/// Older versions stepped over before a seek past the key is cheaper.
+const STEPS_BEFORE_SEEK: usize = 4;
+
 impl MetaStore {
-    /// One page of the objects of `bucket`, in key order.
+    /// One page of the objects of `bucket`, in key order: each key's
+    /// current version, keys whose current version is a delete marker
+    /// left out (and common prefixes holding none but those).
     pub fn list_objects(&self, bucket: &str, q: &ListQuery<'_>) -> Result<ListPage> {
         let txn = self.read_txn()?;
         if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
@@ -173,31 +237,106 @@ impl MetaStore {
         if q.max == 0 {
             return Ok(page);
         }
+        let mut last_key: Option<String> = None;
+        let mut stepped = 0;
         scan(
             &table,
             bucket,
             q.prefix,
             start_bound(q.prefix, q.after),
-            |key, value| {
+            |row, value| {
+                let (key, _) = split_row(row)?;
+                if last_key.as_deref() == Some(key) {
+                    // An older version of a key already seen.
+                    stepped += 1;
+                    return Ok(if stepped > STEPS_BEFORE_SEEK {
+                        Step::Seek(past_versions(key))
+                    } else {
+                        Step::Next
+                    });
+                }
+                last_key = Some(key.to_string());
+                stepped = 0;
+                let summary = decode_summary(value)?;
+                if summary.delete_marker {
+                    return Ok(Step::Next);
+                }
+                let cp = common_prefix(key, q.prefix, q.delimiter);
+                if cp.is_some_and(|cp| q.after.is_some_and(|a| cp <= a)) {
+                    // Returned already (or before the marker).
+                    return Ok(cp
+                        .and_then(|cp| keys::successor(cp.as_bytes()))
+                        .map_or(Step::Stop, Step::Seek));
+                }
                 if page.entries.len() == q.max {
                     page.truncated = true;
                     return Ok(Step::Stop);
                 }
-                let key = utf8(key)?;
-                if let Some(cp) = common_prefix(key, q.prefix, q.delimiter) {
-                    let past = keys::successor(cp.as_bytes());
-                    if q.after.is_none_or(|a| cp > a) {
-                        page.entries.push(ListEntry::Prefix(cp.to_string()));
-                    }
-                    return Ok(past.map_or(Step::Stop, Step::Seek));
+                if let Some(cp) = cp {
+                    page.entries.push(ListEntry::Prefix(cp.to_string()));
+                    return Ok(keys::successor(cp.as_bytes()).map_or(Step::Stop, Step::Seek));
                 }
                 page.entries.push(ListEntry::Object {
                     key: key.to_string(),
-                    summary: decode_summary(value)?,
+                    summary,
                 });
                 Ok(Step::Next)
             },
         )?;
+        Ok(page)
+    }
+
+    /// One page of the versions of `bucket`, by key, each key's newest
+    /// first, delete markers included.
+    pub fn list_versions(&self, bucket: &str, q: &VersionQuery<'_>) -> Result<VersionPage> {
+        let txn = self.read_txn()?;
+        if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
+            return Err(MetaError::NoSuchBucket);
+        }
+        let table = txn.open_table(OBJECTS_TABLE)?;
+        let mut page = VersionPage::default();
+        if q.max == 0 {
+            return Ok(page);
+        }
+        // After a version: the rows of its key that follow it.
+        let after_version = match (q.key_after, &q.version_after) {
+            (Some(k), Some(s)) if k >= q.prefix && *s != VersionSelector::Latest => {
+                find_version(&table, bucket, k, s)?.map(|(seq, _)| (k, seq))
+            }
+            _ => None,
+        };
+        let start = match after_version {
+            Some((k, seq)) => Bound::Excluded([k.as_bytes(), &[0], &(!seq).to_be_bytes()].concat()),
+            None => start_bound(q.prefix, q.key_after),
+        };
+        let mut last_key: Option<String> = after_version.map(|(k, _)| k.to_string());
+        scan(&table, bucket, q.prefix, start, |row, value| {
+            let (key, seq) = split_row(row)?;
+            let latest = last_key.as_deref() != Some(key);
+            if let Some(cp) = common_prefix(key, q.prefix, q.delimiter) {
+                if q.key_after.is_none_or(|a| cp > a) {
+                    if page.entries.len() == q.max {
+                        page.truncated = true;
+                        return Ok(Step::Stop);
+                    }
+                    page.entries.push(VersionEntry::Prefix(cp.to_string()));
+                }
+                return Ok(keys::successor(cp.as_bytes()).map_or(Step::Stop, Step::Seek));
+            }
+            if page.entries.len() == q.max {
+                page.truncated = true;
+                return Ok(Step::Stop);
+            }
+            let summary = decode_summary(value)?;
+            page.entries.push(VersionEntry::Version {
+                key: key.to_string(),
+                version: summary.object_version(seq),
+                summary,
+                latest,
+            });
+            last_key = Some(key.to_string());
+            Ok(Step::Next)
+        })?;
         Ok(page)
     }
 

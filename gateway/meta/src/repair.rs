@@ -5,16 +5,20 @@
 //! own transaction), a read that met a missing or corrupt fragment, and
 //! later scrub and backends gone for good.
 //!
-//! Tables:
-//! - `repair_queue`: `margin(u8) bucket 0x00 key` -> [`RepairRecord`],
-//!   where the margin is the fewest healthy fragments any segment has,
-//!   less k: 0 means one more loss loses data;
-//! - `repair_index`: `bucket 0x00 key` -> margin, to find an object's
-//!   entry when it changes.
+//! Every version is repaired, not only the current one: a noncurrent
+//! version is as much the user's data (and a locked one is a promise).
 //!
-//! An entry names the version it was found on: an overwrite or a delete
-//! drops it in the same transaction, and a report about a version that is
-//! no longer current is ignored.
+//! Tables:
+//! - `repair_queue`: `margin(u8) row` -> [`RepairRecord`], where `row` is
+//!   the version's row key (`bucket 0x00 key 0x00 !seq`) and the margin is
+//!   the fewest healthy fragments any segment has, less k: 0 means one
+//!   more loss loses data;
+//! - `repair_index`: `row` -> margin, to find a version's entry when it
+//!   changes.
+//!
+//! A version's row never moves, so an entry stays valid until the version
+//! is deleted, which drops it in the same transaction. An entry also names
+//! the manifest's version id: a report about another is ignored.
 
 use std::collections::BTreeSet;
 
@@ -26,7 +30,9 @@ use shardgate_core::{BackendId, BlobName, FragmentState, Manifest, VersionId};
 
 use crate::error::{MetaError, Result};
 use crate::keys;
-use crate::store::{MetaStore, OBJECTS_TABLE as OBJECTS, decode, decode_manifest, encode};
+use crate::store::{
+    MetaStore, OBJECTS_TABLE as OBJECTS, decode, decode_manifest, decode_summary, encode,
+};
 
 const QUEUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("repair_queue");
 const INDEX: TableDefinition<&[u8], u8> = TableDefinition::new("repair_index");
@@ -60,11 +66,13 @@ struct RepairRecord {
     suspects: BTreeSet<(u32, u16)>,
 }
 
-/// An object waiting for repair.
+/// A version waiting for repair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepairEntry {
     pub bucket: String,
     pub key: String,
+    /// The version's row ([`MetaStore::version_at`]).
+    pub seq: u64,
     pub version: VersionId,
     /// Healthy fragments left beyond k in the worst segment.
     pub margin: u8,
@@ -129,23 +137,21 @@ fn put(txn: &WriteTransaction, object: &[u8], margin: u8, record: &RepairRecord)
     Ok(())
 }
 
-/// In the transaction that commits `manifest` as `bucket/key` (or deletes
-/// the key, `None`): the old version's entry goes; a new version with
-/// fragments Missing is queued.
+/// In the transaction that writes `manifest` into version row `object`
+/// (or deletes the version, `None`), `old` being what the row held: the
+/// old entry goes; a version with fragments Missing is queued.
 ///
-/// A commit of the same version (a repair's swap) keeps the suspects it
+/// A rewrite of the same version (a repair's swap) keeps the suspects it
 /// did not replace: reports that came in while it ran, or fragments it
 /// could not check, still count.
 pub(crate) fn on_commit(
     txn: &WriteTransaction,
-    bucket: &str,
-    key: &str,
+    object: &[u8],
     old: Option<&Manifest>,
     manifest: Option<&Manifest>,
     now_unix_ms: u64,
 ) -> Result<()> {
-    let object = keys::object_key(bucket, key);
-    let previous = take(txn, &object)?;
+    let previous = take(txn, object)?;
     let Some(m) = manifest else {
         return Ok(());
     };
@@ -172,21 +178,54 @@ pub(crate) fn on_commit(
             first_seen_unix_ms: first_seen,
             suspects,
         };
-        put(txn, &object, margin, &record)?;
+        put(txn, object, margin, &record)?;
     }
     Ok(())
 }
 
-fn split_object(object: &[u8]) -> Result<(String, String)> {
-    let sep = object
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or_else(|| MetaError::Corrupt {
-            what: "repair entry",
-            reason: "key without a bucket".into(),
-        })?;
+fn split_object(object: &[u8]) -> Result<(String, String, u64)> {
+    let (bucket, key, seq) = keys::split_version_key(object).ok_or_else(|| MetaError::Corrupt {
+        what: "repair entry",
+        reason: "not a version's row".into(),
+    })?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    Ok((text(&object[..sep]), text(&object[sep + 1..])))
+    Ok((text(bucket), text(key), seq))
+}
+
+/// The manifest version row `object` holds; `None` when the version is
+/// gone or is a delete marker.
+fn manifest_at(txn: &WriteTransaction, object: &[u8]) -> Result<Option<Manifest>> {
+    let objects = txn.open_table(OBJECTS)?;
+    let Some(v) = objects.get(object)? else {
+        return Ok(None);
+    };
+    if decode_summary(v.value())?.delete_marker {
+        return Ok(None);
+    }
+    decode_manifest(v.value()).map(Some)
+}
+
+/// The rows queued for repair (the store's upgrade re-keys them).
+pub(crate) fn queued_objects(txn: &WriteTransaction) -> Result<std::collections::HashSet<Vec<u8>>> {
+    let index = txn.open_table(INDEX)?;
+    index.iter()?.map(|r| Ok(r?.0.value().to_vec())).collect()
+}
+
+/// Moves the entries of rows that were renamed (`old` -> `new`).
+pub(crate) fn rekey(
+    txn: &WriteTransaction,
+    renamed: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
+) -> Result<()> {
+    for (old, new) in renamed {
+        let margin = txn
+            .open_table(INDEX)?
+            .get(old.as_slice())?
+            .map(|v| v.value());
+        if let (Some(margin), Some(record)) = (margin, take(txn, old)?) {
+            put(txn, new, margin, &record)?;
+        }
+    }
+    Ok(())
 }
 
 impl MetaStore {
@@ -195,10 +234,12 @@ impl MetaStore {
     /// version that is no longer current, or about a blob the manifest no
     /// longer uses (repair replaced it meanwhile), is ignored. Returns the
     /// fragments taken as suspects.
+    #[allow(clippy::too_many_arguments)]
     pub fn report_damage(
         &self,
         bucket: &str,
         key: &str,
+        seq: u64,
         version: VersionId,
         bad: &[(u32, u16, BlobName)],
         why: u8,
@@ -209,7 +250,7 @@ impl MetaStore {
         // durable write.
         {
             let read = self.db.begin_read()?;
-            let object = keys::object_key(bucket, key);
+            let object = keys::version_key(bucket, key, seq);
             if let Some(margin) = read
                 .open_table(INDEX)?
                 .get(object.as_slice())?
@@ -229,7 +270,8 @@ impl MetaStore {
             }
         }
         let txn = self.db.begin_write()?;
-        let Some((_, manifest)) = Self::row_in(&txn, bucket, key)? else {
+        let object = keys::version_key(bucket, key, seq);
+        let Some(manifest) = manifest_at(&txn, &object)? else {
             return Ok(Vec::new());
         };
         if manifest.version_id != version {
@@ -249,7 +291,6 @@ impl MetaStore {
         if bad.is_empty() {
             return Ok(bad);
         }
-        let object = keys::object_key(bucket, key);
         let mut record = take(&txn, &object)?.unwrap_or(RepairRecord {
             version,
             reasons: 0,
@@ -272,16 +313,17 @@ impl MetaStore {
         &self,
         bucket: &str,
         key: &str,
+        seq: u64,
         version: VersionId,
         checked: &[(u32, u16)],
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
-        let object = keys::object_key(bucket, key);
+        let object = keys::version_key(bucket, key, seq);
         if let Some(mut record) = take(&txn, &object)? {
             if record.version == version {
                 record.suspects.retain(|s| !checked.contains(s));
             }
-            if let Some((_, m)) = Self::row_in(&txn, bucket, key)?
+            if let Some(m) = manifest_at(&txn, &object)?
                 && let Some(margin) = margin(&m, &record.suspects)
             {
                 put(&txn, &object, margin, &record)?;
@@ -326,6 +368,9 @@ impl MetaStore {
                 last = Some(row.clone());
                 // A row that does not decode is left to scrub, which
                 // reports it; the walk goes on.
+                if decode_summary(v.value()).is_ok_and(|s| s.delete_marker) {
+                    continue;
+                }
                 let Ok(manifest) = decode_manifest(v.value()) else {
                     continue;
                 };
@@ -370,10 +415,10 @@ impl MetaStore {
         Ok((if walked < limit { None } else { last }, queued))
     }
 
-    /// The queue entry of `bucket/key`, if it is queued.
-    pub fn repair_entry(&self, bucket: &str, key: &str) -> Result<Option<RepairEntry>> {
+    /// The queue entry of version `seq` of `bucket/key`, if it is queued.
+    pub fn repair_entry(&self, bucket: &str, key: &str, seq: u64) -> Result<Option<RepairEntry>> {
         let txn = self.db.begin_read()?;
-        let object = keys::object_key(bucket, key);
+        let object = keys::version_key(bucket, key, seq);
         let Some(margin) = txn
             .open_table(INDEX)?
             .get(object.as_slice())?
@@ -389,6 +434,7 @@ impl MetaStore {
         Ok(Some(RepairEntry {
             bucket: bucket.to_string(),
             key: key.to_string(),
+            seq,
             version: record.version,
             margin,
             reasons: record.reasons,
@@ -412,7 +458,7 @@ impl MetaStore {
         let txn = self.db.begin_read()?;
         let queue = txn.open_table(QUEUE)?;
         let mut out = Vec::new();
-        let from = after.map(|e| queue_key(e.margin, &keys::object_key(&e.bucket, &e.key)));
+        let from = after.map(|e| queue_key(e.margin, &keys::version_key(&e.bucket, &e.key, e.seq)));
         let range = match &from {
             Some(k) => queue.range::<&[u8]>((
                 std::ops::Bound::Excluded(k.as_slice()),
@@ -429,11 +475,12 @@ impl MetaStore {
                 what: "repair entry",
                 reason: "empty key".into(),
             })?;
-            let (bucket, key) = split_object(object)?;
+            let (bucket, key, seq) = split_object(object)?;
             let record: RepairRecord = decode("repair entry", v.value())?;
             out.push(RepairEntry {
                 bucket,
                 key,
+                seq,
                 version: record.version,
                 margin: *margin,
                 reasons: record.reasons,

@@ -20,10 +20,17 @@ use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 
 use crate::error::{MetaError, Result};
+use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 use crate::{garbage, keys, repair};
 
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
-const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// Every version of every object, keyed `bucket 0x00 key 0x00 !seq`
+/// (`keys.rs`): a key's newest version first.
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+/// Objects as releases before versioning kept them (`bucket 0x00 key`,
+/// the current version only): moved into `versions` once, when a store is
+/// opened ([`MetaStore::upgrade_legacy_objects`]).
+const LEGACY_OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
@@ -36,6 +43,9 @@ const INTENT_SEQUENCE: &str = "intent";
 /// so that a restart resumes instead of starting over.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const GENERATION_SEQUENCE: &str = "generation";
+/// How many version rows are delete markers (kept in each transaction
+/// that adds or removes one), so counting stored versions is one read.
+const DELETE_MARKERS: &str = "delete_markers";
 /// Garbage as the first release kept it (one entry per change, [`GarbageRecord`]):
 /// read once, when a store is opened, and turned into items (`garbage.rs`).
 const LEGACY_GARBAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("garbage");
@@ -88,18 +98,100 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
     }
 }
 
-/// A bucket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A bucket (record format 2; format 1, still read, had the creation
+/// time only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketRecord {
     pub created_unix_ms: u64,
+    pub versioning: Versioning,
+    /// Configuration added later, as (tag, postcard bytes); a tag with
+    /// [`CRITICAL_EXTENSION`] set must be understood (see
+    /// [`ObjectSummary::extensions`]).
+    pub extensions: Vec<(u16, Vec<u8>)>,
+}
+
+#[derive(Deserialize)]
+struct BucketV1 {
+    created_unix_ms: u64,
+}
+
+const BUCKET_FORMAT: u8 = 2;
+
+impl BucketRecord {
+    /// The bucket's Object Lock configuration, if it has Object Lock.
+    pub fn object_lock(&self) -> Result<Option<ObjectLock>> {
+        self.extensions
+            .iter()
+            .find(|(t, _)| *t == OBJECT_LOCK_EXTENSION)
+            .map(|(_, bytes)| postcard_body("object lock", bytes))
+            .transpose()
+    }
+
+    fn set_object_lock(&mut self, lock: &ObjectLock) -> Result<()> {
+        let bytes = postcard::to_allocvec(lock).map_err(|e| MetaError::Corrupt {
+            what: "object lock",
+            reason: e.to_string(),
+        })?;
+        self.extensions.retain(|(t, _)| *t != OBJECT_LOCK_EXTENSION);
+        self.extensions.push((OBJECT_LOCK_EXTENSION, bytes));
+        self.extensions.sort_by_key(|(t, _)| *t);
+        Ok(())
+    }
+}
+
+fn encode_bucket(record: &BucketRecord) -> Result<Vec<u8>> {
+    encode_as(BUCKET_FORMAT, record)
+}
+
+pub(crate) fn decode_bucket(bytes: &[u8]) -> Result<BucketRecord> {
+    match split_format("bucket", bytes)? {
+        (1, body) => {
+            let v1: BucketV1 = postcard_body("bucket", body)?;
+            Ok(BucketRecord {
+                created_unix_ms: v1.created_unix_ms,
+                ..BucketRecord::default()
+            })
+        }
+        (BUCKET_FORMAT, body) => {
+            let r: BucketRecord = postcard_body("bucket", body)?;
+            refuse_critical("bucket", &r.extensions, KNOWN_BUCKET_CRITICAL)?;
+            Ok(r)
+        }
+        (v, _) => Err(unknown_format("bucket", v)),
+    }
+}
+
+/// Bucket extension: the Object Lock configuration (postcard of an
+/// [`ObjectLock`]). Critical: a build that does not know it must not
+/// serve the bucket (it would let locked versions be deleted).
+pub const OBJECT_LOCK_EXTENSION: u16 = CRITICAL_EXTENSION | 1;
+
+/// The critical extensions of a bucket record this build understands
+/// (it knows none of a summary's yet).
+const KNOWN_BUCKET_CRITICAL: &[u16] = &[OBJECT_LOCK_EXTENSION];
+
+/// Refuses a record with an extension this build must understand and
+/// does not (`known`: those it does).
+fn refuse_critical(what: &'static str, extensions: &[(u16, Vec<u8>)], known: &[u16]) -> Result<()> {
+    match extensions
+        .iter()
+        .find(|(t, _)| t & CRITICAL_EXTENSION != 0 && !known.contains(t))
+    {
+        Some((tag, _)) => Err(MetaError::Corrupt {
+            what,
+            reason: format!("extension {tag:#06x} is needed and not known to this version"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// What a listing shows of an object, stored ahead of its manifest so that
 /// a listing decodes only this; and the row's state that changes without
 /// a new manifest.
 ///
-/// Record format 2 (written since issue 25); format 1, still read, had
-/// the first three fields only (its rows read as generation 0).
+/// Record format 3 (written since versioning); format 2 (issue 25) had no
+/// `null_version` (its rows are null versions: written before versions
+/// existed); format 1 had the first three fields only (generation 0).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectSummary {
     pub size: u64,
@@ -121,7 +213,9 @@ pub struct ObjectSummary {
     pub retention: Option<(u8, u64)>,
     /// Object Lock: a legal hold.
     pub legal_hold: bool,
-    /// Fields added after format 2, as (tag, postcard bytes). A tag with
+    /// S3's `null` version: written while the bucket was not versioning.
+    pub null_version: bool,
+    /// Fields added after format 3, as (tag, postcard bytes). A tag with
     /// [`CRITICAL_EXTENSION`] set must be understood: a build that does
     /// not know it refuses the row (`Corrupt`) instead of misreading it;
     /// others are skipped.
@@ -141,6 +235,11 @@ pub const TAGS_EXTENSION: u16 = 1;
 pub struct VersionState {
     /// Object tags (S3 allows 10; the S3 layer checks).
     pub tags: BTreeMap<String, String>,
+    /// Object Lock retention asked for on creation (else the bucket's
+    /// default applies).
+    pub retention: Option<Retention>,
+    /// Object Lock legal hold asked for on creation.
+    pub legal_hold: bool,
 }
 
 /// Summary record format 1.
@@ -151,7 +250,21 @@ struct SummaryV1 {
     modified_unix_ms: u64,
 }
 
-const SUMMARY_FORMAT: u8 = 2;
+/// Summary record format 2.
+#[derive(Deserialize)]
+struct SummaryV2 {
+    size: u64,
+    etag: String,
+    modified_unix_ms: u64,
+    generation: u64,
+    version_id: Option<VersionId>,
+    delete_marker: bool,
+    retention: Option<(u8, u64)>,
+    legal_hold: bool,
+    extensions: Vec<(u16, Vec<u8>)>,
+}
+
+const SUMMARY_FORMAT: u8 = 3;
 
 impl ObjectSummary {
     /// The version's tags.
@@ -159,6 +272,32 @@ impl ObjectSummary {
         match self.extensions.iter().find(|(t, _)| *t == TAGS_EXTENSION) {
             Some((_, bytes)) => postcard_body("tags", bytes),
             None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// The version's retention, if any (whether in force or over).
+    pub fn retention(&self) -> Option<Retention> {
+        self.retention.and_then(|(mode, until)| {
+            Some(Retention {
+                mode: LockMode::from_byte(mode)?,
+                until_unix_ms: until,
+            })
+        })
+    }
+
+    /// Why the version may not go at `now_unix_ms` (`bypass`: the request
+    /// bypasses governance retention), if it may not.
+    pub fn lock_at(&self, now_unix_ms: u64, bypass: bool) -> Option<&'static str> {
+        if self.legal_hold {
+            return Some("a legal hold is on");
+        }
+        match self.retention() {
+            Some(r) if r.until_unix_ms > now_unix_ms => match r.mode {
+                LockMode::Compliance => Some("compliance retention in force"),
+                LockMode::Governance if !bypass => Some("governance retention in force"),
+                LockMode::Governance => None,
+            },
+            _ => None,
         }
     }
 
@@ -175,6 +314,11 @@ impl ObjectSummary {
         Ok(())
     }
 
+    /// How S3 names this row's version, `seq` being its row's.
+    pub fn object_version(&self, seq: u64) -> ObjectVersion {
+        ObjectVersion::new(seq, self.null_version, self.version_id.as_ref())
+    }
+
     fn of(m: &Manifest, generation: u64) -> Self {
         Self {
             size: m.size,
@@ -185,6 +329,23 @@ impl ObjectSummary {
             delete_marker: false,
             retention: None,
             legal_hold: false,
+            null_version: true,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// A delete marker made at `now_unix_ms`.
+    fn marker(generation: u64, null_version: bool, now_unix_ms: u64) -> Self {
+        Self {
+            size: 0,
+            etag: String::new(),
+            modified_unix_ms: now_unix_ms,
+            generation,
+            version_id: Some(VersionId::new(now_unix_ms)),
+            delete_marker: true,
+            retention: None,
+            legal_hold: false,
+            null_version,
             extensions: Vec::new(),
         }
     }
@@ -202,23 +363,29 @@ impl ObjectSummary {
                     delete_marker: false,
                     retention: None,
                     legal_hold: false,
+                    null_version: true,
                     extensions: Vec::new(),
+                })
+            }
+            (2, body) => {
+                let v2: SummaryV2 = postcard_body("summary", body)?;
+                refuse_critical("summary", &v2.extensions, &[])?;
+                Ok(Self {
+                    size: v2.size,
+                    etag: v2.etag,
+                    modified_unix_ms: v2.modified_unix_ms,
+                    generation: v2.generation,
+                    version_id: v2.version_id,
+                    delete_marker: v2.delete_marker,
+                    retention: v2.retention,
+                    legal_hold: v2.legal_hold,
+                    null_version: true,
+                    extensions: v2.extensions,
                 })
             }
             (SUMMARY_FORMAT, body) => {
                 let s: Self = postcard_body("summary", body)?;
-                if let Some((tag, _)) = s
-                    .extensions
-                    .iter()
-                    .find(|(t, _)| t & CRITICAL_EXTENSION != 0)
-                {
-                    return Err(MetaError::Corrupt {
-                        what: "summary",
-                        reason: format!(
-                            "extension {tag:#06x} is needed and not known to this version"
-                        ),
-                    });
-                }
+                refuse_critical("summary", &s.extensions, &[])?;
                 Ok(s)
             }
             (v, _) => Err(unknown_format("summary", v)),
@@ -310,14 +477,94 @@ pub enum Condition {
     IfAbsent,
     /// Only if the current object's ETag is this one (`If-Match`).
     IfMatch(String),
-    /// Only if the current row is at this generation (a compare-and-swap).
-    IfGeneration(u64),
 }
 
-/// What a committed write replaced.
+/// A committed write: the version it made, and the `null` version it
+/// replaced (a bucket not versioning keeps one version per key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
+    pub version: ObjectVersion,
+    /// The bucket's versioning when the write committed.
+    pub versioning: Versioning,
     pub replaced: Option<ObjectSummary>,
+}
+
+/// What a DELETE without a version id did: the delete marker it made (in
+/// a bucket that versions or did), and the version it removed for good
+/// (the `null` one, when the bucket is not versioning).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub marker: Option<ObjectVersion>,
+    pub removed: Option<(ObjectVersion, ObjectSummary)>,
+}
+
+/// A version's row, decoded: a delete marker has no manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRow {
+    pub version: ObjectVersion,
+    pub summary: ObjectSummary,
+    pub manifest: Option<Manifest>,
+}
+
+/// A stored version met by a walk of the store (scrub, drain, rebalance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// Its row key: the walk's cursor.
+    pub row: Vec<u8>,
+    pub bucket: String,
+    pub key: String,
+    pub seq: u64,
+    /// For [`MetaStore::replace_version`].
+    pub generation: u64,
+    pub manifest: Manifest,
+}
+
+pub(crate) fn decode_version(seq: u64, bytes: &[u8]) -> Result<VersionRow> {
+    let summary = decode_summary(bytes)?;
+    let manifest = match summary.delete_marker {
+        true => None,
+        false => Some(decode_manifest(bytes)?),
+    };
+    Ok(VersionRow {
+        version: summary.object_version(seq),
+        summary,
+        manifest,
+    })
+}
+
+/// The row of `bucket/key` that `selector` names, as (seq, row bytes).
+/// `Latest` and `Null` walk the key's versions, newest first: `Latest`
+/// stops at the first, `Null` at the null version (in a bucket that never
+/// versioned, also the first).
+pub(crate) fn find_version(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: &str,
+    key: &str,
+    selector: &VersionSelector,
+) -> Result<Option<(u64, Vec<u8>)>> {
+    if let VersionSelector::Id { seq, .. } = selector {
+        let Some(v) = table.get(keys::version_key(bucket, key, *seq).as_slice())? else {
+            return Ok(None);
+        };
+        let summary = decode_summary(v.value())?;
+        return Ok(summary
+            .object_version(*seq)
+            .is(selector)
+            .then(|| (*seq, v.value().to_vec())));
+    }
+    let prefix = keys::versions_prefix(bucket, key);
+    let end = keys::successor(&prefix).unwrap_or_default();
+    for r in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+        let (k, v) = r?;
+        let (_, _, seq) = keys::split_version_key(k.value()).ok_or_else(|| MetaError::Corrupt {
+            what: "object",
+            reason: "a version row without a sequence number".into(),
+        })?;
+        if *selector == VersionSelector::Latest || decode_summary(v.value())?.null_version {
+            return Ok(Some((seq, v.value().to_vec())));
+        }
+    }
+    Ok(None)
 }
 
 /// An intent's id.
@@ -444,6 +691,7 @@ impl MetaStore {
         garbage::create_tables(&txn)?;
         repair::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
+        Self::upgrade_legacy_objects(&txn)?;
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;
             intents
@@ -490,6 +738,47 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Moves every row of the table releases before versioning kept
+    /// (`bucket 0x00 key`, one per key) into `versions`, keyed by the
+    /// row's generation (format-1 rows: 0), and re-keys their repair
+    /// queue entries; then drops the old table. One transaction: a crash
+    /// leaves the store as it was.
+    fn upgrade_legacy_objects(txn: &WriteTransaction) -> Result<()> {
+        let exists = txn
+            .list_tables()?
+            .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&LEGACY_OBJECTS));
+        if !exists {
+            return Ok(());
+        }
+        let queued = repair::queued_objects(txn)?;
+        let mut moved = std::collections::HashMap::new();
+        {
+            let mut legacy = txn.open_table(LEGACY_OBJECTS)?;
+            let mut objects = txn.open_table(OBJECTS)?;
+            while let Some((k, v)) = legacy.pop_first()? {
+                let old_key = k.value().to_vec();
+                let seq = decode_summary(v.value()).map_or(0, |s| s.generation);
+                let sep = old_key
+                    .iter()
+                    .position(|b| *b == 0)
+                    .unwrap_or(old_key.len());
+                let mut row = old_key.clone();
+                if sep == old_key.len() {
+                    row.push(0);
+                }
+                row.push(0);
+                row.extend_from_slice(&(!seq).to_be_bytes());
+                objects.insert(row.as_slice(), v.value())?;
+                if queued.contains(&old_key) {
+                    moved.insert(old_key, row);
+                }
+            }
+        }
+        repair::rekey(txn, &moved)?;
+        txn.delete_table(LEGACY_OBJECTS)?;
+        Ok(())
+    }
+
     /// The id this process writes into the intents it opens.
     pub fn owner(&self) -> &str {
         &self.owner
@@ -504,15 +793,32 @@ impl MetaStore {
     // --- buckets ---
 
     pub fn create_bucket(&self, bucket: &str, now_unix_ms: u64) -> Result<()> {
+        self.create_bucket_with(bucket, false, now_unix_ms)
+    }
+
+    /// Creates a bucket, with Object Lock (and so versioning) when
+    /// `object_lock`.
+    pub fn create_bucket_with(
+        &self,
+        bucket: &str,
+        object_lock: bool,
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let mut record = BucketRecord {
+            created_unix_ms: now_unix_ms,
+            ..BucketRecord::default()
+        };
+        if object_lock {
+            record.versioning = Versioning::Enabled;
+            record.set_object_lock(&ObjectLock::default())?;
+        }
         let txn = self.db.begin_write()?;
         {
             let mut buckets = txn.open_table(BUCKETS)?;
             if buckets.get(bucket)?.is_some() {
                 return Err(MetaError::BucketExists);
             }
-            let record = encode(&BucketRecord {
-                created_unix_ms: now_unix_ms,
-            })?;
+            let record = encode_bucket(&record)?;
             buckets.insert(bucket, record.as_slice())?;
         }
         txn.commit()?;
@@ -524,7 +830,7 @@ impl MetaStore {
         let buckets = txn.open_table(BUCKETS)?;
         buckets
             .get(bucket)?
-            .map(|v| decode("bucket", v.value()))
+            .map(|v| decode_bucket(v.value()))
             .transpose()
     }
 
@@ -536,7 +842,7 @@ impl MetaStore {
             .iter()?
             .map(|r| {
                 let (k, v) = r?;
-                Ok((k.value().to_string(), decode("bucket", v.value())?))
+                Ok((k.value().to_string(), decode_bucket(v.value())?))
             })
             .collect()
     }
@@ -572,27 +878,6 @@ impl MetaStore {
         }
         txn.commit()?;
         Ok(())
-    }
-
-    /// The current row of `bucket/key`, read inside a write transaction.
-    pub(crate) fn row_in(
-        txn: &WriteTransaction,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<(ObjectSummary, Manifest)>> {
-        let row = keys::object_key(bucket, key);
-        let objects = txn.open_table(OBJECTS)?;
-        let value = objects.get(row.as_slice())?;
-        value
-            .map(|v| Ok((decode_summary(v.value())?, decode_manifest(v.value())?)))
-            .transpose()
-    }
-
-    fn require_bucket(txn: &WriteTransaction, bucket: &str) -> Result<()> {
-        match txn.open_table(BUCKETS)?.get(bucket)? {
-            Some(_) => Ok(()),
-            None => Err(MetaError::NoSuchBucket),
-        }
     }
 
     // --- intents and garbage ---
@@ -735,11 +1020,14 @@ impl MetaStore {
 
     // --- objects ---
 
-    /// Commits `manifest` as the object `bucket/key`, if `condition` holds,
-    /// and closes `intent`. The replaced version's fragments become garbage
-    /// in the same transaction. On any error the intent stays open: call
-    /// [`MetaStore::abandon_intent`]. An intent abandoned meanwhile fails
-    /// the commit with [`MetaError::IntentGone`]: its blobs are garbage.
+    /// Commits `manifest` as a new version of `bucket/key`, if `condition`
+    /// holds, and closes `intent`. In a bucket that is not versioning the
+    /// new version is the `null` one and replaces the previous `null`
+    /// version, whose fragments become garbage in the same transaction;
+    /// in a versioning bucket nothing is replaced. On any error the intent
+    /// stays open: call [`MetaStore::abandon_intent`]. An intent abandoned
+    /// meanwhile fails the commit with [`MetaError::IntentGone`]: its
+    /// blobs are garbage.
     pub fn put_object(
         &self,
         bucket: &str,
@@ -760,9 +1048,7 @@ impl MetaStore {
         )
     }
 
-    /// [`MetaStore::put_object`] of a new version created with `state`. A
-    /// rewrite of the current version (same version id: repair swapping
-    /// fragments) keeps the version's state instead.
+    /// [`MetaStore::put_object`] of a version created with `state`.
     #[allow(clippy::too_many_arguments)]
     pub fn put_object_with(
         &self,
@@ -783,38 +1069,122 @@ impl MetaStore {
         Ok(written)
     }
 
-    /// Replaces the tags of the current version of `bucket/key`, if it is
-    /// `version` (any when `None`); the manifest is untouched. Returns the
-    /// version tagged.
+    /// Replaces the manifest of version `seq` of `bucket/key` by `manifest`
+    /// (the same version with some fragments moved or rebuilt: repair,
+    /// drain, rebalance), if the row is still at `generation`, and closes
+    /// `intent`. The fragments the new manifest no longer uses become
+    /// garbage; the version keeps its state. A version deleted or changed
+    /// meanwhile is `PreconditionFailed`: the caller's new fragments are
+    /// then garbage (abandon the intent).
+    #[allow(clippy::too_many_arguments)]
+    pub fn replace_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        seq: u64,
+        generation: u64,
+        manifest: &Manifest,
+        intent: Option<IntentId>,
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        if let Some(intent) = intent {
+            Self::close_intent(&txn, intent)?;
+        }
+        let row = keys::version_key(bucket, key, seq);
+        let (mut summary, old) = {
+            let objects = txn.open_table(OBJECTS)?;
+            let Some(v) = objects.get(row.as_slice())? else {
+                return Err(MetaError::PreconditionFailed("the version is gone"));
+            };
+            let summary = decode_summary(v.value())?;
+            if summary.delete_marker {
+                return Err(MetaError::PreconditionFailed(
+                    "the version is a delete marker",
+                ));
+            }
+            (summary, decode_manifest(v.value())?)
+        };
+        if summary.generation != generation {
+            return Err(MetaError::PreconditionFailed(
+                "the version changed meanwhile",
+            ));
+        }
+        if old.version_id != manifest.version_id || old.size != manifest.size {
+            return Err(MetaError::PreconditionFailed(
+                "the manifest is not the same version's",
+            ));
+        }
+        summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
+        let value = encode_object(&summary, manifest)?;
+        txn.open_table(OBJECTS)?
+            .insert(row.as_slice(), value.as_slice())?;
+        repair::on_commit(&txn, &row, Some(&old), Some(manifest), now_unix_ms)?;
+        // Fragments the new manifest still uses are not garbage.
+        let kept: std::collections::HashSet<(&BackendId, &BlobName)> = manifest
+            .segments
+            .iter()
+            .flat_map(|s| &s.fragments)
+            .map(|f| (&f.backend, &f.blob))
+            .collect();
+        let gone = segment_blobs(&old.segments)
+            .into_iter()
+            .filter(|(b, n, _)| !kept.contains(&(b, n)))
+            .collect();
+        Self::add_garbage(
+            &txn,
+            Some(old.version_id),
+            gone,
+            now_unix_ms + self.grace_ms,
+            now_unix_ms,
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the tags of the version of `bucket/key` that `selector`
+    /// names; the manifest is untouched. Returns the version tagged.
     pub fn set_object_tags(
         &self,
         bucket: &str,
         key: &str,
-        version: Option<VersionId>,
+        selector: &VersionSelector,
         tags: &BTreeMap<String, String>,
-    ) -> Result<Option<VersionId>> {
+    ) -> Result<ObjectVersion> {
         let txn = self.db.begin_write()?;
-        Self::require_bucket(&txn, bucket)?;
-        let row = keys::object_key(bucket, key);
-        let objects = txn.open_table(OBJECTS)?;
-        let (mut summary, body) = match objects.get(row.as_slice())? {
-            Some(v) => {
-                let (summary, body) = split_object(v.value())?;
-                (ObjectSummary::decode(summary)?, body.to_vec())
-            }
-            None => return Err(MetaError::NoSuchKey),
+        Self::bucket_in(&txn, bucket)?;
+        let (seq, bytes) = {
+            let objects = txn.open_table(OBJECTS)?;
+            find_version(&objects, bucket, key, selector)?.ok_or(match selector {
+                VersionSelector::Latest => MetaError::NoSuchKey,
+                _ => MetaError::NoSuchVersion,
+            })?
         };
-        if version.is_some_and(|v| summary.version_id != Some(v)) {
-            return Err(MetaError::NoSuchVersion);
+        let (summary, body) = split_object(&bytes)?;
+        let mut summary = ObjectSummary::decode(summary)?;
+        if summary.delete_marker {
+            return Err(match selector {
+                VersionSelector::Latest => MetaError::NoSuchKey,
+                _ => MetaError::DeleteMarker,
+            });
         }
         summary.set_tags(tags)?;
-        drop(objects);
         summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
-        let value = encode_row(&summary, &body)?;
-        txn.open_table(OBJECTS)?
-            .insert(row.as_slice(), value.as_slice())?;
+        let value = encode_row(&summary, body)?;
+        txn.open_table(OBJECTS)?.insert(
+            keys::version_key(bucket, key, seq).as_slice(),
+            value.as_slice(),
+        )?;
         txn.commit()?;
-        Ok(summary.version_id)
+        Ok(summary.object_version(seq))
+    }
+
+    /// The bucket's record, read inside a write transaction.
+    fn bucket_in(txn: &WriteTransaction, bucket: &str) -> Result<BucketRecord> {
+        match txn.open_table(BUCKETS)?.get(bucket)? {
+            Some(v) => decode_bucket(v.value()),
+            None => Err(MetaError::NoSuchBucket),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -828,22 +1198,24 @@ impl MetaStore {
         condition: &Condition,
         now_unix_ms: u64,
     ) -> Result<Written> {
-        Self::require_bucket(txn, bucket)?;
-        let row = keys::object_key(bucket, key);
-        let objects = txn.open_table(OBJECTS)?;
-        let current = objects
-            .get(row.as_slice())?
-            .map(|v| decode_summary(v.value()))
-            .transpose()?;
+        let record = Self::bucket_in(txn, bucket)?;
+        let versioning = record.versioning;
+        let lock = record.object_lock()?;
+        let retention = match (&lock, state.retention) {
+            (None, Some(_)) => return Err(MetaError::NoObjectLock),
+            (None, None) if state.legal_hold => return Err(MetaError::NoObjectLock),
+            (Some(_), Some(r)) => Some(r),
+            (Some(l), None) => l.default_retention.map(|d| d.from(now_unix_ms)),
+            (None, None) => None,
+        };
+        let current = {
+            let objects = txn.open_table(OBJECTS)?;
+            find_version(&objects, bucket, key, &VersionSelector::Latest)?
+                .map(|(_, bytes)| decode_summary(&bytes))
+                .transpose()?
+                .filter(|s| !s.delete_marker)
+        };
         match (condition, &current) {
-            (Condition::IfGeneration(_), None) => {
-                return Err(MetaError::PreconditionFailed("the object does not exist"));
-            }
-            (Condition::IfGeneration(g), Some(cur)) if *g != cur.generation => {
-                return Err(MetaError::PreconditionFailed(
-                    "the object changed meanwhile",
-                ));
-            }
             (Condition::IfAbsent, Some(_)) => {
                 return Err(MetaError::PreconditionFailed("the object exists"));
             }
@@ -855,51 +1227,70 @@ impl MetaStore {
             }
             _ => {}
         }
-        drop(objects);
-        let generation = Self::next_in(txn, GENERATION_SEQUENCE)?;
-        let mut summary = ObjectSummary::of(manifest, generation);
-        match &current {
-            // The same version rewritten (repair): it keeps its state.
-            Some(cur) if cur.version_id == Some(manifest.version_id) => {
-                summary.retention = cur.retention;
-                summary.legal_hold = cur.legal_hold;
-                summary.extensions = cur.extensions.clone();
-            }
-            _ => summary.set_tags(&state.tags)?,
-        }
-        let value = encode_object(&summary, manifest)?;
-        let mut objects = txn.open_table(OBJECTS)?;
-        let old = objects.insert(row.as_slice(), value.as_slice())?;
-        let old = old.map(|v| decode_manifest(v.value())).transpose()?;
-        drop(objects);
-        repair::on_commit(txn, bucket, key, old.as_ref(), Some(manifest), now_unix_ms)?;
-        let replaced = match old {
-            Some(old) => {
-                let summary = current.unwrap_or_else(|| ObjectSummary::of(&old, 0));
-                // Fragments the new manifest still uses (a repair that
-                // swaps some of them) are not garbage.
-                let kept: std::collections::HashSet<(&BackendId, &BlobName)> = manifest
-                    .segments
-                    .iter()
-                    .flat_map(|s| &s.fragments)
-                    .map(|f| (&f.backend, &f.blob))
-                    .collect();
-                let gone = segment_blobs(&old.segments)
-                    .into_iter()
-                    .filter(|(b, n, _)| !kept.contains(&(b, n)))
-                    .collect();
-                Self::add_garbage(
-                    txn,
-                    Some(old.version_id),
-                    gone,
-                    now_unix_ms + self.grace_ms,
-                    now_unix_ms,
-                )?;
-                Some(summary)
-            }
-            None => None,
+        let null_version = versioning != Versioning::Enabled;
+        let replaced = if null_version {
+            self.remove_version_in(txn, bucket, key, &VersionSelector::Null, false, now_unix_ms)?
+                .map(|(_, summary)| summary)
+        } else {
+            None
         };
-        Ok(Written { replaced })
+        let seq = Self::next_in(txn, GENERATION_SEQUENCE)?;
+        let mut summary = ObjectSummary::of(manifest, seq);
+        summary.null_version = null_version;
+        summary.set_tags(&state.tags)?;
+        summary.retention = retention.map(|r| (r.mode as u8, r.until_unix_ms));
+        summary.legal_hold = state.legal_hold;
+        let row = keys::version_key(bucket, key, seq);
+        let value = encode_object(&summary, manifest)?;
+        txn.open_table(OBJECTS)?
+            .insert(row.as_slice(), value.as_slice())?;
+        repair::on_commit(txn, &row, None, Some(manifest), now_unix_ms)?;
+        Ok(Written {
+            version: summary.object_version(seq),
+            versioning,
+            replaced,
+        })
+    }
+
+    /// Removes the version `selector` names, if there is one: its
+    /// fragments become garbage (after the grace readers get). Returns it.
+    /// A version under Object Lock is `Locked`: this is the one place a
+    /// version's row goes, so no path (S3, garbage collection, repair)
+    /// can drop a locked version's fragments.
+    fn remove_version_in(
+        &self,
+        txn: &WriteTransaction,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
+        let mut objects = txn.open_table(OBJECTS)?;
+        let Some((seq, bytes)) = find_version(&objects, bucket, key, selector)? else {
+            return Ok(None);
+        };
+        let summary = decode_summary(&bytes)?;
+        if let Some(why) = summary.lock_at(now_unix_ms, bypass_governance) {
+            return Err(MetaError::Locked(why));
+        }
+        let row = keys::version_key(bucket, key, seq);
+        objects.remove(row.as_slice())?;
+        drop(objects);
+        if summary.delete_marker {
+            Self::count_markers(txn, -1)?;
+        } else {
+            let old = decode_manifest(&bytes)?;
+            repair::on_commit(txn, &row, Some(&old), None, now_unix_ms)?;
+            Self::add_garbage(
+                txn,
+                Some(old.version_id),
+                segment_blobs(&old.segments),
+                now_unix_ms + self.grace_ms,
+                now_unix_ms,
+            )?;
+        }
+        Ok(Some((summary.object_version(seq), summary)))
     }
 
     /// Commits many objects of one bucket in one transaction, with no
@@ -926,25 +1317,48 @@ impl MetaStore {
         Ok(())
     }
 
-    /// The current row of `bucket/key`: its summary (with its generation,
-    /// for a later [`Condition::IfGeneration`]) and manifest.
-    pub fn object_row(&self, bucket: &str, key: &str) -> Result<Option<(ObjectSummary, Manifest)>> {
+    /// The version of `bucket/key` that `selector` names (a delete marker
+    /// has no manifest). `NoSuchBucket` when the bucket does not exist;
+    /// `Ok(None)` when the version does not.
+    pub fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+    ) -> Result<Option<VersionRow>> {
         let txn = self.db.begin_read()?;
-        let row = keys::object_key(bucket, key);
-        match txn.open_table(OBJECTS)?.get(row.as_slice())? {
-            Some(v) => Ok(Some((
-                decode_summary(v.value())?,
-                decode_manifest(v.value())?,
-            ))),
+        let objects = txn.open_table(OBJECTS)?;
+        match find_version(&objects, bucket, key, selector)? {
+            Some((seq, bytes)) => Ok(Some(decode_version(seq, &bytes)?)),
             None if txn.open_table(BUCKETS)?.get(bucket)?.is_none() => Err(MetaError::NoSuchBucket),
             None => Ok(None),
         }
     }
 
-    /// Up to `limit` objects of every bucket after row `cursor` (all from
-    /// the start when `None`), in row order: (row key, bucket, key,
-    /// manifest). The row key of the last is the next cursor; none means
-    /// the walk is over. Rows whose manifest does not decode (damaged, or
+    /// The current version of `bucket/key`: its summary (with its
+    /// generation) and manifest; `None` when there is none or the current
+    /// version is a delete marker.
+    pub fn object_row(&self, bucket: &str, key: &str) -> Result<Option<(ObjectSummary, Manifest)>> {
+        Ok(self
+            .object_version(bucket, key, &VersionSelector::Latest)?
+            .and_then(|r| Some((r.summary, r.manifest?))))
+    }
+
+    /// Version `seq` of `bucket/key`, whatever it is now; `None` when it
+    /// (or its bucket) is gone.
+    pub fn version_at(&self, bucket: &str, key: &str, seq: u64) -> Result<Option<VersionRow>> {
+        let txn = self.db.begin_read()?;
+        let objects = txn.open_table(OBJECTS)?;
+        objects
+            .get(keys::version_key(bucket, key, seq).as_slice())?
+            .map(|v| decode_version(seq, v.value()))
+            .transpose()
+    }
+
+    /// Up to `limit` stored versions (delete markers are passed over) of
+    /// every bucket after row `cursor` (all from the start when `None`),
+    /// in row order. The row key of the last is the next cursor; none
+    /// means the walk is over. Rows that do not decode (damaged, or
     /// written by a newer version) are passed over, so a walk never stops
     /// at one, and returned beside as (bucket, key, why) to be reported.
     #[allow(clippy::type_complexity)]
@@ -952,10 +1366,7 @@ impl MetaStore {
         &self,
         cursor: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(
-        Vec<(Vec<u8>, String, String, Manifest)>,
-        Vec<(String, String, String)>,
-    )> {
+    ) -> Result<(Vec<StoredVersion>, Vec<(String, String, String)>)> {
         let txn = self.db.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let range = match cursor {
@@ -970,25 +1381,57 @@ impl MetaStore {
             }
             let (k, v) = r?;
             let row = k.value().to_vec();
-            let sep = row.iter().position(|b| *b == 0).unwrap_or(row.len());
-            let bucket = String::from_utf8_lossy(&row[..sep]).into_owned();
-            let key = String::from_utf8_lossy(row.get(sep + 1..).unwrap_or_default()).into_owned();
-            match decode_manifest(v.value()) {
-                Ok(m) => out.push((row, bucket, key, m)),
+            let Some((bucket, key, seq)) = keys::split_version_key(&row) else {
+                unreadable.push((
+                    String::from_utf8_lossy(&row).into_owned(),
+                    String::new(),
+                    "not a version row".into(),
+                ));
+                continue;
+            };
+            let bucket = String::from_utf8_lossy(bucket).into_owned();
+            let key = String::from_utf8_lossy(key).into_owned();
+            match decode_version(seq, v.value()) {
+                Ok(VersionRow {
+                    manifest: Some(manifest),
+                    summary,
+                    ..
+                }) => out.push(StoredVersion {
+                    row,
+                    bucket,
+                    key,
+                    seq,
+                    generation: summary.generation,
+                    manifest,
+                }),
+                Ok(_) => {}
                 Err(e) => unreadable.push((bucket, key, e.to_string())),
             }
         }
         Ok((out, unreadable))
     }
 
-    /// How many objects the store holds (current versions).
+    /// How many versions the store holds (current or not; delete markers
+    /// are not counted).
     pub fn object_count(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(OBJECTS)?.len()?)
+        let rows = txn.open_table(OBJECTS)?.len()?;
+        let markers = txn
+            .open_table(COUNTERS)?
+            .get(DELETE_MARKERS)?
+            .map_or(0, |v| v.value());
+        Ok(rows.saturating_sub(markers))
+    }
+
+    fn count_markers(txn: &WriteTransaction, delta: i64) -> Result<()> {
+        let mut counters = txn.open_table(COUNTERS)?;
+        let now = counters.get(DELETE_MARKERS)?.map_or(0, |v| v.value());
+        counters.insert(DELETE_MARKERS, now.saturating_add_signed(delta))?;
+        Ok(())
     }
 
     /// What each backend holds, by a walk of every manifest (metadata
-    /// only; about a second per million objects). Fragments recorded
+    /// only; about a second per million versions). Fragments recorded
     /// Missing are not counted.
     pub fn usage_by_backend(&self) -> Result<BTreeMap<BackendId, Usage>> {
         let txn = self.db.begin_read()?;
@@ -1010,7 +1453,9 @@ impl MetaStore {
         };
         for r in txn.open_table(OBJECTS)?.iter()? {
             let (_, v) = r?;
-            if let Ok(m) = decode_manifest(v.value()) {
+            if decode_summary(v.value()).is_ok_and(|s| !s.delete_marker)
+                && let Ok(m) = decode_manifest(v.value())
+            {
                 m.segments.iter().for_each(|s| count(s, false));
             }
         }
@@ -1087,45 +1532,74 @@ impl MetaStore {
     }
 
     /// The current version of `bucket/key`. `NoSuchBucket` when the bucket
-    /// does not exist; `Ok(None)` when the key does not.
+    /// does not exist; `Ok(None)` when the key does not, or its current
+    /// version is a delete marker.
     pub fn object(&self, bucket: &str, key: &str) -> Result<Option<Manifest>> {
-        let txn = self.db.begin_read()?;
-        let row = keys::object_key(bucket, key);
-        match txn.open_table(OBJECTS)?.get(row.as_slice())? {
-            Some(v) => Ok(Some(decode_manifest(v.value())?)),
-            None if txn.open_table(BUCKETS)?.get(bucket)?.is_none() => Err(MetaError::NoSuchBucket),
-            None => Ok(None),
-        }
+        Ok(self.object_row(bucket, key)?.map(|(_, m)| m))
     }
 
-    /// Deletes `bucket/key`; its fragments become garbage. Returns what was
-    /// deleted (deleting a missing key is not an error in S3).
-    pub fn delete_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        now_unix_ms: u64,
-    ) -> Result<Option<ObjectSummary>> {
+    /// Deletes `bucket/key` as S3 does without a version id: in a bucket
+    /// that is not versioning, the object goes (its fragments become
+    /// garbage); in a versioning bucket a delete marker becomes the
+    /// current version; in a suspended one, a `null` delete marker
+    /// replaces the `null` version. Deleting a missing key is not an error.
+    pub fn delete_object(&self, bucket: &str, key: &str, now_unix_ms: u64) -> Result<Deleted> {
         let txn = self.db.begin_write()?;
         let deleted = self.delete_in(&txn, bucket, key, now_unix_ms)?;
         txn.commit()?;
         Ok(deleted)
     }
 
-    /// Deletes several keys of one bucket in one transaction.
+    /// Deletes the version `selector` names for good (S3's DELETE with a
+    /// version id): its fragments become garbage. Returns it, `None` when
+    /// there was no such version.
+    pub fn delete_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
+        let txn = self.db.begin_write()?;
+        Self::bucket_in(&txn, bucket)?;
+        let removed =
+            self.remove_version_in(&txn, bucket, key, selector, bypass_governance, now_unix_ms)?;
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Deletes several keys (or versions) of one bucket in one
+    /// transaction; each answers on its own (a locked version is an error
+    /// for its entry only).
     pub fn delete_objects(
         &self,
         bucket: &str,
-        keys: &[String],
+        keys: &[(String, VersionSelector)],
+        bypass_governance: bool,
         now_unix_ms: u64,
-    ) -> Result<Vec<Option<ObjectSummary>>> {
+    ) -> Result<Vec<Result<Deleted>>> {
         let txn = self.db.begin_write()?;
-        let deleted = keys
-            .iter()
-            .map(|k| self.delete_in(&txn, bucket, k, now_unix_ms))
-            .collect::<Result<Vec<_>>>()?;
+        Self::bucket_in(&txn, bucket)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, selector) in keys {
+            let one = match selector {
+                VersionSelector::Latest => self.delete_in(&txn, bucket, k, now_unix_ms),
+                s => self
+                    .remove_version_in(&txn, bucket, k, s, bypass_governance, now_unix_ms)
+                    .map(|removed| Deleted {
+                        marker: None,
+                        removed,
+                    }),
+            };
+            match one {
+                Err(e @ MetaError::Locked(_)) => out.push(Err(e)),
+                Err(e) => return Err(e),
+                Ok(d) => out.push(Ok(d)),
+            }
+        }
         txn.commit()?;
-        Ok(deleted)
+        Ok(out)
     }
 
     fn delete_in(
@@ -1134,31 +1608,165 @@ impl MetaStore {
         bucket: &str,
         key: &str,
         now_unix_ms: u64,
-    ) -> Result<Option<ObjectSummary>> {
-        Self::require_bucket(txn, bucket)?;
-        let row = keys::object_key(bucket, key);
-        let mut objects = txn.open_table(OBJECTS)?;
-        let old = objects.remove(row.as_slice())?;
-        let old = old
-            .map(|v| Ok::<_, MetaError>((decode_summary(v.value())?, decode_manifest(v.value())?)))
-            .transpose()?;
-        drop(objects);
-        if old.is_some() {
-            repair::on_commit(txn, bucket, key, None, None, now_unix_ms)?;
-        }
-        match old {
-            Some((summary, old)) => {
-                Self::add_garbage(
-                    txn,
-                    Some(old.version_id),
-                    segment_blobs(&old.segments),
-                    now_unix_ms + self.grace_ms,
-                    now_unix_ms,
+    ) -> Result<Deleted> {
+        let versioning = Self::bucket_in(txn, bucket)?.versioning;
+        let removed = match versioning {
+            Versioning::Enabled => None,
+            Versioning::Unversioned | Versioning::Suspended => self.remove_version_in(
+                txn,
+                bucket,
+                key,
+                &VersionSelector::Null,
+                false,
+                now_unix_ms,
+            )?,
+        };
+        let marker = match versioning {
+            Versioning::Unversioned => None,
+            Versioning::Enabled | Versioning::Suspended => {
+                let seq = Self::next_in(txn, GENERATION_SEQUENCE)?;
+                let null = versioning == Versioning::Suspended;
+                let summary = ObjectSummary::marker(seq, null, now_unix_ms);
+                txn.open_table(OBJECTS)?.insert(
+                    keys::version_key(bucket, key, seq).as_slice(),
+                    encode_row(&summary, &[])?.as_slice(),
                 )?;
-                Ok(Some(summary))
+                Self::count_markers(txn, 1)?;
+                Some(summary.object_version(seq))
             }
-            None => Ok(None),
+        };
+        Ok(Deleted { marker, removed })
+    }
+
+    /// Sets the bucket's Object Lock configuration (turning Object Lock on
+    /// if it was off): only on a bucket with versioning enabled.
+    pub fn set_object_lock(&self, bucket: &str, lock: &ObjectLock) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let mut record = Self::bucket_in(&txn, bucket)?;
+        if record.versioning != Versioning::Enabled {
+            return Err(MetaError::InvalidBucketState(
+                "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
+            ));
         }
+        record.set_object_lock(lock)?;
+        txn.open_table(BUCKETS)?
+            .insert(bucket, encode_bucket(&record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Sets the retention of the version `selector` names (`None`: none).
+    /// A retention in force may only be lengthened (or a governance one
+    /// made compliance); a governance one may be shortened or removed
+    /// when `bypass_governance`, a compliance one never. Returns the
+    /// version.
+    pub fn set_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<ObjectVersion> {
+        self.update_version(bucket, key, selector, |summary| {
+            if let Some(old) = summary
+                .retention()
+                .filter(|r| r.until_unix_ms > now_unix_ms)
+            {
+                let weaker = match retention {
+                    None => true,
+                    Some(new) => {
+                        new.until_unix_ms < old.until_unix_ms
+                            || (old.mode == LockMode::Compliance
+                                && new.mode != LockMode::Compliance)
+                    }
+                };
+                if weaker && (old.mode == LockMode::Compliance || !bypass_governance) {
+                    return Err(MetaError::Locked(match old.mode {
+                        LockMode::Compliance => {
+                            "compliance retention cannot be shortened or removed"
+                        }
+                        LockMode::Governance => {
+                            "governance retention needs the bypass to be shortened or removed"
+                        }
+                    }));
+                }
+            }
+            summary.retention = retention.map(|r| (r.mode as u8, r.until_unix_ms));
+            Ok(())
+        })
+    }
+
+    /// Sets or lifts the legal hold of the version `selector` names.
+    pub fn set_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        on: bool,
+    ) -> Result<ObjectVersion> {
+        self.update_version(bucket, key, selector, |summary| {
+            summary.legal_hold = on;
+            Ok(())
+        })
+    }
+
+    /// Changes a version's Object Lock state (its manifest untouched), in
+    /// a bucket with Object Lock.
+    fn update_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        change: impl FnOnce(&mut ObjectSummary) -> Result<()>,
+    ) -> Result<ObjectVersion> {
+        let txn = self.db.begin_write()?;
+        if Self::bucket_in(&txn, bucket)?.object_lock()?.is_none() {
+            return Err(MetaError::NoObjectLock);
+        }
+        let (seq, bytes) = {
+            let objects = txn.open_table(OBJECTS)?;
+            find_version(&objects, bucket, key, selector)?.ok_or(match selector {
+                VersionSelector::Latest => MetaError::NoSuchKey,
+                _ => MetaError::NoSuchVersion,
+            })?
+        };
+        let (summary, body) = split_object(&bytes)?;
+        let mut summary = ObjectSummary::decode(summary)?;
+        if summary.delete_marker {
+            return Err(MetaError::DeleteMarker);
+        }
+        change(&mut summary)?;
+        summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
+        let value = encode_row(&summary, body)?;
+        txn.open_table(OBJECTS)?.insert(
+            keys::version_key(bucket, key, seq).as_slice(),
+            value.as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(summary.object_version(seq))
+    }
+
+    /// Sets the bucket's versioning to `Enabled` or `Suspended`.
+    pub fn set_versioning(&self, bucket: &str, versioning: Versioning) -> Result<()> {
+        if versioning == Versioning::Unversioned {
+            return Err(MetaError::PreconditionFailed(
+                "versioning can be enabled or suspended, not turned off",
+            ));
+        }
+        let txn = self.db.begin_write()?;
+        let mut record = Self::bucket_in(&txn, bucket)?;
+        if versioning == Versioning::Suspended && record.object_lock()?.is_some() {
+            return Err(MetaError::InvalidBucketState(
+                "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
+            ));
+        }
+        record.versioning = versioning;
+        txn.open_table(BUCKETS)?
+            .insert(bucket, encode_bucket(&record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
     }
 
     // --- multipart uploads ---
@@ -1168,7 +1776,7 @@ impl MetaStore {
     pub fn create_upload(&self, bucket: &str, key: &str, record: &UploadRecord) -> Result<String> {
         let upload = VersionId::new(record.initiated_unix_ms).to_string();
         let txn = self.db.begin_write()?;
-        Self::require_bucket(&txn, bucket)?;
+        Self::bucket_in(&txn, bucket)?;
         txn.open_table(UPLOADS)?.insert(
             keys::upload_key(bucket, key, &upload).as_slice(),
             encode(record)?.as_slice(),
@@ -1287,7 +1895,7 @@ impl MetaStore {
         build: impl FnOnce(Vec<(u32, PartRecord)>) -> (Manifest, VersionState),
     ) -> Result<(Manifest, Written), CompleteError> {
         let txn = self.db.begin_write()?;
-        Self::require_bucket(&txn, bucket)?;
+        Self::bucket_in(&txn, bucket)?;
         let upload_row = keys::upload_key(bucket, key, upload);
         if txn
             .open_table(UPLOADS)?
@@ -1356,7 +1964,7 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
-        Self::require_bucket(&txn, bucket)?;
+        Self::bucket_in(&txn, bucket)?;
         let row = keys::upload_key(bucket, key, upload);
         if txn.open_table(UPLOADS)?.remove(row.as_slice())?.is_none() {
             return Err(MetaError::NoSuchUpload);
@@ -1452,10 +2060,10 @@ pub mod formats {
     use super::*;
 
     pub fn decode_bucket(bytes: &[u8]) -> Result<BucketRecord> {
-        decode("bucket", bytes)
+        super::decode_bucket(bytes)
     }
     pub fn encode_bucket(r: &BucketRecord) -> Result<Vec<u8>> {
-        encode(r)
+        super::encode_bucket(r)
     }
     /// An object row: its summary and its manifest.
     pub fn decode_object_row(bytes: &[u8]) -> Result<(ObjectSummary, Manifest)> {
@@ -1504,7 +2112,8 @@ pub mod fuzzing {
     pub fn decode_records(bytes: &[u8]) {
         let _ = decode_summary(bytes);
         let _ = decode_manifest(bytes);
-        let _ = decode::<BucketRecord>("bucket", bytes);
+        let _ = decode_bucket(bytes);
+        let _ = decode_version(0, bytes);
         let _ = decode_upload(bytes);
         let _ = decode::<PartRecord>("part", bytes);
         let _ = decode_intent(bytes);

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use shardgate_core::{FragmentState, Manifest};
 use shardgate_meta::formats;
-use shardgate_meta::{CRITICAL_EXTENSION, IntentKind, MetaError, ObjectSummary};
+use shardgate_meta::{
+    CRITICAL_EXTENSION, IntentKind, MetaError, OBJECT_LOCK_EXTENSION, ObjectSummary, Versioning,
+};
 
 fn golden(name: &str) -> Vec<u8> {
     let path = dir().join(name);
@@ -39,7 +41,13 @@ fn v1_buckets_uploads_and_parts_decode_and_encode_the_same() {
     let bytes = golden("bucket.bin");
     let bucket = formats::decode_bucket(&bytes).unwrap();
     assert!(bucket.created_unix_ms > 1_796_000_000_000);
-    assert_eq!(formats::encode_bucket(&bucket).unwrap(), bytes);
+    // Format 1 had the creation time only: a bucket that never versioned.
+    assert_eq!(bucket.versioning, Versioning::Unversioned);
+    assert!(bucket.extensions.is_empty());
+    // Buckets are written as format 2 now, which reads back the same.
+    let v2 = formats::encode_bucket(&bucket).unwrap();
+    assert_eq!(v2[0], 2);
+    assert_eq!(formats::decode_bucket(&v2).unwrap(), bucket);
 
     let bytes = golden("upload.bin");
     let upload = formats::decode_upload(&bytes).unwrap();
@@ -122,7 +130,7 @@ fn v1_intents_and_garbage_decode() {
 #[test]
 fn current_formats_round_trip_and_refuse_what_they_cannot_read() {
     let (_, m) = formats::decode_object_row(&golden("object-striped.bin")).unwrap();
-    // Object rows are written as summary format 2, with the generation.
+    // Object rows carry the generation.
     let row = formats::encode_object_row(&m, 7).unwrap();
     let (summary, back) = formats::decode_object_row(&row).unwrap();
     assert_eq!(back, m);
@@ -139,12 +147,57 @@ fn current_formats_round_trip_and_refuse_what_they_cannot_read() {
     let bytes = formats::encode_intent(&intent).unwrap();
     assert_eq!(bytes[0], 2);
     assert_eq!(formats::decode_intent(&bytes).unwrap(), intent);
+    // Rows written before versioning (summary format 2) are null
+    // versions: the fields of format 2, in its order.
+    #[derive(serde::Serialize)]
+    struct SummaryV2<'a> {
+        size: u64,
+        etag: &'a str,
+        modified_unix_ms: u64,
+        generation: u64,
+        version_id: Option<shardgate_core::VersionId>,
+        delete_marker: bool,
+        retention: Option<(u8, u64)>,
+        legal_hold: bool,
+        extensions: Vec<(u16, Vec<u8>)>,
+    }
+    let v2 = SummaryV2 {
+        size: m.size,
+        etag: &m.etag,
+        modified_unix_ms: 5,
+        generation: 9,
+        version_id: Some(m.version_id),
+        delete_marker: false,
+        retention: None,
+        legal_hold: false,
+        extensions: vec![(
+            1,
+            postcard::to_allocvec(&BTreeMap::from([("t", "v")])).unwrap(),
+        )],
+    };
+    let mut v = vec![2u8];
+    v.extend(postcard::to_allocvec(&v2).unwrap());
+    let mut row2 = (v.len() as u32).to_le_bytes().to_vec();
+    row2.extend_from_slice(&v);
+    row2.extend_from_slice(&m.encode().unwrap());
+    let (old, back) = formats::decode_object_row(&row2).unwrap();
+    assert_eq!(back, m);
+    assert!(
+        old.null_version,
+        "written before versioning: the null version"
+    );
+    assert_eq!((old.generation, old.modified_unix_ms), (9, 5));
+    assert_eq!(old.tags().unwrap().get("t").map(String::as_str), Some("v"));
+    // Rows are written as summary format 3.
+    let row3 = formats::encode_object_row(&m, 7).unwrap();
+    assert_eq!(row3[4], 3);
+
     // A summary with an extension this build must understand and does
     // not: refused, not misread. One it may skip: read.
     let mut summary = summary;
     for (tag, readable) in [(0x0001u16, true), (CRITICAL_EXTENSION | 1, false)] {
         summary.extensions = vec![(tag, vec![1, 2, 3])];
-        let mut v = vec![2u8];
+        let mut v = vec![3u8];
         v.extend(postcard::to_allocvec(&summary).unwrap());
         let mut row = (v.len() as u32).to_le_bytes().to_vec();
         row.extend_from_slice(&v);
@@ -154,6 +207,19 @@ fn current_formats_round_trip_and_refuse_what_they_cannot_read() {
             Err(e) => assert!(!readable && matches!(e, MetaError::Corrupt { .. }), "{e}"),
         }
     }
+    // A bucket with Object Lock (a critical extension this build knows)
+    // reads back; one with a critical extension it does not is refused.
+    let mut locked = formats::decode_bucket(&golden("bucket.bin")).unwrap();
+    locked.extensions = vec![(OBJECT_LOCK_EXTENSION, vec![0])];
+    let bytes = formats::encode_bucket(&locked).unwrap();
+    let back = formats::decode_bucket(&bytes).unwrap();
+    assert_eq!(back.object_lock().unwrap(), Some(Default::default()));
+    locked.extensions = vec![(CRITICAL_EXTENSION | 0x7ff, vec![])];
+    let bytes = formats::encode_bucket(&locked).unwrap();
+    assert!(matches!(
+        formats::decode_bucket(&bytes),
+        Err(MetaError::Corrupt { .. })
+    ));
     // A record format from the future is refused.
     let mut future = golden("bucket.bin");
     future[0] = 9;

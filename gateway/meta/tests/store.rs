@@ -10,8 +10,9 @@ use shardgate_core::{
     Manifest, Segment, StripeLayout, VersionId,
 };
 use shardgate_meta::{
-    Condition, GarbageItem, IntentKind, ListEntry, ListQuery, MetaError, MetaStore, Outcome,
-    PartRecord, UploadEntry, UploadQuery, UploadRecord, VersionState,
+    Condition, DefaultRetention, GarbageItem, IntentKind, ListEntry, ListQuery, LockMode,
+    MetaError, MetaStore, ObjectLock, Outcome, PartRecord, Retention, UploadEntry, UploadQuery,
+    UploadRecord, VersionEntry, VersionQuery, VersionSelector, VersionState, Versioning,
 };
 
 fn segment(len: u64) -> Segment {
@@ -74,6 +75,16 @@ fn garbage_blobs(store: &MetaStore, now: u64) -> BTreeSet<(BackendId, BlobName)>
         .into_iter()
         .map(|g| (g.backend, g.blob))
         .collect()
+}
+
+/// The row (sequence number) of the current version of `b/key`.
+fn seq_of(store: &MetaStore, key: &str) -> u64 {
+    store
+        .object_version("b", key, &VersionSelector::Latest)
+        .unwrap()
+        .unwrap()
+        .version
+        .seq
 }
 
 fn open() -> (tempfile::TempDir, MetaStore) {
@@ -703,41 +714,32 @@ fn generations_count_every_change_and_make_a_compare_and_swap() {
     assert_eq!(written.replaced.unwrap().generation, first.generation);
     let (second, _) = store.object_row("b", "k").unwrap().unwrap();
     assert!(second.generation > first.generation);
-    // ...so the repair's swap at the first generation is refused, and one
-    // at the current generation goes.
-    let repaired = manifest("same", vec![segment(1)]);
-    let stale = store.put_object(
-        "b",
-        "k",
-        &repaired,
-        None,
-        &Condition::IfGeneration(first.generation),
-        0,
-    );
+    // ...so a repair's swap of the first version is refused (it is gone),
+    // and one of the current version at its generation goes, once.
+    let seq = seq_of(&store, "k");
+    let mut repaired = b.clone();
+    repaired.segments[0].fragments[0].blob = BlobName::random();
+    let stale = store.replace_version("b", "k", first.generation, first.generation, &a, None, 0);
     assert!(
         matches!(stale, Err(MetaError::PreconditionFailed(_))),
         "{stale:?}"
     );
     store
-        .put_object(
-            "b",
-            "k",
-            &repaired,
-            None,
-            &Condition::IfGeneration(second.generation),
-            0,
-        )
+        .replace_version("b", "k", seq, second.generation, &repaired, None, 0)
         .unwrap();
+    let again = store.replace_version("b", "k", seq, second.generation, &repaired, None, 0);
+    assert!(matches!(again, Err(MetaError::PreconditionFailed(_))));
     let (third, m) = store.object_row("b", "k").unwrap().unwrap();
     assert!(third.generation > second.generation);
     assert_eq!(m, repaired);
+    // Another version's manifest cannot be swapped in.
     assert!(matches!(
-        store.put_object("b", "gone", &a, None, &Condition::IfGeneration(1), 0),
+        store.replace_version("b", "k", seq, third.generation, &a, None, 0),
         Err(MetaError::PreconditionFailed(_))
     ));
     // A delete and a new write of the key: the generation still grows, so
     // a swap read before the delete cannot match the new object.
-    let deleted = store.delete_object("b", "k", 0).unwrap().unwrap();
+    let (_, deleted) = store.delete_object("b", "k", 0).unwrap().removed.unwrap();
     assert_eq!(deleted.generation, third.generation);
     let c = manifest("new", vec![segment(1)]);
     store
@@ -751,12 +753,13 @@ fn generations_count_every_change_and_make_a_compare_and_swap() {
     let kept: BTreeSet<_> = blobs(&c).intersection(&blobs(&swapped)).cloned().collect();
     assert_eq!(kept.len(), 2);
     store
-        .put_object(
+        .replace_version(
             "b",
             "k",
+            seq_of(&store, "k"),
+            fourth.generation,
             &swapped,
             None,
-            &Condition::IfGeneration(fourth.generation),
             0,
         )
         .unwrap();
@@ -810,12 +813,14 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
         .put_object("b", "read", &whole, None, &Condition::Always, 0)
         .unwrap();
     let v = store.object("b", "read").unwrap().unwrap().version_id;
+    let read_seq = seq_of(&store, "read");
     let blob1 = whole.segments[0].fragments[1].blob.clone();
     assert_eq!(
         store
             .report_damage(
                 "b",
                 "read",
+                read_seq,
                 v,
                 &[(0, 1, blob1.clone())],
                 repair_reason::READ,
@@ -830,6 +835,7 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
             .report_damage(
                 "b",
                 "read",
+                read_seq,
                 v,
                 &[(0, 2, BlobName::random())],
                 repair_reason::READ,
@@ -853,7 +859,8 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
     assert_eq!(q[0].suspects, [(0, 1)]);
     assert_eq!(q[1].first_seen_unix_ms, 5);
     assert_eq!(store.repair_queue_counts().unwrap(), (2, vec![2]));
-    // A report about a version that is no longer current is ignored.
+    // A report about a version that is gone (overwritten in a bucket that
+    // does not version) is ignored.
     let mut newer = whole.clone();
     newer.version_id = VersionId::new(2);
     store
@@ -861,7 +868,30 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
         .unwrap();
     assert!(
         store
-            .report_damage("b", "read", v, &[(0, 1, blob1)], repair_reason::SCRUB, 9)
+            .report_damage(
+                "b",
+                "read",
+                read_seq,
+                v,
+                &[(0, 1, blob1.clone())],
+                repair_reason::SCRUB,
+                9
+            )
+            .unwrap()
+            .is_empty()
+    );
+    // Nor one naming the row with another manifest's version.
+    assert!(
+        store
+            .report_damage(
+                "b",
+                "read",
+                seq_of(&store, "read"),
+                v,
+                &[(0, 1, blob1)],
+                repair_reason::SCRUB,
+                9
+            )
             .unwrap()
             .is_empty()
     );
@@ -881,11 +911,13 @@ fn a_repair_swap_keeps_the_suspects_it_did_not_replace() {
         .put_object("b", "k", &m, None, &Condition::Always, 0)
         .unwrap();
     let v = m.version_id;
+    let seq = seq_of(&store, "k");
     let blob = |i: usize| m.segments[0].fragments[i].blob.clone();
     store
         .report_damage(
             "b",
             "k",
+            seq,
             v,
             &[(0, 0, blob(0)), (0, 1, blob(1))],
             repair_reason::SCRUB,
@@ -898,27 +930,20 @@ fn a_repair_swap_keeps_the_suspects_it_did_not_replace() {
     let mut swapped = m.clone();
     swapped.segments[0].fragments[0].blob = BlobName::random();
     store
-        .put_object(
-            "b",
-            "k",
-            &swapped,
-            None,
-            &Condition::IfGeneration(summary.generation),
-            2,
-        )
+        .replace_version("b", "k", seq, summary.generation, &swapped, None, 2)
         .unwrap();
     let q = store.repair_queue(10).unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].suspects, [(0, 1)]);
     assert_eq!(q[0].reasons, repair_reason::SCRUB);
     // Repair checked fragment 1 and found it healthy: the entry goes.
-    store.clear_repair("b", "k", v, &[(0, 1)]).unwrap();
+    store.clear_repair("b", "k", seq, v, &[(0, 1)]).unwrap();
     assert!(store.repair_queue(10).unwrap().is_empty());
     // A report repeated (every GET of a damaged object) changes nothing.
     let again = [(0, 2, swapped.segments[0].fragments[2].blob.clone())];
     for _ in 0..3 {
         store
-            .report_damage("b", "k", v, &again, repair_reason::READ, 3)
+            .report_damage("b", "k", seq, v, &again, repair_reason::READ, 3)
             .unwrap();
     }
     let q = store.repair_queue(10).unwrap();
@@ -951,11 +976,17 @@ fn a_walk_passes_over_rows_that_do_not_decode_and_names_them() {
         let txn = db.begin_write().unwrap();
         {
             let mut objects = txn
-                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("objects"))
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("versions"))
                 .unwrap();
-            for key in ["a1", "a2", "a3"] {
+            let rows: Vec<Vec<u8>> = redb::ReadableTable::iter(&objects)
+                .unwrap()
+                .map(|r| r.unwrap().0.value().to_vec())
+                .filter(|k| k.starts_with(b"b\0a"))
+                .collect();
+            assert_eq!(rows.len(), 3);
+            for row in rows {
                 objects
-                    .insert(format!("b\0{key}").as_bytes(), b"\xffnot a row".as_slice())
+                    .insert(row.as_slice(), b"\xffnot a row".as_slice())
                     .unwrap();
             }
         }
@@ -963,11 +994,11 @@ fn a_walk_passes_over_rows_that_do_not_decode_and_names_them() {
     }
     let store = MetaStore::open(&path).unwrap();
     let (rows, unreadable) = store.objects_after(None, 2).unwrap();
-    let keys: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, ["z1"]);
     let named: Vec<&str> = unreadable.iter().map(|u| u.1.as_str()).collect();
     assert_eq!(named, ["a1", "a2", "a3"]);
-    let (rest, more) = store.objects_after(Some(&rows[0].0), 2).unwrap();
+    let (rest, more) = store.objects_after(Some(&rows[0].row), 2).unwrap();
     assert!(rest.is_empty() && more.is_empty());
 }
 
@@ -980,7 +1011,10 @@ fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let first = manifest("one", vec![segment(1)]);
-    let state = VersionState { tags: tags.clone() };
+    let state = VersionState {
+        tags: tags.clone(),
+        ..VersionState::default()
+    };
     store
         .put_object_with("b", "k", &first, &state, None, &Condition::Always, 0)
         .unwrap();
@@ -990,15 +1024,9 @@ fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
     // Repair rewrites the same version with other fragments: the tags stay.
     let mut repaired = first.clone();
     repaired.segments[0].fragments[0].blob = BlobName::random();
+    let seq = seq_of(&store, "k");
     store
-        .put_object(
-            "b",
-            "k",
-            &repaired,
-            None,
-            &Condition::IfGeneration(row.generation),
-            0,
-        )
+        .replace_version("b", "k", seq, row.generation, &repaired, None, 0)
         .unwrap();
     let (row, m) = store.object_row("b", "k").unwrap().unwrap();
     assert_eq!(m, repaired);
@@ -1006,39 +1034,590 @@ fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
 
     // Retagging changes the row (a new generation), not the manifest.
     let retag: BTreeMap<String, String> = [("team".to_string(), "b".to_string())].into();
-    let tagged = store
-        .set_object_tags("b", "k", Some(first.version_id), &retag)
-        .unwrap();
-    assert_eq!(tagged, Some(first.version_id));
+    let id = store
+        .object_version("b", "k", &VersionSelector::Latest)
+        .unwrap()
+        .unwrap()
+        .version;
+    let by_id = VersionSelector::parse(Some(&id.id())).unwrap();
+    let tagged = store.set_object_tags("b", "k", &by_id, &retag).unwrap();
+    assert_eq!(tagged, id);
     let (after, m) = store.object_row("b", "k").unwrap().unwrap();
     assert_eq!(after.tags().unwrap(), retag);
     assert!(after.generation > row.generation);
     assert_eq!(m, repaired);
     assert!(matches!(
-        store.set_object_tags("b", "k", Some(VersionId::new(11)), &retag),
+        store.set_object_tags(
+            "b",
+            "k",
+            &VersionSelector::parse(Some(&"0".repeat(32))).unwrap(),
+            &retag
+        ),
         Err(MetaError::NoSuchVersion)
     ));
     assert!(matches!(
-        store.set_object_tags("b", "nope", None, &retag),
+        store.set_object_tags("b", "nope", &VersionSelector::Latest, &retag),
         Err(MetaError::NoSuchKey)
     ));
     assert!(matches!(
-        store.set_object_tags("nope", "k", None, &retag),
+        store.set_object_tags("nope", "k", &VersionSelector::Latest, &retag),
         Err(MetaError::NoSuchBucket)
     ));
 
     // Deleting the tags; a new version starts without the old one's.
     store
-        .set_object_tags("b", "k", None, &BTreeMap::new())
+        .set_object_tags("b", "k", &VersionSelector::Null, &BTreeMap::new())
         .unwrap();
     let (row, _) = store.object_row("b", "k").unwrap().unwrap();
     assert!(row.tags().unwrap().is_empty());
     assert!(row.extensions.is_empty());
-    store.set_object_tags("b", "k", None, &tags).unwrap();
+    store
+        .set_object_tags("b", "k", &VersionSelector::Latest, &tags)
+        .unwrap();
     let second = manifest("two", vec![segment(1)]);
     store
         .put_object("b", "k", &second, None, &Condition::Always, 0)
         .unwrap();
     let (row, _) = store.object_row("b", "k").unwrap().unwrap();
     assert!(row.tags().unwrap().is_empty());
+}
+
+/// The (key, id, delete marker, latest) of every version of bucket `b`.
+fn versions(store: &MetaStore) -> Vec<(String, String, bool, bool)> {
+    let page = store
+        .list_versions(
+            "b",
+            &VersionQuery {
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(!page.truncated);
+    page.entries
+        .into_iter()
+        .map(|e| match e {
+            VersionEntry::Version {
+                key,
+                version,
+                summary,
+                latest,
+            } => (key, version.id(), summary.delete_marker, latest),
+            VersionEntry::Prefix(p) => panic!("prefix {p} without a delimiter"),
+        })
+        .collect()
+}
+
+fn listed_keys(store: &MetaStore) -> Vec<String> {
+    let page = store
+        .list_objects(
+            "b",
+            &ListQuery {
+                max: 1000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    page.entries
+        .into_iter()
+        .map(|e| e.marker().to_string())
+        .collect()
+}
+
+#[test]
+fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    store.set_versioning("b", Versioning::Enabled).unwrap();
+    let one = manifest("one", vec![segment(1)]);
+    let two = manifest("two", vec![segment(1)]);
+    let w1 = store
+        .put_object("b", "k", &one, None, &Condition::Always, 0)
+        .unwrap();
+    let w2 = store
+        .put_object("b", "k", &two, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(w1.replaced.is_none() && w2.replaced.is_none());
+    assert!(!w1.version.null && w1.version.seq < w2.version.seq);
+    // An overwrite makes no garbage: the old version is still there.
+    assert!(garbage_blobs(&store, u64::MAX).is_empty());
+    assert_eq!(store.object("b", "k").unwrap().unwrap(), two);
+    let by_id =
+        |w: &shardgate_meta::Written| VersionSelector::parse(Some(&w.version.id())).unwrap();
+    let old = store
+        .object_version("b", "k", &by_id(&w1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.manifest, Some(one.clone()));
+
+    // A delete without a version id adds a marker: the key is gone from
+    // listings and GET, every version is kept.
+    assert_eq!(store.object_count().unwrap(), 2);
+    let deleted = store.delete_object("b", "k", 5).unwrap();
+    let marker = deleted.marker.unwrap();
+    assert_eq!(
+        store.object_count().unwrap(),
+        2,
+        "a marker is no version stored"
+    );
+    assert!(deleted.removed.is_none() && !marker.null);
+    assert_eq!(store.object("b", "k").unwrap(), None);
+    assert!(listed_keys(&store).is_empty());
+    assert_eq!(
+        versions(&store),
+        [
+            ("k".into(), marker.id(), true, true),
+            ("k".into(), w2.version.id(), false, false),
+            ("k".into(), w1.version.id(), false, false),
+        ]
+    );
+    assert!(garbage_blobs(&store, u64::MAX).is_empty());
+    // A delete marker asked for by id has no manifest.
+    let m = VersionSelector::parse(Some(&marker.id())).unwrap();
+    assert!(matches!(
+        store.set_object_tags("b", "k", &m, &BTreeMap::new()),
+        Err(MetaError::DeleteMarker)
+    ));
+
+    // Deleting the marker brings the newest version back.
+    let (gone, summary) = store
+        .delete_version("b", "k", &m, false, 6)
+        .unwrap()
+        .unwrap();
+    assert!(gone == marker && summary.delete_marker);
+    assert_eq!(store.object("b", "k").unwrap().unwrap(), two);
+    assert_eq!(listed_keys(&store), ["k"]);
+    assert_eq!(store.object_count().unwrap(), 2);
+
+    // Deleting a version by id removes it for good: its fragments, and
+    // only its, become garbage; the one before becomes current.
+    store
+        .delete_version("b", "k", &by_id(&w2), false, 7)
+        .unwrap()
+        .unwrap();
+    assert_eq!(garbage_blobs(&store, u64::MAX), blobs(&two));
+    assert_eq!(store.object("b", "k").unwrap().unwrap(), one);
+    assert_eq!(
+        versions(&store),
+        [("k".into(), w1.version.id(), false, true)]
+    );
+    // A version deleted already: nothing, not an error.
+    assert_eq!(
+        store
+            .delete_version("b", "k", &by_id(&w2), false, 8)
+            .unwrap(),
+        None
+    );
+    // The bucket is not empty while a version or a marker remains.
+    store.delete_object("b", "k", 9).unwrap();
+    store
+        .delete_version("b", "k", &by_id(&w1), false, 9)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.delete_bucket("b"),
+        Err(MetaError::BucketNotEmpty)
+    ));
+    let markers = versions(&store);
+    assert_eq!(markers.len(), 1);
+    let m = VersionSelector::parse(Some(&markers[0].1)).unwrap();
+    store
+        .delete_version("b", "k", &m, false, 10)
+        .unwrap()
+        .unwrap();
+    store.delete_bucket("b").unwrap();
+}
+
+#[test]
+fn a_suspended_bucket_replaces_the_null_version_only() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    // Written before versioning: the null version.
+    let before = manifest("before", vec![segment(1)]);
+    let w0 = store
+        .put_object("b", "k", &before, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(w0.version.null && w0.versioning == Versioning::Unversioned);
+    store.set_versioning("b", Versioning::Enabled).unwrap();
+    let kept = manifest("kept", vec![segment(1)]);
+    let w1 = store
+        .put_object("b", "k", &kept, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(w1.replaced.is_none(), "versioning keeps the null version");
+    store.set_versioning("b", Versioning::Suspended).unwrap();
+    let n1 = manifest("n1", vec![segment(1)]);
+    let w2 = store
+        .put_object("b", "k", &n1, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(w2.version.null && w2.versioning == Versioning::Suspended);
+    // The null version (written before versioning) went; w1 stays.
+    assert_eq!(w2.replaced.unwrap().etag, "before");
+    assert_eq!(garbage_blobs(&store, u64::MAX), blobs(&before));
+    assert_eq!(
+        versions(&store),
+        [
+            ("k".into(), "null".into(), false, true),
+            ("k".into(), w1.version.id(), false, false),
+        ]
+    );
+    // A delete in a suspended bucket: a null marker replaces the null
+    // version.
+    let deleted = store.delete_object("b", "k", 3).unwrap();
+    assert!(deleted.marker.unwrap().null);
+    assert_eq!(deleted.removed.unwrap().1.etag, "n1");
+    assert_eq!(
+        versions(&store),
+        [
+            ("k".into(), "null".into(), true, true),
+            ("k".into(), w1.version.id(), false, false),
+        ]
+    );
+    // Versioning cannot be turned off once on.
+    assert!(store.set_versioning("b", Versioning::Unversioned).is_err());
+}
+
+#[test]
+fn conditions_see_the_current_version_and_a_marker_is_no_object() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    store.set_versioning("b", Versioning::Enabled).unwrap();
+    let a = manifest("a", vec![]);
+    store
+        .put_object("b", "k", &a, None, &Condition::Always, 0)
+        .unwrap();
+    assert!(matches!(
+        store.put_object("b", "k", &a, None, &Condition::IfAbsent, 0),
+        Err(MetaError::PreconditionFailed(_))
+    ));
+    store.delete_object("b", "k", 1).unwrap();
+    // Behind a delete marker the key is absent.
+    store
+        .put_object("b", "k", &a, None, &Condition::IfAbsent, 0)
+        .unwrap();
+    store.delete_object("b", "k", 2).unwrap();
+    assert!(matches!(
+        store.put_object("b", "k", &a, None, &Condition::IfMatch("a".into()), 0),
+        Err(MetaError::PreconditionFailed(_))
+    ));
+}
+
+/// 100,000 versions of one key and a few other keys: ListObjectVersions
+/// pages through them in order with bounded pages, and ListObjects steps
+/// over the old versions with a seek (a page does not walk them).
+#[test]
+fn a_hundred_thousand_versions_page_in_order() {
+    let (_dir, store) = open();
+    store.create_bucket("b", 0).unwrap();
+    store.set_versioning("b", Versioning::Enabled).unwrap();
+    const MANY: usize = 100_000;
+    let batch: Vec<(String, Manifest)> =
+        (0..MANY).map(|_| ("hot".to_string(), empty("e"))).collect();
+    store.put_objects_batch("b", &batch, 0).unwrap();
+    for key in ["a", "z"] {
+        store
+            .put_object("b", key, &empty(key), None, &Condition::Always, 0)
+            .unwrap();
+    }
+    assert_eq!(listed_keys(&store), ["a", "hot", "z"]);
+
+    let (mut key_after, mut version_after): (Option<String>, Option<VersionSelector>) =
+        (None, None);
+    let (mut seen, mut pages, mut last_seq) = (0usize, 0usize, u64::MAX);
+    let mut order = Vec::new();
+    loop {
+        pages += 1;
+        assert!(pages <= MANY / 1000 + 5, "the listing does not end");
+        let page = store
+            .list_versions(
+                "b",
+                &VersionQuery {
+                    key_after: key_after.as_deref(),
+                    version_after,
+                    max: 1000,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(page.entries.len() <= 1000);
+        for e in &page.entries {
+            let VersionEntry::Version {
+                key,
+                version,
+                latest,
+                ..
+            } = e
+            else {
+                panic!("no delimiter, no prefix");
+            };
+            if key == "hot" {
+                // Newest first, the first one only is current.
+                assert!(version.seq < last_seq);
+                assert_eq!(*latest, last_seq == u64::MAX);
+                last_seq = version.seq;
+                seen += 1;
+            }
+            if order.last() != Some(key) {
+                order.push(key.clone());
+            }
+        }
+        match page.entries.last() {
+            Some(VersionEntry::Version { key, version, .. }) if page.truncated => {
+                key_after = Some(key.clone());
+                version_after = Some(VersionSelector::parse(Some(&version.id())).unwrap());
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(seen, MANY);
+    assert_eq!(order, ["a", "hot", "z"]);
+}
+
+/// A store written before versioning (one `bucket 0x00 key` row per key
+/// in the `objects` table) is moved into version rows when opened; its
+/// repair queue entries follow their rows.
+#[test]
+fn a_store_from_before_versions_is_moved_into_version_rows() {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let mut short = manifest("s", vec![segment(1)]);
+    short.segments[0].fragments[2].state = FragmentState::Missing;
+    {
+        let store = MetaStore::open(&path).unwrap();
+        store.create_bucket("b", 0).unwrap();
+        store
+            .put_object("b", "short", &short, None, &Condition::Always, 0)
+            .unwrap();
+        store
+            .put_object("b", "whole", &empty("w"), None, &Condition::Always, 0)
+            .unwrap();
+    }
+    // Back to the old layout by hand: bare keys in `objects`, the repair
+    // entry keyed by the bare key.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let bare = |row: &[u8]| row[..row.len() - 9].to_vec();
+        {
+            let mut versions = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new("versions"))
+                .unwrap();
+            let mut legacy = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new("objects"))
+                .unwrap();
+            while let Some((k, v)) = versions.pop_first().unwrap() {
+                legacy
+                    .insert(bare(k.value()).as_slice(), v.value())
+                    .unwrap();
+            }
+            let mut index = txn
+                .open_table(TableDefinition::<&[u8], u8>::new("repair_index"))
+                .unwrap();
+            let mut queue = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new("repair_queue"))
+                .unwrap();
+            let (row, margin) = {
+                let (k, v) = index.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value())
+            };
+            index.remove(row.as_slice()).unwrap();
+            index.insert(bare(&row).as_slice(), margin).unwrap();
+            let entry = [&[margin], row.as_slice()].concat();
+            let record = queue
+                .remove(entry.as_slice())
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            queue
+                .insert(
+                    [&[margin], bare(&row).as_slice()].concat().as_slice(),
+                    record.as_slice(),
+                )
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let legacy = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new("objects"))
+            .unwrap();
+        assert!(legacy.get(b"b\0short".as_slice()).unwrap().is_some());
+    }
+    let store = MetaStore::open(&path).unwrap();
+    assert_eq!(store.object("b", "short").unwrap().unwrap(), short);
+    assert_eq!(listed_keys(&store), ["short", "whole"]);
+    let v = versions(&store);
+    assert!(
+        v.iter()
+            .all(|(_, id, marker, latest)| id == "null" && !marker && *latest)
+    );
+    let queued = store.repair_queue(10).unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].key, "short");
+    assert_eq!(queued[0].seq, seq_of(&store, "short"));
+    assert!(
+        store
+            .repair_entry("b", "short", queued[0].seq)
+            .unwrap()
+            .is_some()
+    );
+    // Opened again: nothing left to move, nothing moved twice.
+    drop(store);
+    let store = MetaStore::open(&path).unwrap();
+    assert_eq!(store.object_count().unwrap(), 2);
+}
+
+#[test]
+fn a_locked_version_cannot_go_and_its_lock_only_grows() {
+    let (_dir, store) = open();
+    let day = 86_400_000;
+    let now = 1_000 * day;
+    // Object Lock needs versioning enabled.
+    store.create_bucket("plain", 0).unwrap();
+    assert!(matches!(
+        store.set_object_lock("plain", &ObjectLock::default()),
+        Err(MetaError::InvalidBucketState(_))
+    ));
+    let held = VersionState {
+        legal_hold: true,
+        ..VersionState::default()
+    };
+    let m = manifest("m", vec![segment(1)]);
+    assert!(matches!(
+        store.put_object_with("plain", "k", &m, &held, None, &Condition::Always, now),
+        Err(MetaError::NoObjectLock)
+    ));
+
+    store.create_bucket_with("b", true, 0).unwrap();
+    assert_eq!(
+        store.bucket("b").unwrap().unwrap().versioning,
+        Versioning::Enabled
+    );
+    assert!(matches!(
+        store.set_versioning("b", Versioning::Suspended),
+        Err(MetaError::InvalidBucketState(_))
+    ));
+    let compliance = VersionState {
+        retention: Some(Retention {
+            mode: LockMode::Compliance,
+            until_unix_ms: now + day,
+        }),
+        ..VersionState::default()
+    };
+    let w = store
+        .put_object_with("b", "k", &m, &compliance, None, &Condition::Always, now)
+        .unwrap();
+    let id = VersionSelector::parse(Some(&w.version.id())).unwrap();
+    // No request removes it, bypass or not, alone or in a batch.
+    for bypass in [false, true] {
+        assert!(matches!(
+            store.delete_version("b", "k", &id, bypass, now),
+            Err(MetaError::Locked(_))
+        ));
+    }
+    let batch = store
+        .delete_objects(
+            "b",
+            &[("k".into(), id), ("other".into(), VersionSelector::Latest)],
+            true,
+            now,
+        )
+        .unwrap();
+    assert!(matches!(batch[0], Err(MetaError::Locked(_))));
+    assert!(batch[1].as_ref().is_ok_and(|d| d.marker.is_some()));
+    // Shorter, or governance instead: refused; longer: fine.
+    let shorter = Retention {
+        mode: LockMode::Compliance,
+        until_unix_ms: now + day / 2,
+    };
+    let governance = Retention {
+        mode: LockMode::Governance,
+        until_unix_ms: now + 2 * day,
+    };
+    for weaker in [None, Some(shorter), Some(governance)] {
+        assert!(matches!(
+            store.set_retention("b", "k", &id, weaker, true, now),
+            Err(MetaError::Locked(_))
+        ));
+    }
+    let longer = Retention {
+        mode: LockMode::Compliance,
+        until_unix_ms: now + 3 * day,
+    };
+    store
+        .set_retention("b", "k", &id, Some(longer), false, now)
+        .unwrap();
+    // A repair of the version keeps its lock.
+    let (summary, _) = store.object_row("b", "k").unwrap().unwrap();
+    let mut repaired = m.clone();
+    repaired.segments[0].fragments[0].blob = BlobName::random();
+    store
+        .replace_version(
+            "b",
+            "k",
+            w.version.seq,
+            summary.generation,
+            &repaired,
+            None,
+            now,
+        )
+        .unwrap();
+    let row = store.object_version("b", "k", &id).unwrap().unwrap();
+    assert_eq!(row.summary.retention(), Some(longer));
+    // Once the retention is over, it may go.
+    store
+        .delete_version("b", "k", &id, false, now + 3 * day + 1)
+        .unwrap()
+        .unwrap();
+
+    // Governance: shortened or removed only with the bypass; a legal hold
+    // holds whatever the retention.
+    let gov = VersionState {
+        retention: Some(governance),
+        legal_hold: true,
+        ..VersionState::default()
+    };
+    let w = store
+        .put_object_with("b", "g", &m, &gov, None, &Condition::Always, now)
+        .unwrap();
+    let id = VersionSelector::parse(Some(&w.version.id())).unwrap();
+    assert!(matches!(
+        store.set_retention("b", "g", &id, None, false, now),
+        Err(MetaError::Locked(_))
+    ));
+    store.set_retention("b", "g", &id, None, true, now).unwrap();
+    assert!(matches!(
+        store.delete_version("b", "g", &id, true, now),
+        Err(MetaError::Locked(_))
+    ));
+    store.set_legal_hold("b", "g", &id, false).unwrap();
+    store
+        .delete_version("b", "g", &id, false, now)
+        .unwrap()
+        .unwrap();
+
+    // A default retention applies to versions that ask for none.
+    let default = ObjectLock {
+        default_retention: Some(DefaultRetention {
+            mode: LockMode::Governance,
+            days: 2,
+            years: 0,
+        }),
+    };
+    store.set_object_lock("b", &default).unwrap();
+    assert_eq!(
+        store.bucket("b").unwrap().unwrap().object_lock().unwrap(),
+        Some(default)
+    );
+    store
+        .put_object("b", "d", &m, None, &Condition::Always, now)
+        .unwrap();
+    let (summary, _) = store.object_row("b", "d").unwrap().unwrap();
+    assert_eq!(
+        summary.retention(),
+        Some(Retention {
+            mode: LockMode::Governance,
+            until_unix_ms: now + 2 * day
+        })
+    );
 }

@@ -29,7 +29,8 @@ use shardgate_core::{
     BackendId, ErasureCode, Identities, Manifest, Recipients, StripeLayout, VersionId,
 };
 use shardgate_meta::{
-    Condition, IntentId, IntentKind, MetaError, MetaStore, VersionState, Written,
+    Condition, IntentId, IntentKind, MetaError, MetaStore, ObjectSummary, ObjectVersion,
+    VersionRow, VersionSelector, VersionState, Written,
 };
 use shardgate_pipeline::{
     BackendSet, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
@@ -160,13 +161,23 @@ pub async fn blocking<T: Send + 'static>(
 pub struct ReadGuard {
     gateway: Arc<Gateway>,
     version: VersionId,
+    /// The version's row (bucket, key, seq): where damage is reported.
+    object: Option<(String, String, u64)>,
 }
 
 impl ReadGuard {
+    /// Names the row of the version read, so that damage found is queued
+    /// for repair against it.
+    pub fn of_object(mut self, bucket: &str, key: &str, seq: u64) -> Self {
+        self.object = Some((bucket.to_string(), key.to_string(), seq));
+        self
+    }
+
     /// Queues the version for repair if a read found fragments missing or
-    /// corrupt (`target` is `bucket/key`). Slow or unavailable backends
-    /// are not damage; fragments never stored were queued by their write.
-    pub fn report_damage(&self, target: &str, bad: &[shardgate_pipeline::BadFragment]) {
+    /// corrupt (the guard must name its row: [`ReadGuard::of_object`]).
+    /// Slow or unavailable backends are not damage; fragments never stored
+    /// were queued by their write.
+    pub fn report_damage(&self, bad: &[shardgate_pipeline::BadFragment]) {
         use shardgate_pipeline::Problem;
         let damaged: Vec<(u32, u16, shardgate_core::BlobName)> = bad
             .iter()
@@ -178,18 +189,18 @@ impl ReadGuard {
             })
             .map(|b| (b.segment as u32, b.fragment as u16, b.blob.clone()))
             .collect();
-        let Some((bucket, key)) = target.split_once('/') else {
+        let Some((bucket, key, seq)) = self.object.clone() else {
             return;
         };
         if damaged.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let meta = self.gateway.meta.clone();
-        let (bucket, key, version) = (bucket.to_string(), key.to_string(), self.version);
+        let version = self.version;
         tokio::spawn(async move {
             let why = shardgate_meta::repair_reason::READ;
             let queued = blocking(move || {
-                meta.report_damage(&bucket, &key, version, &damaged, why, now_ms())
+                meta.report_damage(&bucket, &key, seq, version, &damaged, why, now_ms())
             })
             .await;
             if let Err(e) = queued {
@@ -414,6 +425,7 @@ impl Gateway {
         ReadGuard {
             gateway: self.clone(),
             version,
+            object: None,
         }
     }
 
@@ -622,13 +634,34 @@ impl Gateway {
         }
     }
 
-    /// The current version of `bucket/key`.
-    pub async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, GatewayError> {
+    /// The version of `bucket/key` that `selector` names: `NoSuchKey` when
+    /// there is no current version (or it is a delete marker, returned as
+    /// `DeleteMarker` when asked for by id), `NoSuchVersion` when the id
+    /// names none.
+    pub async fn version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+    ) -> Result<(ObjectVersion, ObjectSummary, Manifest), GatewayError> {
         let meta = self.meta.clone();
         let (b, k) = (bucket.to_string(), key.to_string());
-        blocking(move || meta.object(&b, &k))
-            .await?
-            .ok_or(GatewayError::NoSuchKey)
+        let row = blocking(move || meta.object_version(&b, &k, &selector)).await?;
+        match (row, selector) {
+            (
+                Some(VersionRow {
+                    version,
+                    summary,
+                    manifest: Some(manifest),
+                }),
+                _,
+            ) => Ok((version, summary, manifest)),
+            (Some(_), VersionSelector::Latest) | (None, VersionSelector::Latest) => {
+                Err(GatewayError::NoSuchKey)
+            }
+            (Some(_), _) => Err(GatewayError::Meta(MetaError::DeleteMarker)),
+            (None, _) => Err(GatewayError::Meta(MetaError::NoSuchVersion)),
+        }
     }
 
     /// Streams `range` of a version. The returned guard keeps the version's
@@ -645,6 +678,7 @@ impl Gateway {
         let guard = ReadGuard {
             gateway: self.clone(),
             version,
+            object: None,
         };
         let mut params = self.read_params.clone();
         params.batch_bytes = self.batch_bytes_for(&manifest);

@@ -240,7 +240,7 @@ impl Collector for Snapshot {
         gauge(
             &mut encoder,
             "objects_by_redundancy",
-            "Objects by the redundancy their worst segment has left: whole (every fragment healthy), or margin N (healthy fragments beyond k, queued for repair)",
+            "Object versions (current or not) by the redundancy their worst segment has left: whole (every fragment healthy), or margin N (healthy fragments beyond k, queued for repair)",
             std::iter::once((
                 vec![("redundancy", "whole".to_string())],
                 int(self.whole_objects),

@@ -86,8 +86,7 @@ impl ByteStream for ReadBody {
 impl Drop for ReadBody {
     fn drop(&mut self) {
         log_bad_fragments(&self.report, &self.target);
-        self.guard
-            .report_damage(&self.target, &self.report.bad_fragments());
+        self.guard.report_damage(&self.report.bad_fragments());
     }
 }
 

@@ -22,6 +22,20 @@ fn meta_error(e: MetaError) -> S3Error {
         MetaError::NoSuchBucket => err(C::NoSuchBucket, "The specified bucket does not exist"),
         MetaError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
         MetaError::NoSuchVersion => err(C::NoSuchVersion, "The specified version does not exist."),
+        MetaError::InvalidVersionId(_) => err(C::InvalidArgument, "Invalid version id specified"),
+        MetaError::Locked(why) => err(
+            C::AccessDenied,
+            format!("Access Denied because object protected by object lock: {why}"),
+        ),
+        MetaError::NoObjectLock => err(
+            C::InvalidRequest,
+            "Bucket is missing Object Lock Configuration",
+        ),
+        MetaError::InvalidBucketState(why) => err(C::InvalidBucketState, why),
+        MetaError::DeleteMarker => err(
+            C::MethodNotAllowed,
+            "The specified method is not allowed against this resource: the version is a delete marker.",
+        ),
         MetaError::BucketExists => err(
             C::BucketAlreadyOwnedByYou,
             "Your previous request to create the named bucket succeeded and you already own it",

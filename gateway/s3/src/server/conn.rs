@@ -462,8 +462,18 @@ impl BodyClock {
 }
 
 impl Tracked {
-    pub(crate) fn new(inner: Incoming, timeouts: Timeouts) -> (Self, BodyState) {
-        let done = Arc::new(AtomicBool::new(inner.is_end_stream()));
+    /// Tracks `inner`. A request that asked `Expect: 100-continue` counts
+    /// as read only once its body was polled to the end, even an empty
+    /// one: answered without that (an early error), hyper 1's HTTP/1
+    /// state took the next request on the connection for a broken one
+    /// (400, found with boto3, which sends the header on every PUT, even
+    /// of 0 bytes), so such an answer closes the connection instead.
+    pub(crate) fn new(
+        inner: Incoming,
+        timeouts: Timeouts,
+        expects_continue: bool,
+    ) -> (Self, BodyState) {
+        let done = Arc::new(AtomicBool::new(inner.is_end_stream() && !expects_continue));
         let state = BodyState { done: done.clone() };
         let clock = BodyClock::new(timeouts);
         (Self { inner, done, clock }, state)

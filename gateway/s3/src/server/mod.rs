@@ -343,7 +343,11 @@ async fn handle(
     let request = RequestGuard::new(&conn);
     let version = req.version();
     let (parts, body) = req.into_parts();
-    let (body, body_state) = conn::Tracked::new(body, front.timeouts);
+    let expects_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (body, body_state) = conn::Tracked::new(body, front.timeouts, expects_continue);
     let req = Request::from_parts(parts, s3s::Body::http_body(body));
     let mut response = answer(&front, peer, req, request).await;
     conn::finish(&mut response, version, &body_state, &conn);

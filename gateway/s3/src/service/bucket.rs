@@ -7,7 +7,8 @@ impl ShardgateS3 {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let meta = self.gw.meta().clone();
         let bucket = req.input.bucket.clone();
-        blocking(move || meta.create_bucket(&bucket, now_ms()))
+        let lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
+        blocking(move || meta.create_bucket_with(&bucket, lock, now_ms()))
             .await
             .or_s3()?;
         Ok(S3Response::new(CreateBucketOutput {

@@ -6,8 +6,9 @@
 //! may have changed meanwhile. Errors become S3 errors in `error.rs` only.
 //!
 //! s3s wants one `impl S3`: here it only dispatches, to one module per
-//! resource (`bucket`, `object`, `list`, `multipart`), whose inherent
-//! methods of the same names take precedence over the trait's. What the
+//! resource (`bucket`, `object`, `list`, `multipart`, `tagging`,
+//! `versioning`, `lock`), whose inherent methods of the same names take
+//! precedence over the trait's. What the
 //! resources share (preconditions, bodies, headers) stays in this file.
 
 use std::io;
@@ -18,8 +19,8 @@ use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use shardgate_core::{Manifest, VersionId};
 use shardgate_meta::{
-    Condition, IntentKind, ListEntry, ListQuery, PartRecord, UploadEntry, UploadQuery,
-    UploadRecord, VersionState,
+    Condition, IntentKind, ListEntry, ListQuery, ObjectVersion as StoredVersionId, PartRecord,
+    UploadEntry, UploadQuery, UploadRecord, VersionSelector, VersionState, Versioning, Written,
 };
 use shardgate_pipeline::ObjectMeta;
 
@@ -67,6 +68,31 @@ fn tagging_header(header: Option<&str>) -> S3Result<tagging::Tags> {
         .map(Option::unwrap_or_default)
 }
 
+/// The version a `versionId` parameter names.
+fn version_selector(id: Option<&str>) -> S3Result<VersionSelector> {
+    VersionSelector::parse(id).map_err(|e| s3_error(GatewayError::Meta(e)))
+}
+
+/// The `x-amz-version-id` a write answers with: none in a bucket that
+/// never versioned, `null` in a suspended one.
+fn written_version(w: &Written) -> Option<String> {
+    (w.versioning != Versioning::Unversioned || !w.version.null).then(|| w.version.id())
+}
+
+/// The `x-amz-version-id` a read answers with: the version's id, or
+/// `null` when the request named the null version.
+fn shown_version(v: &StoredVersionId, asked: Option<&str>) -> Option<String> {
+    (!v.null || asked == Some("null")).then(|| v.id())
+}
+
+/// A version read for a GET, HEAD or copy.
+struct ReadVersion {
+    version: StoredVersionId,
+    summary: shardgate_meta::ObjectSummary,
+    manifest: Manifest,
+    tags: tagging::Tags,
+}
+
 /// What a PUT may replace, from `If-Match` / `If-None-Match`.
 fn put_condition(
     if_match: Option<&ETagCondition>,
@@ -90,15 +116,17 @@ fn put_condition(
 
 impl ShardgateS3 {
     async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        self.bucket_record(bucket).await.map(|_| ())
+    }
+
+    /// The bucket's record (its configuration), or NoSuchBucket.
+    async fn bucket_record(&self, bucket: &str) -> S3Result<shardgate_meta::BucketRecord> {
         let meta = self.gw.meta().clone();
         let b = bucket.to_string();
-        match blocking(move || meta.bucket(&b)).await.or_s3()? {
-            Some(_) => Ok(()),
-            None => Err(s3_error!(
-                NoSuchBucket,
-                "The specified bucket does not exist"
-            )),
-        }
+        blocking(move || meta.bucket(&b))
+            .await
+            .or_s3()?
+            .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))
     }
 
     /// Fails early (before any body byte is stored) when the condition
@@ -107,8 +135,8 @@ impl ShardgateS3 {
         if *condition == Condition::Always {
             return self.require_bucket(bucket).await;
         }
-        let current = match self.gw.manifest(bucket, key).await {
-            Ok(m) => Some(m),
+        let current = match self.gw.version(bucket, key, VersionSelector::Latest).await {
+            Ok((_, _, m)) => Some(m),
             Err(GatewayError::NoSuchKey) => None,
             Err(e) => return Err(s3_error(e)),
         };
@@ -181,6 +209,25 @@ impl ShardgateS3 {
         Ok((pending, verified))
     }
 
+    /// The version of `bucket/key` a `versionId` names (the current one
+    /// when absent), with its tags.
+    async fn read_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> S3Result<ReadVersion> {
+        let selector = version_selector(version_id)?;
+        let (version, summary, manifest) = self.gw.version(bucket, key, selector).await.or_s3()?;
+        let tags = summary.tags().map_err(GatewayError::from).or_s3()?;
+        Ok(ReadVersion {
+            version,
+            summary,
+            manifest,
+            tags,
+        })
+    }
+
     /// Reads a version for a GET: the first piece is fetched before the
     /// response starts, so that too few backends is a clean 503 rather than
     /// a cut connection.
@@ -188,10 +235,12 @@ impl ShardgateS3 {
         &self,
         bucket: &str,
         key: &str,
+        seq: u64,
         manifest: Manifest,
         range: Option<std::ops::Range<u64>>,
     ) -> S3Result<(StreamingBlob, u64)> {
         let (read, guard) = self.gw.read(Arc::new(manifest), range).or_s3()?;
+        let guard = guard.of_object(bucket, key, seq);
         let len = read.range.end - read.range.start;
         let target = format!("{bucket}/{key}");
         let mut stream = read.stream;
@@ -199,7 +248,7 @@ impl ShardgateS3 {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
                 log_bad_fragments(&read.report, &target);
-                guard.report_damage(&target, &read.report.bad_fragments());
+                guard.report_damage(&read.report.bad_fragments());
                 return Err(s3_error(GatewayError::from(e)));
             }
             None => None,
@@ -220,6 +269,22 @@ macro_rules! declared_checksum {
             sha256: $input.checksum_sha256,
             algorithm: $input.checksum_algorithm,
         }
+    };
+}
+
+/// The Object Lock a write's `x-amz-object-lock-*` headers ask for
+/// (PutObject, CopyObject and CreateMultipartUpload have the same fields):
+/// (retention, legal hold).
+macro_rules! requested_lock {
+    ($input:expr) => {
+        lock::requested(
+            $input.object_lock_mode.as_ref().map(|m| m.as_str()),
+            $input.object_lock_retain_until_date.as_ref(),
+            $input
+                .object_lock_legal_hold_status
+                .as_ref()
+                .map(|s| s.as_str()),
+        )
     };
 }
 
@@ -294,9 +359,11 @@ pub(crate) fn object_range(
 // After the macros above: a module sees only the macros defined before it.
 mod bucket;
 mod list;
+mod lock;
 mod multipart;
 mod object;
 mod tagging;
+mod versioning;
 
 #[async_trait::async_trait]
 impl S3 for ShardgateS3 {
@@ -462,5 +529,72 @@ impl S3 for ShardgateS3 {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         ShardgateS3::delete_object_tagging(self, req).await
+    }
+
+    // --- Object Lock (lock.rs) ---
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        ShardgateS3::put_object_lock_configuration(self, req).await
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        ShardgateS3::get_object_lock_configuration(self, req).await
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        ShardgateS3::put_object_retention(self, req).await
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        ShardgateS3::get_object_retention(self, req).await
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        ShardgateS3::put_object_legal_hold(self, req).await
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        ShardgateS3::get_object_legal_hold(self, req).await
+    }
+
+    // --- versioning (versioning.rs) ---
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        ShardgateS3::put_bucket_versioning(self, req).await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        ShardgateS3::get_bucket_versioning(self, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        ShardgateS3::list_object_versions(self, req).await
     }
 }

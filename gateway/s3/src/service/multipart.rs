@@ -11,6 +11,8 @@ impl ShardgateS3 {
         let input = req.input;
         convert::check_key(&input.key)?;
         let mut meta = headers!(input).into_meta()?;
+        let (retention, legal_hold) = requested_lock!(input)?;
+        lock::stash_lock(&mut meta, retention, legal_hold);
         // The tags wait in the upload's metadata, under a name no header
         // can have, until the upload completes.
         if let Some(header) = input.tagging.as_deref() {
@@ -131,6 +133,7 @@ impl ShardgateS3 {
         );
         let mut record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
         let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
+        let (retention, legal_hold) = lock::unstash_lock(&mut record.user_metadata)?;
         let store = self.gw.meta().clone();
         let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let now = now_ms();
@@ -156,19 +159,27 @@ impl ShardgateS3 {
                         created_unix_ms: now,
                         segments,
                     };
-                    (manifest, VersionState { tags })
+                    (
+                        manifest,
+                        VersionState {
+                            tags,
+                            retention,
+                            legal_hold,
+                        },
+                    )
                 },
             )
         })
         .await
         .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
-        let (manifest, _) = done.map_err(GatewayError::from).or_s3()?;
+        let (manifest, written) = done.map_err(GatewayError::from).or_s3()?;
         self.gw.wake_collectors();
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             e_tag: Some(etag(&manifest.etag)),
+            version_id: written_version(&written),
             ..Default::default()
         }))
     }

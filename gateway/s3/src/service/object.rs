@@ -11,6 +11,7 @@ impl ShardgateS3 {
         self.precheck(&input.bucket, &input.key, &condition).await?;
         let meta = headers!(input).into_meta()?;
         let tags = tagging_header(input.tagging.as_deref())?;
+        let (retention, legal_hold) = requested_lock!(input)?;
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
@@ -25,13 +26,17 @@ impl ShardgateS3 {
                 meta,
             )
             .await?;
-        let (manifest, _) = self
+        let (manifest, written) = self
             .gw
             .commit(
                 &input.bucket,
                 &input.key,
                 pending,
-                VersionState { tags },
+                VersionState {
+                    tags,
+                    retention,
+                    legal_hold,
+                },
                 condition,
             )
             .await
@@ -39,6 +44,7 @@ impl ShardgateS3 {
         let mut out = PutObjectOutput {
             e_tag: Some(etag(&manifest.etag)),
             size: Some(manifest.size as i64),
+            version_id: written_version(&written),
             ..Default::default()
         };
         fill_checksum!(out, verified);
@@ -50,7 +56,14 @@ impl ShardgateS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let (manifest, tags) = self.object_tags(&input.bucket, &input.key).await?;
+        let asked = input.version_id.as_deref();
+        let ReadVersion {
+            version,
+            summary,
+            manifest,
+            tags,
+        } = self.read_version(&input.bucket, &input.key, asked).await?;
+        let (lock_mode, lock_until, legal_hold) = lock::lock_output(&summary);
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
@@ -74,7 +87,7 @@ impl ShardgateS3 {
             // read, 200 with Content-Length 0, as HEAD answers.
             Some(r) if r.is_empty() => (StreamingBlob::from(s3s::Body::empty()), 0),
             range => {
-                self.open_body(&input.bucket, &input.key, manifest, range)
+                self.open_body(&input.bucket, &input.key, version.seq, manifest, range)
                     .await?
             }
         };
@@ -99,6 +112,10 @@ impl ShardgateS3 {
             checksum_sha1: out.checksum_sha1,
             checksum_sha256: out.checksum_sha256,
             tag_count: (!tags.is_empty()).then_some(tags.len() as i32),
+            version_id: shown_version(&version, asked),
+            object_lock_mode: lock_mode,
+            object_lock_retain_until_date: lock_until,
+            object_lock_legal_hold_status: legal_hold,
             ..Default::default()
         }))
     }
@@ -108,7 +125,13 @@ impl ShardgateS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let manifest = self.gw.manifest(&input.bucket, &input.key).await.or_s3()?;
+        let asked = input.version_id.as_deref();
+        let ReadVersion {
+            version,
+            summary,
+            manifest,
+            ..
+        } = self.read_version(&input.bucket, &input.key, asked).await?;
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),
@@ -126,6 +149,12 @@ impl ShardgateS3 {
             let r = part_range(&manifest, n)?;
             out.content_length = Some((r.end - r.start) as i64);
         }
+        out.version_id = shown_version(&version, asked);
+        (
+            out.object_lock_mode,
+            out.object_lock_retain_until_date,
+            out.object_lock_legal_hold_status,
+        ) = lock::lock_output(&summary);
         Ok(S3Response::new(out))
     }
 
@@ -133,15 +162,44 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        let selector = version_selector(input.version_id.as_deref())?;
+        let bypass = input.bypass_governance_retention.unwrap_or(false);
         let meta = self.gw.meta().clone();
-        let (bucket, key) = (req.input.bucket, req.input.key);
-        let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms()))
-            .await
-            .or_s3()?;
-        if deleted.is_some() {
-            self.gw.wake_collectors();
-        }
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        let (bucket, key) = (input.bucket, input.key);
+        let out = match selector {
+            VersionSelector::Latest => {
+                let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms()))
+                    .await
+                    .or_s3()?;
+                if deleted.removed.is_some() {
+                    self.gw.wake_collectors();
+                }
+                DeleteObjectOutput {
+                    delete_marker: deleted.marker.map(|_| true),
+                    version_id: deleted.marker.map(|m| m.id()),
+                    ..Default::default()
+                }
+            }
+            selector => {
+                let removed = blocking(move || {
+                    meta.delete_version(&bucket, &key, &selector, bypass, now_ms())
+                })
+                .await
+                .or_s3()?;
+                let marker = removed.as_ref().is_some_and(|(_, s)| s.delete_marker);
+                if removed.is_some() && !marker {
+                    self.gw.wake_collectors();
+                }
+                // A version that is not there is deleted already: 204.
+                DeleteObjectOutput {
+                    delete_marker: marker.then_some(true),
+                    version_id: input.version_id,
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(S3Response::new(out))
     }
 
     pub(super) async fn delete_objects(
@@ -159,24 +217,55 @@ impl ShardgateS3 {
             ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
-        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+        let bypass = input.bypass_governance_retention.unwrap_or(false);
+        let mut errors = Vec::new();
+        let mut listed = Vec::with_capacity(objects.len());
+        for o in objects {
+            match version_selector(o.version_id.as_deref()) {
+                Ok(selector) => listed.push((o.key, o.version_id, selector)),
+                Err(e) => errors.push(Error {
+                    code: Some(e.code().as_str().to_string()),
+                    message: e.message().map(str::to_string),
+                    key: Some(o.key),
+                    version_id: o.version_id,
+                }),
+            }
+        }
         let meta = self.gw.meta().clone();
         let bucket = input.bucket;
-        let listed = keys.clone();
-        blocking(move || meta.delete_objects(&bucket, &listed, now_ms()))
+        let keys: Vec<(String, VersionSelector)> =
+            listed.iter().map(|(k, _, s)| (k.clone(), *s)).collect();
+        let results = blocking(move || meta.delete_objects(&bucket, &keys, bypass, now_ms()))
             .await
             .or_s3()?;
         self.gw.wake_collectors();
-        let deleted = (!quiet).then(|| {
-            keys.into_iter()
-                .map(|k| DeletedObject {
-                    key: Some(k),
-                    ..Default::default()
-                })
-                .collect()
-        });
+        let mut deleted = Vec::new();
+        for ((key, asked, _), result) in listed.into_iter().zip(results) {
+            match result {
+                Ok(d) => {
+                    let removed_marker = d.removed.as_ref().is_some_and(|(_, s)| s.delete_marker);
+                    deleted.push(DeletedObject {
+                        key: Some(key),
+                        version_id: asked,
+                        delete_marker: (d.marker.is_some() || removed_marker).then_some(true),
+                        delete_marker_version_id: d.marker.map(|m| m.id()),
+                    });
+                }
+                Err(e) => {
+                    let e = s3_error(GatewayError::Meta(e));
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_string()),
+                        message: e.message().map(str::to_string),
+                        key: Some(key),
+                        version_id: asked,
+                    });
+                }
+            }
+        }
+        let deleted = (!quiet).then_some(deleted);
         Ok(S3Response::new(DeleteObjectsOutput {
             deleted,
+            errors: (!errors.is_empty()).then_some(errors),
             ..Default::default()
         }))
     }
@@ -198,15 +287,15 @@ impl ShardgateS3 {
                 "Copy from an access point is not supported"
             ));
         };
-        let (source, source_tags) = self.object_tags(src_bucket, src_key).await?;
-        if let Some(v) = version_id
-            && **v != *source.version_id.to_string()
-        {
-            return Err(s3_error!(
-                NoSuchVersion,
-                "The specified version does not exist"
-            ));
-        }
+        let (retention, legal_hold) = requested_lock!(input)?;
+        let ReadVersion {
+            version: source_version,
+            manifest: source,
+            tags: source_tags,
+            ..
+        } = self
+            .read_version(src_bucket, src_key, version_id.as_deref())
+            .await?;
         Conditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -247,7 +336,9 @@ impl ShardgateS3 {
         }
         self.require_bucket(&input.bucket).await?;
         let size = source.size as i64;
-        let (body, _) = self.open_body(src_bucket, src_key, source, None).await?;
+        let (body, _) = self
+            .open_body(src_bucket, src_key, source_version.seq, source, None)
+            .await?;
         let (pending, _) = self
             .write_body(
                 IntentKind::PUT,
@@ -261,13 +352,17 @@ impl ShardgateS3 {
                 meta,
             )
             .await?;
-        let (manifest, _) = self
+        let (manifest, written) = self
             .gw
             .commit(
                 &input.bucket,
                 &input.key,
                 pending,
-                VersionState { tags },
+                VersionState {
+                    tags,
+                    retention,
+                    legal_hold,
+                },
                 Condition::Always,
             )
             .await
@@ -278,6 +373,8 @@ impl ShardgateS3 {
                 last_modified: Some(timestamp(manifest.created_unix_ms)),
                 ..Default::default()
             }),
+            copy_source_version_id: shown_version(&source_version, version_id.as_deref()),
+            version_id: written_version(&written),
             ..Default::default()
         }))
     }

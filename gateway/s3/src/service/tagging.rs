@@ -92,42 +92,23 @@ pub fn tag_set(tags: Tags) -> TagSet {
         .collect()
 }
 
-/// The version a `versionId` names; a bucket without versioning has the
-/// current one only.
-fn version_param(version: Option<&str>) -> S3Result<Option<VersionId>> {
-    match version {
-        None | Some("null") => Ok(None),
-        Some(v) => VersionId::parse(v)
-            .map(Some)
-            .map_err(|_| s3_error!(InvalidArgument, "Invalid version id specified")),
-    }
-}
-
 impl ShardgateS3 {
-    /// The tags of the current version of `bucket/key`.
-    pub(super) async fn object_tags(&self, bucket: &str, key: &str) -> S3Result<(Manifest, Tags)> {
-        let meta = self.gw.meta().clone();
-        let (b, k) = (bucket.to_string(), key.to_string());
-        let row = blocking(move || meta.object_row(&b, &k)).await.or_s3()?;
-        let (summary, manifest) =
-            row.ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
-        let tags = summary.tags().map_err(GatewayError::from).or_s3()?;
-        Ok((manifest, tags))
-    }
-
+    /// Sets the tags of the version `version` names; returns its id as
+    /// the response shows it.
     async fn set_tags(
         &self,
         bucket: &str,
         key: &str,
         version: Option<&str>,
         tags: Tags,
-    ) -> S3Result<Option<VersionId>> {
-        let version = version_param(version)?;
+    ) -> S3Result<Option<String>> {
+        let selector = version_selector(version)?;
         let meta = self.gw.meta().clone();
         let (b, k) = (bucket.to_string(), key.to_string());
-        blocking(move || meta.set_object_tags(&b, &k, version, &tags))
+        let tagged = blocking(move || meta.set_object_tags(&b, &k, &selector, &tags))
             .await
-            .or_s3()
+            .or_s3()?;
+        Ok(shown_version(&tagged, version))
     }
 
     pub(super) async fn put_object_tagging(
@@ -140,7 +121,7 @@ impl ShardgateS3 {
             .set_tags(&input.bucket, &input.key, input.version_id.as_deref(), tags)
             .await?;
         Ok(S3Response::new(PutObjectTaggingOutput {
-            version_id: version.map(|v| v.to_string()),
+            version_id: version,
         }))
     }
 
@@ -149,17 +130,11 @@ impl ShardgateS3 {
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let input = req.input;
-        let wanted = version_param(input.version_id.as_deref())?;
-        let (manifest, tags) = self.object_tags(&input.bucket, &input.key).await?;
-        if wanted.is_some_and(|v| v != manifest.version_id) {
-            return Err(s3_error!(
-                NoSuchVersion,
-                "The specified version does not exist."
-            ));
-        }
+        let asked = input.version_id.as_deref();
+        let read = self.read_version(&input.bucket, &input.key, asked).await?;
         Ok(S3Response::new(GetObjectTaggingOutput {
-            tag_set: tag_set(tags),
-            version_id: Some(manifest.version_id.to_string()),
+            tag_set: tag_set(read.tags),
+            version_id: shown_version(&read.version, asked),
         }))
     }
 
@@ -177,7 +152,7 @@ impl ShardgateS3 {
             )
             .await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput {
-            version_id: version.map(|v| v.to_string()),
+            version_id: version,
         }))
     }
 }
