@@ -9,6 +9,9 @@
 #                                        keep-alive connections (exits 1 unless
 #                                        every answer is right)
 #
+# SHARDGATE_BENCH_VERSIONING=1 enables versioning on the bucket first (PUTs
+# then keep every version; the DELETE phase adds delete markers).
+#
 # SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
 # backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
 # the disk, to compare with the pipeline's criterion figures.
@@ -20,6 +23,9 @@ if [ "$sizes" = mix ]; then
   workload=(--mix "${2:-12000}")
 else
   workload=(--sizes "$sizes" --counts "$counts" --cleanup)
+fi
+if [ "${SHARDGATE_BENCH_VERSIONING:-0}" = 1 ]; then
+  workload+=(--versioning)
 fi
 # SHARDGATE_BENCH_* variables are not configuration keys (the gateway
 # refuses unknown SHARDGATE_* keys).

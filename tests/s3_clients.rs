@@ -179,6 +179,15 @@ fn boto3_locks_objects() {
 }
 
 #[test]
+fn boto3_copies_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("upload_part_copy.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
 fn aws_cli_tags_objects() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
@@ -239,6 +248,27 @@ fn aws_cli_tags_objects() {
     let bad = server.aws(&[&put[..], &["--tagging", "aws:reserved=1"]].concat());
     assert!(!bad.status.success());
     assert!(describe(&bad).contains("InvalidTag"), "{}", describe(&bad));
+    // The bucket's own tags.
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-tagging",
+        "--bucket",
+        "cli-tags",
+        "--tagging",
+        "TagSet=[{Key=cost,Value=ops}]",
+    ]);
+    let out = server.aws_ok(&["s3api", "get-bucket-tagging", "--bucket", "cli-tags"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["TagSet"],
+        serde_json::json!([{"Key": "cost", "Value": "ops"}])
+    );
+    server.aws_ok(&["s3api", "delete-bucket-tagging", "--bucket", "cli-tags"]);
+    let none = server.aws(&["s3api", "get-bucket-tagging", "--bucket", "cli-tags"]);
+    assert!(
+        describe(&none).contains("NoSuchTagSet"),
+        "{}",
+        describe(&none)
+    );
 }
 
 #[test]

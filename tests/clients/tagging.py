@@ -1,4 +1,4 @@
-"""boto3 against a running shardgate: object tagging. Tags set on PUT, on
+"""boto3 against a running shardgate: object and bucket tagging. Tags set on PUT, on
 CreateMultipartUpload and by PutObjectTagging read back; copies keep or
 replace them; GET counts them; S3's limits give InvalidTag or MalformedXML;
 a new version starts without the old one's tags. Run by
@@ -85,5 +85,26 @@ expect_error("NoSuchKey", s3.put_object_tagging, Bucket="tags", Key="missing",
              Tagging={"TagSet": []})
 expect_error("NoSuchBucket", s3.get_object_tagging, Bucket="missing", Key="a")
 check(tags_of("plain") == {}, "refused tag sets changed nothing")
+
+# Bucket tagging: up to 50 tags, replaced whole, NoSuchTagSet when none.
+expect_error("NoSuchTagSet", s3.get_bucket_tagging, Bucket="tags")
+fifty = [{"Key": f"k{i}", "Value": f"v{i}"} for i in range(50)]
+s3.put_bucket_tagging(Bucket="tags", Tagging={"TagSet": fifty})
+got = s3.get_bucket_tagging(Bucket="tags")["TagSet"]
+check({t["Key"]: t["Value"] for t in got} == {t["Key"]: t["Value"] for t in fifty},
+      "a bucket keeps 50 tags")
+s3.put_bucket_tagging(Bucket="tags", Tagging={"TagSet": [{"Key": "cost", "Value": "ops"}]})
+check(s3.get_bucket_tagging(Bucket="tags")["TagSet"] == [{"Key": "cost", "Value": "ops"}],
+      "PutBucketTagging replaces the set")
+expect_error("InvalidTag", s3.put_bucket_tagging, Bucket="tags",
+             Tagging={"TagSet": fifty + [{"Key": "k50", "Value": "v"}]})
+expect_error("InvalidTag", s3.put_bucket_tagging, Bucket="tags",
+             Tagging={"TagSet": [{"Key": "aws:x", "Value": "v"}]})
+check(s3.get_bucket_tagging(Bucket="tags")["TagSet"] == [{"Key": "cost", "Value": "ops"}],
+      "a refused set changes nothing")
+check(tags_of("plain") == {}, "bucket tags are not object tags")
+s3.delete_bucket_tagging(Bucket="tags")
+expect_error("NoSuchTagSet", s3.get_bucket_tagging, Bucket="tags")
+expect_error("NoSuchBucket", s3.get_bucket_tagging, Bucket="missing")
 
 print("tagging: all checks passed", file=sys.stderr)

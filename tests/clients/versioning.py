@@ -212,4 +212,17 @@ mp = r.get("VersionId")
 check(mp not in (None, "null"), f"CompleteMultipartUpload returns a version id: {mp}")
 check(read("ver", "mp", VersionId=mp) == (data, mp), "the multipart version reads back by id")
 
+# 18. Restoring an old version: a copy of it onto its own key.
+before = put_id("ver", "restore", b"before")
+put_id("ver", "restore", b"after")
+r = s3.copy_object(Bucket="ver", Key="restore",
+                   CopySource={"Bucket": "ver", "Key": "restore", "VersionId": before})
+check(read("ver", "restore") == (b"before", r["VersionId"]), "the old version is current again")
+expect_error("InvalidRequest", s3.copy_object, Bucket="ver", Key="restore",
+             CopySource={"Bucket": "ver", "Key": "restore"})
+
+# 19. Keys with NUL are refused on every path.
+expect_error("InvalidArgument", s3.delete_object, Bucket="ver", Key="a\x00b")
+expect_error("InvalidArgument", s3.get_object, Bucket="ver", Key="a\x00b")
+
 print("versioning: all checks passed", file=sys.stderr)

@@ -13,6 +13,9 @@ pub enum MetaError {
     NoSuchKey,
     #[error("the version is not the object's (or does not exist)")]
     NoSuchVersion,
+    /// A key the store cannot hold.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
     /// A version id that is neither `null` nor one this store gives.
     #[error("invalid version id {0:?}")]
     InvalidVersionId(String),

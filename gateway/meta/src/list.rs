@@ -298,18 +298,25 @@ impl MetaStore {
         if q.max == 0 {
             return Ok(page);
         }
-        // After a version: the rows of its key that follow it.
-        let after_version = match (q.key_after, &q.version_after) {
-            (Some(k), Some(s)) if k >= q.prefix && *s != VersionSelector::Latest => {
-                find_version(&table, bucket, k, s)?.map(|(seq, _)| (k, seq))
+        // After a version: the rows of its key that follow it, whether or
+        // not it is still there (a client that deletes what it lists
+        // pages on from versions gone). A `null` marker that no longer
+        // names a version starts the key over: repeating entries is
+        // better than skipping them.
+        let row = |k: &str, seq: u64| [k.as_bytes(), &[0], &(!seq).to_be_bytes()].concat();
+        let (start, mid_key) = match (q.key_after, &q.version_after) {
+            (Some(k), Some(VersionSelector::Id { seq, .. })) if k >= q.prefix => {
+                (Bound::Excluded(row(k, *seq)), Some(k))
             }
-            _ => None,
+            (Some(k), Some(VersionSelector::Null)) if k >= q.prefix => {
+                match find_version(&table, bucket, k, &VersionSelector::Null)? {
+                    Some((seq, _)) => (Bound::Excluded(row(k, seq)), Some(k)),
+                    None => (Bound::Included([k.as_bytes(), &[0]].concat()), None),
+                }
+            }
+            _ => (start_bound(q.prefix, q.key_after), None),
         };
-        let start = match after_version {
-            Some((k, seq)) => Bound::Excluded([k.as_bytes(), &[0], &(!seq).to_be_bytes()].concat()),
-            None => start_bound(q.prefix, q.key_after),
-        };
-        let mut last_key: Option<String> = after_version.map(|(k, _)| k.to_string());
+        let mut last_key: Option<String> = mid_key.map(str::to_string);
         scan(&table, bucket, q.prefix, start, |row, value| {
             let (key, seq) = split_row(row)?;
             let latest = last_key.as_deref() != Some(key);

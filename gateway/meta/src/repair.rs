@@ -211,7 +211,10 @@ pub(crate) fn queued_objects(txn: &WriteTransaction) -> Result<std::collections:
     index.iter()?.map(|r| Ok(r?.0.value().to_vec())).collect()
 }
 
-/// Moves the entries of rows that were renamed (`old` -> `new`).
+/// Moves the entries of rows that were renamed (`old` -> `new`), and
+/// drops any entry left that names no version row (its object was not
+/// moved): the queue must hold version rows only, or every page of it
+/// would fail to read.
 pub(crate) fn rekey(
     txn: &WriteTransaction,
     renamed: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
@@ -224,6 +227,13 @@ pub(crate) fn rekey(
         if let (Some(margin), Some(record)) = (margin, take(txn, old)?) {
             put(txn, new, margin, &record)?;
         }
+    }
+    let stale: Vec<Vec<u8>> = queued_objects(txn)?
+        .into_iter()
+        .filter(|o| keys::split_version_key(o).is_none())
+        .collect();
+    for object in stale {
+        take(txn, &object)?;
     }
     Ok(())
 }

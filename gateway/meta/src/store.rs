@@ -127,6 +127,31 @@ impl BucketRecord {
             .transpose()
     }
 
+    /// The bucket's tags.
+    pub fn tags(&self) -> Result<BTreeMap<String, String>> {
+        match self
+            .extensions
+            .iter()
+            .find(|(t, _)| *t == BUCKET_TAGS_EXTENSION)
+        {
+            Some((_, bytes)) => postcard_body("bucket tags", bytes),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    fn set_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<()> {
+        self.extensions.retain(|(t, _)| *t != BUCKET_TAGS_EXTENSION);
+        if !tags.is_empty() {
+            let bytes = postcard::to_allocvec(tags).map_err(|e| MetaError::Corrupt {
+                what: "bucket tags",
+                reason: e.to_string(),
+            })?;
+            self.extensions.push((BUCKET_TAGS_EXTENSION, bytes));
+            self.extensions.sort_by_key(|(t, _)| *t);
+        }
+        Ok(())
+    }
+
     fn set_object_lock(&mut self, lock: &ObjectLock) -> Result<()> {
         let bytes = postcard::to_allocvec(lock).map_err(|e| MetaError::Corrupt {
             what: "object lock",
@@ -165,6 +190,10 @@ pub(crate) fn decode_bucket(bytes: &[u8]) -> Result<BucketRecord> {
 /// [`ObjectLock`]). Critical: a build that does not know it must not
 /// serve the bucket (it would let locked versions be deleted).
 pub const OBJECT_LOCK_EXTENSION: u16 = CRITICAL_EXTENSION | 1;
+
+/// Bucket extension: the bucket's tags (postcard of a `BTreeMap<String,
+/// String>`). Not critical.
+pub const BUCKET_TAGS_EXTENSION: u16 = 1;
 
 /// The critical extensions of a bucket record this build understands
 /// (it knows none of a summary's yet).
@@ -556,10 +585,16 @@ pub(crate) fn find_version(
     let end = keys::successor(&prefix).unwrap_or_default();
     for r in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
         let (k, v) = r?;
-        let (_, _, seq) = keys::split_version_key(k.value()).ok_or_else(|| MetaError::Corrupt {
-            what: "object",
-            reason: "a version row without a sequence number".into(),
-        })?;
+        // Only this key's rows: a key holding NUL (refused since, but
+        // possible in a store written before) would share the prefix.
+        let Some(seq) = k
+            .value()
+            .strip_prefix(prefix.as_slice())
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(|s| !u64::from_be_bytes(s))
+        else {
+            continue;
+        };
         if *selector == VersionSelector::Latest || decode_summary(v.value())?.null_version {
             return Ok(Some((seq, v.value().to_vec())));
         }
@@ -643,6 +678,47 @@ fn segment_blobs(segments: &[Segment]) -> Vec<(BackendId, BlobName, u64)> {
                 .map(move |f| (f.backend.clone(), f.blob.clone(), len))
         })
         .collect()
+}
+
+/// The fragments of `old` that `new` does not use (a repair that swaps
+/// some of them, a manifest put again): only those become garbage.
+fn unused_by(old: &Manifest, new: &Manifest) -> Vec<(BackendId, BlobName, u64)> {
+    let kept: std::collections::HashSet<(&BackendId, &BlobName)> = new
+        .segments
+        .iter()
+        .flat_map(|s| &s.fragments)
+        .map(|f| (&f.backend, &f.blob))
+        .collect();
+    segment_blobs(&old.segments)
+        .into_iter()
+        .filter(|(b, n, _)| !kept.contains(&(b, n)))
+        .collect()
+}
+
+/// How a version is removed.
+#[derive(Clone, Copy, Default)]
+struct Removal<'a> {
+    /// The request bypasses governance retention.
+    bypass_governance: bool,
+    /// The manifest replacing it: the fragments it uses stay.
+    kept_by: Option<&'a Manifest>,
+}
+
+impl Removal<'_> {
+    fn bypassing(bypass_governance: bool) -> Self {
+        Self {
+            bypass_governance,
+            kept_by: None,
+        }
+    }
+}
+
+/// A key the store can hold: NUL separates a row key's parts.
+fn check_key(key: &str) -> Result<()> {
+    match key.contains('\0') {
+        true => Err(MetaError::InvalidKey("an object key must not contain NUL")),
+        false => Ok(()),
+    }
 }
 
 /// Blobs of a write that never committed: sizes unknown.
@@ -743,6 +819,13 @@ impl MetaStore {
     /// row's generation (format-1 rows: 0), and re-keys their repair
     /// queue entries; then drops the old table. One transaction: a crash
     /// leaves the store as it was.
+    ///
+    /// The upgrade is one way. Should an older release have written the
+    /// old table after it (a rollback), its rows are newer than every
+    /// version: they are moved with new sequence numbers, so they come
+    /// first. Rows of a key holding NUL (accepted by releases before
+    /// 2026-12-05) cannot be version rows: they stay in the old table,
+    /// named on stderr, their fragments untouched.
     fn upgrade_legacy_objects(txn: &WriteTransaction) -> Result<()> {
         let exists = txn
             .list_tables()?
@@ -750,32 +833,50 @@ impl MetaStore {
         if !exists {
             return Ok(());
         }
+        let rolled_back = !txn.open_table(OBJECTS)?.is_empty()?;
         let queued = repair::queued_objects(txn)?;
         let mut moved = std::collections::HashMap::new();
-        {
-            let mut legacy = txn.open_table(LEGACY_OBJECTS)?;
-            let mut objects = txn.open_table(OBJECTS)?;
-            while let Some((k, v)) = legacy.pop_first()? {
-                let old_key = k.value().to_vec();
-                let seq = decode_summary(v.value()).map_or(0, |s| s.generation);
-                let sep = old_key
-                    .iter()
-                    .position(|b| *b == 0)
-                    .unwrap_or(old_key.len());
-                let mut row = old_key.clone();
-                if sep == old_key.len() {
-                    row.push(0);
-                }
-                row.push(0);
-                row.extend_from_slice(&(!seq).to_be_bytes());
-                objects.insert(row.as_slice(), v.value())?;
-                if queued.contains(&old_key) {
-                    moved.insert(old_key, row);
-                }
+        let mut kept_aside = Vec::new();
+        loop {
+            let Some((old_key, value)) = txn
+                .open_table(LEGACY_OBJECTS)?
+                .pop_first()?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            else {
+                break;
+            };
+            let Some(sep) = old_key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            if old_key[sep + 1..].contains(&0) {
+                kept_aside.push((old_key, value));
+                continue;
+            }
+            let seq = match rolled_back {
+                true => Self::next_in(txn, GENERATION_SEQUENCE)?,
+                false => decode_summary(&value).map_or(0, |s| s.generation),
+            };
+            let mut row = old_key.clone();
+            row.push(0);
+            row.extend_from_slice(&(!seq).to_be_bytes());
+            txn.open_table(OBJECTS)?
+                .insert(row.as_slice(), value.as_slice())?;
+            if queued.contains(&old_key) {
+                moved.insert(old_key, row);
             }
         }
+        for (key, value) in &kept_aside {
+            eprintln!(
+                "shardgate: object {:?} has a NUL in its key: kept aside in the old table, not served",
+                String::from_utf8_lossy(key)
+            );
+            txn.open_table(LEGACY_OBJECTS)?
+                .insert(key.as_slice(), value.as_slice())?;
+        }
         repair::rekey(txn, &moved)?;
-        txn.delete_table(LEGACY_OBJECTS)?;
+        if kept_aside.is_empty() {
+            txn.delete_table(LEGACY_OBJECTS)?;
+        }
         Ok(())
     }
 
@@ -1120,21 +1221,10 @@ impl MetaStore {
         txn.open_table(OBJECTS)?
             .insert(row.as_slice(), value.as_slice())?;
         repair::on_commit(&txn, &row, Some(&old), Some(manifest), now_unix_ms)?;
-        // Fragments the new manifest still uses are not garbage.
-        let kept: std::collections::HashSet<(&BackendId, &BlobName)> = manifest
-            .segments
-            .iter()
-            .flat_map(|s| &s.fragments)
-            .map(|f| (&f.backend, &f.blob))
-            .collect();
-        let gone = segment_blobs(&old.segments)
-            .into_iter()
-            .filter(|(b, n, _)| !kept.contains(&(b, n)))
-            .collect();
         Self::add_garbage(
             &txn,
             Some(old.version_id),
-            gone,
+            unused_by(&old, manifest),
             now_unix_ms + self.grace_ms,
             now_unix_ms,
         )?;
@@ -1199,6 +1289,7 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<Written> {
         let record = Self::bucket_in(txn, bucket)?;
+        check_key(key)?;
         let versioning = record.versioning;
         let lock = record.object_lock()?;
         let retention = match (&lock, state.retention) {
@@ -1229,8 +1320,18 @@ impl MetaStore {
         }
         let null_version = versioning != Versioning::Enabled;
         let replaced = if null_version {
-            self.remove_version_in(txn, bucket, key, &VersionSelector::Null, false, now_unix_ms)?
-                .map(|(_, summary)| summary)
+            self.remove_version_in(
+                txn,
+                bucket,
+                key,
+                &VersionSelector::Null,
+                Removal {
+                    bypass_governance: false,
+                    kept_by: Some(manifest),
+                },
+                now_unix_ms,
+            )?
+            .map(|(_, summary)| summary)
         } else {
             None
         };
@@ -1253,17 +1354,18 @@ impl MetaStore {
     }
 
     /// Removes the version `selector` names, if there is one: its
-    /// fragments become garbage (after the grace readers get). Returns it.
-    /// A version under Object Lock is `Locked`: this is the one place a
-    /// version's row goes, so no path (S3, garbage collection, repair)
-    /// can drop a locked version's fragments.
+    /// fragments become garbage (after the grace readers get), but for
+    /// those `removal.kept_by` still uses. Returns it. A version under
+    /// Object Lock is `Locked`: this is the one place a version's row
+    /// goes, so no path (S3, garbage collection, repair) can drop a
+    /// locked version's fragments.
     fn remove_version_in(
         &self,
         txn: &WriteTransaction,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
-        bypass_governance: bool,
+        removal: Removal<'_>,
         now_unix_ms: u64,
     ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
         let mut objects = txn.open_table(OBJECTS)?;
@@ -1271,7 +1373,7 @@ impl MetaStore {
             return Ok(None);
         };
         let summary = decode_summary(&bytes)?;
-        if let Some(why) = summary.lock_at(now_unix_ms, bypass_governance) {
+        if let Some(why) = summary.lock_at(now_unix_ms, removal.bypass_governance) {
             return Err(MetaError::Locked(why));
         }
         let row = keys::version_key(bucket, key, seq);
@@ -1282,10 +1384,14 @@ impl MetaStore {
         } else {
             let old = decode_manifest(&bytes)?;
             repair::on_commit(txn, &row, Some(&old), None, now_unix_ms)?;
+            let gone = match removal.kept_by {
+                Some(new) => unused_by(&old, new),
+                None => segment_blobs(&old.segments),
+            };
             Self::add_garbage(
                 txn,
                 Some(old.version_id),
-                segment_blobs(&old.segments),
+                gone,
                 now_unix_ms + self.grace_ms,
                 now_unix_ms,
             )?;
@@ -1563,8 +1669,14 @@ impl MetaStore {
     ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
         let txn = self.db.begin_write()?;
         Self::bucket_in(&txn, bucket)?;
-        let removed =
-            self.remove_version_in(&txn, bucket, key, selector, bypass_governance, now_unix_ms)?;
+        let removed = self.remove_version_in(
+            &txn,
+            bucket,
+            key,
+            selector,
+            Removal::bypassing(bypass_governance),
+            now_unix_ms,
+        )?;
         txn.commit()?;
         Ok(removed)
     }
@@ -1586,7 +1698,14 @@ impl MetaStore {
             let one = match selector {
                 VersionSelector::Latest => self.delete_in(&txn, bucket, k, now_unix_ms),
                 s => self
-                    .remove_version_in(&txn, bucket, k, s, bypass_governance, now_unix_ms)
+                    .remove_version_in(
+                        &txn,
+                        bucket,
+                        k,
+                        s,
+                        Removal::bypassing(bypass_governance),
+                        now_unix_ms,
+                    )
                     .map(|removed| Deleted {
                         marker: None,
                         removed,
@@ -1610,6 +1729,7 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<Deleted> {
         let versioning = Self::bucket_in(txn, bucket)?.versioning;
+        check_key(key)?;
         let removed = match versioning {
             Versioning::Enabled => None,
             Versioning::Unversioned | Versioning::Suspended => self.remove_version_in(
@@ -1617,7 +1737,7 @@ impl MetaStore {
                 bucket,
                 key,
                 &VersionSelector::Null,
-                false,
+                Removal::default(),
                 now_unix_ms,
             )?,
         };
@@ -1636,6 +1756,17 @@ impl MetaStore {
             }
         };
         Ok(Deleted { marker, removed })
+    }
+
+    /// Replaces the bucket's tags (none: deletes them).
+    pub fn set_bucket_tags(&self, bucket: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let mut record = Self::bucket_in(&txn, bucket)?;
+        record.set_tags(tags)?;
+        txn.open_table(BUCKETS)?
+            .insert(bucket, encode_bucket(&record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Sets the bucket's Object Lock configuration (turning Object Lock on

@@ -22,6 +22,7 @@ fn meta_error(e: MetaError) -> S3Error {
         MetaError::NoSuchBucket => err(C::NoSuchBucket, "The specified bucket does not exist"),
         MetaError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
         MetaError::NoSuchVersion => err(C::NoSuchVersion, "The specified version does not exist."),
+        MetaError::InvalidKey(why) => err(C::InvalidArgument, why),
         MetaError::InvalidVersionId(_) => err(C::InvalidArgument, "Invalid version id specified"),
         MetaError::Locked(why) => err(
             C::AccessDenied,

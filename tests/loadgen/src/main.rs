@@ -65,6 +65,10 @@ struct Args {
     /// For an https:// endpoint: the CA that signed its certificate (PEM).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
+    /// Enable versioning on the bucket before the phases (its cost is
+    /// measured against a run without).
+    #[arg(long)]
+    versioning: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -410,6 +414,22 @@ async fn main() -> Result<()> {
         .await?;
     if !(resp.status().is_success() || resp.status() == http::StatusCode::CONFLICT) {
         bail!("creating the bucket: {}", resp.status());
+    }
+    if args.versioning {
+        let config = Bytes::from_static(
+            b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+        );
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&config));
+        let mut req = http::Request::builder()
+            .method("PUT")
+            .uri(format!("{path}?versioning"));
+        for (k, v) in signer.sign("PUT", &path, "versioning=", &[], &sha).headers {
+            req = req.header(k, v);
+        }
+        let resp = conn.send(req.body(Full::new(config).boxed())?).await?;
+        if !resp.status().is_success() {
+            bail!("enabling versioning: {}", resp.status());
+        }
     }
 
     println!(

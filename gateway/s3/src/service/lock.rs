@@ -251,6 +251,7 @@ impl ShardgateS3 {
         req: S3Request<PutObjectRetentionInput>,
     ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
         let input = req.input;
+        convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
         let now = now_ms();
         let retention = match input.retention {
@@ -308,6 +309,7 @@ impl ShardgateS3 {
         req: S3Request<PutObjectLegalHoldInput>,
     ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
         let input = req.input;
+        convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
         let on = hold_of(
             input
@@ -352,6 +354,7 @@ impl ShardgateS3 {
         key: &str,
         version_id: Option<&str>,
     ) -> S3Result<ObjectSummary> {
+        convert::check_key(key)?;
         let selector = version_selector(version_id)?;
         let meta = self.gw.meta().clone();
         let (b, k) = (bucket.to_string(), key.to_string());

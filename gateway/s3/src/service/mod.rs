@@ -217,6 +217,7 @@ impl ShardgateS3 {
         key: &str,
         version_id: Option<&str>,
     ) -> S3Result<ReadVersion> {
+        convert::check_key(key)?;
         let selector = version_selector(version_id)?;
         let (version, summary, manifest) = self.gw.version(bucket, key, selector).await.or_s3()?;
         let tags = summary.tags().map_err(GatewayError::from).or_s3()?;
@@ -529,6 +530,34 @@ impl S3 for ShardgateS3 {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         ShardgateS3::delete_object_tagging(self, req).await
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        ShardgateS3::put_bucket_tagging(self, req).await
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        ShardgateS3::get_bucket_tagging(self, req).await
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        ShardgateS3::delete_bucket_tagging(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        ShardgateS3::upload_part_copy(self, req).await
     }
 
     // --- Object Lock (lock.rs) ---

@@ -3,6 +3,41 @@ use super::*;
 /// Where an upload keeps its `x-amz-tagging` until it completes.
 const UPLOAD_TAGS: &str = ":tagging";
 
+/// Which part of which upload a request writes.
+struct PartOf<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    upload: &'a str,
+    number: i32,
+}
+
+/// The range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both
+/// inclusive and within the source's `size` bytes).
+fn copy_range(header: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let invalid = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        )
+    };
+    let (first, last) = header
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(invalid)?;
+    let first: u64 = first.parse().map_err(|_| invalid())?;
+    let last: u64 = last.parse().map_err(|_| invalid())?;
+    if first > last {
+        return Err(invalid());
+    }
+    if last >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "The x-amz-copy-source-range {header} is not within the source object of {size} bytes"
+        ));
+    }
+    Ok(first..last + 1)
+}
+
 impl ShardgateS3 {
     pub(super) async fn create_multipart_upload(
         &self,
@@ -43,27 +78,19 @@ impl ShardgateS3 {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
-        let number = input.part_number;
-        if !(1..=convert::MAX_PART_NUMBER).contains(&number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Part number must be an integer between 1 and {}, inclusive",
-                convert::MAX_PART_NUMBER
-            ));
-        }
-        let store = self.gw.meta().clone();
-        let (b, k, u) = (
-            input.bucket.clone(),
-            input.key.clone(),
-            input.upload_id.clone(),
-        );
-        blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let part = PartOf {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload: &input.upload_id,
+            number: input.part_number,
+        };
+        self.check_part(&part).await?;
         let declared = declared_checksum!(input);
         let (pending, verified) = self
             .write_body(
                 IntentKind::PART,
-                &input.bucket,
-                &input.key,
+                part.bucket,
+                part.key,
                 input.body,
                 input.content_length,
                 input.content_md5.as_deref(),
@@ -72,6 +99,116 @@ impl ShardgateS3 {
                 ObjectMeta::default(),
             )
             .await?;
+        let part_etag = self.store_part(&part, pending).await?;
+        let mut out = UploadPartOutput {
+            e_tag: Some(etag(&part_etag)),
+            ..Default::default()
+        };
+        fill_checksum!(out, verified);
+        Ok(S3Response::new(out))
+    }
+
+    /// UploadPartCopy: a part made of a version of another object (or a
+    /// byte range of it, `x-amz-copy-source-range`), streamed through
+    /// like a copy.
+    pub(super) async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let part = PartOf {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload: &input.upload_id,
+            number: input.part_number,
+        };
+        self.check_part(&part).await?;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            version_id,
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copy from an access point is not supported"
+            ));
+        };
+        let source = self
+            .read_version(src_bucket, src_key, version_id.as_deref())
+            .await?;
+        Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        }
+        .check(&source.manifest, S3ErrorCode::PreconditionFailed)?;
+        let range = match input.copy_source_range.as_deref() {
+            Some(r) => copy_range(r, source.manifest.size)?,
+            None => 0..source.manifest.size,
+        };
+        let len = range.end - range.start;
+        let last_modified = source.manifest.created_unix_ms;
+        let version = shown_version(&source.version, version_id.as_deref());
+        let (body, _) = self
+            .open_body(
+                src_bucket,
+                src_key,
+                source.version.seq,
+                source.manifest,
+                (len > 0).then_some(range),
+            )
+            .await?;
+        let body = (len > 0).then_some(body);
+        let (pending, _) = self
+            .write_body(
+                IntentKind::PART,
+                part.bucket,
+                part.key,
+                body,
+                Some(len as i64),
+                None,
+                Declared::default(),
+                None,
+                ObjectMeta::default(),
+            )
+            .await?;
+        let part_etag = self.store_part(&part, pending).await?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&part_etag)),
+                last_modified: Some(timestamp(last_modified)),
+                ..Default::default()
+            }),
+            copy_source_version_id: version,
+            ..Default::default()
+        }))
+    }
+
+    /// The part number is valid and the upload exists (before any byte
+    /// of the part is stored).
+    async fn check_part(&self, part: &PartOf<'_>) -> S3Result<()> {
+        if !(1..=convert::MAX_PART_NUMBER).contains(&part.number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and {}, inclusive",
+                convert::MAX_PART_NUMBER
+            ));
+        }
+        let store = self.gw.meta().clone();
+        let (b, k, u) = (
+            part.bucket.to_string(),
+            part.key.to_string(),
+            part.upload.to_string(),
+        );
+        blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        Ok(())
+    }
+
+    /// Records a written part in its upload; returns its ETag.
+    async fn store_part(&self, part_of: &PartOf<'_>, pending: Pending) -> S3Result<String> {
+        let number = part_of.number;
         let Pending { write, intent } = pending;
         let Some(segment) = write.manifest.segments.into_iter().next() else {
             return Err(s3_error!(InternalError, "the part produced no segment"));
@@ -84,7 +221,11 @@ impl ShardgateS3 {
         };
         let part_etag = part.etag.clone();
         let store = self.gw.meta().clone();
-        let (b, k, u) = (input.bucket, input.key, input.upload_id);
+        let (b, k, u) = (
+            part_of.bucket.to_string(),
+            part_of.key.to_string(),
+            part_of.upload.to_string(),
+        );
         let id = intent.id();
         let result =
             blocking(move || store.put_part(&b, &k, &u, number as u32, &part, id, now_ms())).await;
@@ -97,12 +238,7 @@ impl ShardgateS3 {
             Err(_) => intent.abandon().await,
         }
         result.or_s3()?;
-        let mut out = UploadPartOutput {
-            e_tag: Some(etag(&part_etag)),
-            ..Default::default()
-        };
-        fill_checksum!(out, verified);
-        Ok(S3Response::new(out))
+        Ok(part_etag)
     }
 
     pub(super) async fn complete_multipart_upload(

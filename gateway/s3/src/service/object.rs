@@ -163,6 +163,7 @@ impl ShardgateS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
+        convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
         let bypass = input.bypass_governance_retention.unwrap_or(false);
         let meta = self.gw.meta().clone();
@@ -221,7 +222,9 @@ impl ShardgateS3 {
         let mut errors = Vec::new();
         let mut listed = Vec::with_capacity(objects.len());
         for o in objects {
-            match version_selector(o.version_id.as_deref()) {
+            match convert::check_key(&o.key)
+                .and_then(|()| version_selector(o.version_id.as_deref()))
+            {
                 Ok(selector) => listed.push((o.key, o.version_id, selector)),
                 Err(e) => errors.push(Error {
                     code: Some(e.code().as_str().to_string()),
@@ -307,7 +310,14 @@ impl ShardgateS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if !replace && **src_bucket == *input.bucket && **src_key == *input.key {
+        // A copy of a version onto its own key (no REPLACE) restores an
+        // older version: S3 allows it; of the current one, it would change
+        // nothing and is refused.
+        if !replace
+            && version_id.is_none()
+            && **src_bucket == *input.bucket
+            && **src_key == *input.key
+        {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"

@@ -1,5 +1,7 @@
 //! Object tagging: a version's tags, set by `x-amz-tagging` on PUT, copy
-//! and CreateMultipartUpload, and by Put/Get/DeleteObjectTagging.
+//! and CreateMultipartUpload, and by Put/Get/DeleteObjectTagging; and
+//! bucket tagging (Put/Get/DeleteBucketTagging), kept in the bucket's
+//! record.
 //!
 //! Tags live in the object row beside the manifest (`VersionState`), so
 //! retagging rewrites no fragment, and repair (which rewrites a version's
@@ -9,8 +11,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-/// S3's limits on object tags.
+/// S3's limits on object tags (a bucket may have 50).
 pub const MAX_TAGS: usize = 10;
+pub const MAX_BUCKET_TAGS: usize = 50;
 pub const MAX_TAG_KEY_CHARS: usize = 128;
 pub const MAX_TAG_VALUE_CHARS: usize = 256;
 
@@ -21,11 +24,16 @@ pub fn from_header(header: &str) -> S3Result<Tags> {
     let pairs = form_urlencoded::parse(header.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    checked(pairs)
+    checked(pairs, MAX_TAGS)
 }
 
-/// The tag set of a `Tagging` document.
+/// The tag set of an object's `Tagging` document.
 pub fn from_document(tagging: Tagging) -> S3Result<Tags> {
+    from_document_of(tagging, MAX_TAGS)
+}
+
+/// The tag set of a `Tagging` document of at most `max` tags.
+fn from_document_of(tagging: Tagging, max: usize) -> S3Result<Tags> {
     let pairs = tagging
         .tag_set
         .into_iter()
@@ -34,18 +42,15 @@ pub fn from_document(tagging: Tagging) -> S3Result<Tags> {
             _ => Err(s3_error!(MalformedXML, "Every Tag needs a Key and a Value")),
         })
         .collect::<S3Result<Vec<_>>>()?;
-    checked(pairs)
+    checked(pairs, max)
 }
 
-/// S3's rules: at most 10 tags, unique keys of 1 to 128 characters not
+/// S3's rules: at most `max` tags (10 on objects, 50 on buckets), unique keys of 1 to 128 characters not
 /// starting with `aws:`, values of at most 256, letters, digits, spaces
 /// and `+ - = . _ : / @` only.
-fn checked(pairs: Vec<(String, String)>) -> S3Result<Tags> {
-    if pairs.len() > MAX_TAGS {
-        return Err(s3_error!(
-            InvalidTag,
-            "Object tags cannot be greater than {MAX_TAGS}"
-        ));
+fn checked(pairs: Vec<(String, String)>, max: usize) -> S3Result<Tags> {
+    if pairs.len() > max {
+        return Err(s3_error!(InvalidTag, "Tags cannot be more than {max}"));
     }
     let allowed = |s: &str| {
         s.chars()
@@ -93,6 +98,46 @@ pub fn tag_set(tags: Tags) -> TagSet {
 }
 
 impl ShardgateS3 {
+    pub(super) async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let input = req.input;
+        let tags = from_document_of(input.tagging, MAX_BUCKET_TAGS)?;
+        let meta = self.gw.meta().clone();
+        let bucket = input.bucket;
+        blocking(move || meta.set_bucket_tags(&bucket, &tags))
+            .await
+            .or_s3()?;
+        Ok(S3Response::new(PutBucketTaggingOutput::default()))
+    }
+
+    pub(super) async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let record = self.bucket_record(&req.input.bucket).await?;
+        let tags = record.tags().map_err(GatewayError::from).or_s3()?;
+        if tags.is_empty() {
+            return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+        }
+        Ok(S3Response::new(GetBucketTaggingOutput {
+            tag_set: tag_set(tags),
+        }))
+    }
+
+    pub(super) async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        let meta = self.gw.meta().clone();
+        let bucket = req.input.bucket;
+        blocking(move || meta.set_bucket_tags(&bucket, &Tags::new()))
+            .await
+            .or_s3()?;
+        Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
+    }
+
     /// Sets the tags of the version `version` names; returns its id as
     /// the response shows it.
     async fn set_tags(
@@ -102,6 +147,7 @@ impl ShardgateS3 {
         version: Option<&str>,
         tags: Tags,
     ) -> S3Result<Option<String>> {
+        convert::check_key(key)?;
         let selector = version_selector(version)?;
         let meta = self.gw.meta().clone();
         let (b, k) = (bucket.to_string(), key.to_string());
