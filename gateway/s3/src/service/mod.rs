@@ -85,6 +85,13 @@ fn shown_version(v: &StoredVersionId, asked: Option<&str>) -> Option<String> {
     (!v.null || asked == Some("null")).then(|| v.id())
 }
 
+/// Where a copy reads from (`x-amz-copy-source`).
+struct CopyFrom<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    version_id: Option<&'a str>,
+}
+
 /// A version read for a GET, HEAD or copy.
 struct ReadVersion {
     version: StoredVersionId,
@@ -229,6 +236,35 @@ impl ShardgateS3 {
         })
     }
 
+    /// The version a copy reads, once its conditions hold.
+    async fn copy_source<'a>(
+        &self,
+        source: &'a CopySource,
+        conditions: Conditions<'_>,
+    ) -> S3Result<(CopyFrom<'a>, ReadVersion)> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copy from an access point is not supported"
+            ));
+        };
+        let from = CopyFrom {
+            bucket,
+            key,
+            version_id: version_id.as_deref(),
+        };
+        let read = self
+            .read_version(from.bucket, from.key, from.version_id)
+            .await?;
+        conditions.check(&read.manifest, S3ErrorCode::PreconditionFailed)?;
+        Ok((from, read))
+    }
+
     /// Reads a version for a GET: the first piece is fetched before the
     /// response starts, so that too few backends is a clean 503 rather than
     /// a cut connection.
@@ -269,6 +305,19 @@ macro_rules! declared_checksum {
             sha1: $input.checksum_sha1,
             sha256: $input.checksum_sha256,
             algorithm: $input.checksum_algorithm,
+        }
+    };
+}
+
+/// The `x-amz-copy-source-if-*` conditions of a copy (CopyObject and
+/// UploadPartCopy have the same fields).
+macro_rules! copy_conditions {
+    ($input:expr) => {
+        Conditions {
+            if_match: $input.copy_source_if_match.as_ref(),
+            if_none_match: $input.copy_source_if_none_match.as_ref(),
+            if_modified_since: $input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: $input.copy_source_if_unmodified_since.as_ref(),
         }
     };
 }

@@ -123,34 +123,23 @@ impl ShardgateS3 {
             number: input.part_number,
         };
         self.check_part(&part).await?;
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            version_id,
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "Copy from an access point is not supported"
-            ));
-        };
-        let source = self
-            .read_version(src_bucket, src_key, version_id.as_deref())
+        let (
+            CopyFrom {
+                bucket: src_bucket,
+                key: src_key,
+                version_id,
+            },
+            source,
+        ) = self
+            .copy_source(&input.copy_source, copy_conditions!(input))
             .await?;
-        Conditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        }
-        .check(&source.manifest, S3ErrorCode::PreconditionFailed)?;
         let range = match input.copy_source_range.as_deref() {
             Some(r) => copy_range(r, source.manifest.size)?,
             None => 0..source.manifest.size,
         };
         let len = range.end - range.start;
         let last_modified = source.manifest.created_unix_ms;
-        let version = shown_version(&source.version, version_id.as_deref());
+        let version = shown_version(&source.version, version_id);
         let (body, _) = self
             .open_body(
                 src_bucket,

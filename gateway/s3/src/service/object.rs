@@ -279,33 +279,22 @@ impl ShardgateS3 {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
         convert::check_key(&input.key)?;
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            version_id,
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "Copy from an access point is not supported"
-            ));
-        };
         let (retention, legal_hold) = requested_lock!(input)?;
-        let ReadVersion {
-            version: source_version,
-            manifest: source,
-            tags: source_tags,
-            ..
-        } = self
-            .read_version(src_bucket, src_key, version_id.as_deref())
+        let (
+            CopyFrom {
+                bucket: src_bucket,
+                key: src_key,
+                version_id,
+            },
+            ReadVersion {
+                version: source_version,
+                manifest: source,
+                tags: source_tags,
+                ..
+            },
+        ) = self
+            .copy_source(&input.copy_source, copy_conditions!(input))
             .await?;
-        Conditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        }
-        .check(&source, S3ErrorCode::PreconditionFailed)?;
         let replace = input
             .metadata_directive
             .as_ref()
@@ -313,11 +302,7 @@ impl ShardgateS3 {
         // A copy of a version onto its own key (no REPLACE) restores an
         // older version: S3 allows it; of the current one, it would change
         // nothing and is refused.
-        if !replace
-            && version_id.is_none()
-            && **src_bucket == *input.bucket
-            && **src_key == *input.key
-        {
+        if !replace && version_id.is_none() && src_bucket == input.bucket && src_key == input.key {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
@@ -383,7 +368,7 @@ impl ShardgateS3 {
                 last_modified: Some(timestamp(manifest.created_unix_ms)),
                 ..Default::default()
             }),
-            copy_source_version_id: shown_version(&source_version, version_id.as_deref()),
+            copy_source_version_id: shown_version(&source_version, version_id),
             version_id: written_version(&written),
             ..Default::default()
         }))
