@@ -179,10 +179,10 @@ fn boto3_locks_objects() {
 }
 
 #[test]
-fn boto3_copies_parts() {
+fn boto3_copies_parts_and_reads_attributes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let out = server.python("upload_part_copy.py", &[]);
+    let out = server.python("part_copy_and_attributes.py", &[]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!server.log_text().contains("panicked"));
 }

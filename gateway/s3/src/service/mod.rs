@@ -7,7 +7,7 @@
 //!
 //! s3s wants one `impl S3`: here it only dispatches, to one module per
 //! resource (`bucket`, `object`, `list`, `multipart`, `tagging`,
-//! `versioning`, `lock`), whose inherent methods of the same names take
+//! `versioning`, `lock`, `attributes`), whose inherent methods of the same names take
 //! precedence over the trait's. What the
 //! resources share (preconditions, bodies, headers) stays in this file.
 
@@ -407,6 +407,7 @@ pub(crate) fn object_range(
 }
 
 // After the macros above: a module sees only the macros defined before it.
+mod attributes;
 mod bucket;
 mod list;
 mod lock;
@@ -607,6 +608,13 @@ impl S3 for ShardgateS3 {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         ShardgateS3::upload_part_copy(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        ShardgateS3::get_object_attributes(self, req).await
     }
 
     // --- Object Lock (lock.rs) ---

@@ -1,9 +1,13 @@
-"""boto3 against a running shardgate: UploadPartCopy. Parts copied from
+"""boto3 against a running shardgate: UploadPartCopy, then
+GetObjectAttributes. Parts copied from
 byte ranges of one object and whole from an older version of another, then
 completed, read back as the concatenation; the copy-source version is
 echoed; a range past the source is InvalidRange, a malformed one
 InvalidArgument; a missing source NoSuchKey, a missing upload NoSuchUpload,
-and a refused part leaves the upload as it was. Run by tests/s3_clients.rs;
+and a refused part leaves the upload as it was. GetObjectAttributes
+returns the ETag, size, storage class and checksum asked for, and a
+multipart object's parts page by page, of the current or an older version.
+Run by tests/s3_clients.rs;
 exits non-zero on the first failed check."""
 
 import random
@@ -55,4 +59,29 @@ s3.complete_multipart_upload(Bucket="partcopy", Key="joined", UploadId=upload, M
 got = s3.get_object(Bucket="partcopy", Key="joined")["Body"].read()
 check(got == big + old, "the completed object is the copied ranges, in order")
 
-print("upload_part_copy: all checks passed", file=sys.stderr)
+# GetObjectAttributes: the parts, paged.
+ALL = ["ETag", "ObjectSize", "ObjectParts", "StorageClass", "Checksum"]
+a = s3.get_object_attributes(Bucket="partcopy", Key="joined", ObjectAttributes=ALL, MaxParts=2)
+etag = s3.head_object(Bucket="partcopy", Key="joined")["ETag"].strip('"')
+check(a["ETag"].strip('"') == etag and a["ObjectSize"] == len(big) + len(old), f"ETag and size: {a}")
+check(a["StorageClass"] == "STANDARD", "storage class")
+p = a["ObjectParts"]
+check(p["TotalPartsCount"] == 3 and p["IsTruncated"] and p["NextPartNumberMarker"] == 2,
+      f"the first page of parts: {p}")
+check([x["Size"] for x in p["Parts"]] == [cut, len(big) - cut], "the first two parts' sizes")
+rest = s3.get_object_attributes(Bucket="partcopy", Key="joined", ObjectAttributes=["ObjectParts"],
+                                PartNumberMarker=2)["ObjectParts"]
+check(not rest["IsTruncated"] and [x["PartNumber"] for x in rest["Parts"]] == [3], f"the rest: {rest}")
+
+# A checksummed PUT: its checksum; an older version's attributes by id.
+s3.put_object(Bucket="partcopy", Key="summed", Body=b"sum me", ChecksumAlgorithm="SHA256")
+a = s3.get_object_attributes(Bucket="partcopy", Key="summed", ObjectAttributes=["Checksum"])
+want = s3.head_object(Bucket="partcopy", Key="summed", ChecksumMode="ENABLED")["ChecksumSHA256"]
+check(a["Checksum"]["ChecksumSHA256"] == want, f"the stored checksum: {a}")
+a = s3.get_object_attributes(Bucket="partcopy", Key="small", VersionId=old_id,
+                             ObjectAttributes=["ObjectSize"])
+check(a["ObjectSize"] == len(old) and a["VersionId"] == old_id, f"an older version's size: {a}")
+expect_error("NoSuchKey", s3.get_object_attributes, Bucket="partcopy", Key="missing",
+             ObjectAttributes=["ETag"])
+
+print("part_copy_and_attributes: all checks passed", file=sys.stderr)
