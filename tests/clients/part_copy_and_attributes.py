@@ -7,6 +7,7 @@ InvalidArgument; a missing source NoSuchKey, a missing upload NoSuchUpload,
 and a refused part leaves the upload as it was. GetObjectAttributes
 returns the ETag, size, storage class and checksum asked for, and a
 multipart object's parts page by page, of the current or an older version.
+CompleteMultipartUpload honours If-Match and If-None-Match.
 Run by tests/s3_clients.rs;
 exits non-zero on the first failed check."""
 
@@ -83,5 +84,26 @@ a = s3.get_object_attributes(Bucket="partcopy", Key="small", VersionId=old_id,
 check(a["ObjectSize"] == len(old) and a["VersionId"] == old_id, f"an older version's size: {a}")
 expect_error("NoSuchKey", s3.get_object_attributes, Bucket="partcopy", Key="missing",
              ObjectAttributes=["ETag"])
+
+# Conditional completion: If-Match / If-None-Match on the key's current
+# object, checked when the upload completes.
+def upload_one(key, body):
+    up = s3.create_multipart_upload(Bucket="partcopy", Key=key)["UploadId"]
+    part = s3.upload_part(Bucket="partcopy", Key=key, UploadId=up, PartNumber=1, Body=body)
+    return up, {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+
+
+current = s3.head_object(Bucket="partcopy", Key="joined")["ETag"]
+up, parts = upload_one("joined", b"conditional")
+expect_error("PreconditionFailed", s3.complete_multipart_upload, Bucket="partcopy", Key="joined",
+             UploadId=up, MultipartUpload=parts, IfMatch='"0123"')
+expect_error("PreconditionFailed", s3.complete_multipart_upload, Bucket="partcopy", Key="joined",
+             UploadId=up, MultipartUpload=parts, IfNoneMatch="*")
+check(s3.get_object(Bucket="partcopy", Key="joined")["Body"].read() == big + old,
+      "a refused completion changed nothing")
+s3.complete_multipart_upload(Bucket="partcopy", Key="joined", UploadId=up, MultipartUpload=parts,
+                             IfMatch=current)
+check(s3.get_object(Bucket="partcopy", Key="joined")["Body"].read() == b"conditional",
+      "If-Match on the current ETag completes")
 
 print("part_copy_and_attributes: all checks passed", file=sys.stderr)

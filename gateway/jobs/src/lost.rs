@@ -27,6 +27,17 @@ const PERIOD: Duration = Duration::from_secs(5);
 /// The job-state key holding the configured backends of the last walk.
 const STATE: &str = "backend-walk";
 
+/// Why the store is walked for backends gone at startup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// No walk recorded yet (a new store, or one from before walks).
+    FirstStart,
+    /// A backend of the last walk is no longer configured.
+    Shrank,
+    /// Nothing to walk for until a backend goes.
+    No,
+}
+
 impl Jobs {
     /// Whether `backend` is gone: not configured, or down past its grace.
     pub(crate) fn backend_gone(&self, backend: &BackendId) -> bool {
@@ -44,7 +55,8 @@ impl Jobs {
         let jobs = self.clone();
         tokio::spawn(async move {
             let mut walked_for: BTreeSet<BackendId> = BTreeSet::new();
-            let mut start_walk = jobs.configuration_shrank().await;
+            let first = jobs.configuration_shrank().await;
+            let mut start_walk = first != Walk::No;
             loop {
                 let gone: BTreeSet<BackendId> = jobs
                     .gw
@@ -56,11 +68,16 @@ impl Jobs {
                 walked_for.retain(|b| gone.contains(b));
                 let new: Vec<&BackendId> = gone.difference(&walked_for).collect();
                 if start_walk || !new.is_empty() {
-                    tracing::warn!(
-                        backends = ?new,
-                        grace = ?jobs.settings.backend_grace,
-                        "backends gone: their fragments are queued for repair"
-                    );
+                    if new.is_empty() && first == Walk::FirstStart {
+                        // Nothing is known gone: a first walk, not news.
+                        tracing::info!("first walk for fragments on backends not configured");
+                    } else {
+                        tracing::warn!(
+                            backends = ?new,
+                            grace = ?jobs.settings.backend_grace,
+                            "backends gone: their fragments are queued for repair"
+                        );
+                    }
                     match jobs.queue_lost_fragments().await {
                         Ok(n) => {
                             tracing::info!(
@@ -80,24 +97,28 @@ impl Jobs {
         });
     }
 
-    /// Whether a backend the last walk knew is no longer configured (or no
-    /// walk was ever recorded): its fragments need queuing.
-    async fn configuration_shrank(&self) -> bool {
+    /// Whether a backend the last walk knew is no longer configured (its
+    /// fragments need queuing), or no walk was ever recorded.
+    async fn configuration_shrank(&self) -> Walk {
         let meta = self.gw.meta().clone();
         let saved = match blocking(move || meta.job_state(STATE)).await {
             Ok(saved) => saved,
             Err(e) => {
                 tracing::warn!(error = %e, "last walk for backends gone not read; walking");
-                return true;
+                return Walk::Shrank;
             }
         };
         let Some(saved) = saved else {
-            return true;
+            return Walk::FirstStart;
         };
-        String::from_utf8_lossy(&saved)
+        let shrank = String::from_utf8_lossy(&saved)
             .lines()
             .filter(|l| !l.is_empty())
-            .any(|id| BackendId::new(id).map_or(true, |id| self.gw.backend(&id).is_none()))
+            .any(|id| BackendId::new(id).map_or(true, |id| self.gw.backend(&id).is_none()));
+        match shrank {
+            true => Walk::Shrank,
+            false => Walk::No,
+        }
     }
 
     /// Walks every manifest once, queuing the objects with fragments on
