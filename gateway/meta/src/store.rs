@@ -120,48 +120,65 @@ const BUCKET_FORMAT: u8 = 2;
 impl BucketRecord {
     /// The bucket's Object Lock configuration, if it has Object Lock.
     pub fn object_lock(&self) -> Result<Option<ObjectLock>> {
-        self.extensions
-            .iter()
-            .find(|(t, _)| *t == OBJECT_LOCK_EXTENSION)
-            .map(|(_, bytes)| postcard_body("object lock", bytes))
-            .transpose()
+        extension(&self.extensions, OBJECT_LOCK_EXTENSION, "object lock")
     }
 
     /// The bucket's tags.
     pub fn tags(&self) -> Result<BTreeMap<String, String>> {
-        match self
-            .extensions
-            .iter()
-            .find(|(t, _)| *t == BUCKET_TAGS_EXTENSION)
-        {
-            Some((_, bytes)) => postcard_body("bucket tags", bytes),
-            None => Ok(BTreeMap::new()),
-        }
+        Ok(extension(&self.extensions, BUCKET_TAGS_EXTENSION, "bucket tags")?.unwrap_or_default())
     }
 
     fn set_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<()> {
-        self.extensions.retain(|(t, _)| *t != BUCKET_TAGS_EXTENSION);
-        if !tags.is_empty() {
-            let bytes = postcard::to_allocvec(tags).map_err(|e| MetaError::Corrupt {
-                what: "bucket tags",
-                reason: e.to_string(),
-            })?;
-            self.extensions.push((BUCKET_TAGS_EXTENSION, bytes));
-            self.extensions.sort_by_key(|(t, _)| *t);
-        }
-        Ok(())
+        let tags = (!tags.is_empty()).then_some(tags);
+        set_extension(
+            &mut self.extensions,
+            BUCKET_TAGS_EXTENSION,
+            tags,
+            "bucket tags",
+        )
     }
 
     fn set_object_lock(&mut self, lock: &ObjectLock) -> Result<()> {
-        let bytes = postcard::to_allocvec(lock).map_err(|e| MetaError::Corrupt {
-            what: "object lock",
+        set_extension(
+            &mut self.extensions,
+            OBJECT_LOCK_EXTENSION,
+            Some(lock),
+            "object lock",
+        )
+    }
+}
+
+/// The value of extension `tag`, if present.
+fn extension<T: DeserializeOwned>(
+    extensions: &[(u16, Vec<u8>)],
+    tag: u16,
+    what: &'static str,
+) -> Result<Option<T>> {
+    extensions
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .map(|(_, bytes)| postcard_body(what, bytes))
+        .transpose()
+}
+
+/// Sets extension `tag` to `value` (`None`: removes it), keeping the
+/// extensions sorted by tag.
+fn set_extension<T: Serialize>(
+    extensions: &mut Vec<(u16, Vec<u8>)>,
+    tag: u16,
+    value: Option<&T>,
+    what: &'static str,
+) -> Result<()> {
+    extensions.retain(|(t, _)| *t != tag);
+    if let Some(value) = value {
+        let bytes = postcard::to_allocvec(value).map_err(|e| MetaError::Corrupt {
+            what,
             reason: e.to_string(),
         })?;
-        self.extensions.retain(|(t, _)| *t != OBJECT_LOCK_EXTENSION);
-        self.extensions.push((OBJECT_LOCK_EXTENSION, bytes));
-        self.extensions.sort_by_key(|(t, _)| *t);
-        Ok(())
+        extensions.push((tag, bytes));
+        extensions.sort_by_key(|(t, _)| *t);
     }
+    Ok(())
 }
 
 fn encode_bucket(record: &BucketRecord) -> Result<Vec<u8>> {
@@ -298,10 +315,7 @@ const SUMMARY_FORMAT: u8 = 3;
 impl ObjectSummary {
     /// The version's tags.
     pub fn tags(&self) -> Result<BTreeMap<String, String>> {
-        match self.extensions.iter().find(|(t, _)| *t == TAGS_EXTENSION) {
-            Some((_, bytes)) => postcard_body("tags", bytes),
-            None => Ok(BTreeMap::new()),
-        }
+        Ok(extension(&self.extensions, TAGS_EXTENSION, "tags")?.unwrap_or_default())
     }
 
     /// The version's retention, if any (whether in force or over).
@@ -331,16 +345,8 @@ impl ObjectSummary {
     }
 
     fn set_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<()> {
-        self.extensions.retain(|(t, _)| *t != TAGS_EXTENSION);
-        if !tags.is_empty() {
-            let bytes = postcard::to_allocvec(tags).map_err(|e| MetaError::Corrupt {
-                what: "tags",
-                reason: e.to_string(),
-            })?;
-            self.extensions.push((TAGS_EXTENSION, bytes));
-            self.extensions.sort_by_key(|(t, _)| *t);
-        }
-        Ok(())
+        let tags = (!tags.is_empty()).then_some(tags);
+        set_extension(&mut self.extensions, TAGS_EXTENSION, tags, "tags")
     }
 
     /// How S3 names this row's version, `seq` being its row's.
