@@ -6,3 +6,6 @@ SHARDGATE_TEST_VENV=${SHARDGATE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shard
 if [ -d "$SHARDGATE_TEST_VENV/bin" ]; then
   export PATH="$SHARDGATE_TEST_VENV/bin:$PATH"
 fi
+# awscrt (botocore's CRC32C and CRC64NVME), kept out of the virtual
+# environment: the checksum test puts it on its PYTHONPATH.
+export SHARDGATE_TEST_CRT=${SHARDGATE_TEST_CRT:-$SHARDGATE_TEST_VENV-crt}

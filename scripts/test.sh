@@ -19,6 +19,8 @@
 #                         virtual environment ($SHARDGATE_TEST_VENV, default
 #                         ~/.cache/shardgate/test-venv), whatever python3 is
 #                         (Debian's refuses system-wide pip installs)
+#   awscrt                PyPI, pinned in tests/clients/requirements-crt.txt, into
+#                         a folder of its own ($SHARDGATE_TEST_CRT)
 #   Azurite, jco          npm, pinned by the package-lock.json files
 #   wasm-tools 1.263.0    crates.io (cargo install)
 set -euo pipefail
@@ -64,6 +66,18 @@ if [ -n "$missing" ]; then
   "${pip[@]}" install --quiet -r tests/clients/requirements.txt
 fi
 export PATH="$venv/bin:$PATH"   # (test-env.sh found no venv yet the first time)
+
+# awscrt, apart: botocore signs with it once it can import it, so only the
+# test that needs its CRC32C and CRC64NVME (tests/clients/checksums.py) sees
+# it, through PYTHONPATH; every other test signs with botocore's own code.
+crt=$SHARDGATE_TEST_CRT
+awscrt=$(sed -n 's/^awscrt==//p' tests/clients/requirements-crt.txt)
+if [ "$(cat "$crt/.version" 2>/dev/null)" != "$awscrt" ]; then
+  say "installing from PyPI into $crt: awscrt==$awscrt"
+  rm -rf "$crt"
+  "${pip[@]}" install --quiet --target "$crt" -r tests/clients/requirements-crt.txt
+  echo "$awscrt" > "$crt/.version"
+fi
 
 # npm packages, where node_modules is missing or older than its lock file
 for dir in tests/emulators plugins/examples/onprem-one-js; do

@@ -151,6 +151,28 @@ fn boto3_suite(server: &Server) {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// Every additional checksum algorithm, sent in headers over HTTP.
+#[test]
+fn boto3_checks_every_checksum_in_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    checksums(&Server::start(&dir.path().join("data")));
+}
+
+/// Every additional checksum algorithm, sent in the trailer of an
+/// aws-chunked body (what botocore does over HTTPS).
+#[test]
+fn boto3_checks_every_checksum_in_trailers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _certs) = Server::start_tls(&dir.path().join("data"), &[]);
+    checksums(&server);
+}
+
+fn checksums(server: &Server) {
+    let out = server.python_with_crt("checksums.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
 #[test]
 fn boto3_tags_objects() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,9 @@ import boto3
 from botocore.client import Config
 
 
-def client(pool=10):
+def client(pool=10, checksums="when_supported"):
+    """`checksums`: botocore's request_checksum_calculation (when_supported
+    sends a CRC32 with every body; when_required, only where S3 needs one)."""
     return boto3.client(
         "s3",
         endpoint_url=os.environ["S3_ENDPOINT"],
@@ -19,6 +21,7 @@ def client(pool=10):
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=pool,
+            request_checksum_calculation=checksums,
         ),
     )
 

@@ -226,26 +226,38 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs `tests/clients/<script>` with python3, the gateway in its env.
-    pub fn python(&self, script: &str, args: &[&str]) -> Output {
+    /// python3 on `tests/clients/<script>`, the gateway in its env.
+    fn script(&self, script: &str, args: &[&str]) -> Command {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/clients")
             .join(script);
-        run(Command::new("python3")
-            .arg(path)
-            .args(args)
-            .envs(self.env()))
+        let mut command = Command::new("python3");
+        command.arg(path).args(args).envs(self.env());
+        command
+    }
+
+    /// Runs `tests/clients/<script>` with python3, the gateway in its env.
+    pub fn python(&self, script: &str, args: &[&str]) -> Output {
+        run(&mut self.script(script, args))
+    }
+
+    /// Runs `tests/clients/<script>` like `python`, with awscrt importable
+    /// (`$SHARDGATE_TEST_CRT`, which the README's test command fills):
+    /// botocore then has CRC32C and CRC64NVME, and signs with awscrt.
+    pub fn python_with_crt(&self, script: &str, args: &[&str]) -> Output {
+        let crt = std::env::var("SHARDGATE_TEST_CRT").unwrap_or_default();
+        assert!(
+            Path::new(&crt).join("awscrt").is_dir(),
+            "awscrt is not in SHARDGATE_TEST_CRT ({crt:?}): {}",
+            shardgate_emulators::INSTALL_HINT
+        );
+        run(self.script(script, args).env("PYTHONPATH", crt))
     }
 
     /// Starts `tests/clients/<script>` like `python`, without waiting.
     pub fn python_spawn(&self, script: &str, args: &[&str]) -> Spawned {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/clients")
-            .join(script);
-        let child = Command::new("python3")
-            .arg(path)
-            .args(args)
-            .envs(self.env())
+        let child = self
+            .script(script, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

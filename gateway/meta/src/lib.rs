@@ -41,8 +41,8 @@ pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
     BUCKET_TAGS_EXTENSION, BucketRecord, CRITICAL_EXTENSION, CompleteError, Condition, Deleted,
     IntentId, IntentKind, IntentRecord, MetaStore, OBJECT_LOCK_EXTENSION, ObjectSummary,
-    PartRecord, StoredVersion, TAGS_EXTENSION, UploadRecord, Usage, VersionRow, VersionState,
-    Written,
+    PartChecksum, PartRecord, StoredVersion, TAGS_EXTENSION, UploadRecord, Usage, VersionRow,
+    VersionState, Written,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};

@@ -483,7 +483,9 @@ pub struct UploadRecord {
     pub user_metadata: BTreeMap<String, String>,
 }
 
-/// One uploaded part: a segment of the object to be.
+/// One uploaded part: a segment of the object to be (record format 2;
+/// format 1, still read and still written for a part without a checksum,
+/// had no checksum).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
     /// MD5 of the part, hex.
@@ -491,6 +493,58 @@ pub struct PartRecord {
     pub size: u64,
     pub modified_unix_ms: u64,
     pub segment: Segment,
+    /// The part's verified additional checksum, as the client sent it.
+    pub checksum: Option<PartChecksum>,
+}
+
+/// An additional checksum (S3's `x-amz-checksum-*`): the algorithm's name
+/// as S3 spells it (`CRC32`, `SHA256`, ...) and the base64 value. The store
+/// keeps it; the gateway interprets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartChecksum {
+    pub algorithm: String,
+    pub value: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartV1 {
+    etag: String,
+    size: u64,
+    modified_unix_ms: u64,
+    segment: Segment,
+}
+
+const PART_FORMAT: u8 = 2;
+
+fn decode_part(bytes: &[u8]) -> Result<PartRecord> {
+    match split_format("part", bytes)? {
+        (RECORD_FORMAT, body) => {
+            let v1: PartV1 = postcard_body("part", body)?;
+            Ok(PartRecord {
+                etag: v1.etag,
+                size: v1.size,
+                modified_unix_ms: v1.modified_unix_ms,
+                segment: v1.segment,
+                checksum: None,
+            })
+        }
+        (PART_FORMAT, body) => postcard_body("part", body),
+        (v, _) => Err(unknown_format("part", v)),
+    }
+}
+
+/// Format 1 while a part has no checksum (what earlier releases read),
+/// format 2 once it has one.
+fn encode_part(part: &PartRecord) -> Result<Vec<u8>> {
+    match &part.checksum {
+        None => encode(&PartV1 {
+            etag: part.etag.clone(),
+            size: part.size,
+            modified_unix_ms: part.modified_unix_ms,
+            segment: part.segment.clone(),
+        }),
+        Some(_) => encode_as(PART_FORMAT, part),
+    }
 }
 
 /// What one backend holds: fragments and bytes of current objects, and of
@@ -1573,7 +1627,7 @@ impl MetaStore {
         }
         for r in txn.open_table(PARTS)?.iter()? {
             let (_, v) = r?;
-            if let Ok(p) = decode::<PartRecord>("part", v.value()) {
+            if let Ok(p) = decode_part(v.value()) {
                 count(&p.segment, true);
             }
         }
@@ -1964,9 +2018,9 @@ impl MetaStore {
         let mut parts = txn.open_table(PARTS)?;
         let old = parts.insert(
             keys::part_key(upload, number).as_slice(),
-            encode(part)?.as_slice(),
+            encode_part(part)?.as_slice(),
         )?;
-        let old: Option<PartRecord> = old.map(|v| decode("part", v.value())).transpose()?;
+        let old: Option<PartRecord> = old.map(|v| decode_part(v.value())).transpose()?;
         drop(parts);
         if let Some(old) = old {
             Self::add_garbage(
@@ -2009,7 +2063,7 @@ impl MetaStore {
                 .last_chunk::<4>()
                 .map(|b| u32::from_be_bytes(*b))
                 .unwrap_or_default();
-            out.push((number, decode("part", v.value())?));
+            out.push((number, decode_part(v.value())?));
         }
         Ok((out, more))
     }
@@ -2087,7 +2141,7 @@ impl MetaStore {
                 .last_chunk::<4>()
                 .map(|b| u32::from_be_bytes(*b))
                 .unwrap_or_default();
-            out.insert(number, decode("part", v.value())?);
+            out.insert(number, decode_part(v.value())?);
         }
         Ok(out)
     }
@@ -2216,10 +2270,10 @@ pub mod formats {
         encode(r)
     }
     pub fn decode_part(bytes: &[u8]) -> Result<PartRecord> {
-        decode("part", bytes)
+        super::decode_part(bytes)
     }
     pub fn encode_part(r: &PartRecord) -> Result<Vec<u8>> {
-        encode(r)
+        super::encode_part(r)
     }
     pub fn decode_intent(bytes: &[u8]) -> Result<IntentRecord> {
         super::decode_intent(bytes)
@@ -2252,7 +2306,7 @@ pub mod fuzzing {
         let _ = decode_bucket(bytes);
         let _ = decode_version(0, bytes);
         let _ = decode_upload(bytes);
-        let _ = decode::<PartRecord>("part", bytes);
+        let _ = decode_part(bytes);
         let _ = decode_intent(bytes);
         let _ = decode::<GarbageRecord>("garbage", bytes);
     }

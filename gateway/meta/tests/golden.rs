@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use shardgate_core::{FragmentState, Manifest};
 use shardgate_meta::formats;
 use shardgate_meta::{
-    CRITICAL_EXTENSION, IntentKind, MetaError, OBJECT_LOCK_EXTENSION, ObjectSummary, Versioning,
+    CRITICAL_EXTENSION, IntentKind, MetaError, OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum,
+    PartRecord, Versioning,
 };
 
 fn golden(name: &str) -> Vec<u8> {
@@ -62,7 +63,19 @@ fn v1_buckets_uploads_and_parts_decode_and_encode_the_same() {
     assert_eq!(part.etag, md5_hex(&pattern(13, 20480)));
     assert_eq!(part.segment.plaintext_len, 20480);
     assert_eq!(part.segment.fragments.len(), 6);
+    assert_eq!(part.checksum, None);
     assert_eq!(formats::encode_part(&part).unwrap(), bytes);
+    // A part with an additional checksum is format 2; it reads back the same.
+    let summed = PartRecord {
+        checksum: Some(PartChecksum {
+            algorithm: "CRC32".into(),
+            value: "DUoRhQ==".into(),
+        }),
+        ..part
+    };
+    let v2 = formats::encode_part(&summed).unwrap();
+    assert_eq!(v2[0], 2);
+    assert_eq!(formats::decode_part(&v2).unwrap(), summed);
 }
 
 fn check_striped(summary: &ObjectSummary, m: &Manifest) {

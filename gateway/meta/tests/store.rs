@@ -252,6 +252,7 @@ fn part(etag: &str, size: u64) -> PartRecord {
         size,
         modified_unix_ms: 0,
         segment: segment(size),
+        checksum: None,
     }
 }
 

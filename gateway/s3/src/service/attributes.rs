@@ -22,21 +22,14 @@ impl ShardgateS3 {
                 .flat_map(|x| x.as_str().split(','))
                 .any(|x| x.trim() == a)
         };
-        let stored = |a: Algorithm| {
-            manifest
-                .user_metadata
-                .get(&checksum::metadata_key(a))
-                .cloned()
-        };
-        let checksum = Checksum {
-            checksum_crc32: stored(Algorithm::Crc32),
-            checksum_crc32c: stored(Algorithm::Crc32c),
-            checksum_crc64nvme: stored(Algorithm::Crc64Nvme),
-            checksum_sha1: stored(Algorithm::Sha1),
-            checksum_sha256: stored(Algorithm::Sha256),
-            checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
-        };
-        let has_checksum = Algorithm::ALL.iter().any(|a| stored(*a).is_some());
+        let checksum = checksum::stored(&manifest.user_metadata).map(|(a, value, combine)| {
+            let mut out = Checksum {
+                checksum_type: Some(combine.s3()),
+                ..Default::default()
+            };
+            fill_checksum!(out, Some((a, value)));
+            out
+        });
         let multipart = manifest.etag.contains('-');
         let object_parts = (wants(ObjectAttributes::OBJECT_PARTS) && multipart)
             .then(|| parts_page(&manifest, input.max_parts, input.part_number_marker))
@@ -46,7 +39,7 @@ impl ShardgateS3 {
             object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(manifest.size as i64),
             storage_class: wants(ObjectAttributes::STORAGE_CLASS)
                 .then(|| StorageClass::from_static(StorageClass::STANDARD)),
-            checksum: (wants(ObjectAttributes::CHECKSUM) && has_checksum).then_some(checksum),
+            checksum: checksum.filter(|_| wants(ObjectAttributes::CHECKSUM)),
             object_parts,
             last_modified: Some(timestamp(manifest.created_unix_ms)),
             version_id: shown_version(&version, asked),
@@ -75,10 +68,15 @@ fn parts_page(
         .iter()
         .zip(1i32..)
         .filter(|(_, n)| *n > marker)
-        .map(|(s, n)| ObjectPart {
-            part_number: Some(n),
-            size: Some(s.plaintext_len as i64),
-            ..Default::default()
+        .map(|(s, n)| {
+            let mut part = ObjectPart {
+                part_number: Some(n),
+                size: Some(s.plaintext_len as i64),
+                ..Default::default()
+            };
+            let sum = checksum::stored_part(&manifest.user_metadata, n as usize);
+            fill_checksum!(part, sum);
+            part
         })
         .collect();
     let truncated = after.len() > max;

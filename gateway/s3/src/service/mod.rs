@@ -11,6 +11,7 @@
 //! precedence over the trait's. What the
 //! resources share (preconditions, bodies, headers) stays in this file.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -19,13 +20,14 @@ use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use shardgate_core::{Manifest, VersionId};
 use shardgate_meta::{
-    Condition, IntentKind, ListEntry, ListQuery, ObjectVersion as StoredVersionId, PartRecord,
-    UploadEntry, UploadQuery, UploadRecord, VersionSelector, VersionState, Versioning, Written,
+    Condition, IntentKind, ListEntry, ListQuery, ObjectVersion as StoredVersionId, PartChecksum,
+    PartRecord, UploadEntry, UploadQuery, UploadRecord, VersionSelector, VersionState, Versioning,
+    Written,
 };
 use shardgate_pipeline::ObjectMeta;
 
 use crate::body::{ReadBody, log_bad_fragments};
-use crate::checksum::{self, Algorithm, Declared};
+use crate::checksum::{self, Algorithm, Combine, Declared, Expected, Given, UploadChecksum};
 use crate::convert::{self, Conditions, Headers, etag, timestamp};
 use shardgate_node::{Gateway, GatewayError, Pending, blocking, now_ms};
 
@@ -173,13 +175,12 @@ impl ShardgateS3 {
         body: Option<StreamingBlob>,
         length: Option<i64>,
         md5: Option<&str>,
-        declared: Declared,
+        expected: Option<Expected>,
         trailers: Option<&s3s::TrailingHeaders>,
         meta: ObjectMeta,
     ) -> S3Result<(Pending, Option<(Algorithm, String)>)> {
         let size = convert::declared_length(length)?;
         let md5 = convert::content_md5(md5)?;
-        let expected = declared.expected()?;
         let (body, computed) =
             checksum::Tap::new(body_stream(body), expected.as_ref().map(|e| e.algorithm));
         let mut pending = self
@@ -207,11 +208,11 @@ impl ShardgateS3 {
             },
         };
         if let Some((algorithm, value)) = &verified {
-            pending
-                .write
-                .manifest
-                .user_metadata
-                .insert(checksum::metadata_key(*algorithm), value.clone());
+            checksum::record(
+                &mut pending.write.manifest.user_metadata,
+                *algorithm,
+                value.clone(),
+            );
         }
         Ok((pending, verified))
     }
@@ -306,6 +307,22 @@ macro_rules! declared_checksum {
             sha256: $input.checksum_sha256,
             algorithm: $input.checksum_algorithm,
         }
+    };
+}
+
+/// The checksums a part of CompleteMultipartUpload (or of a listing) has.
+macro_rules! part_checksums {
+    ($p:expr) => {
+        [
+            (Algorithm::Crc32, &$p.checksum_crc32),
+            (Algorithm::Crc32c, &$p.checksum_crc32c),
+            (Algorithm::Crc64Nvme, &$p.checksum_crc64nvme),
+            (Algorithm::Sha1, &$p.checksum_sha1),
+            (Algorithm::Sha256, &$p.checksum_sha256),
+        ]
+        .into_iter()
+        .filter_map(|(a, v)| v.clone().map(|v| (a, v)))
+        .collect::<Vec<(Algorithm, String)>>()
     };
 }
 

@@ -11,6 +11,31 @@ struct PartOf<'a> {
     number: i32,
 }
 
+/// What CompleteMultipartUpload states beyond the parts' ETags.
+struct Completion<'a> {
+    upload: &'a str,
+    /// (part number, ETag), as listed.
+    chosen: &'a [(u32, String)],
+    /// The checksums listed with each part.
+    given: &'a [Vec<(Algorithm, String)>],
+    /// The checksum the upload was created with.
+    sum: Option<UploadChecksum>,
+    /// `x-amz-checksum-*`: the whole object's.
+    whole: Option<Expected>,
+    /// `x-amz-checksum-type`.
+    kind: Option<&'a ChecksumType>,
+    /// `x-amz-mp-object-size`.
+    size: Option<i64>,
+}
+
+/// A completed object's checksum, and the metadata that records it.
+struct ObjectSum {
+    algorithm: Algorithm,
+    combine: Combine,
+    value: String,
+    metadata: BTreeMap<String, String>,
+}
+
 /// The range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both
 /// inclusive and within the source's `size` bytes).
 fn copy_range(header: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
@@ -48,6 +73,13 @@ impl ShardgateS3 {
         let mut meta = headers!(input).into_meta()?;
         let (retention, legal_hold) = requested_lock!(input)?;
         lock::stash_lock(&mut meta, retention, legal_hold);
+        let sum = UploadChecksum::requested(
+            input.checksum_algorithm.as_ref(),
+            input.checksum_type.as_ref(),
+        )?;
+        if let Some(sum) = sum {
+            sum.stash(&mut meta.user_metadata);
+        }
         // The tags wait in the upload's metadata, under a name no header
         // can have, until the upload completes.
         if let Some(header) = input.tagging.as_deref() {
@@ -69,6 +101,8 @@ impl ShardgateS3 {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload),
+            checksum_algorithm: sum.map(|s| ChecksumAlgorithm::from_static(s.algorithm.name())),
+            checksum_type: sum.map(|s| s.combine.s3()),
             ..Default::default()
         }))
     }
@@ -84,8 +118,20 @@ impl ShardgateS3 {
             upload: &input.upload_id,
             number: input.part_number,
         };
-        self.check_part(&part).await?;
-        let declared = declared_checksum!(input);
+        let upload_sum = self.check_part(&part).await?;
+        let mut expected = declared_checksum!(input).expected()?;
+        match (upload_sum, &expected) {
+            (Some(u), Some(e)) if u.algorithm != e.algorithm => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    u.algorithm.header_suffix(),
+                    e.algorithm.header_suffix()
+                ));
+            }
+            (Some(u), None) => expected = Some(Expected::computed(u.algorithm)),
+            _ => {}
+        }
         let (pending, verified) = self
             .write_body(
                 IntentKind::PART,
@@ -94,12 +140,12 @@ impl ShardgateS3 {
                 input.body,
                 input.content_length,
                 input.content_md5.as_deref(),
-                declared,
+                expected,
                 req.trailing_headers.as_ref(),
                 ObjectMeta::default(),
             )
             .await?;
-        let part_etag = self.store_part(&part, pending).await?;
+        let part_etag = self.store_part(&part, pending, verified.clone()).await?;
         let mut out = UploadPartOutput {
             e_tag: Some(etag(&part_etag)),
             ..Default::default()
@@ -122,7 +168,7 @@ impl ShardgateS3 {
             upload: &input.upload_id,
             number: input.part_number,
         };
-        self.check_part(&part).await?;
+        let upload_sum = self.check_part(&part).await?;
         let (
             CopyFrom {
                 bucket: src_bucket,
@@ -150,7 +196,7 @@ impl ShardgateS3 {
             )
             .await?;
         let body = (len > 0).then_some(body);
-        let (pending, _) = self
+        let (pending, verified) = self
             .write_body(
                 IntentKind::PART,
                 part.bucket,
@@ -158,26 +204,28 @@ impl ShardgateS3 {
                 body,
                 Some(len as i64),
                 None,
-                Declared::default(),
+                upload_sum.map(|u| Expected::computed(u.algorithm)),
                 None,
                 ObjectMeta::default(),
             )
             .await?;
-        let part_etag = self.store_part(&part, pending).await?;
+        let part_etag = self.store_part(&part, pending, verified.clone()).await?;
+        let mut result = CopyPartResult {
+            e_tag: Some(etag(&part_etag)),
+            last_modified: Some(timestamp(last_modified)),
+            ..Default::default()
+        };
+        fill_checksum!(result, verified);
         Ok(S3Response::new(UploadPartCopyOutput {
-            copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&part_etag)),
-                last_modified: Some(timestamp(last_modified)),
-                ..Default::default()
-            }),
+            copy_part_result: Some(result),
             copy_source_version_id: version,
             ..Default::default()
         }))
     }
 
     /// The part number is valid and the upload exists (before any byte
-    /// of the part is stored).
-    async fn check_part(&self, part: &PartOf<'_>) -> S3Result<()> {
+    /// of the part is stored); the checksum the upload was created with.
+    async fn check_part(&self, part: &PartOf<'_>) -> S3Result<Option<UploadChecksum>> {
         if !(1..=convert::MAX_PART_NUMBER).contains(&part.number) {
             return Err(s3_error!(
                 InvalidArgument,
@@ -191,12 +239,17 @@ impl ShardgateS3 {
             part.key.to_string(),
             part.upload.to_string(),
         );
-        blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
-        Ok(())
+        let record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        Ok(UploadChecksum::stashed(&record.user_metadata))
     }
 
     /// Records a written part in its upload; returns its ETag.
-    async fn store_part(&self, part_of: &PartOf<'_>, pending: Pending) -> S3Result<String> {
+    async fn store_part(
+        &self,
+        part_of: &PartOf<'_>,
+        pending: Pending,
+        checksum: Option<(Algorithm, String)>,
+    ) -> S3Result<String> {
         let number = part_of.number;
         let Pending { write, intent } = pending;
         let Some(segment) = write.manifest.segments.into_iter().next() else {
@@ -207,6 +260,10 @@ impl ShardgateS3 {
             size: segment.plaintext_len,
             modified_unix_ms: now_ms(),
             segment,
+            checksum: checksum.map(|(a, value)| PartChecksum {
+                algorithm: a.name().to_string(),
+                value,
+            }),
         };
         let part_etag = part.etag.clone();
         let store = self.gw.meta().clone();
@@ -240,14 +297,18 @@ impl ShardgateS3 {
             .multipart_upload
             .and_then(|m| m.parts)
             .unwrap_or_default();
+        let mut given_sums = Vec::with_capacity(parts.len());
         let chosen = parts
             .into_iter()
-            .map(|p| match (p.part_number, p.e_tag) {
-                (Some(n), Some(e)) if n >= 1 => Ok((n as u32, e.value().to_string())),
-                _ => Err(s3_error!(
-                    InvalidPart,
-                    "Each part needs a PartNumber (1 or more) and an ETag"
-                )),
+            .map(|p| {
+                given_sums.push(part_checksums!(p));
+                match (p.part_number, p.e_tag) {
+                    (Some(n), Some(e)) if n >= 1 => Ok((n as u32, e.value().to_string())),
+                    _ => Err(s3_error!(
+                        InvalidPart,
+                        "Each part needs a PartNumber (1 or more) and an ETag"
+                    )),
+                }
             })
             .collect::<S3Result<Vec<_>>>()?;
         let store = self.gw.meta().clone();
@@ -259,6 +320,28 @@ impl ShardgateS3 {
         let mut record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
         let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
         let (retention, legal_hold) = lock::unstash_lock(&mut record.user_metadata)?;
+        let upload_sum = UploadChecksum::unstash(&mut record.user_metadata);
+        let whole = Declared {
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            crc64nvme: input.checksum_crc64nvme,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            algorithm: None,
+        }
+        .expected()?;
+        let object_sum = self
+            .check_completion(Completion {
+                upload: &input.upload_id,
+                chosen: &chosen,
+                given: &given_sums,
+                sum: upload_sum,
+                whole,
+                kind: input.checksum_type.as_ref(),
+                size: input.mpu_object_size,
+            })
+            .await?;
+        let sum_metadata = object_sum.as_ref().map(|s| s.metadata.clone());
         let store = self.gw.meta().clone();
         let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let now = now_ms();
@@ -275,12 +358,16 @@ impl ShardgateS3 {
                     let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
                     let etag = convert::multipart_etag(&etags);
                     let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
+                    let mut user_metadata = record.user_metadata;
+                    if let Some(sum) = &sum_metadata {
+                        user_metadata.extend(sum.clone());
+                    }
                     let manifest = Manifest {
                         version_id: VersionId::new(now),
                         size: segments.iter().map(|s| s.plaintext_len).sum(),
                         etag,
                         content_type: record.content_type,
-                        user_metadata: record.user_metadata,
+                        user_metadata,
                         created_unix_ms: now,
                         segments,
                     };
@@ -299,13 +386,154 @@ impl ShardgateS3 {
         .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
         let (manifest, written) = done.map_err(GatewayError::from).or_s3()?;
         self.gw.wake_collectors();
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
+        let mut out = CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             e_tag: Some(etag(&manifest.etag)),
             version_id: written_version(&written),
             ..Default::default()
+        };
+        if let Some(sum) = object_sum {
+            fill_checksum!(out, Some((sum.algorithm, sum.value)));
+            out.checksum_type = Some(sum.combine.s3());
+        }
+        Ok(S3Response::new(out))
+    }
+
+    /// The checks of CompleteMultipartUpload that need the parts: each
+    /// part's checksum as listed, the upload's checksum type, the whole
+    /// object's checksum and size if the request states them. Returns the
+    /// object's checksum (an upload created with one).
+    async fn check_completion(&self, c: Completion<'_>) -> S3Result<Option<ObjectSum>> {
+        if let (Some(kind), Some(u)) = (c.kind, c.sum)
+            && !kind.as_str().eq_ignore_ascii_case(u.combine.s3().as_str())
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The upload was created using the {} checksum mode. The complete request must use the same checksum mode.",
+                u.combine.s3().as_str()
+            ));
+        }
+        if c.kind.is_some() && c.sum.is_none() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The upload was created without a checksum: x-amz-checksum-type does not apply"
+            ));
+        }
+        let given_any = c.given.iter().any(|g| !g.is_empty());
+        if c.sum.is_none() && !given_any && c.whole.is_none() && c.size.is_none() {
+            return Ok(None);
+        }
+        let store = self.gw.meta().clone();
+        let upload = c.upload.to_string();
+        let (stored, _) =
+            blocking(move || store.list_parts(&upload, 0, convert::MAX_PART_NUMBER as usize))
+                .await
+                .or_s3()?;
+        let stored: BTreeMap<u32, PartRecord> = stored.into_iter().collect();
+        let mut sums = Vec::with_capacity(c.chosen.len());
+        let mut size = 0u64;
+        for ((number, _), given) in c.chosen.iter().zip(c.given) {
+            // A part not there is the store's InvalidPart, with the rest.
+            let Some(part) = stored.get(number) else {
+                continue;
+            };
+            size += part.size;
+            let has = part
+                .checksum
+                .as_ref()
+                .and_then(|p| Algorithm::from_name(&p.algorithm).map(|a| (a, p.value.as_str())));
+            for (algorithm, value) in given {
+                match (has, c.sum) {
+                    (Some((a, v)), _) if a == *algorithm => {
+                        if v != value.trim() {
+                            return Err(s3_error!(
+                                InvalidPart,
+                                "The {} checksum of part {number} does not match the part uploaded",
+                                algorithm.header_suffix()
+                            ));
+                        }
+                    }
+                    (_, Some(u)) => {
+                        return Err(s3_error!(
+                            InvalidRequest,
+                            "The upload was created using a {} checksum; part {number} is listed with a {} checksum",
+                            u.algorithm.header_suffix(),
+                            algorithm.header_suffix()
+                        ));
+                    }
+                    // An upload without a checksum and a part sent without
+                    // one: nothing to compare with.
+                    (_, None) => {}
+                }
+            }
+            if let Some(u) = c.sum {
+                if u.combine == Combine::Composite && given.is_empty() {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {number} in the request.",
+                        u.algorithm.header_suffix()
+                    ));
+                }
+                match has {
+                    Some((a, v)) if a == u.algorithm => sums.push((v.to_string(), part.size)),
+                    _ => {
+                        return Err(s3_error!(
+                            InvalidRequest,
+                            "Part {number} was uploaded without the upload's {} checksum; upload it again",
+                            u.algorithm.header_suffix()
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(want) = c.size
+            && u64::try_from(want).ok() != Some(size)
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The provided 'x-amz-mp-object-size' header value {want} does not match what was computed: {size}"
+            ));
+        }
+        let Some(u) = c.sum else {
+            if c.whole.is_some() {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The upload was created without a checksum algorithm: an x-amz-checksum-* header does not apply to its completion"
+                ));
+            }
+            return Ok(None);
+        };
+        let mut metadata = BTreeMap::new();
+        let value = u.complete(&sums, &mut metadata)?;
+        if let Some(whole) = &c.whole {
+            if whole.algorithm != u.algorithm {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The upload was created using a {} checksum, not {}",
+                    u.algorithm.header_suffix(),
+                    whole.algorithm.header_suffix()
+                ));
+            }
+            // A composite value may be stated with or without its `-N`.
+            let bare = value.split('-').next().unwrap_or(&value);
+            if let Given::Header(v) = &whole.value
+                && v.trim() != value
+                && v.trim() != bare
+            {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The x-amz-checksum-{} you specified did not match the calculated checksum",
+                    u.algorithm.header_suffix()
+                ));
+            }
+        }
+        Ok(Some(ObjectSum {
+            algorithm: u.algorithm,
+            combine: u.combine,
+            value,
+            metadata,
         }))
     }
 
@@ -340,21 +568,29 @@ impl ShardgateS3 {
             input.key.clone(),
             input.upload_id.clone(),
         );
-        let (parts, truncated) = blocking(move || {
-            store.upload(&b, &k, &u)?;
-            store.list_parts(&u, after, max)
+        let (record, (parts, truncated)) = blocking(move || {
+            let record = store.upload(&b, &k, &u)?;
+            Ok((record, store.list_parts(&u, after, max)?))
         })
         .await
         .or_s3()?;
+        let sum = UploadChecksum::stashed(&record.user_metadata);
         let next = parts.last().map(|(n, _)| *n as i32);
         let parts = parts
             .into_iter()
-            .map(|(n, p)| Part {
-                e_tag: Some(etag(&p.etag)),
-                last_modified: Some(timestamp(p.modified_unix_ms)),
-                part_number: Some(n as i32),
-                size: Some(p.size as i64),
-                ..Default::default()
+            .map(|(n, p)| {
+                let mut part = Part {
+                    e_tag: Some(etag(&p.etag)),
+                    last_modified: Some(timestamp(p.modified_unix_ms)),
+                    part_number: Some(n as i32),
+                    size: Some(p.size as i64),
+                    ..Default::default()
+                };
+                let verified = p
+                    .checksum
+                    .and_then(|c| Algorithm::from_name(&c.algorithm).map(|a| (a, c.value)));
+                fill_checksum!(part, verified);
+                part
             })
             .collect();
         Ok(S3Response::new(ListPartsOutput {
@@ -367,6 +603,8 @@ impl ShardgateS3 {
             is_truncated: Some(truncated),
             parts: Some(parts),
             owner: Some(owner()),
+            checksum_algorithm: sum.map(|s| ChecksumAlgorithm::from_static(s.algorithm.name())),
+            checksum_type: sum.map(|s| s.combine.s3()),
             ..Default::default()
         }))
     }

@@ -12,7 +12,7 @@ impl ShardgateS3 {
         let meta = headers!(input).into_meta()?;
         let tags = tagging_header(input.tagging.as_deref())?;
         let (retention, legal_hold) = requested_lock!(input)?;
-        let declared = declared_checksum!(input);
+        let expected = declared_checksum!(input).expected()?;
         let (pending, verified) = self
             .write_body(
                 IntentKind::PUT,
@@ -21,7 +21,7 @@ impl ShardgateS3 {
                 input.body,
                 input.content_length,
                 input.content_md5.as_deref(),
-                declared,
+                expected,
                 req.trailing_headers.as_ref(),
                 meta,
             )
@@ -76,11 +76,10 @@ impl ShardgateS3 {
             .as_ref()
             .filter(|r| !r.is_empty())
             .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, manifest.size));
-        let whole = input.range.is_none() && input.part_number.is_none();
         let out = head_output(
             &manifest,
             input.part_number,
-            wants_checksum(input.checksum_mode.as_ref(), whole),
+            wants_checksum(input.checksum_mode.as_ref(), input.range.is_some()),
         );
         let (body, len) = match range {
             // An empty part (`?partNumber=` of a 0-byte part): nothing to
@@ -111,6 +110,7 @@ impl ShardgateS3 {
             checksum_crc64nvme: out.checksum_crc64nvme,
             checksum_sha1: out.checksum_sha1,
             checksum_sha256: out.checksum_sha256,
+            checksum_type: out.checksum_type,
             tag_count: (!tags.is_empty()).then_some(tags.len() as i32),
             version_id: shown_version(&version, asked),
             object_lock_mode: lock_mode,
@@ -139,11 +139,10 @@ impl ShardgateS3 {
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         }
         .check(&manifest, S3ErrorCode::NotModified)?;
-        let whole = input.part_number.is_none();
         let mut out = head_output(
             &manifest,
             input.part_number,
-            wants_checksum(input.checksum_mode.as_ref(), whole),
+            wants_checksum(input.checksum_mode.as_ref(), false),
         );
         if let Some(n) = input.part_number {
             let r = part_range(&manifest, n)?;
@@ -322,19 +321,38 @@ impl ShardgateS3 {
                 user_metadata: source.user_metadata.clone(),
             }
         };
-        // Same bytes, same checksum, whatever the metadata directive.
-        for a in Algorithm::ALL {
-            let k = checksum::metadata_key(a);
-            if let Some(v) = source.user_metadata.get(&k) {
-                meta.user_metadata.insert(k, v.clone());
+        // The copy's checksum: the one asked for (`x-amz-checksum-algorithm`),
+        // else the source's, whatever the metadata directive. A
+        // whole-object one is carried over; one made of parts' checksums
+        // describes parts the copy does not have, so it is computed anew.
+        let asked_sum = input
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| {
+                Algorithm::from_name(a.as_str()).ok_or_else(|| {
+                    s3_error!(InvalidArgument, "Unknown checksum algorithm {}", a.as_str())
+                })
+            })
+            .transpose()?;
+        let (carried, expected) = match (asked_sum, checksum::stored(&source.user_metadata)) {
+            (Some(a), Some((was, value, Combine::FullObject))) if a == was => {
+                (Some((was, value)), None)
             }
+            (Some(a), _) => (None, Some(Expected::computed(a))),
+            (None, Some((was, value, Combine::FullObject))) => (Some((was, value)), None),
+            (None, Some((was, _, Combine::Composite))) => (None, Some(Expected::computed(was))),
+            (None, None) => (None, None),
+        };
+        checksum::forget(&mut meta.user_metadata);
+        if let Some((a, v)) = &carried {
+            checksum::record(&mut meta.user_metadata, *a, v.clone());
         }
         self.require_bucket(&input.bucket).await?;
         let size = source.size as i64;
         let (body, _) = self
             .open_body(src_bucket, src_key, source_version.seq, source, None)
             .await?;
-        let (pending, _) = self
+        let (pending, computed) = self
             .write_body(
                 IntentKind::PUT,
                 &input.bucket,
@@ -342,7 +360,7 @@ impl ShardgateS3 {
                 Some(body),
                 Some(size),
                 None,
-                Declared::default(),
+                expected,
                 None,
                 meta,
             )
@@ -362,12 +380,17 @@ impl ShardgateS3 {
             )
             .await
             .or_s3()?;
+        let mut result = CopyObjectResult {
+            e_tag: Some(etag(&manifest.etag)),
+            last_modified: Some(timestamp(manifest.created_unix_ms)),
+            ..Default::default()
+        };
+        if let Some(sum) = carried.or(computed) {
+            fill_checksum!(result, Some(sum));
+            result.checksum_type = Some(Combine::FullObject.s3());
+        }
         Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(etag(&manifest.etag)),
-                last_modified: Some(timestamp(manifest.created_unix_ms)),
-                ..Default::default()
-            }),
+            copy_object_result: Some(result),
             copy_source_version_id: shown_version(&source_version, version_id),
             version_id: written_version(&written),
             ..Default::default()
@@ -376,26 +399,17 @@ impl ShardgateS3 {
 }
 
 /// Whether a GET or HEAD asked for the object's checksum and covers the
-/// whole object (a stored checksum says nothing about a range).
-fn wants_checksum(mode: Option<&ChecksumMode>, whole: bool) -> bool {
-    whole && mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
+/// whole object or one part (a stored checksum says nothing about a
+/// range).
+fn wants_checksum(mode: Option<&ChecksumMode>, ranged: bool) -> bool {
+    !ranged && mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
 }
 
 /// The headers of GET and HEAD.
 fn head_output(m: &Manifest, part: Option<i32>, with_checksum: bool) -> HeadObjectOutput {
     let stored = convert::stored(&m.user_metadata);
     let multipart = m.etag.contains('-');
-    let sum = |a: Algorithm| {
-        with_checksum
-            .then(|| m.user_metadata.get(&checksum::metadata_key(a)).cloned())
-            .flatten()
-    };
-    HeadObjectOutput {
-        checksum_crc32: sum(Algorithm::Crc32),
-        checksum_crc32c: sum(Algorithm::Crc32c),
-        checksum_crc64nvme: sum(Algorithm::Crc64Nvme),
-        checksum_sha1: sum(Algorithm::Sha1),
-        checksum_sha256: sum(Algorithm::Sha256),
+    let mut out = HeadObjectOutput {
         accept_ranges: Some("bytes".into()),
         content_length: Some(m.size as i64),
         content_type: Some(
@@ -413,5 +427,21 @@ fn head_output(m: &Manifest, part: Option<i32>, with_checksum: bool) -> HeadObje
         expires: stored.expires,
         parts_count: (part.is_some() && multipart).then_some(m.segments.len() as i32),
         ..Default::default()
+    };
+    if with_checksum {
+        // The whole object's, or the part's asked for (part 1 of an object
+        // sent in one piece is all of it).
+        let sum = match part {
+            Some(n) if multipart => usize::try_from(n)
+                .ok()
+                .and_then(|n| checksum::stored_part(&m.user_metadata, n))
+                .map(|(a, v)| (a, v, Combine::FullObject)),
+            _ => checksum::stored(&m.user_metadata),
+        };
+        if let Some((algorithm, value, combine)) = sum {
+            fill_checksum!(out, Some((algorithm, value)));
+            out.checksum_type = Some(combine.s3());
+        }
     }
+    out
 }
