@@ -174,6 +174,230 @@ fn checksums(server: &Server) {
 }
 
 #[test]
+fn boto3_and_browser_requests_follow_bucket_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("cors.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
+/// The aws CLI through versioning, checksums, CORS and Object Lock's
+/// configuration errors: each call's JSON, and S3's code when refused.
+#[test]
+fn aws_cli_versions_checksums_cors_and_lock_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let file = |name: &str, body: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let api = |args: &[&str]| -> serde_json::Value {
+        let out = server.aws_ok(&[&["s3api"], args].concat());
+        match out.trim() {
+            "" => serde_json::Value::Null,
+            json => serde_json::from_str(json).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}")),
+        }
+    };
+    let refused = |args: &[&str], code: &str| {
+        let out = server.aws(&[&["s3api"], args].concat());
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            describe(&out).contains(code),
+            "{args:?}: want {code}: {}",
+            describe(&out)
+        );
+    };
+    let (one, two) = (file("one", b"first"), file("two", b"second"));
+    let b = ["--bucket", "cli-ver"];
+    api(&[&["create-bucket"], &b[..]].concat());
+
+    // Versioning.
+    refused(
+        &[
+            &["put-bucket-versioning"],
+            &b[..],
+            &["--versioning-configuration", "Status=Sometimes"],
+        ]
+        .concat(),
+        "MalformedXML",
+    );
+    api(&[
+        &["put-bucket-versioning"],
+        &b[..],
+        &["--versioning-configuration", "Status=Enabled"],
+    ]
+    .concat());
+    assert_eq!(
+        api(&[&["get-bucket-versioning"], &b[..]].concat())["Status"],
+        "Enabled"
+    );
+    let put = |body: &str| {
+        api(&[&["put-object"], &b[..], &["--key", "k", "--body", body]].concat())["VersionId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (v1, v2) = (put(&one), put(&two));
+    assert_ne!(v1, v2);
+    let listed = api(&[&["list-object-versions"], &b[..]].concat());
+    let ids: Vec<&str> = listed["Versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["VersionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [v2.as_str(), v1.as_str()], "newest first: {listed}");
+    let out = dir.path().join("out").to_string_lossy().into_owned();
+    api(&[
+        &["get-object"],
+        &b[..],
+        &["--key", "k", "--version-id", &v1, &out],
+    ]
+    .concat());
+    assert_eq!(std::fs::read(&out).unwrap(), b"first");
+    let marker = api(&[&["delete-object"], &b[..], &["--key", "k"]].concat());
+    assert_eq!(marker["DeleteMarker"], true, "{marker}");
+    refused(&[&["head-object"], &b[..], &["--key", "k"]].concat(), "404");
+    let marker = marker["VersionId"].as_str().unwrap();
+    api(&[
+        &["delete-object"],
+        &b[..],
+        &["--key", "k", "--version-id", marker],
+    ]
+    .concat());
+    api(&[&["get-object"], &b[..], &["--key", "k", &out]].concat());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"second",
+        "the marker's removal restores v2"
+    );
+    refused(
+        &[
+            &["get-object"],
+            &b[..],
+            &["--key", "k", "--version-id", "nope", &out],
+        ]
+        .concat(),
+        "InvalidArgument",
+    );
+
+    // Checksums.
+    let sum = api(&[
+        &["put-object"],
+        &b[..],
+        &[
+            "--key",
+            "sum",
+            "--body",
+            &one,
+            "--checksum-algorithm",
+            "SHA256",
+        ],
+    ]
+    .concat());
+    let head = api(&[
+        &["head-object"],
+        &b[..],
+        &["--key", "sum", "--checksum-mode", "ENABLED"],
+    ]
+    .concat());
+    assert_eq!(head["ChecksumSHA256"], sum["ChecksumSHA256"], "{head}");
+    refused(
+        &[
+            &["put-object"],
+            &b[..],
+            &[
+                "--key",
+                "bad",
+                "--body",
+                &one,
+                "--checksum-crc32",
+                "AAAAAA==",
+            ],
+        ]
+        .concat(),
+        "BadDigest",
+    );
+
+    // CORS.
+    refused(
+        &[&["get-bucket-cors"], &b[..]].concat(),
+        "NoSuchCORSConfiguration",
+    );
+    let cors = r#"{"CORSRules":[{"AllowedOrigins":["https://a.example"],"AllowedMethods":["GET"],"MaxAgeSeconds":60}]}"#;
+    api(&[
+        &["put-bucket-cors"],
+        &b[..],
+        &["--cors-configuration", cors],
+    ]
+    .concat());
+    let got = api(&[&["get-bucket-cors"], &b[..]].concat());
+    assert_eq!(
+        got["CORSRules"][0]["AllowedOrigins"][0], "https://a.example",
+        "{got}"
+    );
+    refused(
+        &[
+            &["put-bucket-cors"],
+            &b[..],
+            &[
+                "--cors-configuration",
+                r#"{"CORSRules":[{"AllowedOrigins":["*"],"AllowedMethods":["PATCH"]}]}"#,
+            ],
+        ]
+        .concat(),
+        "InvalidRequest",
+    );
+    api(&[&["delete-bucket-cors"], &b[..]].concat());
+    refused(
+        &[&["get-bucket-cors"], &b[..]].concat(),
+        "NoSuchCORSConfiguration",
+    );
+
+    // Object Lock's configuration errors.
+    let plain = ["--bucket", "cli-plain"];
+    api(&[&["create-bucket"], &plain[..]].concat());
+    let lock = r#"{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":1}}}"#;
+    refused(
+        &[
+            &["put-object-lock-configuration"],
+            &plain[..],
+            &["--object-lock-configuration", lock],
+        ]
+        .concat(),
+        "InvalidBucketState",
+    );
+    let zero = r#"{"ObjectLockEnabled":"Enabled","Rule":{"DefaultRetention":{"Mode":"GOVERNANCE","Days":0}}}"#;
+    refused(
+        &[
+            &["put-object-lock-configuration"],
+            &b[..],
+            &["--object-lock-configuration", zero],
+        ]
+        .concat(),
+        "InvalidRetentionPeriod",
+    );
+    api(&[
+        &["put-object-lock-configuration"],
+        &b[..],
+        &["--object-lock-configuration", lock],
+    ]
+    .concat());
+    refused(
+        &[
+            &["put-bucket-versioning"],
+            &b[..],
+            &["--versioning-configuration", "Status=Suspended"],
+        ]
+        .concat(),
+        "InvalidBucketState",
+    );
+    assert!(!server.log_text().contains("panicked"));
+}
+
+#[test]
 fn boto3_tags_objects() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));

@@ -123,6 +123,21 @@ impl BucketRecord {
         extension(&self.extensions, OBJECT_LOCK_EXTENSION, "object lock")
     }
 
+    /// The bucket's CORS rules (none: cross-origin requests are refused).
+    pub fn cors(&self) -> Result<Vec<CorsRule>> {
+        Ok(extension(&self.extensions, BUCKET_CORS_EXTENSION, "bucket cors")?.unwrap_or_default())
+    }
+
+    fn set_cors(&mut self, rules: &[CorsRule]) -> Result<()> {
+        let rules = (!rules.is_empty()).then(|| rules.to_vec());
+        set_extension(
+            &mut self.extensions,
+            BUCKET_CORS_EXTENSION,
+            rules.as_ref(),
+            "bucket cors",
+        )
+    }
+
     /// The bucket's tags.
     pub fn tags(&self) -> Result<BTreeMap<String, String>> {
         Ok(extension(&self.extensions, BUCKET_TAGS_EXTENSION, "bucket tags")?.unwrap_or_default())
@@ -211,6 +226,22 @@ pub const OBJECT_LOCK_EXTENSION: u16 = CRITICAL_EXTENSION | 1;
 /// Bucket extension: the bucket's tags (postcard of a `BTreeMap<String,
 /// String>`). Not critical.
 pub const BUCKET_TAGS_EXTENSION: u16 = 1;
+/// A bucket's CORS rules ([`CorsRule`]s): a release that does not know
+/// them answers no cross-origin request, which is safe, so not critical.
+pub const BUCKET_CORS_EXTENSION: u16 = 2;
+
+/// One CORS rule of a bucket (S3's `CORSRule`): which origins may use
+/// which methods with which request headers, what the browser may read of
+/// the answer, and how long it may cache a preflight's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    pub id: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: Option<i32>,
+}
 
 /// The critical extensions of a bucket record this build understands
 /// (it knows none of a summary's yet).
@@ -1820,9 +1851,23 @@ impl MetaStore {
 
     /// Replaces the bucket's tags (none: deletes them).
     pub fn set_bucket_tags(&self, bucket: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        self.update_bucket(bucket, |record| record.set_tags(tags))
+    }
+
+    /// Sets the bucket's CORS rules (none: removes them).
+    pub fn set_bucket_cors(&self, bucket: &str, rules: &[CorsRule]) -> Result<()> {
+        self.update_bucket(bucket, |record| record.set_cors(rules))
+    }
+
+    /// Changes a bucket's record in one transaction.
+    fn update_bucket(
+        &self,
+        bucket: &str,
+        change: impl FnOnce(&mut BucketRecord) -> Result<()>,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         let mut record = Self::bucket_in(&txn, bucket)?;
-        record.set_tags(tags)?;
+        change(&mut record)?;
         txn.open_table(BUCKETS)?
             .insert(bucket, encode_bucket(&record)?.as_slice())?;
         txn.commit()?;
@@ -1832,18 +1877,14 @@ impl MetaStore {
     /// Sets the bucket's Object Lock configuration (turning Object Lock on
     /// if it was off): only on a bucket with versioning enabled.
     pub fn set_object_lock(&self, bucket: &str, lock: &ObjectLock) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        let mut record = Self::bucket_in(&txn, bucket)?;
-        if record.versioning != Versioning::Enabled {
-            return Err(MetaError::InvalidBucketState(
-                "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
-            ));
-        }
-        record.set_object_lock(lock)?;
-        txn.open_table(BUCKETS)?
-            .insert(bucket, encode_bucket(&record)?.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        self.update_bucket(bucket, |record| {
+            if record.versioning != Versioning::Enabled {
+                return Err(MetaError::InvalidBucketState(
+                    "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
+                ));
+            }
+            record.set_object_lock(lock)
+        })
     }
 
     /// Sets the retention of the version `selector` names (`None`: none).

@@ -11,6 +11,7 @@
 mod body;
 mod checksum;
 mod convert;
+mod cors;
 mod error;
 mod server;
 mod service;

@@ -293,14 +293,28 @@ fn plain(status: StatusCode, text: String, request: RequestGuard) -> Response<Re
     r
 }
 
-/// `503 SlowDown`, S3's answer when it is saturated.
-fn slow_down(request: RequestGuard) -> Response<ResponseBody> {
-    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate: the gateway is at its limit of requests or memory in flight.</Message></Error>";
-    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, xml.into(), request);
+/// An S3 error answered by the server itself (no S3 operation ran).
+fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut r = Response::new(s3s::Body::from(xml));
+    *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/xml"),
     );
+    r
+}
+
+/// `503 SlowDown`, S3's answer when it is saturated.
+fn slow_down(request: RequestGuard) -> Response<ResponseBody> {
+    let mut r = xml_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SlowDown",
+        "Please reduce your request rate: the gateway is at its limit of requests or memory in flight.",
+    )
+    .map(|body| Logged::bare(body, request));
     r.headers_mut().insert(
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("1"),
@@ -423,22 +437,115 @@ async fn answer(
     );
     let start = Instant::now();
     let method = req.method().clone();
-    let response = front.s3.call(req).instrument(span.clone()).await;
-    let response = match response {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(parent: &span, error = ?e, "request failed");
-            let mut r = Response::new(s3s::Body::from("internal error\n".to_string()));
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
+    let mut response = if method == Method::OPTIONS {
+        preflight(gateway, bucket, req.headers())
+            .instrument(span.clone())
+            .await
+    } else {
+        match front.s3.call(req).instrument(span.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(parent: &span, error = ?e, "request failed");
+                let mut r = Response::new(s3s::Body::from("internal error\n".to_string()));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }
         }
     };
+    if let Some(origin) = origin.as_ref().and_then(|o| o.to_str().ok())
+        && method != Method::OPTIONS
+        && !bucket.is_empty()
+    {
+        allow_origin(
+            gateway,
+            bucket,
+            origin,
+            method.as_str(),
+            response.headers_mut(),
+        )
+        .await;
+    }
     span.record("status", response.status().as_u16());
     gateway
         .metrics()
         .request(method.as_str(), response.status().as_u16());
     let response = with_message(response);
     response.map(|body| Logged::new(body, span, start, request))
+}
+
+/// The bucket's CORS rules (none when it has none, or is not there).
+async fn cors_rules(gateway: &Gateway, bucket: &str) -> Vec<shardgate_meta::CorsRule> {
+    let (meta, b) = (gateway.meta().clone(), bucket.to_string());
+    match shardgate_node::blocking(move || meta.bucket(&b)).await {
+        Ok(Some(record)) => record.cors().unwrap_or_else(|e| {
+            tracing::warn!(bucket = %bucket, error = %e, "unreadable CORS rules: none applied");
+            Vec::new()
+        }),
+        _ => Vec::new(),
+    }
+}
+
+/// A CORS preflight (`OPTIONS`, unsigned): 200 with the headers that allow
+/// the request it announces, if a rule of the bucket does.
+async fn preflight(
+    gateway: &Gateway,
+    bucket: &str,
+    headers: &http::HeaderMap,
+) -> Response<s3s::Body> {
+    let text = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(origin), Some(method)) = (
+        text(http::header::ORIGIN),
+        text(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+    ) else {
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Insufficient information. Origin request header and Access-Control-Request-Method are needed.",
+        );
+    };
+    if bucket.is_empty() {
+        return xml_error(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: CORS applies to buckets and their objects only.",
+        );
+    }
+    let rules = cors_rules(gateway, bucket).await;
+    if rules.is_empty() {
+        return xml_error(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: CORS is not enabled for this bucket.",
+        );
+    }
+    let asked =
+        crate::cors::requested_headers(headers.get(http::header::ACCESS_CONTROL_REQUEST_HEADERS));
+    let Some(rule) = crate::cors::find(&rules, origin, method, &asked) else {
+        return xml_error(
+            StatusCode::FORBIDDEN,
+            "AccessForbidden",
+            "CORSResponse: This CORS request is not allowed. This is usually because the evaluation of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+        );
+    };
+    let mut r = Response::new(s3s::Body::empty());
+    crate::cors::allow(rule, origin, Some(&asked), r.headers_mut());
+    r
+}
+
+/// Adds the `Access-Control-*` headers of the bucket's first rule that
+/// lets `origin` use `method` to an answer.
+async fn allow_origin(
+    gateway: &Gateway,
+    bucket: &str,
+    origin: &str,
+    method: &str,
+    out: &mut http::HeaderMap,
+) {
+    let rules = cors_rules(gateway, bucket).await;
+    if let Some(rule) = crate::cors::find(&rules, origin, method, &[]) {
+        crate::cors::allow(rule, origin, None, out);
+    }
 }
 
 /// Errors that s3s raises by itself (path parsing, signatures) come

@@ -426,6 +426,7 @@ pub(crate) fn object_range(
 // After the macros above: a module sees only the macros defined before it.
 mod attributes;
 mod bucket;
+mod cors;
 mod list;
 mod lock;
 mod multipart;
@@ -470,6 +471,29 @@ impl S3 for ShardgateS3 {
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         ShardgateS3::list_buckets(self, req).await
+    }
+
+    // --- CORS (cors.rs) ---
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        ShardgateS3::put_bucket_cors(self, req).await
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        ShardgateS3::get_bucket_cors(self, req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        ShardgateS3::delete_bucket_cors(self, req).await
     }
 
     // --- object (object.rs) ---
