@@ -153,3 +153,118 @@ fn admin_shows_and_steers_the_node() {
     let (code, body) = support::http_get(server.admin.unwrap(), "/v1/status").unwrap();
     assert_eq!(code, 401, "{body}");
 }
+
+/// A second and third S3 user (issue 16): created with `shardgate admin
+/// user create`, each owning the buckets it creates; another user's bucket
+/// is AccessDenied (`clients/users.py` with boto3, and the aws CLI); the
+/// keys survive a restart; the store holds no secret in clear; a user who
+/// owns buckets is not deleted, and a deleted user's key stops working.
+#[test]
+fn users_own_their_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let create = |server: &Server, name: &str| {
+        let v = server.admin_json(&["user", "create", name]);
+        assert_eq!(v["name"], name, "{v}");
+        (
+            v["access_key"].as_str().unwrap().to_string(),
+            v["secret_key"].as_str().unwrap().to_string(),
+        )
+    };
+    let (alice_key, alice_secret) = create(&server, "alice");
+    let (bob_key, bob_secret) = create(&server, "bob");
+    let again = server.admin(&["user", "create", "alice"]);
+    assert!(!again.status.success());
+    assert!(
+        describe(&again).contains("already exists"),
+        "{}",
+        describe(&again)
+    );
+    let bad = server.admin(&["user", "create", "no spaces"]);
+    assert!(
+        !bad.status.success() && describe(&bad).contains("user name"),
+        "{}",
+        describe(&bad)
+    );
+    let listed = server.admin_json(&["user", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(
+        listed[0].get("secret_key").is_none(),
+        "a listing shows no secret: {listed}"
+    );
+
+    let users = |server: &Server, phase: &str| {
+        let out = server.python(
+            "users.py",
+            &[&alice_key, &alice_secret, &bob_key, &bob_secret, phase],
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    users(&server, "setup");
+    users(&server, "check");
+
+    // The aws CLI as bob: alice's bucket is refused.
+    let as_bob = |server: &Server, args: &[&str]| {
+        support::run(
+            std::process::Command::new("aws")
+                .args(["--endpoint-url", &server.endpoint()])
+                .args(args)
+                .envs(server.env())
+                .env("AWS_ACCESS_KEY_ID", &bob_key)
+                .env("AWS_SECRET_ACCESS_KEY", &bob_secret),
+        )
+    };
+    let out = as_bob(&server, &["s3", "ls", "s3://alice-b"]);
+    assert!(
+        !out.status.success() && describe(&out).contains("AccessDenied"),
+        "{}",
+        describe(&out)
+    );
+    let out = as_bob(&server, &["s3", "ls"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("bob-b") && !listing.contains("alice-b"),
+        "{listing}"
+    );
+
+    // Restarted: the keys still sign (secrets sealed in the store, opened
+    // again), and the store does not hold them in clear.
+    server.kill9();
+    let server = Server::start(&data);
+    users(&server, "check");
+    let store = std::fs::read(data.join("meta.redb")).unwrap();
+    for secret in [&alice_secret, &bob_secret] {
+        assert!(
+            !store.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a secret key in clear in the store"
+        );
+    }
+
+    // Alice owns buckets: not deleted. Once they are gone, she is, and
+    // her key stops working.
+    let refused = server.admin(&["user", "delete", "alice"]);
+    assert!(!refused.status.success());
+    assert!(
+        describe(&refused).contains("alice-b"),
+        "{}",
+        describe(&refused)
+    );
+    server.aws_ok(&["s3", "rb", "s3://alice-b", "--force"]);
+    let deleted = server.admin_json(&["user", "delete", &alice_key]);
+    assert_eq!(deleted["deleted"], "alice", "{deleted}");
+    let out = support::run(
+        std::process::Command::new("aws")
+            .args(["--endpoint-url", &server.endpoint(), "s3", "ls"])
+            .envs(server.env())
+            .env("AWS_ACCESS_KEY_ID", &alice_key)
+            .env("AWS_SECRET_ACCESS_KEY", &alice_secret),
+    );
+    assert!(
+        !out.status.success() && describe(&out).contains("InvalidAccessKeyId"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!server.log_text().contains("panicked"));
+}

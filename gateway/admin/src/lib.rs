@@ -26,7 +26,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -68,6 +68,13 @@ impl From<GatewayError> for Failure {
             GatewayError::Meta(MetaError::NoSuchBucket) => {
                 Self(StatusCode::NOT_FOUND, "no such bucket".into())
             }
+            GatewayError::Meta(e @ MetaError::NoSuchUser(_)) => {
+                Self(StatusCode::NOT_FOUND, e.to_string())
+            }
+            GatewayError::Meta(
+                e @ (MetaError::UserExists(_) | MetaError::UserOwnsBuckets { .. }),
+            ) => Self(StatusCode::CONFLICT, e.to_string()),
+            e @ GatewayError::InvalidUser(_) => Self(StatusCode::BAD_REQUEST, e.to_string()),
             e => {
                 tracing::error!(error = %e, "admin request failed");
                 Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -104,6 +111,8 @@ pub fn router(jobs: Arc<Jobs>, token: String) -> Router {
         .route("/v1/jobs/{id}", get(job_one))
         .route("/v1/jobs/{id}/{action}", post(job_action))
         .route("/v1/objects/{bucket}/{*key}", get(object_map))
+        .route("/v1/users", get(users_list).post(user_create))
+        .route("/v1/users/{user}", delete(user_delete))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
@@ -427,4 +436,54 @@ async fn object_map(
         survives_losses: if survives == i64::MAX { 0 } else { survives },
         queued_for_repair: entry.is_some(),
     }))
+}
+
+/// A user as the API shows it: never its secret, but when created.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    pub name: String,
+    pub access_key: String,
+    pub created_unix_ms: u64,
+    /// Only in the answer to its creation: it is shown once.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub secret_key: Option<String>,
+}
+
+impl UserView {
+    fn of(user: shardgate_node::User, with_secret: bool) -> Self {
+        Self {
+            name: user.name,
+            access_key: user.access_key,
+            created_unix_ms: user.created_unix_ms,
+            secret_key: with_secret.then_some(user.secret_key),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+}
+
+async fn users_list(State(admin): State<Arc<Admin>>) -> Json<Vec<UserView>> {
+    let users = admin.jobs.gateway().users();
+    Json(users.into_iter().map(|u| UserView::of(u, false)).collect())
+}
+
+async fn user_create(
+    State(admin): State<Arc<Admin>>,
+    Json(new): Json<NewUser>,
+) -> Answer<UserView> {
+    let user = admin.jobs.gateway().create_user(&new.name).await?;
+    tracing::info!(user = %user.name, access_key = %user.access_key, "user created");
+    Ok(Json(UserView::of(user, true)))
+}
+
+async fn user_delete(
+    State(admin): State<Arc<Admin>>,
+    Path(user): Path<String>,
+) -> Answer<serde_json::Value> {
+    let name = admin.jobs.gateway().delete_user(&user).await?;
+    tracing::info!(user = %name, "user deleted");
+    Ok(Json(json!({ "deleted": name })))
 }

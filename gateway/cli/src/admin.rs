@@ -66,6 +66,22 @@ enum AdminCommand {
     /// One object's fragment map: where each fragment is, in what state,
     /// and how many more backend losses the object survives.
     Object { bucket: String, key: String },
+    /// S3 users besides the configured key: each owns the buckets it
+    /// creates and may use no other.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user: prints its access key and secret key (shown once).
+    Create { name: String },
+    /// Every user, with its access key.
+    List,
+    /// Delete a user, by name or access key (it must own no bucket).
+    Delete { user: String },
 }
 
 struct Client {
@@ -138,6 +154,10 @@ impl Client {
     async fn post(&self, path: &str, body: Option<Value>) -> Result<Value> {
         self.call(reqwest::Method::POST, path, body).await
     }
+
+    async fn delete(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
 }
 
 /// A path segment, percent-encoded (object keys hold anything).
@@ -166,6 +186,25 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 return print(&v);
             }
             print_backends(&v);
+        }
+        AdminCommand::User { command } => {
+            let v = match command {
+                UserCommand::Create { name } => {
+                    client
+                        .post("/v1/users", Some(serde_json::json!({ "name": name })))
+                        .await?
+                }
+                UserCommand::List => client.get("/v1/users").await?,
+                UserCommand::Delete { user } => {
+                    client
+                        .delete(&format!("/v1/users/{}", segment(user)))
+                        .await?
+                }
+            };
+            if json {
+                return print(&v);
+            }
+            print_users(command, &v);
         }
         AdminCommand::Jobs => {
             let v = client.get("/v1/jobs").await?;
@@ -425,5 +464,29 @@ async fn watch(client: &Client, id: &str, json: bool, runs_before: Option<u64>) 
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_users(command: &UserCommand, v: &Value) {
+    let text = |v: &Value, field: &str| v[field].as_str().unwrap_or("-").to_string();
+    match command {
+        UserCommand::Create { .. } => {
+            println!("user:       {}", text(v, "name"));
+            println!("access key: {}", text(v, "access_key"));
+            println!("secret key: {}", text(v, "secret_key"));
+            println!("(the secret key is not shown again)");
+        }
+        UserCommand::List => {
+            let users = v.as_array().cloned().unwrap_or_default();
+            if users.is_empty() {
+                println!("no users (only the configured access key)");
+                return;
+            }
+            println!("{:<32} ACCESS KEY", "NAME");
+            for u in users {
+                println!("{:<32} {}", text(&u, "name"), text(&u, "access_key"));
+            }
+        }
+        UserCommand::Delete { .. } => println!("deleted user {}", text(v, "deleted")),
     }
 }

@@ -221,6 +221,53 @@ impl Envelope {
     }
 }
 
+/// A small secret (an S3 user's secret key) sealed like an object's
+/// segment of one chunk: `header ‖ nonce ‖ sealed` is a standard age file,
+/// so only the gateway's identities (or the recovery key) open it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    pub header: Vec<u8>,
+    pub nonce: [u8; NONCE_BYTES],
+    pub sealed: Vec<u8>,
+}
+
+impl fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedSecret({} bytes)", self.sealed.len())
+    }
+}
+
+impl SealedSecret {
+    /// Seals `plain` (at most one chunk, 64 KiB) to `recipients`.
+    pub fn seal(recipients: &Recipients, plain: &[u8]) -> Result<Self> {
+        if plain.len() > crate::layout::CHUNK_BYTES {
+            return Err(CoreError::Wrap(
+                "a sealed secret is one chunk at most".into(),
+            ));
+        }
+        let (envelope, key) = Envelope::seal(recipients)?;
+        let mut buf = plain.to_vec();
+        buf.resize(plain.len() + TAG_BYTES, 0);
+        key.seal_chunk(0, true, &mut buf)?;
+        Ok(Self {
+            header: envelope.header,
+            nonce: envelope.nonce,
+            sealed: buf,
+        })
+    }
+
+    /// The secret, opened with one of `identities`.
+    pub fn open(&self, identities: &Identities) -> Result<Vec<u8>> {
+        let envelope = Envelope {
+            header: self.header.clone(),
+            nonce: self.nonce,
+        };
+        let key = envelope.open(identities)?;
+        let mut buf = self.sealed.clone();
+        Ok(key.open_chunk(0, true, &mut buf)?.to_vec())
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -350,6 +397,21 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    #[test]
+    fn a_sealed_secret_opens_with_the_identity_only() {
+        let id = age::x25519::Identity::generate();
+        let other = age::x25519::Identity::generate();
+        let recipients = Recipients::new(vec![id.to_public()]).unwrap();
+        let sealed = SealedSecret::seal(&recipients, b"wJalrXUtnFEMI/K7MDENG").unwrap();
+        assert!(!sealed.sealed.windows(5).any(|w| w == b"wJalr"));
+        let ids = |i: &age::x25519::Identity| Identities::new(vec![i.clone()]).unwrap();
+        assert_eq!(sealed.open(&ids(&id)).unwrap(), b"wJalrXUtnFEMI/K7MDENG");
+        assert!(sealed.open(&ids(&other)).is_err());
+        let mut tampered = sealed.clone();
+        tampered.sealed[0] ^= 1;
+        assert!(tampered.open(&ids(&id)).is_err());
+    }
 
     fn seal_file(recipients: &Recipients, plain: &[u8]) -> Vec<u8> {
         let (env, key) = Envelope::seal(recipients).unwrap();

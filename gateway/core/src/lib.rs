@@ -20,7 +20,7 @@ pub mod layout;
 pub mod manifest;
 pub mod stripe;
 
-pub use envelope::{Envelope, Identities, PayloadKey, Recipients};
+pub use envelope::{Envelope, Identities, PayloadKey, Recipients, SealedSecret};
 pub use error::{CoreError, Result};
 pub use hash::Digest;
 pub use ids::{BackendId, BlobName, VersionId};

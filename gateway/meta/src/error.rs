@@ -32,6 +32,12 @@ pub enum MetaError {
     /// The version asked for is a delete marker (S3: MethodNotAllowed).
     #[error("the version is a delete marker")]
     DeleteMarker,
+    #[error("a user {0:?} already exists")]
+    UserExists(String),
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    #[error("user {user:?} still owns buckets {buckets:?}: delete them first")]
+    UserOwnsBuckets { user: String, buckets: Vec<String> },
     #[error("the upload does not exist (completed, aborted or expired)")]
     NoSuchUpload,
     /// The write's intent was abandoned (its request was dropped, or it

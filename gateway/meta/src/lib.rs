@@ -39,10 +39,11 @@ pub use list::{
 };
 pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
-    BUCKET_CORS_EXTENSION, BUCKET_TAGS_EXTENSION, BucketRecord, CRITICAL_EXTENSION, CompleteError,
-    Condition, CorsRule, Deleted, IntentId, IntentKind, IntentRecord, MetaStore,
-    OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum, PartRecord, StoredVersion, TAGS_EXTENSION,
-    UploadRecord, Usage, VersionRow, VersionState, Written,
+    BUCKET_CORS_EXTENSION, BUCKET_OWNER_EXTENSION, BUCKET_TAGS_EXTENSION, BucketRecord,
+    CRITICAL_EXTENSION, CompleteError, Condition, CorsRule, Deleted, IntentId, IntentKind,
+    IntentRecord, MetaStore, OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum, PartRecord,
+    StoredVersion, TAGS_EXTENSION, UploadRecord, Usage, UserRecord, VersionRow, VersionState,
+    Written,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};

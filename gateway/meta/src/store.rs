@@ -43,6 +43,8 @@ const INTENT_SEQUENCE: &str = "intent";
 /// so that a restart resumes instead of starting over.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const GENERATION_SEQUENCE: &str = "generation";
+/// S3 users other than the configured one: access key -> [`UserRecord`].
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// How many version rows are delete markers (kept in each transaction
 /// that adds or removes one), so counting stored versions is one read.
 const DELETE_MARKERS: &str = "delete_markers";
@@ -136,6 +138,11 @@ impl BucketRecord {
             rules.as_ref(),
             "bucket cors",
         )
+    }
+
+    /// The user who owns the bucket (`None`: the configured user).
+    pub fn owner(&self) -> Result<Option<String>> {
+        extension(&self.extensions, BUCKET_OWNER_EXTENSION, "bucket owner")
     }
 
     /// The bucket's tags.
@@ -241,6 +248,22 @@ pub struct CorsRule {
     pub allowed_headers: Vec<String>,
     pub expose_headers: Vec<String>,
     pub max_age_seconds: Option<i32>,
+}
+
+/// Bucket extension: the name of the user who owns the bucket (postcard of
+/// a `String`); a bucket without one belongs to the configured user. Not
+/// critical: a release without users has only the configured user, who
+/// may use every bucket anyway.
+pub const BUCKET_OWNER_EXTENSION: u16 = 3;
+
+/// An S3 user created by an admin: a name (unique, what owns buckets) and
+/// the secret of its access key, sealed to the gateway's recipients (the
+/// store alone does not give it away).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub secret: shardgate_core::SealedSecret,
+    pub created_unix_ms: u64,
 }
 
 /// The critical extensions of a bucket record this build understands
@@ -855,6 +878,7 @@ impl MetaStore {
         txn.open_table(INTENTS)?;
         txn.open_table(COUNTERS)?;
         txn.open_table(JOBS)?;
+        txn.open_table(USERS)?;
         garbage::create_tables(&txn)?;
         repair::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
@@ -985,15 +1009,16 @@ impl MetaStore {
     // --- buckets ---
 
     pub fn create_bucket(&self, bucket: &str, now_unix_ms: u64) -> Result<()> {
-        self.create_bucket_with(bucket, false, now_unix_ms)
+        self.create_bucket_with(bucket, false, None, now_unix_ms)
     }
 
     /// Creates a bucket, with Object Lock (and so versioning) when
-    /// `object_lock`.
+    /// `object_lock`, owned by user `owner` (`None`: the configured user).
     pub fn create_bucket_with(
         &self,
         bucket: &str,
         object_lock: bool,
+        owner: Option<&str>,
         now_unix_ms: u64,
     ) -> Result<()> {
         let mut record = BucketRecord {
@@ -1003,6 +1028,14 @@ impl MetaStore {
         if object_lock {
             record.versioning = Versioning::Enabled;
             record.set_object_lock(&ObjectLock::default())?;
+        }
+        if let Some(owner) = owner {
+            set_extension(
+                &mut record.extensions,
+                BUCKET_OWNER_EXTENSION,
+                Some(&owner.to_string()),
+                "bucket owner",
+            )?;
         }
         let txn = self.db.begin_write()?;
         {
@@ -1037,6 +1070,77 @@ impl MetaStore {
                 Ok((k.value().to_string(), decode_bucket(v.value())?))
             })
             .collect()
+    }
+
+    // --- users ---
+
+    /// Adds a user under `access_key`; the key and the name must be new.
+    pub fn create_user(&self, access_key: &str, user: &UserRecord) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut users = txn.open_table(USERS)?;
+            if users.get(access_key)?.is_some() {
+                return Err(MetaError::UserExists(access_key.to_string()));
+            }
+            for entry in users.iter()? {
+                let (_, v) = entry?;
+                if decode::<UserRecord>("user", v.value())?.name == user.name {
+                    return Err(MetaError::UserExists(user.name.clone()));
+                }
+            }
+            users.insert(access_key, encode(user)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every user: (access key, record), by access key.
+    pub fn users(&self) -> Result<Vec<(String, UserRecord)>> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        users
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().to_string(), decode("user", v.value())?))
+            })
+            .collect()
+    }
+
+    /// Removes a user, found by access key or name. A user who still owns
+    /// buckets is kept (their buckets would have no owner but the
+    /// configured user): `UserOwnsBuckets`.
+    pub fn delete_user(&self, user: &str) -> Result<UserRecord> {
+        let txn = self.db.begin_write()?;
+        let (key, record) = {
+            let users = txn.open_table(USERS)?;
+            let mut found = None;
+            for entry in users.iter()? {
+                let (k, v) = entry?;
+                let record: UserRecord = decode("user", v.value())?;
+                if k.value() == user || record.name == user {
+                    found = Some((k.value().to_string(), record));
+                    break;
+                }
+            }
+            found.ok_or_else(|| MetaError::NoSuchUser(user.to_string()))?
+        };
+        let mut owned = Vec::new();
+        for entry in txn.open_table(BUCKETS)?.iter()? {
+            let (b, v) = entry?;
+            if decode_bucket(v.value())?.owner()?.as_deref() == Some(record.name.as_str()) {
+                owned.push(b.value().to_string());
+            }
+        }
+        if !owned.is_empty() {
+            return Err(MetaError::UserOwnsBuckets {
+                user: record.name,
+                buckets: owned,
+            });
+        }
+        txn.open_table(USERS)?.remove(key.as_str())?;
+        txn.commit()?;
+        Ok(record)
     }
 
     /// Deletes an empty bucket: no object and no upload in progress.
@@ -2340,7 +2444,7 @@ pub mod fuzzing {
 
     /// Decodes `bytes` as each kind of stored record: an object row
     /// (summary and manifest), a bucket, an upload, a part, an intent, a
-    /// garbage entry. Each is a value or `Corrupt`, never a panic.
+    /// garbage entry, a user. Each is a value or `Corrupt`, never a panic.
     pub fn decode_records(bytes: &[u8]) {
         let _ = decode_summary(bytes);
         let _ = decode_manifest(bytes);
@@ -2350,5 +2454,6 @@ pub mod fuzzing {
         let _ = decode_part(bytes);
         let _ = decode_intent(bytes);
         let _ = decode::<GarbageRecord>("garbage", bytes);
+        let _ = decode::<UserRecord>("user", bytes);
     }
 }

@@ -12,7 +12,8 @@ use shardgate_core::{
 use shardgate_meta::{
     Condition, DefaultRetention, GarbageItem, IntentKind, ListEntry, ListQuery, LockMode,
     MetaError, MetaStore, ObjectLock, Outcome, PartRecord, Retention, UploadEntry, UploadQuery,
-    UploadRecord, VersionEntry, VersionQuery, VersionSelector, VersionState, Versioning,
+    UploadRecord, UserRecord, VersionEntry, VersionQuery, VersionSelector, VersionState,
+    Versioning,
 };
 
 fn segment(len: u64) -> Segment {
@@ -1489,7 +1490,7 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
         Err(MetaError::NoObjectLock)
     ));
 
-    store.create_bucket_with("b", true, 0).unwrap();
+    store.create_bucket_with("b", true, None, 0).unwrap();
     assert_eq!(
         store.bucket("b").unwrap().unwrap().versioning,
         Versioning::Enabled
@@ -1810,4 +1811,61 @@ fn rows_an_older_release_wrote_after_the_upgrade_come_first() {
     assert_eq!(versions(&store).iter().filter(|v| v.0 == "k").count(), 2);
     assert_eq!(store.object("b", "bad").unwrap(), None);
     assert_eq!(listed_keys(&store), ["k", "n"]);
+}
+
+fn user(name: &str) -> UserRecord {
+    let recipients = Identities::generate().recipients();
+    UserRecord {
+        name: name.into(),
+        secret: shardgate_core::SealedSecret::seal(&recipients, b"secret").unwrap(),
+        created_unix_ms: 1,
+    }
+}
+
+#[test]
+fn users_are_unique_and_kept_while_they_own_buckets() {
+    let (_dir, store) = open();
+    store.create_user("KEY1", &user("alice")).unwrap();
+    assert!(matches!(
+        store.create_user("KEY1", &user("other")),
+        Err(MetaError::UserExists(_))
+    ));
+    assert!(matches!(
+        store.create_user("KEY2", &user("alice")),
+        Err(MetaError::UserExists(_))
+    ));
+    store.create_user("KEY2", &user("bob")).unwrap();
+    let names: Vec<String> = store
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|(_, u)| u.name)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    store
+        .create_bucket_with("alices", false, Some("alice"), 0)
+        .unwrap();
+    store.create_bucket("admins", 0).unwrap();
+    let owner = |b: &str| store.bucket(b).unwrap().unwrap().owner().unwrap();
+    assert_eq!(owner("alices").as_deref(), Some("alice"));
+    assert_eq!(owner("admins"), None);
+    match store.delete_user("alice") {
+        Err(MetaError::UserOwnsBuckets { user, buckets }) => {
+            assert_eq!(
+                (user.as_str(), buckets),
+                ("alice", vec!["alices".to_string()])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    store.delete_bucket("alices").unwrap();
+    // By access key or by name.
+    assert_eq!(store.delete_user("KEY1").unwrap().name, "alice");
+    assert_eq!(store.delete_user("bob").unwrap().name, "bob");
+    assert!(matches!(
+        store.delete_user("bob"),
+        Err(MetaError::NoSuchUser(_))
+    ));
+    assert!(store.users().unwrap().is_empty());
 }

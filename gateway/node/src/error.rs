@@ -21,6 +21,9 @@ pub enum GatewayError {
     Placement(#[from] PlacementError),
     #[error("configuration: {0}")]
     Config(String),
+    /// A user an admin asked for that cannot be.
+    #[error("{0}")]
+    InvalidUser(String),
     #[error("internal: {0}")]
     Internal(String),
 }

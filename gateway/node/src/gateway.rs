@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::users::{User, Users};
 
 /// A placement policy, resolved from the configuration.
 #[derive(Clone, Debug)]
@@ -128,6 +129,8 @@ pub struct Gateway {
     /// Backends being drained: placement sees them unhealthy, so new
     /// fragments go elsewhere.
     draining: Mutex<BTreeSet<BackendId>>,
+    /// S3 users besides the configured one, secrets open.
+    users: Arc<Users>,
     metrics: Metrics,
 }
 
@@ -345,6 +348,7 @@ impl Gateway {
         // Every call to a backend goes through its monitor, so reads,
         // writes, the collector and the probe all feed the health board.
         let set = BackendSet::monitored(config.backends.iter().cloned());
+        let users = Arc::new(Users::load(&meta, &config.identities)?);
         let mut read_params = ReadParams::new(Arc::new(config.identities));
         read_params.fragment_timeout = config.fragment_timeout;
         // Many requests run at once on a gateway, so each one needs less
@@ -371,7 +375,40 @@ impl Gateway {
             }),
             metrics: Metrics::default(),
             draining: Mutex::new(BTreeSet::new()),
+            users,
         }))
+    }
+
+    /// The user whose access key this is (not the configured one).
+    pub fn user(&self, access_key: &str) -> Option<User> {
+        self.users.get(access_key)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<User> {
+        self.users.list()
+    }
+
+    /// Creates a user `name` with a fresh access key.
+    pub async fn create_user(&self, name: &str) -> Result<User, GatewayError> {
+        let name = name.to_string();
+        let (meta, recipients, users) = (
+            self.meta.clone(),
+            self.recipients.clone(),
+            self.users.clone(),
+        );
+        tokio::task::spawn_blocking(move || users.create(&meta, &recipients, &name, now_ms()))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("user task failed: {e}")))?
+    }
+
+    /// Deletes the user with this name or access key (not while it owns
+    /// buckets); returns its name.
+    pub async fn delete_user(&self, user: &str) -> Result<String, GatewayError> {
+        let (meta, users, user) = (self.meta.clone(), self.users.clone(), user.to_string());
+        tokio::task::spawn_blocking(move || users.delete(&meta, &user))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("user task failed: {e}")))?
     }
 
     /// The metadata store.

@@ -10,6 +10,7 @@
 mod error;
 mod gateway;
 pub mod metrics;
+mod users;
 
 pub use error::GatewayError;
 pub use gateway::{
@@ -17,3 +18,4 @@ pub use gateway::{
     READ_BATCHES_IN_FLIGHT, ReadGuard, WRITE_STRIPES_IN_FLIGHT, blocking, now_ms,
 };
 pub use metrics::{Metrics, ServerLoad};
+pub use users::User;

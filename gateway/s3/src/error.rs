@@ -59,6 +59,10 @@ fn meta_error(e: MetaError) -> S3Error {
             C::InternalError,
             "The write was abandoned before its commit; nothing was stored. Please retry",
         ),
+        // Admin operations: no S3 request reaches them.
+        e @ (MetaError::UserExists(_)
+        | MetaError::NoSuchUser(_)
+        | MetaError::UserOwnsBuckets { .. }) => err(C::InvalidRequest, e),
         e @ (MetaError::Corrupt { .. } | MetaError::Store(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)
@@ -124,6 +128,7 @@ pub(crate) fn s3_error(e: GatewayError) -> S3Error {
             tracing::warn!(error = %e, "placement failed");
             err(C::ServiceUnavailable, format!("No placement: {e}"))
         }
+        e @ GatewayError::InvalidUser(_) => err(C::InvalidRequest, e),
         e @ (GatewayError::Config(_) | GatewayError::Internal(_)) => {
             tracing::error!(error = %e, "gateway failure");
             err(C::InternalError, e)

@@ -8,6 +8,7 @@
 //! background jobs that keep the data healthy are another crate's
 //! (`shardgate-jobs`).
 
+mod access;
 mod body;
 mod checksum;
 mod convert;

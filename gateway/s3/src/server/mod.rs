@@ -59,21 +59,26 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The secret keys requests are signed with: the configured one's, and
+/// each user's ([`crate::access`] decides what each may do).
 struct Auth {
     access_key: String,
     secret_key: SecretKey,
+    gateway: Arc<Gateway>,
 }
 
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         if access_key == self.access_key {
-            Ok(self.secret_key.clone())
-        } else {
-            Err(s3_error!(
+            return Ok(self.secret_key.clone());
+        }
+        match self.gateway.user(access_key) {
+            Some(user) => Ok(SecretKey::from(user.secret_key)),
+            None => Err(s3_error!(
                 InvalidAccessKeyId,
                 "The AWS Access Key Id you provided does not exist in our records."
-            ))
+            )),
         }
     }
 }
@@ -198,9 +203,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = S3ServiceBuilder::new(ShardgateS3::new(gateway.clone()));
+    builder.set_access(crate::access::Access {
+        gateway: gateway.clone(),
+        admin_key: credentials.access_key.clone(),
+    });
     builder.set_auth(Auth {
         access_key: credentials.access_key,
         secret_key: SecretKey::from(credentials.secret_key),
+        gateway: gateway.clone(),
     });
     let front = Arc::new(Front {
         s3: builder.build(),

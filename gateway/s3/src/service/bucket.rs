@@ -5,12 +5,25 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let caller = Caller::of(&req.extensions);
         let meta = self.gw.meta().clone();
         let bucket = req.input.bucket.clone();
         let lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
-        blocking(move || meta.create_bucket_with(&bucket, lock, now_ms()))
-            .await
-            .or_s3()?;
+        let owner = caller.owner().map(str::to_string);
+        let created =
+            blocking(move || meta.create_bucket_with(&bucket, lock, owner.as_deref(), now_ms()))
+                .await;
+        if let Err(GatewayError::Meta(shardgate_meta::MetaError::BucketExists)) = &created {
+            // Bucket names are shared by all users: someone else's is taken.
+            let record = self.bucket_record(&req.input.bucket).await?;
+            if !caller.may_use(&record) {
+                return Err(s3_error!(
+                    BucketAlreadyExists,
+                    "The requested bucket name is not available. The bucket namespace is shared by all users of the gateway. Please select a different name and try again."
+                ));
+            }
+        }
+        created.or_s3()?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", req.input.bucket)),
         }))
@@ -46,21 +59,30 @@ impl ShardgateS3 {
 
     pub(super) async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let caller = Caller::of(&req.extensions);
         let meta = self.gw.meta().clone();
         let buckets = blocking(move || meta.list_buckets()).await.or_s3()?;
         let buckets = buckets
             .into_iter()
+            .filter(|(_, record)| caller.may_use(record))
             .map(|(name, record)| Bucket {
                 bucket_region: None,
                 creation_date: Some(timestamp(record.created_unix_ms)),
                 name: Some(name),
             })
             .collect();
+        let owner = match &caller {
+            Caller::Admin => owner(),
+            Caller::User(name) => Owner {
+                display_name: Some(name.clone()),
+                id: Some(name.clone()),
+            },
+        };
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(owner()),
+            owner: Some(owner),
             ..Default::default()
         }))
     }

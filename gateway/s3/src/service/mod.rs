@@ -26,6 +26,7 @@ use shardgate_meta::{
 };
 use shardgate_pipeline::ObjectMeta;
 
+use crate::access::Caller;
 use crate::body::{ReadBody, log_bad_fragments};
 use crate::checksum::{self, Algorithm, Combine, Declared, Expected, Given, UploadChecksum};
 use crate::convert::{self, Conditions, Headers, etag, timestamp};
@@ -237,9 +238,11 @@ impl ShardgateS3 {
         })
     }
 
-    /// The version a copy reads, once its conditions hold.
+    /// The version a copy reads, once its conditions hold and if the
+    /// caller may use its bucket.
     async fn copy_source<'a>(
         &self,
+        caller: &Caller,
         source: &'a CopySource,
         conditions: Conditions<'_>,
     ) -> S3Result<(CopyFrom<'a>, ReadVersion)> {
@@ -254,6 +257,7 @@ impl ShardgateS3 {
                 "Copy from an access point is not supported"
             ));
         };
+        caller.check_bucket(&self.gw, bucket).await?;
         let from = CopyFrom {
             bucket,
             key,

@@ -161,6 +161,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let caller = Caller::of(&req.extensions);
         let input = req.input;
         let part = PartOf {
             bucket: &input.bucket,
@@ -177,7 +178,7 @@ impl ShardgateS3 {
             },
             source,
         ) = self
-            .copy_source(&input.copy_source, copy_conditions!(input))
+            .copy_source(&caller, &input.copy_source, copy_conditions!(input))
             .await?;
         let range = match input.copy_source_range.as_deref() {
             Some(r) => copy_range(r, source.manifest.size)?,

@@ -276,6 +276,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let caller = Caller::of(&req.extensions);
         let input = req.input;
         convert::check_key(&input.key)?;
         let (retention, legal_hold) = requested_lock!(input)?;
@@ -292,7 +293,7 @@ impl ShardgateS3 {
                 ..
             },
         ) = self
-            .copy_source(&input.copy_source, copy_conditions!(input))
+            .copy_source(&caller, &input.copy_source, copy_conditions!(input))
             .await?;
         let replace = input
             .metadata_directive
