@@ -356,6 +356,89 @@ fn aws_cli_versions_checksums_cors_and_lock_errors() {
         "NoSuchCORSConfiguration",
     );
 
+    // Conditional writes, UploadPartCopy with a range, GetObjectAttributes.
+    let etag = api(&[&["head-object"], &b[..], &["--key", "sum"]].concat())["ETag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refused(
+        &[
+            &["put-object"],
+            &b[..],
+            &["--key", "sum", "--body", &two, "--if-match", "\"0000\""],
+        ]
+        .concat(),
+        "PreconditionFailed",
+    );
+    api(&[
+        &["put-object"],
+        &b[..],
+        &["--key", "sum", "--body", &two, "--if-match", &etag],
+    ]
+    .concat());
+    refused(
+        &[
+            &["put-object"],
+            &b[..],
+            &["--key", "sum", "--body", &two, "--if-none-match", "*"],
+        ]
+        .concat(),
+        "PreconditionFailed",
+    );
+    let upload =
+        api(&[&["create-multipart-upload"], &b[..], &["--key", "mp"]].concat())["UploadId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let part = api(&[
+        &["upload-part-copy"],
+        &b[..],
+        &["--key", "mp", "--upload-id", &upload, "--part-number", "1"],
+        &[
+            "--copy-source",
+            "cli-ver/sum",
+            "--copy-source-range",
+            "bytes=1-3",
+        ],
+    ]
+    .concat());
+    let part_etag = part["CopyPartResult"]["ETag"].as_str().unwrap().to_string();
+    let parts = format!(r#"{{"Parts":[{{"PartNumber":1,"ETag":{part_etag:?}}}]}}"#);
+    api(&[
+        &["complete-multipart-upload"],
+        &b[..],
+        &[
+            "--key",
+            "mp",
+            "--upload-id",
+            &upload,
+            "--multipart-upload",
+            &parts,
+        ],
+    ]
+    .concat());
+    api(&[&["get-object"], &b[..], &["--key", "mp", &out]].concat());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"eco",
+        "bytes 1-3 of \"second\""
+    );
+    let attrs = api(&[
+        &["get-object-attributes"],
+        &b[..],
+        &[
+            "--key",
+            "mp",
+            "--object-attributes",
+            "ObjectSize",
+            "ObjectParts",
+            "ETag",
+        ],
+    ]
+    .concat());
+    assert_eq!(attrs["ObjectSize"], 3, "{attrs}");
+    assert_eq!(attrs["ObjectParts"]["TotalPartsCount"], 1, "{attrs}");
+
     // Object Lock's configuration errors.
     let plain = ["--bucket", "cli-plain"];
     api(&[&["create-bucket"], &plain[..]].concat());

@@ -154,6 +154,11 @@ check(h.get("ObjectLockMode") == GOV, f"the default mode applies: {h.get('Object
 near(h.get("ObjectLockRetainUntilDate"), until(days=1), 60, "the default retain-until date")
 expect_error("InvalidRetentionPeriod", s3.put_object_lock_configuration, Bucket="locked",
              ObjectLockConfiguration=dict(ENABLED, Rule={"DefaultRetention": {"Mode": GOV, "Days": 0}}))
+# S3's limit is 100 years (past it, a retention could outlive any date).
+expect_error("InvalidRetentionPeriod", s3.put_object_lock_configuration, Bucket="locked",
+             ObjectLockConfiguration=dict(ENABLED, Rule={"DefaultRetention": {"Mode": GOV, "Days": 36501}}))
+expect_error("InvalidRetentionPeriod", s3.put_object_lock_configuration, Bucket="locked",
+             ObjectLockConfiguration=dict(ENABLED, Rule={"DefaultRetention": {"Mode": GOV, "Years": 101}}))
 expect_error("MalformedXML", s3.put_object_lock_configuration, Bucket="locked",
              ObjectLockConfiguration=dict(ENABLED, Rule={"DefaultRetention": {"Mode": GOV, "Days": 1,
                                                                               "Years": 1}}))

@@ -87,6 +87,22 @@ check(r.get("DeleteMarker") is True and marker and marker not in (first, second,
       f"DELETE adds a delete marker with its own id: {r}")
 check(error_code(s3.get_object, Bucket="ver", Key="k") == ("NoSuchKey", 404), "GET behind a delete marker: NoSuchKey")
 check(error_code(s3.head_object, Bucket="ver", Key="k") == ("404", 404), "HEAD behind a delete marker: 404")
+
+
+def error_headers(fn, **kwargs):
+    from botocore.exceptions import ClientError
+    try:
+        fn(**kwargs)
+    except ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPHeaders"]
+    return {}
+
+
+# The answers name the marker, as S3's do (x-amz-delete-marker, its id).
+for fn in (s3.get_object, s3.head_object):
+    h = error_headers(fn, Bucket="ver", Key="k")
+    check(h.get("x-amz-delete-marker") == "true" and h.get("x-amz-version-id") == marker,
+          f"{fn.__name__} behind a marker names it: {h}")
 vs, dms = listing("ver", Prefix="k")
 check([(d["Key"], d["VersionId"], d["IsLatest"]) for d in dms] == [("k", marker, True)],
       f"the delete marker is listed and latest: {dms}")
@@ -98,6 +114,9 @@ check(read("ver", "k", VersionId=first)[0] == b"one", "old versions still read b
 # 6. A delete marker has no body.
 check(error_code(s3.get_object, Bucket="ver", Key="k", VersionId=marker) == ("MethodNotAllowed", 405),
       "GET of a delete marker by id: MethodNotAllowed")
+h = error_headers(s3.head_object, Bucket="ver", Key="k", VersionId=marker)
+check(h.get("x-amz-delete-marker") == "true" and h.get("x-amz-version-id") == marker,
+      f"HEAD of the marker by id names it: {h}")
 
 # 7. Deleting the marker by id undeletes.
 r = s3.delete_object(Bucket="ver", Key="k", VersionId=marker)

@@ -64,7 +64,9 @@ impl From<ControlError> for Failure {
 impl From<GatewayError> for Failure {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::NoSuchKey => Self(StatusCode::NOT_FOUND, "no such object".into()),
+            GatewayError::NoSuchKey | GatewayError::DeleteMarker { .. } => {
+                Self(StatusCode::NOT_FOUND, "no such object".into())
+            }
             GatewayError::Meta(MetaError::NoSuchBucket) => {
                 Self(StatusCode::NOT_FOUND, "no such bucket".into())
             }

@@ -32,6 +32,9 @@ pub enum MetaError {
     /// The version asked for is a delete marker (S3: MethodNotAllowed).
     #[error("the version is a delete marker")]
     DeleteMarker,
+    /// The bucket belongs to another user than the one writing.
+    #[error("the bucket belongs to another user")]
+    NotOwner,
     #[error("a user {0:?} already exists")]
     UserExists(String),
     #[error("no user {0:?}")]

@@ -42,8 +42,8 @@ pub use store::{
     BUCKET_CORS_EXTENSION, BUCKET_OWNER_EXTENSION, BUCKET_TAGS_EXTENSION, BucketRecord,
     CRITICAL_EXTENSION, CompleteError, Condition, CorsRule, Deleted, IntentId, IntentKind,
     IntentRecord, MetaStore, OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum, PartRecord,
-    StoredVersion, TAGS_EXTENSION, UploadRecord, Usage, UserRecord, VersionRow, VersionState,
-    Written,
+    Refusal, StoredVersion, TAGS_EXTENSION, UploadRecord, Usage, UserRecord, VersionRow,
+    VersionState, Writer, Written,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};

@@ -340,6 +340,20 @@ pub struct VersionState {
     pub retention: Option<Retention>,
     /// Object Lock legal hold asked for on creation.
     pub legal_hold: bool,
+    /// Who writes: the bucket must belong to them when the version commits
+    /// (checked again there, so a bucket deleted and created by another
+    /// user while the body streamed is not written into).
+    pub writer: Writer,
+}
+
+/// Who writes a version, for the ownership check at its commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Writer {
+    /// The configured user (and the gateway itself): any bucket.
+    #[default]
+    Admin,
+    /// A user, by name: only buckets it owns.
+    User(String),
 }
 
 /// Summary record format 1.
@@ -1029,7 +1043,14 @@ impl MetaStore {
             record.versioning = Versioning::Enabled;
             record.set_object_lock(&ObjectLock::default())?;
         }
+        let txn = self.db.begin_write()?;
         if let Some(owner) = owner {
+            // Checked in the transaction that creates the bucket: a user
+            // deleted meanwhile owns nothing (and a later user of that
+            // name does not inherit it).
+            if !Self::user_named(&txn, owner)? {
+                return Err(MetaError::NoSuchUser(owner.to_string()));
+            }
             set_extension(
                 &mut record.extensions,
                 BUCKET_OWNER_EXTENSION,
@@ -1037,7 +1058,6 @@ impl MetaStore {
                 "bucket owner",
             )?;
         }
-        let txn = self.db.begin_write()?;
         {
             let mut buckets = txn.open_table(BUCKETS)?;
             if buckets.get(bucket)?.is_some() {
@@ -1074,22 +1094,31 @@ impl MetaStore {
 
     // --- users ---
 
+    /// Whether a user has this name.
+    fn user_named(txn: &WriteTransaction, name: &str) -> Result<bool> {
+        for entry in txn.open_table(USERS)?.iter()? {
+            let (_, v) = entry?;
+            if decode::<UserRecord>("user", v.value())?.name == name {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Adds a user under `access_key`; the key and the name must be new.
     pub fn create_user(&self, access_key: &str, user: &UserRecord) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut users = txn.open_table(USERS)?;
+            let users = txn.open_table(USERS)?;
             if users.get(access_key)?.is_some() {
                 return Err(MetaError::UserExists(access_key.to_string()));
             }
-            for entry in users.iter()? {
-                let (_, v) = entry?;
-                if decode::<UserRecord>("user", v.value())?.name == user.name {
-                    return Err(MetaError::UserExists(user.name.clone()));
-                }
-            }
-            users.insert(access_key, encode(user)?.as_slice())?;
         }
+        if Self::user_named(&txn, &user.name)? {
+            return Err(MetaError::UserExists(user.name.clone()));
+        }
+        txn.open_table(USERS)?
+            .insert(access_key, encode(user)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -1114,13 +1143,20 @@ impl MetaStore {
         let txn = self.db.begin_write()?;
         let (key, record) = {
             let users = txn.open_table(USERS)?;
-            let mut found = None;
-            for entry in users.iter()? {
-                let (k, v) = entry?;
-                let record: UserRecord = decode("user", v.value())?;
-                if k.value() == user || record.name == user {
-                    found = Some((k.value().to_string(), record));
-                    break;
+            // An access key first, exactly; else a name.
+            let mut found = users
+                .get(user)?
+                .map(|v| decode::<UserRecord>("user", v.value()))
+                .transpose()?
+                .map(|r| (user.to_string(), r));
+            if found.is_none() {
+                for entry in users.iter()? {
+                    let (k, v) = entry?;
+                    let record: UserRecord = decode("user", v.value())?;
+                    if record.name == user {
+                        found = Some((k.value().to_string(), record));
+                        break;
+                    }
                 }
             }
             found.ok_or_else(|| MetaError::NoSuchUser(user.to_string()))?
@@ -1484,6 +1520,11 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<Written> {
         let record = Self::bucket_in(txn, bucket)?;
+        if let Writer::User(name) = &state.writer
+            && record.owner()?.as_deref() != Some(name.as_str())
+        {
+            return Err(MetaError::NotOwner);
+        }
         check_key(key)?;
         let versioning = record.versioning;
         let lock = record.object_lock()?;
@@ -2228,7 +2269,7 @@ impl MetaStore {
         min_part_bytes: u64,
         condition: &Condition,
         now_unix_ms: u64,
-        build: impl FnOnce(Vec<(u32, PartRecord)>) -> (Manifest, VersionState),
+        build: impl FnOnce(Vec<(u32, PartRecord)>) -> Result<(Manifest, VersionState), Refusal>,
     ) -> Result<(Manifest, Written), CompleteError> {
         let txn = self.db.begin_write()?;
         Self::bucket_in(&txn, bucket)?;
@@ -2262,7 +2303,7 @@ impl MetaStore {
             }
             picked.push((*number, part));
         }
-        let (manifest, state) = build(picked);
+        let (manifest, state) = build(picked).map_err(CompleteError::Refused)?;
         let written = self.put_in(&txn, bucket, key, &manifest, &state, condition, now_unix_ms)?;
         let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
         Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms, now_unix_ms)?;
@@ -2371,7 +2412,15 @@ pub enum CompleteError {
     InvalidPart(u32),
     #[error("part {0} is smaller than the minimum part size, and is not the last")]
     TooSmall(u32),
+    /// The caller's own check of the parts taken (their checksums) failed:
+    /// nothing changed.
+    #[error("{0}")]
+    Refused(Refusal),
 }
+
+/// Why a caller's check of the parts refused a completion (its own error,
+/// carried through the store unchanged).
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
 
 macro_rules! complete_from_redb {
     ($($t:ty),*) => {$(

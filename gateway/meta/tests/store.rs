@@ -304,8 +304,11 @@ fn multipart_complete_picks_parts_and_drops_the_rest() {
             &Condition::Always,
             0,
             |ps| {
+                if ps.iter().any(|(n, _)| *n == 3) && min == 1 {
+                    return Err("refused by the caller".into());
+                }
                 let m = manifest("m-2", ps.into_iter().map(|p| p.1.segment).collect());
-                (m, Default::default())
+                Ok((m, Default::default()))
             },
         )
     };
@@ -327,6 +330,11 @@ fn multipart_complete_picks_parts_and_drops_the_rest() {
         Err(E::TooSmall(3))
     ));
     assert!(matches!(try_complete(&[], 0), Err(E::NoParts)));
+    // The caller's own check of the parts taken refuses: nothing changes.
+    assert!(matches!(
+        try_complete(&[(1, "p1"), (3, "p3")], 1),
+        Err(E::Refused(_))
+    ));
     // Failed attempts changed nothing.
     assert_eq!(store.list_parts(&upload, 0, 10).unwrap().0.len(), 3);
 
@@ -1868,4 +1876,41 @@ fn users_are_unique_and_kept_while_they_own_buckets() {
         Err(MetaError::NoSuchUser(_))
     ));
     assert!(store.users().unwrap().is_empty());
+}
+
+#[test]
+fn a_bucket_is_not_created_for_a_user_gone_nor_written_by_another() {
+    let (_dir, store) = open();
+    assert!(matches!(
+        store.create_bucket_with("b", false, Some("ghost"), 0),
+        Err(MetaError::NoSuchUser(_))
+    ));
+    store.create_user("KEY1", &user("alice")).unwrap();
+    store
+        .create_bucket_with("b", false, Some("alice"), 0)
+        .unwrap();
+    let as_user = |name: &str| VersionState {
+        writer: shardgate_meta::Writer::User(name.into()),
+        ..VersionState::default()
+    };
+    let m = manifest("m", vec![segment(1)]);
+    store
+        .put_object_with("b", "k", &m, &as_user("alice"), None, &Condition::Always, 0)
+        .unwrap();
+    assert!(matches!(
+        store.put_object_with("b", "k2", &m, &as_user("bob"), None, &Condition::Always, 0),
+        Err(MetaError::NotOwner)
+    ));
+    // The configured user writes anywhere.
+    store
+        .put_object_with(
+            "b",
+            "k3",
+            &m,
+            &VersionState::default(),
+            None,
+            &Condition::Always,
+            0,
+        )
+        .unwrap();
 }

@@ -11,6 +11,11 @@ use shardgate_placement::PlacementError;
 pub enum GatewayError {
     #[error("the key does not exist")]
     NoSuchKey,
+    /// The version asked for (`latest`: the key's current one) is a delete
+    /// marker, whose S3 version id this is: S3 answers 404 (current) or
+    /// 405 (by id) and names the marker in headers.
+    #[error("the version is a delete marker")]
+    DeleteMarker { version_id: String, latest: bool },
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]

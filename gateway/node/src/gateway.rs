@@ -693,10 +693,11 @@ impl Gateway {
                 }),
                 _,
             ) => Ok((version, summary, manifest)),
-            (Some(_), VersionSelector::Latest) | (None, VersionSelector::Latest) => {
-                Err(GatewayError::NoSuchKey)
-            }
-            (Some(_), _) => Err(GatewayError::Meta(MetaError::DeleteMarker)),
+            (Some(marker), selector) => Err(GatewayError::DeleteMarker {
+                version_id: marker.version.id(),
+                latest: selector == VersionSelector::Latest,
+            }),
+            (None, VersionSelector::Latest) => Err(GatewayError::NoSuchKey),
             (None, _) => Err(GatewayError::Meta(MetaError::NoSuchVersion)),
         }
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
-use shardgate_meta::BucketRecord;
+use shardgate_meta::{BucketRecord, Writer};
 use shardgate_node::{Gateway, blocking};
 
 /// Who signed a request, as the handlers see it (in its extensions).
@@ -39,6 +39,14 @@ impl Caller {
         match self {
             Caller::Admin => None,
             Caller::User(name) => Some(name),
+        }
+    }
+
+    /// Who writes, for the ownership check at a version's commit.
+    pub fn writer(&self) -> Writer {
+        match self {
+            Caller::Admin => Writer::Admin,
+            Caller::User(name) => Writer::User(name.clone()),
         }
     }
 

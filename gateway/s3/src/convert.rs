@@ -133,7 +133,10 @@ fn format_http_date(t: &Timestamp) -> Option<String> {
 }
 
 pub fn timestamp(unix_ms: u64) -> Timestamp {
-    Timestamp::from(UNIX_EPOCH + Duration::from_millis(unix_ms))
+    // The last instant S3's formats can say (9999-12-31T23:59:59.999Z): a
+    // later stored time (a far retention) is shown as that, never a panic.
+    const LAST_MS: u64 = 253_402_300_799_999;
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(unix_ms.min(LAST_MS)))
 }
 
 fn unix_secs(t: &Timestamp) -> i64 {
@@ -280,6 +283,13 @@ pub fn multipart_etag(part_etags: &[&str]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_time_past_year_9999_is_shown_as_its_end() {
+        let last = timestamp(u64::MAX);
+        assert_eq!(time_secs(last), 253_402_300_799);
+        assert_eq!(time_secs(timestamp(1_000)), 1);
+    }
 
     #[test]
     fn multipart_etag_matches_s3() {

@@ -59,6 +59,10 @@ fn meta_error(e: MetaError) -> S3Error {
             C::InternalError,
             "The write was abandoned before its commit; nothing was stored. Please retry",
         ),
+        MetaError::NotOwner => err(
+            C::AccessDenied,
+            "Access Denied: the bucket belongs to another user",
+        ),
         // Admin operations: no S3 request reaches them.
         e @ (MetaError::UserExists(_)
         | MetaError::NoSuchUser(_)
@@ -75,6 +79,25 @@ pub(crate) fn s3_error(e: GatewayError) -> S3Error {
     use S3ErrorCode as C;
     match e {
         GatewayError::NoSuchKey => err(C::NoSuchKey, "The specified key does not exist."),
+        GatewayError::DeleteMarker { version_id, latest } => {
+            let mut e = match latest {
+                true => err(C::NoSuchKey, "The specified key does not exist."),
+                false => err(
+                    C::MethodNotAllowed,
+                    "The specified method is not allowed against this resource: the version is a delete marker.",
+                ),
+            };
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "x-amz-delete-marker",
+                http::HeaderValue::from_static("true"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&version_id) {
+                headers.insert("x-amz-version-id", v);
+            }
+            e.set_headers(headers);
+            e
+        }
         GatewayError::Meta(e) => meta_error(e),
         GatewayError::Complete(e) => match e {
             CompleteError::Meta(e) => meta_error(e),
@@ -85,6 +108,11 @@ pub(crate) fn s3_error(e: GatewayError) -> S3Error {
             ),
             e @ CompleteError::InvalidPart(_) => err(C::InvalidPart, e),
             e @ CompleteError::TooSmall(_) => err(C::EntityTooSmall, e),
+            // The S3 layer's own check of the parts (their checksums).
+            CompleteError::Refused(why) => match why.downcast::<S3Error>() {
+                Ok(e) => *e,
+                Err(other) => err(C::InvalidRequest, other),
+            },
         },
         GatewayError::Pipeline(e) => match e {
             // s3s's aws-chunked decoder reports a bad chunk signature as

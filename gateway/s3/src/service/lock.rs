@@ -161,14 +161,15 @@ fn default_retention(rule: Option<ObjectLockRule>) -> S3Result<Option<DefaultRet
     let period = |what: &str| {
         let mut e = s3_error!(
             InvalidArgument,
-            "The default retention period must be a positive number of {what}"
+            "The default retention period must be a positive number of {what}, 100 years at most"
         );
         e.set_code(S3ErrorCode::Custom("InvalidRetentionPeriod".into()));
         e
     };
+    // S3 allows up to 100 years.
     let (days, years) = match (d.days, d.years) {
-        (Some(days), None) if days > 0 => (days as u32, 0),
-        (None, Some(years)) if years > 0 => (0, years as u32),
+        (Some(days), None) if (1..=36_500).contains(&days) => (days as u32, 0),
+        (None, Some(years)) if (1..=100).contains(&years) => (0, years as u32),
         (Some(_), Some(_)) => {
             return Err(s3_error!(
                 MalformedXML,

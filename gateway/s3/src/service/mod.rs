@@ -147,7 +147,7 @@ impl ShardgateS3 {
         }
         let current = match self.gw.version(bucket, key, VersionSelector::Latest).await {
             Ok((_, _, m)) => Some(m),
-            Err(GatewayError::NoSuchKey) => None,
+            Err(GatewayError::NoSuchKey | GatewayError::DeleteMarker { .. }) => None,
             Err(e) => return Err(s3_error(e)),
         };
         let holds = match (condition, &current) {

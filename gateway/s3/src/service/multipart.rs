@@ -12,18 +12,13 @@ struct PartOf<'a> {
 }
 
 /// What CompleteMultipartUpload states beyond the parts' ETags.
-struct Completion<'a> {
-    upload: &'a str,
-    /// (part number, ETag), as listed.
-    chosen: &'a [(u32, String)],
-    /// The checksums listed with each part.
-    given: &'a [Vec<(Algorithm, String)>],
+struct Completion {
+    /// The checksums listed with each part, in the request's order.
+    given: Vec<Vec<(Algorithm, String)>>,
     /// The checksum the upload was created with.
     sum: Option<UploadChecksum>,
     /// `x-amz-checksum-*`: the whole object's.
     whole: Option<Expected>,
-    /// `x-amz-checksum-type`.
-    kind: Option<&'a ChecksumType>,
     /// `x-amz-mp-object-size`.
     size: Option<i64>,
 }
@@ -34,6 +29,118 @@ struct ObjectSum {
     combine: Combine,
     value: String,
     metadata: BTreeMap<String, String>,
+}
+
+impl Completion {
+    /// The checks of CompleteMultipartUpload that need the parts taken:
+    /// each part's checksum as listed, the whole object's checksum and
+    /// size if the request states them. Returns the object's checksum (an
+    /// upload created with one).
+    fn settle(&self, parts: &[(u32, PartRecord)]) -> S3Result<Option<ObjectSum>> {
+        let mut sums = Vec::with_capacity(parts.len());
+        let mut size = 0u64;
+        for ((number, part), given) in parts.iter().zip(&self.given) {
+            size += part.size;
+            let has = part
+                .checksum
+                .as_ref()
+                .and_then(|p| Algorithm::from_name(&p.algorithm).map(|a| (a, p.value.as_str())));
+            for (algorithm, value) in given {
+                match (has, self.sum) {
+                    (Some((a, v)), _) if a == *algorithm => {
+                        if v != value.trim() {
+                            return Err(s3_error!(
+                                InvalidPart,
+                                "The {} checksum of part {number} does not match the part uploaded",
+                                algorithm.header_suffix()
+                            ));
+                        }
+                    }
+                    (_, Some(u)) => {
+                        return Err(s3_error!(
+                            InvalidRequest,
+                            "The upload was created using a {} checksum; part {number} is listed with a {} checksum",
+                            u.algorithm.header_suffix(),
+                            algorithm.header_suffix()
+                        ));
+                    }
+                    (_, None) => {
+                        return Err(s3_error!(
+                            InvalidPart,
+                            "Part {number} is listed with a {} checksum it was not uploaded with",
+                            algorithm.header_suffix()
+                        ));
+                    }
+                }
+            }
+            if let Some(u) = self.sum {
+                if u.combine == Combine::Composite && given.is_empty() {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {number} in the request.",
+                        u.algorithm.header_suffix()
+                    ));
+                }
+                match has {
+                    Some((a, v)) if a == u.algorithm => sums.push((v.to_string(), part.size)),
+                    _ => {
+                        return Err(s3_error!(
+                            InvalidRequest,
+                            "Part {number} was uploaded without the upload's {} checksum; upload it again",
+                            u.algorithm.header_suffix()
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(want) = self.size
+            && u64::try_from(want).ok() != Some(size)
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The provided 'x-amz-mp-object-size' header value {want} does not match what was computed: {size}"
+            ));
+        }
+        let Some(u) = self.sum else {
+            if self.whole.is_some() {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The upload was created without a checksum algorithm: an x-amz-checksum-* header does not apply to its completion"
+                ));
+            }
+            return Ok(None);
+        };
+        let mut metadata = BTreeMap::new();
+        let value = u.complete(&sums, &mut metadata)?;
+        if let Some(whole) = &self.whole {
+            if whole.algorithm != u.algorithm {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The upload was created using a {} checksum, not {}",
+                    u.algorithm.header_suffix(),
+                    whole.algorithm.header_suffix()
+                ));
+            }
+            // A composite value may be stated with or without its `-N`.
+            let bare = value.split('-').next().unwrap_or(&value);
+            if let Given::Header(v) = &whole.value
+                && v.trim() != value
+                && v.trim() != bare
+            {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The x-amz-checksum-{} you specified did not match the calculated checksum",
+                    u.algorithm.header_suffix()
+                ));
+            }
+        }
+        Ok(Some(ObjectSum {
+            algorithm: u.algorithm,
+            combine: u.combine,
+            value,
+            metadata,
+        }))
+    }
 }
 
 /// The range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both
@@ -292,6 +399,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let caller = Caller::of(&req.extensions);
         let input = req.input;
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let parts = input
@@ -331,18 +439,33 @@ impl ShardgateS3 {
             algorithm: None,
         }
         .expected()?;
-        let object_sum = self
-            .check_completion(Completion {
-                upload: &input.upload_id,
-                chosen: &chosen,
-                given: &given_sums,
-                sum: upload_sum,
-                whole,
-                kind: input.checksum_type.as_ref(),
-                size: input.mpu_object_size,
-            })
-            .await?;
-        let sum_metadata = object_sum.as_ref().map(|s| s.metadata.clone());
+        if let Some(kind) = &input.checksum_type {
+            match upload_sum {
+                Some(u) if kind.as_str().eq_ignore_ascii_case(u.combine.s3().as_str()) => {}
+                Some(u) => {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The upload was created using the {} checksum mode. The complete request must use the same checksum mode.",
+                        u.combine.s3().as_str()
+                    ));
+                }
+                None => {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The upload was created without a checksum: x-amz-checksum-type does not apply"
+                    ));
+                }
+            }
+        }
+        let completion = Completion {
+            given: given_sums,
+            sum: upload_sum,
+            whole,
+            size: input.mpu_object_size,
+        };
+        // The answer's checksum, from inside the store's transaction.
+        let settled: Arc<std::sync::Mutex<Option<ObjectSum>>> = Arc::default();
+        let settled_in = settled.clone();
         let store = self.gw.meta().clone();
         let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let now = now_ms();
@@ -356,12 +479,18 @@ impl ShardgateS3 {
                 &condition,
                 now,
                 |parts| {
+                    // Checked on the parts the completion takes, in its
+                    // transaction: a part uploaded again meanwhile is seen.
+                    let object_sum = completion.settle(&parts)?;
                     let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
                     let etag = convert::multipart_etag(&etags);
                     let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
                     let mut user_metadata = record.user_metadata;
-                    if let Some(sum) = &sum_metadata {
-                        user_metadata.extend(sum.clone());
+                    if let Some(sum) = &object_sum {
+                        user_metadata.extend(sum.metadata.clone());
+                    }
+                    if let Ok(mut out) = settled_in.lock() {
+                        *out = object_sum;
                     }
                     let manifest = Manifest {
                         version_id: VersionId::new(now),
@@ -372,14 +501,15 @@ impl ShardgateS3 {
                         created_unix_ms: now,
                         segments,
                     };
-                    (
+                    Ok((
                         manifest,
                         VersionState {
                             tags,
                             retention,
                             legal_hold,
+                            writer: caller.writer(),
                         },
-                    )
+                    ))
                 },
             )
         })
@@ -387,6 +517,7 @@ impl ShardgateS3 {
         .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
         let (manifest, written) = done.map_err(GatewayError::from).or_s3()?;
         self.gw.wake_collectors();
+        let object_sum = settled.lock().ok().and_then(|mut s| s.take());
         let mut out = CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
@@ -400,142 +531,6 @@ impl ShardgateS3 {
             out.checksum_type = Some(sum.combine.s3());
         }
         Ok(S3Response::new(out))
-    }
-
-    /// The checks of CompleteMultipartUpload that need the parts: each
-    /// part's checksum as listed, the upload's checksum type, the whole
-    /// object's checksum and size if the request states them. Returns the
-    /// object's checksum (an upload created with one).
-    async fn check_completion(&self, c: Completion<'_>) -> S3Result<Option<ObjectSum>> {
-        if let (Some(kind), Some(u)) = (c.kind, c.sum)
-            && !kind.as_str().eq_ignore_ascii_case(u.combine.s3().as_str())
-        {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The upload was created using the {} checksum mode. The complete request must use the same checksum mode.",
-                u.combine.s3().as_str()
-            ));
-        }
-        if c.kind.is_some() && c.sum.is_none() {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The upload was created without a checksum: x-amz-checksum-type does not apply"
-            ));
-        }
-        let given_any = c.given.iter().any(|g| !g.is_empty());
-        if c.sum.is_none() && !given_any && c.whole.is_none() && c.size.is_none() {
-            return Ok(None);
-        }
-        let store = self.gw.meta().clone();
-        let upload = c.upload.to_string();
-        let (stored, _) =
-            blocking(move || store.list_parts(&upload, 0, convert::MAX_PART_NUMBER as usize))
-                .await
-                .or_s3()?;
-        let stored: BTreeMap<u32, PartRecord> = stored.into_iter().collect();
-        let mut sums = Vec::with_capacity(c.chosen.len());
-        let mut size = 0u64;
-        for ((number, _), given) in c.chosen.iter().zip(c.given) {
-            // A part not there is the store's InvalidPart, with the rest.
-            let Some(part) = stored.get(number) else {
-                continue;
-            };
-            size += part.size;
-            let has = part
-                .checksum
-                .as_ref()
-                .and_then(|p| Algorithm::from_name(&p.algorithm).map(|a| (a, p.value.as_str())));
-            for (algorithm, value) in given {
-                match (has, c.sum) {
-                    (Some((a, v)), _) if a == *algorithm => {
-                        if v != value.trim() {
-                            return Err(s3_error!(
-                                InvalidPart,
-                                "The {} checksum of part {number} does not match the part uploaded",
-                                algorithm.header_suffix()
-                            ));
-                        }
-                    }
-                    (_, Some(u)) => {
-                        return Err(s3_error!(
-                            InvalidRequest,
-                            "The upload was created using a {} checksum; part {number} is listed with a {} checksum",
-                            u.algorithm.header_suffix(),
-                            algorithm.header_suffix()
-                        ));
-                    }
-                    // An upload without a checksum and a part sent without
-                    // one: nothing to compare with.
-                    (_, None) => {}
-                }
-            }
-            if let Some(u) = c.sum {
-                if u.combine == Combine::Composite && given.is_empty() {
-                    return Err(s3_error!(
-                        InvalidRequest,
-                        "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {number} in the request.",
-                        u.algorithm.header_suffix()
-                    ));
-                }
-                match has {
-                    Some((a, v)) if a == u.algorithm => sums.push((v.to_string(), part.size)),
-                    _ => {
-                        return Err(s3_error!(
-                            InvalidRequest,
-                            "Part {number} was uploaded without the upload's {} checksum; upload it again",
-                            u.algorithm.header_suffix()
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(want) = c.size
-            && u64::try_from(want).ok() != Some(size)
-        {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The provided 'x-amz-mp-object-size' header value {want} does not match what was computed: {size}"
-            ));
-        }
-        let Some(u) = c.sum else {
-            if c.whole.is_some() {
-                return Err(s3_error!(
-                    InvalidRequest,
-                    "The upload was created without a checksum algorithm: an x-amz-checksum-* header does not apply to its completion"
-                ));
-            }
-            return Ok(None);
-        };
-        let mut metadata = BTreeMap::new();
-        let value = u.complete(&sums, &mut metadata)?;
-        if let Some(whole) = &c.whole {
-            if whole.algorithm != u.algorithm {
-                return Err(s3_error!(
-                    InvalidRequest,
-                    "The upload was created using a {} checksum, not {}",
-                    u.algorithm.header_suffix(),
-                    whole.algorithm.header_suffix()
-                ));
-            }
-            // A composite value may be stated with or without its `-N`.
-            let bare = value.split('-').next().unwrap_or(&value);
-            if let Given::Header(v) = &whole.value
-                && v.trim() != value
-                && v.trim() != bare
-            {
-                return Err(s3_error!(
-                    BadDigest,
-                    "The x-amz-checksum-{} you specified did not match the calculated checksum",
-                    u.algorithm.header_suffix()
-                ));
-            }
-        }
-        Ok(Some(ObjectSum {
-            algorithm: u.algorithm,
-            combine: u.combine,
-            value,
-            metadata,
-        }))
     }
 
     pub(super) async fn abort_multipart_upload(

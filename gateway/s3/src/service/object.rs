@@ -5,6 +5,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let caller = Caller::of(&req.extensions);
         let input = req.input;
         convert::check_key(&input.key)?;
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
@@ -36,6 +37,7 @@ impl ShardgateS3 {
                     tags,
                     retention,
                     legal_hold,
+                    writer: caller.writer(),
                 },
                 condition,
             )
@@ -376,6 +378,7 @@ impl ShardgateS3 {
                     tags,
                     retention,
                     legal_hold,
+                    writer: caller.writer(),
                 },
                 Condition::Always,
             )
