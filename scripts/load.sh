@@ -11,6 +11,9 @@
 #
 # SHARDGATE_BENCH_VERSIONING=1 enables versioning on the bucket first (PUTs
 # then keep every version; the DELETE phase adds delete markers).
+# SHARDGATE_BENCH_VERSIONING=ab measures both side by side on one gateway:
+# SHARDGATE_BENCH_ROUNDS (default 6) rounds, each a run on a plain bucket
+# and one on a versioned bucket, the order swapped every round.
 #
 # SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
 # backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
@@ -24,7 +27,8 @@ if [ "$sizes" = mix ]; then
 else
   workload=(--sizes "$sizes" --counts "$counts" --cleanup)
 fi
-if [ "${SHARDGATE_BENCH_VERSIONING:-0}" = 1 ]; then
+versioning=${SHARDGATE_BENCH_VERSIONING:-0}
+if [ "$versioning" = 1 ]; then
   workload+=(--versioning)
 fi
 # SHARDGATE_BENCH_* variables are not configuration keys (the gateway
@@ -60,5 +64,19 @@ for _ in $(seq 300); do
 done
 endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$data/out.txt")
 echo "gateway pid $pid on $endpoint, ${SHARDGATE_BENCH_BACKENDS:-fs} backends; $(nproc) cores; $(uname -r)"
-"$target/release/shardgate-loadgen" --endpoint "$endpoint" --credentials "$data/gw/credentials" \
-  "${workload[@]}" --concurrency 16 --pid "$pid"
+loadgen=("$target/release/shardgate-loadgen" --endpoint "$endpoint" --credentials "$data/gw/credentials" \
+  "${workload[@]}" --concurrency 16 --pid "$pid")
+if [ "$versioning" != ab ]; then
+  "${loadgen[@]}"
+  exit
+fi
+for round in $(seq "${SHARDGATE_BENCH_ROUNDS:-6}"); do
+  order=(plain versioned)
+  [ $((round % 2)) = 0 ] && order=(versioned plain)
+  for bucket in "${order[@]}"; do
+    echo "round $round, $bucket bucket"
+    extra=(--bucket "$bucket")
+    [ "$bucket" = versioned ] && extra+=(--versioning)
+    "${loadgen[@]}" "${extra[@]}"
+  done
+done

@@ -66,7 +66,8 @@ struct Args {
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
     /// Enable versioning on the bucket before the phases (its cost is
-    /// measured against a run without).
+    /// measured against a run without); cleanup then deletes the versions
+    /// written.
     #[arg(long)]
     versioning: bool,
 }
@@ -173,6 +174,12 @@ struct Phase {
     errors: usize,
 }
 
+/// The version id each PUT of a phase got (object index -> id), so that
+/// cleanup in a versioned bucket deletes versions instead of adding
+/// delete markers: the bucket holds as much as a plain one between rounds.
+type Versions = Arc<std::sync::Mutex<Vec<Option<String>>>>;
+
+#[allow(clippy::too_many_arguments)]
 async fn run_phase(
     args: &Args,
     tls: &Option<tokio_rustls::TlsConnector>,
@@ -181,6 +188,7 @@ async fn run_phase(
     size: u64,
     count: usize,
     shared: &Bytes,
+    versions: &Versions,
 ) -> Result<(Phase, Duration)> {
     let next = Arc::new(AtomicUsize::new(0));
     let addr = args
@@ -192,11 +200,12 @@ async fn run_phase(
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (next, signer, shared, bucket) = (
+        let (next, signer, shared, bucket, versions) = (
             next.clone(),
             signer.clone(),
             shared.clone(),
             args.bucket.clone(),
+            versions.clone(),
         );
         let mut conn = Conn {
             addr: addr.clone(),
@@ -217,9 +226,23 @@ async fn run_phase(
                     "DELETE" => "DELETE",
                     _ => "GET",
                 };
-                let mut req = http::Request::builder().method(method).uri(&path);
+                let version = match op {
+                    "DELETE" => versions
+                        .lock()
+                        .ok()
+                        .and_then(|v| v.get(i).cloned().flatten()),
+                    _ => None,
+                };
+                let query = version
+                    .map(|v| format!("versionId={v}"))
+                    .unwrap_or_default();
+                let uri = match query.as_str() {
+                    "" => path.clone(),
+                    q => format!("{path}?{q}"),
+                };
+                let mut req = http::Request::builder().method(method).uri(&uri);
                 for (k, v) in signer
-                    .sign(method, &path, "", &[], UNSIGNED_PAYLOAD)
+                    .sign(method, &path, &query, &[], UNSIGNED_PAYLOAD)
                     .headers
                 {
                     req = req.header(k, v);
@@ -236,6 +259,13 @@ async fn run_phase(
                 let ok = match conn.send(req).await {
                     Ok(resp) => {
                         let status = resp.status();
+                        if op == "PUT"
+                            && let Some(v) = resp.headers().get("x-amz-version-id")
+                            && let (Ok(v), Ok(mut all)) = (v.to_str(), versions.lock())
+                            && let Some(slot) = all.get_mut(i)
+                        {
+                            *slot = Some(v.to_string());
+                        }
                         let mut body = resp.into_body();
                         let mut got = 0u64;
                         while let Some(frame) = body.frame().await {
@@ -438,6 +468,7 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (size, count) in args.sizes.iter().zip(&args.counts) {
         let size = parse_size(size)?;
+        let versions: Versions = Arc::new(std::sync::Mutex::new(vec![None; *count]));
         let mut ops = vec!["PUT"];
         if !args.put_only {
             ops.push("GET");
@@ -449,13 +480,16 @@ async fn main() -> Result<()> {
             peak_rss_reset(args.pid);
             let cpu_before = cpu_seconds(args.pid);
             let (mut phase, elapsed) =
-                run_phase(&args, &tls, &signer, op, size, *count, &shared).await?;
+                run_phase(&args, &tls, &signer, op, size, *count, &shared, &versions).await?;
             phase.latencies.sort();
             let secs = elapsed.as_secs_f64();
             let cpu_ms_per_op = cpu_before
                 .zip(cpu_seconds(args.pid))
                 .map(|(before, after)| (after - before) * 1000.0 / *count as f64);
             if op == "DELETE" {
+                if phase.errors > 0 {
+                    eprintln!("cleanup: {} of {count} DELETEs failed", phase.errors);
+                }
                 continue;
             }
             println!(
