@@ -1044,10 +1044,12 @@ impl MetaStore {
             record.set_object_lock(&ObjectLock::default())?;
         }
         let txn = self.db.begin_write()?;
+        if txn.open_table(BUCKETS)?.get(bucket)?.is_some() {
+            return Err(MetaError::BucketExists);
+        }
         if let Some(owner) = owner {
             // Checked in the transaction that creates the bucket: a user
-            // deleted meanwhile owns nothing (and a later user of that
-            // name does not inherit it).
+            // deleted meanwhile gets no bucket.
             if !Self::user_named(&txn, owner)? {
                 return Err(MetaError::NoSuchUser(owner.to_string()));
             }
@@ -1058,14 +1060,8 @@ impl MetaStore {
                 "bucket owner",
             )?;
         }
-        {
-            let mut buckets = txn.open_table(BUCKETS)?;
-            if buckets.get(bucket)?.is_some() {
-                return Err(MetaError::BucketExists);
-            }
-            let record = encode_bucket(&record)?;
-            buckets.insert(bucket, record.as_slice())?;
-        }
+        txn.open_table(BUCKETS)?
+            .insert(bucket, encode_bucket(&record)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }

@@ -7,8 +7,14 @@
 //!
 //! The check runs once per request, before its body is read, from the
 //! bucket of its path; the copy operations check their source bucket
-//! themselves ([`Caller::may_use`]). Anonymous requests are refused here;
-//! bucket policies and ACLs that open buckets to others are issue 19's.
+//! themselves ([`Caller::may_use`]). A bucket deleted and created by
+//! another user while a body streams must not receive the write: a new
+//! version checks its bucket's owner again in the transaction that commits
+//! it ([`shardgate_meta::Writer`]), and the operations with an XML body
+//! (configurations, retention, tags, DeleteObjects) check again once it is
+//! read, just before their store call. Anonymous requests are refused
+//! here; bucket policies and ACLs that open buckets to others are issue
+//! 19's.
 
 use std::sync::Arc;
 

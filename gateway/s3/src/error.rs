@@ -63,10 +63,15 @@ fn meta_error(e: MetaError) -> S3Error {
             C::AccessDenied,
             "Access Denied: the bucket belongs to another user",
         ),
+        // A request signed by a user deleted since (CreateBucket).
+        MetaError::NoSuchUser(_) => err(
+            C::InvalidAccessKeyId,
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ),
         // Admin operations: no S3 request reaches them.
-        e @ (MetaError::UserExists(_)
-        | MetaError::NoSuchUser(_)
-        | MetaError::UserOwnsBuckets { .. }) => err(C::InvalidRequest, e),
+        e @ (MetaError::UserExists(_) | MetaError::UserOwnsBuckets { .. }) => {
+            err(C::InvalidRequest, e)
+        }
         e @ (MetaError::Corrupt { .. } | MetaError::Store(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)

@@ -193,6 +193,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectLockConfigurationInput>,
     ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         let config = input
             .object_lock_configuration
@@ -251,6 +256,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectRetentionInput>,
     ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
@@ -309,6 +319,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectLegalHoldInput>,
     ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;

@@ -208,6 +208,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         let objects = input.delete.objects;
         if objects.len() > convert::MAX_DELETE_KEYS {

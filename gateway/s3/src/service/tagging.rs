@@ -102,6 +102,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutBucketTaggingInput>,
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         let tags = from_document_of(input.tagging, MAX_BUCKET_TAGS)?;
         let meta = self.gw.meta().clone();
@@ -161,6 +166,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         let tags = from_document(input.tagging)?;
         let version = self

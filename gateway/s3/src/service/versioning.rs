@@ -12,6 +12,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        // Again once the body is read: the bucket may have been deleted
+        // and created by another user since the access check.
+        Caller::of(&req.extensions)
+            .check_bucket(&self.gw, &req.input.bucket)
+            .await?;
         let input = req.input;
         let config = input.versioning_configuration;
         if config
