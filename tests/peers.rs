@@ -126,6 +126,47 @@ async fn peer_backend() -> Arc<dyn Backend> {
 
 shardgate_backend_conformance::conformance_tests!(peer_backend().await);
 
+/// A peer known only by a DNS name (`/dns4/localhost/...`, as containers
+/// and Kubernetes name their peers) is dialed and stores and serves: it
+/// dials nobody itself and no other node knows it, so the name is the only
+/// way to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_known_by_a_dns_name_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw_key = dir.path().join("gateway.key");
+    let mut peer = PeerProcess::start(PeerSpec {
+        data: dir.path().join("peer"),
+        listen: vec!["127.0.0.1:0".into()],
+        gateways: vec![peer_id_of(&gw_key)],
+        ..PeerSpec::default()
+    });
+    peer.addrs = peer
+        .addrs
+        .iter()
+        .map(|a| a.replace("/ip4/127.0.0.1/", "/dns4/localhost/"))
+        .collect();
+    assert!(
+        peer.addrs.iter().all(|a| a.starts_with("/dns4/localhost/")),
+        "{:?}",
+        peer.addrs
+    );
+    let node = gateway_node(&gw_key, &[&peer]).await;
+    let backend = PeerBackend::new(
+        BackendInfo::new(BackendId::new("peer-dns").unwrap()),
+        peer.peer_id.parse().unwrap(),
+        node,
+    );
+    let name = BlobName::random();
+    backend
+        .put(&name, Bytes::from_static(b"by name"))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get(&name, 0..7).await.unwrap(),
+        Bytes::from_static(b"by name")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn challenges_of_any_shape_are_answered_in_batches_the_peer_accepts() {
     let b = peer_backend().await;
@@ -184,7 +225,11 @@ impl Cluster {
                 .collect(),
             bootstrap: Vec::new(),
         };
-        let mut peers = vec![PeerProcess::start(spec(1))];
+        // Peer 1 on 127.0.0.1, which the gateway knows by a DNS name
+        // (`/dns4/localhost/...`, as containers name their peers).
+        let mut first = spec(1);
+        first.listen = vec!["127.0.0.1:0".into()];
+        let mut peers = vec![PeerProcess::start(first)];
         for i in 2..n {
             let mut s = spec(i);
             s.bootstrap = vec![peers[0].tcp_addr()];
@@ -194,7 +239,12 @@ impl Cluster {
         for (i, id) in ids.iter().enumerate() {
             let addrs: Vec<String> = peers
                 .get(i)
-                .map(|p| p.addrs.iter().map(|a| format!("{a:?}")).collect())
+                .map(|p| {
+                    p.addrs
+                        .iter()
+                        .map(|a| format!("{:?}", a.replace("/ip4/127.0.0.1/", "/dns4/localhost/")))
+                        .collect()
+                })
                 .unwrap_or_default();
             config.push_str(&format!(
                 "[[backends]]\nid = \"peer-{n}\"\nkind = \"peer\"\npeer_id = \"{id}\"\naddresses = [{}]\nlabels = {{ site = \"site-{n}\" }}\n\n",

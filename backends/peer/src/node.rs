@@ -260,6 +260,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, PeerError> {
         )
         .map_err(|e| transport(&e))?
         .with_quic()
+        // `/dns4/NAME/...` addresses (containers and Kubernetes name their
+        // peers and gateways), resolved with the system's resolver.
+        .with_dns()
+        .map_err(|e| transport(&e))?
         .with_behaviour(|key| {
             let mut allowed = allow_block_list::Behaviour::default();
             for peer in &allow {

@@ -68,6 +68,9 @@ enum Command {
     /// Show where the fragments of an object would go under a policy, and
     /// which sites, providers or regions it could lose and still be read.
     Simulate(simulate::SimulateArgs),
+    /// Exit 0 if URL answers 200 within 5 s (a container's health check:
+    /// the runtime image has no curl). E.g. http://127.0.0.1:9000/ready.
+    Probe { url: String },
     /// The garbage waiting per backend, or drop that of a backend gone for
     /// good. Works on the data dir of a stopped gateway.
     Garbage {
@@ -114,7 +117,7 @@ async fn run(cli: Cli) -> Result<()> {
     // simulate's answer is its output; its log shows only what went wrong.
     let default_level = match cli.command {
         Command::Serve { .. } | Command::Peer(_) => "info",
-        Command::PeerId { .. } => "warn",
+        Command::PeerId { .. } | Command::Probe { .. } => "warn",
         Command::Simulate(_) | Command::Garbage { .. } | Command::Admin(_) => "warn",
     };
     let secrets = redact::Secrets::default();
@@ -136,6 +139,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Admin(args) => admin::run(args).await,
         Command::Peer(args) => peer::run(args, stop_signal()).await,
         Command::PeerId { key_file } => peer::print_id(&key_file),
+        Command::Probe { url } => probe(&url).await,
         Command::Simulate(args) => simulate::run(args),
         Command::Garbage {
             action,
@@ -143,6 +147,25 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
         } => garbage(action, config, data_dir),
     }
+}
+
+/// `shardgate probe URL`: 200 within 5 s, or a one-line cause.
+async fn probe(url: &str) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("making an HTTP client")?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("{url}: no answer"))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        let text = response.text().await.unwrap_or_default();
+        anyhow::bail!("{url}: {status}: {}", text.trim());
+    }
+    Ok(())
 }
 
 /// `shardgate garbage`: on the metadata store of a stopped gateway (the

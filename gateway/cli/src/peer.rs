@@ -36,6 +36,10 @@ pub struct PeerArgs {
     /// multiaddr ending in /p2p/PEERID (a gateway, or another peer).
     #[arg(long)]
     bootstrap: Vec<String>,
+    /// Check the configuration (the file and the flags) and exit, without
+    /// starting (a deployment's check: containers, CI).
+    #[arg(long)]
+    check: bool,
     /// The most bytes stored here (e.g. 500GiB).
     #[arg(long, value_parser = parse_size)]
     capacity: Option<u64>,
@@ -110,6 +114,15 @@ pub async fn run(args: PeerArgs, stop: impl std::future::Future<Output = ()>) ->
         anyhow::bail!(
             "with no --listen address the peer can only dial out: give --bootstrap with a gateway's address"
         );
+    }
+    if args.check {
+        println!(
+            "shardgate peer: configuration ok ({} listen addresses, {} gateways allowed, {} bootstrap nodes)",
+            listen.len(),
+            gateways.len(),
+            bootstrap.len()
+        );
+        return Ok(());
     }
     let server = PeerServer::start(ServeConfig {
         data_dir,
