@@ -46,26 +46,24 @@ listen = ["0.0.0.0:7000"]
 k = 4
 m = 2
 write_quorum = 5
+TOML
+
+for n in 1 2; do
+  if [ "$n" = 1 ]; then id=$p1; else id=$p2; fi
+  cat >> "$config/gateway.toml" <<TOML
 
 [[backends]]
-id = "home-1"
+id = "home-$n"
 kind = "peer"
-peer_id = "$p1"
-addresses = ["/dns4/peer-1/tcp/7001"]
+peer_id = "$id"
+addresses = ["/dns4/peer-$n/tcp/7001"]
 labels = { site = "home", provider = "onprem" }
 
 [[backends]]
-id = "home-2"
-kind = "peer"
-peer_id = "$p2"
-addresses = ["/dns4/peer-2/tcp/7001"]
-labels = { site = "home", provider = "onprem" }
-
-[[backends]]
-id = "aws-1"
+id = "aws-$n"
 kind = "s3"
 bucket = "shardgate"
-prefix = "aws-1"
+prefix = "aws-$n"
 endpoint = "http://moto:5000"
 region = "us-east-1"
 access_key_id = "compose"
@@ -74,35 +72,15 @@ allow_http = true
 labels = { site = "aws", provider = "aws" }
 
 [[backends]]
-id = "aws-2"
-kind = "s3"
-bucket = "shardgate"
-prefix = "aws-2"
-endpoint = "http://moto:5000"
-region = "us-east-1"
-access_key_id = "compose"
-secret_access_key = "not-checked-by-moto"
-allow_http = true
-labels = { site = "aws", provider = "aws" }
-
-[[backends]]
-id = "azure-1"
+id = "azure-$n"
 kind = "azure"
 container = "shardgate"
-prefix = "azure-1"
-use_emulator = true
-endpoint = "http://azurite:10000/devstoreaccount1"
-labels = { site = "azure", provider = "azure" }
-
-[[backends]]
-id = "azure-2"
-kind = "azure"
-container = "shardgate"
-prefix = "azure-2"
+prefix = "azure-$n"
 use_emulator = true
 endpoint = "http://azurite:10000/devstoreaccount1"
 labels = { site = "azure", provider = "azure" }
 TOML
+done
 
 if [ "$(id -u)" = 0 ]; then
   chown -R 10001:10001 "$config" "$gateway" "$peer1" "$peer2"
