@@ -639,3 +639,103 @@ fn garbage_of_a_backend_that_left_is_listed_and_forgotten_on_request() {
     // Nothing deleted on disk by forgetting.
     assert_eq!(support::blob_files(&data).len(), 27);
 }
+
+/// An OTLP/HTTP receiver standing in for a collector: every request's
+/// body, appended to one string; each answered 200.
+fn otlp_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(64) {
+            let Ok(conn) = conn else { continue };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut writer = conn;
+                // Requests on one keep-alive connection, each with a
+                // Content-Length.
+                for _ in 0..1000 {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&body));
+                    let _ = writer.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+                    );
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// OpenTelemetry: with `[telemetry] otlp_endpoint`, a request's spans
+/// reach the collector in the client's trace (its `traceparent`), with
+/// the placement, each fragment written and read, and the commit.
+#[test]
+fn traces_reach_an_otlp_collector_with_fragment_children() {
+    let (port, got) = otlp_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[
+            ("SHARDGATE_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("SHARDGATE_TELEMETRY__SERVICE_NAME", "shardgate-test"),
+            // Export every 100 ms instead of every 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let out = server.python("traced.py", &[&traceparent]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let want = [
+        "\"request\"",
+        "\"placement\"",
+        "\"fragment write\"",
+        "\"commit\"",
+        "\"fragment read\"",
+        "shardgate-test",
+        "00f067aa0ba902b7",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = got.lock().unwrap().clone();
+        let missing: Vec<_> = want.iter().filter(|w| !text.contains(*w)).collect();
+        if text.contains(trace_id) && missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} (trace id seen: {}) in {} bytes exported: {}",
+            text.contains(trace_id),
+            text.len(),
+            text.chars().take(1500).collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

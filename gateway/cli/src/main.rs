@@ -8,6 +8,7 @@ mod peer;
 mod redact;
 mod setup;
 mod simulate;
+mod telemetry;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -121,21 +122,32 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Simulate(_) | Command::Garbage { .. } | Command::Admin(_) => "warn",
     };
     let secrets = redact::Secrets::default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(secrets.clone())
-        .with_ansi(false)
-        .init();
+    // `serve`'s traces: where they go is in its configuration (errors in
+    // it are `serve`'s to report, once logging is on).
+    let export = match &cli.command {
+        Command::Serve { config, .. } => Config::load(config.as_deref()).ok().and_then(|c| {
+            c.telemetry.otlp_endpoint.map(|endpoint| telemetry::Export {
+                endpoint,
+                service_name: c
+                    .telemetry
+                    .service_name
+                    .unwrap_or_else(|| "shardgate".into()),
+            })
+        }),
+        _ => None,
+    };
+    let mut telemetry = telemetry::init(default_level, secrets.clone(), export)?;
     match cli.command {
         Command::Serve {
             config,
             data_dir,
             listen,
             admin_listen,
-        } => serve(config, data_dir, listen, admin_listen, &secrets).await,
+        } => {
+            let served = serve(config, data_dir, listen, admin_listen, &secrets).await;
+            telemetry.flush();
+            served
+        }
         Command::Admin(args) => admin::run(args).await,
         Command::Peer(args) => peer::run(args, stop_signal()).await,
         Command::PeerId { key_file } => peer::print_id(&key_file),

@@ -137,6 +137,23 @@ pub struct Config {
     /// The gateway's libp2p node, for `peer` backends.
     #[serde(default)]
     pub peers: PeersConfig,
+    /// OpenTelemetry export (`/metrics` serves Prometheus either way).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry (`[telemetry]`): traces exported over OTLP when an
+/// endpoint is set, a span per request with its placement, each fragment
+/// written or read, and its commit; an incoming `traceparent` is the
+/// request span's parent.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OTLP/HTTP collector's base URL (`http://collector:4318`): traces
+    /// go to `/v1/traces`. None: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the traces (default `shardgate`).
+    pub service_name: Option<String>,
 }
 
 /// The gateway's libp2p node (`[peers]`), started when a `peer` backend is

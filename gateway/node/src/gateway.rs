@@ -39,6 +39,7 @@ use shardgate_pipeline::{
 use shardgate_placement::{Candidate, Placer, Request, check};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -579,7 +580,8 @@ impl Gateway {
         // A plugin call is bounded (100 ms deadline) and usually takes
         // tens of microseconds, so it runs inline.
         let placer = policy.placer.as_ref().unwrap_or(&self.placer);
-        let chosen = placer.place(&request, &candidates)?;
+        let chosen = tracing::info_span!("placement", k = request.k, m = request.m)
+            .in_scope(|| placer.place(&request, &candidates))?;
         check(&request, &candidates, &chosen)?;
         let backends = chosen
             .iter()
@@ -655,6 +657,7 @@ impl Gateway {
                 meta.put_object_with(&b, &k, &manifest, &state, Some(id), &condition, now_ms())?;
             Ok((manifest, written))
         })
+        .instrument(tracing::info_span!("commit"))
         .await;
         match result {
             Ok(done) => {

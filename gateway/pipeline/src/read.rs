@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -674,9 +675,9 @@ impl SegmentRead {
             .backends
             .get(&frag.backend)
             .ok_or(Problem::UnknownBackend)?;
-        match tokio::time::timeout(self.params.fragment_timeout, backend.get(&frag.blob, range))
-            .await
-        {
+        let span = tracing::info_span!("fragment read", backend = %frag.backend, index = i);
+        let fetch = backend.get(&frag.blob, range).instrument(span);
+        match tokio::time::timeout(self.params.fragment_timeout, fetch).await {
             Err(_) => {
                 self.backends.board().record_failure(
                     &frag.backend,

@@ -36,6 +36,7 @@ use shardgate_core::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::buffers;
 use crate::error::{PipelineError, Result};
@@ -490,9 +491,13 @@ impl FanOut {
     ) -> Self {
         let mut senders = Vec::with_capacity(placement.len());
         let mut tasks = Vec::with_capacity(placement.len());
-        for (backend, name) in placement.iter().zip(names) {
+        for (index, (backend, name)) in placement.iter().zip(names).enumerate() {
             let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_BATCHES);
-            tasks.push(writers.spawn(write_fragment(backend.clone(), name.clone(), rx)));
+            // A child of the request's span: traces show each fragment.
+            let span = tracing::info_span!("fragment write", backend = %backend.id(), index);
+            tasks.push(
+                writers.spawn(write_fragment(backend.clone(), name.clone(), rx).instrument(span)),
+            );
             senders.push(Some(tx));
         }
         Self {

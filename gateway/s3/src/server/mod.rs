@@ -445,6 +445,17 @@ async fn answer(
         bytes_out = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
+    // A `traceparent` from the client (W3C trace context) makes this
+    // request a child of the client's span in OpenTelemetry traces.
+    if req.headers().contains_key("traceparent") {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        if let Err(e) = span.set_parent(parent) {
+            tracing::debug!(error = %e, "traceparent not applied");
+        }
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(http::header::ORIGIN).cloned();
@@ -482,6 +493,19 @@ async fn answer(
         .request(method.as_str(), response.status().as_u16());
     let response = with_message(response);
     response.map(|body| Logged::new(body, span, start, request))
+}
+
+/// Request headers as OpenTelemetry's propagators read them.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 /// The bucket's CORS rules (none when it has none, or is not there).
