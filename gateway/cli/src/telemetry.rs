@@ -11,8 +11,10 @@ use anyhow::{Context, Result};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Where traces go: an OTLP/HTTP collector's base URL, and the service
@@ -33,17 +35,29 @@ pub fn init(
     export: Option<Export>,
 ) -> Result<Telemetry> {
     let provider = export.as_ref().map(provider).transpose()?;
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("shardgate")));
+    // Each layer filters for itself: the log at `default_level`, traces
+    // with shardgate's debug spans too (one per fragment written or read),
+    // which cost nothing when no layer wants them.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("shardgate"))
+            .with_filter(
+                Targets::new()
+                    .with_default(Level::INFO)
+                    .with_target("shardgate", Level::DEBUG),
+            )
+    });
     tracing_subscriber::registry()
         .with(otel)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(writer)
-                .with_ansi(false),
+                .with_ansi(false)
+                .with_filter(
+                    EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| EnvFilter::new(default_level)),
+                ),
         )
-        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
         .init();
     if let Some(e) = &export {
         opentelemetry::global::set_text_map_propagator(

@@ -675,7 +675,7 @@ impl SegmentRead {
             .backends
             .get(&frag.backend)
             .ok_or(Problem::UnknownBackend)?;
-        let span = tracing::info_span!("fragment read", backend = %frag.backend, index = i);
+        let span = tracing::debug_span!("fragment read", backend = %frag.backend, index = i);
         let fetch = backend.get(&frag.blob, range).instrument(span);
         match tokio::time::timeout(self.params.fragment_timeout, fetch).await {
             Err(_) => {

@@ -494,7 +494,7 @@ impl FanOut {
         for (index, (backend, name)) in placement.iter().zip(names).enumerate() {
             let (tx, rx) = mpsc::channel(FRAGMENT_QUEUE_BATCHES);
             // A child of the request's span: traces show each fragment.
-            let span = tracing::info_span!("fragment write", backend = %backend.id(), index);
+            let span = tracing::debug_span!("fragment write", backend = %backend.id(), index);
             tasks.push(
                 writers.spawn(write_fragment(backend.clone(), name.clone(), rx).instrument(span)),
             );
