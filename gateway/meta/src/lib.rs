@@ -25,6 +25,7 @@
 
 mod error;
 mod garbage;
+mod journal;
 mod keys;
 mod list;
 mod repair;
@@ -33,6 +34,9 @@ mod version;
 
 pub use error::{MetaError, Result};
 pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
+pub use journal::{
+    JournalState, JournalTable, OutboxBatch, RowImage, Snapshot, UnitKind, UnitRecord,
+};
 pub use list::{
     ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery, VersionEntry,
     VersionPage, VersionQuery,

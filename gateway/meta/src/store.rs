@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 
 use crate::error::{MetaError, Result};
+use crate::journal::{self, JournalTable};
 use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 use crate::{garbage, keys, repair};
 
@@ -861,6 +862,8 @@ pub struct MetaStore {
     pub(crate) db: Arc<Database>,
     grace_ms: u64,
     owner: Arc<str>,
+    /// Whether mutating transactions fill the journal's outbox.
+    journal: bool,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -877,11 +880,20 @@ impl MetaStore {
     /// run are writes that never committed: their blobs become garbage.
     /// Garbage entries of the first release become items.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens the store; with `journal`, every change of a bucket, user or
+    /// version also goes to the journal's outbox (`journal.rs`). Opened
+    /// without, the journal on the backends is marked as missing changes,
+    /// so the next start with it writes a checkpoint.
+    pub fn open_with(path: &Path, journal: bool) -> Result<Self> {
         let db = Database::create(path)?;
         let store = Self {
             db: Arc::new(db),
             grace_ms: DEFAULT_GRACE_MS,
             owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
+            journal,
         };
         let now = crate::now_unix_ms();
         let txn = store.db.begin_write()?;
@@ -895,8 +907,11 @@ impl MetaStore {
         txn.open_table(USERS)?;
         garbage::create_tables(&txn)?;
         repair::create_tables(&txn)?;
+        journal::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
-        Self::upgrade_legacy_objects(&txn)?;
+        if Self::upgrade_legacy_objects(&txn)? || !journal {
+            journal::need_checkpoint(&txn)?;
+        }
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;
             intents
@@ -955,12 +970,12 @@ impl MetaStore {
     /// first. Rows of a key holding NUL (accepted by releases before
     /// 2026-12-05) cannot be version rows: they stay in the old table,
     /// named on stderr, their fragments untouched.
-    fn upgrade_legacy_objects(txn: &WriteTransaction) -> Result<()> {
+    fn upgrade_legacy_objects(txn: &WriteTransaction) -> Result<bool> {
         let exists = txn
             .list_tables()?
             .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&LEGACY_OBJECTS));
         if !exists {
-            return Ok(());
+            return Ok(false);
         }
         let rolled_back = !txn.open_table(OBJECTS)?.is_empty()?;
         let queued = repair::queued_objects(txn)?;
@@ -1006,7 +1021,7 @@ impl MetaStore {
         if kept_aside.is_empty() {
             txn.delete_table(LEGACY_OBJECTS)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The id this process writes into the intents it opens.
@@ -1018,6 +1033,38 @@ impl MetaStore {
     pub fn with_grace_ms(mut self, grace_ms: u64) -> Self {
         self.grace_ms = grace_ms;
         self
+    }
+
+    /// Journals a row's new image (`None`: removed) when the journal is on.
+    fn log(
+        &self,
+        txn: &WriteTransaction,
+        table: JournalTable,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        match self.journal {
+            true => journal::record(txn, table, key, value),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes a bucket's record, journaled.
+    fn put_bucket_row(
+        &self,
+        txn: &WriteTransaction,
+        bucket: &str,
+        record: &BucketRecord,
+    ) -> Result<()> {
+        let value = encode_bucket(record)?;
+        txn.open_table(BUCKETS)?.insert(bucket, value.as_slice())?;
+        self.log(txn, JournalTable::Buckets, bucket.as_bytes(), Some(&value))
+    }
+
+    /// Writes a version's row, journaled.
+    fn put_version_row(&self, txn: &WriteTransaction, row: &[u8], value: &[u8]) -> Result<()> {
+        txn.open_table(OBJECTS)?.insert(row, value)?;
+        self.log(txn, JournalTable::Versions, row, Some(value))
     }
 
     // --- buckets ---
@@ -1060,8 +1107,7 @@ impl MetaStore {
                 "bucket owner",
             )?;
         }
-        txn.open_table(BUCKETS)?
-            .insert(bucket, encode_bucket(&record)?.as_slice())?;
+        self.put_bucket_row(&txn, bucket, &record)?;
         txn.commit()?;
         Ok(())
     }
@@ -1113,8 +1159,15 @@ impl MetaStore {
         if Self::user_named(&txn, &user.name)? {
             return Err(MetaError::UserExists(user.name.clone()));
         }
+        let value = encode(user)?;
         txn.open_table(USERS)?
-            .insert(access_key, encode(user)?.as_slice())?;
+            .insert(access_key, value.as_slice())?;
+        self.log(
+            &txn,
+            JournalTable::Users,
+            access_key.as_bytes(),
+            Some(&value),
+        )?;
         txn.commit()?;
         Ok(())
     }
@@ -1171,6 +1224,7 @@ impl MetaStore {
             });
         }
         txn.open_table(USERS)?.remove(key.as_str())?;
+        self.log(&txn, JournalTable::Users, key.as_bytes(), None)?;
         txn.commit()?;
         Ok(record)
     }
@@ -1204,6 +1258,7 @@ impl MetaStore {
             }
             buckets.remove(bucket)?;
         }
+        self.log(&txn, JournalTable::Buckets, bucket.as_bytes(), None)?;
         txn.commit()?;
         Ok(())
     }
@@ -1445,8 +1500,7 @@ impl MetaStore {
         }
         summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
         let value = encode_object(&summary, manifest)?;
-        txn.open_table(OBJECTS)?
-            .insert(row.as_slice(), value.as_slice())?;
+        self.put_version_row(&txn, &row, &value)?;
         repair::on_commit(&txn, &row, Some(&old), Some(manifest), now_unix_ms)?;
         Self::add_garbage(
             &txn,
@@ -1488,10 +1542,7 @@ impl MetaStore {
         summary.set_tags(tags)?;
         summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
         let value = encode_row(&summary, body)?;
-        txn.open_table(OBJECTS)?.insert(
-            keys::version_key(bucket, key, seq).as_slice(),
-            value.as_slice(),
-        )?;
+        self.put_version_row(&txn, &keys::version_key(bucket, key, seq), &value)?;
         txn.commit()?;
         Ok(summary.object_version(seq))
     }
@@ -1575,8 +1626,7 @@ impl MetaStore {
         summary.legal_hold = state.legal_hold;
         let row = keys::version_key(bucket, key, seq);
         let value = encode_object(&summary, manifest)?;
-        txn.open_table(OBJECTS)?
-            .insert(row.as_slice(), value.as_slice())?;
+        self.put_version_row(txn, &row, &value)?;
         repair::on_commit(txn, &row, None, Some(manifest), now_unix_ms)?;
         Ok(Written {
             version: summary.object_version(seq),
@@ -1611,6 +1661,7 @@ impl MetaStore {
         let row = keys::version_key(bucket, key, seq);
         objects.remove(row.as_slice())?;
         drop(objects);
+        self.log(txn, JournalTable::Versions, &row, None)?;
         if summary.delete_marker {
             Self::count_markers(txn, -1)?;
         } else {
@@ -1979,9 +2030,10 @@ impl MetaStore {
                 let seq = Self::next_in(txn, GENERATION_SEQUENCE)?;
                 let null = versioning == Versioning::Suspended;
                 let summary = ObjectSummary::marker(seq, null, now_unix_ms);
-                txn.open_table(OBJECTS)?.insert(
-                    keys::version_key(bucket, key, seq).as_slice(),
-                    encode_row(&summary, &[])?.as_slice(),
+                self.put_version_row(
+                    txn,
+                    &keys::version_key(bucket, key, seq),
+                    &encode_row(&summary, &[])?,
                 )?;
                 Self::count_markers(txn, 1)?;
                 Some(summary.object_version(seq))
@@ -2009,8 +2061,7 @@ impl MetaStore {
         let txn = self.db.begin_write()?;
         let mut record = Self::bucket_in(&txn, bucket)?;
         change(&mut record)?;
-        txn.open_table(BUCKETS)?
-            .insert(bucket, encode_bucket(&record)?.as_slice())?;
+        self.put_bucket_row(&txn, bucket, &record)?;
         txn.commit()?;
         Ok(())
     }
@@ -2113,10 +2164,7 @@ impl MetaStore {
         change(&mut summary)?;
         summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
         let value = encode_row(&summary, body)?;
-        txn.open_table(OBJECTS)?.insert(
-            keys::version_key(bucket, key, seq).as_slice(),
-            value.as_slice(),
-        )?;
+        self.put_version_row(&txn, &keys::version_key(bucket, key, seq), &value)?;
         txn.commit()?;
         Ok(summary.object_version(seq))
     }
@@ -2136,8 +2184,7 @@ impl MetaStore {
             ));
         }
         record.versioning = versioning;
-        txn.open_table(BUCKETS)?
-            .insert(bucket, encode_bucket(&record)?.as_slice())?;
+        self.put_bucket_row(&txn, bucket, &record)?;
         txn.commit()?;
         Ok(())
     }
@@ -2390,6 +2437,15 @@ impl MetaStore {
 pub(crate) const OBJECTS_TABLE: TableDefinition<&[u8], &[u8]> = OBJECTS;
 pub(crate) const UPLOADS_TABLE: TableDefinition<&[u8], &[u8]> = UPLOADS;
 pub(crate) const BUCKETS_TABLE: TableDefinition<&str, &[u8]> = BUCKETS;
+pub(crate) const USERS_TABLE: TableDefinition<&str, &[u8]> = USERS;
+pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = COUNTERS;
+pub(crate) const GENERATION_SEQUENCE_KEY: &str = GENERATION_SEQUENCE;
+
+/// Sets the count of delete markers (a restore counts them).
+pub(crate) fn set_delete_markers(txn: &WriteTransaction, markers: u64) -> Result<()> {
+    txn.open_table(COUNTERS)?.insert(DELETE_MARKERS, markers)?;
+    Ok(())
+}
 
 pub(crate) fn decode_upload(bytes: &[u8]) -> Result<UploadRecord> {
     decode("upload", bytes)

@@ -1,0 +1,513 @@
+//! The store's side of the manifest journal (issue 17): the outbox, the
+//! snapshot a checkpoint is cut from, the record of journal units written,
+//! and the restore that `shardgate recover` replays into.
+//!
+//! Why an outbox: every transaction that changes a bucket, a user or an
+//! object version also appends the row's new image (or a tombstone) to
+//! the `outbox` table, in that same transaction. A journal record can then
+//! not be lost between a commit and a crash: the writer ships the outbox
+//! to the backends in batches and truncates it only once a batch holds its
+//! write quorum. What is journaled is the store's own rows, byte for byte
+//! (formats pinned by the golden tests), so a replay is exact.
+//!
+//! Not journaled, because recovery rebuilds it or needs it not: uploads in
+//! progress (a client retries them; their parts become orphans), intents
+//! and garbage (fragments of writes that never committed, or of versions
+//! gone), the repair queue (scrub refills it), job state, counters.
+
+use std::ops::Bound;
+
+use redb::{
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use shardgate_core::{BackendId, BlobName};
+
+use crate::error::{MetaError, Result};
+use crate::keys;
+use crate::store::{
+    BUCKETS_TABLE, COUNTERS_TABLE, GENERATION_SEQUENCE_KEY, MetaStore, OBJECTS_TABLE, USERS_TABLE,
+    decode, decode_summary, encode,
+};
+
+/// Row images waiting to be shipped, by journal sequence number.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Journal units on the backends: unit number -> [`UnitRecord`].
+const UNITS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_units");
+/// The last journal sequence number given (in `counters`).
+const JOURNAL_SEQUENCE: &str = "journal";
+/// The last journal unit number given (in `counters`).
+const UNIT_SEQUENCE: &str = "journal_unit";
+/// Set (1) when rows changed without outbox records (a start with the
+/// journal off, an upgrade, a restore): the journal on the backends then
+/// misses them until a checkpoint is written.
+const CHECKPOINT_NEEDED: &str = "journal_checkpoint_needed";
+
+/// The tables the journal carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum JournalTable {
+    Buckets = 1,
+    Versions = 2,
+    Users = 3,
+}
+
+/// One row's new state: its value, or `None` when it was removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowImage {
+    pub table: JournalTable,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl RowImage {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        decode("journal row", bytes)
+    }
+}
+
+/// Outbox records in sequence order, as the writer ships them.
+#[derive(Clone, Debug, Default)]
+pub struct OutboxBatch {
+    /// (journal sequence number, encoded [`RowImage`]).
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// The store's generation sequence when read: a restore continues
+    /// past it, so no version number is ever given twice.
+    pub generation: u64,
+}
+
+/// What kind of journal unit a set of fragments is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum UnitKind {
+    /// Outbox records `first_seq..=last_seq`.
+    Batch = 1,
+    /// One part of a checkpoint: live rows as of `last_seq`.
+    Checkpoint = 2,
+}
+
+/// A journal unit the writer put on the backends, kept so that its blobs
+/// can be deleted once a newer checkpoint makes it useless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    pub kind: UnitKind,
+    /// The checkpoint a part belongs to (its first unit's number); 0 for
+    /// a batch.
+    pub checkpoint: u64,
+    pub last_seq: u64,
+    pub blobs: Vec<(BackendId, BlobName)>,
+}
+
+/// Where the journal stands, for the writer.
+#[derive(Clone, Debug, Default)]
+pub struct JournalState {
+    /// No complete checkpoint covers every row yet.
+    pub checkpoint_needed: bool,
+    /// Units on the backends, by number.
+    pub units: Vec<(u64, UnitRecord)>,
+    /// Records waiting in the outbox.
+    pub outbox_len: u64,
+}
+
+/// A consistent view of every journaled row, cut into checkpoint parts.
+pub struct Snapshot {
+    txn: ReadTransaction,
+    /// The last journal sequence number the view includes.
+    pub seq: u64,
+    /// The generation sequence in the view.
+    pub generation: u64,
+    table: usize,
+    after: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("seq", &self.seq)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The order a checkpoint holds the tables in: buckets before the
+/// versions in them.
+const ORDER: [JournalTable; 3] = [
+    JournalTable::Buckets,
+    JournalTable::Users,
+    JournalTable::Versions,
+];
+
+impl Snapshot {
+    /// The next rows, about `max_bytes` of them; empty at the end.
+    pub fn next_chunk(&mut self, max_bytes: usize) -> Result<Vec<RowImage>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while self.table < ORDER.len() && bytes < max_bytes {
+            let more = self.read(ORDER[self.table], &mut out, &mut bytes, max_bytes)?;
+            if !more {
+                self.table += 1;
+                self.after = None;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads rows of `table` after the cursor until `max_bytes`; true when
+    /// it stopped at the limit.
+    fn read(
+        &mut self,
+        table: JournalTable,
+        out: &mut Vec<RowImage>,
+        bytes: &mut usize,
+        max_bytes: usize,
+    ) -> Result<bool> {
+        let after = self.after.take();
+        let mut last = None;
+        let mut push = |key: &[u8], value: &[u8]| {
+            *bytes += key.len() + value.len() + 8;
+            last = Some(key.to_vec());
+            out.push(RowImage {
+                table,
+                key: key.to_vec(),
+                value: Some(value.to_vec()),
+            });
+            *bytes >= max_bytes
+        };
+        let mut full = false;
+        match table {
+            JournalTable::Versions => {
+                let t = self.txn.open_table(OBJECTS_TABLE)?;
+                let range = match &after {
+                    Some(a) => {
+                        t.range::<&[u8]>((Bound::Excluded(a.as_slice()), Bound::Unbounded))?
+                    }
+                    None => t.range::<&[u8]>(..)?,
+                };
+                for r in range {
+                    let (k, v) = r?;
+                    if push(k.value(), v.value()) {
+                        full = true;
+                        break;
+                    }
+                }
+            }
+            JournalTable::Buckets | JournalTable::Users => {
+                let def = match table {
+                    JournalTable::Buckets => BUCKETS_TABLE,
+                    _ => USERS_TABLE,
+                };
+                let t = self.txn.open_table(def)?;
+                let after = after.map(utf8).transpose()?;
+                let range = match &after {
+                    Some(a) => t.range::<&str>((Bound::Excluded(a.as_str()), Bound::Unbounded))?,
+                    None => t.range::<&str>(..)?,
+                };
+                for r in range {
+                    let (k, v) = r?;
+                    if push(k.value().as_bytes(), v.value()) {
+                        full = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.after = last;
+        Ok(full)
+    }
+}
+
+fn utf8(key: Vec<u8>) -> Result<String> {
+    String::from_utf8(key).map_err(|_| MetaError::Corrupt {
+        what: "journal row",
+        reason: "a bucket or user key that is not UTF-8".into(),
+    })
+}
+
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(OUTBOX)?;
+    txn.open_table(UNITS)?;
+    Ok(())
+}
+
+fn counter(txn: &WriteTransaction, name: &str) -> Result<u64> {
+    Ok(txn
+        .open_table(COUNTERS_TABLE)?
+        .get(name)?
+        .map_or(0, |v| v.value()))
+}
+
+fn set_counter(txn: &WriteTransaction, name: &str, value: u64) -> Result<()> {
+    txn.open_table(COUNTERS_TABLE)?.insert(name, value)?;
+    Ok(())
+}
+
+/// Marks the journal as missing changes: the writer's next step is a
+/// checkpoint.
+pub(crate) fn need_checkpoint(txn: &WriteTransaction) -> Result<()> {
+    set_counter(txn, CHECKPOINT_NEEDED, 1)
+}
+
+/// Appends a row's new image to the outbox, in the transaction that
+/// changes the row.
+pub(crate) fn record(
+    txn: &WriteTransaction,
+    table: JournalTable,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<()> {
+    let seq = counter(txn, JOURNAL_SEQUENCE)? + 1;
+    set_counter(txn, JOURNAL_SEQUENCE, seq)?;
+    let image = RowImage {
+        table,
+        key: key.to_vec(),
+        value: value.map(<[u8]>::to_vec),
+    };
+    txn.open_table(OUTBOX)?
+        .insert(seq, image.encode()?.as_slice())?;
+    Ok(())
+}
+
+impl MetaStore {
+    /// Outbox records in sequence order, about `max_bytes` of them at most
+    /// (at least one when any is waiting).
+    pub fn outbox(&self, max_bytes: usize) -> Result<OutboxBatch> {
+        let txn = self.db.begin_read()?;
+        let mut batch = OutboxBatch {
+            records: Vec::new(),
+            generation: txn
+                .open_table(COUNTERS_TABLE)?
+                .get(GENERATION_SEQUENCE_KEY)?
+                .map_or(0, |v| v.value()),
+        };
+        let mut bytes = 0;
+        for r in txn.open_table(OUTBOX)?.iter()? {
+            let (k, v) = r?;
+            bytes += v.value().len() + 8;
+            batch.records.push((k.value(), v.value().to_vec()));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Drops outbox records up to `through`, once they are on the backends.
+    pub fn truncate_outbox(&self, through: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OUTBOX)?
+            .retain_in::<u64, _>(..=through, |_, _| false)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Where the journal stands.
+    pub fn journal_state(&self) -> Result<JournalState> {
+        let txn = self.db.begin_read()?;
+        let counters = txn.open_table(COUNTERS_TABLE)?;
+        // Absent: a store from before the journal, or a new one.
+        let checkpoint_needed = counters
+            .get(CHECKPOINT_NEEDED)?
+            .is_none_or(|v| v.value() != 0);
+        let units = txn
+            .open_table(UNITS)?
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value(), decode("journal unit", v.value())?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(JournalState {
+            checkpoint_needed,
+            units,
+            outbox_len: txn.open_table(OUTBOX)?.len()?,
+        })
+    }
+
+    /// A number for a new journal unit, never given before.
+    pub fn next_journal_unit(&self) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let unit = counter(&txn, UNIT_SEQUENCE)? + 1;
+        set_counter(&txn, UNIT_SEQUENCE, unit)?;
+        txn.commit()?;
+        Ok(unit)
+    }
+
+    /// Records a unit written to the backends (`truncate_through`: and
+    /// drops the outbox records it holds, in the same transaction).
+    pub fn record_unit(
+        &self,
+        unit: u64,
+        record: &UnitRecord,
+        truncate_through: Option<u64>,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UNITS)?
+            .insert(unit, encode(record)?.as_slice())?;
+        if let Some(through) = truncate_through {
+            txn.open_table(OUTBOX)?
+                .retain_in::<u64, _>(..=through, |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Records that checkpoint `checkpoint` is complete: the journal has
+    /// every row again. Returns the units it makes useless (older
+    /// checkpoints' parts, batches it covers), for their blobs' deletion.
+    pub fn complete_checkpoint(&self, checkpoint: u64, seq: u64) -> Result<Vec<(u64, UnitRecord)>> {
+        let txn = self.db.begin_write()?;
+        set_counter(&txn, CHECKPOINT_NEEDED, 0)?;
+        let stale = txn
+            .open_table(UNITS)?
+            .iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value(), decode::<UnitRecord>("journal unit", v.value())?))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|(_, u)| match u.kind {
+                UnitKind::Checkpoint => u.checkpoint < checkpoint,
+                UnitKind::Batch => u.last_seq <= seq,
+            })
+            .collect();
+        txn.commit()?;
+        Ok(stale)
+    }
+
+    /// Forgets units whose blobs are deleted.
+    pub fn forget_units(&self, units: &[u64]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(UNITS)?;
+            for unit in units {
+                table.remove(unit)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every journaled row as of now, to cut a checkpoint from.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let txn = self.db.begin_read()?;
+        let (seq, generation) = {
+            let counters = txn.open_table(COUNTERS_TABLE)?;
+            let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
+            (get(JOURNAL_SEQUENCE)?, get(GENERATION_SEQUENCE_KEY)?)
+        };
+        Ok(Snapshot {
+            txn,
+            seq,
+            generation,
+            table: 0,
+            after: None,
+        })
+    }
+
+    /// Whether the store holds no bucket, user or version (a restore's
+    /// target must).
+    pub fn is_empty(&self) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(BUCKETS_TABLE)?.is_empty()?
+            && txn.open_table(USERS_TABLE)?.is_empty()?
+            && txn.open_table(OBJECTS_TABLE)?.is_empty()?)
+    }
+
+    /// Applies row images as they are, in one transaction (recovery).
+    pub fn restore(&self, rows: &[RowImage]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut buckets = txn.open_table(BUCKETS_TABLE)?;
+            let mut users = txn.open_table(USERS_TABLE)?;
+            let mut versions = txn.open_table(OBJECTS_TABLE)?;
+            for row in rows {
+                match row.table {
+                    JournalTable::Versions => {
+                        if keys::split_version_key(&row.key).is_none() {
+                            return Err(MetaError::Corrupt {
+                                what: "journal row",
+                                reason: "a version key of the wrong shape".into(),
+                            });
+                        }
+                        match &row.value {
+                            Some(v) => versions.insert(row.key.as_slice(), v.as_slice())?,
+                            None => versions.remove(row.key.as_slice())?,
+                        };
+                    }
+                    JournalTable::Buckets | JournalTable::Users => {
+                        let table = match row.table {
+                            JournalTable::Buckets => &mut buckets,
+                            _ => &mut users,
+                        };
+                        let key = utf8(row.key.clone())?;
+                        match &row.value {
+                            Some(v) => table.insert(key.as_str(), v.as_slice())?,
+                            None => table.remove(key.as_str())?,
+                        };
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Ends a restore: the sequences continue past everything the journal
+    /// held (`generation`, `journal_seq`, `journal_unit`), the delete
+    /// markers are counted, the units found are recorded (so their blobs
+    /// go once a checkpoint covers them), and a checkpoint is due.
+    pub fn finish_restore(
+        &self,
+        generation: u64,
+        journal_seq: u64,
+        found_units: &[(u64, UnitRecord)],
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let (max_version, markers) = {
+            let mut max_version = 0u64;
+            let mut markers = 0u64;
+            for r in txn.open_table(OBJECTS_TABLE)?.iter()? {
+                let (k, v) = r?;
+                let summary = decode_summary(v.value())?;
+                let seq = keys::split_version_key(k.value()).map_or(0, |(_, _, s)| s);
+                max_version = max_version.max(seq).max(summary.generation);
+                markers += u64::from(summary.delete_marker);
+            }
+            (max_version, markers)
+        };
+        set_counter(
+            &txn,
+            GENERATION_SEQUENCE_KEY,
+            counter(&txn, GENERATION_SEQUENCE_KEY)?
+                .max(generation)
+                .max(max_version),
+        )?;
+        crate::store::set_delete_markers(&txn, markers)?;
+        set_counter(
+            &txn,
+            JOURNAL_SEQUENCE,
+            counter(&txn, JOURNAL_SEQUENCE)?.max(journal_seq),
+        )?;
+        let max_unit = found_units.iter().map(|(u, _)| *u).max().unwrap_or(0);
+        set_counter(
+            &txn,
+            UNIT_SEQUENCE,
+            counter(&txn, UNIT_SEQUENCE)?.max(max_unit),
+        )?;
+        {
+            let mut units = txn.open_table(UNITS)?;
+            for (unit, record) in found_units {
+                units.insert(unit, encode(record)?.as_slice())?;
+            }
+        }
+        need_checkpoint(&txn)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
