@@ -268,6 +268,42 @@ impl SealedSecret {
     }
 }
 
+/// Seals `plain` whole as a standard age file to `recipients` (units of
+/// the journal: the `age` crate's own stream, as nothing reads them in
+/// ranges).
+pub fn seal_file(recipients: &Recipients, plain: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.0.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| CoreError::Wrap(e.to_string()))?;
+    let mut out = Vec::with_capacity(
+        plain.len() + plain.len() / crate::layout::CHUNK_BYTES * TAG_BYTES + 1024,
+    );
+    let io = |e: std::io::Error| CoreError::Wrap(e.to_string());
+    let mut writer = encryptor.wrap_output(&mut out).map_err(io)?;
+    writer.write_all(plain).map_err(io)?;
+    writer.finish().map_err(io)?;
+    Ok(out)
+}
+
+/// Opens an age file sealed by [`seal_file`] with one of `identities`.
+pub fn open_file(identities: &Identities, file: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let decryptor =
+        age::Decryptor::new(file).map_err(|_| CoreError::MalformedHeader("not an age file"))?;
+    let mut reader = decryptor
+        .decrypt(identities.0.iter().map(|i| i as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => CoreError::NoMatchingIdentity,
+            _ => CoreError::HeaderMac,
+        })?;
+    let mut out = Vec::with_capacity(file.len());
+    reader
+        .read_to_end(&mut out)
+        .map_err(|_| CoreError::ChunkAuthentication { chunk: 0 })?;
+    Ok(out)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

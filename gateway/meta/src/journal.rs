@@ -22,6 +22,7 @@ use redb::{
     WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+pub use shardgate_core::journal::UnitKind;
 use shardgate_core::{BackendId, BlobName};
 
 use crate::error::{MetaError, Result};
@@ -79,16 +80,6 @@ pub struct OutboxBatch {
     /// The store's generation sequence when read: a restore continues
     /// past it, so no version number is ever given twice.
     pub generation: u64,
-}
-
-/// What kind of journal unit a set of fragments is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum UnitKind {
-    /// Outbox records `first_seq..=last_seq`.
-    Batch = 1,
-    /// One part of a checkpoint: live rows as of `last_seq`.
-    Checkpoint = 2,
 }
 
 /// A journal unit the writer put on the backends, kept so that its blobs

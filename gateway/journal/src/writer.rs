@@ -1,0 +1,377 @@
+//! Ships the outbox to the backends, and cuts checkpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use shardgate_backend::Backend;
+use shardgate_core::journal::{Payload, UnitInfo, UnitKind, blob_name, seal_unit};
+use shardgate_core::{BackendId, Recipients};
+use shardgate_meta::{MetaStore, UnitRecord};
+use tokio::sync::{Mutex, Notify};
+use tracing::Instrument;
+
+use crate::error::{JournalError, Result};
+
+/// Where a unit's k + m blobs go.
+#[derive(Debug)]
+pub struct UnitPlacement {
+    pub k: usize,
+    pub m: usize,
+    /// Blobs that must be written for the unit to count.
+    pub quorum: usize,
+    /// One per blob, in index order (a backend may repeat when there are
+    /// fewer than k + m).
+    pub backends: Vec<Arc<dyn Backend>>,
+}
+
+/// The gateway's side: placement like an object's, and backends by id.
+pub trait Placement: Send + Sync {
+    /// Backends for a unit of `bytes`.
+    fn place_unit(&self, bytes: u64) -> Result<UnitPlacement, String>;
+    fn backend(&self, id: &BackendId) -> Option<Arc<dyn Backend>>;
+}
+
+/// How the journal ships (`[journal]`).
+#[derive(Clone, Debug)]
+pub struct JournalSettings {
+    /// A batch goes out at least this often while records wait: what a
+    /// lost gateway disk can cost at most.
+    pub interval: Duration,
+    /// The most record bytes in one batch (and in one checkpoint part).
+    pub batch_bytes: usize,
+    /// A checkpoint is cut once the batches since the last one hold more
+    /// than that checkpoint, and at least this much.
+    pub min_checkpoint_bytes: u64,
+    /// One blob's write gives up after this long.
+    pub write_timeout: Duration,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            batch_bytes: 4 << 20,
+            min_checkpoint_bytes: 64 << 20,
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    since_checkpoint: u64,
+    last_checkpoint: u64,
+}
+
+/// The journal's writer: one per gateway.
+pub struct Journal {
+    meta: MetaStore,
+    recipients: Arc<Recipients>,
+    placement: Arc<dyn Placement>,
+    settings: JournalSettings,
+    /// One step at a time (the loop's, or a flush).
+    progress: Mutex<Progress>,
+    stopping: AtomicBool,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> shardgate_meta::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JournalError::Task(e.to_string()))?
+        .map_err(JournalError::from)
+}
+
+impl Journal {
+    pub fn new(
+        meta: MetaStore,
+        recipients: Arc<Recipients>,
+        placement: Arc<dyn Placement>,
+        settings: JournalSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            recipients,
+            placement,
+            settings,
+            progress: Mutex::new(Progress::default()),
+            stopping: AtomicBool::new(false),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Ships every `interval` until [`Journal::stop`].
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let journal = self.clone();
+        tokio::spawn(
+            async move {
+                while !journal.stopping.load(Ordering::Acquire) {
+                    if let Err(e) = journal.step().await {
+                        tracing::warn!(error = %e, "journal: shipping failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(journal.settings.interval) => {}
+                        _ = journal.wake.notified() => {}
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("journal")),
+        )
+    }
+
+    /// Stops the loop, then ships what is left.
+    pub async fn stop(&self, handle: tokio::task::JoinHandle<()>) -> Result<()> {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let _ = handle.await;
+        self.flush().await
+    }
+
+    /// Ships everything waiting now: the checkpoint that is due, then the
+    /// outbox until it is empty.
+    pub async fn flush(&self) -> Result<()> {
+        self.step().await
+    }
+
+    async fn step(&self) -> Result<()> {
+        let mut progress = self.progress.lock().await;
+        let meta = self.meta.clone();
+        if blocking(move || meta.journal_state())
+            .await?
+            .checkpoint_needed
+        {
+            self.checkpoint(&mut progress).await?;
+        }
+        // Bounded: a busy store refills the outbox; the next tick goes on.
+        for _ in 0..64 {
+            if !self.ship_batch(&mut progress).await? {
+                break;
+            }
+        }
+        if progress.since_checkpoint
+            >= progress
+                .last_checkpoint
+                .max(self.settings.min_checkpoint_bytes)
+        {
+            self.checkpoint(&mut progress).await?;
+        }
+        Ok(())
+    }
+
+    /// Ships one batch of the outbox; false when it was empty.
+    async fn ship_batch(&self, progress: &mut Progress) -> Result<bool> {
+        let meta = self.meta.clone();
+        let max = self.settings.batch_bytes;
+        let batch = blocking(move || meta.outbox(max)).await?;
+        let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
+            return Ok(false);
+        };
+        let (first_seq, last_seq) = (first.0, last.0);
+        let count = batch.records.len();
+        let payload = Payload {
+            generation: batch.generation,
+            records: batch.records,
+        }
+        .encode()?;
+        let meta = self.meta.clone();
+        let unit = blocking(move || meta.next_journal_unit()).await?;
+        let info = UnitInfo {
+            kind: UnitKind::Batch,
+            unit,
+            checkpoint: 0,
+            part: 0,
+            parts: 1,
+            first_seq,
+            last_seq,
+        };
+        let record = self.write_unit(info, payload.clone()).await?;
+        let meta = self.meta.clone();
+        blocking(move || meta.record_unit(unit, &record, Some(last_seq))).await?;
+        progress.since_checkpoint += payload.len() as u64;
+        tracing::debug!(unit, first_seq, last_seq, count, "journal batch shipped");
+        Ok(true)
+    }
+
+    /// Writes every live row as a new checkpoint, then deletes what it
+    /// makes useless. Parts are cut as the snapshot is read; the last one
+    /// says how many there are (`parts`; 0 on the others).
+    async fn checkpoint(&self, progress: &mut Progress) -> Result<()> {
+        let meta = self.meta.clone();
+        let part_bytes = self.settings.batch_bytes;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<u8>, bool, u64)>>(1);
+        let reader = tokio::task::spawn_blocking(move || {
+            let cut = || -> Result<()> {
+                let mut snapshot = meta.snapshot()?;
+                let (seq, generation) = (snapshot.seq, snapshot.generation);
+                let encode = |rows: Vec<shardgate_meta::RowImage>| -> Result<Vec<u8>> {
+                    let records = rows
+                        .iter()
+                        .map(|r| Ok((seq, r.encode()?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Payload {
+                        generation,
+                        records,
+                    }
+                    .encode()?)
+                };
+                let mut pending = snapshot.next_chunk(part_bytes)?;
+                loop {
+                    let next = snapshot.next_chunk(part_bytes)?;
+                    let last = next.is_empty();
+                    if tx.blocking_send(Ok((encode(pending)?, last, seq))).is_err() {
+                        return Ok(());
+                    }
+                    if last {
+                        return Ok(());
+                    }
+                    pending = next;
+                }
+            };
+            if let Err(e) = cut() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let mut checkpoint = 0;
+        let mut part = 0u32;
+        let mut total = 0u64;
+        let mut seq = 0;
+        while let Some(item) = rx.recv().await {
+            let (payload, last, at) = item?;
+            seq = at;
+            let meta = self.meta.clone();
+            let unit = blocking(move || meta.next_journal_unit()).await?;
+            if part == 0 {
+                checkpoint = unit;
+            }
+            let info = UnitInfo {
+                kind: UnitKind::Checkpoint,
+                unit,
+                checkpoint,
+                part,
+                parts: if last { part + 1 } else { 0 },
+                first_seq: 0,
+                last_seq: at,
+            };
+            total += payload.len() as u64;
+            let record = self.write_unit(info, payload).await?;
+            let meta = self.meta.clone();
+            blocking(move || meta.record_unit(unit, &record, None)).await?;
+            part += 1;
+            if last {
+                break;
+            }
+        }
+        let _ = reader.await;
+        if part == 0 {
+            return Err(JournalError::Recover(
+                "the checkpoint's snapshot ended without a part".into(),
+            ));
+        }
+        let meta = self.meta.clone();
+        let stale = blocking(move || meta.complete_checkpoint(checkpoint, seq)).await?;
+        tracing::info!(
+            checkpoint,
+            parts = part,
+            bytes = total,
+            seq,
+            "journal checkpoint written"
+        );
+        progress.since_checkpoint = 0;
+        progress.last_checkpoint = total;
+        self.delete_units(stale).await
+    }
+
+    /// Deletes the blobs of units a checkpoint made useless; a unit whose
+    /// blobs could not all be deleted stays recorded (tried again after
+    /// the next checkpoint).
+    async fn delete_units(&self, units: Vec<(u64, UnitRecord)>) -> Result<()> {
+        let mut gone = Vec::new();
+        for (unit, record) in units {
+            let mut all = true;
+            for (backend, blob) in &record.blobs {
+                let Some(b) = self.placement.backend(backend) else {
+                    continue;
+                };
+                match b.delete(blob).await {
+                    Ok(()) | Err(shardgate_backend::BackendError::NotFound { .. }) => {}
+                    Err(e) => {
+                        tracing::debug!(%backend, %blob, error = %e, "journal blob not deleted yet");
+                        all = false;
+                    }
+                }
+            }
+            if all {
+                gone.push(unit);
+            }
+        }
+        let meta = self.meta.clone();
+        blocking(move || meta.forget_units(&gone)).await
+    }
+
+    /// Seals, encodes and writes one unit; its record once the quorum
+    /// holds.
+    async fn write_unit(&self, info: UnitInfo, payload: Vec<u8>) -> Result<UnitRecord> {
+        let place = self
+            .placement
+            .place_unit(payload.len() as u64)
+            .map_err(JournalError::Placement)?;
+        let recipients = self.recipients.clone();
+        let (k, m) = (place.k, place.m);
+        let blobs =
+            tokio::task::spawn_blocking(move || seal_unit(&recipients, info, k, m, &payload))
+                .await
+                .map_err(|e| JournalError::Task(e.to_string()))??;
+        let names: Vec<_> = blobs.iter().map(|_| blob_name()).collect();
+        let timeout = self.settings.write_timeout;
+        let writes = place.backends.iter().zip(&names).zip(blobs).map(|((b, name), blob)| {
+            let b = b.clone();
+            async move {
+                match tokio::time::timeout(timeout, b.put(name, Bytes::from(blob))).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::debug!(backend = %b.id(), error = %e, "journal blob not written");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+        });
+        let written = futures::future::join_all(writes).await;
+        let blobs: Vec<_> = place
+            .backends
+            .iter()
+            .map(|b| b.id().clone())
+            .zip(names)
+            .collect();
+        let ok = written.iter().filter(|w| **w).count();
+        if ok < place.quorum {
+            for ((backend, name), w) in blobs.iter().zip(&written) {
+                if *w && let Some(b) = self.placement.backend(backend) {
+                    let _ = b.delete(name).await;
+                }
+            }
+            return Err(JournalError::Quorum {
+                written: ok,
+                needed: place.quorum,
+            });
+        }
+        Ok(UnitRecord {
+            kind: info.kind,
+            checkpoint: info.checkpoint,
+            last_seq: info.last_seq,
+            blobs,
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! The journal end to end on memory backends: ship, checkpoint, lose the
+//! store, recover it from the backends (with m of them gone too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use shardgate_backend::{Backend, BackendInfo};
+use shardgate_backend_memory::MemoryBackend;
+use shardgate_core::journal::is_journal_blob;
+use shardgate_core::{BackendId, Identities};
+use shardgate_journal::{Journal, JournalSettings, Placement, UnitPlacement, recover};
+use shardgate_meta::{Condition, MetaStore, RowImage, VersionSelector};
+
+struct Six(Vec<Arc<MemoryBackend>>);
+
+impl Placement for Six {
+    fn place_unit(&self, _bytes: u64) -> Result<UnitPlacement, String> {
+        Ok(UnitPlacement {
+            k: 4,
+            m: 2,
+            quorum: 5,
+            backends: self
+                .0
+                .iter()
+                .map(|b| b.clone() as Arc<dyn Backend>)
+                .collect(),
+        })
+    }
+    fn backend(&self, id: &BackendId) -> Option<Arc<dyn Backend>> {
+        self.0
+            .iter()
+            .find(|b| b.id() == id)
+            .map(|b| b.clone() as Arc<dyn Backend>)
+    }
+}
+
+fn backends() -> Vec<Arc<MemoryBackend>> {
+    (0..6)
+        .map(|i| {
+            Arc::new(MemoryBackend::new(BackendInfo::new(
+                BackendId::new(format!("m{i}")).unwrap(),
+            )))
+        })
+        .collect()
+}
+
+fn rows(store: &MetaStore) -> Vec<RowImage> {
+    let mut snapshot = store.snapshot().unwrap();
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let chunk = snapshot.next_chunk(1 << 20).unwrap();
+        if chunk.is_empty() {
+            return out;
+        }
+        out.extend(chunk);
+    }
+    panic!("the snapshot did not end");
+}
+
+fn manifest(etag: &str) -> shardgate_core::Manifest {
+    shardgate_core::Manifest {
+        version_id: shardgate_core::VersionId::new(1),
+        size: 0,
+        etag: etag.into(),
+        content_type: None,
+        user_metadata: BTreeMap::from([("secret-meta".into(), "plain-value".into())]),
+        created_unix_ms: 1,
+        segments: vec![],
+    }
+}
+
+/// Writes objects in rounds, shipping between them; small batches and
+/// checkpoints so that several of each exist.
+async fn populate(store: &MetaStore, journal: &Journal) {
+    store.create_bucket("photos-bucket", 0).unwrap();
+    for round in 0..6 {
+        for i in 0..40 {
+            let key = format!("holiday/key-{i}");
+            store
+                .put_object(
+                    "photos-bucket",
+                    &key,
+                    &manifest(&format!("e{round}")),
+                    None,
+                    &Condition::Always,
+                    0,
+                )
+                .unwrap();
+        }
+        for i in 0..(round * 3) {
+            let _ = store.delete_object("photos-bucket", &format!("holiday/key-{i}"), 0);
+        }
+        journal.flush().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = Identities::generate();
+    let recovery = Identities::generate();
+    let recipients = Arc::new(ids.recipients().join(recovery.recipients()));
+    let set = backends();
+    let store = MetaStore::open_with(&dir.path().join("meta.redb"), true).unwrap();
+    let settings = JournalSettings {
+        batch_bytes: 2 << 10,
+        min_checkpoint_bytes: 8 << 10,
+        ..JournalSettings::default()
+    };
+    let journal = Journal::new(
+        store.clone(),
+        recipients,
+        Arc::new(Six(set.clone())),
+        settings,
+    );
+    populate(&store, &journal).await;
+    let expected = rows(&store);
+    assert_eq!(expected.len(), 1 + 40 - 15);
+    assert!(
+        store.outbox(usize::MAX).unwrap().records.is_empty(),
+        "all shipped"
+    );
+    let state = store.journal_state().unwrap();
+    assert!(!state.checkpoint_needed);
+    let checkpoints: std::collections::BTreeSet<u64> = state
+        .units
+        .iter()
+        .filter(|(_, u)| u.kind == shardgate_meta::UnitKind::Checkpoint)
+        .map(|(_, u)| u.checkpoint)
+        .collect();
+    assert_eq!(
+        checkpoints.len(),
+        1,
+        "older checkpoints are deleted: {checkpoints:?}"
+    );
+    assert!(
+        checkpoints.first() > Some(&1),
+        "a later checkpoint replaced the first"
+    );
+    let recorded: usize = state.units.iter().map(|(_, u)| u.blobs.len()).sum();
+    let on_backends: usize = set
+        .iter()
+        .map(|b| b.blob_names().iter().filter(|n| is_journal_blob(n)).count())
+        .sum();
+    assert_eq!(on_backends, recorded, "no journal blob is left behind");
+
+    // No plaintext on any backend: bucket, key, user metadata.
+    for b in &set {
+        for name in b.blob_names() {
+            let size = b.stat(&name).await.unwrap().size;
+            let bytes = b.get(&name, 0..size).await.unwrap();
+            for needle in [&b"photos-bucket"[..], b"holiday/key", b"plain-value"] {
+                assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+            }
+        }
+    }
+
+    let all: Vec<Arc<dyn Backend>> = set.iter().map(|b| b.clone() as Arc<dyn Backend>).collect();
+    let quiet = |_: shardgate_journal::Phase, _: u64, _: u64| {};
+    for (name, backends, key) in [
+        ("all", all.clone(), &ids),
+        ("m gone", all[2..].to_vec(), &ids),
+        ("recovery key", all[..4].to_vec(), &recovery),
+    ] {
+        let path = dir.path().join(format!("{name}.redb"));
+        let report = recover(&backends, key, &path, &quiet).await.unwrap();
+        assert!(report.checkpoint.is_some(), "{name}: {report:?}");
+        assert!(report.gaps.is_empty(), "{name}: {report:?}");
+        let restored = MetaStore::open(&path).unwrap();
+        assert_eq!(rows(&restored), expected, "{name}");
+        assert_eq!(restored.object_count().unwrap(), 25);
+        assert!(
+            restored
+                .object_version("photos-bucket", "holiday/key-0", &VersionSelector::Latest)
+                .unwrap()
+                .is_none(),
+            "{name}: deleted stays deleted"
+        );
+    }
+
+    // m + 1 gone: the journal cannot be read; recovery says so.
+    let path = dir.path().join("too-few.redb");
+    let report = recover(&all[3..], &ids, &path, &quiet).await.unwrap();
+    assert!(report.checkpoint.is_none());
+    assert!(!report.gaps.is_empty(), "{report:?}");
+}
