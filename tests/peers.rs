@@ -293,7 +293,8 @@ impl Cluster {
             .into_iter()
             .filter(|p| {
                 let name = p.file_name().unwrap().to_string_lossy();
-                !name.starts_with('.') && !name.ends_with(".tmp")
+                // Not the manifest journal's blobs (named j...).
+                !name.starts_with('.') && !name.ends_with(".tmp") && !name.starts_with('j')
             })
             .collect()
     }

@@ -342,6 +342,27 @@ impl Server {
         }
     }
 
+    /// Stops the gateway as a supervisor does (SIGTERM), waiting for it to
+    /// exit (60 s at most, then SIGKILL and a panic).
+    pub fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("shardgate did not stop within 60 s of SIGTERM");
+    }
+
     /// An unsigned GET of `path` (`/health`, `/ready`, `/metrics`).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         match &self.ca {
@@ -577,8 +598,31 @@ pub fn files_on_sites(data: &Path, sites: &[usize]) -> usize {
         .count()
 }
 
-/// Every blob file under the data dir's fs backends.
+/// Every fragment file under the data dir's fs backends (not the
+/// manifest journal's blobs: [`journal_files`]).
 pub fn blob_files(data: &Path) -> Vec<PathBuf> {
+    all_blob_files(data)
+        .into_iter()
+        .filter(|f| !is_journal_file(f))
+        .collect()
+}
+
+/// The manifest journal's blob files under the data dir's fs backends
+/// (their names start with `j`; fragments' are hex).
+pub fn journal_files(data: &Path) -> Vec<PathBuf> {
+    all_blob_files(data)
+        .into_iter()
+        .filter(|f| is_journal_file(f))
+        .collect()
+}
+
+fn is_journal_file(f: &Path) -> bool {
+    f.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('j'))
+}
+
+fn all_blob_files(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(sites) = std::fs::read_dir(data.join("backends")) else {
         return out;

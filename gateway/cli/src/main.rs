@@ -5,6 +5,7 @@
 
 mod admin;
 mod peer;
+mod recover;
 mod redact;
 mod setup;
 mod simulate;
@@ -20,6 +21,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use shardgate_config::Config;
 use shardgate_jobs::Jobs;
+use shardgate_journal::{Journal, JournalSettings};
 use shardgate_meta::MetaStore;
 use shardgate_node::Gateway;
 
@@ -69,6 +71,10 @@ enum Command {
     /// Show where the fragments of an object would go under a policy, and
     /// which sites, providers or regions it could lose and still be read.
     Simulate(simulate::SimulateArgs),
+    /// Rebuild a lost metadata store from the manifest journal on the
+    /// backends (the gateway must be stopped; its data dir must hold no
+    /// `meta.redb`). A progress bar on a terminal.
+    Recover(recover::RecoverArgs),
     /// Exit 0 if URL answers 200 within 5 s (a container's health check:
     /// the runtime image has no curl). E.g. http://127.0.0.1:9000/ready.
     Probe { url: String },
@@ -120,6 +126,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { .. } | Command::Peer(_) => "info",
         Command::PeerId { .. } | Command::Probe { .. } => "warn",
         Command::Simulate(_) | Command::Garbage { .. } | Command::Admin(_) => "warn",
+        Command::Recover(_) => "warn",
     };
     let secrets = redact::Secrets::default();
     // `serve`'s traces: where they go is in its configuration (errors in
@@ -153,6 +160,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::PeerId { key_file } => peer::print_id(&key_file),
         Command::Probe { url } => probe(&url).await,
         Command::Simulate(args) => simulate::run(args),
+        Command::Recover(args) => recover::run(args).await,
         Command::Garbage {
             action,
             config,
@@ -287,7 +295,8 @@ async fn serve(
     let parts = setup::prepare(&config).await?;
     secrets.add(&parts.credentials.secret_key);
     let meta_path = parts.meta_path.clone();
-    let meta = tokio::task::spawn_blocking(move || MetaStore::open(&meta_path))
+    let journaled = config.journal.enabled;
+    let meta = tokio::task::spawn_blocking(move || MetaStore::open_with(&meta_path, journaled))
         .await
         .context("opening the metadata store")?
         .with_context(|| {
@@ -297,7 +306,22 @@ async fn serve(
             )
         })?;
     let summary = describe(&parts.gateway);
-    let gateway = Gateway::new(parts.gateway, meta)?;
+    let gateway = Gateway::new(parts.gateway, meta.clone())?;
+    let journal = journaled.then(|| {
+        let journal = Journal::new(
+            meta,
+            gateway.recipients(),
+            gateway.clone(),
+            JournalSettings {
+                interval: Duration::from_millis(config.journal.interval_ms),
+                batch_bytes: config.journal.batch_bytes,
+                min_checkpoint_bytes: config.journal.min_checkpoint_bytes,
+                ..JournalSettings::default()
+            },
+        );
+        let handle = journal.spawn();
+        (journal, handle)
+    });
     let jobs = Jobs::new(gateway.clone(), parts.jobs);
     jobs.refresh_health().await;
     jobs.spawn_background();
@@ -352,9 +376,22 @@ async fn serve(
     let _ = out.flush();
     drop(out);
 
-    shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
+    let served = shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
         .await
-        .context("serving")?;
+        .context("serving");
+    // Everything committed goes to the backends before the process ends.
+    if let Some((journal, handle)) = journal {
+        match tokio::time::timeout(Duration::from_secs(60), journal.stop(handle)).await {
+            Ok(Ok(())) => tracing::info!("journal: every change shipped"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "journal: changes not shipped at stop; the next start ships them")
+            }
+            Err(_) => tracing::warn!(
+                "journal: shipping at stop took over 60 s; the next start ships the rest"
+            ),
+        }
+    }
+    served?;
     Ok(())
 }
 

@@ -275,7 +275,7 @@ async fn peer_node(config: &Config) -> Result<Option<NodeHandle>> {
 }
 
 /// Opens the configured backends, or the embedded default's.
-async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
+pub async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
     let infos = backend_infos(config)?;
     let node = peer_node(config).await?;
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();

@@ -140,6 +140,38 @@ pub struct Config {
     /// OpenTelemetry export (`/metrics` serves Prometheus either way).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The manifest journal on the backends (`shardgate recover`).
+    #[serde(default)]
+    pub journal: JournalConfig,
+}
+
+/// The manifest journal (`[journal]`): every metadata change also goes to
+/// the backends, sealed and erasure-coded like an object, so that
+/// `shardgate recover` rebuilds the metadata store from them alone.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// On by default: without it, losing the data dir loses every object.
+    pub enabled: bool,
+    /// Changes wait at most this long before they are shipped: what a
+    /// lost data dir can cost (a graceful stop ships everything).
+    pub interval_ms: u64,
+    /// The most bytes of changes in one shipped batch.
+    pub batch_bytes: usize,
+    /// A checkpoint (every live row) is written once the batches since
+    /// the last one outgrow it, and hold at least this many bytes.
+    pub min_checkpoint_bytes: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 1000,
+            batch_bytes: 4 << 20,
+            min_checkpoint_bytes: 64 << 20,
+        }
+    }
 }
 
 /// OpenTelemetry (`[telemetry]`): traces exported over OTLP when an
@@ -827,6 +859,18 @@ impl Config {
             return Err(invalid("default_policy", format!("no policy named {p:?}")));
         }
         self.server.validate()?;
+        if !(10..=MAX_TIMEOUT_SECS * 1000).contains(&self.journal.interval_ms) {
+            return Err(invalid(
+                "journal.interval_ms",
+                "must be between 10 ms and a day",
+            ));
+        }
+        if !(4096..=256 << 20).contains(&self.journal.batch_bytes) {
+            return Err(invalid(
+                "journal.batch_bytes",
+                "must be between 4 KiB and 256 MiB",
+            ));
+        }
         if let Some(c) = &self.credentials
             && c.secret_key.is_some() == c.secret_key_file.is_some()
         {

@@ -94,6 +94,13 @@ pub async fn recover(
         }
     }
     report.journal_blobs = found.len();
+    if found.is_empty() {
+        return Err(JournalError::Recover(format!(
+            "no journal blob on the {} backends listed ({} could not be)",
+            backends.len() - report.unreachable_backends.len(),
+            report.unreachable_backends.len()
+        )));
+    }
 
     // Headers: group the blobs by unit.
     let total = found.len() as u64;
@@ -196,6 +203,9 @@ pub async fn recover(
                 break;
             }
             Some(e) => {
+                if wrong_identity(&e) {
+                    return Err(no_identity());
+                }
                 tracing::warn!(checkpoint, error = %e, "recover: a checkpoint is unreadable; trying an older one");
                 report.checkpoints_passed_over += 1;
                 drop(target);
@@ -219,6 +229,7 @@ pub async fn recover(
         let unit = &units[number];
         let payload = match read_unit(unit, identities).await {
             Ok(p) => p,
+            Err(e) if wrong_identity(&e) => return Err(no_identity()),
             Err(e) => {
                 tracing::warn!(unit = number, error = %e, "recover: a batch is unreadable");
                 continue;
@@ -268,6 +279,20 @@ pub async fn recover(
     })
     .await?;
     Ok(report)
+}
+
+fn wrong_identity(e: &JournalError) -> bool {
+    matches!(
+        e,
+        JournalError::Core(shardgate_core::CoreError::NoMatchingIdentity)
+    )
+}
+
+fn no_identity() -> JournalError {
+    JournalError::Recover(
+        "this identity opens none of the journal: give the gateway's identity or the recovery key"
+            .into(),
+    )
 }
 
 /// Batches holding records after `seq`, by their first record.

@@ -31,6 +31,11 @@ pub trait Placement: Send + Sync {
     /// Backends for a unit of `bytes`.
     fn place_unit(&self, bytes: u64) -> Result<UnitPlacement, String>;
     fn backend(&self, id: &BackendId) -> Option<Arc<dyn Backend>>;
+    /// Backends being drained or down: a journal that has blobs there is
+    /// rewritten elsewhere by a checkpoint.
+    fn unavailable(&self) -> Vec<BackendId> {
+        Vec::new()
+    }
 }
 
 /// How the journal ships (`[journal]`).
@@ -63,6 +68,32 @@ impl Default for JournalSettings {
 struct Progress {
     since_checkpoint: u64,
     last_checkpoint: u64,
+    /// When a checkpoint last moved the journal off unavailable backends.
+    last_move: Option<std::time::Instant>,
+}
+
+/// A journal on a backend that is down or drained moves off it at most
+/// this often (a flapping backend costs one checkpoint per period).
+const MOVE_PERIOD: Duration = Duration::from_secs(60);
+
+/// Whether the units a recovery would read (the newest checkpoint and the
+/// batches after it) have a blob on one of `away`.
+fn live_units_touch(units: &[(u64, UnitRecord)], away: &[BackendId]) -> bool {
+    if away.is_empty() {
+        return false;
+    }
+    let newest = units
+        .iter()
+        .filter(|(_, u)| u.kind == UnitKind::Checkpoint)
+        .max_by_key(|(_, u)| (u.checkpoint, u.last_seq));
+    let (checkpoint, seq) = newest.map_or((0, 0), |(_, u)| (u.checkpoint, u.last_seq));
+    units
+        .iter()
+        .filter(|(_, u)| match u.kind {
+            UnitKind::Checkpoint => u.checkpoint == checkpoint,
+            UnitKind::Batch => u.last_seq > seq,
+        })
+        .any(|(_, u)| u.blobs.iter().any(|(b, _)| away.contains(b)))
 }
 
 /// The journal's writer: one per gateway.
@@ -148,10 +179,18 @@ impl Journal {
     async fn step(&self) -> Result<()> {
         let mut progress = self.progress.lock().await;
         let meta = self.meta.clone();
-        if blocking(move || meta.journal_state())
-            .await?
-            .checkpoint_needed
-        {
+        let state = blocking(move || meta.journal_state()).await?;
+        let moving = progress
+            .last_move
+            .is_none_or(|t| t.elapsed() >= MOVE_PERIOD)
+            && live_units_touch(&state.units, &self.placement.unavailable());
+        if state.checkpoint_needed || moving {
+            if moving {
+                tracing::info!(
+                    "journal: blobs on a backend drained or down; writing a checkpoint elsewhere"
+                );
+                progress.last_move = Some(std::time::Instant::now());
+            }
             self.checkpoint(&mut progress).await?;
         }
         // Bounded: a busy store refills the outbox; the next tick goes on.

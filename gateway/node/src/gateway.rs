@@ -445,6 +445,11 @@ impl Gateway {
         self.policies.values()
     }
 
+    /// Everything is sealed to these (the journal too).
+    pub fn recipients(&self) -> Arc<Recipients> {
+        self.recipients.clone()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -815,6 +820,60 @@ where
             }
             other => other,
         }
+    }
+}
+
+/// The name placement plugins see for the manifest journal's units (no S3
+/// bucket can have it: S3 names do not start with a dot).
+pub const JOURNAL_BUCKET: &str = ".journal";
+
+/// The journal's units are placed like objects of the default policy: its
+/// k + m, its write quorum, its placement.
+impl shardgate_journal::Placement for Gateway {
+    fn place_unit(&self, bytes: u64) -> Result<shardgate_journal::UnitPlacement, String> {
+        let policy = &self.default_policy;
+        let request = Request {
+            bucket: JOURNAL_BUCKET,
+            key: "",
+            size_hint: Some(bytes),
+            content_type: None,
+            k: policy.code.k(),
+            m: policy.code.m(),
+            current: &[],
+        };
+        let candidates = self.health_snapshot();
+        let placer = policy.placer.as_ref().unwrap_or(&self.placer);
+        let chosen = placer
+            .place(&request, &candidates)
+            .map_err(|e| e.to_string())?;
+        check(&request, &candidates, &chosen).map_err(|e| e.to_string())?;
+        let backends = chosen
+            .iter()
+            .map(|id| {
+                self.backends
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| format!("placed on unknown {id}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(shardgate_journal::UnitPlacement {
+            k: request.k,
+            m: request.m,
+            quorum: policy.write_quorum,
+            backends,
+        })
+    }
+
+    fn backend(&self, id: &BackendId) -> Option<Arc<dyn Backend>> {
+        self.backends.get(id).cloned()
+    }
+
+    fn unavailable(&self) -> Vec<BackendId> {
+        self.health_snapshot()
+            .into_iter()
+            .filter(|c| !c.healthy)
+            .map(|c| c.id)
+            .collect()
     }
 }
 

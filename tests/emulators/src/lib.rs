@@ -173,7 +173,8 @@ impl Emulator {
 
     /// Downloads every blob of `container` into `dir` (one file per blob,
     /// named by its index, and their names in `names`), to scan what the
-    /// provider holds. Returns how many blobs.
+    /// provider holds. Returns how many are fragments (the manifest
+    /// journal's blobs, named `j...`, are dumped but not counted).
     pub fn azure_dump(&self, container: &str, dir: &std::path::Path) -> usize {
         let script = r#"
 import os, sys
@@ -189,7 +190,7 @@ for n, name in enumerate(names):
         f.write(c.download_blob(name).readall())
 with open(os.path.join(sys.argv[3], 'names'), 'w') as f:
     f.write('\n'.join(names))
-print(len(names))
+print(len([n for n in names if not n.rsplit('/', 1)[-1].startswith('j')]))
 "#;
         let out = Command::new("python3")
             .args([

@@ -1,0 +1,122 @@
+//! `shardgate recover`: rebuilds a lost metadata store from the manifest
+//! journal on the backends (`shardgate_journal`), with a progress bar.
+//!
+//! It writes `<data dir>/meta.redb.recovering` and renames it into place
+//! at the end, so an interrupted run leaves no half-built store where the
+//! gateway would open it; it never overwrites an existing store.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use shardgate_config::Config;
+use shardgate_core::Identities;
+use shardgate_journal::{Phase, recover};
+use shardgate_meta::MetaStore;
+
+#[derive(clap::Args, Debug)]
+pub struct RecoverArgs {
+    /// An age identity file that opens the journal: the gateway's own
+    /// (`<data dir>/keys/gateway-identity.txt`) or the offline recovery key.
+    #[arg(long)]
+    identity: PathBuf,
+    /// The gateway's configuration (its backends and data dir).
+    #[arg(long, env = "SHARDGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data dir (overrides the configuration's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: RecoverArgs) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    let target = config.data_dir.join("meta.redb");
+    if target.exists() {
+        bail!(
+            "{} exists: recover builds a new store and never overwrites one (move it aside first)",
+            target.display()
+        );
+    }
+    let text = std::fs::read_to_string(&args.identity)
+        .with_context(|| format!("reading {}", args.identity.display()))?;
+    let identities = Identities::parse(&text)
+        .with_context(|| format!("{} is not an age identity file", args.identity.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let backends = crate::setup::backends(&config).await?;
+    let partial = config.data_dir.join("meta.redb.recovering");
+    if partial.exists() {
+        std::fs::remove_file(&partial)
+            .with_context(|| format!("removing the unfinished {}", partial.display()))?;
+    }
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}")
+            .context("progress style")?
+            .progress_chars("=> "),
+    );
+    let progress = |phase: Phase, done: u64, total: u64| {
+        bar.set_prefix(match phase {
+            Phase::Listing => "backends",
+            Phase::Headers => "blobs",
+            Phase::Replaying => "units",
+        });
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let report = recover(&backends, &identities, &partial, &progress)
+        .await
+        .context("recovering from the journal")?;
+    bar.finish_and_clear();
+    let store = MetaStore::open(&partial).context("opening the recovered store")?;
+    let buckets = store.list_buckets()?.len();
+    let objects = store.object_count()?;
+    drop(store);
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("moving the recovered store to {}", target.display()))?;
+
+    println!(
+        "shardgate: recovered {buckets} buckets and {objects} objects into {}",
+        target.display()
+    );
+    println!(
+        "shardgate: from {} journal blobs on {} of {} backends: {} rows of checkpoint {}, {} changes in {} batches after it",
+        report.journal_blobs,
+        backends.len() - report.unreachable_backends.len(),
+        backends.len(),
+        report.checkpoint_rows,
+        report
+            .checkpoint
+            .map_or_else(|| "none".to_string(), |c| c.to_string()),
+        report.records,
+        report.batches,
+    );
+    for b in &report.unreachable_backends {
+        println!("shardgate: backend {b} could not be listed");
+    }
+    if report.damaged_blobs > 0 {
+        println!(
+            "shardgate: {} journal blobs were unreadable and passed over",
+            report.damaged_blobs
+        );
+    }
+    if report.checkpoints_passed_over > 0 {
+        println!(
+            "shardgate: {} newer checkpoints could not be read; an older one was used",
+            report.checkpoints_passed_over
+        );
+    }
+    if !report.gaps.is_empty() {
+        let lost: u64 = report.gaps.iter().map(|(a, b)| b - a + 1).sum();
+        bail!(
+            "{lost} journaled changes could not be read (fewer than k blobs of their batches survive): \
+             the store in {} holds everything else",
+            target.display()
+        );
+    }
+    Ok(())
+}
