@@ -56,6 +56,19 @@ def multipart(s3, bucket, key, data):
     )
 
 
+def versions_of(s3):
+    """Every version and delete marker of the versioned bucket, each
+    version read whole: [key, version id, latest, ETag or "marker", sha256]."""
+    versions = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=VERSIONED):
+        for v in page.get("Versions", []):
+            data = s3.get_object(Bucket=VERSIONED, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+            versions.append([v["Key"], v["VersionId"], v["IsLatest"], v["ETag"], digest(data)])
+        for d in page.get("DeleteMarkers", []):
+            versions.append([d["Key"], d["VersionId"], d["IsLatest"], "marker", ""])
+    return versions
+
+
 def write(path):
     s3 = client(pool=16)
     s3.create_bucket(Bucket=PLAIN)
@@ -108,13 +121,7 @@ def write(path):
     # An upload left in progress: not journaled (its parts become orphans).
     s3.create_multipart_upload(Bucket=PLAIN, Key="unfinished")
 
-    versions = []
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=VERSIONED):
-        for v in page.get("Versions", []):
-            data = s3.get_object(Bucket=VERSIONED, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
-            versions.append([v["Key"], v["VersionId"], v["IsLatest"], v["ETag"], digest(data)])
-        for d in page.get("DeleteMarkers", []):
-            versions.append([d["Key"], d["VersionId"], d["IsLatest"], "marker", ""])
+    versions = versions_of(s3)
     check(len(versions) == 94 + 30 + 20, f"{len(versions)} versions")
     with open(path, "w") as f:
         json.dump({"live": live, "deleted": deleted, "versions": sorted(versions)}, f)
@@ -147,13 +154,7 @@ def verify(path):
     uploads = s3.list_multipart_uploads(Bucket=PLAIN).get("Uploads", [])
     check(uploads == [], f"uploads in progress came back: {uploads}")
 
-    versions = []
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=VERSIONED):
-        for v in page.get("Versions", []):
-            data = s3.get_object(Bucket=VERSIONED, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
-            versions.append([v["Key"], v["VersionId"], v["IsLatest"], v["ETag"], digest(data)])
-        for d in page.get("DeleteMarkers", []):
-            versions.append([d["Key"], d["VersionId"], d["IsLatest"], "marker", ""])
+    versions = versions_of(s3)
     check(sorted(versions) == state["versions"], "the versioned bucket's versions differ")
     for key, _, latest, kind, _ in state["versions"]:
         if kind == "marker" and latest:

@@ -588,16 +588,7 @@ impl Gateway {
         let chosen = tracing::info_span!("placement", k = request.k, m = request.m)
             .in_scope(|| placer.place(&request, &candidates))?;
         check(&request, &candidates, &chosen)?;
-        let backends = chosen
-            .iter()
-            .map(|id| {
-                self.backends
-                    .get(id)
-                    .cloned()
-                    .ok_or_else(|| GatewayError::Internal(format!("placed on unknown {id}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let placement = Placement::new(backends);
+        let placement = Placement::new(self.backends_of(&chosen).map_err(GatewayError::Internal)?);
         let blobs: Vec<_> = chosen
             .iter()
             .cloned()
@@ -635,6 +626,19 @@ impl Gateway {
                 Err(e.into())
             }
         }
+    }
+
+    /// The backends a placement chose, in its order.
+    fn backends_of(&self, chosen: &[BackendId]) -> Result<Vec<Arc<dyn Backend>>, String> {
+        chosen
+            .iter()
+            .map(|id| {
+                self.backends
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| format!("placed on unknown {id}"))
+            })
+            .collect()
     }
 
     /// Wakes the garbage collectors: there is new garbage.
@@ -847,15 +851,7 @@ impl shardgate_journal::Placement for Gateway {
             .place(&request, &candidates)
             .map_err(|e| e.to_string())?;
         check(&request, &candidates, &chosen).map_err(|e| e.to_string())?;
-        let backends = chosen
-            .iter()
-            .map(|id| {
-                self.backends
-                    .get(id)
-                    .cloned()
-                    .ok_or_else(|| format!("placed on unknown {id}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let backends = self.backends_of(&chosen)?;
         Ok(shardgate_journal::UnitPlacement {
             k: request.k,
             m: request.m,
