@@ -15,6 +15,11 @@
 # SHARDGATE_BENCH_ROUNDS (default 6) rounds, each a run on a plain bucket
 # and one on a versioned bucket, the order swapped every round.
 #
+# SHARDGATE_BENCH_JOURNAL=ab measures the manifest journal's cost: two
+# gateways, one with it (the default) and one without
+# (SHARDGATE_JOURNAL__ENABLED=false), SHARDGATE_BENCH_ROUNDS rounds each,
+# the order swapped every round.
+#
 # SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
 # backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
 # the disk, to compare with the pipeline's criterion figures.
@@ -54,20 +59,53 @@ if [ "${SHARDGATE_BENCH_BACKENDS:-fs}" = memory ]; then
   config=(--config "$data/memory.toml")
 fi
 # SHARDGATE_BENCH_BIN: another gateway binary to measure (A/B runs).
-RUST_LOG=warn "${SHARDGATE_BENCH_BIN:-$target/release/shardgate}" serve "${config[@]}" --data-dir "$data/gw" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 > "$data/out.txt" 2> "$data/gateway.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 300); do
-  grep -q "listening on" "$data/out.txt" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || { cat "$data/gateway.log" >&2; exit 1; }
-  sleep 0.1
-done
-endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$data/out.txt")
-echo "gateway pid $pid on $endpoint, ${SHARDGATE_BENCH_BACKENDS:-fs} backends; $(nproc) cores; $(uname -r)"
-loadgen=("$target/release/shardgate-loadgen" --endpoint "$endpoint" --credentials "$data/gw/credentials" \
-  "${workload[@]}" --concurrency 16 --pid "$pid")
+pids=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$data"' EXIT
+# start NAME [VAR=VALUE...]: a gateway in $data/NAME; sets $pid, $endpoint.
+start() {
+  local name=$1
+  shift
+  env "$@" RUST_LOG=warn "${SHARDGATE_BENCH_BIN:-$target/release/shardgate}" serve "${config[@]}" \
+    --data-dir "$data/$name" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    > "$data/$name.out" 2> "$data/$name.log" &
+  pid=$!
+  pids+=($pid)
+  for _ in $(seq 300); do
+    grep -q "listening on" "$data/$name.out" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || { cat "$data/$name.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$data/$name.out")
+  echo "gateway $name: pid $pid on $endpoint, ${SHARDGATE_BENCH_BACKENDS:-fs} backends; $(nproc) cores; $(uname -r)"
+}
+# loadgen NAME ARGS...: the load generator against gateway NAME.
+loadgen() {
+  local name=$1
+  shift
+  "$target/release/shardgate-loadgen" --endpoint "${endpoints[$name]}" \
+    --credentials "$data/$name/credentials" "${workload[@]}" --concurrency 16 \
+    --pid "${gateway_pids[$name]}" "$@"
+}
+declare -A endpoints gateway_pids
+if [ "${SHARDGATE_BENCH_JOURNAL:-}" = ab ]; then
+  start journal
+  endpoints[journal]=$endpoint gateway_pids[journal]=$pid
+  start nojournal SHARDGATE_JOURNAL__ENABLED=false
+  endpoints[nojournal]=$endpoint gateway_pids[nojournal]=$pid
+  for round in $(seq "${SHARDGATE_BENCH_ROUNDS:-6}"); do
+    order=(journal nojournal)
+    [ $((round % 2)) = 0 ] && order=(nojournal journal)
+    for name in "${order[@]}"; do
+      echo "round $round, $name"
+      loadgen "$name" --bucket "bench-$round"
+    done
+  done
+  exit
+fi
+start gw
+endpoints[gw]=$endpoint gateway_pids[gw]=$pid
 if [ "$versioning" != ab ]; then
-  "${loadgen[@]}"
+  loadgen gw
   exit
 fi
 for round in $(seq "${SHARDGATE_BENCH_ROUNDS:-6}"); do
@@ -77,6 +115,6 @@ for round in $(seq "${SHARDGATE_BENCH_ROUNDS:-6}"); do
     echo "round $round, $bucket bucket"
     extra=(--bucket "$bucket")
     [ "$bucket" = versioned ] && extra+=(--versioning)
-    "${loadgen[@]}" "${extra[@]}"
+    loadgen gw "${extra[@]}"
   done
 done

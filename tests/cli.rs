@@ -697,9 +697,10 @@ fn otlp_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
 
 /// OpenTelemetry: with `[telemetry] otlp_endpoint`, a request's spans
 /// reach the collector in the client's trace (its `traceparent`), with
-/// the placement, each fragment written and read, and the commit.
+/// the placement, each fragment written and read, and the commit; and the
+/// metrics `/metrics` serves arrive as OTLP metrics.
 #[test]
-fn traces_reach_an_otlp_collector_with_fragment_children() {
+fn traces_and_metrics_reach_an_otlp_collector() {
     let (port, got) = otlp_receiver();
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -710,6 +711,7 @@ fn traces_reach_an_otlp_collector_with_fragment_children() {
             ("SHARDGATE_TELEMETRY__SERVICE_NAME", "shardgate-test"),
             // Export every 100 ms instead of every 5 s.
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("SHARDGATE_TELEMETRY__METRICS_INTERVAL_SECS", "1"),
         ],
     );
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -724,6 +726,12 @@ fn traces_reach_an_otlp_collector_with_fragment_children() {
         "\"fragment read\"",
         "shardgate-test",
         "00f067aa0ba902b7",
+        // Metrics: /metrics's families, a counter and a gauge, with their
+        // labels.
+        "\"shardgate_s3_requests\"",
+        "\"isMonotonic\": true",
+        "\"shardgate_backend_free_bytes\"",
+        "\"stringValue\": \"site-1\"",
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

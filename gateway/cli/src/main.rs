@@ -4,6 +4,7 @@
 //! failure ends the process with one line naming its cause.
 
 mod admin;
+mod otlp_metrics;
 mod peer;
 mod recover;
 mod redact;
@@ -322,6 +323,22 @@ async fn serve(
         let handle = journal.spawn();
         (journal, handle)
     });
+    let meter = match &config.telemetry.otlp_endpoint {
+        Some(endpoint) => {
+            let source = gateway.clone();
+            Some(otlp_metrics::export(
+                endpoint,
+                config
+                    .telemetry
+                    .service_name
+                    .as_deref()
+                    .unwrap_or("shardgate"),
+                Duration::from_secs(config.telemetry.metrics_interval_secs.unwrap_or(60).max(1)),
+                move || shardgate_node::metrics::render(&source, source.server_load()),
+            )?)
+        }
+        None => None,
+    };
     let jobs = Jobs::new(gateway.clone(), parts.jobs);
     jobs.refresh_health().await;
     jobs.spawn_background();
@@ -390,6 +407,11 @@ async fn serve(
                 "journal: shipping at stop took over 60 s; the next start ships the rest"
             ),
         }
+    }
+    if let Some(meter) = meter
+        && let Err(e) = meter.shutdown()
+    {
+        tracing::warn!(error = %e, "the last metrics were not exported");
     }
     served?;
     Ok(())

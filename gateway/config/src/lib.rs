@@ -174,8 +174,8 @@ impl Default for JournalConfig {
     }
 }
 
-/// OpenTelemetry (`[telemetry]`): traces exported over OTLP when an
-/// endpoint is set, a span per request with its placement, each fragment
+/// OpenTelemetry (`[telemetry]`): traces and metrics exported over OTLP
+/// when an endpoint is set, a span per request with its placement, each fragment
 /// written or read, and its commit; an incoming `traceparent` is the
 /// request span's parent.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -184,8 +184,11 @@ pub struct TelemetryConfig {
     /// An OTLP/HTTP collector's base URL (`http://collector:4318`): traces
     /// go to `/v1/traces`. None: no export.
     pub otlp_endpoint: Option<String>,
-    /// The `service.name` of the traces (default `shardgate`).
+    /// The `service.name` of the traces and metrics (default `shardgate`).
     pub service_name: Option<String>,
+    /// Metrics (the figures `/metrics` serves) go to `/v1/metrics` this
+    /// often (default 60 s, OpenTelemetry's).
+    pub metrics_interval_secs: Option<u64>,
 }
 
 /// The gateway's libp2p node (`[peers]`), started when a `peer` backend is

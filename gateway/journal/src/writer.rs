@@ -72,6 +72,9 @@ struct Progress {
     last_move: Option<std::time::Instant>,
 }
 
+/// The longest wait between tries after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 /// A journal on a backend that is down or drained moves off it at most
 /// this often (a flapping backend costs one checkpoint per period).
 const MOVE_PERIOD: Duration = Duration::from_secs(60);
@@ -148,12 +151,28 @@ impl Journal {
         let journal = self.clone();
         tokio::spawn(
             async move {
+                // After a failure (a quorum out of reach), the next try
+                // waits twice as long, up to MAX_BACKOFF.
+                let mut failures = 0u32;
                 while !journal.stopping.load(Ordering::Acquire) {
-                    if let Err(e) = journal.step().await {
-                        tracing::warn!(error = %e, "journal: shipping failed; retrying");
-                    }
+                    let wait = match journal.step().await {
+                        Ok(()) => {
+                            failures = 0;
+                            journal.settings.interval
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let wait = journal
+                                .settings
+                                .interval
+                                .saturating_mul(1 << failures.min(16))
+                                .min(MAX_BACKOFF);
+                            tracing::warn!(error = %e, retry_in = ?wait, "journal: shipping failed; changes wait in the outbox");
+                            wait
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(journal.settings.interval) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = journal.wake.notified() => {}
                     }
                 }

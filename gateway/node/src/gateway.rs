@@ -133,7 +133,11 @@ pub struct Gateway {
     /// S3 users besides the configured one, secrets open.
     users: Arc<Users>,
     metrics: Metrics,
+    /// What the S3 listener holds, read at scrape time (set when it starts).
+    server_load: LoadSource,
 }
+
+type LoadSource = Mutex<Option<Box<dyn Fn() -> crate::metrics::ServerLoad + Send + Sync>>>;
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -375,6 +379,7 @@ impl Gateway {
                 garbage_added: Notify::new(),
             }),
             metrics: Metrics::default(),
+            server_load: Mutex::new(None),
             draining: Mutex::new(BTreeSet::new()),
             users,
         }))
@@ -448,6 +453,22 @@ impl Gateway {
     /// Everything is sealed to these (the journal too).
     pub fn recipients(&self) -> Arc<Recipients> {
         self.recipients.clone()
+    }
+
+    /// Where [`Gateway::server_load`] reads the listener's load from.
+    pub fn set_server_load(
+        &self,
+        source: impl Fn() -> crate::metrics::ServerLoad + Send + Sync + 'static,
+    ) {
+        *self.server_load.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(source));
+    }
+
+    /// The S3 listener's load now (zeros before it starts).
+    pub fn server_load(&self) -> crate::metrics::ServerLoad {
+        self.server_load
+            .lock()
+            .map(|s| s.as_ref().map(|f| f()).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     pub fn metrics(&self) -> &Metrics {

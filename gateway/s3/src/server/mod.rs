@@ -220,6 +220,11 @@ pub async fn serve(
         connections: Arc::new(Semaphore::new(options.max_connections)),
         max_connections: options.max_connections,
     });
+    // The metrics exported over OTLP read the same load /metrics shows.
+    let weak = Arc::downgrade(&front);
+    front
+        .gateway
+        .set_server_load(move || weak.upgrade().map(|f| f.load()).unwrap_or_default());
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http2()
         .max_concurrent_streams(options.http2_max_streams);
