@@ -36,7 +36,8 @@ use crate::store::{
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// Journal units on the backends: unit number -> [`UnitRecord`].
 const UNITS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_units");
-/// The last journal sequence number given (in `counters`).
+/// The last journal sequence number shipped (in `counters`): numbering
+/// goes on after it when the outbox is empty, after its last otherwise.
 const JOURNAL_SEQUENCE: &str = "journal";
 /// The last journal unit number given (in `counters`).
 const UNIT_SEQUENCE: &str = "journal_unit";
@@ -219,6 +220,15 @@ fn utf8(key: Vec<u8>) -> Result<String> {
     })
 }
 
+/// Drops outbox records up to `through`, keeping the number of the last
+/// one so that numbering goes on from it when the outbox is empty.
+fn truncate(txn: &WriteTransaction, through: u64) -> Result<()> {
+    txn.open_table(OUTBOX)?
+        .retain_in::<u64, _>(..=through, |_, _| false)?;
+    let kept = counter(txn, JOURNAL_SEQUENCE)?;
+    set_counter(txn, JOURNAL_SEQUENCE, kept.max(through))
+}
+
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(OUTBOX)?;
     txn.open_table(UNITS)?;
@@ -251,16 +261,24 @@ pub(crate) fn record(
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<()> {
-    let seq = counter(txn, JOURNAL_SEQUENCE)? + 1;
-    set_counter(txn, JOURNAL_SEQUENCE, seq)?;
-    let image = RowImage {
-        table,
-        key: key.to_vec(),
-        value: value.map(<[u8]>::to_vec),
+    let mut outbox = txn.open_table(OUTBOX)?;
+    // The next number after the outbox's last; when it is empty, after
+    // the last one shipped (kept by the truncation).
+    let seq = match outbox.last()? {
+        Some((last, _)) => last.value() + 1,
+        None => counter(txn, JOURNAL_SEQUENCE)? + 1,
     };
-    txn.open_table(OUTBOX)?
-        .insert(seq, image.encode()?.as_slice())?;
+    let image = RowImageRef { table, key, value };
+    outbox.insert(seq, encode(&image)?.as_slice())?;
     Ok(())
+}
+
+/// [`RowImage`] borrowed: the same encoding, without copying the row.
+#[derive(Serialize)]
+struct RowImageRef<'a> {
+    table: JournalTable,
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
 }
 
 impl MetaStore {
@@ -290,8 +308,7 @@ impl MetaStore {
     /// Drops outbox records up to `through`, once they are on the backends.
     pub fn truncate_outbox(&self, through: u64) -> Result<()> {
         let txn = self.db.begin_write()?;
-        txn.open_table(OUTBOX)?
-            .retain_in::<u64, _>(..=through, |_, _| false)?;
+        truncate(&txn, through)?;
         txn.commit()?;
         Ok(())
     }
@@ -340,8 +357,7 @@ impl MetaStore {
         txn.open_table(UNITS)?
             .insert(unit, encode(record)?.as_slice())?;
         if let Some(through) = truncate_through {
-            txn.open_table(OUTBOX)?
-                .retain_in::<u64, _>(..=through, |_, _| false)?;
+            truncate(&txn, through)?;
         }
         txn.commit()?;
         Ok(())
@@ -390,7 +406,14 @@ impl MetaStore {
         let (seq, generation) = {
             let counters = txn.open_table(COUNTERS_TABLE)?;
             let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
-            (get(JOURNAL_SEQUENCE)?, get(GENERATION_SEQUENCE_KEY)?)
+            let last = txn
+                .open_table(OUTBOX)?
+                .last()?
+                .map_or(0, |(k, _)| k.value());
+            (
+                get(JOURNAL_SEQUENCE)?.max(last),
+                get(GENERATION_SEQUENCE_KEY)?,
+            )
         };
         Ok(Snapshot {
             txn,
