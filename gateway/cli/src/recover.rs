@@ -26,6 +26,12 @@ pub struct RecoverArgs {
     /// The data dir (overrides the configuration's).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Put the store in place even when part of the journal could not be
+    /// read (a backend not listed, a batch or checkpoint unreadable):
+    /// without it, recover stops and changes nothing, so a run once the
+    /// backends are back can do better.
+    #[arg(long)]
+    accept_loss: bool,
 }
 
 pub async fn run(args: RecoverArgs) -> Result<()> {
@@ -72,12 +78,19 @@ pub async fn run(args: RecoverArgs) -> Result<()> {
         .await
         .context("recovering from the journal")?;
     bar.finish_and_clear();
+    let losses = report.losses();
+    if !losses.is_empty() && !args.accept_loss {
+        let _ = std::fs::remove_file(&partial);
+        bail!(
+            "the journal is not whole ({}); nothing was changed: run again once the backends are back, or with --accept-loss to take what could be read",
+            losses.join("; ")
+        );
+    }
     let store = MetaStore::open(&partial).context("opening the recovered store")?;
     let buckets = store.list_buckets()?.len();
     let objects = store.object_count()?;
     drop(store);
-    std::fs::rename(&partial, &target)
-        .with_context(|| format!("moving the recovered store to {}", target.display()))?;
+    place(&partial, &target)?;
 
     println!(
         "shardgate: recovered {buckets} buckets and {objects} objects into {}",
@@ -91,32 +104,36 @@ pub async fn run(args: RecoverArgs) -> Result<()> {
         report.checkpoint_rows,
         report
             .checkpoint
-            .map_or_else(|| "none".to_string(), |c| c.to_string()),
+            .map_or_else(|| "none".to_string(), |(e, c)| format!("{c} (epoch {e})")),
         report.records,
         report.batches,
     );
-    for b in &report.unreachable_backends {
-        println!("shardgate: backend {b} could not be listed");
+    for loss in &losses {
+        println!("shardgate: accepted loss: {loss}");
     }
     if report.damaged_blobs > 0 {
         println!(
-            "shardgate: {} journal blobs were unreadable and passed over",
+            "shardgate: {} journal blobs had unreadable headers and were passed over",
             report.damaged_blobs
         );
     }
-    if report.checkpoints_passed_over > 0 {
-        println!(
-            "shardgate: {} newer checkpoints could not be read; an older one was used",
-            report.checkpoints_passed_over
-        );
-    }
-    if !report.gaps.is_empty() {
-        let lost: u64 = report.gaps.iter().map(|(a, b)| b - a + 1).sum();
-        bail!(
-            "{lost} journaled changes could not be read (fewer than k blobs of their batches survive): \
-             the store in {} holds everything else",
+    Ok(())
+}
+
+/// Moves the recovered store into place without ever replacing one
+/// (a link fails if the name exists), durably.
+fn place(partial: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    std::fs::hard_link(partial, target).with_context(|| {
+        format!(
+            "moving the recovered store to {} (it must not exist)",
             target.display()
-        );
+        )
+    })?;
+    std::fs::remove_file(partial).with_context(|| format!("removing {}", partial.display()))?;
+    if let Some(dir) = target.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
     }
     Ok(())
 }

@@ -9,14 +9,17 @@
 //! decodes any k of a unit's blobs with nothing but the blobs themselves:
 //!
 //! ```text
-//! "SGJ1" kind k m index | unit checkpoint part parts first_seq last_seq
-//! cipher_len shard_len (big-endian) | blake3(ciphertext) |
-//! blake3(all of the above ‖ shard) | shard
+//! "SGJ1" kind k m index | unit checkpoint part<<32|parts first_seq
+//! last_seq cipher_len shard_len epoch (big-endian u64) |
+//! blake3(ciphertext) | blake3(all of the above ‖ shard) | shard
 //! ```
 //!
 //! A header says which unit a blob belongs to and where it falls in the
 //! journal's order; nothing in it or in a name says which bucket, key or
-//! user the records are about, and the shards are ciphertext.
+//! user the records are about, and the shards are ciphertext. The header
+//! is not secret and anyone who can write to a backend can forge one, so
+//! the payload repeats it ([`Payload::info`]) under the seal: recovery
+//! trusts a unit's place only once it has opened it.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +46,11 @@ pub enum UnitKind {
 }
 
 /// Where a unit falls in the journal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UnitInfo {
+    /// Which run of the store wrote it: a store rebuilt by `recover`
+    /// starts a new epoch, so its numbers never mix with the old ones'.
+    pub epoch: u64,
     pub kind: UnitKind,
     /// The unit's number, store-wide and never reused.
     pub unit: u64,
@@ -69,8 +75,10 @@ pub struct FragmentHeader {
 
 /// A unit's decrypted payload: records in order, and the store's
 /// generation sequence when it was cut.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
+    /// The unit's header fields, sealed: what recovery trusts.
+    pub info: UnitInfo,
     pub generation: u64,
     /// (journal sequence number, record): opaque to the codec.
     pub records: Vec<(u64, Vec<u8>)>,
@@ -174,7 +182,7 @@ fn write_header(out: &mut Vec<u8>, h: &FragmentHeader, shard_len: u64) {
         h.info.last_seq,
         h.cipher_len,
         shard_len,
-        0,
+        h.info.epoch,
     ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
@@ -209,6 +217,7 @@ pub fn parse_header(head: &[u8]) -> Result<(FragmentHeader, u64)> {
     unit_digest.copy_from_slice(&head[CHECK_AT - 32..CHECK_AT]);
     let header = FragmentHeader {
         info: UnitInfo {
+            epoch: word(7),
             kind,
             unit: word(0),
             checkpoint: word(1),
@@ -309,6 +318,7 @@ mod tests {
 
     fn info() -> UnitInfo {
         UnitInfo {
+            epoch: 3,
             kind: UnitKind::Batch,
             unit: 7,
             checkpoint: 0,

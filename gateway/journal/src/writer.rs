@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use shardgate_backend::Backend;
 use shardgate_core::journal::{Payload, UnitInfo, UnitKind, blob_name, seal_unit};
 use shardgate_core::{BackendId, Recipients};
-use shardgate_meta::{MetaStore, UnitRecord};
+use shardgate_meta::{JournalState, MetaStore, UnitRecord};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
@@ -72,6 +73,9 @@ struct Progress {
     last_move: Option<std::time::Instant>,
 }
 
+/// How long the rest of a unit's blobs may take once its quorum is written.
+const QUORUM_GRACE: Duration = Duration::from_secs(2);
+
 /// The longest wait between tries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -81,22 +85,34 @@ const MOVE_PERIOD: Duration = Duration::from_secs(60);
 
 /// Whether the units a recovery would read (the newest checkpoint and the
 /// batches after it) have a blob on one of `away`.
-fn live_units_touch(units: &[(u64, UnitRecord)], away: &[BackendId]) -> bool {
-    if away.is_empty() {
+fn live_units_touch(state: &JournalState, away: &[BackendId]) -> bool {
+    if away.is_empty() || state.last_checkpoint == 0 {
         return false;
     }
-    let newest = units
+    let checkpoint = state.last_checkpoint;
+    let seq = state
+        .units
         .iter()
-        .filter(|(_, u)| u.kind == UnitKind::Checkpoint)
-        .max_by_key(|(_, u)| (u.checkpoint, u.last_seq));
-    let (checkpoint, seq) = newest.map_or((0, 0), |(_, u)| (u.checkpoint, u.last_seq));
-    units
+        .find(|(_, u)| u.kind == UnitKind::Checkpoint && u.checkpoint == checkpoint)
+        .map_or(0, |(_, u)| u.last_seq);
+    state
+        .units
         .iter()
+        .filter(|(_, u)| !u.pending)
         .filter(|(_, u)| match u.kind {
             UnitKind::Checkpoint => u.checkpoint == checkpoint,
             UnitKind::Batch => u.last_seq > seq,
         })
-        .any(|(_, u)| u.blobs.iter().any(|(b, _)| away.contains(b)))
+        .any(|(_, u)| u.written_blobs().any(|(b, _)| away.contains(b)))
+}
+
+/// One checkpoint part as the snapshot is cut.
+struct Part {
+    records: Vec<(u64, Vec<u8>)>,
+    last: bool,
+    seq: u64,
+    generation: u64,
+    epoch: u64,
 }
 
 /// The journal's writer: one per gateway.
@@ -192,17 +208,38 @@ impl Journal {
     /// Ships everything waiting now: the checkpoint that is due, then the
     /// outbox until it is empty.
     pub async fn flush(&self) -> Result<()> {
-        self.step().await
+        // Bounded: 64 batches a step, 1024 steps (256 GiB at 4 MiB).
+        for _ in 0..1024 {
+            self.step().await?;
+            let meta = self.meta.clone();
+            if blocking(move || meta.journal_state()).await?.outbox_len == 0 {
+                return Ok(());
+            }
+        }
+        Err(JournalError::Recover(
+            "the outbox kept filling while it was flushed".into(),
+        ))
     }
 
     async fn step(&self) -> Result<()> {
         let mut progress = self.progress.lock().await;
         let meta = self.meta.clone();
         let state = blocking(move || meta.journal_state()).await?;
+        // Units left pending by a run that stopped mid-write: their
+        // records are still in the outbox, their blobs go.
+        let pending: Vec<_> = state
+            .units
+            .iter()
+            .filter(|(_, u)| u.pending)
+            .cloned()
+            .collect();
+        if !pending.is_empty() {
+            self.delete_units(pending).await?;
+        }
         let moving = progress
             .last_move
             .is_none_or(|t| t.elapsed() >= MOVE_PERIOD)
-            && live_units_touch(&state.units, &self.placement.unavailable());
+            && live_units_touch(&state, &self.placement.unavailable());
         if state.checkpoint_needed || moving {
             if moving {
                 tracing::info!(
@@ -238,14 +275,10 @@ impl Journal {
         };
         let (first_seq, last_seq) = (first.0, last.0);
         let count = batch.records.len();
-        let payload = Payload {
-            generation: batch.generation,
-            records: batch.records,
-        }
-        .encode()?;
         let meta = self.meta.clone();
         let unit = blocking(move || meta.next_journal_unit()).await?;
         let info = UnitInfo {
+            epoch: batch.epoch,
             kind: UnitKind::Batch,
             unit,
             checkpoint: 0,
@@ -254,10 +287,17 @@ impl Journal {
             first_seq,
             last_seq,
         };
-        let record = self.write_unit(info, payload.clone()).await?;
+        let payload = Payload {
+            info,
+            generation: batch.generation,
+            records: batch.records,
+        }
+        .encode()?;
+        let bytes = payload.len() as u64;
+        let record = self.write_unit(info, payload).await?;
         let meta = self.meta.clone();
         blocking(move || meta.record_unit(unit, &record, Some(last_seq))).await?;
-        progress.since_checkpoint += payload.len() as u64;
+        progress.since_checkpoint += bytes;
         tracing::debug!(unit, first_seq, last_seq, count, "journal batch shipped");
         Ok(true)
     }
@@ -268,27 +308,29 @@ impl Journal {
     async fn checkpoint(&self, progress: &mut Progress) -> Result<()> {
         let meta = self.meta.clone();
         let part_bytes = self.settings.batch_bytes;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<u8>, bool, u64)>>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Part>>(1);
         let reader = tokio::task::spawn_blocking(move || {
             let cut = || -> Result<()> {
                 let mut snapshot = meta.snapshot()?;
-                let (seq, generation) = (snapshot.seq, snapshot.generation);
-                let encode = |rows: Vec<shardgate_meta::RowImage>| -> Result<Vec<u8>> {
+                let (seq, generation, epoch) = (snapshot.seq, snapshot.generation, snapshot.epoch);
+                let part = |rows: Vec<shardgate_meta::RowImage>, last| -> Result<Part> {
                     let records = rows
                         .iter()
                         .map(|r| Ok((seq, r.encode()?)))
                         .collect::<Result<Vec<_>>>()?;
-                    Ok(Payload {
-                        generation,
+                    Ok(Part {
                         records,
-                    }
-                    .encode()?)
+                        last,
+                        seq,
+                        generation,
+                        epoch,
+                    })
                 };
                 let mut pending = snapshot.next_chunk(part_bytes)?;
                 loop {
                     let next = snapshot.next_chunk(part_bytes)?;
                     let last = next.is_empty();
-                    if tx.blocking_send(Ok((encode(pending)?, last, seq))).is_err() {
+                    if tx.blocking_send(Ok(part(pending, last)?)).is_err() {
                         return Ok(());
                     }
                     if last {
@@ -306,7 +348,13 @@ impl Journal {
         let mut total = 0u64;
         let mut seq = 0;
         while let Some(item) = rx.recv().await {
-            let (payload, last, at) = item?;
+            let Part {
+                records,
+                last,
+                seq: at,
+                generation,
+                epoch,
+            } = item?;
             seq = at;
             let meta = self.meta.clone();
             let unit = blocking(move || meta.next_journal_unit()).await?;
@@ -314,6 +362,7 @@ impl Journal {
                 checkpoint = unit;
             }
             let info = UnitInfo {
+                epoch,
                 kind: UnitKind::Checkpoint,
                 unit,
                 checkpoint,
@@ -322,6 +371,12 @@ impl Journal {
                 first_seq: 0,
                 last_seq: at,
             };
+            let payload = Payload {
+                info,
+                generation,
+                records,
+            }
+            .encode()?;
             total += payload.len() as u64;
             let record = self.write_unit(info, payload).await?;
             let meta = self.meta.clone();
@@ -392,44 +447,76 @@ impl Journal {
                 .await
                 .map_err(|e| JournalError::Task(e.to_string()))??;
         let names: Vec<_> = blobs.iter().map(|_| blob_name()).collect();
-        let timeout = self.settings.write_timeout;
-        let writes = place.backends.iter().zip(&names).zip(blobs).map(|((b, name), blob)| {
-            let b = b.clone();
-            async move {
-                match tokio::time::timeout(timeout, b.put(name, Bytes::from(blob))).await {
-                    Ok(Ok(_)) => true,
-                    Ok(Err(e)) => {
-                        tracing::debug!(backend = %b.id(), error = %e, "journal blob not written");
-                        false
-                    }
-                    Err(_) => false,
-                }
-            }
-        });
-        let written = futures::future::join_all(writes).await;
-        let blobs: Vec<_> = place
-            .backends
-            .iter()
-            .map(|b| b.id().clone())
-            .zip(names)
-            .collect();
-        let ok = written.iter().filter(|w| **w).count();
-        if ok < place.quorum {
-            for ((backend, name), w) in blobs.iter().zip(&written) {
-                if *w && let Some(b) = self.placement.backend(backend) {
-                    let _ = b.delete(name).await;
-                }
-            }
-            return Err(JournalError::Quorum {
-                written: ok,
-                needed: place.quorum,
-            });
-        }
-        Ok(UnitRecord {
+        let width = names.len();
+        let mut record = UnitRecord {
             kind: info.kind,
             checkpoint: info.checkpoint,
             last_seq: info.last_seq,
-            blobs,
-        })
+            blobs: place
+                .backends
+                .iter()
+                .map(|b| b.id().clone())
+                .zip(names.iter().cloned())
+                .collect(),
+            written: vec![false; width],
+            pending: true,
+        };
+        // Recorded before a byte is written: blobs of a write that a stop
+        // or a failure interrupts are known, and deleted (`step`).
+        let (meta, pending) = (self.meta.clone(), record.clone());
+        blocking(move || meta.record_unit(info.unit, &pending, None)).await?;
+        let timeout = self.settings.write_timeout;
+        let mut writes: futures::stream::FuturesUnordered<_> = place
+            .backends
+            .iter()
+            .zip(&names)
+            .zip(blobs)
+            .enumerate()
+            .map(|(i, ((b, name), blob))| {
+                let b = b.clone();
+                async move {
+                    let ok = match tokio::time::timeout(timeout, b.put(name, Bytes::from(blob))).await {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(e)) => {
+                            tracing::debug!(backend = %b.id(), error = %e, "journal blob not written");
+                            false
+                        }
+                        Err(_) => false,
+                    };
+                    (i, ok)
+                }
+            })
+            .collect();
+        // Once the quorum holds, the others get QUORUM_GRACE more: a
+        // backend that hangs must not hold the journal up.
+        let mut written = 0;
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match grace {
+                Some(until) => match tokio::time::timeout_at(until, writes.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => writes.next().await,
+            };
+            let Some((i, ok)) = next else { break };
+            if ok {
+                record.written[i] = true;
+                written += 1;
+                if written >= place.quorum && grace.is_none() {
+                    grace = Some(tokio::time::Instant::now() + QUORUM_GRACE);
+                }
+            }
+        }
+        drop(writes);
+        if written < place.quorum {
+            // The unit stays pending: the next step deletes its blobs.
+            return Err(JournalError::Quorum {
+                written,
+                needed: place.quorum,
+            });
+        }
+        record.pending = false;
+        Ok(record)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use shardgate_backend::{Backend, BackendInfo};
 use shardgate_backend_memory::MemoryBackend;
-use shardgate_core::journal::is_journal_blob;
+use shardgate_core::journal::{Payload, UnitInfo, UnitKind, blob_name, is_journal_blob, seal_unit};
 use shardgate_core::{BackendId, Identities};
 use shardgate_journal::{Journal, JournalSettings, Placement, UnitPlacement, recover};
 use shardgate_meta::{Condition, MetaStore, RowImage, VersionSelector};
@@ -126,7 +126,7 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
     let checkpoints: std::collections::BTreeSet<u64> = state
         .units
         .iter()
-        .filter(|(_, u)| u.kind == shardgate_meta::UnitKind::Checkpoint)
+        .filter(|(_, u)| u.kind == UnitKind::Checkpoint)
         .map(|(_, u)| u.checkpoint)
         .collect();
     assert_eq!(
@@ -156,6 +156,36 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
         }
     }
 
+    // Another gateway's units (another key) on the same backends, claiming
+    // to be the newest checkpoint and a batch after it: passed over.
+    let stranger = Identities::generate();
+    for (kind, unit, checkpoint, parts) in [
+        (UnitKind::Checkpoint, 9_000, 9_000, 1),
+        (UnitKind::Batch, 9_001, 0, 1),
+    ] {
+        let info = UnitInfo {
+            epoch: 0,
+            kind,
+            unit,
+            checkpoint,
+            part: 0,
+            parts,
+            first_seq: 1,
+            last_seq: u64::MAX / 2,
+        };
+        let payload = Payload {
+            info,
+            generation: u64::MAX / 2,
+            records: vec![],
+        }
+        .encode()
+        .unwrap();
+        let blobs = seal_unit(&stranger.recipients(), info, 4, 2, &payload).unwrap();
+        for (b, blob) in set.iter().zip(blobs) {
+            b.put(&blob_name(), blob.into()).await.unwrap();
+        }
+    }
+
     let all: Vec<Arc<dyn Backend>> = set.iter().map(|b| b.clone() as Arc<dyn Backend>).collect();
     let quiet = |_: shardgate_journal::Phase, _: u64, _: u64| {};
     for (name, backends, key) in [
@@ -166,7 +196,8 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
         let path = dir.path().join(format!("{name}.redb"));
         let report = recover(&backends, key, &path, &quiet).await.unwrap();
         assert!(report.checkpoint.is_some(), "{name}: {report:?}");
-        assert!(report.gaps.is_empty(), "{name}: {report:?}");
+        assert!(report.losses().is_empty(), "{name}: {report:?}");
+        assert_eq!(report.foreign_units, 2, "{name}: {report:?}");
         let restored = MetaStore::open(&path).unwrap();
         assert_eq!(rows(&restored), expected, "{name}");
         assert_eq!(restored.object_count().unwrap(), 25);
@@ -183,5 +214,47 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
     let path = dir.path().join("too-few.redb");
     let report = recover(&all[3..], &ids, &path, &quiet).await.unwrap();
     assert!(report.checkpoint.is_none());
-    assert!(!report.gaps.is_empty(), "{report:?}");
+    assert!(report.unreadable_units > 0, "{report:?}");
+    assert!(!report.losses().is_empty());
+}
+
+/// A unit recorded as pending (its writer stopped mid-write) has its blobs
+/// deleted at the next step; its records, still in the outbox, ship again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_of_a_write_cut_short_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = Identities::generate();
+    let set = backends();
+    let store = MetaStore::open_with(&dir.path().join("meta.redb"), true).unwrap();
+    let journal = Journal::new(
+        store.clone(),
+        Arc::new(ids.recipients()),
+        Arc::new(Six(set.clone())),
+        JournalSettings::default(),
+    );
+    journal.flush().await.unwrap();
+    let before: usize = set.iter().map(|b| b.blob_names().len()).sum();
+    let left = blob_name();
+    set[0].put(&left, vec![1u8; 10].into()).await.unwrap();
+    let unit = store.next_journal_unit().unwrap();
+    let record = shardgate_meta::UnitRecord {
+        kind: UnitKind::Batch,
+        checkpoint: 0,
+        last_seq: 1,
+        blobs: vec![
+            (set[0].id().clone(), left.clone()),
+            (set[1].id().clone(), blob_name()),
+        ],
+        written: vec![false, false],
+        pending: true,
+    };
+    store.record_unit(unit, &record, None).unwrap();
+    store.create_bucket("b", 0).unwrap();
+    journal.flush().await.unwrap();
+    assert!(!set[0].blob_names().contains(&left));
+    let state = store.journal_state().unwrap();
+    assert!(state.units.iter().all(|(n, u)| *n != unit && !u.pending));
+    assert_eq!(state.outbox_len, 0);
+    let after: usize = set.iter().map(|b| b.blob_names().len()).sum();
+    assert_eq!(after, before + 6, "one batch more");
 }

@@ -22,8 +22,11 @@ use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, VersionId};
 
 use crate::error::{MetaError, Result};
+use crate::journal;
 use crate::keys;
-use crate::store::{MetaStore, decode, encode};
+use crate::store::{
+    MetaStore, decode, encode, encode_as, postcard_body, split_format, unknown_format,
+};
 
 const DUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("garbage_due");
 const AGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("garbage_age");
@@ -36,7 +39,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-/// A stored item (record format 1).
+/// A stored item (record format 2; format 1 had no `journal_seq`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ItemRecord {
     /// The version the blob belonged to, if it was ever visible: while a
@@ -48,6 +51,43 @@ pub(crate) struct ItemRecord {
     /// The blob's size when known (0 for blobs of writes that never
     /// committed).
     pub bytes: u64,
+    /// The manifest journal's last record when the item was added (0:
+    /// none). The blob is kept until the journal has shipped it: until
+    /// then a recovery could bring back the manifest that names it.
+    pub journal_seq: u64,
+}
+
+const ITEM_FORMAT: u8 = 2;
+
+/// Format 1 of [`ItemRecord`].
+#[derive(Deserialize)]
+struct ItemRecordV1 {
+    version: Option<VersionId>,
+    added_unix_ms: u64,
+    attempts: u32,
+    bytes: u64,
+}
+
+fn encode_item(record: &ItemRecord) -> Result<Vec<u8>> {
+    encode_as(ITEM_FORMAT, record)
+}
+
+fn decode_item(bytes: &[u8]) -> Result<ItemRecord> {
+    const WHAT: &str = "garbage item";
+    match split_format(WHAT, bytes)? {
+        (1, body) => {
+            let v1: ItemRecordV1 = postcard_body(WHAT, body)?;
+            Ok(ItemRecord {
+                version: v1.version,
+                added_unix_ms: v1.added_unix_ms,
+                attempts: v1.attempts,
+                bytes: v1.bytes,
+                journal_seq: 0,
+            })
+        }
+        (ITEM_FORMAT, body) => postcard_body(WHAT, body),
+        (v, _) => Err(unknown_format(WHAT, v)),
+    }
 }
 
 /// Items and bytes waiting on one backend (record format 1).
@@ -160,6 +200,15 @@ pub(crate) fn add(
 ) -> Result<()> {
     let mut per_backend: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
     {
+        // The transaction's records so far are the outbox's last, and one
+        // more may follow the removal that made this garbage (the new
+        // version that replaced it, or a delete marker): the item waits
+        // for that one too. When no record follows, it waits for the next
+        // transaction's or for the outbox to empty: a little longer.
+        let journal_seq = match journal::last_recorded(txn)? {
+            0 => 0,
+            last => last + 1,
+        };
         let mut due = txn.open_table(DUE)?;
         let mut age = txn.open_table(AGE)?;
         for (backend, blob, bytes) in blobs {
@@ -168,10 +217,11 @@ pub(crate) fn add(
                 added_unix_ms: now_unix_ms,
                 attempts: 0,
                 bytes,
+                journal_seq,
             };
             let replaced = due.insert(
                 key(&backend, due_unix_ms, &blob).as_slice(),
-                encode(&record)?.as_slice(),
+                encode_item(&record)?.as_slice(),
             )?;
             // The same blob, due at the same instant, already waiting: one
             // item, counted once.
@@ -191,7 +241,8 @@ pub(crate) fn add(
 }
 
 impl MetaStore {
-    /// Up to `limit` items of `backend` due at `now`, the earliest first.
+    /// Up to `limit` items of `backend` due at `now`, the earliest first;
+    /// not those whose change the manifest journal has yet to ship.
     pub fn garbage_due(
         &self,
         backend: &BackendId,
@@ -199,6 +250,7 @@ impl MetaStore {
         limit: usize,
     ) -> Result<Vec<GarbageItem>> {
         let txn = self.db.begin_read()?;
+        let shipped = journal::shipped_through(&txn)?;
         let due = txn.open_table(DUE)?;
         let start = bound(backend, 0);
         let end = bound(backend, now_unix_ms.saturating_add(1));
@@ -209,7 +261,10 @@ impl MetaStore {
             }
             let (k, v) = r?;
             let (backend, due_unix_ms, blob) = split_key(k.value())?;
-            let record: ItemRecord = decode("garbage item", v.value())?;
+            let record = decode_item(v.value())?;
+            if record.journal_seq > shipped {
+                continue;
+            }
             out.push(GarbageItem {
                 backend,
                 blob,
@@ -237,7 +292,7 @@ impl MetaStore {
             for (item, outcome) in outcomes {
                 let old = key(&item.backend, item.due_unix_ms, &item.blob);
                 let record = match due.remove(old.as_slice())? {
-                    Some(v) => decode::<ItemRecord>("garbage item", v.value())?,
+                    Some(v) => decode_item(v.value())?,
                     None => continue,
                 };
                 let mut record = record;
@@ -256,7 +311,7 @@ impl MetaStore {
                         }
                         due.insert(
                             key(&item.backend, retry_unix_ms, &item.blob).as_slice(),
-                            encode(&record)?.as_slice(),
+                            encode_item(&record)?.as_slice(),
                         )?;
                     }
                 }

@@ -45,6 +45,11 @@ const UNIT_SEQUENCE: &str = "journal_unit";
 /// journal off, an upgrade, a restore): the journal on the backends then
 /// misses them until a checkpoint is written.
 const CHECKPOINT_NEEDED: &str = "journal_checkpoint_needed";
+/// This run's epoch (in `counters`): 0 for a store that was never
+/// recovered; one more than the journal it was recovered from otherwise.
+const EPOCH: &str = "journal_epoch";
+/// The newest complete checkpoint's number (in `counters`).
+const LAST_CHECKPOINT: &str = "journal_last_checkpoint";
 
 /// The tables the journal carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +86,8 @@ pub struct OutboxBatch {
     /// The store's generation sequence when read: a restore continues
     /// past it, so no version number is ever given twice.
     pub generation: u64,
+    /// The store's journal epoch.
+    pub epoch: u64,
 }
 
 /// A journal unit the writer put on the backends, kept so that its blobs
@@ -92,7 +99,24 @@ pub struct UnitRecord {
     /// a batch.
     pub checkpoint: u64,
     pub last_seq: u64,
+    /// Every blob the unit was given, written or not (to delete them all).
     pub blobs: Vec<(BackendId, BlobName)>,
+    /// Which of `blobs` were written (empty: all of them).
+    pub written: Vec<bool>,
+    /// Recorded before its blobs are written: a unit still pending at a
+    /// start belongs to a run that stopped mid-write; its blobs go.
+    pub pending: bool,
+}
+
+impl UnitRecord {
+    /// The blobs known to be on their backends.
+    pub fn written_blobs(&self) -> impl Iterator<Item = &(BackendId, BlobName)> {
+        self.blobs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.written.get(*i).copied().unwrap_or(true))
+            .map(|(_, b)| b)
+    }
 }
 
 /// Where the journal stands, for the writer.
@@ -104,6 +128,9 @@ pub struct JournalState {
     pub units: Vec<(u64, UnitRecord)>,
     /// Records waiting in the outbox.
     pub outbox_len: u64,
+    /// The newest complete checkpoint (0: none).
+    pub last_checkpoint: u64,
+    pub epoch: u64,
 }
 
 /// A consistent view of every journaled row, cut into checkpoint parts.
@@ -113,6 +140,7 @@ pub struct Snapshot {
     pub seq: u64,
     /// The generation sequence in the view.
     pub generation: u64,
+    pub epoch: u64,
     table: usize,
     after: Option<Vec<u8>>,
 }
@@ -229,6 +257,35 @@ fn truncate(txn: &WriteTransaction, through: u64) -> Result<()> {
     set_counter(txn, JOURNAL_SEQUENCE, kept.max(through))
 }
 
+/// The last record in the outbox (0: none): a change of this transaction
+/// is shipped once this is.
+pub(crate) fn last_recorded(txn: &WriteTransaction) -> Result<u64> {
+    Ok(txn
+        .open_table(OUTBOX)?
+        .last()?
+        .map_or(0, |(k, _)| k.value()))
+}
+
+/// Every record up to this number is on the backends (or in a checkpoint
+/// there): the outbox's first less one, everything when it is empty.
+pub(crate) fn shipped_through(txn: &ReadTransaction) -> Result<u64> {
+    Ok(txn
+        .open_table(OUTBOX)?
+        .first()?
+        .map_or(u64::MAX, |(k, _)| k.value().saturating_sub(1)))
+}
+
+/// Empties the outbox: a store opened without the journal ships nothing,
+/// so its garbage must not wait for it (a checkpoint at the next start
+/// with the journal covers the records dropped).
+pub(crate) fn drop_outbox(txn: &WriteTransaction) -> Result<()> {
+    let last = last_recorded(txn)?;
+    if last > 0 {
+        truncate(txn, last)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(OUTBOX)?;
     txn.open_table(UNITS)?;
@@ -286,12 +343,12 @@ impl MetaStore {
     /// (at least one when any is waiting).
     pub fn outbox(&self, max_bytes: usize) -> Result<OutboxBatch> {
         let txn = self.db.begin_read()?;
+        let counters = txn.open_table(COUNTERS_TABLE)?;
+        let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
         let mut batch = OutboxBatch {
             records: Vec::new(),
-            generation: txn
-                .open_table(COUNTERS_TABLE)?
-                .get(GENERATION_SEQUENCE_KEY)?
-                .map_or(0, |v| v.value()),
+            generation: get(GENERATION_SEQUENCE_KEY)?,
+            epoch: get(EPOCH)?,
         };
         let mut bytes = 0;
         for r in txn.open_table(OUTBOX)?.iter()? {
@@ -333,6 +390,8 @@ impl MetaStore {
             checkpoint_needed,
             units,
             outbox_len: txn.open_table(OUTBOX)?.len()?,
+            last_checkpoint: counters.get(LAST_CHECKPOINT)?.map_or(0, |v| v.value()),
+            epoch: counters.get(EPOCH)?.map_or(0, |v| v.value()),
         })
     }
 
@@ -369,6 +428,10 @@ impl MetaStore {
     pub fn complete_checkpoint(&self, checkpoint: u64, seq: u64) -> Result<Vec<(u64, UnitRecord)>> {
         let txn = self.db.begin_write()?;
         set_counter(&txn, CHECKPOINT_NEEDED, 0)?;
+        set_counter(&txn, LAST_CHECKPOINT, checkpoint)?;
+        // The checkpoint holds every row as of `seq`: records up to it
+        // need no batch.
+        truncate(&txn, seq)?;
         let stale = txn
             .open_table(UNITS)?
             .iter()?
@@ -381,7 +444,7 @@ impl MetaStore {
             .filter(|(_, u)| match u.kind {
                 UnitKind::Checkpoint => u.checkpoint < checkpoint,
                 UnitKind::Batch => u.last_seq <= seq,
-            })
+            } && !u.pending)
             .collect();
         txn.commit()?;
         Ok(stale)
@@ -403,7 +466,7 @@ impl MetaStore {
     /// Every journaled row as of now, to cut a checkpoint from.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let txn = self.db.begin_read()?;
-        let (seq, generation) = {
+        let (seq, generation, epoch) = {
             let counters = txn.open_table(COUNTERS_TABLE)?;
             let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
             let last = txn
@@ -413,12 +476,14 @@ impl MetaStore {
             (
                 get(JOURNAL_SEQUENCE)?.max(last),
                 get(GENERATION_SEQUENCE_KEY)?,
+                get(EPOCH)?,
             )
         };
         Ok(Snapshot {
             txn,
             seq,
             generation,
+            epoch,
             table: 0,
             after: None,
         })
@@ -473,12 +538,14 @@ impl MetaStore {
     }
 
     /// Ends a restore: the sequences continue past everything the journal
-    /// held (`generation`, `journal_seq`, `journal_unit`), the delete
-    /// markers are counted, the units found are recorded (so their blobs
-    /// go once a checkpoint covers them), and a checkpoint is due.
+    /// held (`generation`, `journal_seq`, `journal_unit`), the store's
+    /// journal starts `epoch` (one more than the journal read), the delete
+    /// markers are counted, the units given are recorded (so their blobs go
+    /// once a checkpoint covers them), and a checkpoint is due.
     pub fn finish_restore(
         &self,
         generation: u64,
+        epoch: u64,
         journal_seq: u64,
         found_units: &[(u64, UnitRecord)],
     ) -> Result<()> {
@@ -508,6 +575,7 @@ impl MetaStore {
             JOURNAL_SEQUENCE,
             counter(&txn, JOURNAL_SEQUENCE)?.max(journal_seq),
         )?;
+        set_counter(&txn, EPOCH, counter(&txn, EPOCH)?.max(epoch))?;
         let max_unit = found_units.iter().map(|(u, _)| *u).max().unwrap_or(0);
         set_counter(
             &txn,
@@ -517,7 +585,11 @@ impl MetaStore {
         {
             let mut units = txn.open_table(UNITS)?;
             for (unit, record) in found_units {
-                units.insert(unit, encode(record)?.as_slice())?;
+                // Two epochs' units of one number: the first is kept (the
+                // other's blobs stay; nothing reads them).
+                if units.get(unit)?.is_none() {
+                    units.insert(unit, encode(record)?.as_slice())?;
+                }
             }
         }
         need_checkpoint(&txn)?;

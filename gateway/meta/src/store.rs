@@ -60,7 +60,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     encode_as(RECORD_FORMAT, value)
 }
 
-fn encode_as<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode_as<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
     let mut out = vec![format];
     postcard::to_io(value, &mut out).map_err(|e| MetaError::Corrupt {
         what: "encoding",
@@ -70,7 +70,7 @@ fn encode_as<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
 }
 
 /// The format byte and the postcard body of a record.
-fn split_format<'a>(what: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
+pub(crate) fn split_format<'a>(what: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
     bytes
         .split_first()
         .map(|(f, rest)| (*f, rest))
@@ -80,14 +80,14 @@ fn split_format<'a>(what: &'static str, bytes: &'a [u8]) -> Result<(u8, &'a [u8]
         })
 }
 
-fn postcard_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T> {
+pub(crate) fn postcard_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T> {
     postcard::from_bytes(body).map_err(|e| MetaError::Corrupt {
         what,
         reason: e.to_string(),
     })
 }
 
-fn unknown_format(what: &'static str, format: u8) -> MetaError {
+pub(crate) fn unknown_format(what: &'static str, format: u8) -> MetaError {
     MetaError::Corrupt {
         what,
         reason: format!("record format {format} is not known to this version"),
@@ -911,6 +911,9 @@ impl MetaStore {
         Self::upgrade_legacy_garbage(&txn)?;
         if Self::upgrade_legacy_objects(&txn)? || !journal {
             journal::need_checkpoint(&txn)?;
+        }
+        if !journal {
+            journal::drop_outbox(&txn)?;
         }
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;

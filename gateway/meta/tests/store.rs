@@ -2004,7 +2004,7 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
         .collect();
     replayed.restore(&images).unwrap();
     replayed
-        .finish_restore(outbox.generation, *seqs.last().unwrap(), &[])
+        .finish_restore(outbox.generation, 1, *seqs.last().unwrap(), &[])
         .unwrap();
 
     let expected = all_rows(&store, usize::MAX);
@@ -2040,4 +2040,57 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
     let plain = MetaStore::open(&dir.path().join("c.redb")).unwrap();
     plain.create_bucket("b", 0).unwrap();
     assert!(plain.outbox(usize::MAX).unwrap().records.is_empty());
+}
+
+/// Garbage waits for the journal: a recovery from the backends could bring
+/// back the manifest that still names the blobs until the change that made
+/// them garbage is shipped.
+#[test]
+fn garbage_waits_until_the_journal_has_shipped_its_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let store = MetaStore::open_with(&path, true).unwrap();
+    store.create_bucket("b", 0).unwrap();
+    let first = manifest("a", vec![segment(10)]);
+    store
+        .put_object("b", "k", &first, None, &Condition::Always, 0)
+        .unwrap();
+    store
+        .put_object(
+            "b",
+            "k",
+            &manifest("b", vec![segment(10)]),
+            None,
+            &Condition::Always,
+            0,
+        )
+        .unwrap();
+    let later = 1 << 40;
+    assert!(garbage_blobs(&store, later).is_empty(), "held: not shipped");
+    let last = store.outbox(usize::MAX).unwrap().records.last().unwrap().0;
+    store.truncate_outbox(last - 1).unwrap();
+    assert!(
+        garbage_blobs(&store, later).is_empty(),
+        "held: its own record waits"
+    );
+    store.truncate_outbox(last).unwrap();
+    assert_eq!(garbage_blobs(&store, later), blobs(&first));
+
+    // A store opened without the journal ships nothing: its garbage does
+    // not wait, and the outbox left is dropped (a checkpoint covers it).
+    store
+        .put_object(
+            "b",
+            "k",
+            &manifest("c", vec![segment(10)]),
+            None,
+            &Condition::Always,
+            0,
+        )
+        .unwrap();
+    drop(store);
+    let store = MetaStore::open(&path).unwrap();
+    assert!(store.outbox(usize::MAX).unwrap().records.is_empty());
+    assert_eq!(garbage_blobs(&store, later).len(), 6);
+    assert!(store.journal_state().unwrap().checkpoint_needed);
 }

@@ -885,12 +885,15 @@ impl shardgate_journal::Placement for Gateway {
         self.backends.get(id).cloned()
     }
 
+    /// Backends drained or down, when enough others are healthy to put a
+    /// unit's k + m blobs elsewhere (otherwise moving achieves nothing).
     fn unavailable(&self) -> Vec<BackendId> {
-        self.health_snapshot()
-            .into_iter()
-            .filter(|c| !c.healthy)
-            .map(|c| c.id)
-            .collect()
+        let (healthy, away): (Vec<_>, Vec<_>) =
+            self.health_snapshot().into_iter().partition(|c| c.healthy);
+        match healthy.len() >= self.default_policy.code.width() {
+            true => away.into_iter().map(|c| c.id).collect(),
+            false => Vec::new(),
+        }
     }
 }
 
