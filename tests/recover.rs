@@ -48,6 +48,22 @@ fn a_lost_metadata_store_is_rebuilt_from_the_journal_on_the_backends() {
     let mut server = Server::start_with(&data, &env);
     let out = server.python("recover_check.py", &["write", state]);
     assert!(out.status.success(), "{}", describe(&out));
+    // The journal keeps up: its backlog drains within seconds, into units
+    // on the backends (/metrics).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let m = server.metrics();
+        let backlog = m.get("shardgate_journal_outbox_records{}").copied();
+        let units = m.get("shardgate_journal_units{of=\"units\"}").copied();
+        if backlog == Some(0.0) && units.is_some_and(|u| u > 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "journal backlog {backlog:?}, units {units:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     server.stop();
     assert!(
         server.log_text().contains("journal: every change shipped"),

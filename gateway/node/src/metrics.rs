@@ -110,6 +110,16 @@ struct Snapshot {
     backends: Vec<BackendRow>,
     hedged_reads: u64,
     server: ServerLoad,
+    journal: Option<JournalRow>,
+}
+
+/// The manifest journal as the store sees it.
+#[derive(Debug)]
+struct JournalRow {
+    outbox_records: u64,
+    units: u64,
+    blobs: u64,
+    checkpoint_needed: bool,
 }
 
 /// One metric family: its descriptor, then one sample per label set.
@@ -228,6 +238,29 @@ impl Collector for Snapshot {
             "Age of the oldest blob waiting to be deleted, per backend",
             self.garbage.iter().map(|g| (at(g), int(g.oldest_age_secs))),
         )?;
+        if let Some(j) = &self.journal {
+            gauge(
+                &mut encoder,
+                "journal_outbox_records",
+                "Metadata changes committed but not yet on the backends (the manifest journal's backlog: what a lost data dir would cost)",
+                [(vec![], int(j.outbox_records))],
+            )?;
+            gauge(
+                &mut encoder,
+                "journal_units",
+                "Manifest journal units (checkpoint parts and batches) on the backends, and their blobs",
+                [
+                    (vec![("of", "units".to_string())], int(j.units)),
+                    (vec![("of", "blobs".to_string())], int(j.blobs)),
+                ],
+            )?;
+            gauge(
+                &mut encoder,
+                "journal_checkpoint_needed",
+                "1 while no complete checkpoint covers every row (after a first start, an upgrade or a recovery, until one is written)",
+                [(vec![], int(u64::from(j.checkpoint_needed)))],
+            )?;
+        }
         gauge(
             &mut encoder,
             "repair_queue_objects",
@@ -344,6 +377,18 @@ pub fn render(gateway: &Gateway, server: ServerLoad) -> String {
         .object_count()
         .map(|n| n.saturating_sub(queued))
         .unwrap_or(0);
+    let journal = match gateway.meta().journal_state() {
+        Ok(state) => Some(JournalRow {
+            outbox_records: state.outbox_len,
+            units: state.units.len() as u64,
+            blobs: state.units.iter().map(|(_, u)| u.blobs.len() as u64).sum(),
+            checkpoint_needed: state.checkpoint_needed,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "journal state not read for /metrics");
+            None
+        }
+    };
     let mut registry = Registry::with_prefix("shardgate");
     registry.register(
         "s3_requests",
@@ -414,6 +459,7 @@ pub fn render(gateway: &Gateway, server: ServerLoad) -> String {
         backends,
         hedged_reads: gateway.hedged_fragment_reads(),
         server,
+        journal,
     }));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
