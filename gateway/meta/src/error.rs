@@ -56,6 +56,10 @@ pub enum MetaError {
     /// The store itself failed (I/O, lock held by another process...).
     #[error("metadata store: {0}")]
     Store(#[from] Box<redb::Error>),
+    /// The task that ran a call failed (it panicked or the runtime is
+    /// shutting down): the call's outcome is unknown.
+    #[error("metadata task failed: {0}")]
+    Task(String),
 }
 
 macro_rules! from_redb {

@@ -23,6 +23,7 @@
 //!   table in the same transaction that commits the change, never earlier;
 //!   a background task deletes them ([`MetaStore::garbage_batch`]).
 
+mod api;
 mod error;
 mod garbage;
 mod journal;
@@ -32,6 +33,7 @@ mod repair;
 mod store;
 mod version;
 
+pub use api::{Buckets, Metadata};
 pub use error::{MetaError, Result};
 pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
 pub use journal::{

@@ -357,6 +357,19 @@ pub enum Writer {
     User(String),
 }
 
+/// `NotOwner` unless `caller` may change `record`'s bucket: the configured
+/// user any, a user its own. Checked inside the transaction that makes the
+/// change, so a bucket deleted and created again by another user meanwhile
+/// is never changed by the first.
+fn check_owner(record: &BucketRecord, caller: &Writer) -> Result<()> {
+    match caller {
+        Writer::User(name) if record.owner()?.as_deref() != Some(name.as_str()) => {
+            Err(MetaError::NotOwner)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Summary record format 1.
 #[derive(Deserialize)]
 struct SummaryV1 {
@@ -1233,12 +1246,13 @@ impl MetaStore {
     }
 
     /// Deletes an empty bucket: no object and no upload in progress.
-    pub fn delete_bucket(&self, bucket: &str) -> Result<()> {
+    pub fn delete_bucket(&self, caller: &Writer, bucket: &str) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut buckets = txn.open_table(BUCKETS)?;
-            if buckets.get(bucket)?.is_none() {
-                return Err(MetaError::NoSuchBucket);
+            match buckets.get(bucket)? {
+                None => return Err(MetaError::NoSuchBucket),
+                Some(v) => check_owner(&decode_bucket(v.value())?, caller)?,
             }
             let base = keys::bucket_base(bucket);
             let end = keys::successor(&base).unwrap_or_default();
@@ -1570,11 +1584,7 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<Written> {
         let record = Self::bucket_in(txn, bucket)?;
-        if let Writer::User(name) = &state.writer
-            && record.owner()?.as_deref() != Some(name.as_str())
-        {
-            return Err(MetaError::NotOwner);
-        }
+        check_owner(&record, &state.writer)?;
         check_key(key)?;
         let versioning = record.versioning;
         let lock = record.object_lock()?;
@@ -2046,23 +2056,30 @@ impl MetaStore {
     }
 
     /// Replaces the bucket's tags (none: deletes them).
-    pub fn set_bucket_tags(&self, bucket: &str, tags: &BTreeMap<String, String>) -> Result<()> {
-        self.update_bucket(bucket, |record| record.set_tags(tags))
+    pub fn set_bucket_tags(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.update_bucket(caller, bucket, |record| record.set_tags(tags))
     }
 
     /// Sets the bucket's CORS rules (none: removes them).
-    pub fn set_bucket_cors(&self, bucket: &str, rules: &[CorsRule]) -> Result<()> {
-        self.update_bucket(bucket, |record| record.set_cors(rules))
+    pub fn set_bucket_cors(&self, caller: &Writer, bucket: &str, rules: &[CorsRule]) -> Result<()> {
+        self.update_bucket(caller, bucket, |record| record.set_cors(rules))
     }
 
-    /// Changes a bucket's record in one transaction.
+    /// Changes a bucket's record in one transaction, if `caller` may.
     fn update_bucket(
         &self,
+        caller: &Writer,
         bucket: &str,
         change: impl FnOnce(&mut BucketRecord) -> Result<()>,
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
         let mut record = Self::bucket_in(&txn, bucket)?;
+        check_owner(&record, caller)?;
         change(&mut record)?;
         self.put_bucket_row(&txn, bucket, &record)?;
         txn.commit()?;
@@ -2071,8 +2088,8 @@ impl MetaStore {
 
     /// Sets the bucket's Object Lock configuration (turning Object Lock on
     /// if it was off): only on a bucket with versioning enabled.
-    pub fn set_object_lock(&self, bucket: &str, lock: &ObjectLock) -> Result<()> {
-        self.update_bucket(bucket, |record| {
+    pub fn set_object_lock(&self, caller: &Writer, bucket: &str, lock: &ObjectLock) -> Result<()> {
+        self.update_bucket(caller, bucket, |record| {
             if record.versioning != Versioning::Enabled {
                 return Err(MetaError::InvalidBucketState(
                     "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
@@ -2173,7 +2190,12 @@ impl MetaStore {
     }
 
     /// Sets the bucket's versioning to `Enabled` or `Suspended`.
-    pub fn set_versioning(&self, bucket: &str, versioning: Versioning) -> Result<()> {
+    pub fn set_versioning(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        versioning: Versioning,
+    ) -> Result<()> {
         if versioning == Versioning::Unversioned {
             return Err(MetaError::PreconditionFailed(
                 "versioning can be enabled or suspended, not turned off",
@@ -2181,6 +2203,7 @@ impl MetaStore {
         }
         let txn = self.db.begin_write()?;
         let mut record = Self::bucket_in(&txn, bucket)?;
+        check_owner(&record, caller)?;
         if versioning == Versioning::Suspended && record.object_lock()?.is_some() {
             return Err(MetaError::InvalidBucketState(
                 "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",

@@ -13,7 +13,7 @@ use shardgate_meta::{
     Condition, DefaultRetention, GarbageItem, IntentKind, ListEntry, ListQuery, LockMode,
     MetaError, MetaStore, ObjectLock, Outcome, PartRecord, Retention, UploadEntry, UploadQuery,
     UploadRecord, UserRecord, VersionEntry, VersionQuery, VersionSelector, VersionState,
-    Versioning,
+    Versioning, Writer,
 };
 
 fn segment(len: u64) -> Segment {
@@ -107,7 +107,7 @@ fn buckets_are_created_once_and_deleted_only_when_empty() {
         .put_object("b", "k", &empty("e"), None, &Condition::Always, 0)
         .unwrap();
     assert!(matches!(
-        store.delete_bucket("b"),
+        store.delete_bucket(&Writer::Admin, "b"),
         Err(MetaError::BucketNotEmpty)
     ));
     store.delete_object("b", "k", 0).unwrap();
@@ -123,14 +123,14 @@ fn buckets_are_created_once_and_deleted_only_when_empty() {
         )
         .unwrap();
     assert!(matches!(
-        store.delete_bucket("b"),
+        store.delete_bucket(&Writer::Admin, "b"),
         Err(MetaError::BucketNotEmpty)
     ));
     store.abort_upload("b", "u", &upload, 0).unwrap();
-    store.delete_bucket("b").unwrap();
+    store.delete_bucket(&Writer::Admin, "b").unwrap();
     assert!(store.bucket("b").unwrap().is_none());
     assert!(matches!(
-        store.delete_bucket("b"),
+        store.delete_bucket(&Writer::Admin, "b"),
         Err(MetaError::NoSuchBucket)
     ));
     assert!(matches!(
@@ -1138,7 +1138,9 @@ fn listed_keys(store: &MetaStore) -> Vec<String> {
 fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
     let (_dir, store) = open();
     store.create_bucket("b", 0).unwrap();
-    store.set_versioning("b", Versioning::Enabled).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "b", Versioning::Enabled)
+        .unwrap();
     let one = manifest("one", vec![segment(1)]);
     let two = manifest("two", vec![segment(1)]);
     let w1 = store
@@ -1225,7 +1227,7 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
         .unwrap()
         .unwrap();
     assert!(matches!(
-        store.delete_bucket("b"),
+        store.delete_bucket(&Writer::Admin, "b"),
         Err(MetaError::BucketNotEmpty)
     ));
     let markers = versions(&store);
@@ -1235,7 +1237,7 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
         .delete_version("b", "k", &m, false, 10)
         .unwrap()
         .unwrap();
-    store.delete_bucket("b").unwrap();
+    store.delete_bucket(&Writer::Admin, "b").unwrap();
 }
 
 #[test]
@@ -1248,13 +1250,17 @@ fn a_suspended_bucket_replaces_the_null_version_only() {
         .put_object("b", "k", &before, None, &Condition::Always, 0)
         .unwrap();
     assert!(w0.version.null && w0.versioning == Versioning::Unversioned);
-    store.set_versioning("b", Versioning::Enabled).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "b", Versioning::Enabled)
+        .unwrap();
     let kept = manifest("kept", vec![segment(1)]);
     let w1 = store
         .put_object("b", "k", &kept, None, &Condition::Always, 0)
         .unwrap();
     assert!(w1.replaced.is_none(), "versioning keeps the null version");
-    store.set_versioning("b", Versioning::Suspended).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "b", Versioning::Suspended)
+        .unwrap();
     let n1 = manifest("n1", vec![segment(1)]);
     let w2 = store
         .put_object("b", "k", &n1, None, &Condition::Always, 0)
@@ -1283,14 +1289,20 @@ fn a_suspended_bucket_replaces_the_null_version_only() {
         ]
     );
     // Versioning cannot be turned off once on.
-    assert!(store.set_versioning("b", Versioning::Unversioned).is_err());
+    assert!(
+        store
+            .set_versioning(&Writer::Admin, "b", Versioning::Unversioned)
+            .is_err()
+    );
 }
 
 #[test]
 fn conditions_see_the_current_version_and_a_marker_is_no_object() {
     let (_dir, store) = open();
     store.create_bucket("b", 0).unwrap();
-    store.set_versioning("b", Versioning::Enabled).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "b", Versioning::Enabled)
+        .unwrap();
     let a = manifest("a", vec![]);
     store
         .put_object("b", "k", &a, None, &Condition::Always, 0)
@@ -1318,7 +1330,9 @@ fn conditions_see_the_current_version_and_a_marker_is_no_object() {
 fn a_hundred_thousand_versions_page_in_order() {
     let (_dir, store) = open();
     store.create_bucket("b", 0).unwrap();
-    store.set_versioning("b", Versioning::Enabled).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "b", Versioning::Enabled)
+        .unwrap();
     const MANY: usize = 100_000;
     let batch: Vec<(String, Manifest)> =
         (0..MANY).map(|_| ("hot".to_string(), empty("e"))).collect();
@@ -1485,7 +1499,7 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
     // Object Lock needs versioning enabled.
     store.create_bucket("plain", 0).unwrap();
     assert!(matches!(
-        store.set_object_lock("plain", &ObjectLock::default()),
+        store.set_object_lock(&Writer::Admin, "plain", &ObjectLock::default()),
         Err(MetaError::InvalidBucketState(_))
     ));
     let held = VersionState {
@@ -1504,7 +1518,7 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
         Versioning::Enabled
     );
     assert!(matches!(
-        store.set_versioning("b", Versioning::Suspended),
+        store.set_versioning(&Writer::Admin, "b", Versioning::Suspended),
         Err(MetaError::InvalidBucketState(_))
     ));
     let compliance = VersionState {
@@ -1614,7 +1628,9 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
             years: 0,
         }),
     };
-    store.set_object_lock("b", &default).unwrap();
+    store
+        .set_object_lock(&Writer::Admin, "b", &default)
+        .unwrap();
     assert_eq!(
         store.bucket("b").unwrap().unwrap().object_lock().unwrap(),
         Some(default)
@@ -1640,7 +1656,9 @@ fn keys_with_nul_are_refused_and_never_taken_for_another_key() {
     {
         let store = MetaStore::open(&path).unwrap();
         store.create_bucket("b", 0).unwrap();
-        store.set_versioning("b", Versioning::Enabled).unwrap();
+        store
+            .set_versioning(&Writer::Admin, "b", Versioning::Enabled)
+            .unwrap();
         store
             .put_object("b", "a", &m, None, &Condition::Always, 0)
             .unwrap();
@@ -1699,7 +1717,9 @@ fn keys_with_nul_are_refused_and_never_taken_for_another_key() {
 fn a_listing_pages_on_after_its_marker_version_was_deleted() {
     let (_dir, store) = open();
     store.create_bucket("b", 0).unwrap();
-    store.set_versioning("b", Versioning::Enabled).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "b", Versioning::Enabled)
+        .unwrap();
     for _ in 0..5 {
         store
             .put_object("b", "k", &empty("e"), None, &Condition::Always, 0)
@@ -1867,7 +1887,7 @@ fn users_are_unique_and_kept_while_they_own_buckets() {
         }
         other => panic!("{other:?}"),
     }
-    store.delete_bucket("alices").unwrap();
+    store.delete_bucket(&Writer::Admin, "alices").unwrap();
     // By access key or by name.
     assert_eq!(store.delete_user("KEY1").unwrap().name, "alice");
     assert_eq!(store.delete_user("bob").unwrap().name, "bob");
@@ -1913,6 +1933,43 @@ fn a_bucket_is_not_created_for_a_user_gone_nor_written_by_another() {
             0,
         )
         .unwrap();
+    // Configuration changes and the bucket's deletion check the caller in
+    // their own transaction too.
+    let (alice, bob) = (Writer::User("alice".into()), Writer::User("bob".into()));
+    let tags = BTreeMap::from([("team".to_string(), "a".to_string())]);
+    assert!(matches!(
+        store.set_versioning(&bob, "b", Versioning::Enabled),
+        Err(MetaError::NotOwner)
+    ));
+    assert!(matches!(
+        store.set_bucket_tags(&bob, "b", &tags),
+        Err(MetaError::NotOwner)
+    ));
+    assert!(matches!(
+        store.set_bucket_cors(&bob, "b", &[]),
+        Err(MetaError::NotOwner)
+    ));
+    assert!(matches!(
+        store.delete_bucket(&bob, "b"),
+        Err(MetaError::NotOwner)
+    ));
+    assert_eq!(
+        store.bucket("b").unwrap().unwrap().versioning,
+        Versioning::Unversioned
+    );
+    store
+        .set_versioning(&alice, "b", Versioning::Enabled)
+        .unwrap();
+    store.set_bucket_tags(&alice, "b", &tags).unwrap();
+    assert_eq!(store.bucket("b").unwrap().unwrap().tags().unwrap(), tags);
+    store
+        .create_bucket_with("empty", false, Some("alice"), 0)
+        .unwrap();
+    assert!(matches!(
+        store.delete_bucket(&bob, "empty"),
+        Err(MetaError::NotOwner)
+    ));
+    store.delete_bucket(&alice, "empty").unwrap();
 }
 
 /// Every journaled row of a store, in checkpoint order, cut `max_bytes`
@@ -1942,9 +1999,11 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
         .create_bucket_with("b", false, Some("alice"), 0)
         .unwrap();
     store.create_bucket("v", 0).unwrap();
-    store.set_versioning("v", Versioning::Enabled).unwrap();
+    store
+        .set_versioning(&Writer::Admin, "v", Versioning::Enabled)
+        .unwrap();
     store.create_bucket("gone", 0).unwrap();
-    store.delete_bucket("gone").unwrap();
+    store.delete_bucket(&Writer::Admin, "gone").unwrap();
     for i in 0..20 {
         let key = format!("k{i}");
         store

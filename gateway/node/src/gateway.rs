@@ -29,7 +29,7 @@ use shardgate_core::{
     BackendId, ErasureCode, Identities, Manifest, Recipients, StripeLayout, VersionId,
 };
 use shardgate_meta::{
-    Condition, IntentId, IntentKind, MetaError, MetaStore, ObjectSummary, ObjectVersion,
+    Condition, IntentId, IntentKind, MetaError, MetaStore, Metadata, ObjectSummary, ObjectVersion,
     VersionRow, VersionSelector, VersionState, Written,
 };
 use shardgate_pipeline::{
@@ -114,6 +114,8 @@ pub struct GatewayConfig {
 /// The running gateway: shared by every request.
 pub struct Gateway {
     meta: MetaStore,
+    /// The same store behind the traits the S3 layer uses.
+    metadata: Arc<dyn Metadata>,
     backends: BTreeMap<BackendId, Arc<dyn Backend>>,
     /// The same backends, each monitored, with their health board.
     set: BackendSet,
@@ -363,6 +365,7 @@ impl Gateway {
         read_params.batches_in_flight = READ_BATCHES_IN_FLIGHT;
         let meta_for_intents = meta.clone();
         Ok(Arc::new(Self {
+            metadata: Arc::new(meta.clone()),
             meta,
             backends: set.iter().map(|b| (b.id().clone(), b.clone())).collect(),
             set,
@@ -418,6 +421,12 @@ impl Gateway {
     }
 
     /// The metadata store.
+    /// The metadata behind its traits: what the S3 layer calls (issue 17:
+    /// another engine can stand in for redb there).
+    pub fn metadata(&self) -> &dyn Metadata {
+        self.metadata.as_ref()
+    }
+
     pub fn meta(&self) -> &MetaStore {
         &self.meta
     }

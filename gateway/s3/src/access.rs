@@ -22,7 +22,7 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
 use shardgate_meta::{BucketRecord, Writer};
-use shardgate_node::{Gateway, blocking};
+use shardgate_node::Gateway;
 
 /// Who signed a request, as the handlers see it (in its extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +70,9 @@ impl Caller {
         if *self == Caller::Admin {
             return Ok(());
         }
-        let (meta, b) = (gateway.meta().clone(), bucket.to_string());
-        let record = blocking(move || meta.bucket(&b))
+        let record = gateway
+            .metadata()
+            .bucket(bucket)
             .await
             .map_err(|e| s3_error!(InternalError, "reading the bucket: {e}"))?;
         match record {

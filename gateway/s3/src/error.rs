@@ -72,7 +72,7 @@ fn meta_error(e: MetaError) -> S3Error {
         e @ (MetaError::UserExists(_) | MetaError::UserOwnsBuckets { .. }) => {
             err(C::InvalidRequest, e)
         }
-        e @ (MetaError::Corrupt { .. } | MetaError::Store(_)) => {
+        e @ (MetaError::Corrupt { .. } | MetaError::Store(_) | MetaError::Task(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)
         }
@@ -177,5 +177,11 @@ pub(crate) trait OrS3<T> {
 impl<T> OrS3<T> for Result<T, GatewayError> {
     fn or_s3(self) -> s3s::S3Result<T> {
         self.map_err(s3_error)
+    }
+}
+
+impl<T> OrS3<T> for Result<T, MetaError> {
+    fn or_s3(self) -> s3s::S3Result<T> {
+        self.map_err(meta_error)
     }
 }

@@ -515,8 +515,7 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 
 /// The bucket's CORS rules (none when it has none, or is not there).
 async fn cors_rules(gateway: &Gateway, bucket: &str) -> Vec<shardgate_meta::CorsRule> {
-    let (meta, b) = (gateway.meta().clone(), bucket.to_string());
-    match shardgate_node::blocking(move || meta.bucket(&b)).await {
+    match gateway.metadata().bucket(bucket).await {
         Ok(Some(record)) => record.cors().unwrap_or_else(|e| {
             tracing::warn!(bucket = %bucket, error = %e, "unreadable CORS rules: none applied");
             Vec::new()

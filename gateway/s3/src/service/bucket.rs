@@ -6,14 +6,13 @@ impl ShardgateS3 {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let caller = Caller::of(&req.extensions);
-        let meta = self.gw.meta().clone();
-        let bucket = req.input.bucket.clone();
         let lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
-        let owner = caller.owner().map(str::to_string);
-        let created =
-            blocking(move || meta.create_bucket_with(&bucket, lock, owner.as_deref(), now_ms()))
-                .await;
-        if let Err(GatewayError::Meta(shardgate_meta::MetaError::BucketExists)) = &created {
+        let created = self
+            .gw
+            .metadata()
+            .create_bucket(&req.input.bucket, lock, caller.owner(), now_ms())
+            .await;
+        if let Err(shardgate_meta::MetaError::BucketExists) = &created {
             // Bucket names are shared by all users: someone else's is taken.
             let record = self.bucket_record(&req.input.bucket).await?;
             if !caller.may_use(&record) {
@@ -33,9 +32,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let meta = self.gw.meta().clone();
-        let bucket = req.input.bucket;
-        blocking(move || meta.delete_bucket(&bucket))
+        let caller = Caller::of(&req.extensions).writer();
+        self.gw
+            .metadata()
+            .delete_bucket(&caller, &req.input.bucket)
             .await
             .or_s3()?;
         Ok(S3Response::new(DeleteBucketOutput {}))
@@ -62,8 +62,7 @@ impl ShardgateS3 {
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let caller = Caller::of(&req.extensions);
-        let meta = self.gw.meta().clone();
-        let buckets = blocking(move || meta.list_buckets()).await.or_s3()?;
+        let buckets = self.gw.metadata().list_buckets().await.or_s3()?;
         let buckets = buckets
             .into_iter()
             .filter(|(_, record)| caller.may_use(record))

@@ -10,11 +10,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutBucketCorsInput>,
     ) -> S3Result<S3Response<PutBucketCorsOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         let rules: Vec<CorsRule> = input
             .cors_configuration
@@ -30,9 +29,9 @@ impl ShardgateS3 {
             })
             .collect();
         crate::cors::validate(&rules)?;
-        let meta = self.gw.meta().clone();
-        let bucket = input.bucket;
-        blocking(move || meta.set_bucket_cors(&bucket, &rules))
+        self.gw
+            .metadata()
+            .set_bucket_cors(&caller, &input.bucket, &rules)
             .await
             .or_s3()?;
         Ok(S3Response::new(PutBucketCorsOutput::default()))
@@ -71,9 +70,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-        let meta = self.gw.meta().clone();
-        let bucket = req.input.bucket;
-        blocking(move || meta.set_bucket_cors(&bucket, &[]))
+        let caller = Caller::of(&req.extensions).writer();
+        self.gw
+            .metadata()
+            .set_bucket_cors(&caller, &req.input.bucket, &[])
             .await
             .or_s3()?;
         Ok(S3Response::new(DeleteBucketCorsOutput::default()))

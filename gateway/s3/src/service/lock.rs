@@ -193,11 +193,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectLockConfigurationInput>,
     ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         let config = input
             .object_lock_configuration
@@ -212,9 +211,9 @@ impl ShardgateS3 {
         let lock = ObjectLock {
             default_retention: default_retention(config.rule)?,
         };
-        let meta = self.gw.meta().clone();
-        let bucket = input.bucket;
-        blocking(move || meta.set_object_lock(&bucket, &lock))
+        self.gw
+            .metadata()
+            .set_object_lock(&caller, &input.bucket, &lock)
             .await
             .or_s3()?;
         Ok(S3Response::new(PutObjectLockConfigurationOutput::default()))

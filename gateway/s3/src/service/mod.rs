@@ -131,9 +131,9 @@ impl ShardgateS3 {
 
     /// The bucket's record (its configuration), or NoSuchBucket.
     async fn bucket_record(&self, bucket: &str) -> S3Result<shardgate_meta::BucketRecord> {
-        let meta = self.gw.meta().clone();
-        let b = bucket.to_string();
-        blocking(move || meta.bucket(&b))
+        self.gw
+            .metadata()
+            .bucket(bucket)
             .await
             .or_s3()?
             .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))

@@ -102,16 +102,15 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutBucketTaggingInput>,
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         let tags = from_document_of(input.tagging, MAX_BUCKET_TAGS)?;
-        let meta = self.gw.meta().clone();
-        let bucket = input.bucket;
-        blocking(move || meta.set_bucket_tags(&bucket, &tags))
+        self.gw
+            .metadata()
+            .set_bucket_tags(&caller, &input.bucket, &tags)
             .await
             .or_s3()?;
         Ok(S3Response::new(PutBucketTaggingOutput::default()))
@@ -135,9 +134,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-        let meta = self.gw.meta().clone();
-        let bucket = req.input.bucket;
-        blocking(move || meta.set_bucket_tags(&bucket, &Tags::new()))
+        let caller = Caller::of(&req.extensions).writer();
+        self.gw
+            .metadata()
+            .set_bucket_tags(&caller, &req.input.bucket, &Tags::new())
             .await
             .or_s3()?;
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))

@@ -12,11 +12,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         let config = input.versioning_configuration;
         if config
@@ -39,9 +38,9 @@ impl ShardgateS3 {
                 ));
             }
         };
-        let meta = self.gw.meta().clone();
-        let bucket = input.bucket;
-        blocking(move || meta.set_versioning(&bucket, versioning))
+        self.gw
+            .metadata()
+            .set_versioning(&caller, &input.bucket, versioning)
             .await
             .or_s3()?;
         Ok(S3Response::new(PutBucketVersioningOutput {}))
