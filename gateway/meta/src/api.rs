@@ -98,8 +98,8 @@ impl Buckets for MetaStore {
     }
 
     async fn delete_bucket(&self, caller: &Writer, bucket: &str) -> Result<()> {
-        let (store, caller, bucket) = (self.clone(), caller.clone(), bucket.to_string());
-        run(move || store.delete_bucket(&caller, &bucket)).await
+        self.as_caller(caller, bucket, |s, c, b| s.delete_bucket(c, b))
+            .await
     }
 
     async fn set_versioning(
@@ -108,8 +108,10 @@ impl Buckets for MetaStore {
         bucket: &str,
         versioning: Versioning,
     ) -> Result<()> {
-        let (store, caller, bucket) = (self.clone(), caller.clone(), bucket.to_string());
-        run(move || store.set_versioning(&caller, &bucket, versioning)).await
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_versioning(c, b, versioning)
+        })
+        .await
     }
 
     async fn set_bucket_tags(
@@ -118,13 +120,11 @@ impl Buckets for MetaStore {
         bucket: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let (store, caller, bucket, tags) = (
-            self.clone(),
-            caller.clone(),
-            bucket.to_string(),
-            tags.clone(),
-        );
-        run(move || store.set_bucket_tags(&caller, &bucket, &tags)).await
+        let tags = tags.clone();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_bucket_tags(c, b, &tags)
+        })
+        .await
     }
 
     async fn set_bucket_cors(
@@ -133,13 +133,11 @@ impl Buckets for MetaStore {
         bucket: &str,
         rules: &[CorsRule],
     ) -> Result<()> {
-        let (store, caller, bucket, rules) = (
-            self.clone(),
-            caller.clone(),
-            bucket.to_string(),
-            rules.to_vec(),
-        );
-        run(move || store.set_bucket_cors(&caller, &bucket, &rules)).await
+        let rules = rules.to_vec();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_bucket_cors(c, b, &rules)
+        })
+        .await
     }
 
     async fn set_object_lock(
@@ -148,12 +146,23 @@ impl Buckets for MetaStore {
         bucket: &str,
         lock: &ObjectLock,
     ) -> Result<()> {
-        let (store, caller, bucket, lock) = (
-            self.clone(),
-            caller.clone(),
-            bucket.to_string(),
-            lock.clone(),
-        );
-        run(move || store.set_object_lock(&caller, &bucket, &lock)).await
+        let lock = lock.clone();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_object_lock(c, b, &lock)
+        })
+        .await
+    }
+}
+
+impl MetaStore {
+    /// Runs `f` with owned copies of the caller and the bucket's name.
+    async fn as_caller<T: Send + 'static>(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        f: impl FnOnce(&MetaStore, &Writer, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (store, caller, bucket) = (self.clone(), caller.clone(), bucket.to_string());
+        run(move || f(&store, &caller, &bucket)).await
     }
 }
