@@ -10,7 +10,7 @@ use shardgate_backend_memory::MemoryBackend;
 use shardgate_core::journal::{Payload, UnitInfo, UnitKind, blob_name, is_journal_blob, seal_unit};
 use shardgate_core::{BackendId, Identities};
 use shardgate_journal::{Journal, JournalSettings, Placement, UnitPlacement, recover};
-use shardgate_meta::{Condition, MetaStore, RowImage, VersionSelector};
+use shardgate_meta::{Condition, MetaStore, RowImage, VersionSelector, Writer};
 
 struct Six(Vec<Arc<MemoryBackend>>);
 
@@ -89,7 +89,12 @@ async fn populate(store: &MetaStore, journal: &Journal) {
                 .unwrap();
         }
         for i in 0..(round * 3) {
-            let _ = store.delete_object("photos-bucket", &format!("holiday/key-{i}"), 0);
+            let _ = store.delete_object(
+                &Writer::Admin,
+                "photos-bucket",
+                &format!("holiday/key-{i}"),
+                0,
+            );
         }
         journal.flush().await.unwrap();
     }

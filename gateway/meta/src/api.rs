@@ -8,16 +8,17 @@
 //! user owns takes the caller ([`Writer`]) and checks ownership inside that
 //! transaction, not before it.
 //!
-//! Moved here so far: buckets and their configurations. Versions, uploads
-//! and listings follow (ARCHITECTURE.md, "The metadata trait").
+//! Moved here so far: buckets and their configurations, and versions'
+//! deletes, tags, retention and legal hold. Reads, commits, uploads and
+//! listings follow (ARCHITECTURE.md, "The metadata trait").
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use crate::error::{MetaError, Result};
-use crate::store::{BucketRecord, CorsRule, MetaStore, Writer};
-use crate::version::{ObjectLock, Versioning};
+use crate::store::{BucketRecord, CorsRule, Deleted, MetaStore, ObjectSummary, Writer};
+use crate::version::{ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 
 /// Buckets and their configurations.
 #[async_trait]
@@ -61,10 +62,72 @@ pub trait Buckets: Send + Sync + std::fmt::Debug {
     -> Result<()>;
 }
 
-/// Everything the gateway asks of its metadata.
-pub trait Metadata: Buckets {}
+/// Object versions: deletes, and the state kept beside a manifest (tags,
+/// retention, legal hold). Each call checks the caller owns the bucket.
+#[async_trait]
+pub trait Versions: Send + Sync {
+    /// S3's DELETE without a version id: the null version goes, and a
+    /// versioning bucket gets a delete marker.
+    async fn delete_object(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        now_unix_ms: u64,
+    ) -> Result<Deleted>;
+    /// Deletes the version `selector` names for good; `None` when there
+    /// was none.
+    async fn delete_version(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<Option<(ObjectVersion, ObjectSummary)>>;
+    /// Several deletes in one transaction, each answering on its own.
+    async fn delete_objects(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        keys: Vec<(String, VersionSelector)>,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<Vec<Result<Deleted>>>;
+    async fn set_object_tags(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<ObjectVersion>;
+    #[allow(clippy::too_many_arguments)]
+    async fn set_retention(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<ObjectVersion>;
+    async fn set_legal_hold(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        on: bool,
+    ) -> Result<ObjectVersion>;
+}
 
-impl<T: Buckets> Metadata for T {}
+/// Everything the gateway asks of its metadata.
+pub trait Metadata: Buckets + Versions {}
+
+impl<T: Buckets + Versions> Metadata for T {}
 
 /// Runs a store call on the blocking pool.
 async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -164,5 +227,107 @@ impl MetaStore {
     ) -> Result<T> {
         let (store, caller, bucket) = (self.clone(), caller.clone(), bucket.to_string());
         run(move || f(&store, &caller, &bucket)).await
+    }
+}
+
+#[async_trait]
+impl Versions for MetaStore {
+    async fn delete_object(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        now_unix_ms: u64,
+    ) -> Result<Deleted> {
+        let key = key.to_string();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.delete_object(c, b, &key, now_unix_ms)
+        })
+        .await
+    }
+
+    async fn delete_version(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
+        let key = key.to_string();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.delete_version(c, b, &key, &selector, bypass_governance, now_unix_ms)
+        })
+        .await
+    }
+
+    async fn delete_objects(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        keys: Vec<(String, VersionSelector)>,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<Vec<Result<Deleted>>> {
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.delete_objects(c, b, &keys, bypass_governance, now_unix_ms)
+        })
+        .await
+    }
+
+    async fn set_object_tags(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<ObjectVersion> {
+        let (key, tags) = (key.to_string(), tags.clone());
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_object_tags(c, b, &key, &selector, &tags)
+        })
+        .await
+    }
+
+    async fn set_retention(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+        now_unix_ms: u64,
+    ) -> Result<ObjectVersion> {
+        let key = key.to_string();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_retention(
+                c,
+                b,
+                &key,
+                &selector,
+                retention,
+                bypass_governance,
+                now_unix_ms,
+            )
+        })
+        .await
+    }
+
+    async fn set_legal_hold(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        on: bool,
+    ) -> Result<ObjectVersion> {
+        let key = key.to_string();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_legal_hold(c, b, &key, &selector, on)
+        })
+        .await
     }
 }

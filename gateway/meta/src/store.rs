@@ -1534,13 +1534,14 @@ impl MetaStore {
     /// names; the manifest is untouched. Returns the version tagged.
     pub fn set_object_tags(
         &self,
+        caller: &Writer,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
         tags: &BTreeMap<String, String>,
     ) -> Result<ObjectVersion> {
         let txn = self.db.begin_write()?;
-        Self::bucket_in(&txn, bucket)?;
+        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
         let (seq, bytes) = {
             let objects = txn.open_table(OBJECTS)?;
             find_version(&objects, bucket, key, selector)?.ok_or(match selector {
@@ -1945,8 +1946,15 @@ impl MetaStore {
     /// garbage); in a versioning bucket a delete marker becomes the
     /// current version; in a suspended one, a `null` delete marker
     /// replaces the `null` version. Deleting a missing key is not an error.
-    pub fn delete_object(&self, bucket: &str, key: &str, now_unix_ms: u64) -> Result<Deleted> {
+    pub fn delete_object(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        now_unix_ms: u64,
+    ) -> Result<Deleted> {
         let txn = self.db.begin_write()?;
+        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
         let deleted = self.delete_in(&txn, bucket, key, now_unix_ms)?;
         txn.commit()?;
         Ok(deleted)
@@ -1957,6 +1965,7 @@ impl MetaStore {
     /// there was no such version.
     pub fn delete_version(
         &self,
+        caller: &Writer,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
@@ -1964,7 +1973,7 @@ impl MetaStore {
         now_unix_ms: u64,
     ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
         let txn = self.db.begin_write()?;
-        Self::bucket_in(&txn, bucket)?;
+        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
         let removed = self.remove_version_in(
             &txn,
             bucket,
@@ -1982,13 +1991,14 @@ impl MetaStore {
     /// for its entry only).
     pub fn delete_objects(
         &self,
+        caller: &Writer,
         bucket: &str,
         keys: &[(String, VersionSelector)],
         bypass_governance: bool,
         now_unix_ms: u64,
     ) -> Result<Vec<Result<Deleted>>> {
         let txn = self.db.begin_write()?;
-        Self::bucket_in(&txn, bucket)?;
+        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
         let mut out = Vec::with_capacity(keys.len());
         for (k, selector) in keys {
             let one = match selector {
@@ -2104,8 +2114,10 @@ impl MetaStore {
     /// made compliance); a governance one may be shortened or removed
     /// when `bypass_governance`, a compliance one never. Returns the
     /// version.
+    #[allow(clippy::too_many_arguments)]
     pub fn set_retention(
         &self,
+        caller: &Writer,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
@@ -2113,7 +2125,7 @@ impl MetaStore {
         bypass_governance: bool,
         now_unix_ms: u64,
     ) -> Result<ObjectVersion> {
-        self.update_version(bucket, key, selector, |summary| {
+        self.update_version(caller, bucket, key, selector, |summary| {
             if let Some(old) = summary
                 .retention()
                 .filter(|r| r.until_unix_ms > now_unix_ms)
@@ -2145,12 +2157,13 @@ impl MetaStore {
     /// Sets or lifts the legal hold of the version `selector` names.
     pub fn set_legal_hold(
         &self,
+        caller: &Writer,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
         on: bool,
     ) -> Result<ObjectVersion> {
-        self.update_version(bucket, key, selector, |summary| {
+        self.update_version(caller, bucket, key, selector, |summary| {
             summary.legal_hold = on;
             Ok(())
         })
@@ -2160,13 +2173,16 @@ impl MetaStore {
     /// a bucket with Object Lock.
     fn update_version(
         &self,
+        caller: &Writer,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
         change: impl FnOnce(&mut ObjectSummary) -> Result<()>,
     ) -> Result<ObjectVersion> {
         let txn = self.db.begin_write()?;
-        if Self::bucket_in(&txn, bucket)?.object_lock()?.is_none() {
+        let record = Self::bucket_in(&txn, bucket)?;
+        check_owner(&record, caller)?;
+        if record.object_lock()?.is_none() {
             return Err(MetaError::NoObjectLock);
         }
         let (seq, bytes) = {

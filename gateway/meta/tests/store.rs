@@ -110,7 +110,7 @@ fn buckets_are_created_once_and_deleted_only_when_empty() {
         store.delete_bucket(&Writer::Admin, "b"),
         Err(MetaError::BucketNotEmpty)
     ));
-    store.delete_object("b", "k", 0).unwrap();
+    store.delete_object(&Writer::Admin, "b", "k", 0).unwrap();
     let upload = store
         .create_upload(
             "b",
@@ -183,7 +183,7 @@ fn replaced_and_deleted_versions_become_garbage_after_the_grace() {
     // Not before the grace period is over.
     assert!(garbage_blobs(&store, 1099).is_empty());
     assert_eq!(garbage_blobs(&store, 1100), blobs(&first));
-    store.delete_object("b", "k", 200).unwrap();
+    store.delete_object(&Writer::Admin, "b", "k", 200).unwrap();
     let all: BTreeSet<_> = blobs(&first).union(&blobs(&second)).cloned().collect();
     assert_eq!(garbage_blobs(&store, 1200), all);
     // Sizes are known for fragments of committed versions.
@@ -749,7 +749,11 @@ fn generations_count_every_change_and_make_a_compare_and_swap() {
     ));
     // A delete and a new write of the key: the generation still grows, so
     // a swap read before the delete cannot match the new object.
-    let (_, deleted) = store.delete_object("b", "k", 0).unwrap().removed.unwrap();
+    let (_, deleted) = store
+        .delete_object(&Writer::Admin, "b", "k", 0)
+        .unwrap()
+        .removed
+        .unwrap();
     assert_eq!(deleted.generation, third.generation);
     let c = manifest("new", vec![segment(1)]);
     store
@@ -906,7 +910,9 @@ fn damaged_objects_queue_for_repair_least_redundant_first() {
             .is_empty()
     );
     // The overwrite and a delete dropped their entries.
-    store.delete_object("b", "short", 0).unwrap();
+    store
+        .delete_object(&Writer::Admin, "b", "short", 0)
+        .unwrap();
     assert!(store.repair_queue(10).unwrap().is_empty());
     assert_eq!(store.repair_queue_counts().unwrap(), (0, vec![]));
 }
@@ -1050,7 +1056,9 @@ fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
         .unwrap()
         .version;
     let by_id = VersionSelector::parse(Some(&id.id())).unwrap();
-    let tagged = store.set_object_tags("b", "k", &by_id, &retag).unwrap();
+    let tagged = store
+        .set_object_tags(&Writer::Admin, "b", "k", &by_id, &retag)
+        .unwrap();
     assert_eq!(tagged, id);
     let (after, m) = store.object_row("b", "k").unwrap().unwrap();
     assert_eq!(after.tags().unwrap(), retag);
@@ -1058,6 +1066,7 @@ fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
     assert_eq!(m, repaired);
     assert!(matches!(
         store.set_object_tags(
+            &Writer::Admin,
             "b",
             "k",
             &VersionSelector::parse(Some(&"0".repeat(32))).unwrap(),
@@ -1066,23 +1075,41 @@ fn tags_belong_to_a_version_survive_its_repair_and_go_with_it() {
         Err(MetaError::NoSuchVersion)
     ));
     assert!(matches!(
-        store.set_object_tags("b", "nope", &VersionSelector::Latest, &retag),
+        store.set_object_tags(
+            &Writer::Admin,
+            "b",
+            "nope",
+            &VersionSelector::Latest,
+            &retag
+        ),
         Err(MetaError::NoSuchKey)
     ));
     assert!(matches!(
-        store.set_object_tags("nope", "k", &VersionSelector::Latest, &retag),
+        store.set_object_tags(
+            &Writer::Admin,
+            "nope",
+            "k",
+            &VersionSelector::Latest,
+            &retag
+        ),
         Err(MetaError::NoSuchBucket)
     ));
 
     // Deleting the tags; a new version starts without the old one's.
     store
-        .set_object_tags("b", "k", &VersionSelector::Null, &BTreeMap::new())
+        .set_object_tags(
+            &Writer::Admin,
+            "b",
+            "k",
+            &VersionSelector::Null,
+            &BTreeMap::new(),
+        )
         .unwrap();
     let (row, _) = store.object_row("b", "k").unwrap().unwrap();
     assert!(row.tags().unwrap().is_empty());
     assert!(row.extensions.is_empty());
     store
-        .set_object_tags("b", "k", &VersionSelector::Latest, &tags)
+        .set_object_tags(&Writer::Admin, "b", "k", &VersionSelector::Latest, &tags)
         .unwrap();
     let second = manifest("two", vec![segment(1)]);
     store
@@ -1165,7 +1192,7 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
     // A delete without a version id adds a marker: the key is gone from
     // listings and GET, every version is kept.
     assert_eq!(store.object_count().unwrap(), 2);
-    let deleted = store.delete_object("b", "k", 5).unwrap();
+    let deleted = store.delete_object(&Writer::Admin, "b", "k", 5).unwrap();
     let marker = deleted.marker.unwrap();
     assert_eq!(
         store.object_count().unwrap(),
@@ -1187,13 +1214,13 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
     // A delete marker asked for by id has no manifest.
     let m = VersionSelector::parse(Some(&marker.id())).unwrap();
     assert!(matches!(
-        store.set_object_tags("b", "k", &m, &BTreeMap::new()),
+        store.set_object_tags(&Writer::Admin, "b", "k", &m, &BTreeMap::new()),
         Err(MetaError::DeleteMarker)
     ));
 
     // Deleting the marker brings the newest version back.
     let (gone, summary) = store
-        .delete_version("b", "k", &m, false, 6)
+        .delete_version(&Writer::Admin, "b", "k", &m, false, 6)
         .unwrap()
         .unwrap();
     assert!(gone == marker && summary.delete_marker);
@@ -1204,7 +1231,7 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
     // Deleting a version by id removes it for good: its fragments, and
     // only its, become garbage; the one before becomes current.
     store
-        .delete_version("b", "k", &by_id(&w2), false, 7)
+        .delete_version(&Writer::Admin, "b", "k", &by_id(&w2), false, 7)
         .unwrap()
         .unwrap();
     assert_eq!(garbage_blobs(&store, u64::MAX), blobs(&two));
@@ -1216,14 +1243,14 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
     // A version deleted already: nothing, not an error.
     assert_eq!(
         store
-            .delete_version("b", "k", &by_id(&w2), false, 8)
+            .delete_version(&Writer::Admin, "b", "k", &by_id(&w2), false, 8)
             .unwrap(),
         None
     );
     // The bucket is not empty while a version or a marker remains.
-    store.delete_object("b", "k", 9).unwrap();
+    store.delete_object(&Writer::Admin, "b", "k", 9).unwrap();
     store
-        .delete_version("b", "k", &by_id(&w1), false, 9)
+        .delete_version(&Writer::Admin, "b", "k", &by_id(&w1), false, 9)
         .unwrap()
         .unwrap();
     assert!(matches!(
@@ -1234,7 +1261,7 @@ fn a_versioning_bucket_keeps_every_version_until_that_version_is_deleted() {
     assert_eq!(markers.len(), 1);
     let m = VersionSelector::parse(Some(&markers[0].1)).unwrap();
     store
-        .delete_version("b", "k", &m, false, 10)
+        .delete_version(&Writer::Admin, "b", "k", &m, false, 10)
         .unwrap()
         .unwrap();
     store.delete_bucket(&Writer::Admin, "b").unwrap();
@@ -1278,7 +1305,7 @@ fn a_suspended_bucket_replaces_the_null_version_only() {
     );
     // A delete in a suspended bucket: a null marker replaces the null
     // version.
-    let deleted = store.delete_object("b", "k", 3).unwrap();
+    let deleted = store.delete_object(&Writer::Admin, "b", "k", 3).unwrap();
     assert!(deleted.marker.unwrap().null);
     assert_eq!(deleted.removed.unwrap().1.etag, "n1");
     assert_eq!(
@@ -1311,12 +1338,12 @@ fn conditions_see_the_current_version_and_a_marker_is_no_object() {
         store.put_object("b", "k", &a, None, &Condition::IfAbsent, 0),
         Err(MetaError::PreconditionFailed(_))
     ));
-    store.delete_object("b", "k", 1).unwrap();
+    store.delete_object(&Writer::Admin, "b", "k", 1).unwrap();
     // Behind a delete marker the key is absent.
     store
         .put_object("b", "k", &a, None, &Condition::IfAbsent, 0)
         .unwrap();
-    store.delete_object("b", "k", 2).unwrap();
+    store.delete_object(&Writer::Admin, "b", "k", 2).unwrap();
     assert!(matches!(
         store.put_object("b", "k", &a, None, &Condition::IfMatch("a".into()), 0),
         Err(MetaError::PreconditionFailed(_))
@@ -1535,12 +1562,13 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
     // No request removes it, bypass or not, alone or in a batch.
     for bypass in [false, true] {
         assert!(matches!(
-            store.delete_version("b", "k", &id, bypass, now),
+            store.delete_version(&Writer::Admin, "b", "k", &id, bypass, now),
             Err(MetaError::Locked(_))
         ));
     }
     let batch = store
         .delete_objects(
+            &Writer::Admin,
             "b",
             &[("k".into(), id), ("other".into(), VersionSelector::Latest)],
             true,
@@ -1560,7 +1588,7 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
     };
     for weaker in [None, Some(shorter), Some(governance)] {
         assert!(matches!(
-            store.set_retention("b", "k", &id, weaker, true, now),
+            store.set_retention(&Writer::Admin, "b", "k", &id, weaker, true, now),
             Err(MetaError::Locked(_))
         ));
     }
@@ -1569,7 +1597,7 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
         until_unix_ms: now + 3 * day,
     };
     store
-        .set_retention("b", "k", &id, Some(longer), false, now)
+        .set_retention(&Writer::Admin, "b", "k", &id, Some(longer), false, now)
         .unwrap();
     // A repair of the version keeps its lock.
     let (summary, _) = store.object_row("b", "k").unwrap().unwrap();
@@ -1590,7 +1618,7 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
     assert_eq!(row.summary.retention(), Some(longer));
     // Once the retention is over, it may go.
     store
-        .delete_version("b", "k", &id, false, now + 3 * day + 1)
+        .delete_version(&Writer::Admin, "b", "k", &id, false, now + 3 * day + 1)
         .unwrap()
         .unwrap();
 
@@ -1606,17 +1634,21 @@ fn a_locked_version_cannot_go_and_its_lock_only_grows() {
         .unwrap();
     let id = VersionSelector::parse(Some(&w.version.id())).unwrap();
     assert!(matches!(
-        store.set_retention("b", "g", &id, None, false, now),
+        store.set_retention(&Writer::Admin, "b", "g", &id, None, false, now),
         Err(MetaError::Locked(_))
     ));
-    store.set_retention("b", "g", &id, None, true, now).unwrap();
-    assert!(matches!(
-        store.delete_version("b", "g", &id, true, now),
-        Err(MetaError::Locked(_))
-    ));
-    store.set_legal_hold("b", "g", &id, false).unwrap();
     store
-        .delete_version("b", "g", &id, false, now)
+        .set_retention(&Writer::Admin, "b", "g", &id, None, true, now)
+        .unwrap();
+    assert!(matches!(
+        store.delete_version(&Writer::Admin, "b", "g", &id, true, now),
+        Err(MetaError::Locked(_))
+    ));
+    store
+        .set_legal_hold(&Writer::Admin, "b", "g", &id, false)
+        .unwrap();
+    store
+        .delete_version(&Writer::Admin, "b", "g", &id, false, now)
         .unwrap()
         .unwrap();
 
@@ -1667,7 +1699,7 @@ fn keys_with_nul_are_refused_and_never_taken_for_another_key() {
             Err(MetaError::InvalidKey(_))
         ));
         assert!(matches!(
-            store.delete_object("b", "a\0x", 0),
+            store.delete_object(&Writer::Admin, "b", "a\0x", 0),
             Err(MetaError::InvalidKey(_))
         ));
     }
@@ -1702,7 +1734,7 @@ fn keys_with_nul_are_refused_and_never_taken_for_another_key() {
     // Deleting "a" for good removes exactly "a"'s row.
     let id = VersionSelector::parse(Some(&v.version.id())).unwrap();
     store
-        .delete_version("b", "a", &id, false, 1)
+        .delete_version(&Writer::Admin, "b", "a", &id, false, 1)
         .unwrap()
         .unwrap();
     assert_eq!(store.object("b", "a").unwrap(), None);
@@ -1754,7 +1786,7 @@ fn a_listing_pages_on_after_its_marker_version_was_deleted() {
     for id in &first {
         let s = VersionSelector::parse(Some(id)).unwrap();
         store
-            .delete_version("b", "k", &s, false, 0)
+            .delete_version(&Writer::Admin, "b", "k", &s, false, 0)
             .unwrap()
             .unwrap();
     }
@@ -1962,6 +1994,28 @@ fn a_bucket_is_not_created_for_a_user_gone_nor_written_by_another() {
         .unwrap();
     store.set_bucket_tags(&alice, "b", &tags).unwrap();
     assert_eq!(store.bucket("b").unwrap().unwrap().tags().unwrap(), tags);
+    // So do a version's deletes and its tags.
+    let latest = VersionSelector::Latest;
+    assert!(matches!(
+        store.delete_object(&bob, "b", "k", 0),
+        Err(MetaError::NotOwner)
+    ));
+    assert!(matches!(
+        store.delete_version(&bob, "b", "k", &latest, false, 0),
+        Err(MetaError::NotOwner)
+    ));
+    assert!(matches!(
+        store.delete_objects(&bob, "b", &[("k".into(), latest)], false, 0),
+        Err(MetaError::NotOwner)
+    ));
+    assert!(matches!(
+        store.set_object_tags(&bob, "b", "k", &latest, &tags),
+        Err(MetaError::NotOwner)
+    ));
+    store
+        .set_object_tags(&alice, "b", "k", &latest, &tags)
+        .unwrap();
+    store.delete_object(&alice, "b", "k", 0).unwrap();
     store
         .create_bucket_with("empty", false, Some("alice"), 0)
         .unwrap();
@@ -2039,12 +2093,14 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
                 0,
             )
             .unwrap();
-        store.delete_object("b", &format!("k{}", i + 5), 0).unwrap();
-        store.delete_object("v", &key, 0).unwrap();
+        store
+            .delete_object(&Writer::Admin, "b", &format!("k{}", i + 5), 0)
+            .unwrap();
+        store.delete_object(&Writer::Admin, "v", &key, 0).unwrap();
     }
     let tags = BTreeMap::from([("t".to_string(), "1".to_string())]);
     store
-        .set_object_tags("b", "k0", &VersionSelector::Latest, &tags)
+        .set_object_tags(&Writer::Admin, "b", "k0", &VersionSelector::Latest, &tags)
         .unwrap();
 
     let outbox = store.outbox(usize::MAX).unwrap();

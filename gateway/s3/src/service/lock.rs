@@ -255,11 +255,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectRetentionInput>,
     ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
@@ -282,9 +281,17 @@ impl ShardgateS3 {
             }
         };
         let bypass = input.bypass_governance_retention.unwrap_or(false);
-        let meta = self.gw.meta().clone();
-        let (bucket, key) = (input.bucket, input.key);
-        blocking(move || meta.set_retention(&bucket, &key, &selector, retention, bypass, now))
+        self.gw
+            .metadata()
+            .set_retention(
+                &caller,
+                &input.bucket,
+                &input.key,
+                selector,
+                retention,
+                bypass,
+                now,
+            )
             .await
             .or_s3()?;
         Ok(S3Response::new(PutObjectRetentionOutput::default()))
@@ -318,11 +325,8 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectLegalHoldInput>,
     ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
@@ -334,9 +338,9 @@ impl ShardgateS3 {
                 .map(|s| s.as_str())
                 .ok_or_else(|| s3_error!(MalformedXML, "A LegalHold needs a Status"))?,
         )?;
-        let meta = self.gw.meta().clone();
-        let (bucket, key) = (input.bucket, input.key);
-        blocking(move || meta.set_legal_hold(&bucket, &key, &selector, on))
+        self.gw
+            .metadata()
+            .set_legal_hold(&caller, &input.bucket, &input.key, selector, on)
             .await
             .or_s3()?;
         Ok(S3Response::new(PutObjectLegalHoldOutput::default()))

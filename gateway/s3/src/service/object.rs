@@ -167,11 +167,13 @@ impl ShardgateS3 {
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
         let bypass = input.bypass_governance_retention.unwrap_or(false);
-        let meta = self.gw.meta().clone();
+        let caller = Caller::of(&req.extensions).writer();
         let (bucket, key) = (input.bucket, input.key);
+        let metadata = self.gw.metadata();
         let out = match selector {
             VersionSelector::Latest => {
-                let deleted = blocking(move || meta.delete_object(&bucket, &key, now_ms()))
+                let deleted = metadata
+                    .delete_object(&caller, &bucket, &key, now_ms())
                     .await
                     .or_s3()?;
                 if deleted.removed.is_some() {
@@ -184,11 +186,10 @@ impl ShardgateS3 {
                 }
             }
             selector => {
-                let removed = blocking(move || {
-                    meta.delete_version(&bucket, &key, &selector, bypass, now_ms())
-                })
-                .await
-                .or_s3()?;
+                let removed = metadata
+                    .delete_version(&caller, &bucket, &key, selector, bypass, now_ms())
+                    .await
+                    .or_s3()?;
                 let marker = removed.as_ref().is_some_and(|(_, s)| s.delete_marker);
                 if removed.is_some() && !marker {
                     self.gw.wake_collectors();
@@ -208,11 +209,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the deletes' own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions).writer();
         let input = req.input;
         let objects = input.delete.objects;
         if objects.len() > convert::MAX_DELETE_KEYS {
@@ -240,11 +240,12 @@ impl ShardgateS3 {
                 }),
             }
         }
-        let meta = self.gw.meta().clone();
-        let bucket = input.bucket;
         let keys: Vec<(String, VersionSelector)> =
             listed.iter().map(|(k, _, s)| (k.clone(), *s)).collect();
-        let results = blocking(move || meta.delete_objects(&bucket, &keys, bypass, now_ms()))
+        let results = self
+            .gw
+            .metadata()
+            .delete_objects(&caller, &input.bucket, keys, bypass, now_ms())
             .await
             .or_s3()?;
         self.gw.wake_collectors();

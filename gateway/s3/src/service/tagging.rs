@@ -147,6 +147,7 @@ impl ShardgateS3 {
     /// the response shows it.
     async fn set_tags(
         &self,
+        caller: &Caller,
         bucket: &str,
         key: &str,
         version: Option<&str>,
@@ -154,9 +155,10 @@ impl ShardgateS3 {
     ) -> S3Result<Option<String>> {
         convert::check_key(key)?;
         let selector = version_selector(version)?;
-        let meta = self.gw.meta().clone();
-        let (b, k) = (bucket.to_string(), key.to_string());
-        let tagged = blocking(move || meta.set_object_tags(&b, &k, &selector, &tags))
+        let tagged = self
+            .gw
+            .metadata()
+            .set_object_tags(&caller.writer(), bucket, key, selector, &tags)
             .await
             .or_s3()?;
         Ok(shown_version(&tagged, version))
@@ -166,15 +168,20 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
-        // Again once the body is read: the bucket may have been deleted
-        // and created by another user since the access check.
-        Caller::of(&req.extensions)
-            .check_bucket(&self.gw, &req.input.bucket)
-            .await?;
+        // The owner is checked again in the change's own transaction: the
+        // bucket may have been deleted and created by another user since
+        // the access check.
+        let caller = Caller::of(&req.extensions);
         let input = req.input;
         let tags = from_document(input.tagging)?;
         let version = self
-            .set_tags(&input.bucket, &input.key, input.version_id.as_deref(), tags)
+            .set_tags(
+                &caller,
+                &input.bucket,
+                &input.key,
+                input.version_id.as_deref(),
+                tags,
+            )
             .await?;
         Ok(S3Response::new(PutObjectTaggingOutput {
             version_id: version,
@@ -198,9 +205,11 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let caller = Caller::of(&req.extensions);
         let input = req.input;
         let version = self
             .set_tags(
+                &caller,
                 &input.bucket,
                 &input.key,
                 input.version_id.as_deref(),
