@@ -32,6 +32,16 @@ pub struct RecoverArgs {
     /// backends are back can do better.
     #[arg(long)]
     accept_loss: bool,
+    /// The journal to recover, by id (hex), when the backends hold several
+    /// (gateways sharing backends and a recovery key); by default the one
+    /// whose newest checkpoint opens.
+    #[arg(long, value_parser = parse_journal_id)]
+    journal: Option<u64>,
+}
+
+fn parse_journal_id(text: &str) -> Result<u64, String> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("a journal id is 16 hex digits: {e}"))
 }
 
 pub async fn run(args: RecoverArgs) -> Result<()> {
@@ -74,7 +84,7 @@ pub async fn run(args: RecoverArgs) -> Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let report = recover(&backends, &identities, &partial, &progress)
+    let report = recover(&backends, &identities, args.journal, &partial, &progress)
         .await
         .context("recovering from the journal")?;
     bar.finish_and_clear();
@@ -110,6 +120,21 @@ pub async fn run(args: RecoverArgs) -> Result<()> {
     );
     for loss in &losses {
         println!("shardgate: accepted loss: {loss}");
+    }
+    println!(
+        "shardgate: journal {:016x}, epoch {} from now on",
+        report.journal, report.epoch
+    );
+    if !report.other_journals.is_empty() {
+        let others: Vec<String> = report
+            .other_journals
+            .iter()
+            .map(|j| format!("{j:016x}"))
+            .collect();
+        println!(
+            "shardgate: other journals on these backends (left alone; --journal ID recovers one): {}",
+            others.join(", ")
+        );
     }
     if report.damaged_blobs > 0 {
         println!(

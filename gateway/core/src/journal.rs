@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! "SGJ1" kind k m index | unit checkpoint part<<32|parts first_seq
-//! last_seq cipher_len shard_len epoch (big-endian u64) |
+//! last_seq cipher_len shard_len epoch journal (big-endian u64) |
 //! blake3(ciphertext) | blake3(all of the above ‖ shard) | shard
 //! ```
 //!
@@ -31,7 +31,9 @@ const MAGIC: &[u8; 4] = b"SGJ1";
 /// Every journal blob's name starts with this (fragment names are hex).
 pub const NAME_PREFIX: &str = "j";
 /// Bytes before the shard.
-pub const HEADER_BYTES: usize = 4 + 4 + 8 * 8 + 32 + 32;
+pub const HEADER_BYTES: usize = 4 + 4 + WORDS * 8 + 32 + 32;
+/// The big-endian u64 fields of a header.
+const WORDS: usize = 9;
 /// The format byte of a unit's payload.
 const PAYLOAD_FORMAT: u8 = 1;
 
@@ -48,6 +50,10 @@ pub enum UnitKind {
 /// Where a unit falls in the journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UnitInfo {
+    /// Which store's journal it is: random, made with the store and kept
+    /// by `recover`, so two gateways' journals on shared backends never
+    /// mix.
+    pub journal: u64,
     /// Which run of the store wrote it: a store rebuilt by `recover`
     /// starts a new epoch, so its numbers never mix with the old ones'.
     pub epoch: u64,
@@ -183,6 +189,7 @@ fn write_header(out: &mut Vec<u8>, h: &FragmentHeader, shard_len: u64) {
         h.cipher_len,
         shard_len,
         h.info.epoch,
+        h.info.journal,
     ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
@@ -217,6 +224,7 @@ pub fn parse_header(head: &[u8]) -> Result<(FragmentHeader, u64)> {
     unit_digest.copy_from_slice(&head[CHECK_AT - 32..CHECK_AT]);
     let header = FragmentHeader {
         info: UnitInfo {
+            journal: word(8),
             epoch: word(7),
             kind,
             unit: word(0),
@@ -236,7 +244,7 @@ pub fn parse_header(head: &[u8]) -> Result<(FragmentHeader, u64)> {
 }
 
 /// Where the header's own digest starts.
-const CHECK_AT: usize = 8 + 8 * 8 + 32;
+const CHECK_AT: usize = 8 + WORDS * 8 + 32;
 
 /// Reads and checks a journal blob: its header, and its shard.
 pub fn parse_blob(blob: &[u8]) -> Result<(FragmentHeader, &[u8])> {
@@ -318,6 +326,7 @@ mod tests {
 
     fn info() -> UnitInfo {
         UnitInfo {
+            journal: 77,
             epoch: 3,
             kind: UnitKind::Batch,
             unit: 7,

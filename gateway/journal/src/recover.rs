@@ -56,8 +56,13 @@ pub struct Report {
     /// Journal sequence numbers after the checkpoint that no readable
     /// batch holds: changes lost.
     pub gaps: Vec<(u64, u64)>,
-    /// The epoch the recovered store's journal starts.
+    /// The epoch of the checkpoint read while recovering; at the end, the
+    /// epoch the recovered store's journal starts.
     pub epoch: u64,
+    /// The journal recovered (its id), and the others seen on the
+    /// backends (other gateways').
+    pub journal: u64,
+    pub other_journals: Vec<u64>,
 }
 
 impl Report {
@@ -87,6 +92,12 @@ impl Report {
             out.push(format!(
                 "{} batches could not be opened",
                 self.unreadable_units
+            ));
+        }
+        if self.damaged_blobs > 0 {
+            out.push(format!(
+                "{} journal blobs had unreadable headers",
+                self.damaged_blobs
             ));
         }
         if !self.unreachable_backends.is_empty() {
@@ -147,12 +158,17 @@ impl Unit {
     }
 }
 
+/// A unit's place: (journal id, epoch, number).
+type UnitId = (u64, u64, u64);
+
 /// Rebuilds the store at `path` (which must not exist) from the journal
-/// blobs on `backends`, opened with any of `identities`. `progress` is
-/// called with (phase, done, total).
+/// blobs on `backends`, opened with any of `identities`: the journal
+/// `journal` names, or the one whose newest checkpoint opens. `progress`
+/// is called with (phase, done, total).
 pub async fn recover(
     backends: &[Arc<dyn Backend>],
     identities: &Identities,
+    journal: Option<u64>,
     path: &Path,
     progress: &(dyn Fn(Phase, u64, u64) + Sync),
 ) -> Result<Report> {
@@ -166,24 +182,26 @@ pub async fn recover(
             report.unreachable_backends.len()
         )));
     }
-    let units = group(found, &mut report, progress).await;
+    let mut units = group(found, &mut report, progress).await;
+    if let Some(j) = journal {
+        units.retain(|(id, _, _), _| *id == j);
+    }
 
-    // Complete checkpoints (as claimed), the newest first.
-    let mut parts: BTreeMap<(u64, u64), BTreeMap<u32, (u64, u64)>> = BTreeMap::new();
-    let mut parts_of: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+    // Complete checkpoints (as claimed), the newest first: keyed (journal,
+    // epoch, checkpoint).
+    let mut parts: BTreeMap<UnitId, BTreeMap<u32, UnitId>> = BTreeMap::new();
+    let mut parts_of: BTreeMap<UnitId, u32> = BTreeMap::new();
     for (id, unit) in &units {
         let Some(info) = unit.claim() else { continue };
         if info.kind == UnitKind::Checkpoint {
-            parts
-                .entry((info.epoch, info.checkpoint))
-                .or_default()
-                .insert(info.part, *id);
+            let at = (info.journal, info.epoch, info.checkpoint);
+            parts.entry(at).or_default().insert(info.part, *id);
             if info.parts > 0 {
-                parts_of.insert((info.epoch, info.checkpoint), info.parts);
+                parts_of.insert(at, info.parts);
             }
         }
     }
-    let mut candidates: Vec<((u64, u64), (u64, u64))> = parts
+    let mut candidates: Vec<((u64, u64), UnitId)> = parts
         .iter()
         .filter(|(c, p)| {
             parts_of
@@ -192,16 +210,16 @@ pub async fn recover(
         })
         .filter_map(|(c, p)| {
             let seq = units[p.values().next()?].claim()?.last_seq;
-            Some(((c.0, seq), *c))
+            Some(((c.1, seq), *c))
         })
         .collect();
     candidates.sort_unstable_by(|a, b| b.cmp(a));
 
     let mut generation = 0;
-    let mut opened: BTreeMap<(u64, u64), UnitRecord> = BTreeMap::new();
+    let mut opened: BTreeMap<UnitId, UnitRecord> = BTreeMap::new();
     let mut store = None;
     for ((epoch, seq), checkpoint) in &candidates {
-        let wanted: Vec<(u64, u64)> = parts[checkpoint]
+        let wanted: Vec<UnitId> = parts[checkpoint]
             .range(..parts_of[checkpoint])
             .map(|(_, id)| *id)
             .collect();
@@ -228,10 +246,11 @@ pub async fn recover(
         }
         match failed {
             None => {
-                report.checkpoint = Some(*checkpoint);
+                report.checkpoint = Some((checkpoint.1, checkpoint.2));
                 report.checkpoint_seq = *seq;
                 report.checkpoint_rows = rows;
                 report.epoch = *epoch;
+                report.journal = checkpoint.0;
                 opened.extend(read);
                 store = Some(target);
                 break;
@@ -250,25 +269,49 @@ pub async fn recover(
     }
     let store = match store {
         Some(s) => s,
-        // No checkpoint: the batches of the newest epoch, from the first.
+        // No checkpoint: the batches of the journal with the most units
+        // (or the one named), newest epoch, from the first.
         None => {
-            report.epoch = units.keys().map(|(e, _)| *e).max().unwrap_or(0);
+            let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+            for (j, _, _) in units.keys() {
+                *count.entry(*j).or_default() += 1;
+            }
+            report.journal = count.iter().max_by_key(|(_, n)| **n).map_or(0, |(j, _)| *j);
+            report.epoch = units
+                .keys()
+                .filter(|(j, _, _)| *j == report.journal)
+                .map(|(_, e, _)| *e)
+                .max()
+                .unwrap_or(0);
             fresh_store(path)?
         }
     };
+    let ours = report.journal;
+    report.other_journals = units
+        .keys()
+        .map(|(j, _, _)| *j)
+        .filter(|j| *j != ours)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
 
     // The checkpoint's epoch's batches after it, in order; a record once.
     let (epoch, after_seq) = (report.epoch, report.checkpoint_seq);
-    let mut batches: Vec<(u64, (u64, u64))> = units
+    let mut batches: Vec<(u64, UnitId)> = units
         .iter()
         .filter_map(|(id, u)| Some((*id, u.claim()?)))
         .filter(|(_, info)| {
-            info.kind == UnitKind::Batch && info.epoch == epoch && info.last_seq > after_seq
+            info.journal == ours
+                && info.kind == UnitKind::Batch
+                && info.epoch == epoch
+                && info.last_seq > after_seq
         })
         .map(|(id, info)| (info.first_seq, id))
         .collect();
     batches.sort_unstable();
-    let done_before = report.checkpoint.map_or(0, |c| parts_of[&c]) as u64;
+    let done_before = report
+        .checkpoint
+        .map_or(0, |(e, c)| parts_of[&(ours, e, c)]) as u64;
     let total = done_before + batches.len() as u64;
     let mut applied = after_seq;
     for (i, (_, id)) in batches.iter().enumerate() {
@@ -317,12 +360,17 @@ pub async fn recover(
     // those replayed, and those it supersedes. A unit after the
     // checkpoint that could not be read stays where it is.
     let checkpoint = report.checkpoint.map_or(0, |c| c.1);
-    let mut records: Vec<(u64, UnitRecord)> =
-        opened.iter().map(|((_, n), r)| (*n, r.clone())).collect();
-    for ((e, n), unit) in &units {
+    let mut records: Vec<(u64, UnitRecord)> = opened
+        .iter()
+        .map(|((_, _, n), r)| (*n, r.clone()))
+        .collect();
+    for ((j, e, n), unit) in &units {
         let (Some(info), Some(group)) = (unit.claim(), unit.groups.first()) else {
             continue;
         };
+        if *j != ours {
+            continue;
+        }
         let superseded = report.checkpoint.is_some()
             && (*e < epoch
                 || (*e == epoch
@@ -330,14 +378,23 @@ pub async fn recover(
                         UnitKind::Batch => info.last_seq <= after_seq,
                         UnitKind::Checkpoint => info.checkpoint < checkpoint,
                     }));
-        if superseded && !opened.contains_key(&(*e, *n)) {
+        if superseded && !opened.contains_key(&(*j, *e, *n)) {
             records.push((*n, group.record()));
         }
     }
-    let next_epoch = epoch.saturating_add(1);
+    // Past every epoch and unit number this journal's headers name, read
+    // or not: a later run never reuses them.
+    let mine = || units.keys().filter(|(j, _, _)| *j == ours);
+    let next_epoch = mine()
+        .map(|(_, e, _)| *e)
+        .max()
+        .unwrap_or(epoch)
+        .saturating_add(1);
+    let last_unit = mine().map(|(_, _, n)| *n).max().unwrap_or(0);
+    report.epoch = next_epoch;
     let seq = applied.max(after_seq);
     blocking(&store, move |t| {
-        t.finish_restore(generation, next_epoch, seq, &records)
+        t.finish_restore(generation, ours, next_epoch, seq, last_unit, &records)
     })
     .await?;
     Ok(report)
@@ -383,7 +440,7 @@ async fn group(
     found: Vec<(Arc<dyn Backend>, BlobName)>,
     report: &mut Report,
     progress: &(dyn Fn(Phase, u64, u64) + Sync),
-) -> BTreeMap<(u64, u64), Unit> {
+) -> BTreeMap<UnitId, Unit> {
     let total = found.len() as u64;
     let heads = futures::stream::iter(found)
         .map(|(b, name)| async move {
@@ -424,11 +481,11 @@ async fn group(
             .blobs
             .push((b, name, header.index));
     }
-    let mut units: BTreeMap<(u64, u64), Unit> = BTreeMap::new();
+    let mut units: BTreeMap<UnitId, Unit> = BTreeMap::new();
     for group in groups.into_values() {
         let info = group.header.info;
         units
-            .entry((info.epoch, info.unit))
+            .entry((info.journal, info.epoch, info.unit))
             .or_default()
             .groups
             .push(group);
@@ -477,7 +534,10 @@ fn decode_rows(payload: &Payload) -> Result<Vec<RowImage>> {
 /// header matches the blobs'.
 async fn read_unit<'a>(unit: &'a Unit, identities: &Identities) -> Result<(Payload, &'a Group)> {
     let mut last = JournalError::Recover("no group of blobs".into());
-    for group in &unit.groups {
+    // Only groups that make the unit's claim: another group of the same
+    // place (a forgery) is never read in its stead.
+    let claim = unit.claim();
+    for group in unit.groups.iter().filter(|g| Some(g.header.info) == claim) {
         if group.indices() < usize::from(group.header.k) {
             last = JournalError::Recover(format!(
                 "unit {}: {} of the {} blobs needed are readable",

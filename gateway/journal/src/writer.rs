@@ -113,6 +113,7 @@ struct Part {
     seq: u64,
     generation: u64,
     epoch: u64,
+    journal: u64,
 }
 
 /// The journal's writer: one per gateway.
@@ -278,6 +279,7 @@ impl Journal {
         let meta = self.meta.clone();
         let unit = blocking(move || meta.next_journal_unit()).await?;
         let info = UnitInfo {
+            journal: batch.journal,
             epoch: batch.epoch,
             kind: UnitKind::Batch,
             unit,
@@ -312,7 +314,12 @@ impl Journal {
         let reader = tokio::task::spawn_blocking(move || {
             let cut = || -> Result<()> {
                 let mut snapshot = meta.snapshot()?;
-                let (seq, generation, epoch) = (snapshot.seq, snapshot.generation, snapshot.epoch);
+                let (seq, generation, epoch, journal) = (
+                    snapshot.seq,
+                    snapshot.generation,
+                    snapshot.epoch,
+                    snapshot.journal,
+                );
                 let part = |rows: Vec<shardgate_meta::RowImage>, last| -> Result<Part> {
                     let records = rows
                         .iter()
@@ -324,6 +331,7 @@ impl Journal {
                         seq,
                         generation,
                         epoch,
+                        journal,
                     })
                 };
                 let mut pending = snapshot.next_chunk(part_bytes)?;
@@ -344,6 +352,7 @@ impl Journal {
             }
         });
         let mut checkpoint = 0;
+        let mut saw_last = false;
         let mut part = 0u32;
         let mut total = 0u64;
         let mut seq = 0;
@@ -354,6 +363,7 @@ impl Journal {
                 seq: at,
                 generation,
                 epoch,
+                journal,
             } = item?;
             seq = at;
             let meta = self.meta.clone();
@@ -362,6 +372,7 @@ impl Journal {
                 checkpoint = unit;
             }
             let info = UnitInfo {
+                journal,
                 epoch,
                 kind: UnitKind::Checkpoint,
                 unit,
@@ -383,13 +394,18 @@ impl Journal {
             blocking(move || meta.record_unit(unit, &record, None)).await?;
             part += 1;
             if last {
+                saw_last = true;
                 break;
             }
         }
-        let _ = reader.await;
-        if part == 0 {
-            return Err(JournalError::Recover(
-                "the checkpoint's snapshot ended without a part".into(),
+        reader
+            .await
+            .map_err(|e| JournalError::Task(format!("the checkpoint's snapshot: {e}")))?;
+        // Only a checkpoint whose last part is written may replace the
+        // older ones (a recovery cannot use one without it).
+        if !saw_last {
+            return Err(JournalError::Task(
+                "the checkpoint's snapshot ended before its last part".into(),
             ));
         }
         let meta = self.meta.clone();

@@ -169,6 +169,7 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
         (UnitKind::Batch, 9_001, 0, 1),
     ] {
         let info = UnitInfo {
+            journal: state.journal,
             epoch: 0,
             kind,
             unit,
@@ -199,10 +200,12 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
         ("recovery key", all[..4].to_vec(), &recovery),
     ] {
         let path = dir.path().join(format!("{name}.redb"));
-        let report = recover(&backends, key, &path, &quiet).await.unwrap();
+        let report = recover(&backends, key, None, &path, &quiet).await.unwrap();
         assert!(report.checkpoint.is_some(), "{name}: {report:?}");
         assert!(report.losses().is_empty(), "{name}: {report:?}");
         assert_eq!(report.foreign_units, 2, "{name}: {report:?}");
+        assert_eq!(report.journal, state.journal);
+        assert!(report.other_journals.is_empty());
         let restored = MetaStore::open(&path).unwrap();
         assert_eq!(rows(&restored), expected, "{name}");
         assert_eq!(restored.object_count().unwrap(), 25);
@@ -217,10 +220,35 @@ async fn a_lost_store_comes_back_from_the_backends_even_with_m_of_them_gone() {
 
     // m + 1 gone: the journal cannot be read; recovery says so.
     let path = dir.path().join("too-few.redb");
-    let report = recover(&all[3..], &ids, &path, &quiet).await.unwrap();
+    let report = recover(&all[3..], &ids, None, &path, &quiet).await.unwrap();
     assert!(report.checkpoint.is_none());
     assert!(report.unreadable_units > 0, "{report:?}");
     assert!(!report.losses().is_empty());
+
+    // A second gateway with the same keys journals to the same backends:
+    // its journal has an id of its own, and neither recovery mixes them.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = MetaStore::open_with(&other_dir.path().join("meta.redb"), true).unwrap();
+    let recipients = Arc::new(ids.recipients().join(recovery.recipients()));
+    let other_journal = Journal::new(
+        other.clone(),
+        recipients,
+        Arc::new(Six(set.clone())),
+        JournalSettings::default(),
+    );
+    other.create_bucket("another-gateways-bucket", 0).unwrap();
+    other_journal.flush().await.unwrap();
+    let theirs = other.journal_state().unwrap().journal;
+    assert_ne!(theirs, state.journal);
+    for (journal, want) in [(state.journal, expected.clone()), (theirs, rows(&other))] {
+        let path = dir.path().join(format!("journal-{journal:x}.redb"));
+        let report = recover(&all, &ids, Some(journal), &path, &quiet)
+            .await
+            .unwrap();
+        assert!(report.losses().is_empty(), "{report:?}");
+        assert_eq!(report.journal, journal);
+        assert_eq!(rows(&MetaStore::open(&path).unwrap()), want);
+    }
 }
 
 /// A unit recorded as pending (its writer stopped mid-write) has its blobs

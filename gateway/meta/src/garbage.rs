@@ -82,6 +82,8 @@ fn decode_item(bytes: &[u8]) -> Result<ItemRecord> {
                 added_unix_ms: v1.added_unix_ms,
                 attempts: v1.attempts,
                 bytes: v1.bytes,
+                // Written before items knew the journal, by releases that
+                // had none: nothing to wait for.
                 journal_seq: 0,
             })
         }
@@ -200,15 +202,7 @@ pub(crate) fn add(
 ) -> Result<()> {
     let mut per_backend: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
     {
-        // The transaction's records so far are the outbox's last, and one
-        // more may follow the removal that made this garbage (the new
-        // version that replaced it, or a delete marker): the item waits
-        // for that one too. When no record follows, it waits for the next
-        // transaction's or for the outbox to empty: a little longer.
-        let journal_seq = match journal::last_recorded(txn)? {
-            0 => 0,
-            last => last + 1,
-        };
+        let journal_seq = journal::hold_for_garbage(txn)?;
         let mut due = txn.open_table(DUE)?;
         let mut age = txn.open_table(AGE)?;
         for (backend, blob, bytes) in blobs {

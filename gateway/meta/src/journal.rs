@@ -50,6 +50,14 @@ const CHECKPOINT_NEEDED: &str = "journal_checkpoint_needed";
 const EPOCH: &str = "journal_epoch";
 /// The newest complete checkpoint's number (in `counters`).
 const LAST_CHECKPOINT: &str = "journal_last_checkpoint";
+/// This store's journal id (in `counters`): random, made with the store,
+/// kept by a restore. Two gateways' journals on shared backends never mix.
+const JOURNAL_ID: &str = "journal_id";
+/// Set (1) when a store that has a journal on the backends ran without it:
+/// the journal there is stale, so garbage added meanwhile waits for the
+/// next complete checkpoint (a recovery from the stale journal could bring
+/// back the manifests that name it).
+const STALE: &str = "journal_stale";
 
 /// The tables the journal carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +96,8 @@ pub struct OutboxBatch {
     pub generation: u64,
     /// The store's journal epoch.
     pub epoch: u64,
+    /// The store's journal id.
+    pub journal: u64,
 }
 
 /// A journal unit the writer put on the backends, kept so that its blobs
@@ -131,6 +141,7 @@ pub struct JournalState {
     /// The newest complete checkpoint (0: none).
     pub last_checkpoint: u64,
     pub epoch: u64,
+    pub journal: u64,
 }
 
 /// A consistent view of every journaled row, cut into checkpoint parts.
@@ -141,6 +152,7 @@ pub struct Snapshot {
     /// The generation sequence in the view.
     pub generation: u64,
     pub epoch: u64,
+    pub journal: u64,
     table: usize,
     after: Option<Vec<u8>>,
 }
@@ -269,10 +281,19 @@ pub(crate) fn last_recorded(txn: &WriteTransaction) -> Result<u64> {
 /// Every record up to this number is on the backends (or in a checkpoint
 /// there): the outbox's first less one, everything when it is empty.
 pub(crate) fn shipped_through(txn: &ReadTransaction) -> Result<u64> {
-    Ok(txn
+    let outbox = txn
         .open_table(OUTBOX)?
         .first()?
-        .map_or(u64::MAX, |(k, _)| k.value().saturating_sub(1)))
+        .map_or(u64::MAX, |(k, _)| k.value().saturating_sub(1));
+    let stale = txn
+        .open_table(COUNTERS_TABLE)?
+        .get(STALE)?
+        .is_some_and(|v| v.value() != 0);
+    // Stale: what waits for the next checkpoint (u64::MAX) waits.
+    Ok(match stale {
+        true => outbox.min(u64::MAX - 1),
+        false => outbox,
+    })
 }
 
 /// Empties the outbox: a store opened without the journal ships nothing,
@@ -289,7 +310,38 @@ pub(crate) fn drop_outbox(txn: &WriteTransaction) -> Result<()> {
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(OUTBOX)?;
     txn.open_table(UNITS)?;
+    if counter(txn, JOURNAL_ID)? == 0 {
+        set_counter(txn, JOURNAL_ID, rand::random::<u64>().max(1))?;
+    }
     Ok(())
+}
+
+/// At an open without the journal: a store that never wrote one drops its
+/// outbox (nothing will ship it, and no journal exists to recover from);
+/// one that has a journal on the backends keeps it and marks it stale, so
+/// garbage waits for the next checkpoint.
+pub(crate) fn journal_off(txn: &WriteTransaction) -> Result<()> {
+    need_checkpoint(txn)?;
+    if counter(txn, LAST_CHECKPOINT)? > 0 || !txn.open_table(UNITS)?.is_empty()? {
+        set_counter(txn, STALE, 1)
+    } else {
+        drop_outbox(txn)
+    }
+}
+
+/// The journal position a garbage item added now waits for: the
+/// transaction's records so far are the outbox's last, and one more may
+/// follow the removal that made the garbage (the version that replaced
+/// it, or a delete marker), so one past it. While the journal is stale,
+/// the next checkpoint's.
+pub(crate) fn hold_for_garbage(txn: &WriteTransaction) -> Result<u64> {
+    if counter(txn, STALE)? != 0 {
+        return Ok(u64::MAX);
+    }
+    Ok(match last_recorded(txn)? {
+        0 => 0,
+        last => last + 1,
+    })
 }
 
 fn counter(txn: &WriteTransaction, name: &str) -> Result<u64> {
@@ -349,6 +401,7 @@ impl MetaStore {
             records: Vec::new(),
             generation: get(GENERATION_SEQUENCE_KEY)?,
             epoch: get(EPOCH)?,
+            journal: get(JOURNAL_ID)?,
         };
         let mut bytes = 0;
         for r in txn.open_table(OUTBOX)?.iter()? {
@@ -392,6 +445,7 @@ impl MetaStore {
             outbox_len: txn.open_table(OUTBOX)?.len()?,
             last_checkpoint: counters.get(LAST_CHECKPOINT)?.map_or(0, |v| v.value()),
             epoch: counters.get(EPOCH)?.map_or(0, |v| v.value()),
+            journal: counters.get(JOURNAL_ID)?.map_or(0, |v| v.value()),
         })
     }
 
@@ -429,6 +483,7 @@ impl MetaStore {
         let txn = self.db.begin_write()?;
         set_counter(&txn, CHECKPOINT_NEEDED, 0)?;
         set_counter(&txn, LAST_CHECKPOINT, checkpoint)?;
+        set_counter(&txn, STALE, 0)?;
         // The checkpoint holds every row as of `seq`: records up to it
         // need no batch.
         truncate(&txn, seq)?;
@@ -466,7 +521,7 @@ impl MetaStore {
     /// Every journaled row as of now, to cut a checkpoint from.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let txn = self.db.begin_read()?;
-        let (seq, generation, epoch) = {
+        let (seq, generation, epoch, journal) = {
             let counters = txn.open_table(COUNTERS_TABLE)?;
             let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
             let last = txn
@@ -477,6 +532,7 @@ impl MetaStore {
                 get(JOURNAL_SEQUENCE)?.max(last),
                 get(GENERATION_SEQUENCE_KEY)?,
                 get(EPOCH)?,
+                get(JOURNAL_ID)?,
             )
         };
         Ok(Snapshot {
@@ -484,6 +540,7 @@ impl MetaStore {
             seq,
             generation,
             epoch,
+            journal,
             table: 0,
             after: None,
         })
@@ -545,8 +602,10 @@ impl MetaStore {
     pub fn finish_restore(
         &self,
         generation: u64,
+        journal: u64,
         epoch: u64,
         journal_seq: u64,
+        last_unit: u64,
         found_units: &[(u64, UnitRecord)],
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -576,7 +635,13 @@ impl MetaStore {
             counter(&txn, JOURNAL_SEQUENCE)?.max(journal_seq),
         )?;
         set_counter(&txn, EPOCH, counter(&txn, EPOCH)?.max(epoch))?;
-        let max_unit = found_units.iter().map(|(u, _)| *u).max().unwrap_or(0);
+        set_counter(&txn, JOURNAL_ID, journal)?;
+        let max_unit = found_units
+            .iter()
+            .map(|(u, _)| *u)
+            .max()
+            .unwrap_or(0)
+            .max(last_unit);
         set_counter(
             &txn,
             UNIT_SEQUENCE,

@@ -922,11 +922,11 @@ impl MetaStore {
         repair::create_tables(&txn)?;
         journal::create_tables(&txn)?;
         Self::upgrade_legacy_garbage(&txn)?;
-        if Self::upgrade_legacy_objects(&txn)? || !journal {
+        if Self::upgrade_legacy_objects(&txn)? {
             journal::need_checkpoint(&txn)?;
         }
         if !journal {
-            journal::drop_outbox(&txn)?;
+            journal::journal_off(&txn)?;
         }
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;

@@ -2119,7 +2119,7 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
         .collect();
     replayed.restore(&images).unwrap();
     replayed
-        .finish_restore(outbox.generation, 1, *seqs.last().unwrap(), &[])
+        .finish_restore(outbox.generation, 9, 1, *seqs.last().unwrap(), 0, &[])
         .unwrap();
 
     let expected = all_rows(&store, usize::MAX);
@@ -2208,4 +2208,46 @@ fn garbage_waits_until_the_journal_has_shipped_its_change() {
     assert!(store.outbox(usize::MAX).unwrap().records.is_empty());
     assert_eq!(garbage_blobs(&store, later).len(), 6);
     assert!(store.journal_state().unwrap().checkpoint_needed);
+}
+
+/// A store with a journal on the backends that runs without it: that
+/// journal is stale, so garbage made meanwhile waits for the next complete
+/// checkpoint (a recovery from the stale journal would name its blobs).
+#[test]
+fn garbage_of_a_run_without_the_journal_waits_for_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let store = MetaStore::open_with(&path, true).unwrap();
+    store.create_bucket("b", 0).unwrap();
+    let first = manifest("a", vec![segment(10)]);
+    store
+        .put_object("b", "k", &first, None, &Condition::Always, 0)
+        .unwrap();
+    let seq = store.outbox(usize::MAX).unwrap().records.last().unwrap().0;
+    store.complete_checkpoint(1, seq).unwrap();
+    drop(store);
+
+    let store = MetaStore::open(&path).unwrap();
+    store
+        .put_object(
+            "b",
+            "k",
+            &manifest("b", vec![segment(10)]),
+            None,
+            &Condition::Always,
+            0,
+        )
+        .unwrap();
+    let later = 1 << 40;
+    assert!(
+        garbage_blobs(&store, later).is_empty(),
+        "held: the journal is stale"
+    );
+    drop(store);
+
+    let store = MetaStore::open_with(&path, true).unwrap();
+    assert!(store.journal_state().unwrap().checkpoint_needed);
+    assert!(garbage_blobs(&store, later).is_empty());
+    store.complete_checkpoint(2, seq).unwrap();
+    assert_eq!(garbage_blobs(&store, later), blobs(&first));
 }
