@@ -2157,6 +2157,20 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
     assert!(plain.outbox(usize::MAX).unwrap().records.is_empty());
 }
 
+/// Puts a new version over `b/k`, tagged `etag`.
+fn overwrite(store: &MetaStore, etag: &str) {
+    store
+        .put_object(
+            "b",
+            "k",
+            &manifest(etag, vec![segment(10)]),
+            None,
+            &Condition::Always,
+            0,
+        )
+        .unwrap();
+}
+
 /// Garbage waits for the journal: a recovery from the backends could bring
 /// back the manifest that still names the blobs until the change that made
 /// them garbage is shipped.
@@ -2170,16 +2184,7 @@ fn garbage_waits_until_the_journal_has_shipped_its_change() {
     store
         .put_object("b", "k", &first, None, &Condition::Always, 0)
         .unwrap();
-    store
-        .put_object(
-            "b",
-            "k",
-            &manifest("b", vec![segment(10)]),
-            None,
-            &Condition::Always,
-            0,
-        )
-        .unwrap();
+    overwrite(&store, "b");
     let later = 1 << 40;
     assert!(garbage_blobs(&store, later).is_empty(), "held: not shipped");
     let last = store.outbox(usize::MAX).unwrap().records.last().unwrap().0;
@@ -2228,16 +2233,7 @@ fn garbage_of_a_run_without_the_journal_waits_for_the_next_checkpoint() {
     drop(store);
 
     let store = MetaStore::open(&path).unwrap();
-    store
-        .put_object(
-            "b",
-            "k",
-            &manifest("b", vec![segment(10)]),
-            None,
-            &Condition::Always,
-            0,
-        )
-        .unwrap();
+    overwrite(&store, "b");
     let later = 1 << 40;
     assert!(
         garbage_blobs(&store, later).is_empty(),
