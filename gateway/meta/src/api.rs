@@ -8,8 +8,8 @@
 //! user owns takes the caller ([`Writer`]) and checks ownership inside that
 //! transaction, not before it.
 //!
-//! Moved here so far: buckets and their configurations, and versions'
-//! deletes, tags, retention and legal hold. Reads, commits, uploads and
+//! Moved here so far: buckets and their configurations; versions'
+//! deletes, tags, retention and legal hold; users. Reads, commits, uploads and
 //! listings follow (ARCHITECTURE.md, "The metadata trait").
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::error::{MetaError, Result};
-use crate::store::{BucketRecord, CorsRule, Deleted, MetaStore, ObjectSummary, Writer};
+use crate::store::{BucketRecord, CorsRule, Deleted, MetaStore, ObjectSummary, UserRecord, Writer};
 use crate::version::{ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 
 /// Buckets and their configurations.
@@ -124,10 +124,21 @@ pub trait Versions: Send + Sync {
     ) -> Result<ObjectVersion>;
 }
 
-/// Everything the gateway asks of its metadata.
-pub trait Metadata: Buckets + Versions {}
+/// S3 users besides the configured one, by access key.
+#[async_trait]
+pub trait Users: Send + Sync {
+    /// Adds a user under `access_key`; the key and the name must be new.
+    async fn create_user(&self, access_key: &str, user: &UserRecord) -> Result<()>;
+    /// Every user: (access key, record), by access key.
+    async fn users(&self) -> Result<Vec<(String, UserRecord)>>;
+    /// Removes a user named by access key or name, unless it owns buckets.
+    async fn delete_user(&self, user: &str) -> Result<UserRecord>;
+}
 
-impl<T: Buckets + Versions> Metadata for T {}
+/// Everything the gateway asks of its metadata.
+pub trait Metadata: Buckets + Versions + Users {}
+
+impl<T: Buckets + Versions + Users> Metadata for T {}
 
 /// Runs a store call on the blocking pool.
 async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -329,5 +340,23 @@ impl Versions for MetaStore {
             s.set_legal_hold(c, b, &key, &selector, on)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Users for MetaStore {
+    async fn create_user(&self, access_key: &str, user: &UserRecord) -> Result<()> {
+        let (store, key, user) = (self.clone(), access_key.to_string(), user.clone());
+        run(move || store.create_user(&key, &user)).await
+    }
+
+    async fn users(&self) -> Result<Vec<(String, UserRecord)>> {
+        let store = self.clone();
+        run(move || store.users()).await
+    }
+
+    async fn delete_user(&self, user: &str) -> Result<UserRecord> {
+        let (store, user) = (self.clone(), user.to_string());
+        run(move || store.delete_user(&user)).await
     }
 }

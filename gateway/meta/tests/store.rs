@@ -2157,6 +2157,18 @@ fn the_outbox_replays_every_change_into_an_empty_store() {
     assert!(plain.outbox(usize::MAX).unwrap().records.is_empty());
 }
 
+/// A store with the journal, bucket `b`, and one version of `b/k`, whose
+/// manifest it returns.
+fn journaled_with_one_version(path: &std::path::Path) -> (MetaStore, Manifest) {
+    let store = MetaStore::open_with(path, true).unwrap();
+    store.create_bucket("b", 0).unwrap();
+    let first = manifest("a", vec![segment(10)]);
+    store
+        .put_object("b", "k", &first, None, &Condition::Always, 0)
+        .unwrap();
+    (store, first)
+}
+
 /// Puts a new version over `b/k`, tagged `etag`.
 fn overwrite(store: &MetaStore, etag: &str) {
     store
@@ -2178,12 +2190,7 @@ fn overwrite(store: &MetaStore, etag: &str) {
 fn garbage_waits_until_the_journal_has_shipped_its_change() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.redb");
-    let store = MetaStore::open_with(&path, true).unwrap();
-    store.create_bucket("b", 0).unwrap();
-    let first = manifest("a", vec![segment(10)]);
-    store
-        .put_object("b", "k", &first, None, &Condition::Always, 0)
-        .unwrap();
+    let (store, first) = journaled_with_one_version(&path);
     overwrite(&store, "b");
     let later = 1 << 40;
     assert!(garbage_blobs(&store, later).is_empty(), "held: not shipped");
@@ -2198,16 +2205,7 @@ fn garbage_waits_until_the_journal_has_shipped_its_change() {
 
     // A store opened without the journal ships nothing: its garbage does
     // not wait, and the outbox left is dropped (a checkpoint covers it).
-    store
-        .put_object(
-            "b",
-            "k",
-            &manifest("c", vec![segment(10)]),
-            None,
-            &Condition::Always,
-            0,
-        )
-        .unwrap();
+    overwrite(&store, "c");
     drop(store);
     let store = MetaStore::open(&path).unwrap();
     assert!(store.outbox(usize::MAX).unwrap().records.is_empty());
@@ -2222,12 +2220,7 @@ fn garbage_waits_until_the_journal_has_shipped_its_change() {
 fn garbage_of_a_run_without_the_journal_waits_for_the_next_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.redb");
-    let store = MetaStore::open_with(&path, true).unwrap();
-    store.create_bucket("b", 0).unwrap();
-    let first = manifest("a", vec![segment(10)]);
-    store
-        .put_object("b", "k", &first, None, &Condition::Always, 0)
-        .unwrap();
+    let (store, first) = journaled_with_one_version(&path);
     let seq = store.outbox(usize::MAX).unwrap().records.last().unwrap().0;
     store.complete_checkpoint(1, seq).unwrap();
     drop(store);

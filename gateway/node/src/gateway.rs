@@ -400,33 +400,25 @@ impl Gateway {
 
     /// Creates a user `name` with a fresh access key.
     pub async fn create_user(&self, name: &str) -> Result<User, GatewayError> {
-        let name = name.to_string();
-        let (meta, recipients, users) = (
-            self.meta.clone(),
-            self.recipients.clone(),
-            self.users.clone(),
-        );
-        tokio::task::spawn_blocking(move || users.create(&meta, &recipients, &name, now_ms()))
+        self.users
+            .create(self.metadata(), &self.recipients, name, now_ms())
             .await
-            .map_err(|e| GatewayError::Internal(format!("user task failed: {e}")))?
     }
 
     /// Deletes the user with this name or access key (not while it owns
     /// buckets); returns its name.
     pub async fn delete_user(&self, user: &str) -> Result<String, GatewayError> {
-        let (meta, users, user) = (self.meta.clone(), self.users.clone(), user.to_string());
-        tokio::task::spawn_blocking(move || users.delete(&meta, &user))
-            .await
-            .map_err(|e| GatewayError::Internal(format!("user task failed: {e}")))?
+        self.users.delete(self.metadata(), user).await
     }
 
-    /// The metadata store.
     /// The metadata behind its traits: what the S3 layer calls (issue 17:
     /// another engine can stand in for redb there).
     pub fn metadata(&self) -> &dyn Metadata {
         self.metadata.as_ref()
     }
 
+    /// The metadata store itself (the journal, jobs and admin calls not
+    /// moved to the traits yet).
     pub fn meta(&self) -> &MetaStore {
         &self.meta
     }

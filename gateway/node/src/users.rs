@@ -12,7 +12,7 @@ use std::sync::RwLock;
 
 use rand::Rng;
 use shardgate_core::{Identities, Recipients, SealedSecret};
-use shardgate_meta::{MetaStore, UserRecord};
+use shardgate_meta::{MetaStore, Metadata, UserRecord};
 
 use crate::GatewayError;
 
@@ -112,9 +112,9 @@ impl Users {
     }
 
     /// Creates a user with a fresh access key and secret (stored sealed).
-    pub(crate) fn create(
+    pub(crate) async fn create(
         &self,
-        meta: &MetaStore,
+        meta: &dyn Metadata,
         recipients: &Recipients,
         name: &str,
         now_unix_ms: u64,
@@ -131,7 +131,7 @@ impl Users {
             secret: SealedSecret::seal(recipients, user.secret_key.as_bytes())?,
             created_unix_ms: now_unix_ms,
         };
-        meta.create_user(&user.access_key, &record)?;
+        meta.create_user(&user.access_key, &record).await?;
         if let Ok(mut known) = self.0.write() {
             known.insert(user.access_key.clone(), user.clone());
         }
@@ -139,8 +139,12 @@ impl Users {
     }
 
     /// Deletes a user named by name or access key; returns its name.
-    pub(crate) fn delete(&self, meta: &MetaStore, user: &str) -> Result<String, GatewayError> {
-        let record = meta.delete_user(user)?;
+    pub(crate) async fn delete(
+        &self,
+        meta: &dyn Metadata,
+        user: &str,
+    ) -> Result<String, GatewayError> {
+        let record = meta.delete_user(user).await?;
         if let Ok(mut known) = self.0.write() {
             known.retain(|_, u| u.name != record.name);
         }
