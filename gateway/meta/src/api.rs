@@ -4,20 +4,31 @@
 //! each call on the blocking pool.
 //!
 //! The rules stay where they are: every method is one S3 rule in one
-//! transaction of the implementation, and a method that changes what a
-//! user owns takes the caller ([`Writer`]) and checks ownership inside that
-//! transaction, not before it.
+//! transaction of the implementation, and a method that changes a bucket's
+//! configuration or a version takes the caller ([`Writer`], or the writer
+//! in a commit's [`VersionState`]) and checks ownership inside that
+//! transaction, not before it. Uploads and parts rely on the access check
+//! before the call; their completion is a commit and is checked.
 //!
-//! Moved here so far: buckets and their configurations; versions'
-//! deletes, tags, retention and legal hold; users. Reads, commits, uploads and
-//! listings follow (ARCHITECTURE.md, "The metadata trait").
+//! The S3 layer reaches the metadata only through these traits. The
+//! background jobs (scrub, repair, drain, rebalance, the garbage collector)
+//! and the journal writer still call [`MetaStore`] itself: they are the
+//! gateway's own bookkeeping, and issue 23 moves them with the engine
+//! (ARCHITECTURE.md, "The metadata trait").
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use shardgate_core::{BackendId, BlobName, Manifest, VersionId};
+
 use crate::error::{MetaError, Result};
-use crate::store::{BucketRecord, CorsRule, Deleted, MetaStore, ObjectSummary, UserRecord, Writer};
+use crate::list::{ListPage, ListQuery, UploadPage, UploadQuery, VersionPage, VersionQuery};
+use crate::store::{
+    BucketRecord, CompleteError, Condition, CorsRule, Deleted, IntentId, IntentKind, MetaStore,
+    ObjectSummary, PartRecord, Refusal, UploadRecord, UserRecord, VersionRow, VersionState, Writer,
+    Written,
+};
 use crate::version::{ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 
 /// Buckets and their configurations.
@@ -135,10 +146,133 @@ pub trait Users: Send + Sync {
     async fn delete_user(&self, user: &str) -> Result<UserRecord>;
 }
 
-/// Everything the gateway asks of its metadata.
-pub trait Metadata: Buckets + Versions + Users {}
+/// Object versions' manifests: the write path's intents and commit, and
+/// the reads.
+#[async_trait]
+pub trait Objects: Send + Sync {
+    /// Records, durably, the blobs a write is about to create; call before
+    /// its first byte is written.
+    async fn begin_intent(
+        &self,
+        kind: IntentKind,
+        blobs: Vec<(BackendId, BlobName)>,
+        now_unix_ms: u64,
+    ) -> Result<IntentId>;
+    /// The write of `intent` will not commit: its blobs become garbage (an
+    /// intent closed already is left as is).
+    async fn abandon_intent(&self, intent: IntentId, now_unix_ms: u64) -> Result<()>;
+    /// Commits a version of `bucket/key` under `condition`, with its first
+    /// `state`, and closes `intent`; the version it replaces becomes
+    /// garbage. The ownership check is on `state.writer`, in the commit's
+    /// transaction. Hands the manifest back with what was written.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: Manifest,
+        state: VersionState,
+        intent: Option<IntentId>,
+        condition: Condition,
+        now_unix_ms: u64,
+    ) -> Result<(Manifest, Written)>;
+    /// The version of `bucket/key` that `selector` names (a delete marker
+    /// has no manifest); `NoSuchBucket` when the bucket does not exist.
+    async fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+    ) -> Result<Option<VersionRow>>;
+    /// Queues for repair the fragments a read found bad in `version`, each
+    /// named by (segment, index, blob); returns those taken as suspects.
+    #[allow(clippy::too_many_arguments)]
+    async fn report_damage(
+        &self,
+        bucket: &str,
+        key: &str,
+        seq: u64,
+        version: VersionId,
+        bad: Vec<(u32, u16, BlobName)>,
+        why: u8,
+        now_unix_ms: u64,
+    ) -> Result<Vec<(u32, u16)>>;
+}
 
-impl<T: Buckets + Versions + Users> Metadata for T {}
+/// Builds an upload's object from the parts its completion takes. It runs
+/// inside the completion's transaction, so it must not do I/O: every
+/// engine can call it there.
+pub type BuildObject = Box<
+    dyn FnOnce(Vec<(u32, PartRecord)>) -> std::result::Result<(Manifest, VersionState), Refusal>
+        + Send,
+>;
+
+/// Multipart uploads and their parts.
+#[async_trait]
+pub trait Uploads: Send + Sync {
+    /// Starts an upload; returns its id (time-ordered).
+    async fn create_upload(&self, bucket: &str, key: &str, record: &UploadRecord)
+    -> Result<String>;
+    /// The upload `upload` of `bucket/key`.
+    async fn upload(&self, bucket: &str, key: &str, upload: &str) -> Result<UploadRecord>;
+    /// Records part `number` and closes `intent`; a part sent again
+    /// replaces the earlier one. `NoSuchUpload` (and the part's blobs
+    /// become garbage) when the upload is gone.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        number: u32,
+        part: &PartRecord,
+        intent: IntentId,
+        now_unix_ms: u64,
+    ) -> Result<()>;
+    /// Parts numbered above `after`, up to `max`, and whether more follow.
+    async fn list_parts(
+        &self,
+        upload: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<(u32, PartRecord)>, bool)>;
+    /// Completes an upload with the `chosen` parts (number, ETag), in
+    /// ascending order, each but the last at least `min_part_bytes`; the
+    /// parts not chosen become garbage.
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        chosen: Vec<(u32, String)>,
+        min_part_bytes: u64,
+        condition: &Condition,
+        now_unix_ms: u64,
+        build: BuildObject,
+    ) -> std::result::Result<(Manifest, Written), CompleteError>;
+    /// Aborts an upload: its parts' fragments become garbage.
+    async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        now_unix_ms: u64,
+    ) -> Result<()>;
+}
+
+/// The three listings, one page at a time.
+#[async_trait]
+pub trait Listings: Send + Sync {
+    async fn list_objects(&self, bucket: &str, query: &ListQuery<'_>) -> Result<ListPage>;
+    async fn list_versions(&self, bucket: &str, query: &VersionQuery<'_>) -> Result<VersionPage>;
+    async fn list_uploads(&self, bucket: &str, query: &UploadQuery<'_>) -> Result<UploadPage>;
+}
+
+/// Everything the gateway asks of its metadata.
+pub trait Metadata: Buckets + Versions + Users + Objects + Uploads + Listings {}
+
+impl<T: Buckets + Versions + Users + Objects + Uploads + Listings> Metadata for T {}
 
 /// Runs a store call on the blocking pool.
 async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -358,5 +492,240 @@ impl Users for MetaStore {
     async fn delete_user(&self, user: &str) -> Result<UserRecord> {
         let (store, user) = (self.clone(), user.to_string());
         run(move || store.delete_user(&user)).await
+    }
+}
+
+#[async_trait]
+impl Objects for MetaStore {
+    async fn begin_intent(
+        &self,
+        kind: IntentKind,
+        blobs: Vec<(BackendId, BlobName)>,
+        now_unix_ms: u64,
+    ) -> Result<IntentId> {
+        let store = self.clone();
+        run(move || store.begin_intent(kind, &blobs, now_unix_ms)).await
+    }
+
+    async fn abandon_intent(&self, intent: IntentId, now_unix_ms: u64) -> Result<()> {
+        let store = self.clone();
+        run(move || store.abandon_intent(intent, now_unix_ms)).await
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        manifest: Manifest,
+        state: VersionState,
+        intent: Option<IntentId>,
+        condition: Condition,
+        now_unix_ms: u64,
+    ) -> Result<(Manifest, Written)> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        run(move || {
+            let written = store.put_object_with(
+                &bucket,
+                &key,
+                &manifest,
+                &state,
+                intent,
+                &condition,
+                now_unix_ms,
+            )?;
+            Ok((manifest, written))
+        })
+        .await
+    }
+
+    async fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+    ) -> Result<Option<VersionRow>> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        run(move || store.object_version(&bucket, &key, &selector)).await
+    }
+
+    async fn report_damage(
+        &self,
+        bucket: &str,
+        key: &str,
+        seq: u64,
+        version: VersionId,
+        bad: Vec<(u32, u16, BlobName)>,
+        why: u8,
+        now_unix_ms: u64,
+    ) -> Result<Vec<(u32, u16)>> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        run(move || store.report_damage(&bucket, &key, seq, version, &bad, why, now_unix_ms)).await
+    }
+}
+
+#[async_trait]
+impl Uploads for MetaStore {
+    async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &UploadRecord,
+    ) -> Result<String> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        let record = record.clone();
+        run(move || store.create_upload(&bucket, &key, &record)).await
+    }
+
+    async fn upload(&self, bucket: &str, key: &str, upload: &str) -> Result<UploadRecord> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        let upload = upload.to_string();
+        run(move || store.upload(&bucket, &key, &upload)).await
+    }
+
+    async fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        number: u32,
+        part: &PartRecord,
+        intent: IntentId,
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        let (upload, part) = (upload.to_string(), part.clone());
+        run(move || store.put_part(&bucket, &key, &upload, number, &part, intent, now_unix_ms))
+            .await
+    }
+
+    async fn list_parts(
+        &self,
+        upload: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<(u32, PartRecord)>, bool)> {
+        let (store, upload) = (self.clone(), upload.to_string());
+        run(move || store.list_parts(&upload, after, max)).await
+    }
+
+    async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        chosen: Vec<(u32, String)>,
+        min_part_bytes: u64,
+        condition: &Condition,
+        now_unix_ms: u64,
+        build: BuildObject,
+    ) -> std::result::Result<(Manifest, Written), CompleteError> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        let (upload, condition) = (upload.to_string(), condition.clone());
+        tokio::task::spawn_blocking(move || {
+            store.complete_upload(
+                &bucket,
+                &key,
+                &upload,
+                &chosen,
+                min_part_bytes,
+                &condition,
+                now_unix_ms,
+                build,
+            )
+        })
+        .await
+        .map_err(|e| CompleteError::from(MetaError::Task(e.to_string())))?
+    }
+
+    async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        now_unix_ms: u64,
+    ) -> Result<()> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        let upload = upload.to_string();
+        run(move || store.abort_upload(&bucket, &key, &upload, now_unix_ms)).await
+    }
+}
+
+/// A listing's query with its strings owned, to cross to the blocking pool.
+struct Owned {
+    prefix: String,
+    delimiter: Option<String>,
+    after: Option<String>,
+    marker: Option<String>,
+}
+
+impl Owned {
+    fn new(
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        marker: Option<&str>,
+    ) -> Self {
+        Owned {
+            prefix: prefix.to_string(),
+            delimiter: delimiter.map(str::to_string),
+            after: after.map(str::to_string),
+            marker: marker.map(str::to_string),
+        }
+    }
+}
+
+#[async_trait]
+impl Listings for MetaStore {
+    async fn list_objects(&self, bucket: &str, query: &ListQuery<'_>) -> Result<ListPage> {
+        let (store, bucket, max) = (self.clone(), bucket.to_string(), query.max);
+        let q = Owned::new(query.prefix, query.delimiter, query.after, None);
+        run(move || {
+            let query = ListQuery {
+                prefix: &q.prefix,
+                delimiter: q.delimiter.as_deref(),
+                after: q.after.as_deref(),
+                max,
+            };
+            store.list_objects(&bucket, &query)
+        })
+        .await
+    }
+
+    async fn list_versions(&self, bucket: &str, query: &VersionQuery<'_>) -> Result<VersionPage> {
+        let (store, bucket) = (self.clone(), bucket.to_string());
+        let (version_after, max) = (query.version_after, query.max);
+        let q = Owned::new(query.prefix, query.delimiter, query.key_after, None);
+        run(move || {
+            let query = VersionQuery {
+                prefix: &q.prefix,
+                delimiter: q.delimiter.as_deref(),
+                key_after: q.after.as_deref(),
+                version_after,
+                max,
+            };
+            store.list_versions(&bucket, &query)
+        })
+        .await
+    }
+
+    async fn list_uploads(&self, bucket: &str, query: &UploadQuery<'_>) -> Result<UploadPage> {
+        let (store, bucket, max) = (self.clone(), bucket.to_string(), query.max);
+        let q = Owned::new(
+            query.prefix,
+            query.delimiter,
+            query.key_after,
+            query.upload_after,
+        );
+        run(move || {
+            let query = UploadQuery {
+                prefix: &q.prefix,
+                delimiter: q.delimiter.as_deref(),
+                key_after: q.after.as_deref(),
+                upload_after: q.marker.as_deref(),
+                max,
+            };
+            store.list_uploads(&bucket, &query)
+        })
+        .await
     }
 }

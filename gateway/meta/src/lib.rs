@@ -33,7 +33,7 @@ mod repair;
 mod store;
 mod version;
 
-pub use api::{Buckets, Metadata, Users, Versions};
+pub use api::{Buckets, BuildObject, Listings, Metadata, Objects, Uploads, Users, Versions};
 pub use error::{MetaError, Result};
 pub use garbage::{GarbageBacklog, GarbageItem, Outcome};
 pub use journal::{

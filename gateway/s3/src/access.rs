@@ -34,10 +34,13 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The caller of a request (the administrator when the access check
-    /// did not run, as for an internal call).
-    pub fn of(extensions: &http::Extensions) -> Self {
-        extensions.get::<Caller>().cloned().unwrap_or(Caller::Admin)
+    /// The caller of a request, as the access check found it. A request
+    /// the check did not see is refused, never taken as the administrator's.
+    pub fn of(extensions: &http::Extensions) -> S3Result<Self> {
+        extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| s3_error!(AccessDenied, "The request's access check did not run"))
     }
 
     /// The owner a bucket this caller creates gets.

@@ -5,7 +5,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
         let created = self
             .gw
@@ -32,7 +32,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         self.gw
             .metadata()
             .delete_bucket(&caller, &req.input.bucket)
@@ -61,7 +61,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let buckets = self.gw.metadata().list_buckets().await.or_s3()?;
         let buckets = buckets
             .into_iter()

@@ -13,7 +13,7 @@ impl ShardgateS3 {
         // The owner is checked again in the change's own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         let rules: Vec<CorsRule> = input
             .cors_configuration
@@ -70,7 +70,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         self.gw
             .metadata()
             .set_bucket_cors(&caller, &req.input.bucket, &[])

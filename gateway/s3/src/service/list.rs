@@ -146,23 +146,18 @@ impl ShardgateS3 {
         after: Option<String>,
         max: usize,
     ) -> S3Result<Listing> {
-        let store = self.gw.meta().clone();
-        let bucket = bucket.to_string();
-        let prefix = prefix.unwrap_or("").to_string();
-        let delimiter = delimiter.map(str::to_string);
-        let page = blocking(move || {
-            store.list_objects(
-                &bucket,
-                &ListQuery {
-                    prefix: &prefix,
-                    delimiter: delimiter.as_deref(),
-                    after: after.as_deref(),
-                    max,
-                },
-            )
-        })
-        .await
-        .or_s3()?;
+        let query = ListQuery {
+            prefix: prefix.unwrap_or(""),
+            delimiter,
+            after: after.as_deref(),
+            max,
+        };
+        let page = self
+            .gw
+            .metadata()
+            .list_objects(bucket, &query)
+            .await
+            .or_s3()?;
         Ok(Listing {
             truncated: page.truncated,
             last: page.entries.last().map(|e| e.marker().to_string()),

@@ -196,7 +196,7 @@ impl ShardgateS3 {
         // The owner is checked again in the change's own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         let config = input
             .object_lock_configuration
@@ -258,7 +258,7 @@ impl ShardgateS3 {
         // The owner is checked again in the change's own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
@@ -326,7 +326,7 @@ impl ShardgateS3 {
         req: S3Request<PutObjectLegalHoldInput>,
     ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
         // The owner is checked again in the change's own transaction.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
@@ -375,15 +375,9 @@ impl ShardgateS3 {
     ) -> S3Result<ObjectSummary> {
         convert::check_key(key)?;
         let selector = version_selector(version_id)?;
-        let meta = self.gw.meta().clone();
-        let (b, k) = (bucket.to_string(), key.to_string());
-        let (record, row) = blocking(move || {
-            let record = meta.bucket(&b)?;
-            let row = meta.object_version(&b, &k, &selector)?;
-            Ok((record, row))
-        })
-        .await
-        .or_s3()?;
+        let meta = self.gw.metadata();
+        let record = meta.bucket(bucket).await.or_s3()?;
+        let row = meta.object_version(bucket, key, selector).await.or_s3()?;
         let record =
             record.ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
         if record

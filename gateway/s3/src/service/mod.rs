@@ -20,9 +20,9 @@ use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use shardgate_core::{Manifest, VersionId};
 use shardgate_meta::{
-    Condition, IntentKind, ListEntry, ListQuery, ObjectVersion as StoredVersionId, PartChecksum,
-    PartRecord, UploadEntry, UploadQuery, UploadRecord, VersionSelector, VersionState, Versioning,
-    Written,
+    BuildObject, Condition, IntentKind, ListEntry, ListQuery, ObjectVersion as StoredVersionId,
+    PartChecksum, PartRecord, UploadEntry, UploadQuery, UploadRecord, VersionSelector,
+    VersionState, Versioning, Written,
 };
 use shardgate_pipeline::ObjectMeta;
 
@@ -30,7 +30,7 @@ use crate::access::Caller;
 use crate::body::{ReadBody, log_bad_fragments};
 use crate::checksum::{self, Algorithm, Combine, Declared, Expected, Given, UploadChecksum};
 use crate::convert::{self, Conditions, Headers, etag, timestamp};
-use shardgate_node::{Gateway, GatewayError, Pending, blocking, now_ms};
+use shardgate_node::{Gateway, GatewayError, Pending, now_ms};
 
 use crate::error::{OrS3, s3_error};
 

@@ -199,9 +199,10 @@ impl ShardgateS3 {
             content_type: meta.content_type,
             user_metadata: meta.user_metadata,
         };
-        let store = self.gw.meta().clone();
-        let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let upload = blocking(move || store.create_upload(&bucket, &key, &record))
+        let upload = self
+            .gw
+            .metadata()
+            .create_upload(&input.bucket, &input.key, &record)
             .await
             .or_s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -268,7 +269,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let part = PartOf {
             bucket: &input.bucket,
@@ -341,13 +342,12 @@ impl ShardgateS3 {
                 convert::MAX_PART_NUMBER
             ));
         }
-        let store = self.gw.meta().clone();
-        let (b, k, u) = (
-            part.bucket.to_string(),
-            part.key.to_string(),
-            part.upload.to_string(),
-        );
-        let record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let record = self
+            .gw
+            .metadata()
+            .upload(part.bucket, part.key, part.upload)
+            .await
+            .or_s3()?;
         Ok(UploadChecksum::stashed(&record.user_metadata))
     }
 
@@ -374,19 +374,23 @@ impl ShardgateS3 {
             }),
         };
         let part_etag = part.etag.clone();
-        let store = self.gw.meta().clone();
-        let (b, k, u) = (
-            part_of.bucket.to_string(),
-            part_of.key.to_string(),
-            part_of.upload.to_string(),
-        );
-        let id = intent.id();
-        let result =
-            blocking(move || store.put_part(&b, &k, &u, number as u32, &part, id, now_ms())).await;
+        let result = self
+            .gw
+            .metadata()
+            .put_part(
+                part_of.bucket,
+                part_of.key,
+                part_of.upload,
+                number as u32,
+                &part,
+                intent.id(),
+                now_ms(),
+            )
+            .await;
         self.gw.wake_collectors();
         match result {
             // Closed by the commit, or turned into garbage by it (NoSuchUpload).
-            Ok(()) | Err(GatewayError::Meta(shardgate_meta::MetaError::NoSuchUpload)) => {
+            Ok(()) | Err(shardgate_meta::MetaError::NoSuchUpload) => {
                 intent.closed();
             }
             Err(_) => intent.abandon().await,
@@ -399,7 +403,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let parts = input
@@ -420,13 +424,12 @@ impl ShardgateS3 {
                 }
             })
             .collect::<S3Result<Vec<_>>>()?;
-        let store = self.gw.meta().clone();
-        let (b, k, u) = (
-            input.bucket.clone(),
-            input.key.clone(),
-            input.upload_id.clone(),
-        );
-        let mut record = blocking(move || store.upload(&b, &k, &u)).await.or_s3()?;
+        let mut record = self
+            .gw
+            .metadata()
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .or_s3()?;
         let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
         let (retention, legal_hold) = lock::unstash_lock(&mut record.user_metadata)?;
         let upload_sum = UploadChecksum::unstash(&mut record.user_metadata);
@@ -466,55 +469,54 @@ impl ShardgateS3 {
         // The answer's checksum, from inside the store's transaction.
         let settled: Arc<std::sync::Mutex<Option<ObjectSum>>> = Arc::default();
         let settled_in = settled.clone();
-        let store = self.gw.meta().clone();
-        let (b, k, u) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let now = now_ms();
-        let done = tokio::task::spawn_blocking(move || {
-            store.complete_upload(
-                &b,
-                &k,
-                &u,
-                &chosen,
+        let build: BuildObject = Box::new(move |parts| {
+            // Checked on the parts the completion takes, in its
+            // transaction: a part uploaded again meanwhile is seen.
+            let object_sum = completion.settle(&parts)?;
+            let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
+            let etag = convert::multipart_etag(&etags);
+            let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
+            let mut user_metadata = record.user_metadata;
+            if let Some(sum) = &object_sum {
+                user_metadata.extend(sum.metadata.clone());
+            }
+            if let Ok(mut out) = settled_in.lock() {
+                *out = object_sum;
+            }
+            let manifest = Manifest {
+                version_id: VersionId::new(now),
+                size: segments.iter().map(|s| s.plaintext_len).sum(),
+                etag,
+                content_type: record.content_type,
+                user_metadata,
+                created_unix_ms: now,
+                segments,
+            };
+            Ok((
+                manifest,
+                VersionState {
+                    tags,
+                    retention,
+                    legal_hold,
+                    writer: caller.writer(),
+                },
+            ))
+        });
+        let done = self
+            .gw
+            .metadata()
+            .complete_upload(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                chosen,
                 convert::MIN_PART_BYTES,
                 &condition,
                 now,
-                |parts| {
-                    // Checked on the parts the completion takes, in its
-                    // transaction: a part uploaded again meanwhile is seen.
-                    let object_sum = completion.settle(&parts)?;
-                    let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
-                    let etag = convert::multipart_etag(&etags);
-                    let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
-                    let mut user_metadata = record.user_metadata;
-                    if let Some(sum) = &object_sum {
-                        user_metadata.extend(sum.metadata.clone());
-                    }
-                    if let Ok(mut out) = settled_in.lock() {
-                        *out = object_sum;
-                    }
-                    let manifest = Manifest {
-                        version_id: VersionId::new(now),
-                        size: segments.iter().map(|s| s.plaintext_len).sum(),
-                        etag,
-                        content_type: record.content_type,
-                        user_metadata,
-                        created_unix_ms: now,
-                        segments,
-                    };
-                    Ok((
-                        manifest,
-                        VersionState {
-                            tags,
-                            retention,
-                            legal_hold,
-                            writer: caller.writer(),
-                        },
-                    ))
-                },
+                build,
             )
-        })
-        .await
-        .map_err(|e| s3_error!(InternalError, "metadata task failed: {e}"))?;
+            .await;
         let (manifest, written) = done.map_err(GatewayError::from).or_s3()?;
         self.gw.wake_collectors();
         let object_sum = settled.lock().ok().and_then(|mut s| s.take());
@@ -537,9 +539,10 @@ impl ShardgateS3 {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let store = self.gw.meta().clone();
         let input = req.input;
-        blocking(move || store.abort_upload(&input.bucket, &input.key, &input.upload_id, now_ms()))
+        self.gw
+            .metadata()
+            .abort_upload(&input.bucket, &input.key, &input.upload_id, now_ms())
             .await
             .or_s3()?;
         self.gw.wake_collectors();
@@ -558,18 +561,15 @@ impl ShardgateS3 {
                 s3_error!(InvalidArgument, "part-number-marker must not be negative")
             })?,
         };
-        let store = self.gw.meta().clone();
-        let (b, k, u) = (
-            input.bucket.clone(),
-            input.key.clone(),
-            input.upload_id.clone(),
-        );
-        let (record, (parts, truncated)) = blocking(move || {
-            let record = store.upload(&b, &k, &u)?;
-            Ok((record, store.list_parts(&u, after, max)?))
-        })
-        .await
-        .or_s3()?;
+        let meta = self.gw.metadata();
+        let record = meta
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .or_s3()?;
+        let (parts, truncated) = meta
+            .list_parts(&input.upload_id, after, max)
+            .await
+            .or_s3()?;
         let sum = UploadChecksum::stashed(&record.user_metadata);
         let next = parts.last().map(|(n, _)| *n as i32);
         let parts = parts
@@ -612,25 +612,19 @@ impl ShardgateS3 {
         let input = req.input;
         let max = convert::max_items(input.max_uploads, "max-uploads")?;
         let url = url_encoded(input.encoding_type.as_ref());
-        let store = self.gw.meta().clone();
-        let bucket = input.bucket.clone();
-        let (prefix, delimiter) = (input.prefix.clone(), input.delimiter.clone());
-        let (key_marker, upload_marker) =
-            (input.key_marker.clone(), input.upload_id_marker.clone());
-        let page = blocking(move || {
-            store.list_uploads(
-                &bucket,
-                &UploadQuery {
-                    prefix: prefix.as_deref().unwrap_or(""),
-                    delimiter: delimiter.as_deref(),
-                    key_after: key_marker.as_deref(),
-                    upload_after: upload_marker.as_deref(),
-                    max,
-                },
-            )
-        })
-        .await
-        .or_s3()?;
+        let query = UploadQuery {
+            prefix: input.prefix.as_deref().unwrap_or(""),
+            delimiter: input.delimiter.as_deref(),
+            key_after: input.key_marker.as_deref(),
+            upload_after: input.upload_id_marker.as_deref(),
+            max,
+        };
+        let page = self
+            .gw
+            .metadata()
+            .list_uploads(&input.bucket, &query)
+            .await
+            .or_s3()?;
         let mut uploads = Vec::new();
         let mut prefixes = Vec::new();
         let (mut next_key, mut next_upload) = (None, None);

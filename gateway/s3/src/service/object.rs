@@ -5,7 +5,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         convert::check_key(&input.key)?;
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
@@ -167,7 +167,7 @@ impl ShardgateS3 {
         convert::check_key(&input.key)?;
         let selector = version_selector(input.version_id.as_deref())?;
         let bypass = input.bypass_governance_retention.unwrap_or(false);
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let (bucket, key) = (input.bucket, input.key);
         let metadata = self.gw.metadata();
         let out = match selector {
@@ -212,7 +212,7 @@ impl ShardgateS3 {
         // The owner is checked again in the deletes' own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         let objects = input.delete.objects;
         if objects.len() > convert::MAX_DELETE_KEYS {
@@ -284,7 +284,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         convert::check_key(&input.key)?;
         let (retention, legal_hold) = requested_lock!(input)?;

@@ -105,7 +105,7 @@ impl ShardgateS3 {
         // The owner is checked again in the change's own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         let tags = from_document_of(input.tagging, MAX_BUCKET_TAGS)?;
         self.gw
@@ -134,7 +134,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         self.gw
             .metadata()
             .set_bucket_tags(&caller, &req.input.bucket, &Tags::new())
@@ -171,7 +171,7 @@ impl ShardgateS3 {
         // The owner is checked again in the change's own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let tags = from_document(input.tagging)?;
         let version = self
@@ -205,7 +205,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
-        let caller = Caller::of(&req.extensions);
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let version = self
             .set_tags(

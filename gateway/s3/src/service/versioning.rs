@@ -15,7 +15,7 @@ impl ShardgateS3 {
         // The owner is checked again in the change's own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions).writer();
+        let caller = Caller::of(&req.extensions)?.writer();
         let input = req.input;
         let config = input.versioning_configuration;
         if config
@@ -79,25 +79,19 @@ impl ShardgateS3 {
             }
             (Some(_), Some(v)) => Some(version_selector(Some(v))?),
         };
-        let store = self.gw.meta().clone();
-        let bucket = input.bucket.clone();
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone();
-        let key_after = input.key_marker.clone().filter(|k| !k.is_empty());
-        let page = blocking(move || {
-            store.list_versions(
-                &bucket,
-                &VersionQuery {
-                    prefix: &prefix,
-                    delimiter: delimiter.as_deref(),
-                    key_after: key_after.as_deref(),
-                    version_after,
-                    max,
-                },
-            )
-        })
-        .await
-        .or_s3()?;
+        let query = VersionQuery {
+            prefix: input.prefix.as_deref().unwrap_or_default(),
+            delimiter: input.delimiter.as_deref(),
+            key_after: input.key_marker.as_deref().filter(|k| !k.is_empty()),
+            version_after,
+            max,
+        };
+        let page = self
+            .gw
+            .metadata()
+            .list_versions(&input.bucket, &query)
+            .await
+            .or_s3()?;
         let (next_key, next_version) = match page.entries.last().filter(|_| page.truncated) {
             Some(VersionEntry::Version { key, version, .. }) => {
                 (Some(key.clone()), Some(version.id()))
