@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("checksum", checksum),
     ("range", range),
     ("config", config),
+    ("bucket_policy", bucket_policy),
 ];
 
 /// A manifest as stored: decoded (any format version) or refused; what
@@ -168,6 +169,54 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A bucket policy as PutBucketPolicy receives it: refused with a reason,
+/// or parsed into one that evaluates any request without panicking and
+/// whose verdict for a request no statement names is silence or a Deny's.
+pub fn bucket_policy(data: &[u8]) {
+    use shardgate_authz::{Context, Policy, Request, Requester};
+    let text = String::from_utf8_lossy(data);
+    let policy = match Policy::parse(&text, "photos") {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    let _ = policy.is_public();
+    let mut context = Context::default();
+    context
+        .insert("aws:SourceIp", "10.1.2.3")
+        .insert("s3:prefix", "docs/")
+        .insert("aws:username", "bob")
+        .insert("aws:CurrentTime", "2026-12-06T12:00:00Z");
+    let requesters = [
+        Requester::Anonymous,
+        Requester::User {
+            name: "bob".into(),
+            canonical_id: "b".repeat(64),
+        },
+    ];
+    for requester in &requesters {
+        for (action, resource) in [
+            ("s3:GetObject", "arn:aws:s3:::photos/docs/a"),
+            ("s3:ListBucket", "arn:aws:s3:::photos"),
+        ] {
+            let _ = policy.evaluate(&Request {
+                requester,
+                action,
+                resource,
+                context: &context,
+            });
+        }
+    }
+    // Grant headers parse from the same bytes without panicking.
+    let _ = shardgate_authz::Acl::from_grant_headers(
+        &"a".repeat(64),
+        &[(shardgate_authz::Permission::Read, &text)],
+        |_| true,
+    );
+}
+
 /// Well-formed inputs for each target (a fuzzer starts from them and
 /// mutates: deeper paths than random bytes reach). `scripts/fuzz.sh`
 /// writes them into the libFuzzer corpus; the smoke test mutates them.
@@ -214,6 +263,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "config" => vec![
             include_bytes!("../../examples/config/two-sites.toml").to_vec(),
             include_bytes!("../../examples/config/three-providers.toml").to_vec(),
+        ],
+        "bucket_policy" => vec![
+            br#"{"Version":"2012-10-17","Statement":[{"Sid":"a","Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":"arn:aws:s3:::photos/docs/*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"},"StringLike":{"s3:prefix":"d*"}}}]}"#.to_vec(),
+            br#"{"Statement":{"Effect":"Deny","NotPrincipal":{"AWS":"arn:aws:iam::123456789012:user/bob"},"NotAction":"s3:List*","Resource":"arn:aws:s3:::photos/home/${aws:username}/*","Condition":{"ForAllValues:StringNotEqualsIgnoreCase":{"s3:x-amz-acl":["private"]},"DateLessThan":{"aws:CurrentTime":"2030-01-01"},"Null":{"s3:prefix":"false"}}}}"#.to_vec(),
         ],
         _ => Vec::new(),
     }
