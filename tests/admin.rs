@@ -203,6 +203,13 @@ fn users_own_their_buckets() {
     };
     users(&server, "setup");
     users(&server, "check");
+    // Issue 19: bucket policies open alice's bucket to bob and to anyone,
+    // as far as they say; Public Access Block and Deny close it again.
+    let out = server.python(
+        "policies.py",
+        &[&alice_key, &alice_secret, &bob_key, &bob_secret],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
 
     // The aws CLI as bob: alice's bucket is refused.
     let as_bob = |server: &Server, args: &[&str]| {

@@ -50,3 +50,15 @@ def expect_error(code, fn, *args, **kwargs):
     got, status = error_code(fn, *args, **kwargs)
     check(got == code, f"{fn.__name__}: expected {code}, got {got} ({status})")
     return status
+
+
+def as_user(key, secret):
+    """A boto3 client signing with another user's key, retrying nothing."""
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
+    )

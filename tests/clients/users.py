@@ -9,27 +9,11 @@ failed check.
 
   users.py ALICE_KEY ALICE_SECRET BOB_KEY BOB_SECRET setup|check"""
 
-import os
 import sys
 
-import boto3
-from botocore.client import Config
-
-from gateway_client import check, client, error_code, expect_error
+from gateway_client import as_user, check, client, error_code, expect_error
 
 alice_key, alice_secret, bob_key, bob_secret, phase = sys.argv[1:6]
-
-
-def as_user(key, secret):
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
-        region_name="us-east-1",
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
-    )
-
 
 admin = client()
 alice = as_user(alice_key, alice_secret)

@@ -25,9 +25,9 @@ use shardgate_core::{BackendId, BlobName, Manifest, VersionId};
 use crate::error::{MetaError, Result};
 use crate::list::{ListPage, ListQuery, UploadPage, UploadQuery, VersionPage, VersionQuery};
 use crate::store::{
-    BucketRecord, CompleteError, Condition, CorsRule, Deleted, IntentId, IntentKind, MetaStore,
-    ObjectSummary, PartRecord, Refusal, UploadRecord, UserRecord, VersionRow, VersionState, Writer,
-    Written,
+    BucketAccess, BucketRecord, CompleteError, Condition, CorsRule, Deleted, IntentId, IntentKind,
+    MetaStore, ObjectSummary, PartRecord, Refusal, UploadRecord, UserRecord, VersionRow,
+    VersionState, Writer, Written,
 };
 use crate::version::{ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 
@@ -67,6 +67,13 @@ pub trait Buckets: Send + Sync + std::fmt::Debug {
         caller: &Writer,
         bucket: &str,
         rules: &[CorsRule],
+    ) -> Result<()>;
+    /// Sets or deletes the bucket's policy or Public Access Block.
+    async fn set_bucket_access(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        setting: &BucketAccess,
     ) -> Result<()>;
     /// Sets the Object Lock configuration (versioning must be enabled).
     async fn set_object_lock(&self, caller: &Writer, bucket: &str, lock: &ObjectLock)
@@ -344,6 +351,19 @@ impl Buckets for MetaStore {
         let rules = rules.to_vec();
         self.as_caller(caller, bucket, move |s, c, b| {
             s.set_bucket_cors(c, b, &rules)
+        })
+        .await
+    }
+
+    async fn set_bucket_access(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        setting: &BucketAccess,
+    ) -> Result<()> {
+        let setting = setting.clone();
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_bucket_access(c, b, &setting)
         })
         .await
     }

@@ -141,6 +141,38 @@ impl BucketRecord {
         )
     }
 
+    /// The bucket policy's text, as set.
+    pub fn policy(&self) -> Result<Option<String>> {
+        extension(&self.extensions, BUCKET_POLICY_EXTENSION, "bucket policy")
+    }
+
+    /// The Public Access Block's flags ([`public_access`]); 0 when unset.
+    pub fn public_access_block(&self) -> Result<u8> {
+        Ok(extension(
+            &self.extensions,
+            BUCKET_PUBLIC_ACCESS_EXTENSION,
+            "public access block",
+        )?
+        .unwrap_or_default())
+    }
+
+    fn set_access(&mut self, setting: &BucketAccess) -> Result<()> {
+        match setting {
+            BucketAccess::Policy(text) => set_extension(
+                &mut self.extensions,
+                BUCKET_POLICY_EXTENSION,
+                text.as_ref(),
+                "bucket policy",
+            ),
+            BucketAccess::PublicAccessBlock(flags) => set_extension(
+                &mut self.extensions,
+                BUCKET_PUBLIC_ACCESS_EXTENSION,
+                flags.filter(|f| *f != 0).as_ref(),
+                "public access block",
+            ),
+        }
+    }
+
     /// The user who owns the bucket (`None`: the configured user).
     pub fn owner(&self) -> Result<Option<String>> {
         extension(&self.extensions, BUCKET_OWNER_EXTENSION, "bucket owner")
@@ -257,6 +289,35 @@ pub struct CorsRule {
 /// may use every bucket anyway.
 pub const BUCKET_OWNER_EXTENSION: u16 = 3;
 
+/// Bucket extension: the bucket policy's JSON text as it was set (postcard
+/// of a `String`; the S3 layer checked it). Critical: a build that does not
+/// know it would ignore its Deny statements.
+pub const BUCKET_POLICY_EXTENSION: u16 = CRITICAL_EXTENSION | 4;
+
+/// Bucket extension: the Public Access Block (postcard of a `u8` of
+/// [`public_access`] flags). Critical: ignoring it would open what it
+/// closes.
+pub const BUCKET_PUBLIC_ACCESS_EXTENSION: u16 = CRITICAL_EXTENSION | 5;
+
+/// The flags of a bucket's Public Access Block.
+pub mod public_access {
+    pub const BLOCK_PUBLIC_ACLS: u8 = 1;
+    pub const IGNORE_PUBLIC_ACLS: u8 = 2;
+    pub const BLOCK_PUBLIC_POLICY: u8 = 4;
+    pub const RESTRICT_PUBLIC_BUCKETS: u8 = 8;
+    /// Set with the others: a configuration exists (all four may be off).
+    pub const CONFIGURED: u8 = 16;
+}
+
+/// A change to who may use a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BucketAccess {
+    /// The bucket policy's text (`None`: deleted).
+    Policy(Option<String>),
+    /// The Public Access Block's flags (`None` or 0: deleted).
+    PublicAccessBlock(Option<u8>),
+}
+
 /// An S3 user created by an admin: a name (unique, what owns buckets) and
 /// the secret of its access key, sealed to the gateway's recipients (the
 /// store alone does not give it away).
@@ -269,7 +330,11 @@ pub struct UserRecord {
 
 /// The critical extensions of a bucket record this build understands
 /// (it knows none of a summary's yet).
-const KNOWN_BUCKET_CRITICAL: &[u16] = &[OBJECT_LOCK_EXTENSION];
+const KNOWN_BUCKET_CRITICAL: &[u16] = &[
+    OBJECT_LOCK_EXTENSION,
+    BUCKET_POLICY_EXTENSION,
+    BUCKET_PUBLIC_ACCESS_EXTENSION,
+];
 
 /// Refuses a record with an extension this build must understand and
 /// does not (`known`: those it does).
@@ -355,6 +420,10 @@ pub enum Writer {
     Admin,
     /// A user, by name: only buckets it owns.
     User(String),
+    /// Someone a bucket's policy or ACL let in (another user, or an
+    /// anonymous requester): only the bucket as it was when that was
+    /// decided, not one deleted and created again since.
+    Granted { bucket_created_unix_ms: u64 },
 }
 
 /// `NotOwner` unless `caller` may change `record`'s bucket: the configured
@@ -366,6 +435,9 @@ fn check_owner(record: &BucketRecord, caller: &Writer) -> Result<()> {
         Writer::User(name) if record.owner()?.as_deref() != Some(name.as_str()) => {
             Err(MetaError::NotOwner)
         }
+        Writer::Granted {
+            bucket_created_unix_ms,
+        } if record.created_unix_ms != *bucket_created_unix_ms => Err(MetaError::NotOwner),
         _ => Ok(()),
     }
 }
@@ -2073,6 +2145,16 @@ impl MetaStore {
         tags: &BTreeMap<String, String>,
     ) -> Result<()> {
         self.update_bucket(caller, bucket, |record| record.set_tags(tags))
+    }
+
+    /// Sets or deletes the bucket's policy or Public Access Block.
+    pub fn set_bucket_access(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        setting: &BucketAccess,
+    ) -> Result<()> {
+        self.update_bucket(caller, bucket, |record| record.set_access(setting))
     }
 
     /// Sets the bucket's CORS rules (none: removes them).

@@ -391,6 +391,19 @@ impl Gateway {
         self.users.get(access_key)
     }
 
+    /// The user named `name`.
+    pub fn user_named(&self, name: &str) -> Option<User> {
+        self.users.list().into_iter().find(|u| u.name == name)
+    }
+
+    /// The user whose canonical id this is.
+    pub fn user_by_canonical_id(&self, id: &str) -> Option<User> {
+        self.users
+            .list()
+            .into_iter()
+            .find(|u| u.canonical_id() == id)
+    }
+
     /// Every user, by name.
     pub fn users(&self) -> Vec<User> {
         self.users.list()

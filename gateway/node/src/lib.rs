@@ -18,4 +18,4 @@ pub use gateway::{
     READ_BATCHES_IN_FLIGHT, ReadGuard, WRITE_STRIPES_IN_FLIGHT, blocking, now_ms,
 };
 pub use metrics::{Metrics, ServerLoad};
-pub use users::User;
+pub use users::{User, admin_canonical_id, canonical_id};

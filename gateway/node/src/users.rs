@@ -26,6 +26,31 @@ pub struct User {
     pub created_unix_ms: u64,
 }
 
+/// A user's canonical id, as S3 shows owners and grantees: 64 hex digits,
+/// from the name and the creation time, so that a user deleted and created
+/// again under the same name does not inherit the old one's grants.
+pub fn canonical_id(name: &str, created_unix_ms: u64) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"shardgate user\0");
+    h.update(name.as_bytes());
+    h.update(&created_unix_ms.to_le_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// The canonical id of the gateway's configured key (the account's root).
+pub fn admin_canonical_id(access_key: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"shardgate admin\0");
+    h.update(access_key.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+impl User {
+    pub fn canonical_id(&self) -> String {
+        canonical_id(&self.name, self.created_unix_ms)
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")

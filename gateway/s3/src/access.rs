@@ -1,36 +1,55 @@
-//! Who may use which bucket. The configured access key is the gateway's
-//! administrator: every bucket is its to use. Each user an admin created
-//! ([`shardgate_node::User`]) owns the buckets it creates and may use
-//! those only: another user's bucket is `AccessDenied`, whatever the
-//! operation, and ListBuckets lists a user's own. Buckets from before users
-//! existed belong to the configured key.
+//! Who may do what: every request, signed or not, is decided here before
+//! its body is read, by [`shardgate_authz::authorize`] over the bucket's
+//! owner, policy and Public Access Block.
 //!
-//! The check runs once per request, before its body is read, from the
-//! bucket of its path; the copy operations check their source bucket
-//! themselves ([`Caller::may_use`]). A bucket deleted and created by
-//! another user while a body streams must not receive the write: a new
-//! version checks its bucket's owner again in the transaction that commits
-//! it ([`shardgate_meta::Writer`]), and the operations with an XML body
-//! (configurations, retention, tags, DeleteObjects) check again once it is
-//! read, just before their store call. Anonymous requests are refused
-//! here; bucket policies and ACLs that open buckets to others are issue
-//! 19's.
+//! One gateway is one account. The configured access key is its root:
+//! every bucket is its to use unless the bucket's policy denies it (and
+//! even then it may manage the policy). Each user an admin created
+//! ([`shardgate_node::User`]) owns the buckets it creates; another user's
+//! bucket, or an unsigned request, gets only what that bucket's policy
+//! allows. Buckets from before users existed belong to the configured key.
+//!
+//! The order of answers is S3's: a signed request for a bucket that does
+//! not exist gets the operation's own NoSuchBucket; an unsigned one gets
+//! AccessDenied, which reveals nothing. A refused request never reaches a
+//! handler.
+//!
+//! A bucket deleted and created again while a body streams must not
+//! receive the write: each write carries a [`Writer`] that its transaction
+//! checks again (the owner by name, or, for someone the policy let in, the
+//! bucket's creation time as it was when the policy was read). Copies
+//! check their source here too ([`Authorizer::check_read`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
-use shardgate_meta::{BucketRecord, Writer};
-use shardgate_node::Gateway;
+use shardgate_authz::{Action, Context, Policy, PublicAccessBlock, Requester, Subject, action};
+use shardgate_meta::{BucketRecord, Writer, public_access};
+use shardgate_node::{Gateway, admin_canonical_id, canonical_id};
 
-/// Who signed a request, as the handlers see it (in its extensions).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// The configured access key.
-    Admin,
-    /// A user, by name.
-    User(String),
+/// The connection a request came on, for the policy's `aws:SourceIp` and
+/// `aws:SecureTransport` (the server puts it in the request).
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub secure: bool,
+}
+
+/// Who sent a request and how its writes are checked, as the handlers see
+/// it (in its extensions).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub requester: Requester,
+    /// The user's name (`None`: the configured key, or unsigned).
+    pub name: Option<String>,
+    writer: Writer,
+    /// The request's condition keys, for the checks a handler makes itself
+    /// (a copy's source).
+    pub context: Arc<Context>,
 }
 
 impl Caller {
@@ -45,85 +64,487 @@ impl Caller {
 
     /// The owner a bucket this caller creates gets.
     pub fn owner(&self) -> Option<&str> {
-        match self {
-            Caller::Admin => None,
-            Caller::User(name) => Some(name),
-        }
+        self.name.as_deref()
     }
 
-    /// Who writes, for the ownership check at a version's commit.
+    /// Who writes, for the check in a write's transaction.
     pub fn writer(&self) -> Writer {
-        match self {
-            Caller::Admin => Writer::Admin,
-            Caller::User(name) => Writer::User(name.clone()),
-        }
+        self.writer.clone()
     }
 
-    /// Whether the caller may use a bucket with this record.
-    pub fn may_use(&self, record: &BucketRecord) -> bool {
-        match self {
-            Caller::Admin => true,
-            Caller::User(name) => record.owner().ok().flatten().as_deref() == Some(name.as_str()),
-        }
+    pub fn is_admin(&self) -> bool {
+        matches!(self.requester, Requester::Admin { .. })
     }
 
-    /// `AccessDenied` unless the caller may use `bucket` (a bucket that is
-    /// not there is the operation's own NoSuchBucket).
-    pub async fn check_bucket(&self, gateway: &Gateway, bucket: &str) -> S3Result<()> {
-        if *self == Caller::Admin {
-            return Ok(());
-        }
-        let record = gateway
-            .metadata()
-            .bucket(bucket)
-            .await
-            .map_err(|e| s3_error!(InternalError, "reading the bucket: {e}"))?;
-        match record {
-            Some(r) if !self.may_use(&r) => Err(s3_error!(
-                AccessDenied,
-                "Access Denied: the bucket {bucket} belongs to another user"
-            )),
-            _ => Ok(()),
+    /// Whether the caller owns a bucket with this record (the root owns
+    /// them all).
+    pub fn owns(&self, record: &BucketRecord) -> bool {
+        match &self.requester {
+            Requester::Admin { .. } => true,
+            Requester::User { name, .. } => {
+                record.owner().ok().flatten().as_deref() == Some(name.as_str())
+            }
+            Requester::Anonymous => false,
         }
     }
 }
 
-/// The access check s3s runs for every signed request.
+/// The S3 action of an operation (`versioned`: the request names a
+/// version). `None`: an operation only the owners may use.
+fn action_of(op: &str, versioned: bool) -> Option<&'static Action> {
+    let name = match (op, versioned) {
+        ("GetObject" | "HeadObject", false) => "s3:GetObject",
+        ("GetObject" | "HeadObject", true) => "s3:GetObjectVersion",
+        ("GetObjectAttributes", false) => "s3:GetObjectAttributes",
+        ("GetObjectAttributes", true) => "s3:GetObjectVersionAttributes",
+        (
+            "PutObject"
+            | "CopyObject"
+            | "CreateMultipartUpload"
+            | "UploadPart"
+            | "UploadPartCopy"
+            | "CompleteMultipartUpload",
+            _,
+        ) => "s3:PutObject",
+        ("AbortMultipartUpload", _) => "s3:AbortMultipartUpload",
+        ("ListParts", _) => "s3:ListMultipartUploadParts",
+        ("DeleteObject", false) | ("DeleteObjects", _) => "s3:DeleteObject",
+        ("DeleteObject", true) => "s3:DeleteObjectVersion",
+        ("GetObjectTagging", false) => "s3:GetObjectTagging",
+        ("GetObjectTagging", true) => "s3:GetObjectVersionTagging",
+        ("PutObjectTagging", false) => "s3:PutObjectTagging",
+        ("PutObjectTagging", true) => "s3:PutObjectVersionTagging",
+        ("DeleteObjectTagging", false) => "s3:DeleteObjectTagging",
+        ("DeleteObjectTagging", true) => "s3:DeleteObjectVersionTagging",
+        ("GetObjectAcl", false) => "s3:GetObjectAcl",
+        ("GetObjectAcl", true) => "s3:GetObjectVersionAcl",
+        ("PutObjectAcl", false) => "s3:PutObjectAcl",
+        ("PutObjectAcl", true) => "s3:PutObjectVersionAcl",
+        ("GetObjectRetention", _) => "s3:GetObjectRetention",
+        ("PutObjectRetention", _) => "s3:PutObjectRetention",
+        ("GetObjectLegalHold", _) => "s3:GetObjectLegalHold",
+        ("PutObjectLegalHold", _) => "s3:PutObjectLegalHold",
+        ("ListObjects" | "ListObjectsV2" | "HeadBucket", _) => "s3:ListBucket",
+        ("ListObjectVersions", _) => "s3:ListBucketVersions",
+        ("ListMultipartUploads", _) => "s3:ListBucketMultipartUploads",
+        ("DeleteBucket", _) => "s3:DeleteBucket",
+        ("GetBucketLocation", _) => "s3:GetBucketLocation",
+        ("GetBucketAcl", _) => "s3:GetBucketAcl",
+        ("PutBucketAcl", _) => "s3:PutBucketAcl",
+        ("GetBucketPolicy", _) => "s3:GetBucketPolicy",
+        ("PutBucketPolicy", _) => "s3:PutBucketPolicy",
+        ("DeleteBucketPolicy", _) => "s3:DeleteBucketPolicy",
+        ("GetBucketPolicyStatus", _) => "s3:GetBucketPolicyStatus",
+        ("GetPublicAccessBlock", _) => "s3:GetBucketPublicAccessBlock",
+        ("PutPublicAccessBlock" | "DeletePublicAccessBlock", _) => "s3:PutBucketPublicAccessBlock",
+        ("GetBucketOwnershipControls", _) => "s3:GetBucketOwnershipControls",
+        ("PutBucketOwnershipControls" | "DeleteBucketOwnershipControls", _) => {
+            "s3:PutBucketOwnershipControls"
+        }
+        ("GetBucketVersioning", _) => "s3:GetBucketVersioning",
+        ("PutBucketVersioning", _) => "s3:PutBucketVersioning",
+        ("GetBucketTagging", _) => "s3:GetBucketTagging",
+        ("PutBucketTagging" | "DeleteBucketTagging", _) => "s3:PutBucketTagging",
+        ("GetBucketCors", _) => "s3:GetBucketCORS",
+        ("PutBucketCors" | "DeleteBucketCors", _) => "s3:PutBucketCORS",
+        ("GetObjectLockConfiguration", _) => "s3:GetBucketObjectLockConfiguration",
+        ("PutObjectLockConfiguration", _) => "s3:PutBucketObjectLockConfiguration",
+        ("GetBucketLifecycleConfiguration", _) => "s3:GetLifecycleConfiguration",
+        ("PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle", _) => {
+            "s3:PutLifecycleConfiguration"
+        }
+        ("GetBucketEncryption", _) => "s3:GetEncryptionConfiguration",
+        ("PutBucketEncryption" | "DeleteBucketEncryption", _) => "s3:PutEncryptionConfiguration",
+        _ => return None,
+    };
+    action::lookup(name)
+}
+
+/// Decides requests: the bucket's settings read from the metadata, its
+/// policy parsed once per text and kept.
+pub struct Authorizer {
+    gateway: Arc<Gateway>,
+    admin_key: String,
+    admin_id: String,
+    policies: Mutex<HashMap<String, Arc<Policy>>>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("admin_id", &self.admin_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a decision found: how the request's writes are checked.
+struct Decided {
+    writer: Writer,
+}
+
+impl Authorizer {
+    pub fn new(gateway: Arc<Gateway>, admin_key: String) -> Self {
+        Authorizer {
+            gateway,
+            admin_id: admin_canonical_id(&admin_key),
+            admin_key,
+            policies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The root's canonical id.
+    pub fn admin_id(&self) -> &str {
+        &self.admin_id
+    }
+
+    /// The canonical id of a bucket's owner (`None`: the root).
+    pub fn owner_id(&self, owner: Option<&str>) -> String {
+        match owner {
+            None => self.admin_id.clone(),
+            Some(name) => match self.gateway.user_named(name) {
+                Some(u) => u.canonical_id(),
+                None => canonical_id(name, 0),
+            },
+        }
+    }
+
+    /// The bucket's policy, parsed (it was checked when it was set).
+    fn policy(&self, bucket: &str, record: &BucketRecord) -> S3Result<Option<Arc<Policy>>> {
+        let Some(text) = record
+            .policy()
+            .map_err(|e| s3_error!(InternalError, "reading the bucket policy: {e}"))?
+        else {
+            return Ok(None);
+        };
+        if let Ok(cache) = self.policies.lock()
+            && let Some(p) = cache.get(bucket).filter(|p| p.text == text)
+        {
+            return Ok(Some(p.clone()));
+        }
+        let parsed = Policy::parse(&text, bucket).map_err(|e| {
+            s3_error!(
+                InternalError,
+                "the stored policy of {bucket} no longer parses: {e}"
+            )
+        })?;
+        let parsed = Arc::new(parsed);
+        if let Ok(mut cache) = self.policies.lock() {
+            cache.insert(bucket.to_string(), parsed.clone());
+        }
+        Ok(Some(parsed))
+    }
+
+    /// Decides `op` on `bucket` (and `key`) for `requester`.
+    async fn decide(
+        &self,
+        requester: &Requester,
+        op: &str,
+        bucket: &str,
+        key: Option<&str>,
+        versioned: bool,
+        context: &Context,
+    ) -> S3Result<Decided> {
+        let denied = || s3_error!(AccessDenied, "Access Denied");
+        let record = self
+            .gateway
+            .metadata()
+            .bucket(bucket)
+            .await
+            .map_err(|e| s3_error!(InternalError, "reading the bucket: {e}"))?;
+        let Some(record) = record else {
+            // The operation answers NoSuchBucket to a signed request; an
+            // unsigned one learns nothing.
+            return match requester {
+                Requester::Anonymous => Err(denied()),
+                Requester::Admin { .. } => Ok(Decided {
+                    writer: Writer::Admin,
+                }),
+                // Should the bucket appear meanwhile, it must be this
+                // user's own to be written.
+                Requester::User { name, .. } => Ok(Decided {
+                    writer: Writer::User(name.clone()),
+                }),
+            };
+        };
+        let owner = record
+            .owner()
+            .map_err(|e| s3_error!(InternalError, "reading the bucket's owner: {e}"))?;
+        let policy = self.policy(bucket, &record)?;
+        let flags = record
+            .public_access_block()
+            .map_err(|e| s3_error!(InternalError, "reading the public access block: {e}"))?;
+        let owner_id = self.owner_id(owner.as_deref());
+        let subject = Subject {
+            bucket_owner: &owner_id,
+            object_owner: None,
+            bucket_acl: None,
+            object_acl: None,
+            policy: policy.as_deref(),
+            block: block_of(flags),
+            acls_enabled: true,
+        };
+        let Some(action) = action_of(op, versioned) else {
+            // Not an action a policy can grant: the owners' alone.
+            let owns = match requester {
+                Requester::Admin { .. } => true,
+                Requester::User { canonical_id, .. } => *canonical_id == owner_id,
+                Requester::Anonymous => false,
+            };
+            return match owns {
+                true => Ok(Decided {
+                    writer: writer_for(requester, &owner_id, &record),
+                }),
+                false => Err(denied()),
+            };
+        };
+        let resource = match (action.kind, key) {
+            (shardgate_authz::Kind::Object, Some(k)) => format!("arn:aws:s3:::{bucket}/{k}"),
+            (shardgate_authz::Kind::Object, None) => format!("arn:aws:s3:::{bucket}/*"),
+            (shardgate_authz::Kind::Bucket, _) => format!("arn:aws:s3:::{bucket}"),
+        };
+        match shardgate_authz::authorize(requester, action, &resource, context, &subject) {
+            Ok(()) => Ok(Decided {
+                writer: writer_for(requester, &owner_id, &record),
+            }),
+            Err(why) => {
+                tracing::debug!(?why, op, bucket, "refused");
+                Err(denied())
+            }
+        }
+    }
+
+    /// `AccessDenied` unless `caller` may read `key` of `bucket` (a copy's
+    /// source).
+    pub async fn check_read(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        versioned: bool,
+    ) -> S3Result<()> {
+        let requester = &caller.requester;
+        self.decide(
+            requester,
+            "GetObject",
+            bucket,
+            Some(key),
+            versioned,
+            &caller.context,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The requester a request's credentials name.
+    fn requester(&self, access_key: Option<&str>) -> S3Result<(Requester, Option<String>)> {
+        match access_key {
+            None => Ok((Requester::Anonymous, None)),
+            Some(k) if k == self.admin_key => Ok((
+                Requester::Admin {
+                    canonical_id: self.admin_id.clone(),
+                },
+                None,
+            )),
+            Some(k) => match self.gateway.user(k) {
+                Some(user) => Ok((
+                    Requester::User {
+                        canonical_id: user.canonical_id(),
+                        name: user.name.clone(),
+                    },
+                    Some(user.name),
+                )),
+                // Deleted since its signature was checked.
+                None => Err(s3_error!(
+                    InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records."
+                )),
+            },
+        }
+    }
+}
+
+/// How a write of `requester` into the bucket of `record` is checked in
+/// its transaction.
+fn writer_for(requester: &Requester, owner_id: &str, record: &BucketRecord) -> Writer {
+    match requester {
+        Requester::Admin { .. } => Writer::Admin,
+        Requester::User { name, canonical_id } if canonical_id == owner_id => {
+            Writer::User(name.clone())
+        }
+        _ => Writer::Granted {
+            bucket_created_unix_ms: record.created_unix_ms,
+        },
+    }
+}
+
+fn block_of(flags: u8) -> PublicAccessBlock {
+    PublicAccessBlock {
+        block_public_acls: flags & public_access::BLOCK_PUBLIC_ACLS != 0,
+        ignore_public_acls: flags & public_access::IGNORE_PUBLIC_ACLS != 0,
+        block_public_policy: flags & public_access::BLOCK_PUBLIC_POLICY != 0,
+        restrict_public_buckets: flags & public_access::RESTRICT_PUBLIC_BUCKETS != 0,
+    }
+}
+
+/// The condition keys of a request: where it came from, how it was signed,
+/// and the S3 keys its operation has.
+pub fn context_of(
+    requester: &Requester,
+    name: Option<&str>,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    client: Option<Client>,
+) -> Context {
+    let mut c = Context::default();
+    if let Some(client) = client {
+        c.insert("aws:SourceIp", client.addr.ip().to_string());
+        c.insert("aws:SecureTransport", client.secure.to_string());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    if let Ok(t) = now.format(&time::format_description::well_known::Rfc3339) {
+        c.insert("aws:CurrentTime", t);
+    }
+    c.insert("aws:EpochTime", now.unix_timestamp().to_string());
+    c.insert(
+        "aws:PrincipalType",
+        match requester {
+            Requester::Anonymous => "Anonymous",
+            Requester::Admin { .. } => "Account",
+            Requester::User { .. } => "User",
+        },
+    );
+    if let Some(name) = name {
+        c.insert("aws:username", name);
+    }
+    if let Some(id) = requester.canonical_id() {
+        c.insert("aws:userid", id);
+    }
+    for (header, key) in [
+        ("user-agent", "aws:UserAgent"),
+        ("referer", "aws:Referer"),
+        ("x-amz-acl", "s3:x-amz-acl"),
+        ("x-amz-copy-source", "s3:x-amz-copy-source"),
+        ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
+        ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
+        (
+            "x-amz-server-side-encryption",
+            "s3:x-amz-server-side-encryption",
+        ),
+        ("x-amz-storage-class", "s3:x-amz-storage-class"),
+        ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+        ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
+    ] {
+        if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
+            c.insert(key, v);
+        }
+    }
+    if let Some(tagging) = headers.get("x-amz-tagging").and_then(|v| v.to_str().ok()) {
+        for (k, v) in form_urlencoded::parse(tagging.as_bytes()) {
+            c.insert("s3:RequestObjectTagKeys", k.to_string());
+            c.insert(&format!("s3:RequestObjectTag/{k}"), v.to_string());
+        }
+    }
+    let query = uri.query().unwrap_or_default();
+    let mut presigned = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "prefix" => c.insert("s3:prefix", v.to_string()),
+            "delimiter" => c.insert("s3:delimiter", v.to_string()),
+            "max-keys" => c.insert("s3:max-keys", v.to_string()),
+            "versionId" => c.insert("s3:VersionId", v.to_string()),
+            "X-Amz-Signature" => {
+                presigned = true;
+                &mut c
+            }
+            _ => &mut c,
+        };
+    }
+    if !matches!(requester, Requester::Anonymous) {
+        c.insert(
+            "s3:authType",
+            if presigned {
+                "REST-QUERY-STRING"
+            } else {
+                "REST-HEADER"
+            },
+        );
+        c.insert("s3:signatureversion", "AWS4-HMAC-SHA256");
+    }
+    c
+}
+
+/// Whether the request names a version (`?versionId=`).
+fn versioned(uri: &http::Uri) -> bool {
+    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "versionId" && !v.is_empty())
+}
+
+/// The access check s3s runs for every request, signed or not.
 pub struct Access {
-    pub gateway: Arc<Gateway>,
-    pub admin_key: String,
+    pub authorizer: Arc<Authorizer>,
 }
 
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let Some(credentials) = cx.credentials() else {
-            return Err(s3_error!(AccessDenied, "Signature is required"));
+        let access_key = cx.credentials().map(|c| c.access_key.clone());
+        let (requester, name) = self.authorizer.requester(access_key.as_deref())?;
+        let op = cx.s3_op().name().to_owned();
+        let client = cx.extensions_mut().get::<Client>().copied();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
-        let caller = if credentials.access_key == self.admin_key {
-            Caller::Admin
-        } else {
-            match self.gateway.user(&credentials.access_key) {
-                Some(user) => Caller::User(user.name),
-                // Deleted since its signature was checked.
-                None => {
+        let context = Arc::new(context_of(
+            &requester,
+            name.as_deref(),
+            cx.uri(),
+            cx.headers(),
+            client,
+        ));
+        let writer = match bucket {
+            // ListBuckets lists what the caller owns; a bucket's creation
+            // needs a signature.
+            None => match requester {
+                Requester::Anonymous => {
                     return Err(s3_error!(
-                        InvalidAccessKeyId,
-                        "The AWS Access Key Id you provided does not exist in our records."
+                        AccessDenied,
+                        "Anonymous users cannot list buckets"
                     ));
                 }
+                _ => Writer::Admin,
+            },
+            Some(_) if op == "CreateBucket" => match requester {
+                Requester::Anonymous => {
+                    return Err(s3_error!(
+                        AccessDenied,
+                        "Anonymous users cannot create buckets"
+                    ));
+                }
+                _ => Writer::Admin,
+            },
+            Some(bucket) => {
+                let versioned = versioned(cx.uri());
+                self.authorizer
+                    .decide(
+                        &requester,
+                        &op,
+                        &bucket,
+                        key.as_deref(),
+                        versioned,
+                        &context,
+                    )
+                    .await?
+                    .writer
             }
         };
-        let bucket = match cx.s3_path() {
-            S3Path::Root => None,
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
-        };
-        if let Some(bucket) = bucket
-            && cx.s3_op().name() != "CreateBucket"
-        {
-            caller.check_bucket(&self.gateway, &bucket).await?;
-        }
-        cx.extensions_mut().insert(caller);
+        cx.extensions_mut().insert(Caller {
+            requester,
+            name,
+            writer,
+            context,
+        });
         Ok(())
     }
 }

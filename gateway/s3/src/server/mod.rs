@@ -109,6 +109,8 @@ pub struct ServeOptions {
 /// What every request's handler shares.
 struct Front {
     s3: S3Service,
+    /// Whether requests come over TLS (`aws:SecureTransport`).
+    secure: bool,
     gateway: Arc<Gateway>,
     timeouts: Timeouts,
     budget: Budget,
@@ -202,11 +204,12 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = S3ServiceBuilder::new(ShardgateS3::new(gateway.clone()));
-    builder.set_access(crate::access::Access {
-        gateway: gateway.clone(),
-        admin_key: credentials.access_key.clone(),
-    });
+    let authorizer = Arc::new(crate::access::Authorizer::new(
+        gateway.clone(),
+        credentials.access_key.clone(),
+    ));
+    let mut builder = S3ServiceBuilder::new(ShardgateS3::new(gateway.clone(), authorizer.clone()));
+    builder.set_access(crate::access::Access { authorizer });
     builder.set_auth(Auth {
         access_key: credentials.access_key,
         secret_key: SecretKey::from(credentials.secret_key),
@@ -214,6 +217,7 @@ pub async fn serve(
     });
     let front = Arc::new(Front {
         s3: builder.build(),
+        secure: options.tls.is_some(),
         gateway,
         timeouts: options.timeouts,
         budget: Budget::new(options.limits),
@@ -469,6 +473,11 @@ async fn answer(
             .instrument(span.clone())
             .await
     } else {
+        let mut req = req;
+        req.extensions_mut().insert(crate::access::Client {
+            addr: peer,
+            secure: front.secure,
+        });
         match front.s3.call(req).instrument(span.clone()).await {
             Ok(r) => r,
             Err(e) => {

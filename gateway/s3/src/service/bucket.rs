@@ -15,7 +15,7 @@ impl ShardgateS3 {
         if let Err(shardgate_meta::MetaError::BucketExists) = &created {
             // Bucket names are shared by all users: someone else's is taken.
             let record = self.bucket_record(&req.input.bucket).await?;
-            if !caller.may_use(&record) {
+            if !caller.owns(&record) {
                 return Err(s3_error!(
                     BucketAlreadyExists,
                     "The requested bucket name is not available. The bucket namespace is shared by all users of the gateway. Please select a different name and try again."
@@ -65,19 +65,16 @@ impl ShardgateS3 {
         let buckets = self.gw.metadata().list_buckets().await.or_s3()?;
         let buckets = buckets
             .into_iter()
-            .filter(|(_, record)| caller.may_use(record))
+            .filter(|(_, record)| caller.owns(record))
             .map(|(name, record)| Bucket {
                 bucket_region: None,
                 creation_date: Some(timestamp(record.created_unix_ms)),
                 name: Some(name),
             })
             .collect();
-        let owner = match &caller {
-            Caller::Admin => owner(),
-            Caller::User(name) => Owner {
-                display_name: Some(name.clone()),
-                id: Some(name.clone()),
-            },
+        let owner = Owner {
+            display_name: Some(caller.name.clone().unwrap_or_else(|| "shardgate".into())),
+            id: caller.requester.canonical_id().map(str::to_string),
         };
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),

@@ -38,11 +38,14 @@ use crate::error::{OrS3, s3_error};
 #[derive(Clone, Debug)]
 pub struct ShardgateS3 {
     gw: Arc<Gateway>,
+    authz: Arc<crate::access::Authorizer>,
 }
 
 impl ShardgateS3 {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gw: gateway }
+    /// The S3 operations over `gateway`, with `authz` deciding what a
+    /// handler checks itself (a copy's source).
+    pub fn new(gateway: Arc<Gateway>, authz: Arc<crate::access::Authorizer>) -> Self {
+        Self { gw: gateway, authz }
     }
 }
 
@@ -257,7 +260,9 @@ impl ShardgateS3 {
                 "Copy from an access point is not supported"
             ));
         };
-        caller.check_bucket(&self.gw, bucket).await?;
+        self.authz
+            .check_read(caller, bucket, key, version_id.is_some())
+            .await?;
         let from = CopyFrom {
             bucket,
             key,
@@ -435,6 +440,7 @@ mod list;
 mod lock;
 mod multipart;
 mod object;
+mod policy;
 mod tagging;
 mod versioning;
 
@@ -478,6 +484,57 @@ impl S3 for ShardgateS3 {
     }
 
     // --- CORS (cors.rs) ---
+
+    // --- policy and public access block (policy.rs) ---
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        ShardgateS3::put_bucket_policy(self, req).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        ShardgateS3::get_bucket_policy(self, req).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        ShardgateS3::delete_bucket_policy(self, req).await
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        ShardgateS3::get_bucket_policy_status(self, req).await
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        ShardgateS3::put_public_access_block(self, req).await
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        ShardgateS3::get_public_access_block(self, req).await
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        ShardgateS3::delete_public_access_block(self, req).await
+    }
 
     async fn put_bucket_cors(
         &self,
