@@ -20,6 +20,12 @@
 # (SHARDGATE_JOURNAL__ENABLED=false), SHARDGATE_BENCH_ROUNDS rounds each,
 # the order swapped every round.
 #
+# SHARDGATE_BENCH_POLICY=ab measures authorization against a bucket policy:
+# one gateway, SHARDGATE_BENCH_ROUNDS rounds, each a run on a bucket without
+# a policy and one on a bucket with scripts/bench-policy.json (20
+# statements, every one evaluated for every request), the order swapped
+# every round.
+#
 # SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
 # backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
 # the disk, to compare with the pipeline's criterion figures.
@@ -104,6 +110,19 @@ if [ "${SHARDGATE_BENCH_JOURNAL:-}" = ab ]; then
 fi
 start gw
 endpoints[gw]=$endpoint gateway_pids[gw]=$pid
+if [ "${SHARDGATE_BENCH_POLICY:-}" = ab ]; then
+  for round in $(seq "${SHARDGATE_BENCH_ROUNDS:-6}"); do
+    order=(plain policy)
+    [ $((round % 2)) = 0 ] && order=(policy plain)
+    for bucket in "${order[@]}"; do
+      echo "round $round, $bucket bucket"
+      extra=(--bucket "$bucket-$round")
+      [ "$bucket" = policy ] && extra+=(--policy scripts/bench-policy.json)
+      loadgen gw "${extra[@]}"
+    done
+  done
+  exit
+fi
 if [ "$versioning" != ab ]; then
   loadgen gw
   exit

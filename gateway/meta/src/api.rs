@@ -68,6 +68,12 @@ pub trait Buckets: Send + Sync + std::fmt::Debug {
         bucket: &str,
         rules: &[CorsRule],
     ) -> Result<()>;
+    /// A number that changes after every committed change of any bucket
+    /// record, so that the access check can keep records in memory: read
+    /// it before the record, and read the record again once it differs.
+    /// (An engine shared by several gateways must count the others'
+    /// changes too.)
+    fn bucket_changes(&self) -> u64;
     /// Sets or deletes the bucket's policy or Public Access Block.
     async fn set_bucket_access(
         &self,
@@ -353,6 +359,10 @@ impl Buckets for MetaStore {
             s.set_bucket_cors(c, b, &rules)
         })
         .await
+    }
+
+    fn bucket_changes(&self) -> u64 {
+        MetaStore::bucket_changes(self)
     }
 
     async fn set_bucket_access(

@@ -949,6 +949,8 @@ pub struct MetaStore {
     owner: Arc<str>,
     /// Whether mutating transactions fill the journal's outbox.
     journal: bool,
+    /// Counts committed changes of bucket records ([`MetaStore::bucket_changes`]).
+    bucket_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for MetaStore {
@@ -979,6 +981,7 @@ impl MetaStore {
             grace_ms: DEFAULT_GRACE_MS,
             owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
             journal,
+            bucket_changes: Arc::default(),
         };
         let now = crate::now_unix_ms();
         let txn = store.db.begin_write()?;
@@ -1138,6 +1141,24 @@ impl MetaStore {
     }
 
     /// Writes a bucket's record, journaled.
+    /// Commits a transaction that changed a bucket record, then counts the
+    /// change: a cache that read the count before the record sees the
+    /// change at its next look.
+    fn commit_bucket_change(&self, txn: WriteTransaction) -> Result<()> {
+        txn.commit()?;
+        self.bucket_changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A number that grows with every committed change of a bucket record
+    /// in this process. Read it before reading a record to cache: while it
+    /// stays the same, the record does too.
+    pub fn bucket_changes(&self) -> u64 {
+        self.bucket_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn put_bucket_row(
         &self,
         txn: &WriteTransaction,
@@ -1196,8 +1217,7 @@ impl MetaStore {
             )?;
         }
         self.put_bucket_row(&txn, bucket, &record)?;
-        txn.commit()?;
-        Ok(())
+        self.commit_bucket_change(txn)
     }
 
     pub fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>> {
@@ -1348,8 +1368,7 @@ impl MetaStore {
             buckets.remove(bucket)?;
         }
         self.log(&txn, JournalTable::Buckets, bucket.as_bytes(), None)?;
-        txn.commit()?;
-        Ok(())
+        self.commit_bucket_change(txn)
     }
 
     // --- intents and garbage ---
@@ -2174,8 +2193,7 @@ impl MetaStore {
         check_owner(&record, caller)?;
         change(&mut record)?;
         self.put_bucket_row(&txn, bucket, &record)?;
-        txn.commit()?;
-        Ok(())
+        self.commit_bucket_change(txn)
     }
 
     /// Sets the bucket's Object Lock configuration (turning Object Lock on
@@ -2309,8 +2327,7 @@ impl MetaStore {
         }
         record.versioning = versioning;
         self.put_bucket_row(&txn, bucket, &record)?;
-        txn.commit()?;
-        Ok(())
+        self.commit_bucket_change(txn)
     }
 
     // --- multipart uploads ---

@@ -2240,3 +2240,71 @@ fn garbage_of_a_run_without_the_journal_waits_for_the_next_checkpoint() {
     store.complete_checkpoint(2, seq).unwrap();
     assert_eq!(garbage_blobs(&store, later), blobs(&first));
 }
+
+#[test]
+fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_changes() {
+    use shardgate_meta::{BucketAccess, public_access};
+    let (_dir, store) = open();
+    store.create_user("KEY1", &user("alice")).unwrap();
+    let start = store.bucket_changes();
+    store
+        .create_bucket_with("b", false, Some("alice"), 1)
+        .unwrap();
+    let created = store.bucket_changes();
+    assert!(created > start, "a creation is a bucket change");
+    let alice = Writer::User("alice".into());
+    let policy = r#"{"Statement":[]}"#.to_string();
+    store
+        .set_bucket_access(&alice, "b", &BucketAccess::Policy(Some(policy.clone())))
+        .unwrap();
+    let flags = public_access::CONFIGURED | public_access::RESTRICT_PUBLIC_BUCKETS;
+    store
+        .set_bucket_access(&alice, "b", &BucketAccess::PublicAccessBlock(Some(flags)))
+        .unwrap();
+    let record = store.bucket("b").unwrap().unwrap();
+    assert_eq!(record.policy().unwrap(), Some(policy));
+    assert_eq!(record.public_access_block().unwrap(), flags);
+    let set = store.bucket_changes();
+    assert!(set >= created + 2, "each setting counts");
+    // Another user is refused; someone a policy let in is held to the
+    // bucket's incarnation.
+    assert!(matches!(
+        store.set_bucket_access(
+            &Writer::User("bob".into()),
+            "b",
+            &BucketAccess::Policy(None)
+        ),
+        Err(MetaError::NotOwner)
+    ));
+    let created_ms = record.created_unix_ms;
+    let stale = Writer::Granted {
+        bucket_created_unix_ms: created_ms + 1,
+    };
+    assert!(matches!(
+        store.set_bucket_access(&stale, "b", &BucketAccess::Policy(None)),
+        Err(MetaError::NotOwner)
+    ));
+    assert_eq!(
+        store.bucket_changes(),
+        set,
+        "a refused change is not counted"
+    );
+    // An object's write is not a bucket change.
+    store
+        .put_object("b", "k", &empty("e"), None, &Condition::Always, 2)
+        .unwrap();
+    assert_eq!(store.bucket_changes(), set);
+    let granted = Writer::Granted {
+        bucket_created_unix_ms: created_ms,
+    };
+    store
+        .set_bucket_access(&granted, "b", &BucketAccess::Policy(None))
+        .unwrap();
+    store
+        .set_bucket_access(&alice, "b", &BucketAccess::PublicAccessBlock(None))
+        .unwrap();
+    let record = store.bucket("b").unwrap().unwrap();
+    assert_eq!(record.policy().unwrap(), None);
+    assert_eq!(record.public_access_block().unwrap(), 0);
+    assert!(store.bucket_changes() > set);
+}

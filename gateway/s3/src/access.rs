@@ -166,7 +166,26 @@ pub struct Authorizer {
     gateway: Arc<Gateway>,
     admin_key: String,
     admin_id: String,
-    policies: Mutex<HashMap<String, Arc<Policy>>>,
+    buckets: Mutex<HashMap<String, Known>>,
+}
+
+/// The access check keeps at most this many buckets in memory (then starts
+/// over).
+const MAX_KNOWN_BUCKETS: usize = 10_000;
+
+/// A bucket as the access check last read it.
+struct Known {
+    /// [`shardgate_meta::Buckets::bucket_changes`] before the read.
+    seen: u64,
+    view: Option<Arc<BucketView>>,
+}
+
+/// What deciding a request needs of its bucket.
+struct BucketView {
+    owner_id: String,
+    created_unix_ms: u64,
+    policy: Option<Policy>,
+    block: PublicAccessBlock,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -188,7 +207,7 @@ impl Authorizer {
             gateway,
             admin_id: admin_canonical_id(&admin_key),
             admin_key,
-            policies: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -208,30 +227,65 @@ impl Authorizer {
         }
     }
 
-    /// The bucket's policy, parsed (it was checked when it was set).
-    fn policy(&self, bucket: &str, record: &BucketRecord) -> S3Result<Option<Arc<Policy>>> {
-        let Some(text) = record
-            .policy()
-            .map_err(|e| s3_error!(InternalError, "reading the bucket policy: {e}"))?
-        else {
-            return Ok(None);
-        };
-        if let Ok(cache) = self.policies.lock()
-            && let Some(p) = cache.get(bucket).filter(|p| p.text == text)
+    /// What the access check needs of `bucket`, from memory while no
+    /// bucket record changed since it was read (`None`: no such bucket).
+    async fn bucket(&self, bucket: &str) -> S3Result<Option<Arc<BucketView>>> {
+        let metadata = self.gateway.metadata();
+        // Read before the record: a change committed after this read
+        // makes the next look read the record again.
+        let seen = metadata.bucket_changes();
+        if let Ok(cache) = self.buckets.lock()
+            && let Some(known) = cache.get(bucket).filter(|k| k.seen == seen)
         {
-            return Ok(Some(p.clone()));
+            return Ok(known.view.clone());
         }
-        let parsed = Policy::parse(&text, bucket).map_err(|e| {
-            s3_error!(
-                InternalError,
-                "the stored policy of {bucket} no longer parses: {e}"
-            )
-        })?;
-        let parsed = Arc::new(parsed);
-        if let Ok(mut cache) = self.policies.lock() {
-            cache.insert(bucket.to_string(), parsed.clone());
+        let record = metadata
+            .bucket(bucket)
+            .await
+            .map_err(|e| s3_error!(InternalError, "reading the bucket: {e}"))?;
+        let view = match record {
+            None => None,
+            Some(record) => Some(Arc::new(self.view(bucket, record)?)),
+        };
+        if let Ok(mut cache) = self.buckets.lock() {
+            if cache.len() >= MAX_KNOWN_BUCKETS {
+                cache.clear();
+            }
+            cache.insert(
+                bucket.to_string(),
+                Known {
+                    seen,
+                    view: view.clone(),
+                },
+            );
         }
-        Ok(Some(parsed))
+        Ok(view)
+    }
+
+    fn view(&self, bucket: &str, record: BucketRecord) -> S3Result<BucketView> {
+        let internal = |what: &str, e: shardgate_meta::MetaError| {
+            s3_error!(InternalError, "reading the bucket's {what}: {e}")
+        };
+        let owner = record.owner().map_err(|e| internal("owner", e))?;
+        let policy = match record.policy().map_err(|e| internal("policy", e))? {
+            // It was checked when it was set.
+            Some(text) => Some(Policy::parse(&text, bucket).map_err(|e| {
+                s3_error!(
+                    InternalError,
+                    "the stored policy of {bucket} no longer parses: {e}"
+                )
+            })?),
+            None => None,
+        };
+        let flags = record
+            .public_access_block()
+            .map_err(|e| internal("public access block", e))?;
+        Ok(BucketView {
+            owner_id: self.owner_id(owner.as_deref()),
+            created_unix_ms: record.created_unix_ms,
+            policy,
+            block: block_of(flags),
+        })
     }
 
     /// Decides `op` on `bucket` (and `key`) for `requester`.
@@ -245,13 +299,7 @@ impl Authorizer {
         context: &Context,
     ) -> S3Result<Decided> {
         let denied = || s3_error!(AccessDenied, "Access Denied");
-        let record = self
-            .gateway
-            .metadata()
-            .bucket(bucket)
-            .await
-            .map_err(|e| s3_error!(InternalError, "reading the bucket: {e}"))?;
-        let Some(record) = record else {
+        let Some(view) = self.bucket(bucket).await? else {
             // The operation answers NoSuchBucket to a signed request; an
             // unsigned one learns nothing.
             return match requester {
@@ -266,33 +314,26 @@ impl Authorizer {
                 }),
             };
         };
-        let owner = record
-            .owner()
-            .map_err(|e| s3_error!(InternalError, "reading the bucket's owner: {e}"))?;
-        let policy = self.policy(bucket, &record)?;
-        let flags = record
-            .public_access_block()
-            .map_err(|e| s3_error!(InternalError, "reading the public access block: {e}"))?;
-        let owner_id = self.owner_id(owner.as_deref());
+        let owner_id = &view.owner_id;
         let subject = Subject {
-            bucket_owner: &owner_id,
+            bucket_owner: owner_id,
             object_owner: None,
             bucket_acl: None,
             object_acl: None,
-            policy: policy.as_deref(),
-            block: block_of(flags),
+            policy: view.policy.as_ref(),
+            block: view.block,
             acls_enabled: true,
         };
         let Some(action) = action_of(op, versioned) else {
             // Not an action a policy can grant: the owners' alone.
             let owns = match requester {
                 Requester::Admin { .. } => true,
-                Requester::User { canonical_id, .. } => *canonical_id == owner_id,
+                Requester::User { canonical_id, .. } => canonical_id == owner_id,
                 Requester::Anonymous => false,
             };
             return match owns {
                 true => Ok(Decided {
-                    writer: writer_for(requester, &owner_id, &record),
+                    writer: writer_for(requester, &view),
                 }),
                 false => Err(denied()),
             };
@@ -304,7 +345,7 @@ impl Authorizer {
         };
         match shardgate_authz::authorize(requester, action, &resource, context, &subject) {
             Ok(()) => Ok(Decided {
-                writer: writer_for(requester, &owner_id, &record),
+                writer: writer_for(requester, &view),
             }),
             Err(why) => {
                 tracing::debug!(?why, op, bucket, "refused");
@@ -363,16 +404,16 @@ impl Authorizer {
     }
 }
 
-/// How a write of `requester` into the bucket of `record` is checked in
-/// its transaction.
-fn writer_for(requester: &Requester, owner_id: &str, record: &BucketRecord) -> Writer {
+/// How a write of `requester` into the bucket is checked in its
+/// transaction.
+fn writer_for(requester: &Requester, view: &BucketView) -> Writer {
     match requester {
         Requester::Admin { .. } => Writer::Admin,
-        Requester::User { name, canonical_id } if canonical_id == owner_id => {
+        Requester::User { name, canonical_id } if *canonical_id == view.owner_id => {
             Writer::User(name.clone())
         }
         _ => Writer::Granted {
-            bucket_created_unix_ms: record.created_unix_ms,
+            bucket_created_unix_ms: view.created_unix_ms,
         },
     }
 }

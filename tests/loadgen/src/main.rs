@@ -70,6 +70,35 @@ struct Args {
     /// written.
     #[arg(long)]
     versioning: bool,
+    /// A bucket policy to set on the bucket before the phases (a JSON file;
+    /// `BUCKET` in it stands for the bucket's name).
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
+}
+
+/// PUTs `body` to the bucket's `?name` subresource (versioning, policy).
+async fn put_subresource(
+    conn: &mut Conn,
+    signer: &Signer,
+    path: &str,
+    name: &str,
+    body: Bytes,
+) -> Result<()> {
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let mut req = http::Request::builder()
+        .method("PUT")
+        .uri(format!("{path}?{name}"));
+    for (k, v) in signer
+        .sign("PUT", path, &format!("{name}="), &[], &sha)
+        .headers
+    {
+        req = req.header(k, v);
+    }
+    let resp = conn.send(req.body(Full::new(body).boxed())?).await?;
+    if !resp.status().is_success() {
+        bail!("{}", resp.status());
+    }
+    Ok(())
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -449,17 +478,17 @@ async fn main() -> Result<()> {
         let config = Bytes::from_static(
             b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
         );
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&config));
-        let mut req = http::Request::builder()
-            .method("PUT")
-            .uri(format!("{path}?versioning"));
-        for (k, v) in signer.sign("PUT", &path, "versioning=", &[], &sha).headers {
-            req = req.header(k, v);
-        }
-        let resp = conn.send(req.body(Full::new(config).boxed())?).await?;
-        if !resp.status().is_success() {
-            bail!("enabling versioning: {}", resp.status());
-        }
+        put_subresource(&mut conn, &signer, &path, "versioning", config)
+            .await
+            .context("enabling versioning")?;
+    }
+    if let Some(file) = &args.policy {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .replace("BUCKET", &args.bucket);
+        put_subresource(&mut conn, &signer, &path, "policy", Bytes::from(text))
+            .await
+            .context("setting the bucket policy")?;
     }
 
     println!(
