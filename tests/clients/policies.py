@@ -112,9 +112,37 @@ expect_error("AccessDenied", bob.get_bucket_policy, Bucket=B)
 expect_error("AccessDenied", bob.delete_bucket, Bucket=B)
 expect_error("AccessDenied", bob.copy_object, Bucket="bob-b", Key="copied",
              CopySource={"Bucket": B, "Key": "private/secret.txt"})
+# A tag on a PUT needs s3:PutObjectTagging too, as in S3.
+expect_error("AccessDenied", bob.put_object, Bucket=B, Key="dropbox/tagged", Body=b"x", Tagging="a=b")
 bob.copy_object(Bucket="bob-b", Key="copied", CopySource={"Bucket": B, "Key": "public/cat.txt"})
 check(bob.get_object(Bucket="bob-b", Key="copied")["Body"].read() == b"meow", "bob copies from public/")
 bob.delete_object(Bucket="bob-b", Key="copied")
+
+# DeleteObjects decides each key: bob may delete under dropbox/ but the
+# Deny on private/ holds for that key alone.
+deleting = dict(policy)
+deleting["Statement"] = policy["Statement"] + [
+    {"Sid": "bob-deletes", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:user/bob"},
+     "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{B}/*"}]
+alice.put_bucket_policy(Bucket=B, Policy=json.dumps(deleting))
+bob.put_object(Bucket=B, Key="dropbox/old", Body=b"x")
+out = bob.delete_objects(Bucket=B, Delete={"Objects": [{"Key": "dropbox/old"}, {"Key": "private/secret.txt"}]})
+check([d["Key"] for d in out.get("Deleted", [])] == ["dropbox/old"], f"DeleteObjects deleted: {out}")
+check([(e["Key"], e["Code"]) for e in out.get("Errors", [])] == [("private/secret.txt", "AccessDenied")],
+      f"DeleteObjects refused: {out}")
+check(read(alice, "private/secret.txt") == b"hush", "the denied key is still there")
+alice.put_bucket_policy(Bucket=B, Policy=json.dumps(policy))
+
+# A policy that gives everyone everything still keeps the bucket's
+# configuration and deletion from unsigned requesters.
+everything = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:*",
+                             "Resource": [f"arn:aws:s3:::{B}", f"arn:aws:s3:::{B}/*"]}]}
+alice.put_bucket_policy(Bucket=B, Policy=json.dumps(everything))
+check(read(anonymous, "private/secret.txt") == b"hush", "s3:* to everyone lets anyone read")
+expect_error("AccessDenied", anonymous.delete_bucket_policy, Bucket=B)
+expect_error("AccessDenied", anonymous.put_bucket_policy, Bucket=B, Policy=json.dumps(policy))
+expect_error("AccessDenied", anonymous.delete_bucket, Bucket=B)
+alice.put_bucket_policy(Bucket=B, Policy=json.dumps(policy))
 
 # Public Access Block: RestrictPublicBuckets keeps the public statement
 # from anonymous requesters (bob, named, still reads); BlockPublicPolicy

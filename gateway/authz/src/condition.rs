@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use wildmatch::WildMatch;
 
 use crate::Context;
-use crate::policy::{PolicyError, substitute};
+use crate::policy::{PolicyError, like, substitute};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -253,7 +253,10 @@ impl Condition {
                 substitute(t, context).is_some_and(|t| t.eq_ignore_ascii_case(value))
             }
             (Op::StringLike | Op::StringNotLike | Op::ArnLike | Op::ArnNotLike, Value::Text(t)) => {
-                substitute(t, context).is_some_and(|t| WildMatch::new(&t).matches(value))
+                match t.contains("${") {
+                    true => like(t, value, context),
+                    false => WildMatch::new(t).matches(value),
+                }
             }
             (Op::ArnEquals | Op::ArnNotEquals | Op::BinaryEquals, Value::Text(t)) => {
                 substitute(t, context).is_some_and(|t| t == value)

@@ -118,11 +118,82 @@ impl Pattern {
     fn matches(&self, value: &str, context: &Context) -> bool {
         match &self.compiled {
             Some(m) => m.matches(value),
-            None => {
-                substitute(&self.text, context).is_some_and(|t| WildMatch::new(&t).matches(value))
-            }
+            None => like(&self.text, value, context),
         }
     }
+}
+
+/// One element of a pattern with variables: what a variable's value or
+/// `${*}` put there is literal, never a wildcard.
+enum Tok {
+    Any,
+    One,
+    Lit(char),
+}
+
+/// `value` against a wildcard pattern holding policy variables.
+pub(crate) fn like(pattern: &str, value: &str, context: &Context) -> bool {
+    let Some(tokens) = tokenize(pattern, context) else {
+        return false;
+    };
+    glob(&tokens, &value.chars().collect::<Vec<_>>())
+}
+
+fn tokenize(text: &str, context: &Context) -> Option<Vec<Tok>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let (plain, after) = match rest.find("${") {
+            Some(start) => (&rest[..start], Some(&rest[start + 2..])),
+            None => (rest, None),
+        };
+        out.extend(plain.chars().map(|c| match c {
+            '*' => Tok::Any,
+            '?' => Tok::One,
+            c => Tok::Lit(c),
+        }));
+        let Some(after) = after else {
+            return Some(out);
+        };
+        let end = after.find('}')?;
+        let literal = match &after[..end] {
+            name @ ("*" | "?" | "$") => name.to_string(),
+            key => context.get(key)?.first()?.clone(),
+        };
+        out.extend(literal.chars().map(Tok::Lit));
+        rest = &after[end + 1..];
+    }
+}
+
+/// Wildcard matching, backtracking to the last `*`.
+fn glob(p: &[Tok], s: &[char]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(Tok::Any) => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(Tok::One) => {
+                pi += 1;
+                si += 1;
+            }
+            Some(Tok::Lit(c)) if *c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|t| matches!(t, Tok::Any))
 }
 
 /// Replaces the policy variables `${key}` in `text` from the context

@@ -246,6 +246,22 @@ fn policy_variables_give_each_user_a_home() {
     ctx.insert("aws:username", "bob");
     assert!(authorize(&bob(), get, "arn:aws:s3:::photos/home/bob/x", &ctx, &s).is_ok());
     assert!(authorize(&bob(), get, "arn:aws:s3:::photos/home/alice/x", &ctx, &s).is_err());
+    // A variable's value and `${*}` are literal, never wildcards.
+    let literal = Policy::parse(
+        r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject",
+            "Resource":"arn:aws:s3:::photos/${aws:username}/star${*}"}]}"#,
+        "photos",
+    )
+    .unwrap();
+    let s2 = Subject {
+        policy: Some(&literal),
+        ..s
+    };
+    let mut wild = Context::default();
+    wild.insert("aws:username", "b*");
+    assert!(authorize(&bob(), get, "arn:aws:s3:::photos/b*/star*", &wild, &s2).is_ok());
+    assert!(authorize(&bob(), get, "arn:aws:s3:::photos/bob/star*", &wild, &s2).is_err());
+    assert!(authorize(&bob(), get, "arn:aws:s3:::photos/b*/starry", &wild, &s2).is_err());
     // No username in the context: the resource matches nothing.
     let empty = Context::default();
     assert!(authorize(&bob(), get, "arn:aws:s3:::photos/home/bob/x", &empty, &s).is_err());

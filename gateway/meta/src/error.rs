@@ -32,6 +32,10 @@ pub enum MetaError {
     /// The version asked for is a delete marker (S3: MethodNotAllowed).
     #[error("the version is a delete marker")]
     DeleteMarker,
+    /// A public policy on a bucket whose Public Access Block has
+    /// BlockPublicPolicy (S3: AccessDenied).
+    #[error("the bucket's Public Access Block refuses a public policy")]
+    PublicPolicyBlocked,
     /// The bucket belongs to another user than the one writing.
     #[error("the bucket belongs to another user")]
     NotOwner,

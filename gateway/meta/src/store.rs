@@ -158,7 +158,12 @@ impl BucketRecord {
 
     fn set_access(&mut self, setting: &BucketAccess) -> Result<()> {
         match setting {
-            BucketAccess::Policy(text) => set_extension(
+            BucketAccess::Policy { public: true, .. }
+                if self.public_access_block()? & public_access::BLOCK_PUBLIC_POLICY != 0 =>
+            {
+                Err(MetaError::PublicPolicyBlocked)
+            }
+            BucketAccess::Policy { text, .. } => set_extension(
                 &mut self.extensions,
                 BUCKET_POLICY_EXTENSION,
                 text.as_ref(),
@@ -312,8 +317,9 @@ pub mod public_access {
 /// A change to who may use a bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BucketAccess {
-    /// The bucket policy's text (`None`: deleted).
-    Policy(Option<String>),
+    /// The bucket policy's text (`None`: deleted), and whether it is
+    /// public (refused, in the change's transaction, under BlockPublicPolicy).
+    Policy { text: Option<String>, public: bool },
     /// The Public Access Block's flags (`None` or 0: deleted).
     PublicAccessBlock(Option<u8>),
 }

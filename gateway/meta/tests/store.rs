@@ -2244,6 +2244,10 @@ fn garbage_of_a_run_without_the_journal_waits_for_the_next_checkpoint() {
 #[test]
 fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_changes() {
     use shardgate_meta::{BucketAccess, public_access};
+    let policy = |text: Option<&str>, public| BucketAccess::Policy {
+        text: text.map(str::to_string),
+        public,
+    };
     let (_dir, store) = open();
     store.create_user("KEY1", &user("alice")).unwrap();
     let start = store.bucket_changes();
@@ -2253,27 +2257,23 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
     let created = store.bucket_changes();
     assert!(created > start, "a creation is a bucket change");
     let alice = Writer::User("alice".into());
-    let policy = r#"{"Statement":[]}"#.to_string();
+    let text = r#"{"Statement":[]}"#;
     store
-        .set_bucket_access(&alice, "b", &BucketAccess::Policy(Some(policy.clone())))
+        .set_bucket_access(&alice, "b", &policy(Some(text), true))
         .unwrap();
     let flags = public_access::CONFIGURED | public_access::RESTRICT_PUBLIC_BUCKETS;
     store
         .set_bucket_access(&alice, "b", &BucketAccess::PublicAccessBlock(Some(flags)))
         .unwrap();
     let record = store.bucket("b").unwrap().unwrap();
-    assert_eq!(record.policy().unwrap(), Some(policy));
+    assert_eq!(record.policy().unwrap().as_deref(), Some(text));
     assert_eq!(record.public_access_block().unwrap(), flags);
-    let set = store.bucket_changes();
-    assert!(set >= created + 2, "each setting counts");
+    assert!(store.bucket_changes() >= created + 2, "each setting counts");
     // Another user is refused; someone a policy let in is held to the
     // bucket's incarnation.
+    let bob = Writer::User("bob".into());
     assert!(matches!(
-        store.set_bucket_access(
-            &Writer::User("bob".into()),
-            "b",
-            &BucketAccess::Policy(None)
-        ),
+        store.set_bucket_access(&bob, "b", &policy(None, false)),
         Err(MetaError::NotOwner)
     ));
     let created_ms = record.created_unix_ms;
@@ -2281,8 +2281,23 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
         bucket_created_unix_ms: created_ms + 1,
     };
     assert!(matches!(
-        store.set_bucket_access(&stale, "b", &BucketAccess::Policy(None)),
+        store.set_bucket_access(&stale, "b", &policy(None, false)),
         Err(MetaError::NotOwner)
+    ));
+    // BlockPublicPolicy refuses a public policy in the change's own
+    // transaction.
+    let blocking = flags | public_access::BLOCK_PUBLIC_POLICY;
+    store
+        .set_bucket_access(
+            &alice,
+            "b",
+            &BucketAccess::PublicAccessBlock(Some(blocking)),
+        )
+        .unwrap();
+    let set = store.bucket_changes();
+    assert!(matches!(
+        store.set_bucket_access(&alice, "b", &policy(Some(text), true)),
+        Err(MetaError::PublicPolicyBlocked)
     ));
     assert_eq!(
         store.bucket_changes(),
@@ -2298,7 +2313,7 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
         bucket_created_unix_ms: created_ms,
     };
     store
-        .set_bucket_access(&granted, "b", &BucketAccess::Policy(None))
+        .set_bucket_access(&granted, "b", &policy(None, false))
         .unwrap();
     store
         .set_bucket_access(&alice, "b", &BucketAccess::PublicAccessBlock(None))

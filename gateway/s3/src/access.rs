@@ -120,6 +120,7 @@ fn action_of(op: &str, versioned: bool) -> Option<&'static Action> {
         ("GetObjectAcl", true) => "s3:GetObjectVersionAcl",
         ("PutObjectAcl", false) => "s3:PutObjectAcl",
         ("PutObjectAcl", true) => "s3:PutObjectVersionAcl",
+        ("BypassGovernanceRetention", _) => "s3:BypassGovernanceRetention",
         ("GetObjectRetention", _) => "s3:GetObjectRetention",
         ("PutObjectRetention", _) => "s3:PutObjectRetention",
         ("GetObjectLegalHold", _) => "s3:GetObjectLegalHold",
@@ -185,6 +186,8 @@ struct BucketView {
     owner_id: String,
     created_unix_ms: u64,
     policy: Option<Policy>,
+    /// A stored policy this release cannot read.
+    broken_policy: bool,
     block: PublicAccessBlock,
 }
 
@@ -267,15 +270,17 @@ impl Authorizer {
             s3_error!(InternalError, "reading the bucket's {what}: {e}")
         };
         let owner = record.owner().map_err(|e| internal("owner", e))?;
-        let policy = match record.policy().map_err(|e| internal("policy", e))? {
-            // It was checked when it was set.
-            Some(text) => Some(Policy::parse(&text, bucket).map_err(|e| {
-                s3_error!(
-                    InternalError,
-                    "the stored policy of {bucket} no longer parses: {e}"
-                )
-            })?),
-            None => None,
+        // It was checked when it was set; should a later release read it
+        // otherwise, the bucket fails closed (`broken_policy`).
+        let (policy, broken_policy) = match record.policy().map_err(|e| internal("policy", e))? {
+            Some(text) => match Policy::parse(&text, bucket) {
+                Ok(p) => (Some(p), false),
+                Err(e) => {
+                    tracing::error!(bucket, error = %e, "the stored bucket policy no longer parses");
+                    (None, true)
+                }
+            },
+            None => (None, false),
         };
         let flags = record
             .public_access_block()
@@ -284,15 +289,18 @@ impl Authorizer {
             owner_id: self.owner_id(owner.as_deref()),
             created_unix_ms: record.created_unix_ms,
             policy,
+            broken_policy,
             block: block_of(flags),
         })
     }
 
-    /// Decides `op` on `bucket` (and `key`) for `requester`.
+    /// Decides `ops` on `bucket` (and `key`) for `requester`: each must be
+    /// allowed (none: the bucket's existence alone, for a handler that
+    /// decides per key).
     async fn decide(
         &self,
         requester: &Requester,
-        op: &str,
+        ops: &[&str],
         bucket: &str,
         key: Option<&str>,
         versioned: bool,
@@ -314,6 +322,14 @@ impl Authorizer {
                 }),
             };
         };
+        let admin = matches!(requester, Requester::Admin { .. });
+        if view.broken_policy && !(admin && ops.iter().all(|op| op.ends_with("BucketPolicy"))) {
+            // Fails closed; the root may still replace or delete it.
+            return Err(s3_error!(
+                InternalError,
+                "The bucket's stored policy no longer parses: replace or delete it"
+            ));
+        }
         let owner_id = &view.owner_id;
         let subject = Subject {
             bucket_owner: owner_id,
@@ -324,34 +340,41 @@ impl Authorizer {
             block: view.block,
             acls_enabled: true,
         };
-        let Some(action) = action_of(op, versioned) else {
-            // Not an action a policy can grant: the owners' alone.
-            let owns = match requester {
-                Requester::Admin { .. } => true,
-                Requester::User { canonical_id, .. } => canonical_id == owner_id,
-                Requester::Anonymous => false,
-            };
-            return match owns {
-                true => Ok(Decided {
-                    writer: writer_for(requester, &view),
-                }),
-                false => Err(denied()),
-            };
+        let owns = match requester {
+            Requester::Admin { .. } => true,
+            Requester::User { canonical_id, .. } => canonical_id == owner_id,
+            Requester::Anonymous => false,
         };
-        let resource = match (action.kind, key) {
-            (shardgate_authz::Kind::Object, Some(k)) => format!("arn:aws:s3:::{bucket}/{k}"),
-            (shardgate_authz::Kind::Object, None) => format!("arn:aws:s3:::{bucket}/*"),
-            (shardgate_authz::Kind::Bucket, _) => format!("arn:aws:s3:::{bucket}"),
-        };
-        match shardgate_authz::authorize(requester, action, &resource, context, &subject) {
-            Ok(()) => Ok(Decided {
-                writer: writer_for(requester, &view),
-            }),
-            Err(why) => {
+        for op in ops {
+            let Some(action) = action_of(op, versioned) else {
+                // Not an action a policy can grant: the owners' alone.
+                if owns {
+                    continue;
+                }
+                return Err(denied());
+            };
+            // A bucket's configuration and its deletion are never an
+            // unsigned requester's, whatever a policy says.
+            let manages = action.kind == shardgate_authz::Kind::Bucket
+                && (action.name.starts_with("s3:Put") || action.name.starts_with("s3:Delete"));
+            if manages && *requester == Requester::Anonymous {
+                return Err(denied());
+            }
+            let resource = match (action.kind, key) {
+                (shardgate_authz::Kind::Object, Some(k)) => format!("arn:aws:s3:::{bucket}/{k}"),
+                (shardgate_authz::Kind::Object, None) => format!("arn:aws:s3:::{bucket}/*"),
+                (shardgate_authz::Kind::Bucket, _) => format!("arn:aws:s3:::{bucket}"),
+            };
+            if let Err(why) =
+                shardgate_authz::authorize(requester, action, &resource, context, &subject)
+            {
                 tracing::debug!(?why, op, bucket, "refused");
-                Err(denied())
+                return Err(denied());
             }
         }
+        Ok(Decided {
+            writer: writer_for(requester, &view),
+        })
     }
 
     /// `AccessDenied` unless `caller` may read `key` of `bucket` (a copy's
@@ -363,17 +386,41 @@ impl Authorizer {
         key: &str,
         versioned: bool,
     ) -> S3Result<()> {
-        let requester = &caller.requester;
-        self.decide(
-            requester,
-            "GetObject",
-            bucket,
-            Some(key),
-            versioned,
-            &caller.context,
-        )
-        .await
-        .map(|_| ())
+        self.check_key(caller, &["GetObject"], bucket, key, versioned)
+            .await
+    }
+
+    /// `AccessDenied` unless `caller` may delete `key` (its version, when
+    /// `versioned`) of `bucket`, overriding governance retention when
+    /// `bypass`: DeleteObjects decides each key.
+    pub async fn check_delete(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        versioned: bool,
+        bypass: bool,
+    ) -> S3Result<()> {
+        let ops: &[&str] = match bypass {
+            true => &["DeleteObject", "BypassGovernanceRetention"],
+            false => &["DeleteObject"],
+        };
+        self.check_key(caller, ops, bucket, key, versioned).await
+    }
+
+    /// `AccessDenied` unless `caller` may do each of `ops` on `key`.
+    async fn check_key(
+        &self,
+        caller: &Caller,
+        ops: &[&str],
+        bucket: &str,
+        key: &str,
+        versioned: bool,
+    ) -> S3Result<()> {
+        let (requester, context) = (&caller.requester, &caller.context);
+        self.decide(requester, ops, bucket, Some(key), versioned, context)
+            .await
+            .map(|_| ())
     }
 
     /// The requester a request's credentials name.
@@ -509,9 +556,53 @@ pub fn context_of(
                 "REST-HEADER"
             },
         );
-        c.insert("s3:signatureversion", "AWS4-HMAC-SHA256");
+        let v2 = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("AWS "))
+            || form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "Signature");
+        c.insert(
+            "s3:signatureversion",
+            if v2 { "AWS" } else { "AWS4-HMAC-SHA256" },
+        );
     }
     c
+}
+
+/// What an operation needs allowed: its own action, and those its headers
+/// add (S3 asks `s3:PutObjectRetention` of a PUT that locks, and
+/// `s3:BypassGovernanceRetention` of a request that overrides governance).
+/// DeleteObjects needs nothing here: its handler decides each key.
+fn ops_of<'a>(op: &'a str, headers: &http::HeaderMap) -> Vec<&'a str> {
+    let has = |h: &str| headers.contains_key(h);
+    let on = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    let mut ops = Vec::new();
+    match op {
+        "DeleteObjects" => return ops,
+        "GetObjectAttributes" => ops.extend(["GetObject", op]),
+        "PutObject" | "CopyObject" | "CreateMultipartUpload" => {
+            ops.push(op);
+            if has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date") {
+                ops.push("PutObjectRetention");
+            }
+            if has("x-amz-object-lock-legal-hold") {
+                ops.push("PutObjectLegalHold");
+            }
+            if has("x-amz-tagging") {
+                ops.push("PutObjectTagging");
+            }
+        }
+        _ => ops.push(op),
+    }
+    if on("x-amz-bypass-governance-retention") {
+        ops.push("BypassGovernanceRetention");
+    }
+    ops
 }
 
 /// Whether the request names a version (`?versionId=`).
@@ -545,32 +636,13 @@ impl S3Access for Access {
             client,
         ));
         let writer = match bucket {
-            // ListBuckets lists what the caller owns; a bucket's creation
-            // needs a signature.
-            None => match requester {
-                Requester::Anonymous => {
-                    return Err(s3_error!(
-                        AccessDenied,
-                        "Anonymous users cannot list buckets"
-                    ));
-                }
-                _ => Writer::Admin,
-            },
-            Some(_) if op == "CreateBucket" => match requester {
-                Requester::Anonymous => {
-                    return Err(s3_error!(
-                        AccessDenied,
-                        "Anonymous users cannot create buckets"
-                    ));
-                }
-                _ => Writer::Admin,
-            },
-            Some(bucket) => {
+            Some(bucket) if op != "CreateBucket" => {
                 let versioned = versioned(cx.uri());
+                let ops = ops_of(&op, cx.headers());
                 self.authorizer
                     .decide(
                         &requester,
-                        &op,
+                        &ops,
                         &bucket,
                         key.as_deref(),
                         versioned,
@@ -579,6 +651,18 @@ impl S3Access for Access {
                     .await?
                     .writer
             }
+            // ListBuckets lists what the caller owns; a bucket's creation
+            // needs a signature.
+            _ => match &requester {
+                Requester::Anonymous => {
+                    return Err(s3_error!(
+                        AccessDenied,
+                        "Anonymous users cannot list or create buckets"
+                    ));
+                }
+                Requester::Admin { .. } => Writer::Admin,
+                Requester::User { name, .. } => Writer::User(name.clone()),
+            },
         };
         cx.extensions_mut().insert(Caller {
             requester,
@@ -587,5 +671,65 @@ impl S3Access for Access {
             context,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn headers_that_lock_tag_or_bypass_need_their_own_actions() {
+        assert_eq!(ops_of("PutObject", &headers(&[])), ["PutObject"]);
+        assert_eq!(
+            ops_of(
+                "PutObject",
+                &headers(&[
+                    ("x-amz-object-lock-mode", "COMPLIANCE"),
+                    ("x-amz-object-lock-legal-hold", "ON"),
+                    ("x-amz-tagging", "a=b"),
+                ])
+            ),
+            [
+                "PutObject",
+                "PutObjectRetention",
+                "PutObjectLegalHold",
+                "PutObjectTagging"
+            ]
+        );
+        let bypass = headers(&[("x-amz-bypass-governance-retention", "true")]);
+        assert_eq!(
+            ops_of("DeleteObject", &bypass),
+            ["DeleteObject", "BypassGovernanceRetention"]
+        );
+        assert_eq!(
+            ops_of("PutObjectRetention", &bypass),
+            ["PutObjectRetention", "BypassGovernanceRetention"]
+        );
+        // DeleteObjects decides per key, bypass included.
+        assert!(ops_of("DeleteObjects", &bypass).is_empty());
+        assert_eq!(
+            ops_of("GetObjectAttributes", &headers(&[])),
+            ["GetObject", "GetObjectAttributes"]
+        );
+        for op in [
+            "GetObject",
+            "PutObject",
+            "BypassGovernanceRetention",
+            "PutObjectRetention",
+            "PutObjectLegalHold",
+            "PutObjectTagging",
+            "GetObjectAttributes",
+        ] {
+            assert!(action_of(op, false).is_some(), "{op} has an action");
+        }
     }
 }

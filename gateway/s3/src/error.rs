@@ -59,6 +59,10 @@ fn meta_error(e: MetaError) -> S3Error {
             C::InternalError,
             "The write was abandoned before its commit; nothing was stored. Please retry",
         ),
+        MetaError::PublicPolicyBlocked => err(
+            C::AccessDenied,
+            "The bucket's Public Access Block (BlockPublicPolicy) refuses a public policy",
+        ),
         MetaError::NotOwner => err(
             C::AccessDenied,
             "Access Denied: the bucket belongs to another user",

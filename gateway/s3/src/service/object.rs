@@ -212,7 +212,8 @@ impl ShardgateS3 {
         // The owner is checked again in the deletes' own transaction: the
         // bucket may have been deleted and created by another user since
         // the access check.
-        let caller = Caller::of(&req.extensions)?.writer();
+        let who = Caller::of(&req.extensions)?;
+        let caller = who.writer();
         let input = req.input;
         let objects = input.delete.objects;
         if objects.len() > convert::MAX_DELETE_KEYS {
@@ -228,9 +229,18 @@ impl ShardgateS3 {
         let mut errors = Vec::new();
         let mut listed = Vec::with_capacity(objects.len());
         for o in objects {
-            match convert::check_key(&o.key)
-                .and_then(|()| version_selector(o.version_id.as_deref()))
-            {
+            // Each key is decided on its own, as S3 does: a Deny on a
+            // prefix, or on deleting versions, holds here too.
+            let versioned = o.version_id.as_deref().is_some_and(|v| !v.is_empty());
+            let allowed = match convert::check_key(&o.key) {
+                Ok(()) => {
+                    self.authz
+                        .check_delete(&who, &input.bucket, &o.key, versioned, bypass)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match allowed.and_then(|()| version_selector(o.version_id.as_deref())) {
                 Ok(selector) => listed.push((o.key, o.version_id, selector)),
                 Err(e) => errors.push(Error {
                     code: Some(e.code().as_str().to_string()),

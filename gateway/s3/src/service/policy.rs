@@ -16,21 +16,14 @@ impl ShardgateS3 {
         let input = req.input;
         let policy = BucketPolicy::parse(&input.policy, &input.bucket)
             .map_err(|e| s3_error!(MalformedPolicy, "{e}"))?;
-        let record = self.bucket_record(&input.bucket).await?;
-        let flags = record.public_access_block().or_s3()?;
-        if flags & public_access::BLOCK_PUBLIC_POLICY != 0 && policy.is_public() {
-            return Err(s3_error!(
-                AccessDenied,
-                "The bucket's Public Access Block (BlockPublicPolicy) refuses a public policy"
-            ));
-        }
+        // BlockPublicPolicy is checked in the change's own transaction.
+        let setting = BucketAccess::Policy {
+            public: policy.is_public(),
+            text: Some(input.policy),
+        };
         self.gw
             .metadata()
-            .set_bucket_access(
-                &caller,
-                &input.bucket,
-                &BucketAccess::Policy(Some(input.policy)),
-            )
+            .set_bucket_access(&caller, &input.bucket, &setting)
             .await
             .or_s3()?;
         Ok(S3Response::new(PutBucketPolicyOutput::default()))
@@ -68,7 +61,14 @@ impl ShardgateS3 {
         let caller = Caller::of(&req.extensions)?.writer();
         self.gw
             .metadata()
-            .set_bucket_access(&caller, &req.input.bucket, &BucketAccess::Policy(None))
+            .set_bucket_access(
+                &caller,
+                &req.input.bucket,
+                &BucketAccess::Policy {
+                    text: None,
+                    public: false,
+                },
+            )
             .await
             .or_s3()?;
         Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
