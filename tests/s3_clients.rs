@@ -516,6 +516,18 @@ fn boto3_copies_parts_and_reads_attributes() {
     assert!(!server.log_text().contains("panicked"));
 }
 
+/// Issue 19's protocol details, with boto3 sending them: ListBuckets
+/// pages, listings' encoding-type=url and empty delimiter, presigned URLs'
+/// expiry bounds.
+#[test]
+fn boto3_sees_the_protocol_details_s3_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("protocol.py", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!server.log_text().contains("panicked"));
+}
+
 #[test]
 fn aws_cli_tags_objects() {
     let dir = tempfile::tempdir().unwrap();

@@ -267,6 +267,14 @@ pub fn encode_listed(url: bool, s: &str) -> String {
     }
 }
 
+/// A listing's delimiter as its answer repeats it: encoded when asked,
+/// and left out when empty (as S3 does).
+pub fn listed_delimiter(url: bool, delimiter: Option<String>) -> Option<String> {
+    delimiter
+        .filter(|d| !d.is_empty())
+        .map(|d| encode_listed(url, &d))
+}
+
 /// S3's multipart ETag: the MD5 of the parts' binary MD5s, then `-N`.
 pub fn multipart_etag(part_etags: &[&str]) -> String {
     use md5::{Digest, Md5};

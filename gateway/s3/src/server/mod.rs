@@ -327,6 +327,23 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Bod
 }
 
 /// `503 SlowDown`, S3's answer when it is saturated.
+/// S3 refuses a presigned URL whose `X-Amz-Expires` is not 1 to 604,800
+/// seconds before it looks at anything else (the signature, the object).
+fn presigned_expiry_problem(uri: &http::Uri) -> Option<&'static str> {
+    let query = uri.query()?;
+    let (_, value) =
+        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "X-Amz-Expires")?;
+    match value.parse::<i64>() {
+        Err(_) => Some("X-Amz-Expires should be a number"),
+        Ok(n) if n < 0 => Some("X-Amz-Expires must be non-negative"),
+        Ok(0) => Some("X-Amz-Expires must be at least 1 second"),
+        Ok(n) if n > 604_800 => {
+            Some("X-Amz-Expires must be less than a week (in seconds) that is 604800")
+        }
+        Ok(_) => None,
+    }
+}
+
 fn slow_down(request: RequestGuard) -> Response<ResponseBody> {
     let mut r = xml_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -421,6 +438,15 @@ async fn answer(
         return plain(status, text, request);
     }
 
+    if let Some(problem) = presigned_expiry_problem(req.uri()) {
+        gateway.metrics().request(req.method().as_str(), 400);
+        return xml_error(
+            StatusCode::BAD_REQUEST,
+            "AuthorizationQueryParametersError",
+            problem,
+        )
+        .map(|body| Logged::bare(body, request));
+    }
     match front.budget.admit(budget::cost(&req)).await {
         Some(admission) => request.admission = Some(admission),
         None => {

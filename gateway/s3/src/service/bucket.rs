@@ -1,5 +1,8 @@
 use super::*;
 
+/// S3's largest `MaxBuckets`.
+const MAX_BUCKETS_LISTED: i32 = 10_000;
+
 impl ShardgateS3 {
     pub(super) async fn create_bucket(
         &self,
@@ -57,15 +60,48 @@ impl ShardgateS3 {
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
+    /// ListBuckets: the caller's buckets (the root's: all), by name, from
+    /// `Prefix`, `MaxBuckets` (1 to 10,000) at a time, a `ContinuationToken`
+    /// resuming after the last one listed.
     pub(super) async fn list_buckets(
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let caller = Caller::of(&req.extensions)?;
-        let buckets = self.gw.metadata().list_buckets().await.or_s3()?;
-        let buckets = buckets
+        let input = req.input;
+        let max = match input.max_buckets {
+            None => usize::MAX,
+            Some(n) if (1..=MAX_BUCKETS_LISTED).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "MaxBuckets must be between 1 and {MAX_BUCKETS_LISTED}, not {n}"
+                ));
+            }
+        };
+        let after = input
+            .continuation_token
+            .as_deref()
+            .map(convert::decode_token)
+            .transpose()?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mine = self.gw.metadata().list_buckets().await.or_s3()?;
+        let mut mine: Vec<_> = mine
             .into_iter()
-            .filter(|(_, record)| caller.owns(record))
+            .filter(|(name, record)| {
+                name.starts_with(&prefix)
+                    && after.as_deref().is_none_or(|a| name.as_str() > a)
+                    && caller.owns(record)
+            })
+            .collect();
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = mine.len() > max;
+        mine.truncate(max);
+        let next = more
+            .then(|| mine.last().map(|(name, _)| convert::encode_token(name)))
+            .flatten();
+        let buckets = mine
+            .into_iter()
             .map(|(name, record)| Bucket {
                 bucket_region: None,
                 creation_date: Some(timestamp(record.created_unix_ms)),
@@ -79,7 +115,8 @@ impl ShardgateS3 {
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
             owner: Some(owner),
-            ..Default::default()
+            continuation_token: next,
+            prefix: input.prefix,
         }))
     }
 }

@@ -37,7 +37,7 @@ impl ShardgateS3 {
             contents: Some(listing.contents(url)),
             common_prefixes: Some(listing.prefixes(url)),
             prefix: input.prefix.map(|p| convert::encode_listed(url, &p)),
-            delimiter: input.delimiter.map(|d| convert::encode_listed(url, &d)),
+            delimiter: convert::listed_delimiter(url, input.delimiter),
             start_after: input.start_after.map(|s| convert::encode_listed(url, &s)),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -88,7 +88,7 @@ impl ShardgateS3 {
                     .map(|p| convert::encode_listed(url, &p))
                     .unwrap_or_default(),
             ),
-            delimiter: input.delimiter.map(|d| convert::encode_listed(url, &d)),
+            delimiter: convert::listed_delimiter(url, input.delimiter),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))

@@ -664,12 +664,16 @@ impl ShardgateS3 {
             common_prefixes: Some(prefixes),
             is_truncated: Some(page.truncated),
             max_uploads: Some(max as i32),
-            next_key_marker: page.truncated.then_some(next_key).flatten(),
+            next_key_marker: page
+                .truncated
+                .then_some(next_key)
+                .flatten()
+                .map(|k| convert::encode_listed(url, &k)),
             next_upload_id_marker: page.truncated.then_some(next_upload).flatten(),
-            key_marker: input.key_marker,
+            key_marker: input.key_marker.map(|k| convert::encode_listed(url, &k)),
             upload_id_marker: input.upload_id_marker,
-            prefix: input.prefix,
-            delimiter: input.delimiter,
+            prefix: input.prefix.map(|p| convert::encode_listed(url, &p)),
+            delimiter: convert::listed_delimiter(url, input.delimiter),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))

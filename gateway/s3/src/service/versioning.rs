@@ -147,7 +147,7 @@ impl ShardgateS3 {
                     .map(|p| convert::encode_listed(url, &p))
                     .unwrap_or_default(),
             ),
-            delimiter: input.delimiter.map(|d| convert::encode_listed(url, &d)),
+            delimiter: convert::listed_delimiter(url, input.delimiter),
             key_marker: Some(
                 input
                     .key_marker

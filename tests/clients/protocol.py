@@ -1,0 +1,87 @@
+"""Protocol details a strict client checks, each with boto3 as it sends
+them (issue 19): ListBuckets pages, listings' encoding-type=url and an
+empty delimiter, and presigned URLs' expiry bounds. Run by
+tests/s3_clients.rs; exits non-zero on the first failed check."""
+
+import time
+import urllib.error
+import urllib.request
+
+from gateway_client import check, client, expect_error
+
+s3 = client()
+
+
+def fetch(url):
+    """A GET of a URL as curl would send it: (status, body)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# ListBuckets: MaxBuckets, ContinuationToken and Prefix.
+for name in ["page-a", "page-b", "page-c", "other-x"]:
+    s3.create_bucket(Bucket=name)
+first = s3.list_buckets(MaxBuckets=2, Prefix="page-")
+check([b["Name"] for b in first["Buckets"]] == ["page-a", "page-b"], f"first page: {first['Buckets']}")
+check(first.get("Prefix") == "page-", f"the prefix is echoed: {first.get('Prefix')}")
+token = first.get("ContinuationToken")
+check(token, "a truncated page has a continuation token")
+second = s3.list_buckets(MaxBuckets=2, Prefix="page-", ContinuationToken=token)
+check([b["Name"] for b in second["Buckets"]] == ["page-c"], f"second page: {second['Buckets']}")
+check("ContinuationToken" not in second, "the last page has no token")
+every = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+check({"page-a", "page-b", "page-c", "other-x"} <= set(every), f"without MaxBuckets, all: {every}")
+expect_error("InvalidArgument", s3.list_buckets, MaxBuckets=10001)
+expect_error("InvalidArgument", s3.list_buckets, ContinuationToken="!!not-a-token")
+
+# Listings: encoding-type=url encodes what it names, exactly once, and
+# only when asked; an empty delimiter is left out of the answer.
+B = "page-a"
+keys = ["a b/one", "a b/two+plus", "a b/é", "c/d"]
+for k in keys:
+    s3.put_object(Bucket=B, Key=k, Body=b"x")
+plain = s3.list_objects_v2(Bucket=B)
+check(sorted(o["Key"] for o in plain["Contents"]) == sorted(keys), "boto3's own decoding gives the keys back")
+raw = s3.list_objects_v2(Bucket=B, EncodingType="url", Prefix="a b/", Delimiter="/")
+check(raw.get("Prefix") == "a%20b%2F", f"the prefix, encoded once: {raw.get('Prefix')}")
+check(raw.get("Delimiter") == "%2F", f"the delimiter, encoded: {raw.get('Delimiter')}")
+got = sorted(o["Key"] for o in raw["Contents"])
+check(got == sorted(["a%20b%2Fone", "a%20b%2Ftwo%2Bplus", "a%20b%2F%C3%A9"]), f"the keys, encoded once: {got}")
+empty = s3.list_objects_v2(Bucket=B, Delimiter="")
+check("Delimiter" not in empty, f"an empty delimiter is left out: {empty.get('Delimiter')!r}")
+check(len(empty["Contents"]) == len(keys), "an empty delimiter groups nothing")
+empty_v1 = s3.list_objects(Bucket=B, Delimiter="")
+check("Delimiter" not in empty_v1, "ListObjects leaves it out too")
+up = s3.create_multipart_upload(Bucket=B, Key="a b/up load")["UploadId"]
+uploads = s3.list_multipart_uploads(Bucket=B, EncodingType="url", Prefix="a b/", MaxUploads=1)
+check(uploads.get("Prefix") == "a%20b%2F", f"uploads' prefix, encoded: {uploads.get('Prefix')}")
+check([u["Key"] for u in uploads["Uploads"]] == ["a%20b%2Fup%20load"], f"uploads' keys: {uploads['Uploads']}")
+s3.abort_multipart_upload(Bucket=B, Key="a b/up load", UploadId=up)
+
+# Presigned URLs: X-Amz-Expires must be 1 to 604800, checked before the
+# signature or the object; an expired URL is AccessDenied whether or not
+# its object exists.
+ok = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "c/d"}, ExpiresIn=604800)
+status, body = fetch(ok)
+check(status == 200 and body == b"x", f"a week is allowed: {status}")
+too_long = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "c/d"}, ExpiresIn=604801)
+status, body = fetch(too_long)
+check(status == 400 and b"AuthorizationQueryParametersError" in body, f"over a week: {status} {body[:200]}")
+for expires in ["0", "-5", "soon"]:
+    url = ok.replace("X-Amz-Expires=604800", f"X-Amz-Expires={expires}")
+    status, body = fetch(url)
+    check(status == 400 and b"AuthorizationQueryParametersError" in body,
+          f"X-Amz-Expires={expires}: {status} {body[:200]}")
+short = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "no-such-key"}, ExpiresIn=1)
+time.sleep(2.5)
+status, body = fetch(short)
+check(status == 403 and b"expired" in body, f"expired before the lookup: {status} {body[:200]}")
+
+for k in keys:
+    s3.delete_object(Bucket=B, Key=k)
+for name in ["page-a", "page-b", "page-c", "other-x"]:
+    s3.delete_bucket(Bucket=name)
+print("protocol: all checks passed")
