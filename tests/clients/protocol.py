@@ -80,6 +80,12 @@ time.sleep(2.5)
 status, body = fetch(short)
 check(status == 403 and b"expired" in body, f"expired before the lookup: {status} {body[:200]}")
 
+# ?torrent: NoSuchKey for a key that is not there, NotImplemented for one
+# that is (S3 serves no torrent for encrypted objects).
+expect_error("NoSuchKey", s3.get_object_torrent, Bucket=B, Key="no-such-key")
+expect_error("NoSuchBucket", s3.get_object_torrent, Bucket="no-such-bucket", Key="c/d")
+expect_error("NotImplemented", s3.get_object_torrent, Bucket=B, Key="c/d")
+
 for k in keys:
     s3.delete_object(Bucket=B, Key=k)
 for name in ["page-a", "page-b", "page-c", "other-x"]:

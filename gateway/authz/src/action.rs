@@ -44,6 +44,7 @@ const fn a(name: &'static str, kind: Kind, acl: Option<(AclOf, Permission)>) -> 
 pub const ACTIONS: &[Action] = &[
     a("s3:GetObject", O, Some((On::Object, Read))),
     a("s3:GetObjectVersion", O, Some((On::Object, Read))),
+    a("s3:GetObjectTorrent", O, Some((On::Object, Read))),
     a("s3:GetObjectAttributes", O, None),
     a("s3:GetObjectVersionAttributes", O, None),
     a("s3:PutObject", O, Some((On::Bucket, Write))),

@@ -95,6 +95,7 @@ fn action_of(op: &str, versioned: bool) -> Option<&'static Action> {
     let name = match (op, versioned) {
         ("GetObject" | "HeadObject", false) => "s3:GetObject",
         ("GetObject" | "HeadObject", true) => "s3:GetObjectVersion",
+        ("GetObjectTorrent", _) => "s3:GetObjectTorrent",
         ("GetObjectAttributes", false) => "s3:GetObjectAttributes",
         ("GetObjectAttributes", true) => "s3:GetObjectVersionAttributes",
         (

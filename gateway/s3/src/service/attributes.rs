@@ -4,6 +4,25 @@
 use super::*;
 
 impl ShardgateS3 {
+    /// GetObjectTorrent: S3 serves no torrents for objects like these
+    /// (encrypted, and written in fragments), so it answers NotImplemented
+    /// for one that exists, and the key's own NoSuchKey otherwise.
+    pub(super) async fn get_object_torrent(
+        &self,
+        req: S3Request<GetObjectTorrentInput>,
+    ) -> S3Result<S3Response<GetObjectTorrentOutput>> {
+        let input = req.input;
+        convert::check_key(&input.key)?;
+        self.gw
+            .version(&input.bucket, &input.key, VersionSelector::Latest)
+            .await
+            .or_s3()?;
+        Err(s3_error!(
+            NotImplemented,
+            "Torrents are not available for this object: shardgate stores objects encrypted and erasure-coded"
+        ))
+    }
+
     pub(super) async fn get_object_attributes(
         &self,
         req: S3Request<GetObjectAttributesInput>,

@@ -712,6 +712,13 @@ impl S3 for ShardgateS3 {
         ShardgateS3::upload_part_copy(self, req).await
     }
 
+    async fn get_object_torrent(
+        &self,
+        req: S3Request<GetObjectTorrentInput>,
+    ) -> S3Result<S3Response<GetObjectTorrentOutput>> {
+        ShardgateS3::get_object_torrent(self, req).await
+    }
+
     async fn get_object_attributes(
         &self,
         req: S3Request<GetObjectAttributesInput>,
