@@ -80,6 +80,23 @@ time.sleep(2.5)
 status, body = fetch(short)
 check(status == 403 and b"expired" in body, f"expired before the lookup: {status} {body[:200]}")
 
+# CompleteMultipartUpload sent again after it succeeded (an SDK retrying
+# a lost answer) gets the same answer; other parts find no upload.
+up = s3.create_multipart_upload(Bucket=B, Key="mp", ChecksumAlgorithm="CRC32")["UploadId"]
+first_part = s3.upload_part(Bucket=B, Key="mp", UploadId=up, PartNumber=1, Body=b"a" * (5 << 20),
+                            ChecksumAlgorithm="CRC32")
+last_part = s3.upload_part(Bucket=B, Key="mp", UploadId=up, PartNumber=2, Body=b"tail", ChecksumAlgorithm="CRC32")
+parts = {"Parts": [{"PartNumber": 1, "ETag": first_part["ETag"], "ChecksumCRC32": first_part["ChecksumCRC32"]},
+                   {"PartNumber": 2, "ETag": last_part["ETag"], "ChecksumCRC32": last_part["ChecksumCRC32"]}]}
+done = s3.complete_multipart_upload(Bucket=B, Key="mp", UploadId=up, MultipartUpload=parts)
+again = s3.complete_multipart_upload(Bucket=B, Key="mp", UploadId=up, MultipartUpload=parts)
+for field in ["ETag", "ChecksumCRC32", "ChecksumType", "Key", "Bucket"]:
+    check(again.get(field) == done.get(field), f"a retried completion's {field}: {again.get(field)} vs {done.get(field)}")
+expect_error("NoSuchUpload", s3.complete_multipart_upload, Bucket=B, Key="mp", UploadId=up,
+             MultipartUpload={"Parts": parts["Parts"][:1]})
+check(s3.head_object(Bucket=B, Key="mp")["ContentLength"] == (5 << 20) + 4, "the object is the first completion's")
+s3.delete_object(Bucket=B, Key="mp")
+
 # ?torrent: NoSuchKey for a key that is not there, NotImplemented for one
 # that is (S3 serves no torrent for encrypted objects).
 expect_error("NoSuchKey", s3.get_object_torrent, Bucket=B, Key="no-such-key")

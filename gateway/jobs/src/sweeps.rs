@@ -128,6 +128,13 @@ impl Jobs {
         if n > 0 {
             self.gw.wake_collectors();
         }
+        // Completions older than a day no longer answer a retry.
+        let meta = self.gw.meta().clone();
+        let before = now_ms().saturating_sub(shardgate_meta::COMPLETED_KEPT_MS);
+        let forgotten = blocking(move || meta.forget_completed_uploads(before)).await?;
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "completed uploads forgotten");
+        }
         Ok(n)
     }
 

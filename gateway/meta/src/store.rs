@@ -34,6 +34,8 @@ const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
 const LEGACY_OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+/// Uploads completed in the last day ([`CompletedUpload`]), by upload key.
+const COMPLETED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("completed_uploads");
 const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
 /// Store-wide sequences that never go back: intent ids (an id is never
 /// reused, so a late abandon cannot hit another write's intent) and
@@ -738,6 +740,32 @@ pub struct Written {
     pub replaced: Option<ObjectSummary>,
 }
 
+impl Written {
+    /// The `x-amz-version-id` S3 answers the write with: none for a null
+    /// version in a bucket that never versioned.
+    pub fn shown_id(&self) -> Option<String> {
+        (self.versioning != Versioning::Unversioned || !self.version.null)
+            .then(|| self.version.id())
+    }
+}
+
+/// How long a completed upload's answer is kept for a retried completion.
+pub const COMPLETED_KEPT_MS: u64 = 24 * 3600 * 1000;
+
+/// An upload's completion, kept a day: a client whose answer was lost
+/// retries CompleteMultipartUpload with the same parts and gets the same
+/// answer, as from S3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedUpload {
+    pub completed_unix_ms: u64,
+    /// The parts it took: (number, ETag without quotes).
+    pub parts: Vec<(u32, String)>,
+    pub etag: String,
+    pub version_id: Option<String>,
+    /// The object's user metadata (its checksum is there).
+    pub user_metadata: BTreeMap<String, String>,
+}
+
 /// What a DELETE without a version id did: the delete marker it made (in
 /// a bucket that versions or did), and the version it removed for good
 /// (the `null` one, when the bucket is not versioning).
@@ -992,7 +1020,7 @@ impl MetaStore {
         let now = crate::now_unix_ms();
         let txn = store.db.begin_write()?;
         txn.open_table(BUCKETS)?;
-        for table in [OBJECTS, UPLOADS, PARTS] {
+        for table in [OBJECTS, UPLOADS, PARTS, COMPLETED] {
             txn.open_table(table)?;
         }
         txn.open_table(INTENTS)?;
@@ -2464,12 +2492,23 @@ impl MetaStore {
         let txn = self.db.begin_write()?;
         Self::bucket_in(&txn, bucket)?;
         let upload_row = keys::upload_key(bucket, key, upload);
+        let asked: Vec<(u32, String)> = chosen
+            .iter()
+            .map(|(n, e)| (*n, e.trim_matches('"').to_string()))
+            .collect();
         if txn
             .open_table(UPLOADS)?
             .get(upload_row.as_slice())?
             .is_none()
         {
-            return Err(MetaError::NoSuchUpload.into());
+            let done = txn
+                .open_table(COMPLETED)?
+                .get(upload_row.as_slice())?
+                .map(|v| decode::<CompletedUpload>("completed upload", v.value()));
+            return match done.transpose()? {
+                Some(done) if done.parts == asked => Err(CompleteError::Done(Box::new(done))),
+                _ => Err(MetaError::NoSuchUpload.into()),
+            };
         }
         let mut stored = Self::take_parts(&txn, upload)?;
         if chosen.is_empty() {
@@ -2498,6 +2537,15 @@ impl MetaStore {
         let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
         Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms, now_unix_ms)?;
         txn.open_table(UPLOADS)?.remove(upload_row.as_slice())?;
+        let done = CompletedUpload {
+            completed_unix_ms: now_unix_ms,
+            parts: asked,
+            etag: manifest.etag.clone(),
+            version_id: written.shown_id(),
+            user_metadata: manifest.user_metadata.clone(),
+        };
+        txn.open_table(COMPLETED)?
+            .insert(upload_row.as_slice(), encode(&done)?.as_slice())?;
         txn.commit().map_err(MetaError::from)?;
         Ok((manifest, written))
     }
@@ -2576,6 +2624,22 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// Forgets the completions older than `before_unix_ms`; returns how
+    /// many.
+    pub fn forget_completed_uploads(&self, before_unix_ms: u64) -> Result<u64> {
+        let txn = self.db.begin_write()?;
+        let n = {
+            let mut table = txn.open_table(COMPLETED)?;
+            let old = table.extract_if(|_, v| {
+                decode::<CompletedUpload>("completed upload", v)
+                    .map_or(true, |d| d.completed_unix_ms < before_unix_ms)
+            })?;
+            old.count() as u64
+        };
+        txn.commit()?;
+        Ok(n)
+    }
+
     pub(crate) fn read_txn(&self) -> Result<redb::ReadTransaction> {
         Ok(self.db.begin_read()?)
     }
@@ -2615,6 +2679,10 @@ pub enum CompleteError {
     /// nothing changed.
     #[error("{0}")]
     Refused(Refusal),
+    /// The same completion ran before (a client retrying after a lost
+    /// answer): its answer, nothing changed.
+    #[error("the upload was completed already")]
+    Done(Box<CompletedUpload>),
 }
 
 /// Why a caller's check of the parts refused a completion (its own error,

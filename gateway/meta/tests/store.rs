@@ -361,6 +361,30 @@ fn multipart_complete_picks_parts_and_drops_the_rest() {
         Err(MetaError::NoSuchUpload)
     ));
     assert!(garbage_blobs(&store, 0).contains(&late[0]));
+
+    // A retry of the same completion (its answer lost) gets the same
+    // answer and changes nothing; other parts find no upload.
+    let before = store.object("b", "k").unwrap();
+    match try_complete(&[(1, "p1"), (3, "\"p3\"")], 50) {
+        Err(E::Done(done)) => {
+            assert_eq!(done.etag, m.etag);
+            assert_eq!(done.parts, [(1, "p1".to_string()), (3, "p3".to_string())]);
+            assert_eq!(done.user_metadata, m.user_metadata);
+        }
+        other => panic!("a retried completion: {other:?}"),
+    }
+    assert!(matches!(
+        try_complete(&[(1, "p1")], 50),
+        Err(E::Meta(MetaError::NoSuchUpload))
+    ));
+    assert_eq!(store.object("b", "k").unwrap(), before);
+    // A day on, the completion is forgotten.
+    assert_eq!(store.forget_completed_uploads(0).unwrap(), 0);
+    assert_eq!(store.forget_completed_uploads(u64::MAX).unwrap(), 1);
+    assert!(matches!(
+        try_complete(&[(1, "p1"), (3, "p3")], 50),
+        Err(E::Meta(MetaError::NoSuchUpload))
+    ));
 }
 
 #[test]

@@ -117,6 +117,12 @@ pub(crate) fn s3_error(e: GatewayError) -> S3Error {
             ),
             e @ CompleteError::InvalidPart(_) => err(C::InvalidPart, e),
             e @ CompleteError::TooSmall(_) => err(C::EntityTooSmall, e),
+            // Answered as the first completion by the handler; anywhere
+            // else the upload is simply gone.
+            CompleteError::Done(_) => err(
+                C::NoSuchUpload,
+                "The specified multipart upload does not exist. It was completed already.",
+            ),
             // The S3 layer's own check of the parts (their checksums).
             CompleteError::Refused(why) => match why.downcast::<S3Error>() {
                 Ok(e) => *e,

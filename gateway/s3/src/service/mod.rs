@@ -20,9 +20,9 @@ use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use shardgate_core::{Manifest, VersionId};
 use shardgate_meta::{
-    BuildObject, Condition, IntentKind, ListEntry, ListQuery, ObjectVersion as StoredVersionId,
-    PartChecksum, PartRecord, UploadEntry, UploadQuery, UploadRecord, VersionSelector,
-    VersionState, Versioning, Written,
+    BuildObject, CompleteError, Condition, IntentKind, ListEntry, ListQuery,
+    ObjectVersion as StoredVersionId, PartChecksum, PartRecord, UploadEntry, UploadQuery,
+    UploadRecord, VersionSelector, VersionState, Versioning,
 };
 use shardgate_pipeline::ObjectMeta;
 
@@ -81,10 +81,6 @@ fn version_selector(id: Option<&str>) -> S3Result<VersionSelector> {
 
 /// The `x-amz-version-id` a write answers with: none in a bucket that
 /// never versioned, `null` in a suspended one.
-fn written_version(w: &Written) -> Option<String> {
-    (w.versioning != Versioning::Unversioned || !w.version.null).then(|| w.version.id())
-}
-
 /// The `x-amz-version-id` a read answers with: the version's id, or
 /// `null` when the request named the null version.
 fn shown_version(v: &StoredVersionId, asked: Option<&str>) -> Option<String> {

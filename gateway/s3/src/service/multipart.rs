@@ -424,12 +424,20 @@ impl ShardgateS3 {
                 }
             })
             .collect::<S3Result<Vec<_>>>()?;
-        let mut record = self
+        let record = self
             .gw
             .metadata()
             .upload(&input.bucket, &input.key, &input.upload_id)
-            .await
-            .or_s3()?;
+            .await;
+        let mut record = match record {
+            // Completed already? A retry with the same parts gets the
+            // same answer.
+            Err(shardgate_meta::MetaError::NoSuchUpload) => {
+                let upload = (&*input.bucket, &*input.key, &*input.upload_id);
+                return self.completed_before(upload, chosen, &condition).await;
+            }
+            other => other.or_s3()?,
+        };
         let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
         let (retention, legal_hold) = lock::unstash_lock(&mut record.user_metadata)?;
         let upload_sum = UploadChecksum::unstash(&mut record.user_metadata);
@@ -517,7 +525,12 @@ impl ShardgateS3 {
                 build,
             )
             .await;
-        let (manifest, written) = done.map_err(GatewayError::from).or_s3()?;
+        let (manifest, written) = match done {
+            Err(CompleteError::Done(done)) => {
+                return Ok(S3Response::new(replayed(&input.bucket, &input.key, &done)));
+            }
+            other => other.map_err(GatewayError::from).or_s3()?,
+        };
         self.gw.wake_collectors();
         let object_sum = settled.lock().ok().and_then(|mut s| s.take());
         let mut out = CompleteMultipartUploadOutput {
@@ -525,7 +538,7 @@ impl ShardgateS3 {
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             e_tag: Some(etag(&manifest.etag)),
-            version_id: written_version(&written),
+            version_id: written.shown_id(),
             ..Default::default()
         };
         if let Some(sum) = object_sum {
@@ -533,6 +546,42 @@ impl ShardgateS3 {
             out.checksum_type = Some(sum.combine.s3());
         }
         Ok(S3Response::new(out))
+    }
+
+    /// The answer to a completion of an upload that is gone: the same as
+    /// the first time if it completed with these parts within a day
+    /// ([`shardgate_meta::CompletedUpload`]), else NoSuchUpload.
+    async fn completed_before(
+        &self,
+        (bucket, key, upload): (&str, &str, &str),
+        chosen: Vec<(u32, String)>,
+        condition: &Condition,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        // The store calls this only for an upload it still has, and it has
+        // none: a new completion cannot start from here.
+        let refuse: BuildObject = Box::new(|_| Err("the upload is gone".into()));
+        let done = self
+            .gw
+            .metadata()
+            .complete_upload(
+                bucket,
+                key,
+                upload,
+                chosen,
+                convert::MIN_PART_BYTES,
+                condition,
+                now_ms(),
+                refuse,
+            )
+            .await;
+        match done {
+            Err(CompleteError::Done(done)) => Ok(S3Response::new(replayed(bucket, key, &done))),
+            Err(e) => Err(GatewayError::from(e)).or_s3(),
+            Ok(_) => Err(s3_error!(
+                InternalError,
+                "an upload that was gone completed"
+            )),
+        }
     }
 
     pub(super) async fn abort_multipart_upload(
@@ -678,4 +727,25 @@ impl ShardgateS3 {
             ..Default::default()
         }))
     }
+}
+
+/// A completion's answer as it was given the first time.
+fn replayed(
+    bucket: &str,
+    key: &str,
+    done: &shardgate_meta::CompletedUpload,
+) -> CompleteMultipartUploadOutput {
+    let mut out = CompleteMultipartUploadOutput {
+        bucket: Some(bucket.to_string()),
+        key: Some(key.to_string()),
+        location: Some(format!("/{bucket}/{key}")),
+        e_tag: Some(etag(&done.etag)),
+        version_id: done.version_id.clone(),
+        ..Default::default()
+    };
+    if let Some((algorithm, value, combine)) = checksum::stored(&done.user_metadata) {
+        fill_checksum!(out, Some((algorithm, value)));
+        out.checksum_type = Some(combine.s3());
+    }
+    out
 }

@@ -46,7 +46,7 @@ impl ShardgateS3 {
         let mut out = PutObjectOutput {
             e_tag: Some(etag(&manifest.etag)),
             size: Some(manifest.size as i64),
-            version_id: written_version(&written),
+            version_id: written.shown_id(),
             ..Default::default()
         };
         fill_checksum!(out, verified);
@@ -412,7 +412,7 @@ impl ShardgateS3 {
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(result),
             copy_source_version_id: shown_version(&source_version, version_id),
-            version_id: written_version(&written),
+            version_id: written.shown_id(),
             ..Default::default()
         }))
     }
