@@ -21,11 +21,7 @@ impl ShardgateS3 {
             public: policy.is_public(),
             text: Some(input.policy),
         };
-        self.gw
-            .metadata()
-            .set_bucket_access(&caller, &input.bucket, &setting)
-            .await
-            .or_s3()?;
+        self.change_access(&caller, &input.bucket, setting).await?;
         Ok(S3Response::new(PutBucketPolicyOutput::default()))
     }
 
@@ -59,19 +55,31 @@ impl ShardgateS3 {
         req: S3Request<DeleteBucketPolicyInput>,
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
         let caller = Caller::of(&req.extensions)?.writer();
+        self.change_access(
+            &caller,
+            &req.input.bucket,
+            BucketAccess::Policy {
+                text: None,
+                public: false,
+            },
+        )
+        .await?;
+        Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+    }
+
+    /// Sets or deletes the policy or the Public Access Block; the caller
+    /// is checked again in the change's transaction.
+    async fn change_access(
+        &self,
+        caller: &shardgate_meta::Writer,
+        bucket: &str,
+        setting: BucketAccess,
+    ) -> S3Result<()> {
         self.gw
             .metadata()
-            .set_bucket_access(
-                &caller,
-                &req.input.bucket,
-                &BucketAccess::Policy {
-                    text: None,
-                    public: false,
-                },
-            )
+            .set_bucket_access(caller, bucket, &setting)
             .await
-            .or_s3()?;
-        Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+            .or_s3()
     }
 
     /// The bucket's policy text, or NoSuchBucketPolicy.
@@ -98,15 +106,12 @@ impl ShardgateS3 {
                 c.restrict_public_buckets,
                 public_access::RESTRICT_PUBLIC_BUCKETS,
             );
-        self.gw
-            .metadata()
-            .set_bucket_access(
-                &caller,
-                &req.input.bucket,
-                &BucketAccess::PublicAccessBlock(Some(flags)),
-            )
-            .await
-            .or_s3()?;
+        self.change_access(
+            &caller,
+            &req.input.bucket,
+            BucketAccess::PublicAccessBlock(Some(flags)),
+        )
+        .await?;
         Ok(S3Response::new(PutPublicAccessBlockOutput::default()))
     }
 
@@ -146,15 +151,12 @@ impl ShardgateS3 {
         req: S3Request<DeletePublicAccessBlockInput>,
     ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
         let caller = Caller::of(&req.extensions)?.writer();
-        self.gw
-            .metadata()
-            .set_bucket_access(
-                &caller,
-                &req.input.bucket,
-                &BucketAccess::PublicAccessBlock(None),
-            )
-            .await
-            .or_s3()?;
+        self.change_access(
+            &caller,
+            &req.input.bucket,
+            BucketAccess::PublicAccessBlock(None),
+        )
+        .await?;
         Ok(S3Response::new(DeletePublicAccessBlockOutput::default()))
     }
 }
