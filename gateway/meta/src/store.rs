@@ -143,6 +143,18 @@ impl BucketRecord {
         )
     }
 
+    /// What tells this bucket apart from one of the same name created
+    /// again later: a random number drawn at its creation (its creation
+    /// time, for a bucket from before).
+    pub fn incarnation(&self) -> Result<u64> {
+        Ok(extension(
+            &self.extensions,
+            BUCKET_INCARNATION_EXTENSION,
+            "bucket incarnation",
+        )?
+        .unwrap_or(self.created_unix_ms))
+    }
+
     /// The bucket policy's text, as set.
     pub fn policy(&self) -> Result<Option<String>> {
         extension(&self.extensions, BUCKET_POLICY_EXTENSION, "bucket policy")
@@ -306,6 +318,13 @@ pub const BUCKET_POLICY_EXTENSION: u16 = CRITICAL_EXTENSION | 4;
 /// closes.
 pub const BUCKET_PUBLIC_ACCESS_EXTENSION: u16 = CRITICAL_EXTENSION | 5;
 
+/// Bucket extension: a random `u64` drawn when the bucket is created
+/// ([`BucketRecord::incarnation`]), so that a write someone's policy let in
+/// never lands in a bucket of the same name created again meanwhile, even
+/// within the same millisecond. Not critical: a release without it tells
+/// buckets apart by their creation time.
+pub const BUCKET_INCARNATION_EXTENSION: u16 = 6;
+
 /// The flags of a bucket's Public Access Block.
 pub mod public_access {
     pub const BLOCK_PUBLIC_ACLS: u8 = 1;
@@ -431,7 +450,7 @@ pub enum Writer {
     /// Someone a bucket's policy or ACL let in (another user, or an
     /// anonymous requester): only the bucket as it was when that was
     /// decided, not one deleted and created again since.
-    Granted { bucket_created_unix_ms: u64 },
+    Granted { bucket_incarnation: u64 },
 }
 
 /// `NotOwner` unless `caller` may change `record`'s bucket: the configured
@@ -443,9 +462,9 @@ fn check_owner(record: &BucketRecord, caller: &Writer) -> Result<()> {
         Writer::User(name) if record.owner()?.as_deref() != Some(name.as_str()) => {
             Err(MetaError::NotOwner)
         }
-        Writer::Granted {
-            bucket_created_unix_ms,
-        } if record.created_unix_ms != *bucket_created_unix_ms => Err(MetaError::NotOwner),
+        Writer::Granted { bucket_incarnation } if record.incarnation()? != *bucket_incarnation => {
+            Err(MetaError::NotOwner)
+        }
         _ => Ok(()),
     }
 }
@@ -1229,6 +1248,12 @@ impl MetaStore {
             created_unix_ms: now_unix_ms,
             ..BucketRecord::default()
         };
+        set_extension(
+            &mut record.extensions,
+            BUCKET_INCARNATION_EXTENSION,
+            Some(&rand::random::<u64>()),
+            "bucket incarnation",
+        )?;
         if object_lock {
             record.versioning = Versioning::Enabled;
             record.set_object_lock(&ObjectLock::default())?;

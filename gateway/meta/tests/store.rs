@@ -2300,9 +2300,9 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
         store.set_bucket_access(&bob, "b", &policy(None, false)),
         Err(MetaError::NotOwner)
     ));
-    let created_ms = record.created_unix_ms;
+    let incarnation = record.incarnation().unwrap();
     let stale = Writer::Granted {
-        bucket_created_unix_ms: created_ms + 1,
+        bucket_incarnation: incarnation.wrapping_add(1),
     };
     assert!(matches!(
         store.set_bucket_access(&stale, "b", &policy(None, false)),
@@ -2334,7 +2334,7 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
         .unwrap();
     assert_eq!(store.bucket_changes(), set);
     let granted = Writer::Granted {
-        bucket_created_unix_ms: created_ms,
+        bucket_incarnation: incarnation,
     };
     store
         .set_bucket_access(&granted, "b", &policy(None, false))
@@ -2346,4 +2346,18 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
     assert_eq!(record.policy().unwrap(), None);
     assert_eq!(record.public_access_block().unwrap(), 0);
     assert!(store.bucket_changes() > set);
+    // Deleted and created again in the same millisecond: a write let in
+    // before is refused all the same.
+    store.delete_object(&alice, "b", "k", 3).unwrap();
+    store.delete_bucket(&alice, "b").unwrap();
+    store
+        .create_bucket_with("b", false, Some("alice"), record.created_unix_ms)
+        .unwrap();
+    let again = store.bucket("b").unwrap().unwrap();
+    assert_eq!(again.created_unix_ms, record.created_unix_ms);
+    assert_ne!(again.incarnation().unwrap(), incarnation);
+    assert!(matches!(
+        store.set_bucket_access(&granted, "b", &policy(None, false)),
+        Err(MetaError::NotOwner)
+    ));
 }

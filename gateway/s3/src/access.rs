@@ -185,7 +185,7 @@ struct Known {
 /// What deciding a request needs of its bucket.
 struct BucketView {
     owner_id: String,
-    created_unix_ms: u64,
+    incarnation: u64,
     policy: Option<Policy>,
     /// A stored policy this release cannot read.
     broken_policy: bool,
@@ -288,7 +288,9 @@ impl Authorizer {
             .map_err(|e| internal("public access block", e))?;
         Ok(BucketView {
             owner_id: self.owner_id(owner.as_deref()),
-            created_unix_ms: record.created_unix_ms,
+            incarnation: record
+                .incarnation()
+                .map_err(|e| internal("incarnation", e))?,
             policy,
             broken_policy,
             block: block_of(flags),
@@ -461,7 +463,7 @@ fn writer_for(requester: &Requester, view: &BucketView) -> Writer {
             Writer::User(name.clone())
         }
         _ => Writer::Granted {
-            bucket_created_unix_ms: view.created_unix_ms,
+            bucket_incarnation: view.incarnation,
         },
     }
 }
