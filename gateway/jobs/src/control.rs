@@ -110,8 +110,10 @@ impl JobHandle {
         self.objects_total
             .store(objects_total.unwrap_or(u64::MAX), Ordering::Relaxed);
         self.started_ms.store(now_ms(), Ordering::Relaxed);
-        self.runs.fetch_add(1, Ordering::Relaxed);
+        // Running first, then the count: whoever sees the new run counted
+        // (`status` reads the count first) sees it running, or over.
         self.set(JobState::Running, detail);
+        self.runs.fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn set_total(&self, objects_total: Option<u64>) {
@@ -200,6 +202,7 @@ impl JobHandle {
 
     /// What the admin API shows.
     pub fn status(&self) -> JobStatus {
+        let runs = self.runs.load(Ordering::Acquire);
         let (mut state, detail) = self.state();
         if self.is_paused() && matches!(state, JobState::Running | JobState::Idle) {
             state = JobState::Paused;
@@ -236,7 +239,7 @@ impl JobHandle {
             rate_bytes_per_sec: rate,
             eta_secs,
             started_unix_ms: started,
-            runs: self.runs.load(Ordering::Relaxed),
+            runs,
             detail,
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
         }
