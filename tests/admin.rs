@@ -210,6 +210,13 @@ fn users_own_their_buckets() {
         &[&alice_key, &alice_secret, &bob_key, &bob_secret],
     );
     assert!(out.status.success(), "{}", describe(&out));
+    // ACLs and Object Ownership: public-read objects for anyone, grants to
+    // bob, a Deny that wins over an ACL, Public Access Block over both.
+    let out = server.python(
+        "acls.py",
+        &[&alice_key, &alice_secret, &bob_key, &bob_secret],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
 
     // The aws CLI as bob: alice's bucket is refused.
     let as_bob = |server: &Server, args: &[&str]| {

@@ -625,6 +625,22 @@ fn rclone_copies_syncs_and_checks_over_https() {
     rclone_suite(&server, dir.path());
 }
 
+/// rclone with the remote `sg:` on `server`, configured by environment
+/// alone (no config file).
+fn rclone_command(server: &Server) -> Command {
+    let mut cmd = Command::new("rclone");
+    cmd.env("RCLONE_CONFIG_SG_TYPE", "s3")
+        .env("RCLONE_CONFIG_SG_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_SG_ENDPOINT", server.endpoint())
+        .env("RCLONE_CONFIG_SG_ACCESS_KEY_ID", &server.access_key)
+        .env("RCLONE_CONFIG_SG_SECRET_ACCESS_KEY", &server.secret_key)
+        .env("RCLONE_CONFIG_SG_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_SG_FORCE_PATH_STYLE", "true")
+        .env("RCLONE_CONFIG", "/dev/null")
+        .envs(server.env());
+    cmd
+}
+
 fn rclone_suite(server: &Server, dir: &Path) {
     let tree = dir.join("tree");
     for (i, (name, size)) in [
@@ -642,17 +658,7 @@ fn rclone_suite(server: &Server, dir: &Path) {
         std::fs::write(&p, pattern(100 + i as u64, *size)).unwrap();
     }
     let rclone = |args: &[&str]| {
-        let out = run(Command::new("rclone")
-            .args(args)
-            .env("RCLONE_CONFIG_SG_TYPE", "s3")
-            .env("RCLONE_CONFIG_SG_PROVIDER", "Other")
-            .env("RCLONE_CONFIG_SG_ENDPOINT", server.endpoint())
-            .env("RCLONE_CONFIG_SG_ACCESS_KEY_ID", &server.access_key)
-            .env("RCLONE_CONFIG_SG_SECRET_ACCESS_KEY", &server.secret_key)
-            .env("RCLONE_CONFIG_SG_REGION", "us-east-1")
-            .env("RCLONE_CONFIG_SG_FORCE_PATH_STYLE", "true")
-            .env("RCLONE_CONFIG", "/dev/null")
-            .envs(server.env()));
+        let out = run(rclone_command(server).args(args));
         assert!(out.status.success(), "rclone {args:?}: {}", describe(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -734,8 +740,81 @@ fn s3cmd_suite(server: &Server, dir: &Path) {
     let back = dir.join("big.back");
     s3cmd(&["get", "s3://s3cmd-bucket/big.bin", back.to_str().unwrap()]);
     assert!(std::fs::read(&back).unwrap() == pattern(6, 20 << 20));
+    // --acl-public, unmodified: anyone reads what it published, with curl;
+    // setacl takes it back.
+    let public = dir.join("public.txt");
+    std::fs::write(&public, b"published by s3cmd").unwrap();
+    s3cmd(&[
+        "put",
+        "--acl-public",
+        public.to_str().unwrap(),
+        "s3://s3cmd-bucket/public.txt",
+    ]);
+    assert_eq!(
+        unsigned_get(server, "/s3cmd-bucket/public.txt"),
+        (200, "published by s3cmd".to_string())
+    );
+    assert_eq!(unsigned_get(server, "/s3cmd-bucket/dir/f.bin").0, 403);
+    let info = s3cmd(&["info", "s3://s3cmd-bucket/public.txt"]);
+    assert!(info.contains("*anon*: READ"), "{info}");
+    s3cmd(&["setacl", "--acl-private", "s3://s3cmd-bucket/public.txt"]);
+    assert_eq!(unsigned_get(server, "/s3cmd-bucket/public.txt").0, 403);
+    s3cmd(&["setacl", "--acl-public", "s3://s3cmd-bucket/big.bin"]);
+    let (status, body) = unsigned_get(server, "/s3cmd-bucket/big.bin");
+    assert_eq!((status, body.chars().count()), (200, 20 << 20));
     s3cmd(&["del", "--recursive", "--force", "s3://s3cmd-bucket"]);
     s3cmd(&["rb", "s3://s3cmd-bucket"]);
+}
+
+/// An unsigned GET of `path` with curl, as anyone on the web sends it:
+/// (status, body as Latin-1: one char per byte).
+fn unsigned_get(server: &Server, path: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-w", "\n%{http_code}"]);
+    if let Some(ca) = &server.ca {
+        cmd.arg("--cacert").arg(ca);
+    }
+    let out = run(cmd.arg(format!("{}{path}", server.endpoint())));
+    assert!(out.status.success(), "curl {path}: {}", describe(&out));
+    let text: String = out.stdout.iter().map(|b| *b as char).collect();
+    let (body, code) = text.rsplit_once('\n').expect("curl wrote the status");
+    (code.trim().parse().expect("a status"), body.to_string())
+}
+
+/// rclone with `acl = public-read`, unmodified: the bucket it makes and
+/// the objects it copies are public (curl reads and lists them); without
+/// it, they are not.
+#[test]
+fn rclone_publishes_with_acl_public_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let tree = dir.path().join("site");
+    std::fs::create_dir_all(tree.join("css")).unwrap();
+    std::fs::write(tree.join("index.html"), b"<h1>hi</h1>").unwrap();
+    std::fs::write(tree.join("css/site.css"), b"h1 { color: red }").unwrap();
+    let rclone = |acl: Option<&str>, args: &[&str]| {
+        let mut cmd = rclone_command(&server);
+        cmd.args(args);
+        if let Some(acl) = acl {
+            cmd.env("RCLONE_CONFIG_SG_ACL", acl);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "rclone {args:?}: {}", describe(&out));
+    };
+    let t = tree.to_str().unwrap();
+    rclone(Some("public-read"), &["mkdir", "sg:site"]);
+    rclone(Some("public-read"), &["copy", t, "sg:site"]);
+    rclone(None, &["copy", t, "sg:site/draft"]);
+    assert_eq!(
+        unsigned_get(&server, "/site/css/site.css"),
+        (200, "h1 { color: red }".to_string())
+    );
+    let (status, listing) = unsigned_get(&server, "/site?list-type=2");
+    assert!(
+        status == 200 && listing.contains("<Key>index.html</Key>"),
+        "{status} {listing}"
+    );
+    assert_eq!(unsigned_get(&server, "/site/draft/index.html").0, 403);
 }
 
 #[test]

@@ -62,3 +62,29 @@ def as_user(key, secret):
         aws_secret_access_key=secret,
         config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
     )
+
+
+def anonymous():
+    """A boto3 client that signs nothing: anyone on the web."""
+    from botocore import UNSIGNED
+
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["S3_ENDPOINT"],
+        region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+
+
+def curl(url):
+    """A plain unsigned GET of a path on the gateway, or of a URL, as curl
+    sends it: (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    url = url if url.startswith("http") else os.environ["S3_ENDPOINT"] + url
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

@@ -70,7 +70,9 @@ pub struct Grant {
     pub permission: Permission,
 }
 
-/// An ACL: who owns the resource, and what others may do.
+/// An ACL: who owns the resource, and what others may do. Its serde form
+/// (postcard) is stored in bucket and version records: the order of the
+/// enums' variants above is a record format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acl {
     /// The owner's canonical id.
@@ -238,11 +240,75 @@ impl Acl {
         })
     }
 
+    /// Whether every grant is to the owner: what a bucket with ACLs
+    /// disabled accepts (`private`, `bucket-owner-full-control`).
+    pub fn only_owner(&self) -> bool {
+        self.grants
+            .iter()
+            .all(|g| matches!(&g.grantee, Grantee::User(id) if *id == self.owner))
+    }
+
     /// Whether it grants anything to everyone or every signed requester
     /// (what BlockPublicAcls refuses and IgnorePublicAcls ignores).
     pub fn is_public(&self) -> bool {
         self.grants.iter().any(|g| {
             matches!(&g.grantee, Grantee::Group(uri) if uri == ALL_USERS || uri == AUTHENTICATED_USERS)
         })
+    }
+}
+
+/// S3's Object Ownership of a bucket: who owns what others write into it,
+/// and whether ACLs count. Stored (postcard) in bucket records: the
+/// variants' order is a record format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ownership {
+    /// The writer owns what it writes (S3's setting before April 2023,
+    /// and shardgate's default: ACLs count).
+    ObjectWriter,
+    /// The bucket's owner owns what is written with the canned ACL
+    /// `bucket-owner-full-control`; the writer owns the rest.
+    BucketOwnerPreferred,
+    /// The bucket's owner owns everything, and ACLs are disabled.
+    BucketOwnerEnforced,
+}
+
+impl Ownership {
+    pub fn s3(self) -> &'static str {
+        match self {
+            Ownership::ObjectWriter => "ObjectWriter",
+            Ownership::BucketOwnerPreferred => "BucketOwnerPreferred",
+            Ownership::BucketOwnerEnforced => "BucketOwnerEnforced",
+        }
+    }
+
+    pub fn from_s3(name: &str) -> Option<Self> {
+        [
+            Ownership::ObjectWriter,
+            Ownership::BucketOwnerPreferred,
+            Ownership::BucketOwnerEnforced,
+        ]
+        .into_iter()
+        .find(|o| o.s3() == name)
+    }
+
+    pub fn acls_enabled(self) -> bool {
+        self != Ownership::BucketOwnerEnforced
+    }
+
+    /// Who owns an object `writer` writes (`None`: unsigned) with the
+    /// canned ACL `canned`, into a bucket `bucket_owner` owns.
+    pub fn object_owner<'a>(
+        self,
+        writer: Option<&'a str>,
+        bucket_owner: &'a str,
+        canned: Option<&str>,
+    ) -> &'a str {
+        match (self, writer) {
+            (Ownership::BucketOwnerEnforced, _) | (_, None) => bucket_owner,
+            (Ownership::BucketOwnerPreferred, _) if canned == Some("bucket-owner-full-control") => {
+                bucket_owner
+            }
+            (_, Some(w)) => w,
+        }
     }
 }

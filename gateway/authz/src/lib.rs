@@ -24,7 +24,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 
-pub use acl::{Acl, AclError, Grant, Grantee, Permission};
+pub use acl::{Acl, AclError, Grant, Grantee, Ownership, Permission};
 pub use action::{Action, Kind};
 pub use policy::{Policy, PolicyError, Request, Verdict};
 

@@ -381,6 +381,18 @@ impl Policy {
         verdict
     }
 
+    /// Whether a condition tests a key that starts with `prefix` (without
+    /// case): the access check reads an object's tags only for a policy
+    /// that tests `s3:ExistingObjectTag/...`.
+    pub fn tests_key(&self, prefix: &str) -> bool {
+        let prefix = prefix.to_ascii_lowercase();
+        self.statements.iter().any(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.key.to_ascii_lowercase().starts_with(&prefix))
+        })
+    }
+
     /// S3's GetBucketPolicyStatus: whether any statement allows everyone.
     pub fn is_public(&self) -> bool {
         self.statements.iter().any(Statement::is_public)

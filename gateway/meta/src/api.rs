@@ -35,12 +35,15 @@ use crate::version::{ObjectLock, ObjectVersion, Retention, VersionSelector, Vers
 #[async_trait]
 pub trait Buckets: Send + Sync + std::fmt::Debug {
     /// Creates a bucket owned by user `owner` (`None`: the configured
-    /// user), with Object Lock (and so versioning) when `object_lock`.
+    /// user), with Object Lock (and so versioning) when `object_lock`, and
+    /// `settings` (its ACL and Object Ownership) applied in the same
+    /// transaction.
     async fn create_bucket(
         &self,
         bucket: &str,
         object_lock: bool,
         owner: Option<&str>,
+        settings: &[BucketAccess],
         now_unix_ms: u64,
     ) -> Result<()>;
     async fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>>;
@@ -126,6 +129,18 @@ pub trait Versions: Send + Sync {
         key: &str,
         selector: VersionSelector,
         tags: &BTreeMap<String, String>,
+    ) -> Result<ObjectVersion>;
+    /// Replaces the version's ACL if the version is still at `generation`
+    /// (`Changed` otherwise: read it again, and build the ACL again from
+    /// its owner).
+    async fn set_object_acl(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        acl: &shardgate_authz::Acl,
+        generation: u64,
     ) -> Result<ObjectVersion>;
     #[allow(clippy::too_many_arguments)]
     async fn set_retention(
@@ -301,11 +316,21 @@ impl Buckets for MetaStore {
         bucket: &str,
         object_lock: bool,
         owner: Option<&str>,
+        settings: &[BucketAccess],
         now_unix_ms: u64,
     ) -> Result<()> {
         let (store, bucket, owner) = (self.clone(), bucket.to_string(), owner.map(str::to_string));
-        run(move || store.create_bucket_with(&bucket, object_lock, owner.as_deref(), now_unix_ms))
-            .await
+        let settings = settings.to_vec();
+        run(move || {
+            store.create_bucket_set(
+                &bucket,
+                object_lock,
+                owner.as_deref(),
+                &settings,
+                now_unix_ms,
+            )
+        })
+        .await
     }
 
     async fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>> {
@@ -462,6 +487,22 @@ impl Versions for MetaStore {
         let (key, tags) = (key.to_string(), tags.clone());
         self.as_caller(caller, bucket, move |s, c, b| {
             s.set_object_tags(c, b, &key, &selector, &tags)
+        })
+        .await
+    }
+
+    async fn set_object_acl(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: VersionSelector,
+        acl: &shardgate_authz::Acl,
+        generation: u64,
+    ) -> Result<ObjectVersion> {
+        let (key, acl) = (key.to_string(), acl.clone());
+        self.as_caller(caller, bucket, move |s, c, b| {
+            s.set_object_acl(c, b, &key, &selector, &acl, generation)
         })
         .await
     }

@@ -36,6 +36,22 @@ pub enum MetaError {
     /// BlockPublicPolicy (S3: AccessDenied).
     #[error("the bucket's Public Access Block refuses a public policy")]
     PublicPolicyBlocked,
+    /// A public ACL on a bucket whose Public Access Block has
+    /// BlockPublicAcls (S3: AccessDenied).
+    #[error("the bucket's Public Access Block refuses a public ACL")]
+    PublicAclBlocked,
+    /// An ACL granting others on a bucket whose Object Ownership is
+    /// BucketOwnerEnforced (S3: AccessControlListNotSupported).
+    #[error("the bucket does not allow ACLs")]
+    AclsDisabled,
+    /// BucketOwnerEnforced asked of a bucket whose ACL grants others (S3:
+    /// InvalidBucketAclWithObjectOwnership).
+    #[error("Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting")]
+    AclWithEnforcedOwnership,
+    /// The version changed since it was read (a conditional change lost a
+    /// race; S3: OperationAborted).
+    #[error("the object changed while the request ran: retry it")]
+    Changed,
     /// The bucket belongs to another user than the one writing.
     #[error("the bucket belongs to another user")]
     NotOwner,

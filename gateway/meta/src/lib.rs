@@ -45,12 +45,14 @@ pub use list::{
 };
 pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
-    BUCKET_CORS_EXTENSION, BUCKET_INCARNATION_EXTENSION, BUCKET_OWNER_EXTENSION,
-    BUCKET_POLICY_EXTENSION, BUCKET_PUBLIC_ACCESS_EXTENSION, BUCKET_TAGS_EXTENSION, BucketAccess,
-    BucketRecord, COMPLETED_KEPT_MS, CRITICAL_EXTENSION, CompleteError, CompletedUpload, Condition,
-    CorsRule, Deleted, IntentId, IntentKind, IntentRecord, MetaStore, OBJECT_LOCK_EXTENSION,
-    ObjectSummary, PartChecksum, PartRecord, Refusal, StoredVersion, TAGS_EXTENSION, UploadRecord,
-    Usage, UserRecord, VersionRow, VersionState, Writer, Written, public_access,
+    BUCKET_ACL_EXTENSION, BUCKET_CORS_EXTENSION, BUCKET_INCARNATION_EXTENSION,
+    BUCKET_OWNER_EXTENSION, BUCKET_OWNERSHIP_EXTENSION, BUCKET_POLICY_EXTENSION,
+    BUCKET_PUBLIC_ACCESS_EXTENSION, BUCKET_TAGS_EXTENSION, BucketAccess, BucketRecord,
+    COMPLETED_KEPT_MS, CRITICAL_EXTENSION, CompleteError, CompletedUpload, Condition, CorsRule,
+    Deleted, IntentId, IntentKind, IntentRecord, MetaStore, OBJECT_ACL_EXTENSION,
+    OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum, PartRecord, Refusal, StoredVersion,
+    TAGS_EXTENSION, UploadRecord, Usage, UserRecord, VersionRow, VersionState, Writer, Written,
+    public_access,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};

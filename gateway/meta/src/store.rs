@@ -17,6 +17,7 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use shardgate_authz::{Acl, Ownership};
 use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 
 use crate::error::{MetaError, Result};
@@ -189,7 +190,58 @@ impl BucketRecord {
                 flags.filter(|f| *f != 0).as_ref(),
                 "public access block",
             ),
+            BucketAccess::Acl(acl) => {
+                self.check_acl(acl)?;
+                // The default (the owner alone) is no record at all.
+                let acl = (*acl != Acl::private(&acl.owner)).then_some(acl);
+                set_extension(
+                    &mut self.extensions,
+                    BUCKET_ACL_EXTENSION,
+                    acl,
+                    "bucket acl",
+                )
+            }
+            BucketAccess::Ownership(Some(Ownership::BucketOwnerEnforced))
+                if self.acl()?.is_some_and(|a| !a.only_owner()) =>
+            {
+                Err(MetaError::AclWithEnforcedOwnership)
+            }
+            BucketAccess::Ownership(ownership) => set_extension(
+                &mut self.extensions,
+                BUCKET_OWNERSHIP_EXTENSION,
+                ownership.as_ref(),
+                "object ownership",
+            ),
         }
+    }
+
+    /// The bucket's ACL as set (`None`: the default, its owner alone with
+    /// full control).
+    pub fn acl(&self) -> Result<Option<Acl>> {
+        extension(&self.extensions, BUCKET_ACL_EXTENSION, "bucket acl")
+    }
+
+    /// The bucket's Object Ownership as set (`None`: none set, which
+    /// behaves as [`Ownership::ObjectWriter`]).
+    pub fn ownership(&self) -> Result<Option<Ownership>> {
+        extension(
+            &self.extensions,
+            BUCKET_OWNERSHIP_EXTENSION,
+            "object ownership",
+        )
+    }
+
+    /// Whether the bucket takes `acl` for itself or one of its objects:
+    /// not a public one under BlockPublicAcls, nothing but the owner's
+    /// under BucketOwnerEnforced. Checked in the transaction that sets it.
+    fn check_acl(&self, acl: &Acl) -> Result<()> {
+        if acl.is_public() && self.public_access_block()? & public_access::BLOCK_PUBLIC_ACLS != 0 {
+            return Err(MetaError::PublicAclBlocked);
+        }
+        if self.ownership()? == Some(Ownership::BucketOwnerEnforced) && !acl.only_owner() {
+            return Err(MetaError::AclsDisabled);
+        }
+        Ok(())
     }
 
     /// The user who owns the bucket (`None`: the configured user).
@@ -325,6 +377,15 @@ pub const BUCKET_PUBLIC_ACCESS_EXTENSION: u16 = CRITICAL_EXTENSION | 5;
 /// buckets apart by their creation time.
 pub const BUCKET_INCARNATION_EXTENSION: u16 = 6;
 
+/// Bucket extension: the bucket's ACL (postcard of a
+/// [`shardgate_authz::Acl`]), absent when it is the default. Not critical:
+/// a release without ACLs grants less, never more.
+pub const BUCKET_ACL_EXTENSION: u16 = 7;
+
+/// Bucket extension: the bucket's Object Ownership (postcard of a
+/// [`shardgate_authz::Ownership`]). Not critical, as the ACL.
+pub const BUCKET_OWNERSHIP_EXTENSION: u16 = 8;
+
 /// The flags of a bucket's Public Access Block.
 pub mod public_access {
     pub const BLOCK_PUBLIC_ACLS: u8 = 1;
@@ -343,6 +404,12 @@ pub enum BucketAccess {
     Policy { text: Option<String>, public: bool },
     /// The Public Access Block's flags (`None` or 0: deleted).
     PublicAccessBlock(Option<u8>),
+    /// The bucket's ACL (refused under BlockPublicAcls when public, and
+    /// under BucketOwnerEnforced unless it grants the owner alone).
+    Acl(Acl),
+    /// The bucket's Object Ownership (`None`: deleted). BucketOwnerEnforced
+    /// is refused while the bucket's ACL grants others.
+    Ownership(Option<Ownership>),
 }
 
 /// An S3 user created by an admin: a name (unique, what owns buckets) and
@@ -420,6 +487,10 @@ pub const CRITICAL_EXTENSION: u16 = 0x8000;
 /// Extension: the version's tags (postcard of a `BTreeMap<String,
 /// String>`). Not critical: a build without tagging keeps them untouched.
 pub const TAGS_EXTENSION: u16 = 1;
+/// Extension: the version's owner and ACL (postcard of a
+/// [`shardgate_authz::Acl`]), absent when the bucket's owner owns it and
+/// grants nobody else. Not critical: a build without ACLs grants less.
+pub const OBJECT_ACL_EXTENSION: u16 = 2;
 
 /// What a version carries besides its manifest: set when it is created,
 /// changed later without a new version, and kept when repair rewrites the
@@ -433,6 +504,10 @@ pub struct VersionState {
     pub retention: Option<Retention>,
     /// Object Lock legal hold asked for on creation.
     pub legal_hold: bool,
+    /// The version's owner and ACL (`None`: the bucket's owner, alone).
+    /// Refused at the commit when the bucket's settings refuse it (see
+    /// [`BucketRecord`]'s ACL checks).
+    pub acl: Option<Acl>,
     /// Who writes: the bucket must belong to them when the version commits
     /// (checked again there, so a bucket deleted and created by another
     /// user while the body streamed is not written into).
@@ -528,6 +603,20 @@ impl ObjectSummary {
     fn set_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<()> {
         let tags = (!tags.is_empty()).then_some(tags);
         set_extension(&mut self.extensions, TAGS_EXTENSION, tags, "tags")
+    }
+
+    /// The version's owner and ACL (`None`: the bucket's owner, alone).
+    pub fn acl(&self) -> Result<Option<Acl>> {
+        extension(&self.extensions, OBJECT_ACL_EXTENSION, "object acl")
+    }
+
+    fn set_acl(&mut self, acl: Option<&Acl>) -> Result<()> {
+        set_extension(
+            &mut self.extensions,
+            OBJECT_ACL_EXTENSION,
+            acl,
+            "object acl",
+        )
     }
 
     /// How S3 names this row's version, `seq` being its row's.
@@ -1244,6 +1333,20 @@ impl MetaStore {
         owner: Option<&str>,
         now_unix_ms: u64,
     ) -> Result<()> {
+        self.create_bucket_set(bucket, object_lock, owner, &[], now_unix_ms)
+    }
+
+    /// [`MetaStore::create_bucket_with`], the bucket created with
+    /// `settings` applied in order (its ACL and Object Ownership, from
+    /// CreateBucket's headers) in the same transaction.
+    pub fn create_bucket_set(
+        &self,
+        bucket: &str,
+        object_lock: bool,
+        owner: Option<&str>,
+        settings: &[BucketAccess],
+        now_unix_ms: u64,
+    ) -> Result<()> {
         let mut record = BucketRecord {
             created_unix_ms: now_unix_ms,
             ..BucketRecord::default()
@@ -1257,6 +1360,9 @@ impl MetaStore {
         if object_lock {
             record.versioning = Versioning::Enabled;
             record.set_object_lock(&ObjectLock::default())?;
+        }
+        for setting in settings {
+            record.set_access(setting)?;
         }
         let txn = self.db.begin_write()?;
         if txn.open_table(BUCKETS)?.get(bucket)?.is_some() {
@@ -1690,8 +1796,46 @@ impl MetaStore {
         selector: &VersionSelector,
         tags: &BTreeMap<String, String>,
     ) -> Result<ObjectVersion> {
+        self.change_live_version(caller, bucket, key, selector, |_, summary| {
+            summary.set_tags(tags)
+        })
+    }
+
+    /// Replaces the ACL of the version of `bucket/key` that `selector`
+    /// names, if it is still at `generation` (else `Changed`: it was built
+    /// from the owner that version had). Returns the version.
+    pub fn set_object_acl(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        acl: &Acl,
+        generation: u64,
+    ) -> Result<ObjectVersion> {
+        self.change_live_version(caller, bucket, key, selector, |record, summary| {
+            if summary.generation != generation {
+                return Err(MetaError::Changed);
+            }
+            record.check_acl(acl)?;
+            summary.set_acl(Some(acl))
+        })
+    }
+
+    /// Changes the state of the version `selector` names (not a delete
+    /// marker) in one transaction, if `caller` may; the manifest is
+    /// untouched and the row gets a new generation.
+    fn change_live_version(
+        &self,
+        caller: &Writer,
+        bucket: &str,
+        key: &str,
+        selector: &VersionSelector,
+        change: impl FnOnce(&BucketRecord, &mut ObjectSummary) -> Result<()>,
+    ) -> Result<ObjectVersion> {
         let txn = self.db.begin_write()?;
-        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
+        let record = Self::bucket_in(&txn, bucket)?;
+        check_owner(&record, caller)?;
         let (seq, bytes) = {
             let objects = txn.open_table(OBJECTS)?;
             find_version(&objects, bucket, key, selector)?.ok_or(match selector {
@@ -1707,7 +1851,7 @@ impl MetaStore {
                 _ => MetaError::DeleteMarker,
             });
         }
-        summary.set_tags(tags)?;
+        change(&record, &mut summary)?;
         summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
         let value = encode_row(&summary, body)?;
         self.put_version_row(&txn, &keys::version_key(bucket, key, seq), &value)?;
@@ -1786,6 +1930,10 @@ impl MetaStore {
         let mut summary = ObjectSummary::of(manifest, seq);
         summary.null_version = null_version;
         summary.set_tags(&state.tags)?;
+        if let Some(acl) = &state.acl {
+            record.check_acl(acl)?;
+        }
+        summary.set_acl(state.acl.as_ref())?;
         summary.retention = retention.map(|r| (r.mode as u8, r.until_unix_ms));
         summary.legal_hold = state.legal_hold;
         let row = keys::version_key(bucket, key, seq);

@@ -288,3 +288,52 @@ fn write_golden_files_from_the_v1_fixture() {
     write("intent.bin", &first_u64(TableDefinition::new("intents")));
     write("garbage.bin", &first_u64(TableDefinition::new("garbage")));
 }
+
+/// ACLs and Object Ownership are stored as the postcard of the authz
+/// crate's types: these bytes pin that form (a reordered enum would
+/// misread every stored grant).
+#[test]
+fn acl_and_ownership_records_keep_their_bytes() {
+    use shardgate_authz::acl::ALL_USERS;
+    use shardgate_authz::{Acl, Grant, Grantee, Ownership, Permission};
+    let acl = Acl {
+        owner: "o".into(),
+        grants: vec![
+            Grant {
+                grantee: Grantee::User("o".into()),
+                permission: Permission::FullControl,
+            },
+            Grant {
+                grantee: Grantee::Group(ALL_USERS.into()),
+                permission: Permission::Read,
+            },
+            Grant {
+                grantee: Grantee::User("u".into()),
+                permission: Permission::WriteAcp,
+            },
+        ],
+    };
+    let mut expected = vec![1, b'o', 3, 0, 1, b'o', 4, 1, ALL_USERS.len() as u8];
+    expected.extend_from_slice(ALL_USERS.as_bytes());
+    expected.extend_from_slice(&[0, 0, 1, b'u', 3]);
+    assert_eq!(postcard::to_allocvec(&acl).unwrap(), expected);
+    for (ownership, byte) in [
+        (Ownership::ObjectWriter, 0u8),
+        (Ownership::BucketOwnerPreferred, 1),
+        (Ownership::BucketOwnerEnforced, 2),
+    ] {
+        assert_eq!(postcard::to_allocvec(&ownership).unwrap(), [byte]);
+    }
+    // Read back through a bucket record, as stored.
+    let mut bucket = formats::decode_bucket(&golden("bucket.bin")).unwrap();
+    bucket.extensions = vec![
+        (shardgate_meta::BUCKET_ACL_EXTENSION, expected),
+        (shardgate_meta::BUCKET_OWNERSHIP_EXTENSION, vec![1]),
+    ];
+    let back = formats::decode_bucket(&formats::encode_bucket(&bucket).unwrap()).unwrap();
+    assert_eq!(back.acl().unwrap(), Some(acl));
+    assert_eq!(
+        back.ownership().unwrap(),
+        Some(Ownership::BucketOwnerPreferred)
+    );
+}

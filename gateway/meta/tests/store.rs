@@ -2361,3 +2361,150 @@ fn bucket_policies_and_public_access_blocks_are_kept_and_counted_as_bucket_chang
         Err(MetaError::NotOwner)
     ));
 }
+
+#[test]
+fn acls_and_object_ownership_are_kept_and_checked_in_the_transaction_that_sets_them() {
+    use shardgate_authz::{Acl, Ownership};
+    use shardgate_meta::{BucketAccess, VersionState, public_access};
+    let (_dir, store) = open();
+    let public = Acl::canned("public-read", "owner-id", "owner-id").unwrap();
+    // Created with its ACL and ownership in one transaction.
+    store
+        .create_bucket_set(
+            "b",
+            false,
+            None,
+            &[
+                BucketAccess::Acl(public.clone()),
+                BucketAccess::Ownership(Some(Ownership::BucketOwnerPreferred)),
+            ],
+            1,
+        )
+        .unwrap();
+    let record = store.bucket("b").unwrap().unwrap();
+    assert_eq!(record.acl().unwrap(), Some(public.clone()));
+    assert_eq!(
+        record.ownership().unwrap(),
+        Some(Ownership::BucketOwnerPreferred)
+    );
+    // BucketOwnerEnforced is refused while the ACL grants others; the
+    // default ACL is stored as none at all.
+    let admin = Writer::Admin;
+    let enforce = BucketAccess::Ownership(Some(Ownership::BucketOwnerEnforced));
+    assert!(matches!(
+        store.set_bucket_access(&admin, "b", &enforce),
+        Err(MetaError::AclWithEnforcedOwnership)
+    ));
+    let private = Acl::private("owner-id");
+    store
+        .set_bucket_access(&admin, "b", &BucketAccess::Acl(private.clone()))
+        .unwrap();
+    assert_eq!(store.bucket("b").unwrap().unwrap().acl().unwrap(), None);
+    store.set_bucket_access(&admin, "b", &enforce).unwrap();
+    // Under BucketOwnerEnforced, only the owner's ACLs are taken, on the
+    // bucket and on a version written.
+    assert!(matches!(
+        store.set_bucket_access(&admin, "b", &BucketAccess::Acl(public.clone())),
+        Err(MetaError::AclsDisabled)
+    ));
+    let state = |acl: &Acl| VersionState {
+        acl: Some(acl.clone()),
+        ..VersionState::default()
+    };
+    let put = |key: &str, acl: &Acl| {
+        store.put_object_with(
+            "b",
+            key,
+            &empty("e"),
+            &state(acl),
+            None,
+            &Condition::Always,
+            2,
+        )
+    };
+    assert!(matches!(put("k", &public), Err(MetaError::AclsDisabled)));
+    put("k", &private).unwrap();
+    // Back to ACLs, under BlockPublicAcls: a public ACL is refused on the
+    // bucket, on a write and on a version.
+    store
+        .set_bucket_access(&admin, "b", &BucketAccess::Ownership(None))
+        .unwrap();
+    let block = public_access::CONFIGURED | public_access::BLOCK_PUBLIC_ACLS;
+    store
+        .set_bucket_access(&admin, "b", &BucketAccess::PublicAccessBlock(Some(block)))
+        .unwrap();
+    assert!(matches!(
+        store.set_bucket_access(&admin, "b", &BucketAccess::Acl(public.clone())),
+        Err(MetaError::PublicAclBlocked)
+    ));
+    assert!(matches!(
+        put("k2", &public),
+        Err(MetaError::PublicAclBlocked)
+    ));
+    assert_eq!(store.object("b", "k2").unwrap(), None, "nothing written");
+    let row = store
+        .object_version("b", "k", &VersionSelector::Latest)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.summary.acl().unwrap(), Some(private.clone()));
+    assert!(matches!(
+        store.set_object_acl(
+            &admin,
+            "b",
+            "k",
+            &VersionSelector::Latest,
+            &public,
+            row.summary.generation
+        ),
+        Err(MetaError::PublicAclBlocked)
+    ));
+    store
+        .set_bucket_access(&admin, "b", &BucketAccess::PublicAccessBlock(None))
+        .unwrap();
+    // An ACL built from a version that changed since is refused.
+    assert!(matches!(
+        store.set_object_acl(
+            &admin,
+            "b",
+            "k",
+            &VersionSelector::Latest,
+            &public,
+            row.summary.generation + 1
+        ),
+        Err(MetaError::Changed)
+    ));
+    store
+        .set_object_acl(
+            &admin,
+            "b",
+            "k",
+            &VersionSelector::Latest,
+            &public,
+            row.summary.generation,
+        )
+        .unwrap();
+    // Tags and ACL live side by side: changing one keeps the other.
+    let tags = BTreeMap::from([("t".to_string(), "v".to_string())]);
+    store
+        .set_object_tags(&admin, "b", "k", &VersionSelector::Latest, &tags)
+        .unwrap();
+    let row = store
+        .object_version("b", "k", &VersionSelector::Latest)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.summary.acl().unwrap(), Some(public));
+    assert_eq!(row.summary.tags().unwrap(), tags);
+    // Another user cannot set a version's ACL.
+    store.create_user("KEY1", &user("alice")).unwrap();
+    assert!(matches!(
+        store.set_object_acl(
+            &Writer::User("alice".into()),
+            "b",
+            "k",
+            &VersionSelector::Latest,
+            &private,
+            row.summary.generation
+        ),
+        Err(MetaError::NotOwner)
+    ));
+}

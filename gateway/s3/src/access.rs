@@ -27,8 +27,10 @@ use std::sync::{Arc, Mutex};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
-use shardgate_authz::{Action, Context, Policy, PublicAccessBlock, Requester, Subject, action};
-use shardgate_meta::{BucketRecord, Writer, public_access};
+use shardgate_authz::{
+    Acl, Action, Context, Denial, Ownership, Policy, PublicAccessBlock, Requester, Subject, action,
+};
+use shardgate_meta::{BucketRecord, VersionSelector, Writer, public_access};
 use shardgate_node::{Gateway, admin_canonical_id, canonical_id};
 
 /// The connection a request came on, for the policy's `aws:SourceIp` and
@@ -190,6 +192,29 @@ struct BucketView {
     /// A stored policy this release cannot read.
     broken_policy: bool,
     block: PublicAccessBlock,
+    /// The bucket's ACL (the default, its owner alone, when none is set).
+    acl: Acl,
+    ownership: Ownership,
+}
+
+/// What the handlers that set or show ACLs need of a bucket.
+#[derive(Clone, Debug)]
+pub struct BucketAcl {
+    /// The bucket owner's canonical id.
+    pub owner_id: String,
+    pub acl: Acl,
+    pub ownership: Ownership,
+    pub block: PublicAccessBlock,
+}
+
+/// What a decision on an existing object needs of it, read only when a
+/// decision needs it (a requester who is not the bucket's owner, and no
+/// policy that allows).
+#[derive(Default)]
+struct ObjectFacts {
+    owner: Option<String>,
+    acl: Option<Acl>,
+    tags: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -286,8 +311,19 @@ impl Authorizer {
         let flags = record
             .public_access_block()
             .map_err(|e| internal("public access block", e))?;
+        let owner_id = self.owner_id(owner.as_deref());
+        let acl = record
+            .acl()
+            .map_err(|e| internal("acl", e))?
+            .unwrap_or_else(|| Acl::private(&owner_id));
+        let ownership = record
+            .ownership()
+            .map_err(|e| internal("object ownership", e))?
+            .unwrap_or(Ownership::ObjectWriter);
         Ok(BucketView {
-            owner_id: self.owner_id(owner.as_deref()),
+            acl,
+            ownership,
+            owner_id,
             incarnation: record
                 .incarnation()
                 .map_err(|e| internal("incarnation", e))?,
@@ -297,16 +333,79 @@ impl Authorizer {
         })
     }
 
-    /// Decides `ops` on `bucket` (and `key`) for `requester`: each must be
-    /// allowed (none: the bucket's existence alone, for a handler that
-    /// decides per key).
+    /// The owner, ACL, ownership and Public Access Block of `bucket`, for
+    /// the handlers that set or show ACLs (NoSuchBucket when there is none).
+    pub async fn bucket_acl(&self, bucket: &str) -> S3Result<BucketAcl> {
+        let view = self
+            .bucket(bucket)
+            .await?
+            .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
+        Ok(BucketAcl {
+            owner_id: view.owner_id.clone(),
+            acl: view.acl.clone(),
+            ownership: view.ownership,
+            block: view.block,
+        })
+    }
+
+    /// Whether `id` is the canonical id of the root or of a user (a grant
+    /// may name only those).
+    pub fn known_id(&self, id: &str) -> bool {
+        id == self.admin_id || self.gateway.user_by_canonical_id(id).is_some()
+    }
+
+    /// The display name of the requester with canonical id `id`: a user's
+    /// name, `shardgate` for the root.
+    pub fn display_name(&self, id: &str) -> Option<String> {
+        if id == self.admin_id {
+            return Some("shardgate".into());
+        }
+        self.gateway.user_by_canonical_id(id).map(|u| u.name)
+    }
+
+    /// The owner, ACL and tags of the version `version` names of `key`
+    /// (nothing for a missing one, or a delete marker).
+    async fn object_facts(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> S3Result<ObjectFacts> {
+        // A malformed version id: the handler answers it.
+        let Ok(selector) = VersionSelector::parse(version) else {
+            return Ok(ObjectFacts::default());
+        };
+        let row = match self
+            .gateway
+            .metadata()
+            .object_version(bucket, key, selector)
+            .await
+        {
+            Ok(Some(row)) if !row.summary.delete_marker => row,
+            Ok(_) | Err(shardgate_meta::MetaError::NoSuchBucket) => {
+                return Ok(ObjectFacts::default());
+            }
+            Err(e) => return Err(s3_error!(InternalError, "reading the object: {e}")),
+        };
+        let internal = |e| s3_error!(InternalError, "reading the object's state: {e}");
+        let acl = row.summary.acl().map_err(internal)?;
+        Ok(ObjectFacts {
+            owner: acl.as_ref().map(|a| a.owner.clone()),
+            acl,
+            tags: row.summary.tags().map_err(internal)?.into_iter().collect(),
+        })
+    }
+
+    /// Decides `ops` on `bucket` (and `key`, at `version`) for `requester`:
+    /// each must be allowed (none: the bucket's existence alone, for a
+    /// handler that decides per key).
     async fn decide(
         &self,
         requester: &Requester,
         ops: &[&str],
         bucket: &str,
         key: Option<&str>,
-        versioned: bool,
+        version: Option<&str>,
         context: &Context,
     ) -> S3Result<Decided> {
         let denied = || s3_error!(AccessDenied, "Access Denied");
@@ -333,21 +432,28 @@ impl Authorizer {
                 "The bucket's stored policy no longer parses: replace or delete it"
             ));
         }
+        let versioned = version.is_some_and(|v| !v.is_empty());
         let owner_id = &view.owner_id;
         let subject = Subject {
             bucket_owner: owner_id,
             object_owner: None,
-            bucket_acl: None,
+            bucket_acl: Some(&view.acl),
             object_acl: None,
             policy: view.policy.as_ref(),
             block: view.block,
-            acls_enabled: true,
+            acls_enabled: view.ownership.acls_enabled(),
         };
         let owns = match requester {
             Requester::Admin { .. } => true,
             Requester::User { canonical_id, .. } => canonical_id == owner_id,
             Requester::Anonymous => false,
         };
+        // A policy testing an object's tags needs them before it decides.
+        let tests_tags = view
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.tests_key("s3:ExistingObjectTag/"));
+        let mut object: Option<ObjectFacts> = None;
         for op in ops {
             let Some(action) = action_of(op, versioned) else {
                 // Not an action a policy can grant: the owners' alone.
@@ -363,14 +469,52 @@ impl Authorizer {
             if manages && *requester == Requester::Anonymous {
                 return Err(denied());
             }
-            let resource = match (action.kind, key) {
-                (shardgate_authz::Kind::Object, Some(k)) => format!("arn:aws:s3:::{bucket}/{k}"),
-                (shardgate_authz::Kind::Object, None) => format!("arn:aws:s3:::{bucket}/*"),
-                (shardgate_authz::Kind::Bucket, _) => format!("arn:aws:s3:::{bucket}"),
+            let on_object = action.kind == shardgate_authz::Kind::Object;
+            let resource = match (on_object, key) {
+                (true, Some(k)) => format!("arn:aws:s3:::{bucket}/{k}"),
+                (true, None) => format!("arn:aws:s3:::{bucket}/*"),
+                (false, _) => format!("arn:aws:s3:::{bucket}"),
             };
-            if let Err(why) =
-                shardgate_authz::authorize(requester, action, &resource, context, &subject)
+            let key = key.filter(|_| on_object);
+            let mut tagged = None;
+            if let Some(key) = key.filter(|_| tests_tags) {
+                if object.is_none() {
+                    object = Some(self.object_facts(bucket, key, version).await?);
+                }
+                let mut c = context.clone();
+                for (k, v) in object.iter().flat_map(|o| &o.tags) {
+                    c.insert(&format!("s3:ExistingObjectTag/{k}"), v.clone());
+                }
+                tagged = Some(c);
+            }
+            let context = tagged.as_ref().unwrap_or(context);
+            let mut decision = shardgate_authz::authorize(
+                requester,
+                action,
+                &resource,
+                context,
+                &with_object(&subject, object.as_ref()),
+            );
+            // The object's own ACL and owner, read only when they could
+            // allow what nothing else did.
+            let object_acl = matches!(action.acl, Some((action::AclOf::Object, _)));
+            if decision == Err(Denial::NotAllowed)
+                && object_acl
+                && subject.acls_enabled
+                && object.is_none()
+                && let Some(key) = key
             {
+                let facts = self.object_facts(bucket, key, version).await?;
+                decision = shardgate_authz::authorize(
+                    requester,
+                    action,
+                    &resource,
+                    context,
+                    &with_object(&subject, Some(&facts)),
+                );
+                object = Some(facts);
+            }
+            if let Err(why) = decision {
                 tracing::debug!(?why, op, bucket, "refused");
                 return Err(denied());
             }
@@ -387,28 +531,28 @@ impl Authorizer {
         caller: &Caller,
         bucket: &str,
         key: &str,
-        versioned: bool,
+        version: Option<&str>,
     ) -> S3Result<()> {
-        self.check_key(caller, &["GetObject"], bucket, key, versioned)
+        self.check_key(caller, &["GetObject"], bucket, key, version)
             .await
     }
 
-    /// `AccessDenied` unless `caller` may delete `key` (its version, when
-    /// `versioned`) of `bucket`, overriding governance retention when
+    /// `AccessDenied` unless `caller` may delete `key` (its `version`, when
+    /// one is named) of `bucket`, overriding governance retention when
     /// `bypass`: DeleteObjects decides each key.
     pub async fn check_delete(
         &self,
         caller: &Caller,
         bucket: &str,
         key: &str,
-        versioned: bool,
+        version: Option<&str>,
         bypass: bool,
     ) -> S3Result<()> {
         let ops: &[&str] = match bypass {
             true => &["DeleteObject", "BypassGovernanceRetention"],
             false => &["DeleteObject"],
         };
-        self.check_key(caller, ops, bucket, key, versioned).await
+        self.check_key(caller, ops, bucket, key, version).await
     }
 
     /// `AccessDenied` unless `caller` may do each of `ops` on `key`.
@@ -418,10 +562,10 @@ impl Authorizer {
         ops: &[&str],
         bucket: &str,
         key: &str,
-        versioned: bool,
+        version: Option<&str>,
     ) -> S3Result<()> {
         let (requester, context) = (&caller.requester, &caller.context);
-        self.decide(requester, ops, bucket, Some(key), versioned, context)
+        self.decide(requester, ops, bucket, Some(key), version, context)
             .await
             .map(|_| ())
     }
@@ -451,6 +595,15 @@ impl Authorizer {
                 )),
             },
         }
+    }
+}
+
+/// `subject` with what is known of the object.
+fn with_object<'a>(subject: &Subject<'a>, object: Option<&'a ObjectFacts>) -> Subject<'a> {
+    Subject {
+        object_owner: object.and_then(|o| o.owner.as_deref()),
+        object_acl: object.and_then(|o| o.acl.as_ref()),
+        ..*subject
     }
 }
 
@@ -608,10 +761,11 @@ fn ops_of<'a>(op: &'a str, headers: &http::HeaderMap) -> Vec<&'a str> {
     ops
 }
 
-/// Whether the request names a version (`?versionId=`).
-fn versioned(uri: &http::Uri) -> bool {
+/// The version the request names (`?versionId=`), if any.
+fn version_of(uri: &http::Uri) -> Option<String> {
     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "versionId" && !v.is_empty())
+        .find(|(k, _)| k == "versionId")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The access check s3s runs for every request, signed or not.
@@ -640,7 +794,7 @@ impl S3Access for Access {
         ));
         let writer = match bucket {
             Some(bucket) if op != "CreateBucket" => {
-                let versioned = versioned(cx.uri());
+                let version = version_of(cx.uri());
                 let ops = ops_of(&op, cx.headers());
                 self.authorizer
                     .decide(
@@ -648,7 +802,7 @@ impl S3Access for Access {
                         &ops,
                         &bucket,
                         key.as_deref(),
-                        versioned,
+                        version.as_deref(),
                         &context,
                     )
                     .await?

@@ -63,6 +63,19 @@ fn meta_error(e: MetaError) -> S3Error {
             C::AccessDenied,
             "The bucket's Public Access Block (BlockPublicPolicy) refuses a public policy",
         ),
+        MetaError::PublicAclBlocked => err(
+            C::AccessDenied,
+            "The bucket's Public Access Block (BlockPublicAcls) refuses a public ACL",
+        ),
+        MetaError::AclsDisabled => err(
+            C::AccessControlListNotSupported,
+            "The bucket does not allow ACLs",
+        ),
+        e @ MetaError::AclWithEnforcedOwnership => err(C::InvalidBucketAclWithObjectOwnership, e),
+        MetaError::Changed => err(
+            C::OperationAborted,
+            "A conflicting operation on this object is in progress. Please try again.",
+        ),
         MetaError::NotOwner => err(
             C::AccessDenied,
             "Access Denied: the bucket belongs to another user",

@@ -9,11 +9,15 @@ impl ShardgateS3 {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let caller = Caller::of(&req.extensions)?;
-        let lock = req.input.object_lock_enabled_for_bucket.unwrap_or(false);
+        let input = &req.input;
+        let lock = input.object_lock_enabled_for_bucket.unwrap_or(false);
+        let asked = requested_acl!(input, with_write);
+        let settings =
+            self.settings_for_new_bucket(&caller, asked, input.object_ownership.as_ref())?;
         let created = self
             .gw
             .metadata()
-            .create_bucket(&req.input.bucket, lock, caller.owner(), now_ms())
+            .create_bucket(&input.bucket, lock, caller.owner(), &settings, now_ms())
             .await;
         if let Err(shardgate_meta::MetaError::BucketExists) = &created {
             // Bucket names are shared by all users: someone else's is taken.

@@ -27,6 +27,10 @@ impl ShardgateS3 {
             .truncated
             .then(|| listing.last.as_deref().map(convert::encode_token))
             .flatten();
+        let mut owners = match input.fetch_owner {
+            Some(true) => Some(self.listed_owners(&input.bucket).await?),
+            _ => None,
+        };
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             key_count: Some(listing.count as i32),
@@ -34,7 +38,7 @@ impl ShardgateS3 {
             is_truncated: Some(listing.truncated),
             continuation_token: input.continuation_token,
             next_continuation_token: next,
-            contents: Some(listing.contents(url)),
+            contents: Some(listing.contents(url, owners.as_mut())),
             common_prefixes: Some(listing.prefixes(url)),
             prefix: input.prefix.map(|p| convert::encode_listed(url, &p)),
             delimiter: convert::listed_delimiter(url, input.delimiter),
@@ -69,6 +73,7 @@ impl ShardgateS3 {
                     .map(|m| convert::encode_listed(url, m))
             })
             .flatten();
+        let mut owners = self.listed_owners(&input.bucket).await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             max_keys: Some(max as i32),
@@ -80,7 +85,7 @@ impl ShardgateS3 {
                     .unwrap_or_default(),
             ),
             next_marker,
-            contents: Some(listing.contents(url)),
+            contents: Some(listing.contents(url, Some(&mut owners))),
             common_prefixes: Some(listing.prefixes(url)),
             prefix: Some(
                 input
@@ -104,7 +109,8 @@ struct Listing {
 }
 
 impl Listing {
-    fn contents(&self, url: bool) -> Vec<Object> {
+    /// The listed objects, with their owners when `owners`.
+    fn contents(&self, url: bool, mut owners: Option<&mut acl::ListedOwners<'_>>) -> Vec<Object> {
         self.entries
             .iter()
             .filter_map(|e| match e {
@@ -116,7 +122,7 @@ impl Listing {
                     storage_class: Some(ObjectStorageClass::from_static(
                         ObjectStorageClass::STANDARD,
                     )),
-                    owner: Some(owner()),
+                    owner: owners.as_mut().map(|o| o.of(summary)),
                     ..Default::default()
                 }),
                 ListEntry::Prefix(_) => None,

@@ -7,7 +7,7 @@
 //!
 //! s3s wants one `impl S3`: here it only dispatches, to one module per
 //! resource (`bucket`, `object`, `list`, `multipart`, `tagging`,
-//! `versioning`, `lock`, `attributes`), whose inherent methods of the same names take
+//! `versioning`, `lock`, `attributes`, `acl`, `policy`, `cors`), whose inherent methods of the same names take
 //! precedence over the trait's. What the
 //! resources share (preconditions, bodies, headers) stays in this file.
 
@@ -46,13 +46,6 @@ impl ShardgateS3 {
     /// handler checks itself (a copy's source).
     pub fn new(gateway: Arc<Gateway>, authz: Arc<crate::access::Authorizer>) -> Self {
         Self { gw: gateway, authz }
-    }
-}
-
-fn owner() -> Owner {
-    Owner {
-        display_name: Some("shardgate".into()),
-        id: Some("shardgate".into()),
     }
 }
 
@@ -257,7 +250,7 @@ impl ShardgateS3 {
             ));
         };
         self.authz
-            .check_read(caller, bucket, key, version_id.is_some())
+            .check_read(caller, bucket, key, version_id.as_deref())
             .await?;
         let from = CopyFrom {
             bucket,
@@ -360,6 +353,28 @@ macro_rules! requested_lock {
     };
 }
 
+/// The ACL a request's `x-amz-acl` and `x-amz-grant-*` headers ask for
+/// (PutObject, CopyObject and CreateMultipartUpload have the same fields;
+/// `with_write`: the bucket's and ACL calls', which add `x-amz-grant-write`).
+macro_rules! requested_acl {
+    ($input:expr) => {
+        requested_acl!(@ $input, None)
+    };
+    ($input:expr, with_write) => {
+        requested_acl!(@ $input, $input.grant_write.as_deref())
+    };
+    (@ $input:expr, $write:expr) => {
+        acl::AskedAcl::headers(
+            $input.acl.as_ref().map(|a| a.as_str()),
+            $input.grant_full_control.as_deref(),
+            $input.grant_read.as_deref(),
+            $input.grant_read_acp.as_deref(),
+            $write,
+            $input.grant_write_acp.as_deref(),
+        )
+    };
+}
+
 /// Puts a verified checksum in its field of an output (PutObject and
 /// UploadPart have the same fields).
 macro_rules! fill_checksum {
@@ -429,6 +444,7 @@ pub(crate) fn object_range(
 }
 
 // After the macros above: a module sees only the macros defined before it.
+mod acl;
 mod attributes;
 mod bucket;
 mod cors;
@@ -477,6 +493,57 @@ impl S3 for ShardgateS3 {
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         ShardgateS3::list_buckets(self, req).await
+    }
+
+    // --- ACLs and Object Ownership (acl.rs) ---
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        ShardgateS3::get_bucket_acl(self, req).await
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        ShardgateS3::put_bucket_acl(self, req).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        ShardgateS3::get_object_acl(self, req).await
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        ShardgateS3::put_object_acl(self, req).await
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        ShardgateS3::get_bucket_ownership_controls(self, req).await
+    }
+
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: S3Request<PutBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        ShardgateS3::put_bucket_ownership_controls(self, req).await
+    }
+
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: S3Request<DeleteBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
+        ShardgateS3::delete_bucket_ownership_controls(self, req).await
     }
 
     // --- CORS (cors.rs) ---

@@ -2,6 +2,8 @@ use super::*;
 
 /// Where an upload keeps its `x-amz-tagging` until it completes.
 const UPLOAD_TAGS: &str = ":tagging";
+/// Where an upload keeps the owner and ACL of the object it makes (JSON).
+const UPLOAD_ACL: &str = ":acl";
 
 /// Which part of which upload a request writes.
 struct PartOf<'a> {
@@ -175,11 +177,22 @@ impl ShardgateS3 {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         convert::check_key(&input.key)?;
         let mut meta = headers!(input).into_meta()?;
         let (retention, legal_hold) = requested_lock!(input)?;
         lock::stash_lock(&mut meta, retention, legal_hold);
+        // Decided now, for the writer that starts the upload; the bucket's
+        // settings are checked again at the completion.
+        let acl = self
+            .acl_for_write(&caller, &input.bucket, requested_acl!(input))
+            .await?;
+        if let Some(acl) = acl {
+            let json = serde_json::to_string(&acl)
+                .map_err(|e| s3_error!(InternalError, "recording the upload's ACL: {e}"))?;
+            meta.user_metadata.insert(UPLOAD_ACL.to_string(), json);
+        }
         let sum = UploadChecksum::requested(
             input.checksum_algorithm.as_ref(),
             input.checksum_type.as_ref(),
@@ -439,6 +452,12 @@ impl ShardgateS3 {
             other => other.or_s3()?,
         };
         let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
+        let acl = record
+            .user_metadata
+            .remove(UPLOAD_ACL)
+            .map(|json| serde_json::from_str::<shardgate_authz::Acl>(&json))
+            .transpose()
+            .map_err(|e| s3_error!(InternalError, "reading the upload's ACL: {e}"))?;
         let (retention, legal_hold) = lock::unstash_lock(&mut record.user_metadata)?;
         let upload_sum = UploadChecksum::unstash(&mut record.user_metadata);
         let whole = Declared {
@@ -507,6 +526,7 @@ impl ShardgateS3 {
                     tags,
                     retention,
                     legal_hold,
+                    acl,
                     writer: caller.writer(),
                 },
             ))
@@ -620,6 +640,7 @@ impl ShardgateS3 {
             .await
             .or_s3()?;
         let sum = UploadChecksum::stashed(&record.user_metadata);
+        let mut owners = self.listed_owners(&input.bucket).await?;
         let next = parts.last().map(|(n, _)| *n as i32);
         let parts = parts
             .into_iter()
@@ -647,7 +668,7 @@ impl ShardgateS3 {
             next_part_number_marker: truncated.then_some(next).flatten(),
             is_truncated: Some(truncated),
             parts: Some(parts),
-            owner: Some(owner()),
+            owner: Some(upload_owner(&mut owners, &record)),
             checksum_algorithm: sum.map(|s| ChecksumAlgorithm::from_static(s.algorithm.name())),
             checksum_type: sum.map(|s| s.combine.s3()),
             ..Default::default()
@@ -674,6 +695,7 @@ impl ShardgateS3 {
             .list_uploads(&input.bucket, &query)
             .await
             .or_s3()?;
+        let mut owners = self.listed_owners(&input.bucket).await?;
         let mut uploads = Vec::new();
         let mut prefixes = Vec::new();
         let (mut next_key, mut next_upload) = (None, None);
@@ -690,10 +712,13 @@ impl ShardgateS3 {
                         key: Some(convert::encode_listed(url, &key)),
                         upload_id: Some(upload),
                         initiated: Some(timestamp(record.initiated_unix_ms)),
-                        owner: Some(owner()),
-                        initiator: Some(Initiator {
-                            display_name: Some("shardgate".into()),
-                            id: Some("shardgate".into()),
+                        owner: Some(upload_owner(&mut owners, &record)),
+                        initiator: Some({
+                            let o = upload_owner(&mut owners, &record);
+                            Initiator {
+                                display_name: o.display_name,
+                                id: o.id,
+                            }
                         }),
                         ..Default::default()
                     });
@@ -748,4 +773,17 @@ fn replayed(
         out.checksum_type = Some(combine.s3());
     }
     out
+}
+
+/// Who owns an upload's object-to-be (and so started it): the owner its
+/// ACL names, else the bucket's.
+fn upload_owner(owners: &mut acl::ListedOwners<'_>, record: &UploadRecord) -> Owner {
+    let stashed = record
+        .user_metadata
+        .get(UPLOAD_ACL)
+        .and_then(|json| serde_json::from_str::<shardgate_authz::Acl>(json).ok());
+    match stashed {
+        Some(acl) => owners.named(&acl.owner),
+        None => owners.bucket_owner(),
+    }
 }

@@ -13,6 +13,9 @@ impl ShardgateS3 {
         let meta = headers!(input).into_meta()?;
         let tags = tagging_header(input.tagging.as_deref())?;
         let (retention, legal_hold) = requested_lock!(input)?;
+        let acl = self
+            .acl_for_write(&caller, &input.bucket, requested_acl!(input))
+            .await?;
         let expected = declared_checksum!(input).expected()?;
         let (pending, verified) = self
             .write_body(
@@ -37,6 +40,7 @@ impl ShardgateS3 {
                     tags,
                     retention,
                     legal_hold,
+                    acl,
                     writer: caller.writer(),
                 },
                 condition,
@@ -231,11 +235,11 @@ impl ShardgateS3 {
         for o in objects {
             // Each key is decided on its own, as S3 does: a Deny on a
             // prefix, or on deleting versions, holds here too.
-            let versioned = o.version_id.as_deref().is_some_and(|v| !v.is_empty());
             let allowed = match convert::check_key(&o.key) {
                 Ok(()) => {
+                    let version = o.version_id.as_deref();
                     self.authz
-                        .check_delete(&who, &input.bucket, &o.key, versioned, bypass)
+                        .check_delete(&who, &input.bucket, &o.key, version, bypass)
                         .await
                 }
                 Err(e) => Err(e),
@@ -298,6 +302,10 @@ impl ShardgateS3 {
         let input = req.input;
         convert::check_key(&input.key)?;
         let (retention, legal_hold) = requested_lock!(input)?;
+        // The copy gets the ACL asked for, not its source's (as in S3).
+        let acl = self
+            .acl_for_write(&caller, &input.bucket, requested_acl!(input))
+            .await?;
         let (
             CopyFrom {
                 bucket: src_bucket,
@@ -394,6 +402,7 @@ impl ShardgateS3 {
                     tags,
                     retention,
                     legal_hold,
+                    acl,
                     writer: caller.writer(),
                 },
                 Condition::Always,

@@ -99,6 +99,7 @@ impl ShardgateS3 {
             Some(VersionEntry::Prefix(p)) => (Some(p.clone()), None),
             None => (None, None),
         };
+        let mut owners = self.listed_owners(&input.bucket).await?;
         let mut versions = Vec::new();
         let mut markers = Vec::new();
         let mut prefixes = Vec::new();
@@ -113,7 +114,7 @@ impl ShardgateS3 {
                     is_latest: Some(latest),
                     key: Some(convert::encode_listed(url, &key)),
                     last_modified: Some(timestamp(summary.modified_unix_ms)),
-                    owner: Some(owner()),
+                    owner: Some(owners.of(&summary)),
                     version_id: Some(version.id()),
                 }),
                 VersionEntry::Version {
@@ -126,7 +127,7 @@ impl ShardgateS3 {
                     is_latest: Some(latest),
                     key: Some(convert::encode_listed(url, &key)),
                     last_modified: Some(timestamp(summary.modified_unix_ms)),
-                    owner: Some(owner()),
+                    owner: Some(owners.of(&summary)),
                     size: Some(summary.size as i64),
                     storage_class: Some(ObjectVersionStorageClass::from_static(
                         ObjectVersionStorageClass::STANDARD,
