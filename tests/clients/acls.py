@@ -109,6 +109,17 @@ alice.put_bucket_policy(Bucket=B, Policy=json.dumps(deny))
 expect_error("AccessDenied", anonymous.get_object, Bucket=B, Key="denied/a.txt")
 check(curl(f"/{B}/denied/a.txt")[0] == 403, "curl after the Deny")
 check(read(anonymous, "public.txt") == b"hello world", "the Deny holds on its prefix only")
+# A policy testing the object's own tags (s3:ExistingObjectTag/...).
+alice.put_object(Bucket=B, Key="tagged/yes.txt", Body=b"yes", Tagging="class=public")
+alice.put_object(Bucket=B, Key="tagged/no.txt", Body=b"no", Tagging="class=secret")
+by_tag = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                         "Resource": f"arn:aws:s3:::{B}/*",
+                         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "public"}}}]}
+alice.put_bucket_policy(Bucket=B, Policy=json.dumps(by_tag))
+check(curl(f"/{B}/tagged/yes.txt") == (200, b"yes"), "a tag the policy allows")
+check(curl(f"/{B}/tagged/no.txt")[0] == 403, "a tag it does not")
+alice.put_object_tagging(Bucket=B, Key="tagged/no.txt", Tagging={"TagSet": [{"Key": "class", "Value": "public"}]})
+check(curl(f"/{B}/tagged/no.txt") == (200, b"no"), "the tag as it is now counts")
 alice.delete_bucket_policy(Bucket=B)
 
 # Public Access Block: IgnorePublicAcls makes public grants count for

@@ -1,5 +1,5 @@
 """Protocol details a strict client checks, each with boto3 as it sends
-them (issue 19): ListBuckets pages, listings' encoding-type=url and an
+them (issue 19): ListBuckets pages, GET/HEAD partNumber, listings' encoding-type=url and an
 empty delimiter, and presigned URLs' expiry bounds. Run by
 tests/s3_clients.rs; exits non-zero on the first failed check."""
 
@@ -95,6 +95,22 @@ for field in ["ETag", "ChecksumCRC32", "ChecksumType", "Key", "Bucket"]:
 expect_error("NoSuchUpload", s3.complete_multipart_upload, Bucket=B, Key="mp", UploadId=up,
              MultipartUpload={"Parts": parts["Parts"][:1]})
 check(s3.head_object(Bucket=B, Key="mp")["ContentLength"] == (5 << 20) + 4, "the object is the first completion's")
+
+# GET and HEAD partNumber: a multipart object's parts as uploaded, with
+# their count; an object sent in one piece is one part; past the last part
+# is InvalidPartNumber (416), outside 1..10000 InvalidArgument.
+got = s3.get_object(Bucket=B, Key="mp", PartNumber=2)
+check(got["Body"].read() == b"tail" and got["PartsCount"] == 2, f"GET partNumber=2: {got.get('PartsCount')}")
+head = s3.head_object(Bucket=B, Key="mp", PartNumber=1)
+check(head["ContentLength"] == 5 << 20 and head["PartsCount"] == 2, "HEAD partNumber=1")
+expect_error("InvalidPartNumber", s3.get_object, Bucket=B, Key="mp", PartNumber=3)
+expect_error("416", s3.head_object, Bucket=B, Key="mp", PartNumber=3)
+expect_error("InvalidArgument", s3.get_object, Bucket=B, Key="mp", PartNumber=0)
+expect_error("InvalidArgument", s3.get_object, Bucket=B, Key="mp", PartNumber=10001)
+whole = s3.get_object(Bucket=B, Key="c/d")["Body"].read()
+got = s3.get_object(Bucket=B, Key="c/d", PartNumber=1)
+check(got["Body"].read() == whole and "PartsCount" not in got, "one piece: part 1 is all of it")
+expect_error("InvalidPartNumber", s3.get_object, Bucket=B, Key="c/d", PartNumber=2)
 s3.delete_object(Bucket=B, Key="mp")
 
 # ?torrent: NoSuchKey for a key that is not there, NotImplemented for one

@@ -412,13 +412,26 @@ fn url_encoded(encoding: Option<&EncodingType>) -> bool {
     encoding.is_some_and(|e| e.as_str() == EncodingType::URL)
 }
 
-/// The byte range of part `n` (1-based) of a multipart object.
+/// The byte range of part `n` (1-based): a multipart object keeps each
+/// part as one segment; an object sent in one piece is one part. S3's
+/// codes: a number outside 1..=10000 is InvalidArgument, one past the
+/// parts is InvalidPartNumber (416).
 fn part_range(m: &Manifest, n: i32) -> S3Result<std::ops::Range<u64>> {
-    let index = n
-        .checked_sub(1)
-        .and_then(|i| usize::try_from(i).ok())
+    if !(1..=10_000).contains(&n) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ));
+    }
+    let index = usize::try_from(n - 1)
+        .ok()
         .filter(|i| *i < m.segments.len())
-        .ok_or_else(|| s3_error!(InvalidRange, "The requested part number is not satisfiable"))?;
+        .ok_or_else(|| {
+            let mut e = s3_error!(InvalidRange, "The requested partnumber is not satisfiable");
+            e.set_code(S3ErrorCode::Custom("InvalidPartNumber".into()));
+            e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            e
+        })?;
     let start: u64 = m.segments[..index].iter().map(|s| s.plaintext_len).sum();
     Ok(start..start + m.segments[index].plaintext_len)
 }
