@@ -147,10 +147,18 @@ alice.put_bucket_acl(Bucket=B, GrantWrite=f'id="{bob_id}"', GrantFullControl=f'i
 check(grants(alice.get_bucket_acl(Bucket=B)) == {(alice_id, "FULL_CONTROL"), (bob_id, "WRITE")},
       "GetBucketAcl after a grant by header")
 expect_error("AccessDenied", anonymous.list_objects_v2, Bucket=B)
-bob.put_object(Bucket=B, Key="from-bob.txt", Body=b"bob's", ACL="public-read")
+# Publishing needs s3:PutObjectAcl, which a WRITE grant is not; as the
+# owner of what he wrote, bob may then set its ACL.
+expect_error("AccessDenied", bob.put_object, Bucket=B, Key="from-bob.txt", Body=b"x", ACL="public-read")
+expect_error("AccessDenied", bob.put_object, Bucket=B, Key="from-bob.txt", Body=b"x",
+             GrantRead=f'id="{alice_id}"')
+bob.put_object(Bucket=B, Key="from-bob.txt", Body=b"bob's", ACL="bucket-owner-full-control")
 check(read(bob, "from-bob.txt") == b"bob's", "bob reads what he owns")
 check(read(alice, "from-bob.txt") == b"bob's", "the bucket's owner reads it")
+check(curl(f"/{B}/from-bob.txt")[0] == 403, "bob's object is private")
+bob.put_object_acl(Bucket=B, Key="from-bob.txt", ACL="public-read")
 check(curl(f"/{B}/from-bob.txt")[0] == 200, "bob's public-read object")
+expect_error("AccessDenied", bob.delete_object_tagging, Bucket=B, Key="from-bob.txt")
 acl = bob.get_object_acl(Bucket=B, Key="from-bob.txt")
 check(acl["Owner"]["ID"] == bob_id, f"bob owns his object: {acl['Owner']}")
 owners = {o["Key"]: o["Owner"]["ID"] for o in alice.list_objects(Bucket=B)["Contents"]}
@@ -163,12 +171,17 @@ check({o["Key"]: o["Owner"]["DisplayName"] for o in v2}["from-bob.txt"] == "bob"
 # take theirs from their own headers.
 bob.put_object_acl(Bucket=B, Key="from-bob.txt", ACL="private")
 check(curl(f"/{B}/from-bob.txt")[0] == 403, "bob made it private")
-up = bob.create_multipart_upload(Bucket=B, Key="mp.txt", ACL="public-read")
-part = bob.upload_part(Bucket=B, Key="mp.txt", UploadId=up["UploadId"], PartNumber=1, Body=b"multi")
+up = bob.create_multipart_upload(Bucket=B, Key="bob-mp.txt")
+part = bob.upload_part(Bucket=B, Key="bob-mp.txt", UploadId=up["UploadId"], PartNumber=1, Body=b"bob")
 uploads = alice.list_multipart_uploads(Bucket=B)["Uploads"]
 check(uploads[0]["Owner"]["ID"] == bob_id and uploads[0]["Initiator"]["ID"] == bob_id, f"upload owner: {uploads}")
-bob.complete_multipart_upload(Bucket=B, Key="mp.txt", UploadId=up["UploadId"],
+bob.complete_multipart_upload(Bucket=B, Key="bob-mp.txt", UploadId=up["UploadId"],
                               MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+check(bob.get_object_acl(Bucket=B, Key="bob-mp.txt")["Owner"]["ID"] == bob_id, "bob owns his upload's object")
+up = alice.create_multipart_upload(Bucket=B, Key="mp.txt", ACL="public-read")
+part = alice.upload_part(Bucket=B, Key="mp.txt", UploadId=up["UploadId"], PartNumber=1, Body=b"multi")
+alice.complete_multipart_upload(Bucket=B, Key="mp.txt", UploadId=up["UploadId"],
+                                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
 check(curl(f"/{B}/mp.txt") == (200, b"multi"), "a multipart upload's public-read")
 alice.copy_object(Bucket=B, Key="copy.txt", CopySource={"Bucket": B, "Key": "public.txt"})
 check(curl(f"/{B}/copy.txt")[0] == 403, "a copy does not take its source's ACL")
@@ -198,8 +211,9 @@ check(read(anonymous, "public.txt") == b"hello world", "ACLs count again without
 # CreateBucket takes an ACL and an Object Ownership.
 bob.create_bucket(Bucket="bob-public", ACL="public-read")
 bob.put_object(Bucket="bob-public", Key="k", Body=b"v")
-check([o["Key"] for o in anonymous.list_objects(Bucket="bob-public")["Contents"]] == ["k"],
-      "a bucket created public-read")
+listed = anonymous.list_objects(Bucket="bob-public")["Contents"]
+check([o["Key"] for o in listed] == ["k"], "a bucket created public-read")
+check(listed[0]["Owner"] == {"ID": bob_id}, f"no user names for anyone: {listed[0]['Owner']}")
 expect_error("InvalidBucketAclWithObjectOwnership", bob.create_bucket, Bucket="bob-bad", ACL="public-read",
              ObjectOwnership="BucketOwnerEnforced")
 expect_error("404", bob.head_bucket, Bucket="bob-bad")

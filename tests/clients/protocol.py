@@ -1,8 +1,11 @@
 """Protocol details a strict client checks, each with boto3 as it sends
 them (issue 19): ListBuckets pages, GET/HEAD partNumber, listings' encoding-type=url and an
-empty delimiter, and presigned URLs' expiry bounds. Run by
+empty delimiter, presigned URLs' expiry bounds, PUTs of unknown length,
+aws-chunked content encoding and RFC 2047 metadata. Run by
 tests/s3_clients.rs; exits non-zero on the first failed check."""
 
+import email.header
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -118,6 +121,38 @@ s3.delete_object(Bucket=B, Key="mp")
 expect_error("NoSuchKey", s3.get_object_torrent, Bucket=B, Key="no-such-key")
 expect_error("NoSuchBucket", s3.get_object_torrent, Bucket="no-such-bucket", Key="c/d")
 expect_error("NotImplemented", s3.get_object_torrent, Bucket=B, Key="c/d")
+
+# A PUT of unknown length (Transfer-Encoding: chunked, no Content-Length),
+# as the Ceph s3-tests send it: taken, whole.
+chunked = client()
+chunked.meta.events.register_first(
+    "before-sign.s3.PutObject", lambda request, **kw: request.headers.add_header("Transfer-Encoding", "chunked"))
+sent = []
+chunked.meta.events.register("before-send.s3.PutObject", lambda request, **kw: sent.append(dict(request.headers)))
+chunked.put_object(Bucket=B, Key="chunked", Body=b"bar" * 1000)
+check(sent and "Content-Length" not in sent[0] and sent[0].get("Transfer-Encoding") == b"chunked",
+      f"the PUT went without a length: {sent}")
+check(s3.get_object(Bucket=B, Key="chunked")["Body"].read() == b"bar" * 1000, "a chunked PUT is stored whole")
+# ... and as `curl -T -` sends a pipe to a presigned URL.
+url = s3.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "piped"}, ExpiresIn=300)
+piped = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-", url],
+                       input=b"from a pipe", capture_output=True, timeout=60)
+check(piped.stdout == b"200", f"curl -T - to a presigned URL: {piped.stdout} {piped.stderr}")
+check(s3.get_object(Bucket=B, Key="piped")["Body"].read() == b"from a pipe", "the piped body")
+# Content-Encoding: aws-chunked describes the request, not the object.
+s3.put_object(Bucket=B, Key="enc", Body=b"x", ContentEncoding="aws-chunked")
+check("ContentEncoding" not in s3.head_object(Bucket=B, Key="enc"), "aws-chunked alone is not kept")
+s3.put_object(Bucket=B, Key="enc", Body=b"x", ContentEncoding="aws-chunked,gzip")
+check(s3.head_object(Bucket=B, Key="enc")["ContentEncoding"] == "gzip", "aws-chunked is taken out")
+# User metadata sent RFC 2047-encoded is kept decoded, and anything not
+# US-ASCII is answered encoded (UTF-8, base64), as S3 does.
+s3.put_object(Bucket=B, Key="meta", Body=b"", Metadata={"name": "=?UTF-8?Q?=C3=A9l=C3=A8ne?=", "plain": "a=?b"})
+got = s3.head_object(Bucket=B, Key="meta")["Metadata"]
+check(got["name"] == "=?UTF-8?B?w6lsw6huZQ==?=", f"RFC 2047 metadata: {got}")
+decoded = str(email.header.make_header(email.header.decode_header(got["name"])))
+check(decoded == "\u00e9l\u00e8ne" and got["plain"] == "a=?b", f"decoded: {decoded!r}, {got}")
+for k in ["chunked", "piped", "enc", "meta"]:
+    s3.delete_object(Bucket=B, Key=k)
 
 for k in keys:
     s3.delete_object(Bucket=B, Key=k)

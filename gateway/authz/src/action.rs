@@ -49,7 +49,9 @@ pub const ACTIONS: &[Action] = &[
     a("s3:GetObjectVersionAttributes", O, None),
     a("s3:PutObject", O, Some((On::Bucket, Write))),
     a("s3:DeleteObject", O, Some((On::Bucket, Write))),
-    a("s3:DeleteObjectVersion", O, Some((On::Bucket, Write))),
+    // Not by a WRITE grant: deleting versions for good defeats
+    // versioning, and S3 keeps it to the bucket's owner and policies.
+    a("s3:DeleteObjectVersion", O, None),
     a("s3:AbortMultipartUpload", O, Some((On::Bucket, Write))),
     a("s3:ListMultipartUploadParts", O, None),
     a("s3:GetObjectAcl", O, Some((On::Object, ReadAcp))),

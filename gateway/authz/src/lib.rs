@@ -117,7 +117,8 @@ pub enum Denial {
 /// Whether `requester` may do `action` on `resource` (its ARN), in S3's
 /// order: an explicit Deny in the bucket policy refuses (except the
 /// policy's own management by the root, so that it can never lock itself
-/// out); then the root, the bucket's owner and the object's owner may;
+/// out); then the root and the bucket's owner may, and the object's owner
+/// may read the object and its ACL and write its ACL;
 /// then an Allow in the policy; then an ACL grant.
 pub fn authorize(
     requester: &Requester,
@@ -154,9 +155,15 @@ pub fn authorize(
         return Err(Denial::ExplicitDeny);
     }
     let id = requester.canonical_id();
-    let owns = admin
-        || id == Some(subject.bucket_owner)
-        || (action.kind == Kind::Object && id.is_some() && id == subject.object_owner);
+    // The object's owner reads it and reads and writes its ACL, as its
+    // owner's implicit grant in S3; deleting, overwriting, tagging or
+    // locking it is the bucket's to allow. With ACLs disabled the
+    // bucket's owner owns every object.
+    let object_owns = subject.acls_enabled
+        && matches!(action.acl, Some((action::AclOf::Object, _)))
+        && id.is_some()
+        && id == subject.object_owner;
+    let owns = admin || id == Some(subject.bucket_owner) || object_owns;
     if owns || verdict == Verdict::Allow {
         return Ok(());
     }

@@ -227,6 +227,56 @@ fn the_object_owner_may_act_on_its_object_in_another_users_bucket() {
             .iter()
             .any(|g| g.grantee == Grantee::User(OWNER.into()) && g.permission == Permission::Read)
     );
+    // Its owner reads it and its ACL, but deleting or tagging it is the
+    // bucket's to allow; with ACLs disabled it owns nothing.
+    let resource = "arn:aws:s3:::photos/a";
+    let ctx = Context::default();
+    for (name, allowed) in [
+        ("s3:GetObjectAcl", true),
+        ("s3:PutObjectAcl", true),
+        ("s3:DeleteObject", false),
+        ("s3:DeleteObjectVersion", false),
+        ("s3:PutObjectTagging", false),
+        ("s3:PutObjectRetention", false),
+    ] {
+        let action = action::lookup(name).unwrap();
+        assert_eq!(
+            authorize(&bob(), action, resource, &ctx, &s).is_ok(),
+            allowed,
+            "{name}"
+        );
+    }
+    s.acls_enabled = false;
+    assert!(!get(&bob(), "a", &s));
+}
+
+#[test]
+fn a_bucket_write_grant_writes_and_deletes_objects_but_not_versions() {
+    let acl = Acl {
+        owner: OWNER.into(),
+        grants: vec![shardgate_authz::Grant {
+            grantee: Grantee::User(OTHER.into()),
+            permission: Permission::Write,
+        }],
+    };
+    let s = Subject {
+        bucket_acl: Some(&acl),
+        ..subject(None, None)
+    };
+    let ctx = Context::default();
+    for (name, allowed) in [
+        ("s3:PutObject", true),
+        ("s3:DeleteObject", true),
+        ("s3:DeleteObjectVersion", false),
+        ("s3:GetObject", false),
+    ] {
+        let action = action::lookup(name).unwrap();
+        assert_eq!(
+            authorize(&bob(), action, "arn:aws:s3:::photos/a", &ctx, &s).is_ok(),
+            allowed,
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -367,7 +367,7 @@ async fn serve(
     if let Some(warning) = plaintext_warning(addr, tls.is_some()) {
         tracing::warn!("{warning}");
     }
-    let options = serve_options(&config.server, tls);
+    let options = serve_options(&config.server, tls, config.data_dir.join("spool"));
 
     // Best effort: a closed stdout (a supervisor that stopped reading)
     // must not stop the gateway. The listening line comes last, so a reader
@@ -460,6 +460,7 @@ fn plaintext_warning(addr: std::net::SocketAddr, tls: bool) -> Option<String> {
 fn serve_options(
     server: &shardgate_config::ServerConfig,
     tls: Option<shardgate_s3::Tls>,
+    spool_dir: PathBuf,
 ) -> shardgate_s3::ServeOptions {
     let (max_connections, cap_line) =
         shardgate_s3::ServeOptions::connection_cap(server.max_connections);
@@ -480,6 +481,7 @@ fn serve_options(
             queue_timeout: Duration::from_secs(server.queue_timeout_secs),
         },
         tls,
+        spool_dir,
     }
 }
 

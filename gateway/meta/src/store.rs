@@ -1930,10 +1930,18 @@ impl MetaStore {
         let mut summary = ObjectSummary::of(manifest, seq);
         summary.null_version = null_version;
         summary.set_tags(&state.tags)?;
-        if let Some(acl) = &state.acl {
-            record.check_acl(acl)?;
-        }
-        summary.set_acl(state.acl.as_ref())?;
+        // Ownership as it is at the commit: under BucketOwnerEnforced (set
+        // while the body streamed, or since the upload began) the bucket's
+        // owner owns the version, whatever was asked.
+        let acl = match &state.acl {
+            Some(_) if record.ownership()? == Some(Ownership::BucketOwnerEnforced) => None,
+            Some(acl) => {
+                record.check_acl(acl)?;
+                Some(acl)
+            }
+            None => None,
+        };
+        summary.set_acl(acl)?;
         summary.retention = retention.map(|r| (r.mode as u8, r.until_unix_ms));
         summary.legal_hold = state.legal_hold;
         let row = keys::version_key(bucket, key, seq);

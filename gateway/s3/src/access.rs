@@ -30,7 +30,7 @@ use s3s::{S3Result, s3_error};
 use shardgate_authz::{
     Acl, Action, Context, Denial, Ownership, Policy, PublicAccessBlock, Requester, Subject, action,
 };
-use shardgate_meta::{BucketRecord, VersionSelector, Writer, public_access};
+use shardgate_meta::{BucketRecord, ObjectSummary, VersionSelector, Writer, public_access};
 use shardgate_node::{Gateway, admin_canonical_id, canonical_id};
 
 /// The connection a request came on, for the policy's `aws:SourceIp` and
@@ -52,7 +52,15 @@ pub struct Caller {
     /// The request's condition keys, for the checks a handler makes itself
     /// (a copy's source).
     pub context: Arc<Context>,
+    /// The version the decision read, if it read the object (its ACL, its
+    /// owner, its tags): a handler that reads another checks it again
+    /// ([`Authorizer::recheck`]).
+    pub seen: Seen,
 }
+
+/// What a decision read of an object: nothing (`None`), or the generation
+/// of the version it found (`Some(None)`: there was none).
+pub type Seen = Option<Option<u64>>;
 
 impl Caller {
     /// The caller of a request, as the access check found it. A request
@@ -212,9 +220,28 @@ pub struct BucketAcl {
 /// policy that allows).
 #[derive(Default)]
 struct ObjectFacts {
+    /// The version's generation (`None`: no version, or a delete marker).
+    generation: Option<u64>,
     owner: Option<String>,
     acl: Option<Acl>,
     tags: Vec<(String, String)>,
+}
+
+impl ObjectFacts {
+    /// What a decision needs of the version `summary` describes.
+    fn of(summary: Option<&ObjectSummary>) -> S3Result<Self> {
+        let Some(summary) = summary.filter(|s| !s.delete_marker) else {
+            return Ok(ObjectFacts::default());
+        };
+        let internal = |e| s3_error!(InternalError, "reading the object's state: {e}");
+        let acl = summary.acl().map_err(internal)?;
+        Ok(ObjectFacts {
+            generation: Some(summary.generation),
+            owner: acl.as_ref().map(|a| a.owner.clone()),
+            acl,
+            tags: summary.tags().map_err(internal)?.into_iter().collect(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -225,9 +252,11 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
-/// What a decision found: how the request's writes are checked.
+/// What a decision found: how the request's writes are checked, and the
+/// version it read.
 struct Decided {
     writer: Writer,
+    seen: Seen,
 }
 
 impl Authorizer {
@@ -381,24 +410,54 @@ impl Authorizer {
             .object_version(bucket, key, selector)
             .await
         {
-            Ok(Some(row)) if !row.summary.delete_marker => row,
-            Ok(_) | Err(shardgate_meta::MetaError::NoSuchBucket) => {
-                return Ok(ObjectFacts::default());
-            }
+            Ok(row) => row,
+            Err(shardgate_meta::MetaError::NoSuchBucket) => None,
             Err(e) => return Err(s3_error!(InternalError, "reading the object: {e}")),
         };
-        let internal = |e| s3_error!(InternalError, "reading the object's state: {e}");
-        let acl = row.summary.acl().map_err(internal)?;
-        Ok(ObjectFacts {
-            owner: acl.as_ref().map(|a| a.owner.clone()),
-            acl,
-            tags: row.summary.tags().map_err(internal)?.into_iter().collect(),
-        })
+        ObjectFacts::of(row.as_ref().map(|r| &r.summary))
+    }
+
+    /// `AccessDenied` unless `ops` on `key` are still allowed for the
+    /// version a handler read (`summary`; `None`: none), when the decision
+    /// `seen` read another one (a version written between the check and
+    /// the handler's read is decided again, on what the handler serves).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recheck(
+        &self,
+        caller: &Caller,
+        seen: Seen,
+        ops: &[&str],
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        summary: Option<&ObjectSummary>,
+    ) -> S3Result<()> {
+        let Some(seen) = seen else {
+            return Ok(());
+        };
+        let now = summary.filter(|s| !s.delete_marker).map(|s| s.generation);
+        if seen == now {
+            return Ok(());
+        }
+        let facts = ObjectFacts::of(summary)?;
+        let (requester, context) = (&caller.requester, &caller.context);
+        self.decide(
+            requester,
+            ops,
+            bucket,
+            Some(key),
+            version,
+            context,
+            Some(facts),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Decides `ops` on `bucket` (and `key`, at `version`) for `requester`:
     /// each must be allowed (none: the bucket's existence alone, for a
     /// handler that decides per key).
+    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
         requester: &Requester,
@@ -407,6 +466,7 @@ impl Authorizer {
         key: Option<&str>,
         version: Option<&str>,
         context: &Context,
+        known: Option<ObjectFacts>,
     ) -> S3Result<Decided> {
         let denied = || s3_error!(AccessDenied, "Access Denied");
         let Some(view) = self.bucket(bucket).await? else {
@@ -416,11 +476,13 @@ impl Authorizer {
                 Requester::Anonymous => Err(denied()),
                 Requester::Admin { .. } => Ok(Decided {
                     writer: Writer::Admin,
+                    seen: None,
                 }),
                 // Should the bucket appear meanwhile, it must be this
                 // user's own to be written.
                 Requester::User { name, .. } => Ok(Decided {
                     writer: Writer::User(name.clone()),
+                    seen: None,
                 }),
             };
         };
@@ -453,7 +515,7 @@ impl Authorizer {
             .policy
             .as_ref()
             .is_some_and(|p| p.tests_key("s3:ExistingObjectTag/"));
-        let mut object: Option<ObjectFacts> = None;
+        let mut object: Option<ObjectFacts> = known;
         for op in ops {
             let Some(action) = action_of(op, versioned) else {
                 // Not an action a policy can grant: the owners' alone.
@@ -521,20 +583,25 @@ impl Authorizer {
         }
         Ok(Decided {
             writer: writer_for(requester, &view),
+            seen: object.map(|o| o.generation),
         })
     }
 
     /// `AccessDenied` unless `caller` may read `key` of `bucket` (a copy's
-    /// source).
+    /// source); what the decision read, for [`Authorizer::recheck`].
     pub async fn check_read(
         &self,
         caller: &Caller,
         bucket: &str,
         key: &str,
         version: Option<&str>,
-    ) -> S3Result<()> {
-        self.check_key(caller, &["GetObject"], bucket, key, version)
-            .await
+    ) -> S3Result<Seen> {
+        let (requester, context) = (&caller.requester, &caller.context);
+        let ops = &["GetObject"];
+        let decided = self
+            .decide(requester, ops, bucket, Some(key), version, context, None)
+            .await?;
+        Ok(decided.seen)
     }
 
     /// `AccessDenied` unless `caller` may delete `key` (its `version`, when
@@ -565,7 +632,7 @@ impl Authorizer {
         version: Option<&str>,
     ) -> S3Result<()> {
         let (requester, context) = (&caller.requester, &caller.context);
-        self.decide(requester, ops, bucket, Some(key), version, context)
+        self.decide(requester, ops, bucket, Some(key), version, context, None)
             .await
             .map(|_| ())
     }
@@ -682,6 +749,11 @@ pub fn context_of(
             c.insert(key, v);
         }
     }
+    for (header, key) in GRANT_HEADERS {
+        if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
+            c.insert(key, v);
+        }
+    }
     if let Some(tagging) = headers.get("x-amz-tagging").and_then(|v| v.to_str().ok()) {
         for (k, v) in form_urlencoded::parse(tagging.as_bytes()) {
             c.insert("s3:RequestObjectTagKeys", k.to_string());
@@ -752,6 +824,9 @@ fn ops_of<'a>(op: &'a str, headers: &http::HeaderMap) -> Vec<&'a str> {
             if has("x-amz-tagging") {
                 ops.push("PutObjectTagging");
             }
+            if grants_others(headers) {
+                ops.push("PutObjectAcl");
+            }
         }
         _ => ops.push(op),
     }
@@ -760,6 +835,27 @@ fn ops_of<'a>(op: &'a str, headers: &http::HeaderMap) -> Vec<&'a str> {
     }
     ops
 }
+
+/// Whether a write's ACL headers grant anyone besides the object's and the
+/// bucket's owners: that needs `s3:PutObjectAcl` too, as in S3 (the
+/// owners' own canned ACLs do not).
+fn grants_others(headers: &http::HeaderMap) -> bool {
+    let canned = headers
+        .get("x-amz-acl")
+        .map(|v| v.to_str().unwrap_or("unreadable"));
+    let owners_only = ["private", "bucket-owner-read", "bucket-owner-full-control"];
+    canned.is_some_and(|c| !owners_only.contains(&c))
+        || GRANT_HEADERS.iter().any(|(h, _)| headers.contains_key(*h))
+}
+
+/// The grant headers, and the condition key each sets.
+const GRANT_HEADERS: [(&str, &str); 5] = [
+    ("x-amz-grant-read", "s3:x-amz-grant-read"),
+    ("x-amz-grant-write", "s3:x-amz-grant-write"),
+    ("x-amz-grant-read-acp", "s3:x-amz-grant-read-acp"),
+    ("x-amz-grant-write-acp", "s3:x-amz-grant-write-acp"),
+    ("x-amz-grant-full-control", "s3:x-amz-grant-full-control"),
+];
 
 /// The version the request names (`?versionId=`), if any.
 fn version_of(uri: &http::Uri) -> Option<String> {
@@ -792,7 +888,7 @@ impl S3Access for Access {
             cx.headers(),
             client,
         ));
-        let writer = match bucket {
+        let decided = match bucket {
             Some(bucket) if op != "CreateBucket" => {
                 let version = version_of(cx.uri());
                 let ops = ops_of(&op, cx.headers());
@@ -804,9 +900,9 @@ impl S3Access for Access {
                         key.as_deref(),
                         version.as_deref(),
                         &context,
+                        None,
                     )
                     .await?
-                    .writer
             }
             // ListBuckets lists what the caller owns; a bucket's creation
             // needs a signature.
@@ -817,15 +913,22 @@ impl S3Access for Access {
                         "Anonymous users cannot list or create buckets"
                     ));
                 }
-                Requester::Admin { .. } => Writer::Admin,
-                Requester::User { name, .. } => Writer::User(name.clone()),
+                Requester::Admin { .. } => Decided {
+                    writer: Writer::Admin,
+                    seen: None,
+                },
+                Requester::User { name, .. } => Decided {
+                    writer: Writer::User(name.clone()),
+                    seen: None,
+                },
             },
         };
         cx.extensions_mut().insert(Caller {
             requester,
             name,
-            writer,
+            writer: decided.writer,
             context,
+            seen: decided.seen,
         });
         Ok(())
     }

@@ -70,8 +70,17 @@ impl Headers {
         let mut map = BTreeMap::new();
         let mut user_bytes = 0;
         for (k, v) in self.metadata.into_iter().flatten() {
+            // The store keeps its own entries under names starting with
+            // ':' (an upload's ACL, tags, checksum): no client may set one
+            // (a header name cannot hold ':', a form field can).
+            if k.starts_with(':') {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Metadata names may not start with ':' ({k:?})"
+                ));
+            }
             user_bytes += k.len() + v.len();
-            map.insert(k.to_ascii_lowercase(), v);
+            map.insert(k.to_ascii_lowercase(), decode_rfc2047(v));
         }
         if user_bytes > MAX_METADATA_BYTES {
             return Err(s3_error!(
@@ -82,7 +91,10 @@ impl Headers {
         let standard = [
             (CACHE_CONTROL, self.cache_control),
             (CONTENT_DISPOSITION, self.content_disposition),
-            (CONTENT_ENCODING, self.content_encoding),
+            (
+                CONTENT_ENCODING,
+                self.content_encoding.and_then(without_aws_chunked),
+            ),
             (CONTENT_LANGUAGE, self.content_language),
             (EXPIRES, self.expires.as_ref().and_then(format_http_date)),
         ];
@@ -112,7 +124,7 @@ pub fn stored(map: &BTreeMap<String, String>) -> Stored {
     let user: Metadata = map
         .iter()
         .filter(|(k, _)| !k.starts_with(':'))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), encode_rfc2047(v)))
         .collect();
     Stored {
         metadata: (!user.is_empty()).then_some(user),
@@ -124,6 +136,40 @@ pub fn stored(map: &BTreeMap<String, String>) -> Stored {
             .get(EXPIRES)
             .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok()),
     }
+}
+
+/// A user metadata value as S3 stores it: RFC 2047 encoded words
+/// (`=?UTF-8?B?...?=`, `=?ISO-8859-1?Q?...?=`) decoded; anything else, or
+/// a value that does not decode, as sent.
+fn decode_rfc2047(value: String) -> String {
+    if !value.contains("=?") {
+        return value;
+    }
+    rfc2047_decoder::decode(value.as_bytes()).unwrap_or(value)
+}
+
+/// A user metadata value as S3 answers it: one with characters outside
+/// US-ASCII as an RFC 2047 encoded word (UTF-8, base64), so that it
+/// survives an HTTP header.
+fn encode_rfc2047(value: &str) -> String {
+    use base64::Engine as _;
+    if value.is_ascii() {
+        return value.to_string();
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+    format!("=?UTF-8?B?{encoded}?=")
+}
+
+/// `Content-Encoding` without the `aws-chunked` a streaming upload adds
+/// (it describes the request's body, not the object); `None` when nothing
+/// else is left.
+fn without_aws_chunked(encoding: String) -> Option<String> {
+    let kept: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
 }
 
 fn format_http_date(t: &Timestamp) -> Option<String> {
@@ -291,6 +337,31 @@ pub fn multipart_etag(part_etags: &[&str]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn metadata_in_rfc_2047_is_decoded_and_non_ascii_is_answered_encoded() {
+        for (sent, kept) in [
+            ("=?UTF-8?B?w6lsw6hu?=", "\u{e9}l\u{e8}n"),
+            ("=?UTF-8?Q?=C3=A9l=C3=A8n?=", "\u{e9}l\u{e8}n"),
+            ("=?ISO-8859-1?Q?caf=E9?=", "caf\u{e9}"),
+            ("plain", "plain"),
+            ("=?broken", "=?broken"),
+        ] {
+            assert_eq!(decode_rfc2047(sent.to_string()), kept, "{sent}");
+        }
+        assert_eq!(encode_rfc2047("\u{e9}l\u{e8}n"), "=?UTF-8?B?w6lsw6hu?=");
+        assert_eq!(encode_rfc2047("plain"), "plain");
+    }
+
+    #[test]
+    fn aws_chunked_is_not_kept_as_the_object_s_content_encoding() {
+        assert_eq!(without_aws_chunked("aws-chunked".into()), None);
+        assert_eq!(
+            without_aws_chunked("aws-chunked, gzip".into()).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(without_aws_chunked("gzip".into()).as_deref(), Some("gzip"));
+    }
 
     #[test]
     fn a_time_past_year_9999_is_shown_as_its_end() {

@@ -131,7 +131,14 @@ pub(crate) fn cost<B>(req: &Request<B>) -> u64 {
     let body = decoded
         .or_else(|| number(http::header::CONTENT_LENGTH.as_str()))
         .unwrap_or(0);
-    let writes = body > 0 && matches!(*req.method(), Method::PUT | Method::POST);
+    // A body of unknown length (chunked, no Content-Length) may be any size.
+    let unsized_body = !headers.contains_key(http::header::CONTENT_LENGTH)
+        && headers.contains_key(http::header::TRANSFER_ENCODING);
+    let writes = matches!(*req.method(), Method::PUT | Method::POST);
+    if writes && unsized_body && decoded.is_none() {
+        return OBJECT_COST;
+    }
+    let writes = body > 0 && writes;
     if headers.contains_key("x-amz-copy-source") {
         // Reads the source and writes the copy.
         return 2 * OBJECT_COST;

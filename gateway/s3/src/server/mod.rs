@@ -38,6 +38,7 @@ use conn::{ConnState, Timeouts};
 pub use tls::{Tls, TlsError, TlsFiles};
 mod budget;
 pub(crate) mod conn;
+mod spool;
 mod tls;
 
 use crate::service::ShardgateS3;
@@ -104,6 +105,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// HTTPS; plain HTTP when absent.
     pub tls: Option<Tls>,
+    /// Where PUT bodies of unknown length wait for their length (files
+    /// without names: nothing stays there).
+    pub spool_dir: std::path::PathBuf,
 }
 
 /// What every request's handler shares.
@@ -114,6 +118,7 @@ struct Front {
     gateway: Arc<Gateway>,
     timeouts: Timeouts,
     budget: Budget,
+    spool: spool::Spool,
     connections: Arc<Semaphore>,
     max_connections: usize,
 }
@@ -221,6 +226,7 @@ pub async fn serve(
         gateway,
         timeouts: options.timeouts,
         budget: Budget::new(options.limits),
+        spool: spool::Spool::new(options.spool_dir),
         connections: Arc::new(Semaphore::new(options.max_connections)),
         max_connections: options.max_connections,
     });
@@ -455,6 +461,25 @@ async fn answer(
             return slow_down(request);
         }
     }
+    let req = match spool::Spool::wanted(&req) {
+        false => req,
+        true => match front.spool.spool(req).await {
+            Ok(req) => req,
+            Err(e) => {
+                let (status, code) = match &e {
+                    spool::SpoolError::TooLarge(_) => (StatusCode::BAD_REQUEST, "EntityTooLarge"),
+                    spool::SpoolError::Body(_) => (StatusCode::BAD_REQUEST, "IncompleteBody"),
+                    spool::SpoolError::Io(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+                    }
+                };
+                tracing::warn!(%peer, error = %e, "a body of unknown length was not taken");
+                gateway.metrics().request("PUT", status.as_u16());
+                return xml_error(status, code, &e.to_string())
+                    .map(|body| Logged::bare(body, request));
+            }
+        },
+    };
     let path = urlencoding::decode(req.uri().path())
         .map(|p| p.into_owned())
         .unwrap_or_else(|_| req.uri().path().to_string());

@@ -238,23 +238,25 @@ impl ShardgateS3 {
         Ok(settings)
     }
 
-    /// S3's Owner for canonical id `id`.
-    fn owner_of(&self, id: &str) -> Owner {
+    /// S3's Owner for canonical id `id`, with the display name only for
+    /// a signed requester (`names`): user names are not for the public.
+    fn owner_of(&self, id: &str, names: bool) -> Owner {
         Owner {
-            display_name: self.authz.display_name(id),
+            display_name: self.authz.display_name(id).filter(|_| names),
             id: Some(id.to_string()),
         }
     }
 
-    /// An ACL as S3 shows it.
-    fn shown(&self, acl: &Acl) -> (Owner, Grants) {
+    /// An ACL as S3 shows it to `caller`.
+    fn shown(&self, caller: &Caller, acl: &Acl) -> (Owner, Grants) {
+        let names = caller.requester != shardgate_authz::Requester::Anonymous;
         let grants = acl
             .grants
             .iter()
             .map(|g| {
                 let grantee = match &g.grantee {
                     Who::User(id) => Grantee {
-                        display_name: self.authz.display_name(id),
+                        display_name: self.authz.display_name(id).filter(|_| names),
                         email_address: None,
                         id: Some(id.clone()),
                         type_: Type::from_static(Type::CANONICAL_USER),
@@ -274,14 +276,19 @@ impl ShardgateS3 {
                 }
             })
             .collect();
-        (self.owner_of(&acl.owner), grants)
+        (self.owner_of(&acl.owner, names), grants)
     }
 
     /// The owners of a listing's entries in `bucket`, each looked up once.
-    pub(super) async fn listed_owners(&self, bucket: &str) -> S3Result<ListedOwners<'_>> {
+    pub(super) async fn listed_owners(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+    ) -> S3Result<ListedOwners<'_>> {
         let settings = self.authz.bucket_acl(bucket).await?;
         Ok(ListedOwners {
             service: self,
+            names: caller.requester != shardgate_authz::Requester::Anonymous,
             bucket_owner: settings.owner_id,
             enforced: !settings.ownership.acls_enabled(),
             known: HashMap::new(),
@@ -292,8 +299,9 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let settings = self.authz.bucket_acl(&req.input.bucket).await?;
-        let (owner, grants) = self.shown(&settings.acl);
+        let (owner, grants) = self.shown(&caller, &settings.acl);
         Ok(S3Response::new(GetBucketAclOutput {
             grants: Some(grants),
             owner: Some(owner),
@@ -328,17 +336,35 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = &req.input;
         let settings = self.authz.bucket_acl(&input.bucket).await?;
-        let selector = version_selector(input.version_id.as_deref())?;
+        let asked = input.version_id.as_deref();
         let summary = self
-            .live_version(&input.bucket, &input.key, selector)
+            .live_version(&input.bucket, &input.key, version_selector(asked)?)
             .await?;
-        let acl = summary
-            .acl()
-            .map_err(|e| s3_error!(InternalError, "reading the object's ACL: {e}"))?
-            .unwrap_or_else(|| Acl::private(&settings.owner_id));
-        let (owner, grants) = self.shown(&acl);
+        let (bucket, key) = (&input.bucket, &input.key);
+        let ops = &["GetObjectAcl"];
+        self.authz
+            .recheck(
+                &caller,
+                caller.seen,
+                ops,
+                bucket,
+                key,
+                asked,
+                Some(&summary),
+            )
+            .await?;
+        // With ACLs disabled the bucket's owner owns every object, alone.
+        let acl = match settings.ownership.acls_enabled() {
+            true => summary
+                .acl()
+                .map_err(|e| s3_error!(InternalError, "reading the object's ACL: {e}"))?,
+            false => None,
+        }
+        .unwrap_or_else(|| Acl::private(&settings.owner_id));
+        let (owner, grants) = self.shown(&caller, &acl);
         Ok(S3Response::new(GetObjectAclOutput {
             grants: Some(grants),
             owner: Some(owner),
@@ -358,14 +384,25 @@ impl ShardgateS3 {
             body: input.access_control_policy.as_ref(),
             ..requested_acl!(input, with_write)
         };
+        let (bucket, key) = (&input.bucket, &input.key);
+        let asked_version = input.version_id.as_deref();
         for _ in 0..ACL_ATTEMPTS {
-            let summary = self
-                .live_version(&input.bucket, &input.key, selector)
+            let summary = self.live_version(bucket, key, selector).await?;
+            // Decided again when the access check read another version:
+            // the ACL changes only a version the caller may change.
+            let ops = &["PutObjectAcl"];
+            let read = Some(&summary);
+            self.authz
+                .recheck(&caller, caller.seen, ops, bucket, key, asked_version, read)
                 .await?;
-            // The version keeps its owner: the ACL is built for it.
-            let stored = summary
-                .acl()
-                .map_err(|e| s3_error!(InternalError, "reading the object's ACL: {e}"))?;
+            // The version keeps its owner: the ACL is built for it (with
+            // ACLs disabled, the bucket's owner owns it).
+            let stored = match settings.ownership.acls_enabled() {
+                true => summary
+                    .acl()
+                    .map_err(|e| s3_error!(InternalError, "reading the object's ACL: {e}"))?,
+                false => None,
+            };
             let owner = stored
                 .as_ref()
                 .map_or(settings.owner_id.as_str(), |a| &a.owner);
@@ -513,6 +550,8 @@ fn missing_acl() -> S3Error {
 /// ListObjectVersions, and ListObjectsV2 with FetchOwner).
 pub(super) struct ListedOwners<'a> {
     service: &'a ShardgateS3,
+    /// Whether display names are shown (to a signed requester).
+    names: bool,
     bucket_owner: String,
     /// BucketOwnerEnforced: the bucket's owner owns everything.
     enforced: bool,
@@ -545,7 +584,7 @@ impl ListedOwners<'_> {
         if let Some(o) = self.known.get(id) {
             return o.clone();
         }
-        let o = self.service.owner_of(id);
+        let o = self.service.owner_of(id, self.names);
         self.known.insert(id.to_string(), o.clone());
         o
     }

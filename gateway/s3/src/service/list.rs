@@ -28,7 +28,10 @@ impl ShardgateS3 {
             .then(|| listing.last.as_deref().map(convert::encode_token))
             .flatten();
         let mut owners = match input.fetch_owner {
-            Some(true) => Some(self.listed_owners(&input.bucket).await?),
+            Some(true) => Some(
+                self.listed_owners(&Caller::of(&req.extensions)?, &input.bucket)
+                    .await?,
+            ),
             _ => None,
         };
         Ok(S3Response::new(ListObjectsV2Output {
@@ -73,7 +76,9 @@ impl ShardgateS3 {
                     .map(|m| convert::encode_listed(url, m))
             })
             .flatten();
-        let mut owners = self.listed_owners(&input.bucket).await?;
+        let mut owners = self
+            .listed_owners(&Caller::of(&req.extensions)?, &input.bucket)
+            .await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             max_keys: Some(max as i32),

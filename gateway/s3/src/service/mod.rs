@@ -117,6 +117,30 @@ fn put_condition(
 }
 
 impl ShardgateS3 {
+    /// AccessDenied unless `caller`, let in on another version than the
+    /// one read (`summary`), may read this one.
+    async fn recheck_read(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        summary: &shardgate_meta::ObjectSummary,
+    ) -> S3Result<()> {
+        let ops = &["GetObject"];
+        self.authz
+            .recheck(
+                caller,
+                caller.seen,
+                ops,
+                bucket,
+                key,
+                version,
+                Some(summary),
+            )
+            .await
+    }
+
     async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         self.bucket_record(bucket).await.map(|_| ())
     }
@@ -249,7 +273,8 @@ impl ShardgateS3 {
                 "Copy from an access point is not supported"
             ));
         };
-        self.authz
+        let seen = self
+            .authz
             .check_read(caller, bucket, key, version_id.as_deref())
             .await?;
         let from = CopyFrom {
@@ -259,6 +284,11 @@ impl ShardgateS3 {
         };
         let read = self
             .read_version(from.bucket, from.key, from.version_id)
+            .await?;
+        let version = from.version_id;
+        let summary = Some(&read.summary);
+        self.authz
+            .recheck(caller, seen, &["GetObject"], bucket, key, version, summary)
             .await?;
         conditions.check(&read.manifest, S3ErrorCode::PreconditionFailed)?;
         Ok((from, read))

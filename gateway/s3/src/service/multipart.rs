@@ -4,6 +4,8 @@ use super::*;
 const UPLOAD_TAGS: &str = ":tagging";
 /// Where an upload keeps the owner and ACL of the object it makes (JSON).
 const UPLOAD_ACL: &str = ":acl";
+/// Where an upload keeps the canonical id of who started it.
+const UPLOAD_INITIATOR: &str = ":initiator";
 
 /// Which part of which upload a request writes.
 struct PartOf<'a> {
@@ -192,6 +194,10 @@ impl ShardgateS3 {
             let json = serde_json::to_string(&acl)
                 .map_err(|e| s3_error!(InternalError, "recording the upload's ACL: {e}"))?;
             meta.user_metadata.insert(UPLOAD_ACL.to_string(), json);
+        }
+        if let Some(id) = caller.requester.canonical_id() {
+            meta.user_metadata
+                .insert(UPLOAD_INITIATOR.to_string(), id.to_string());
         }
         let sum = UploadChecksum::requested(
             input.checksum_algorithm.as_ref(),
@@ -452,6 +458,7 @@ impl ShardgateS3 {
             other => other.or_s3()?,
         };
         let tags = tagging_header(record.user_metadata.remove(UPLOAD_TAGS).as_deref())?;
+        record.user_metadata.remove(UPLOAD_INITIATOR);
         let acl = record
             .user_metadata
             .remove(UPLOAD_ACL)
@@ -640,7 +647,9 @@ impl ShardgateS3 {
             .await
             .or_s3()?;
         let sum = UploadChecksum::stashed(&record.user_metadata);
-        let mut owners = self.listed_owners(&input.bucket).await?;
+        let mut owners = self
+            .listed_owners(&Caller::of(&req.extensions)?, &input.bucket)
+            .await?;
         let next = parts.last().map(|(n, _)| *n as i32);
         let parts = parts
             .into_iter()
@@ -695,7 +704,9 @@ impl ShardgateS3 {
             .list_uploads(&input.bucket, &query)
             .await
             .or_s3()?;
-        let mut owners = self.listed_owners(&input.bucket).await?;
+        let mut owners = self
+            .listed_owners(&Caller::of(&req.extensions)?, &input.bucket)
+            .await?;
         let mut uploads = Vec::new();
         let mut prefixes = Vec::new();
         let (mut next_key, mut next_upload) = (None, None);
@@ -713,13 +724,7 @@ impl ShardgateS3 {
                         upload_id: Some(upload),
                         initiated: Some(timestamp(record.initiated_unix_ms)),
                         owner: Some(upload_owner(&mut owners, &record)),
-                        initiator: Some({
-                            let o = upload_owner(&mut owners, &record);
-                            Initiator {
-                                display_name: o.display_name,
-                                id: o.id,
-                            }
-                        }),
+                        initiator: Some(upload_initiator(&mut owners, &record)),
                         ..Default::default()
                     });
                 }
@@ -775,8 +780,21 @@ fn replayed(
     out
 }
 
-/// Who owns an upload's object-to-be (and so started it): the owner its
-/// ACL names, else the bucket's.
+/// Who started an upload (an unsigned requester, or one from before
+/// this was kept: the owner of its object-to-be).
+fn upload_initiator(owners: &mut acl::ListedOwners<'_>, record: &UploadRecord) -> Initiator {
+    let o = match record.user_metadata.get(UPLOAD_INITIATOR) {
+        Some(id) => owners.named(id),
+        None => upload_owner(owners, record),
+    };
+    Initiator {
+        display_name: o.display_name,
+        id: o.id,
+    }
+}
+
+/// Who owns an upload's object-to-be: the owner its ACL names, else the
+/// bucket's.
 fn upload_owner(owners: &mut acl::ListedOwners<'_>, record: &UploadRecord) -> Owner {
     let stashed = record
         .user_metadata

@@ -61,6 +61,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let asked = input.version_id.as_deref();
         let ReadVersion {
@@ -69,6 +70,8 @@ impl ShardgateS3 {
             manifest,
             tags,
         } = self.read_version(&input.bucket, &input.key, asked).await?;
+        self.recheck_read(&caller, &input.bucket, &input.key, asked, &summary)
+            .await?;
         let (lock_mode, lock_until, legal_hold) = lock::lock_output(&summary);
         Conditions {
             if_match: input.if_match.as_ref(),
@@ -130,6 +133,7 @@ impl ShardgateS3 {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let asked = input.version_id.as_deref();
         let ReadVersion {
@@ -138,6 +142,8 @@ impl ShardgateS3 {
             manifest,
             ..
         } = self.read_version(&input.bucket, &input.key, asked).await?;
+        self.recheck_read(&caller, &input.bucket, &input.key, asked, &summary)
+            .await?;
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),

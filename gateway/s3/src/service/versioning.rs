@@ -99,7 +99,9 @@ impl ShardgateS3 {
             Some(VersionEntry::Prefix(p)) => (Some(p.clone()), None),
             None => (None, None),
         };
-        let mut owners = self.listed_owners(&input.bucket).await?;
+        let mut owners = self
+            .listed_owners(&Caller::of(&req.extensions)?, &input.bucket)
+            .await?;
         let mut versions = Vec::new();
         let mut markers = Vec::new();
         let mut prefixes = Vec::new();
