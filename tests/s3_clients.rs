@@ -516,14 +516,52 @@ fn boto3_copies_parts_and_reads_attributes() {
     assert!(!server.log_text().contains("panicked"));
 }
 
-/// Issue 19's protocol details, with boto3 sending them: ListBuckets
-/// pages, listings' encoding-type=url and empty delimiter, presigned URLs'
-/// expiry bounds.
-#[test]
-fn boto3_sees_the_protocol_details_s3_has() {
+/// Issue 19's protocol details, one test each: a section of
+/// tests/clients/protocol.py, with boto3 (or curl) sending it.
+fn protocol_detail(section: &str) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let out = server.python("protocol.py", &[]);
+    let out = server.python("protocol.py", &[section]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        describe(&out).contains(&format!("protocol {section}: all checks passed")),
+        "{}",
+        describe(&out)
+    );
+    assert!(!server.log_text().contains("panicked"));
+}
+
+macro_rules! protocol_details {
+    ($($test:ident => $section:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            protocol_detail($section);
+        }
+    )*};
+}
+
+protocol_details! {
+    list_buckets_pages_by_max_buckets_prefix_and_token => "list_buckets",
+    listings_encode_names_once_and_only_when_asked => "listing_encoding",
+    presigned_url_expiry_is_bounded_and_checked_before_the_object => "presigned_expiry",
+    a_completion_retried_after_success_gets_the_same_answer => "completion_retried",
+    a_part_sent_twice_at_once_is_the_one_that_finished_last => "part_sent_twice",
+    get_and_head_part_number_answer_as_s3_does => "part_number",
+    torrent_answers_as_s3_does => "torrent",
+    puts_of_unknown_length_are_taken_whole => "unknown_length",
+    aws_chunked_is_not_kept_as_the_content_encoding => "aws_chunked",
+    rfc_2047_metadata_is_decoded_and_answered_encoded => "rfc2047",
+}
+
+/// Issue 19: browser POST uploads (boto3's presigned POST forms, sent as a
+/// browser sends them) hold to every condition of their policy, with S3's
+/// codes; `${filename}`, the form's ACL, success_action_status and
+/// success_action_redirect; an unsigned form decided per key.
+#[test]
+fn browser_post_uploads_hold_to_their_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let out = server.python("browser_post.py", &[]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!server.log_text().contains("panicked"));
 }

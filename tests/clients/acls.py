@@ -69,6 +69,13 @@ expect_error("AccessDenied", bob.put_object_acl, Bucket=B, Key="public.txt", ACL
 expect_error("AccessDenied", anonymous.list_objects_v2, Bucket=B)
 expect_error("AccessDenied", anonymous.put_object, Bucket=B, Key="x", Body=b"x")
 
+# authenticated-read: every signed requester, nobody unsigned.
+alice.put_object(Bucket=B, Key="members.txt", Body=b"members", ACL="authenticated-read")
+check(read(bob, "members.txt") == b"members", "bob, signed, reads authenticated-read")
+expect_error("AccessDenied", anonymous.get_object, Bucket=B, Key="members.txt")
+acl = alice.get_object_acl(Bucket=B, Key="members.txt")
+check(("AuthenticatedUsers", "READ") in grants(acl), f"authenticated-read: {acl}")
+
 # A grant to one user, by canonical id in a header, then in XML.
 alice.put_object_acl(Bucket=B, Key="private.txt", GrantRead=f'id="{bob_id}"')
 check(read(bob, "private.txt") == b"hush", "bob reads what alice granted him")

@@ -56,6 +56,10 @@ pub struct Caller {
     /// owner, its tags): a handler that reads another checks it again
     /// ([`Authorizer::recheck`]).
     pub seen: Seen,
+    /// A browser POST upload: its key is in the form, so the check let
+    /// it through on the bucket alone and its handler decides the key
+    /// ([`Authorizer::check_write`]).
+    pub form_upload: bool,
 }
 
 /// What a decision read of an object: nothing (`None`), or the generation
@@ -622,6 +626,27 @@ impl Authorizer {
         self.check_key(caller, ops, bucket, key, version).await
     }
 
+    /// `AccessDenied` unless `caller` may write `key` of `bucket`, with
+    /// `acl` (a canned ACL) and tags when `tagged` (a form upload's key,
+    /// known only to its handler).
+    pub async fn check_write(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        key: &str,
+        acl: Option<&str>,
+        tagged: bool,
+    ) -> S3Result<()> {
+        let mut ops = vec!["PutObject"];
+        if acl.is_some_and(canned_grants_others) {
+            ops.push("PutObjectAcl");
+        }
+        if tagged {
+            ops.push("PutObjectTagging");
+        }
+        self.check_key(caller, &ops, bucket, key, None).await
+    }
+
     /// `AccessDenied` unless `caller` may do each of `ops` on `key`.
     async fn check_key(
         &self,
@@ -811,7 +836,8 @@ fn ops_of<'a>(op: &'a str, headers: &http::HeaderMap) -> Vec<&'a str> {
     };
     let mut ops = Vec::new();
     match op {
-        "DeleteObjects" => return ops,
+        // Decided per key by the handler.
+        "DeleteObjects" | "PostObject" => return ops,
         "GetObjectAttributes" => ops.extend(["GetObject", op]),
         "PutObject" | "CopyObject" | "CreateMultipartUpload" => {
             ops.push(op);
@@ -843,9 +869,13 @@ fn grants_others(headers: &http::HeaderMap) -> bool {
     let canned = headers
         .get("x-amz-acl")
         .map(|v| v.to_str().unwrap_or("unreadable"));
-    let owners_only = ["private", "bucket-owner-read", "bucket-owner-full-control"];
-    canned.is_some_and(|c| !owners_only.contains(&c))
+    canned.is_some_and(canned_grants_others)
         || GRANT_HEADERS.iter().any(|(h, _)| headers.contains_key(*h))
+}
+
+/// Whether canned ACL `name` grants anyone besides the owners.
+fn canned_grants_others(name: &str) -> bool {
+    !["private", "bucket-owner-read", "bucket-owner-full-control"].contains(&name)
 }
 
 /// The grant headers, and the condition key each sets.
@@ -929,6 +959,7 @@ impl S3Access for Access {
             writer: decided.writer,
             context,
             seen: decided.seen,
+            form_upload: op == "PostObject",
         });
         Ok(())
     }

@@ -23,6 +23,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// MiB per request at 128 concurrent 8 and 64 MiB PUTs and GETs; rounded
 /// up for allocator slack).
 pub const OBJECT_COST: u64 = 8 << 20;
+/// The largest file a browser POST upload may carry: s3s holds it in
+/// memory whole (S3 allows 5 GB; larger uploads go multipart).
+pub const MAX_FORM_FILE_BYTES: u64 = 64 << 20;
 /// What a request without object data holds (headers, XML, metadata).
 pub const SMALL_COST: u64 = 64 << 10;
 /// Memory the gateway needs for itself, outside any request: taken off
@@ -131,6 +134,18 @@ pub(crate) fn cost<B>(req: &Request<B>) -> u64 {
     let body = decoded
         .or_else(|| number(http::header::CONTENT_LENGTH.as_str()))
         .unwrap_or(0);
+    // A browser POST's file is held whole: charged at its size.
+    let form = req.method() == Method::POST
+        && headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if form {
+        let held = number(http::header::CONTENT_LENGTH.as_str())
+            .unwrap_or(MAX_FORM_FILE_BYTES)
+            .min(MAX_FORM_FILE_BYTES);
+        return SMALL_COST + 2 * held;
+    }
     // A body of unknown length (chunked, no Content-Length) may be any size.
     let unsized_body = !headers.contains_key(http::header::CONTENT_LENGTH)
         && headers.contains_key(http::header::TRANSFER_ENCODING);

@@ -38,7 +38,10 @@ use conn::{ConnState, Timeouts};
 pub use tls::{Tls, TlsError, TlsFiles};
 mod budget;
 pub(crate) mod conn;
+mod post_form;
 mod spool;
+
+pub(crate) use post_form::PostForm;
 mod tls;
 
 use crate::service::ShardgateS3;
@@ -214,6 +217,13 @@ pub async fn serve(
         credentials.access_key.clone(),
     ));
     let mut builder = S3ServiceBuilder::new(ShardgateS3::new(gateway.clone(), authorizer.clone()));
+    // s3s holds a browser POST's file in memory before the handler sees
+    // it: the file is kept to what the memory budget charges for it.
+    let mut config = s3s::config::S3Config::default();
+    config.post_object_max_file_size = budget::MAX_FORM_FILE_BYTES;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        config,
+    ))));
     builder.set_access(crate::access::Access { authorizer });
     builder.set_auth(Auth {
         access_key: credentials.access_key,
@@ -476,6 +486,17 @@ async fn answer(
                 tracing::warn!(%peer, error = %e, "a body of unknown length was not taken");
                 gateway.metrics().request("PUT", status.as_u16());
                 return xml_error(status, code, &e.to_string())
+                    .map(|body| Logged::bare(body, request));
+            }
+        },
+    };
+    let req = match post_form::boundary(&req) {
+        None => req,
+        Some(boundary) => match post_form::prepare(req, &boundary).await {
+            Ok(req) => req,
+            Err(refusal) => {
+                gateway.metrics().request("POST", refusal.status.as_u16());
+                return xml_error(refusal.status, refusal.code, &refusal.message)
                     .map(|body| Logged::bare(body, request));
             }
         },

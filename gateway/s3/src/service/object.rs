@@ -6,8 +6,23 @@ impl ShardgateS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let caller = Caller::of(&req.extensions)?;
-        let input = req.input;
+        let mut input = req.input;
         convert::check_key(&input.key)?;
+        if caller.form_upload {
+            // A browser POST: its ACL comes in the form's `acl` field, and
+            // its key is decided here.
+            let form = req.extensions.get::<crate::server::PostForm>();
+            if let Some(acl) = form.and_then(|f| f.acl.clone())
+                && input.acl.is_none()
+            {
+                input.acl = Some(ObjectCannedACL::from(acl));
+            }
+            let acl = input.acl.as_ref().map(ObjectCannedACL::as_str);
+            let tagged = input.tagging.is_some();
+            self.authz
+                .check_write(&caller, &input.bucket, &input.key, acl, tagged)
+                .await?;
+        }
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         self.precheck(&input.bucket, &input.key, &condition).await?;
         let meta = headers!(input).into_meta()?;
