@@ -11,8 +11,8 @@
 //! Not fuzzed here, because the parsing is not ours: HTTP (hyper), SigV4,
 //! aws-chunked framing, XML bodies, and the `Range` and copy-source headers'
 //! syntax (s3s; the `range` target feeds s3s's parse into our arithmetic),
-//! and POST form fields (the gateway has no POST Object: s3s answers
-//! NotImplemented before any field is read).
+//! and POST forms as s3s reads them (the head the gateway scans first is
+//! the `post_form` target).
 
 use std::sync::OnceLock;
 
@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("range", range),
     ("config", config),
     ("bucket_policy", bucket_policy),
+    ("post_form", post_form),
 ];
 
 /// A manifest as stored: decoded (any format version) or refused; what
@@ -268,8 +269,16 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             br#"{"Version":"2012-10-17","Statement":[{"Sid":"a","Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":"arn:aws:s3:::photos/docs/*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"},"StringLike":{"s3:prefix":"d*"}}}]}"#.to_vec(),
             br#"{"Statement":{"Effect":"Deny","NotPrincipal":{"AWS":"arn:aws:iam::123456789012:user/bob"},"NotAction":"s3:List*","Resource":"arn:aws:s3:::photos/home/${aws:username}/*","Condition":{"ForAllValues:StringNotEqualsIgnoreCase":{"s3:x-amz-acl":["private"]},"DateLessThan":{"aws:CurrentTime":"2030-01-01"},"Null":{"s3:prefix":"false"}}}}"#.to_vec(),
         ],
+        "post_form" => vec![
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nup/${filename}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nDATA\r\n--XyZ--\r\n".to_vec(),
+        ],
         _ => Vec::new(),
     }
+}
+
+/// The head of a browser POST form, as the gateway scans it before s3s.
+pub fn post_form(data: &[u8]) {
+    shardgate_s3::fuzzing::post_form(data);
 }
 
 /// A consistent manifest: one segment of 100 bytes, 2 + 1.

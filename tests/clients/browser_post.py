@@ -83,6 +83,17 @@ status, _, body = post(p["url"], bad)
 check((status, code(body)) == (403, "AccessDenied"), f"a field the policy does not name: {status} {body[:200]}")
 check("Contents" not in s3.list_objects_v2(Bucket=B, Prefix="elsewhere/"), "nothing written when refused")
 
+# What the request sent is escaped in the answer: no markup gets through.
+p = form("esc.txt", [{"x-amz-meta-a": "<b>bold</b>"}], {"x-amz-meta-a": "<b>bold</b>"})
+status, _, body = post(p["url"], dict(p["fields"], **{"x-amz-meta-a": "plain"}))
+check(status == 403 and b"<b>" not in body and b"&lt;b&gt;" in body, f"escaped: {status} {body[:300]}")
+
+# A form that s3s and the gateway could read two ways is refused whole: a
+# field given twice, or a part renamed by a second Content-Disposition.
+p = form("twice.txt", [["starts-with", "$acl", ""]], {"acl": "private"})
+status, _, body = post(p["url"], dict(p["fields"], ACL="public-read"))
+check((status, code(body)) == (400, "MalformedPOSTRequest"), f"a field given twice: {status} {body[:200]}")
+
 # The default answer is 204; success_action_redirect gets 303 to the URL
 # with bucket, key and ETag.
 p = form("plain.txt", [])
@@ -113,6 +124,10 @@ status, _, body = post(p["url"], {"key": "private/a.txt"})
 check((status, code(body)) == (403, "AccessDenied"), f"unsigned, outside it: {status} {body[:200]}")
 status, _, body = post(p["url"], {"key": "drop/b.txt", "acl": "public-read"})
 check((status, code(body)) == (403, "AccessDenied"), f"unsigned, publishing: {status} {body[:200]}")
+status, _, body = post(p["url"], {"key": "drop/c.txt", "x-amz-grant-read": 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'})
+check((status, code(body)) == (403, "AccessDenied"), f"unsigned, granting: {status} {body[:200]}")
+status, _, body = post(p["url"], {"key": "drop/d.txt", "x-amz-object-lock-legal-hold": "ON"})
+check((status, code(body)) == (403, "AccessDenied"), f"unsigned, locking: {status} {body[:200]}")
 s3.delete_bucket_policy(Bucket=B)
 
 for o in s3.list_objects_v2(Bucket=B).get("Contents", []):

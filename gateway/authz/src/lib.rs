@@ -72,6 +72,12 @@ impl Context {
         self
     }
 
+    /// Sets `key` to `value` alone, in place of what it had.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.keys.insert(normal(key), vec![value.into()]);
+        self
+    }
+
     /// The values of `key`; `None` when the request has none.
     pub fn get(&self, key: &str) -> Option<&[String]> {
         self.keys.get(&normal(key)).map(Vec::as_slice)

@@ -626,25 +626,79 @@ impl Authorizer {
         self.check_key(caller, ops, bucket, key, version).await
     }
 
-    /// `AccessDenied` unless `caller` may write `key` of `bucket`, with
-    /// `acl` (a canned ACL) and tags when `tagged` (a form upload's key,
-    /// known only to its handler).
-    pub async fn check_write(
+    /// `AccessDenied` unless `caller` may make the browser POST upload
+    /// `input` (its key is in the form, known only to its handler): the
+    /// actions its fields need, as the same headers on a PUT would, decided
+    /// with the form's fields as condition keys.
+    pub async fn check_form_upload(
         &self,
         caller: &Caller,
-        bucket: &str,
-        key: &str,
-        acl: Option<&str>,
-        tagged: bool,
+        input: &s3s::dto::PutObjectInput,
     ) -> S3Result<()> {
         let mut ops = vec!["PutObject"];
-        if acl.is_some_and(canned_grants_others) {
-            ops.push("PutObjectAcl");
+        let mut context = (*caller.context).clone();
+        context.set("s3:authType", "POST");
+        if let Some(acl) = &input.acl {
+            context.set("s3:x-amz-acl", acl.as_str());
+            if canned_grants_others(acl.as_str()) {
+                ops.push("PutObjectAcl");
+            }
         }
-        if tagged {
+        let grants = [
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+            &input.grant_full_control,
+        ];
+        let keys = [
+            "s3:x-amz-grant-read",
+            "s3:x-amz-grant-read-acp",
+            "s3:x-amz-grant-write-acp",
+            "s3:x-amz-grant-full-control",
+        ];
+        for (grant, key) in grants.into_iter().zip(keys) {
+            if let Some(value) = grant {
+                context.set(key, value.as_str());
+                ops.push("PutObjectAcl");
+            }
+        }
+        if let Some(mode) = &input.object_lock_mode {
+            context.set("s3:object-lock-mode", mode.as_str());
+        }
+        if input.object_lock_mode.is_some() || input.object_lock_retain_until_date.is_some() {
+            ops.push("PutObjectRetention");
+        }
+        if let Some(hold) = &input.object_lock_legal_hold_status {
+            context.set("s3:object-lock-legal-hold", hold.as_str());
+            ops.push("PutObjectLegalHold");
+        }
+        if let Some(tagging) = &input.tagging {
             ops.push("PutObjectTagging");
+            for (k, v) in form_urlencoded::parse(tagging.as_bytes()) {
+                context.insert("s3:RequestObjectTagKeys", k.to_string());
+                context.insert(&format!("s3:RequestObjectTag/{k}"), v.to_string());
+            }
         }
-        self.check_key(caller, &ops, bucket, key, None).await
+        if let Some(sse) = &input.server_side_encryption {
+            context.set("s3:x-amz-server-side-encryption", sse.as_str());
+        }
+        if let Some(class) = &input.storage_class {
+            context.set("s3:x-amz-storage-class", class.as_str());
+        }
+        ops.sort_unstable();
+        ops.dedup();
+        let (bucket, key) = (&input.bucket, &input.key);
+        self.decide(
+            &caller.requester,
+            &ops,
+            bucket,
+            Some(key),
+            None,
+            &context,
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `AccessDenied` unless `caller` may do each of `ops` on `key`.

@@ -79,8 +79,16 @@ impl Headers {
                     "Metadata names may not start with ':' ({k:?})"
                 ));
             }
+            // It is answered as a header (a form field's name may be
+            // anything).
+            if http::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()).is_err() {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Metadata name {k:?} is not a valid HTTP header name"
+                ));
+            }
             user_bytes += k.len() + v.len();
-            map.insert(k.to_ascii_lowercase(), decode_rfc2047(v));
+            map.insert(k.to_ascii_lowercase(), v);
         }
         if user_bytes > MAX_METADATA_BYTES {
             return Err(s3_error!(
@@ -124,7 +132,7 @@ pub fn stored(map: &BTreeMap<String, String>) -> Stored {
     let user: Metadata = map
         .iter()
         .filter(|(k, _)| !k.starts_with(':'))
-        .map(|(k, v)| (k.clone(), encode_rfc2047(v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Stored {
         metadata: (!user.is_empty()).then_some(user),
@@ -138,38 +146,20 @@ pub fn stored(map: &BTreeMap<String, String>) -> Stored {
     }
 }
 
-/// A user metadata value as S3 stores it: RFC 2047 encoded words
-/// (`=?UTF-8?B?...?=`, `=?ISO-8859-1?Q?...?=`) decoded; anything else, or
-/// a value that does not decode, as sent.
-fn decode_rfc2047(value: String) -> String {
-    if !value.contains("=?") {
-        return value;
-    }
-    rfc2047_decoder::decode(value.as_bytes()).unwrap_or(value)
-}
-
-/// A user metadata value as S3 answers it: one with characters outside
-/// US-ASCII as an RFC 2047 encoded word (UTF-8, base64), so that it
-/// survives an HTTP header.
-fn encode_rfc2047(value: &str) -> String {
-    use base64::Engine as _;
-    if value.is_ascii() {
-        return value.to_string();
-    }
-    let encoded = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
-    format!("=?UTF-8?B?{encoded}?=")
-}
-
 /// `Content-Encoding` without the `aws-chunked` a streaming upload adds
 /// (it describes the request's body, not the object); `None` when nothing
 /// else is left.
 fn without_aws_chunked(encoding: String) -> Option<String> {
+    let is_aws_chunked = |e: &str| e.trim().eq_ignore_ascii_case("aws-chunked");
+    if !encoding.split(',').any(is_aws_chunked) {
+        return Some(encoding);
+    }
     let kept: Vec<&str> = encoding
         .split(',')
         .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .filter(|e| !e.is_empty() && !is_aws_chunked(e))
         .collect();
-    (!kept.is_empty()).then(|| kept.join(","))
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 fn format_http_date(t: &Timestamp) -> Option<String> {
@@ -339,28 +329,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metadata_in_rfc_2047_is_decoded_and_non_ascii_is_answered_encoded() {
-        for (sent, kept) in [
-            ("=?UTF-8?B?w6lsw6hu?=", "\u{e9}l\u{e8}n"),
-            ("=?UTF-8?Q?=C3=A9l=C3=A8n?=", "\u{e9}l\u{e8}n"),
-            ("=?ISO-8859-1?Q?caf=E9?=", "caf\u{e9}"),
-            ("plain", "plain"),
-            ("=?broken", "=?broken"),
-        ] {
-            assert_eq!(decode_rfc2047(sent.to_string()), kept, "{sent}");
-        }
-        assert_eq!(encode_rfc2047("\u{e9}l\u{e8}n"), "=?UTF-8?B?w6lsw6hu?=");
-        assert_eq!(encode_rfc2047("plain"), "plain");
-    }
-
-    #[test]
     fn aws_chunked_is_not_kept_as_the_object_s_content_encoding() {
         assert_eq!(without_aws_chunked("aws-chunked".into()), None);
         assert_eq!(
             without_aws_chunked("aws-chunked, gzip".into()).as_deref(),
             Some("gzip")
         );
-        assert_eq!(without_aws_chunked("gzip".into()).as_deref(), Some("gzip"));
+        assert_eq!(
+            without_aws_chunked("gzip,br".into()).as_deref(),
+            Some("gzip,br")
+        );
     }
 
     #[test]

@@ -70,3 +70,14 @@ pub fn object_range(manifest: &Manifest, header: &str, part: Option<i32>) {
         );
     }
 }
+
+/// The head of a browser POST form, as the gateway scans it before s3s
+/// reads the form: refused, or its form found; it is rewritten only when
+/// it names `${filename}`.
+pub fn post_form(head: &[u8]) {
+    let Ok((_, Some(_))) = crate::server::post_form_apply(head, "XyZ", "b") else {
+        return;
+    };
+    let needle = b"${filename}";
+    assert!(head.windows(needle.len()).any(|w| w == needle));
+}

@@ -41,7 +41,7 @@ pub(crate) mod conn;
 mod post_form;
 mod spool;
 
-pub(crate) use post_form::PostForm;
+pub(crate) use post_form::{PostForm, apply as post_form_apply};
 mod tls;
 
 use crate::service::ShardgateS3;
@@ -221,10 +221,22 @@ pub async fn serve(
     // it: the file is kept to what the memory budget charges for it.
     let mut config = s3s::config::S3Config::default();
     config.post_object_max_file_size = budget::MAX_FORM_FILE_BYTES;
+    // s3s parses a form's fields again from the start as each chunk comes:
+    // kept to what the gateway scans itself.
+    config.form_max_fields_size = post_form::FORM_HEAD_BYTES;
+    config.form_max_parts = 64;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         config,
     ))));
     builder.set_access(crate::access::Access { authorizer });
+    let spool = {
+        let (root, gateway) = (credentials.access_key.clone(), gateway.clone());
+        spool::Spool::new(
+            options.spool_dir,
+            options.limits.queue_timeout,
+            move |key| key == root || gateway.user(key).is_some(),
+        )
+    };
     builder.set_auth(Auth {
         access_key: credentials.access_key,
         secret_key: SecretKey::from(credentials.secret_key),
@@ -236,7 +248,7 @@ pub async fn serve(
         gateway,
         timeouts: options.timeouts,
         budget: Budget::new(options.limits),
-        spool: spool::Spool::new(options.spool_dir),
+        spool,
         connections: Arc::new(Semaphore::new(options.max_connections)),
         max_connections: options.max_connections,
     });
@@ -329,7 +341,27 @@ fn plain(status: StatusCode, text: String, request: RequestGuard) -> Response<Re
 }
 
 /// An S3 error answered by the server itself (no S3 operation ran).
+/// `text` with XML's special characters escaped.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Body> {
+    // The message may carry what the request sent (a form policy's
+    // values): escaped, so that no request can put markup in the answer.
+    let (code, message) = (xml_escape(code), xml_escape(message));
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
@@ -471,22 +503,39 @@ async fn answer(
             return slow_down(request);
         }
     }
-    let req = match spool::Spool::wanted(&req) {
+    let req = match front.spool.wanted(&req) {
         false => req,
         true => match front.spool.spool(req).await {
             Ok(req) => req,
             Err(e) => {
-                let (status, code) = match &e {
-                    spool::SpoolError::TooLarge(_) => (StatusCode::BAD_REQUEST, "EntityTooLarge"),
-                    spool::SpoolError::Body(_) => (StatusCode::BAD_REQUEST, "IncompleteBody"),
+                let (status, code, message) = match &e {
+                    spool::SpoolError::Body(cause) => {
+                        let refusal = post_form::body_refusal(cause.as_ref());
+                        (refusal.status, refusal.code, refusal.message)
+                    }
+                    spool::SpoolError::TooLarge(_) => {
+                        (StatusCode::BAD_REQUEST, "EntityTooLarge", e.to_string())
+                    }
+                    spool::SpoolError::Busy => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "SlowDown", e.to_string())
+                    }
+                    spool::SpoolError::NoRoom => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        e.to_string(),
+                    ),
                     spool::SpoolError::Io(_) => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+                        tracing::error!(error = %e, "spooling a body of unknown length");
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "InternalError",
+                            e.to_string(),
+                        )
                     }
                 };
                 tracing::warn!(%peer, error = %e, "a body of unknown length was not taken");
                 gateway.metrics().request("PUT", status.as_u16());
-                return xml_error(status, code, &e.to_string())
-                    .map(|body| Logged::bare(body, request));
+                return xml_error(status, code, &message).map(|body| Logged::bare(body, request));
             }
         },
     };

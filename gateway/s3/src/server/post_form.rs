@@ -27,6 +27,26 @@ use s3s::stream::{ByteStream, RemainingLength};
 /// with more field bytes than its own limit anyway).
 pub(crate) const FORM_HEAD_BYTES: usize = 1 << 20;
 
+/// How much more of a head is read before it is scanned again.
+const SCAN_STEP: usize = 16 << 10;
+
+/// The answer to a body that could not be read: RequestTimeout when it
+/// stalled, IncompleteBody otherwise.
+pub(crate) fn body_refusal(e: &(dyn std::error::Error + 'static)) -> Refusal {
+    if crate::server::conn::BodyStalled::in_chain(e) {
+        return Refusal {
+            status: http::StatusCode::BAD_REQUEST,
+            code: "RequestTimeout",
+            message: "Your socket connection to the server was not read from or written to within the timeout period".into(),
+        };
+    }
+    Refusal {
+        status: http::StatusCode::BAD_REQUEST,
+        code: "IncompleteBody",
+        message: format!("reading the form: {e}"),
+    }
+}
+
 /// What a POST form said that the handler needs.
 #[derive(Clone, Debug, Default)]
 pub struct PostForm {
@@ -44,7 +64,8 @@ pub(crate) struct Refusal {
 
 /// The boundary of `req` when it is a form POSTed to a bucket.
 pub(crate) fn boundary<B>(req: &Request<B>) -> Option<String> {
-    if req.method() != http::Method::POST || req.uri().query().is_some() {
+    // As s3s takes a POST Object: whatever the query.
+    if req.method() != http::Method::POST {
         return None;
     }
     let path = req.uri().path().trim_matches('/');
@@ -71,50 +92,96 @@ struct Field {
     value: std::ops::Range<usize>,
 }
 
-/// The fields before the file part, and the file's name; `None` while the
-/// head does not yet reach the file part's headers.
-fn scan(head: &[u8], boundary: &str) -> Option<(Vec<Field>, Option<String>)> {
+/// A form's fields before its file, and the file's name.
+type Head = (Vec<Field>, Option<String>);
+
+/// A form this gateway will not read differently from s3s: refused whole.
+#[derive(Debug)]
+struct Malformed(&'static str);
+
+/// The fields before the file part, and the file's name; `Ok(None)` while
+/// the head does not yet reach the file part's headers.
+///
+/// The grammar is s3s's (`s3s::http::multipart`), so that both read the
+/// same fields: the first line is the delimiter `--B` (after at most one
+/// empty line); a part has at most two headers and one
+/// `Content-Disposition: form-data; name="N"` (then `; filename="F"`), and
+/// ends at a line that is exactly `--B`. What could read two ways (a name
+/// given twice, a second `Content-Disposition`) is refused.
+fn scan(head: &[u8], boundary: &str) -> Result<Option<Head>, Malformed> {
     let delimiter = format!("--{boundary}");
-    let next = |from: usize| find(head, delimiter.as_bytes(), from);
-    let mut at = next(0)?;
-    let mut fields = Vec::new();
+    let opening = if head.starts_with(b"\r\n") { 2 } else { 0 };
+    let Some(first) = head.get(opening..opening + delimiter.len() + 2) else {
+        return Ok(None);
+    };
+    if first != [delimiter.as_bytes(), b"\r\n"].concat() {
+        return Err(Malformed("the form does not begin with its boundary"));
+    }
+    let mut at = opening + delimiter.len() + 2;
+    let mut fields: Vec<Field> = Vec::new();
     loop {
-        let headers_start = at + delimiter.len() + 2;
-        let headers_end = find(head, b"\r\n\r\n", headers_start)?;
-        let headers = std::str::from_utf8(head.get(headers_start..headers_end)?).ok()?;
-        let disposition = headers
-            .split("\r\n")
-            .find_map(|line| {
-                let (k, v) = line.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("content-disposition")
-                    .then_some(v)
-            })
-            .unwrap_or_default();
-        let name = parameter(disposition, "name").unwrap_or_default();
-        if name.eq_ignore_ascii_case("file") {
-            let filename = parameter(disposition, "filename")
-                .map(|f| f.rsplit(['/', '\\']).next().unwrap_or_default().to_string());
-            return Some((fields, filename));
+        let Some(headers_end) = find(head, b"\r\n\r\n", at) else {
+            return Ok(None);
+        };
+        let headers = std::str::from_utf8(&head[at..headers_end])
+            .map_err(|_| Malformed("a part's headers are not UTF-8"))?;
+        let lines: Vec<&str> = headers.split("\r\n").collect();
+        if lines.len() > 2 {
+            return Err(Malformed("a part has more than two headers"));
+        }
+        let mut dispositions = lines.iter().filter_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-disposition")
+                .then_some(v.trim())
+        });
+        let (Some(disposition), None) = (dispositions.next(), dispositions.next()) else {
+            return Err(Malformed("a part needs exactly one Content-Disposition"));
+        };
+        let (name, filename) = disposition_of(disposition).ok_or(Malformed(
+            "a Content-Disposition is not form-data; name=\"...\"",
+        ))?;
+        let name = name.to_ascii_lowercase();
+        if fields.iter().any(|f| f.name == name) {
+            return Err(Malformed("a field is given twice"));
+        }
+        if name == "file" {
+            let filename =
+                filename.map(|f| f.rsplit(['/', '\\']).next().unwrap_or_default().to_string());
+            return Ok(Some((fields, filename)));
         }
         let value_start = headers_end + 4;
-        let end = find(head, format!("\r\n{delimiter}").as_bytes(), value_start)?;
+        let closing = [b"\r\n", delimiter.as_bytes(), b"\r\n"].concat();
+        // An empty value may have no line of its own.
+        let (value_end, next) = if head[value_start..].starts_with(&closing[2..]) {
+            (value_start, value_start + closing.len() - 2)
+        } else {
+            match find(head, &closing, value_start) {
+                Some(end) => (end, end + closing.len()),
+                None => return Ok(None),
+            }
+        };
         fields.push(Field {
-            name: name.to_ascii_lowercase(),
-            value: value_start..end,
+            name,
+            value: value_start..value_end,
         });
-        at = end + 2;
+        at = next;
     }
 }
 
-/// The value of `key` in a `Content-Disposition` (`name="x"`).
-fn parameter(disposition: &str, key: &str) -> Option<String> {
-    disposition.split(';').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(key)
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
+/// The name and file name of `form-data; name="N"[; filename="F"]`,
+/// exactly as s3s reads it (no other parameter, no escapes).
+fn disposition_of(value: &str) -> Option<(&str, Option<&str>)> {
+    let rest = value.strip_prefix("form-data; name=\"")?;
+    let (name, rest) = rest.split_once('"')?;
+    if name.is_empty() {
+        return None;
+    }
+    if rest.is_empty() {
+        return Some((name, None));
+    }
+    let file = rest.strip_prefix("; filename=\"")?.strip_suffix('"')?;
+    (!file.is_empty() && !file.contains('"')).then_some((name, Some(file)))
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -175,6 +242,54 @@ fn check_conditions(fields: &[(String, String)], bucket: &str) -> Result<(), Ref
     Ok(())
 }
 
+/// What a form's head (`head`, through the file part's headers) comes
+/// to: the [`PostForm`], and the head again with the file's name in place
+/// of `${filename}` in the key (`None`: no change). AccessDenied when a
+/// field fails an `eq` or `starts-with` condition of the form's policy.
+pub(crate) fn apply(
+    head: &[u8],
+    boundary: &str,
+    bucket: &str,
+) -> Result<(PostForm, Option<Vec<u8>>), Refusal> {
+    let (fields, filename) = match scan(head, boundary) {
+        Ok(Some(found)) => found,
+        // Not reached within the head: s3s reads the form (and refuses
+        // it) as it would have.
+        Ok(None) => return Ok((PostForm::default(), None)),
+        Err(Malformed(why)) => {
+            return Err(Refusal {
+                status: http::StatusCode::BAD_REQUEST,
+                code: "MalformedPOSTRequest",
+                message: format!(
+                    "The body of your POST request is not well-formed multipart/form-data: {why}"
+                ),
+            });
+        }
+    };
+    let text = |f: &Field| String::from_utf8_lossy(&head[f.value.clone()]).into_owned();
+    let named: Vec<(String, String)> = fields.iter().map(|f| (f.name.clone(), text(f))).collect();
+    check_conditions(&named, bucket)?;
+    let form = PostForm {
+        acl: named
+            .iter()
+            .find(|(k, _)| k == "acl")
+            .map(|(_, v)| v.clone()),
+    };
+    let key = fields.iter().find(|f| f.name == "key");
+    let rewritten = match (key, filename.filter(|f| !f.is_empty())) {
+        (Some(key), Some(filename)) if text(key).contains("${filename}") => {
+            let value = text(key).replace("${filename}", &filename);
+            let mut out = Vec::with_capacity(head.len() + value.len());
+            out.extend_from_slice(&head[..key.value.start]);
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(&head[key.value.end..]);
+            Some(out)
+        }
+        _ => None,
+    };
+    Ok((form, rewritten))
+}
+
 /// Reads the head of the form `req` carries, checks its policy's field
 /// conditions, puts the file's name in its key, and hands the request on
 /// with [`PostForm`] in its extensions.
@@ -185,59 +300,42 @@ pub(crate) async fn prepare(
     let bucket = req.uri().path().trim_matches('/').to_string();
     let (mut parts, mut body) = req.into_parts();
     let mut head = BytesMut::new();
-    let scanned = loop {
-        if let Some(found) = scan(&head, boundary) {
-            break Some(found);
-        }
-        if head.len() > FORM_HEAD_BYTES {
-            break None;
-        }
+    // Up to the file part's headers, or as much as is read for a head;
+    // scanned again only once another SCAN_STEP has come (a body sent a
+    // byte at a time costs no more than one sent at once).
+    let mut scanned = 0;
+    loop {
         match body.next().await {
             Some(Ok(chunk)) => head.extend_from_slice(&chunk),
-            Some(Err(e)) => {
-                return Err(Refusal {
-                    status: http::StatusCode::BAD_REQUEST,
-                    code: "IncompleteBody",
-                    message: format!("reading the form: {e}"),
-                });
-            }
-            None => break None,
+            Some(Err(e)) => return Err(body_refusal(e.as_ref())),
+            None => break,
         }
-    };
+        if head.len() > FORM_HEAD_BYTES {
+            break;
+        }
+        if head.len() - scanned >= SCAN_STEP {
+            scanned = head.len();
+            if !matches!(scan(&head, boundary), Ok(None)) {
+                break;
+            }
+        }
+    }
     let mut head = head.freeze();
-    let mut form = PostForm::default();
-    if let Some((fields, filename)) = scanned {
-        let text = |f: &Field| String::from_utf8_lossy(&head[f.value.clone()]).into_owned();
-        let named: Vec<(String, String)> =
-            fields.iter().map(|f| (f.name.clone(), text(f))).collect();
-        check_conditions(&named, &bucket)?;
-        form.acl = named
-            .iter()
-            .find(|(k, _)| k == "acl")
-            .map(|(_, v)| v.clone());
-        let key = fields.iter().find(|f| f.name == "key");
-        if let (Some(key), Some(filename)) = (key, filename.filter(|f| !f.is_empty()))
-            && text(key).contains("${filename}")
+    let (form, named) = apply(&head, boundary, &bucket)?;
+    if let Some(named) = named {
+        let grown = named.len() as i64 - head.len() as i64;
+        if let Some(length) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
         {
-            let named_key = text(key).replace("${filename}", &filename);
-            let mut rewritten = BytesMut::with_capacity(head.len() + named_key.len());
-            rewritten.extend_from_slice(&head[..key.value.start]);
-            rewritten.extend_from_slice(named_key.as_bytes());
-            rewritten.extend_from_slice(&head[key.value.end..]);
-            let grown = named_key.len() as i64 - key.value.len() as i64;
-            if let Some(length) = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                parts.headers.insert(
-                    header::CONTENT_LENGTH,
-                    HeaderValue::from((length + grown).max(0) as u64),
-                );
-            }
-            head = rewritten.freeze();
+            parts.headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from((length + grown).max(0) as u64),
+            );
         }
+        head = Bytes::from(named);
     }
     parts.extensions.insert(form);
     let stream: s3s::stream::DynByteStream = Box::pin(Prefixed {
@@ -305,13 +403,40 @@ mod tests {
             &[("key", "up/${filename}"), ("acl", "public-read")],
             "C:\\docs\\a.txt",
         );
-        let (fields, filename) = scan(&body, "XyZ").unwrap();
+        let (fields, filename) = scan(&body, "XyZ").unwrap().unwrap();
         let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["key", "acl"]);
         assert_eq!(&body[fields[0].value.clone()], b"up/${filename}");
         assert_eq!(filename.as_deref(), Some("a.txt"));
         // Not there yet: a head cut before the file part's headers end.
-        assert!(scan(&body[..body.len() - 60], "XyZ").is_none());
+        assert!(scan(&body[..body.len() - 60], "XyZ").unwrap().is_none());
+        // A value holding the boundary not on a line of its own, and an
+        // empty value, read as s3s reads them.
+        let body = form(&[("x-ignore-a", "a\r\n--XyZ-b"), ("key", "")], "a.txt");
+        let (fields, _) = scan(&body, "XyZ").unwrap().unwrap();
+        assert_eq!(&body[fields[0].value.clone()], b"a\r\n--XyZ-b");
+        assert!(fields[1].value.is_empty());
+    }
+
+    #[test]
+    fn a_form_that_could_read_two_ways_is_refused() {
+        // A field given twice: s3s and the gateway could take different
+        // ones.
+        let twice = form(&[("acl", "public-read"), ("ACL", "private")], "a.txt");
+        assert!(scan(&twice, "XyZ").is_err());
+        // A second Content-Disposition renaming the part.
+        let renamed = b"--XyZ\r\nContent-Disposition: form-data; name=\"acl\"\r\nContent-Disposition: form-data; name=\"x-ignore-a\"\r\n\r\npublic-read\r\n--XyZ\r\n";
+        assert!(scan(renamed, "XyZ").is_err());
+        // A disposition s3s would not read, and a form not opened by its
+        // boundary.
+        let odd = b"--XyZ\r\nContent-Disposition: form-data; name=acl\r\n\r\nx\r\n--XyZ\r\n";
+        assert!(scan(odd, "XyZ").is_err());
+        assert!(scan(b"junk\r\n--XyZ\r\n", "XyZ").is_err());
+        let refused = apply(&twice, "XyZ", "b").unwrap_err();
+        assert_eq!(
+            (refused.status.as_u16(), refused.code),
+            (400, "MalformedPOSTRequest")
+        );
     }
 
     #[test]

@@ -27,11 +27,19 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetObjectAttributesInput>,
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let asked = input.version_id.as_deref();
         let ReadVersion {
-            version, manifest, ..
+            version,
+            manifest,
+            summary,
+            ..
         } = self.read_version(&input.bucket, &input.key, asked).await?;
+        let ops = ["GetObject", "GetObjectAttributes"];
+        let object = (&*input.bucket, &*input.key);
+        self.recheck_read(&caller, &ops, object, asked, &summary)
+            .await?;
         // One `x-amz-object-attributes` header lists them all, comma
         // separated (s3s hands it over as one element).
         let wants = |a: &str| {

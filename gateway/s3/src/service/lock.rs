@@ -301,9 +301,12 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetObjectRetentionInput>,
     ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
-        let summary = self
-            .lock_state(&input.bucket, &input.key, input.version_id.as_deref())
+        let asked = input.version_id.as_deref();
+        let summary = self.lock_state(&input.bucket, &input.key, asked).await?;
+        let object = (&*input.bucket, &*input.key);
+        self.recheck_read(&caller, &["GetObjectRetention"], object, asked, &summary)
             .await?;
         let retention = summary.retention().ok_or_else(|| {
             s3_error!(
@@ -350,9 +353,12 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetObjectLegalHoldInput>,
     ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
-        let summary = self
-            .lock_state(&input.bucket, &input.key, input.version_id.as_deref())
+        let asked = input.version_id.as_deref();
+        let summary = self.lock_state(&input.bucket, &input.key, asked).await?;
+        let object = (&*input.bucket, &*input.key);
+        self.recheck_read(&caller, &["GetObjectLegalHold"], object, asked, &summary)
             .await?;
         let status = match summary.legal_hold {
             true => ObjectLockLegalHoldStatus::ON,

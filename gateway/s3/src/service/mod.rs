@@ -117,17 +117,16 @@ fn put_condition(
 }
 
 impl ShardgateS3 {
-    /// AccessDenied unless `caller`, let in on another version than the
-    /// one read (`summary`), may read this one.
+    /// AccessDenied unless `caller`, let in to do `ops` on another version
+    /// than the one read (`summary`), may do them on this one.
     async fn recheck_read(
         &self,
         caller: &Caller,
-        bucket: &str,
-        key: &str,
+        ops: &[&str],
+        (bucket, key): (&str, &str),
         version: Option<&str>,
         summary: &shardgate_meta::ObjectSummary,
     ) -> S3Result<()> {
-        let ops = &["GetObject"];
         self.authz
             .recheck(
                 caller,

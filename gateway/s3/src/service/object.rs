@@ -17,11 +17,7 @@ impl ShardgateS3 {
             {
                 input.acl = Some(ObjectCannedACL::from(acl));
             }
-            let acl = input.acl.as_ref().map(ObjectCannedACL::as_str);
-            let tagged = input.tagging.is_some();
-            self.authz
-                .check_write(&caller, &input.bucket, &input.key, acl, tagged)
-                .await?;
+            self.authz.check_form_upload(&caller, &input).await?;
         }
         let condition = put_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         self.precheck(&input.bucket, &input.key, &condition).await?;
@@ -85,7 +81,8 @@ impl ShardgateS3 {
             manifest,
             tags,
         } = self.read_version(&input.bucket, &input.key, asked).await?;
-        self.recheck_read(&caller, &input.bucket, &input.key, asked, &summary)
+        let object = (&*input.bucket, &*input.key);
+        self.recheck_read(&caller, &["GetObject"], object, asked, &summary)
             .await?;
         let (lock_mode, lock_until, legal_hold) = lock::lock_output(&summary);
         Conditions {
@@ -157,7 +154,8 @@ impl ShardgateS3 {
             manifest,
             ..
         } = self.read_version(&input.bucket, &input.key, asked).await?;
-        self.recheck_read(&caller, &input.bucket, &input.key, asked, &summary)
+        let object = (&*input.bucket, &*input.key);
+        self.recheck_read(&caller, &["GetObject"], object, asked, &summary)
             .await?;
         Conditions {
             if_match: input.if_match.as_ref(),

@@ -192,9 +192,13 @@ impl ShardgateS3 {
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let caller = Caller::of(&req.extensions)?;
         let input = req.input;
         let asked = input.version_id.as_deref();
         let read = self.read_version(&input.bucket, &input.key, asked).await?;
+        let object = (&*input.bucket, &*input.key);
+        self.recheck_read(&caller, &["GetObjectTagging"], object, asked, &read.summary)
+            .await?;
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: tag_set(read.tags),
             version_id: shown_version(&read.version, asked),
