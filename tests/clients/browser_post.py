@@ -24,9 +24,9 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def post(url, fields, filename="hello.txt", content=b"hi there"):
+def post(url, fields, filename="hello.txt", content=b"hi there", boundary=None):
     """POSTs a form as a browser does: (status, headers, body)."""
-    boundary = uuid.uuid4().hex
+    boundary = boundary or uuid.uuid4().hex
     body = b""
     for k, v in fields.items():
         body += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
@@ -93,6 +93,17 @@ check(status == 403 and b"<b>" not in body and b"&lt;b&gt;" in body, f"escaped: 
 p = form("twice.txt", [["starts-with", "$acl", ""]], {"acl": "private"})
 status, _, body = post(p["url"], dict(p["fields"], ACL="public-read"))
 check((status, code(body)) == (400, "MalformedPOSTRequest"), f"a field given twice: {status} {body[:200]}")
+
+# The file's name cannot smuggle a boundary into the key: the form would
+# read as other fields once it is put in.
+p = form("uploads/${filename}", [["starts-with", "$key", "uploads/"]])
+smuggled = dict(p["fields"], key="uploads/x\r\n${filename}")
+status, _, body = post(p["url"], smuggled, filename="--sgBOUNDARY", boundary="sgBOUNDARY")
+check((status, code(body)) == (400, "MalformedPOSTRequest"), f"a smuggled boundary: {status} {body[:200]}")
+# A form's acl the policy does not name is refused, not applied.
+status, _, body = post(p["url"], dict(p["fields"], acl="public-read"))
+check((status, code(body)) == (403, "AccessDenied"), f"an acl the policy does not name: {status} {body[:200]}")
+check("Contents" not in s3.list_objects_v2(Bucket=B, Prefix="uploads/x"), "nothing written")
 
 # The default answer is 204; success_action_redirect gets 303 to the URL
 # with bucket, key and ETag.

@@ -78,6 +78,13 @@ impl Context {
         self
     }
 
+    /// Keeps only the keys (as stored: lower case up to their first `/`)
+    /// for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) -> &mut Self {
+        self.keys.retain(|k, _| keep(k));
+        self
+    }
+
     /// The values of `key`; `None` when the request has none.
     pub fn get(&self, key: &str) -> Option<&[String]> {
         self.keys.get(&normal(key)).map(Vec::as_slice)

@@ -637,6 +637,13 @@ impl Authorizer {
     ) -> S3Result<()> {
         let mut ops = vec!["PutObject"];
         let mut context = (*caller.context).clone();
+        // The request's own headers are not what the form signed, nor what
+        // is stored: only the form's fields speak for the object.
+        context.retain(|key| {
+            !(key.starts_with("s3:x-amz-")
+                || key.starts_with("s3:object-lock-")
+                || key.starts_with("s3:requestobjecttag"))
+        });
         context.set("s3:authType", "POST");
         if let Some(acl) = &input.acl {
             context.set("s3:x-amz-acl", acl.as_str());

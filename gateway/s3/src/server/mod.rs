@@ -224,7 +224,7 @@ pub async fn serve(
     // s3s parses a form's fields again from the start as each chunk comes:
     // kept to what the gateway scans itself.
     config.form_max_fields_size = post_form::FORM_HEAD_BYTES;
-    config.form_max_parts = 64;
+    config.form_max_parts = post_form::MAX_PARTS;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         config,
     ))));
@@ -340,7 +340,6 @@ fn plain(status: StatusCode, text: String, request: RequestGuard) -> Response<Re
     r
 }
 
-/// An S3 error answered by the server itself (no S3 operation ran).
 /// `text` with XML's special characters escaped.
 fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -358,6 +357,7 @@ fn xml_escape(text: &str) -> String {
     out
 }
 
+/// An S3 error answered by the server itself (no S3 operation ran).
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Body> {
     // The message may carry what the request sent (a form policy's
     // values): escaped, so that no request can put markup in the answer.

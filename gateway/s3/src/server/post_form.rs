@@ -27,6 +27,9 @@ use s3s::stream::{ByteStream, RemainingLength};
 /// with more field bytes than its own limit anyway).
 pub(crate) const FORM_HEAD_BYTES: usize = 1 << 20;
 
+/// The parts a form may have (s3s is given the same limit).
+pub(crate) const MAX_PARTS: usize = 64;
+
 /// How much more of a head is read before it is scanned again.
 const SCAN_STEP: usize = 16 << 10;
 
@@ -119,6 +122,7 @@ fn scan(head: &[u8], boundary: &str) -> Result<Option<Head>, Malformed> {
     }
     let mut at = opening + delimiter.len() + 2;
     let mut fields: Vec<Field> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     loop {
         let Some(headers_end) = find(head, b"\r\n\r\n", at) else {
             return Ok(None);
@@ -129,11 +133,16 @@ fn scan(head: &[u8], boundary: &str) -> Result<Option<Head>, Malformed> {
         if lines.len() > 2 {
             return Err(Malformed("a part has more than two headers"));
         }
+        // httparse ends a line at a bare LF and trims only spaces and
+        // tabs: a header that would read otherwise is refused.
+        if lines.iter().any(|l| l.contains(['\r', '\n'])) {
+            return Err(Malformed("a part's header holds a bare CR or LF"));
+        }
+        let blank = |c: char| c == ' ' || c == '\t';
         let mut dispositions = lines.iter().filter_map(|line| {
             let (k, v) = line.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-disposition")
-                .then_some(v.trim())
+            k.eq_ignore_ascii_case("content-disposition")
+                .then_some(v.trim_matches(blank))
         });
         let (Some(disposition), None) = (dispositions.next(), dispositions.next()) else {
             return Err(Malformed("a part needs exactly one Content-Disposition"));
@@ -142,8 +151,11 @@ fn scan(head: &[u8], boundary: &str) -> Result<Option<Head>, Malformed> {
             "a Content-Disposition is not form-data; name=\"...\"",
         ))?;
         let name = name.to_ascii_lowercase();
-        if fields.iter().any(|f| f.name == name) {
+        if !names.insert(name.clone()) {
             return Err(Malformed("a field is given twice"));
+        }
+        if names.len() > MAX_PARTS {
+            return Err(Malformed("the form has too many fields"));
         }
         if name == "file" {
             let filename =
@@ -218,6 +230,22 @@ fn check_conditions(fields: &[(String, String)], bucket: &str) -> Result<(), Ref
             .find(|(k, _)| k == field)
             .map(|(_, v)| v.as_str()),
     };
+    // The fields the gateway acts on must be named by the policy, as s3s
+    // requires of every field it reads.
+    let named = |field: &str| {
+        policy.conditions.iter().any(|c| match c {
+            PostPolicyCondition::Eq { field: f, .. }
+            | PostPolicyCondition::StartsWith { field: f, .. } => f == field,
+            PostPolicyCondition::ContentLengthRange { .. } => false,
+        })
+    };
+    if value("acl").is_some() && !named("acl") {
+        return Err(Refusal {
+            status: http::StatusCode::FORBIDDEN,
+            code: "AccessDenied",
+            message: "Invalid according to Policy: Extra input fields: acl".into(),
+        });
+    }
     for condition in &policy.conditions {
         match condition {
             PostPolicyCondition::Eq { field, value: want }
@@ -256,15 +284,7 @@ pub(crate) fn apply(
         // Not reached within the head: s3s reads the form (and refuses
         // it) as it would have.
         Ok(None) => return Ok((PostForm::default(), None)),
-        Err(Malformed(why)) => {
-            return Err(Refusal {
-                status: http::StatusCode::BAD_REQUEST,
-                code: "MalformedPOSTRequest",
-                message: format!(
-                    "The body of your POST request is not well-formed multipart/form-data: {why}"
-                ),
-            });
-        }
+        Err(Malformed(why)) => return Err(malformed(why)),
     };
     let text = |f: &Field| String::from_utf8_lossy(&head[f.value.clone()]).into_owned();
     let named: Vec<(String, String)> = fields.iter().map(|f| (f.name.clone(), text(f))).collect();
@@ -283,11 +303,33 @@ pub(crate) fn apply(
             out.extend_from_slice(&head[..key.value.start]);
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(&head[key.value.end..]);
+            // The file's name comes from the client: the head must read
+            // as the same fields after it is put in (no line break, no
+            // boundary smuggled in through it).
+            let same = |again: &Head| {
+                let names = |f: &[Field]| f.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+                names(&again.0) == names(&fields)
+            };
+            if value.contains(['\r', '\n'])
+                || !matches!(scan(&out, boundary), Ok(Some(again)) if same(&again))
+            {
+                return Err(malformed("the file's name cannot go in the key"));
+            }
             Some(out)
         }
         _ => None,
     };
     Ok((form, rewritten))
+}
+
+fn malformed(why: &str) -> Refusal {
+    Refusal {
+        status: http::StatusCode::BAD_REQUEST,
+        code: "MalformedPOSTRequest",
+        message: format!(
+            "The body of your POST request is not well-formed multipart/form-data: {why}"
+        ),
+    }
 }
 
 /// Reads the head of the form `req` carries, checks its policy's field
@@ -330,10 +372,13 @@ pub(crate) async fn prepare(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
         {
-            parts.headers.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from((length + grown).max(0) as u64),
-            );
+            let length = length
+                .checked_add(grown)
+                .filter(|l| *l >= 0)
+                .ok_or_else(|| malformed("its Content-Length does not hold the file's name"))?;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length as u64));
         }
         head = Bytes::from(named);
     }
@@ -432,6 +477,21 @@ mod tests {
         let odd = b"--XyZ\r\nContent-Disposition: form-data; name=acl\r\n\r\nx\r\n--XyZ\r\n";
         assert!(scan(odd, "XyZ").is_err());
         assert!(scan(b"junk\r\n--XyZ\r\n", "XyZ").is_err());
+        // A bare LF in a part's headers, which httparse reads as a line's
+        // end.
+        let bare =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"acl\"\nX: y\r\n\r\nv\r\n--XyZ\r\n";
+        assert!(scan(bare, "XyZ").is_err());
+        // More parts than s3s takes.
+        let many: Vec<(String, String)> = (0..=MAX_PARTS)
+            .map(|i| (format!("x-ignore-{i}"), "v".into()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(scan(&form(&many, "a.txt"), "XyZ").is_err());
+        // A file name that would put a boundary in the key.
+        let smuggled = form(&[("key", "up/x\r\n${filename}")], "--XyZ");
+        let refused = apply(&smuggled, "XyZ", "b").unwrap_err();
+        assert_eq!(refused.code, "MalformedPOSTRequest");
         let refused = apply(&twice, "XyZ", "b").unwrap_err();
         assert_eq!(
             (refused.status.as_u16(), refused.code),

@@ -131,13 +131,15 @@ impl Spool {
         let mut room = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(SpoolError::Body)?;
+            let written = len;
             len += chunk.len() as u64;
             if len > self.max_bytes {
                 return Err(SpoolError::TooLarge(self.max_bytes));
             }
+            // `room`: how far the body may go on the last look at the disk.
             if len > room {
-                room = len + self.room()?.min(ROOM_CHECK_BYTES);
-                if room <= len {
+                room = written + self.room()?.min(ROOM_CHECK_BYTES);
+                if len > room {
                     return Err(SpoolError::NoRoom);
                 }
             }
@@ -161,7 +163,10 @@ impl Spool {
     /// [`RESERVE_BYTES`].
     fn room(&self) -> Result<u64, SpoolError> {
         let st = rustix::fs::statvfs(&self.dir).map_err(|e| SpoolError::Io(e.into()))?;
-        Ok((st.f_bavail * st.f_frsize).saturating_sub(RESERVE_BYTES))
+        Ok(st
+            .f_bavail
+            .saturating_mul(st.f_frsize)
+            .saturating_sub(RESERVE_BYTES))
     }
 }
 
