@@ -4,7 +4,9 @@
 //! and its whole log is scanned for the secret key, the age identities
 //! (the gateway's and the offline recovery one), and signatures, which are
 //! bearer tokens (a presigned URL's `X-Amz-Signature` is the whole key to
-//! its object until it expires).
+//! its object until it expires). And the payload keys the gateway keeps
+//! opened in memory, so that hot objects are not unwrapped again (issue
+//! 26), leave memory with their version.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -116,4 +118,119 @@ fn no_secret_is_logged_at_trace_level_nor_answered() {
     );
     let found = leaks(&answer, &secrets);
     assert!(found.is_empty(), "an answer holds a secret: {found:?}");
+}
+
+fn opened_keys(server: &Server) -> f64 {
+    server.metrics()["shardgate_opened_keys{}"]
+}
+
+/// Puts `key` in `bucket` from a file of `seed`'s bytes; returns its
+/// version id (`null` when the bucket is not versioning).
+fn put(server: &Server, dir: &std::path::Path, bucket: &str, key: &str, seed: u64) -> String {
+    let file = dir.join(format!("{key}-{seed}"));
+    std::fs::write(&file, support::pattern(seed, 5_000)).unwrap();
+    let out = server.aws_ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        bucket,
+        "--key",
+        key,
+        "--body",
+        file.to_str().unwrap(),
+        "--query",
+        "VersionId",
+        "--output",
+        "text",
+    ]);
+    out.trim().to_string()
+}
+
+fn get(server: &Server, dir: &std::path::Path, bucket: &str, key: &str) -> Vec<u8> {
+    let file = dir.join("got");
+    server.aws_ok(&[
+        "s3",
+        "cp",
+        &format!("s3://{bucket}/{key}"),
+        file.to_str().unwrap(),
+    ]);
+    std::fs::read(file).unwrap()
+}
+
+#[test]
+fn an_opened_key_never_outlives_the_delete_of_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    assert_eq!(opened_keys(&server), 0.0);
+    server.aws_ok(&["s3", "mb", "s3://plain"]);
+    put(&server, dir.path(), "plain", "a", 1);
+    put(&server, dir.path(), "plain", "b", 2);
+    // A write keeps the key it sealed with; reads use it.
+    assert_eq!(opened_keys(&server), 2.0);
+    assert_eq!(
+        get(&server, dir.path(), "plain", "a"),
+        support::pattern(1, 5_000)
+    );
+    assert_eq!(opened_keys(&server), 2.0);
+    // A DELETE takes its version's key; an overwrite replaces the null
+    // version's.
+    server.aws_ok(&["s3", "rm", "s3://plain/a"]);
+    assert_eq!(opened_keys(&server), 1.0);
+    put(&server, dir.path(), "plain", "b", 3);
+    assert_eq!(opened_keys(&server), 1.0);
+    assert_eq!(
+        get(&server, dir.path(), "plain", "b"),
+        support::pattern(3, 5_000)
+    );
+
+    // Versions: a delete marker leaves the versions (and their keys); the
+    // delete of one version takes only its key.
+    server.aws_ok(&["s3", "mb", "s3://versioned"]);
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-versioning",
+        "--bucket",
+        "versioned",
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    let delete_version = |id: &str| {
+        server.aws_ok(&[
+            "s3api",
+            "delete-object",
+            "--bucket",
+            "versioned",
+            "--key",
+            "c",
+            "--version-id",
+            id,
+        ])
+    };
+    let first = put(&server, dir.path(), "versioned", "c", 4);
+    let second = put(&server, dir.path(), "versioned", "c", 5);
+    assert_eq!(opened_keys(&server), 3.0);
+    server.aws_ok(&["s3", "rm", "s3://versioned/c"]);
+    assert_eq!(opened_keys(&server), 3.0);
+    delete_version(&first);
+    assert_eq!(opened_keys(&server), 2.0);
+    delete_version(&second);
+    server.aws_ok(&["s3", "rm", "s3://plain/b"]);
+    assert_eq!(opened_keys(&server), 0.0);
+
+    // After a restart nothing is opened until a read unwraps it again.
+    put(&server, dir.path(), "plain", "d", 6);
+    drop(server);
+    let server = Server::start(&data);
+    assert_eq!(opened_keys(&server), 0.0);
+    assert_eq!(
+        get(&server, dir.path(), "plain", "d"),
+        support::pattern(6, 5_000)
+    );
+    assert_eq!(opened_keys(&server), 1.0);
+    assert_eq!(
+        get(&server, dir.path(), "plain", "d"),
+        support::pattern(6, 5_000)
+    );
+    assert_eq!(opened_keys(&server), 1.0);
 }

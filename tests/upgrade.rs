@@ -75,6 +75,14 @@ fn a_data_directory_of_the_first_release_opens_reads_and_collects() {
         get(&server, dir.path(), "overwritten.bin").unwrap(),
         pattern(17, 30_720)
     );
+    // Each read unwrapped its key once and keeps it opened: a second read
+    // goes through the cached key and gets the same bytes.
+    assert_eq!(server.metrics()["shardgate_opened_keys{}"], 3.0);
+    assert_eq!(
+        get(&server, dir.path(), "striped.bin").unwrap(),
+        pattern(7, 102_400)
+    );
+    assert_eq!(server.metrics()["shardgate_opened_keys{}"], 3.0);
     let cut = get(&server, dir.path(), "interrupted.bin").unwrap_err();
     assert!(cut.contains("NoSuchKey"), "{cut}");
     let head = server.aws_ok(&[

@@ -515,6 +515,7 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
             identities,
             placer: Arc::new(shardgate_placement::Spread),
             fragment_timeout: Duration::from_secs(10),
+            key_cache_entries: config.keys.cache_entries,
         },
         jobs: JobSettings {
             upload_expiry: Duration::from_secs(config.upload_expiry_secs),

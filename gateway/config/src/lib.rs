@@ -407,7 +407,7 @@ pub struct Credentials {
 }
 
 /// Encryption keys.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     /// The gateway's age identity file (created on first start when absent).
@@ -417,6 +417,25 @@ pub struct Keys {
     /// offline recovery key whose secret the gateway never holds.
     #[serde(default)]
     pub recovery_recipient: Option<String>,
+    /// Payload keys of objects recently read or written kept opened in
+    /// memory (never stored), so a hot object's GET does not unwrap its
+    /// key again; 0 turns the cache off. About 100 bytes each.
+    #[serde(default = "default_key_cache_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_key_cache_entries() -> usize {
+    65_536
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            identity_file: None,
+            recovery_recipient: None,
+            cache_entries: default_key_cache_entries(),
+        }
+    }
 }
 
 /// One backend. Which keys apply depends on `kind`; the others must be

@@ -33,6 +33,7 @@ const MAGIC_LINE: &[u8] = b"age-encryption.org/v1\n";
 const STANZA_PREFIX: &[u8] = b"-> ";
 const MAC_PREFIX: &[u8] = b"---";
 const ENCODED_MAC_LEN: usize = 43;
+const FINGERPRINT_CONTEXT: &str = "shardgate 2026-12 envelope fingerprint v1";
 /// Bytes of the STREAM nonce that follows the header.
 pub const NONCE_BYTES: usize = 16;
 
@@ -212,6 +213,17 @@ impl Envelope {
         PayloadKey::derive(&file_key, &self.nonce)
     }
 
+    /// A name for this envelope that reveals nothing of its key: the
+    /// blake3 of its header and nonce. Every envelope has its own file key
+    /// (fresh ephemeral shares and a MAC under that key), so equal
+    /// fingerprints mean the same key: caches of opened keys use it.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key(FINGERPRINT_CONTEXT);
+        h.update(&self.header);
+        h.update(&self.nonce);
+        *h.finalize().as_bytes()
+    }
+
     /// The bytes that precede the sealed chunks in a standard age file.
     pub fn age_prefix(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.header.len() + NONCE_BYTES);
@@ -377,6 +389,7 @@ fn parse_header(header: &[u8]) -> Result<ParsedHeader> {
 }
 
 /// The ChaCha20-Poly1305 key of one segment's payload.
+#[derive(Clone)]
 pub struct PayloadKey(LessSafeKey);
 
 impl fmt::Debug for PayloadKey {

@@ -50,9 +50,9 @@ pub use store::{
     BUCKET_PUBLIC_ACCESS_EXTENSION, BUCKET_TAGS_EXTENSION, BucketAccess, BucketRecord,
     COMPLETED_KEPT_MS, CRITICAL_EXTENSION, CompleteError, CompletedUpload, Condition, CorsRule,
     Deleted, IntentId, IntentKind, IntentRecord, MetaStore, OBJECT_ACL_EXTENSION,
-    OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum, PartRecord, Refusal, StoredVersion,
-    TAGS_EXTENSION, UploadRecord, Usage, UserRecord, VersionRow, VersionState, Writer, Written,
-    public_access,
+    OBJECT_LOCK_EXTENSION, ObjectSummary, PartChecksum, PartRecord, Refusal, RemovalHook,
+    StoredVersion, TAGS_EXTENSION, UploadRecord, Usage, UserRecord, VersionRow, VersionState,
+    Writer, Written, public_access,
 };
 #[doc(hidden)]
 pub use store::{formats, fuzzing};

@@ -1093,7 +1093,12 @@ pub struct MetaStore {
     journal: bool,
     /// Counts committed changes of bucket records ([`MetaStore::bucket_changes`]).
     bucket_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Told of every version whose row goes ([`MetaStore::on_version_removed`]).
+    removal_hooks: Arc<std::sync::RwLock<Vec<RemovalHook>>>,
 }
+
+/// Called with the manifest of a version whose row is being removed.
+pub type RemovalHook = Arc<dyn Fn(&Manifest) + Send + Sync>;
 
 impl std::fmt::Debug for MetaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1105,6 +1110,29 @@ impl std::fmt::Debug for MetaStore {
 pub const DEFAULT_GRACE_MS: u64 = 5_000;
 
 impl MetaStore {
+    /// Calls `hook` with the manifest of every version whose row goes (a
+    /// DELETE, a replaced `null` version, a lifecycle expiry), inside the
+    /// removing transaction: what the process holds of a version (its
+    /// opened keys) can go with it. The transaction may still fail after
+    /// the call; a hook must only drop what can be had again.
+    pub fn on_version_removed(&self, hook: RemovalHook) {
+        let mut hooks = match self.removal_hooks.write() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        hooks.push(hook);
+    }
+
+    fn version_removed(&self, manifest: &Manifest) {
+        let hooks = match self.removal_hooks.read() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for hook in hooks.iter() {
+            hook(manifest);
+        }
+    }
+
     /// Opens (or creates) the store at `path`. Intents left by a previous
     /// run are writes that never committed: their blobs become garbage.
     /// Garbage entries of the first release become items.
@@ -1124,6 +1152,7 @@ impl MetaStore {
             owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
             journal,
             bucket_changes: Arc::default(),
+            removal_hooks: Arc::default(),
         };
         let now = crate::now_unix_ms();
         let txn = store.db.begin_write()?;
@@ -1986,6 +2015,7 @@ impl MetaStore {
             Self::count_markers(txn, -1)?;
         } else {
             let old = decode_manifest(&bytes)?;
+            self.version_removed(&old);
             repair::on_commit(txn, &row, Some(&old), None, now_unix_ms)?;
             let gone = match removal.kept_by {
                 Some(new) => unused_by(&old, new),

@@ -33,7 +33,7 @@ use shardgate_meta::{
     VersionRow, VersionSelector, VersionState, Written,
 };
 use shardgate_pipeline::{
-    BackendSet, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
+    BackendSet, KeyCache, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
     read_object, write_object,
 };
 use shardgate_placement::{Candidate, Placer, Request, check};
@@ -109,6 +109,8 @@ pub struct GatewayConfig {
     pub placer: Arc<dyn Placer>,
     /// A fragment read slower than this counts as an erasure.
     pub fragment_timeout: Duration,
+    /// Opened payload keys kept in memory (0: every read unwraps).
+    pub key_cache_entries: usize,
 }
 
 /// The running gateway: shared by every request.
@@ -356,6 +358,10 @@ impl Gateway {
         let users = Arc::new(Users::load(&meta, &config.identities)?);
         let mut read_params = ReadParams::new(Arc::new(config.identities));
         read_params.fragment_timeout = config.fragment_timeout;
+        read_params.keys = KeyCache::new(config.key_cache_entries);
+        // A version's opened keys leave memory with its row.
+        let keys = read_params.keys.clone();
+        meta.on_version_removed(Arc::new(move |manifest| keys.forget(manifest)));
         // Many requests run at once on a gateway, so each one needs less
         // read-ahead than a lone stream: 1 MiB batches, 2 in flight keep a
         // GET at about 4 MiB (BENCHMARKS.md, "Load").
@@ -585,6 +591,11 @@ impl Gateway {
         self.set.board().hedges()
     }
 
+    /// Payload keys held opened in memory.
+    pub fn opened_keys(&self) -> usize {
+        self.read_params.keys.len()
+    }
+
     pub fn is_being_read(&self, version: &VersionId) -> bool {
         self.readers
             .lock()
@@ -689,6 +700,17 @@ impl Gateway {
         condition: Condition,
     ) -> Result<(Manifest, Written), GatewayError> {
         let Pending { write, intent } = pending;
+        // Kept before the commit: a DELETE right after it finds the key to
+        // forget. A failed commit forgets it again.
+        let envelopes: Vec<_> = write
+            .manifest
+            .segments
+            .iter()
+            .map(|s| s.envelope.clone())
+            .collect();
+        if let [envelope] = envelopes.as_slice() {
+            self.read_params.keys.insert(envelope, &write.key);
+        }
         let result = self
             .metadata
             .put_object(
@@ -712,6 +734,9 @@ impl Gateway {
                 Ok(done)
             }
             Err(e) => {
+                for envelope in &envelopes {
+                    self.read_params.keys.forget_envelope(envelope);
+                }
                 intent.abandon().await;
                 Err(e)
             }

@@ -109,6 +109,7 @@ struct Snapshot {
     whole_objects: u64,
     backends: Vec<BackendRow>,
     hedged_reads: u64,
+    opened_keys: u64,
     server: ServerLoad,
     journal: Option<JournalRow>,
 }
@@ -212,6 +213,15 @@ impl Collector for Snapshot {
             "read_hedges",
             "Fragment reads sent because other fragments were late",
             [(Vec::new(), self.hedged_reads)],
+        )?;
+        gauge(
+            &mut encoder,
+            "opened_keys",
+            "Payload keys of recently read or written segments held opened in memory (keys.cache_entries bounds them)",
+            [(
+                Vec::new(),
+                i64::try_from(self.opened_keys).unwrap_or(i64::MAX),
+            )],
         )?;
         let at = |g: &GarbageRow| {
             vec![
@@ -458,6 +468,7 @@ pub fn render(gateway: &Gateway, server: ServerLoad) -> String {
         whole_objects,
         backends,
         hedged_reads: gateway.hedged_fragment_reads(),
+        opened_keys: gateway.opened_keys() as u64,
         server,
         journal,
     }));

@@ -11,6 +11,7 @@ pub mod backend_set;
 pub mod buffers;
 pub mod error;
 pub mod health;
+pub mod key_cache;
 pub mod read;
 pub mod scrub;
 pub mod write;
@@ -18,6 +19,7 @@ pub mod write;
 pub use backend_set::BackendSet;
 pub use error::{PipelineError, Result};
 pub use health::{BackendState, HealthBoard, Monitored};
+pub use key_cache::{DEFAULT_KEY_CACHE_ENTRIES, KeyCache};
 pub use read::{
     BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
 };

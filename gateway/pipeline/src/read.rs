@@ -34,12 +34,15 @@ use shardgate_core::{
 use crate::backend_set::BackendSet;
 use crate::buffers;
 use crate::error::{PipelineError, Result};
+use crate::key_cache::{DEFAULT_KEY_CACHE_ENTRIES, KeyCache};
 
 /// How reads are done.
 #[derive(Clone, Debug)]
 pub struct ReadParams {
     /// Keys that open the objects.
     pub identities: Arc<Identities>,
+    /// Payload keys already opened.
+    pub keys: Arc<KeyCache>,
     /// A fragment request slower than this counts as an erasure.
     pub fragment_timeout: Duration,
     /// Plaintext bytes per batch (at least one stripe).
@@ -50,10 +53,12 @@ pub struct ReadParams {
 }
 
 impl ReadParams {
-    /// 2 MiB batches, 3 in flight, 10 s fragment timeout.
+    /// 2 MiB batches, 3 in flight, 10 s fragment timeout, a key cache of
+    /// [`DEFAULT_KEY_CACHE_ENTRIES`].
     pub fn new(identities: Arc<Identities>) -> Self {
         Self {
             identities,
+            keys: KeyCache::new(DEFAULT_KEY_CACHE_ENTRIES),
             fragment_timeout: Duration::from_secs(10),
             batch_bytes: 2 << 20,
             batches_in_flight: 3,
@@ -233,7 +238,7 @@ fn segment_stream(
     let setup = async move {
         let segment = &manifest.segments[index];
         let key = match decrypt {
-            true => Some(segment.envelope.open(&params.identities)?),
+            true => Some(params.keys.open(&segment.envelope, &params.identities)?),
             false => None,
         };
         Ok::<_, PipelineError>(SegmentRead::new(

@@ -99,6 +99,8 @@ pub struct SegmentWrite {
     pub segment: Segment,
     /// Indices of fragments that failed (recorded as `Missing`).
     pub lost_fragments: Vec<usize>,
+    /// The key its payload was sealed with (for the [`crate::KeyCache`]).
+    pub key: PayloadKey,
 }
 
 enum FragmentMessage {
@@ -189,7 +191,7 @@ where
     let (envelope, key) = Envelope::seal(&params.recipients)?;
     let mut fanout = FanOut::start(placement.writers(), backends, names, params.write_quorum);
 
-    match produce(input, &params, Arc::new(key), &mut fanout, tap).await {
+    match produce(input, &params, Arc::new(key.clone()), &mut fanout, tap).await {
         Ok(plaintext_len) => {
             let (results, digests) = fanout.finish().await;
             let lost = settle(&results, backends, names, params.write_quorum).await?;
@@ -217,6 +219,7 @@ where
                     fragments,
                 },
                 lost_fragments: lost,
+                key,
             })
         }
         Err(e) => {
@@ -243,6 +246,8 @@ pub struct ObjectWrite {
     pub manifest: Manifest,
     /// Fragments that failed (the write still reached its quorum).
     pub lost_fragments: Vec<usize>,
+    /// The key its one segment was sealed with.
+    pub key: PayloadKey,
 }
 
 /// Writes a whole object as one segment and builds its manifest. The ETag
@@ -265,6 +270,7 @@ where
     let SegmentWrite {
         segment,
         lost_fragments,
+        key,
     } = written?;
     let md5 = md5?;
     let manifest = Manifest {
@@ -279,6 +285,7 @@ where
     Ok(ObjectWrite {
         manifest,
         lost_fragments,
+        key,
     })
 }
 
