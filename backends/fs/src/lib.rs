@@ -146,6 +146,100 @@ impl FsBackend {
         }
     }
 
+    /// Gives the fsynced temp file `tmp` its final name `final_path`
+    /// durably: the fan-out directory made durable first if this process
+    /// has not yet, a hard link (which refuses to replace a blob), and an
+    /// fsync of the directory.
+    fn link_durably(&self, tmp: &Path, final_path: &Path, name: &BlobName) -> Result<()> {
+        let dir = final_path.parent().unwrap_or(&self.0.root).to_path_buf();
+        let fan = fan_out(name.as_str()).to_string();
+        let known = self
+            .0
+            .durable_dirs
+            .lock()
+            .map(|d| d.contains(&fan))
+            .unwrap_or(false);
+        if !known {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(BackendError::from_io(
+                        &self.0.info.id,
+                        "create directory",
+                        e,
+                    ));
+                }
+            }
+            // Whoever created it, its entry is durable before any
+            // commit into it returns.
+            sync_dir(&self.0.root.join("blobs")).map_err(self.io("fsync directory"))?;
+            self.0.blobs_syncs.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut d) = self.0.durable_dirs.lock() {
+                d.insert(fan);
+            }
+        }
+        std::fs::hard_link(tmp, final_path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => BackendError::AlreadyExists {
+                backend: self.0.info.id.clone(),
+                blob: name.clone(),
+            },
+            _ => BackendError::from_io(&self.0.info.id, "link", e),
+        })?;
+        sync_dir(&dir).map_err(self.io("fsync directory"))
+    }
+
+    fn open_blob(&self, path: &Path, name: &BlobName) -> Result<StdFile> {
+        StdFile::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => self.not_found(name),
+            _ => BackendError::from_io(&self.0.info.id, "open", e),
+        })
+    }
+
+    fn short_read(&self) -> BackendError {
+        BackendError::Io {
+            backend: self.0.info.id.clone(),
+            op: "read",
+            source: io::Error::from(io::ErrorKind::UnexpectedEof),
+        }
+    }
+
+    /// `range` of the blob at `path` if the page cache holds all of it
+    /// (`preadv2` with `RWF_NOWAIT`: the kernel answers `EAGAIN` rather
+    /// than wait for the disk); the opened file when it does not.
+    fn read_cached(&self, path: &Path, name: &BlobName, range: &Range<u64>) -> Cached {
+        let file = match self.open_blob(path, name) {
+            Ok(file) => file,
+            Err(e) => return Cached::Done(Err(e)),
+        };
+        let size = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return Cached::NotTried,
+        };
+        if let Err(e) = check_range(&self.0.info, name, range, size) {
+            return Cached::Done(Err(e));
+        }
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let read = rustix::io::preadv2(
+                &file,
+                &mut [io::IoSliceMut::new(&mut buf[done..])],
+                range.start + done as u64,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            );
+            match read {
+                Ok(0) => return Cached::Done(Err(self.short_read())),
+                Ok(n) => done += n,
+                // EAGAIN: not cached. EOPNOTSUPP (a filesystem without
+                // RWF_NOWAIT), EINTR and the rest: the blocking path
+                // answers.
+                Err(_) => return Cached::WouldBlock(file),
+            }
+        }
+        Cached::Done(Ok(Bytes::from(buf)))
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Self) -> Result<T> + Send + 'static,
@@ -155,6 +249,20 @@ impl FsBackend {
             .await
             .map_err(|e| join_error(&self.0.info.id, e))?
     }
+}
+
+/// Reads at most this long try the page cache before the blocking pool.
+const INLINE_READ_BYTES: u64 = 64 << 10;
+
+/// What a read from the page cache came to.
+enum Cached {
+    /// Answered: the bytes, or an error that the blocking path would give
+    /// as well (no such blob, a range past its end, a short file).
+    Done(Result<Bytes>),
+    /// Some bytes are not cached: the opened file, for the blocking pool.
+    WouldBlock(StdFile),
+    /// Not tried.
+    NotTried,
 }
 
 fn fan_out(name: &str) -> &str {
@@ -312,39 +420,7 @@ impl BlobWriter for FsWriter {
         let final_path = self.backend.blob_path(&self.name);
         let name = self.name.clone();
         self.backend
-            .blocking(move |b| {
-                let dir = final_path.parent().unwrap_or(&b.0.root).to_path_buf();
-                let fan = fan_out(name.as_str()).to_string();
-                let known =
-                    b.0.durable_dirs
-                        .lock()
-                        .map(|d| d.contains(&fan))
-                        .unwrap_or(false);
-                if !known {
-                    match std::fs::create_dir(&dir) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => {
-                            return Err(BackendError::from_io(&b.0.info.id, "create directory", e));
-                        }
-                    }
-                    // Whoever created it, its entry is durable before any
-                    // commit into it returns.
-                    sync_dir(&b.0.root.join("blobs")).map_err(b.io("fsync directory"))?;
-                    b.0.blobs_syncs.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut d) = b.0.durable_dirs.lock() {
-                        d.insert(fan);
-                    }
-                }
-                std::fs::hard_link(&tmp, &final_path).map_err(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists => BackendError::AlreadyExists {
-                        backend: b.0.info.id.clone(),
-                        blob: name.clone(),
-                    },
-                    _ => BackendError::from_io(&b.0.info.id, "link", e),
-                })?;
-                sync_dir(&dir).map_err(b.io("fsync directory"))
-            })
+            .blocking(move |b| b.link_durably(&tmp, &final_path, &name))
             .await?;
         // Committed: the temp name is only a second link now.
         self.committed = true;
@@ -396,14 +472,68 @@ impl Backend for FsBackend {
         }))
     }
 
-    async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
-        let path = self.blob_path(name);
+    /// The writer's create, write, fsync and link in one trip to the
+    /// blocking pool instead of five: what a small object's fragments are
+    /// written with.
+    async fn put(&self, name: &BlobName, data: Bytes) -> Result<BlobMeta> {
+        let size = data.len() as u64;
+        let cap = self.0.info.capacity_bytes;
+        if cap.is_some_and(|cap| self.0.used_bytes.load(Ordering::Relaxed) + size > cap) {
+            return Err(BackendError::NoSpace {
+                backend: self.0.info.id.clone(),
+            });
+        }
+        let n = self.0.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
+        let final_path = self.blob_path(name);
         let name = name.clone();
         self.blocking(move |b| {
-            let file = StdFile::open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => b.not_found(&name),
-                _ => BackendError::from_io(&b.0.info.id, "open", e),
-            })?;
+            let committed = (|| {
+                let mut file = StdFile::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .map_err(b.io("create temp file"))?;
+                file.write_all(&data).map_err(b.io("write"))?;
+                file.sync_all().map_err(b.io("fsync"))?;
+                drop(file);
+                b.link_durably(&tmp, &final_path, &name)
+            })();
+            // Committed or not, the temp name goes (after a commit it is
+            // only a second link); one left behind is removed at the next
+            // open.
+            if let Err(e) = std::fs::remove_file(&tmp)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp file");
+            }
+            committed?;
+            b.0.used_bytes.fetch_add(size, Ordering::Relaxed);
+            Ok(BlobMeta { name, size })
+        })
+        .await
+    }
+
+    async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
+        let path = self.blob_path(name);
+        // A small read whose bytes are in the page cache is answered here:
+        // open, fstat and a read that refuses to wait for the disk cost a
+        // few microseconds, less than the hand-off to the blocking pool
+        // and back. Anything else takes the blocking pool.
+        let file = match range.end.saturating_sub(range.start) <= INLINE_READ_BYTES {
+            true => match self.read_cached(&path, name, &range) {
+                Cached::Done(result) => return result,
+                Cached::WouldBlock(file) => Some(file),
+                Cached::NotTried => None,
+            },
+            false => None,
+        };
+        let name = name.clone();
+        self.blocking(move |b| {
+            let file = match file {
+                Some(file) => file,
+                None => b.open_blob(&path, &name)?,
+            };
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
             // Read into reserved capacity: no zero-fill of the buffer first.
@@ -418,11 +548,7 @@ impl Backend for FsBackend {
                 .map_err(b.io("read"))?;
             if buf.len() as u64 != len {
                 // The file shrank under us: never return a short read.
-                return Err(BackendError::Io {
-                    backend: b.0.info.id.clone(),
-                    op: "read",
-                    source: io::Error::from(io::ErrorKind::UnexpectedEof),
-                });
+                return Err(b.short_read());
             }
             Ok(Bytes::from(buf))
         })
@@ -555,6 +681,36 @@ mod tests {
         // Every commit that returned saw the directory durable: the set
         // only learns a directory after its fsync.
         assert!(b.0.durable_dirs.lock().expect("lock").contains("ef"));
+    }
+
+    /// A whole-blob put makes its directory durable like a writer's commit,
+    /// leaves nothing in `tmp/`, committed or refused, and counts its bytes.
+    #[tokio::test]
+    async fn a_put_is_a_commit_in_one_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        let b = FsBackend::open(
+            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
+            &root,
+        )
+        .await
+        .expect("open");
+        let name = BlobName::new("ab01").expect("name");
+        let meta = b
+            .put(&name, Bytes::from_static(b"whole"))
+            .await
+            .expect("put");
+        assert_eq!(meta.size, 5);
+        assert_eq!(b.0.blobs_syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(b.0.used_bytes.load(Ordering::Relaxed), 5);
+        let again = b.put(&name, Bytes::from_static(b"other")).await;
+        assert!(
+            matches!(again, Err(BackendError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        assert_eq!(b.0.used_bytes.load(Ordering::Relaxed), 5);
+        assert_eq!(std::fs::read_dir(root.join("tmp")).expect("tmp").count(), 0);
+        assert_eq!(&b.get(&name, 1..4).await.expect("get")[..], b"hol");
     }
 
     /// With `blobs/` gone, no blob is "not found": the garbage collector

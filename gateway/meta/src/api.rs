@@ -302,6 +302,17 @@ pub trait Metadata: Buckets + Versions + Users + Objects + Uploads + Listings {}
 
 impl<T: Buckets + Versions + Users + Objects + Uploads + Listings> Metadata for T {}
 
+/// Runs a point read of the store where it is called. redb reads are
+/// lock-free against writers and answer from its page cache in
+/// microseconds, less than a hand-off to the blocking pool and back, which
+/// was most of a small GET's cost in context switches (BENCHMARKS.md,
+/// "Small objects: the per-request cost"). A page not cached costs the
+/// calling worker one read of the disk. Scans (listings) and every write
+/// still go to the blocking pool.
+fn read_here<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    f()
+}
+
 /// Runs a store call on the blocking pool.
 async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -334,8 +345,7 @@ impl Buckets for MetaStore {
     }
 
     async fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>> {
-        let (store, bucket) = (self.clone(), bucket.to_string());
-        run(move || store.bucket(&bucket)).await
+        read_here(|| MetaStore::bucket(self, bucket))
     }
 
     async fn list_buckets(&self) -> Result<Vec<(String, BucketRecord)>> {
@@ -615,8 +625,7 @@ impl Objects for MetaStore {
         key: &str,
         selector: VersionSelector,
     ) -> Result<Option<VersionRow>> {
-        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
-        run(move || store.object_version(&bucket, &key, &selector)).await
+        read_here(|| MetaStore::object_version(self, bucket, key, &selector))
     }
 
     async fn report_damage(

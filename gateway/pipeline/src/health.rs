@@ -312,6 +312,10 @@ impl Backend for Monitored {
         }))
     }
 
+    async fn put(&self, name: &BlobName, data: Bytes) -> Result<BlobMeta> {
+        self.note(self.inner.put(name, data).await)
+    }
+
     async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
         self.note(self.inner.get(name, range).await)
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use bytes::Bytes;
+use futures::future::Either;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use shardgate_backend::BackendError;
 use shardgate_core::hash::{DIGEST_BYTES, HASH_GROUP_STRIPES, group_stripes, groups_for};
@@ -35,6 +36,7 @@ use crate::backend_set::BackendSet;
 use crate::buffers;
 use crate::error::{PipelineError, Result};
 use crate::key_cache::{DEFAULT_KEY_CACHE_ENTRIES, KeyCache};
+use crate::write::INLINE_CODEC_BYTES;
 
 /// How reads are done.
 #[derive(Clone, Debug)]
@@ -559,9 +561,14 @@ impl SegmentRead {
                     let s = stripes.start + p as u64;
                     let (this, shards) = (self.clone(), candidates[p].clone());
                     let (range, want) = (self.stripe_range(s, &sub), wanted[p].clone());
-                    let task = tokio::task::spawn_blocking(move || {
-                        this.verify_and_decode(s, &shards, range, want)
-                    });
+                    let bytes: usize = shards.iter().flatten().map(|(b, _)| b.len()).sum();
+                    let decode = move || this.verify_and_decode(s, &shards, range, want);
+                    // A small stripe is checked and opened here: less
+                    // work than the hand-off to another thread and back.
+                    let task = match bytes <= INLINE_CODEC_BYTES {
+                        true => Either::Left(std::future::ready(Ok(decode()))),
+                        false => Either::Right(tokio::task::spawn_blocking(decode)),
+                    };
                     (p, task)
                 })
                 .collect();

@@ -389,7 +389,7 @@ where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
     let in_flight = params.stripes_in_flight.max(1);
-    let mut encoding: VecDeque<JoinHandle<shardgate_core::Result<EncodedStripe>>> = VecDeque::new();
+    let mut encoding: VecDeque<Encoding> = VecDeque::new();
     let mut pending: Option<Bytes> = None;
     let mut next = async |pending: &mut Option<Bytes>| -> Result<Option<Bytes>> {
         if let Some(p) = pending.take() {
@@ -446,7 +446,7 @@ where
         };
         total += len as u64;
         let key = key.clone();
-        encoding.push_back(tokio::task::spawn_blocking(move || {
+        let encode = move || {
             let mut buf = StripeBuffer::new(&layout, buffers::take(data_bytes));
             for piece in &pieces {
                 buf.fill(piece);
@@ -460,20 +460,48 @@ where
                 is_final,
                 buffers::take(parity_bytes),
             )
-        }));
+        };
+        // A small stripe costs less to seal and encode than a hand-off to
+        // another thread and back: it is done here.
+        encoding.push_back(match len <= INLINE_CODEC_BYTES {
+            true => Encoding::Done(encode()),
+            false => Encoding::Running(tokio::task::spawn_blocking(encode)),
+        });
         if encoding.len() >= in_flight
             && let Some(oldest) = encoding.pop_front()
         {
-            fanout.send(oldest.await??).await?;
+            fanout.send(oldest.finish().await?).await?;
         }
         if is_final {
             break;
         }
     }
     while let Some(h) = encoding.pop_front() {
-        fanout.send(h.await??).await?;
+        fanout.send(h.finish().await?).await?;
     }
     Ok(total)
+}
+
+/// Plaintext bytes of a stripe (or a read's stripe) that are sealed and
+/// encoded (or verified and opened) where they are rather than on the
+/// blocking pool: some tens of microseconds of work, less than the two
+/// thread hand-offs it would take otherwise (BENCHMARKS.md, "Small
+/// objects: the per-request cost").
+pub(crate) const INLINE_CODEC_BYTES: usize = 64 << 10;
+
+/// A stripe being encoded: done inline, or on the blocking pool.
+enum Encoding {
+    Done(shardgate_core::Result<EncodedStripe>),
+    Running(JoinHandle<shardgate_core::Result<EncodedStripe>>),
+}
+
+impl Encoding {
+    async fn finish(self) -> Result<EncodedStripe> {
+        Ok(match self {
+            Encoding::Done(r) => r?,
+            Encoding::Running(task) => task.await??,
+        })
+    }
 }
 
 /// The fragment writer tasks and their queues.
@@ -607,27 +635,55 @@ async fn write_fragment(
     name: BlobName,
     mut rx: mpsc::Receiver<FragmentMessage>,
 ) -> Result<BlobMeta, BackendError> {
+    let cancelled = || BackendError::Unavailable {
+        backend: backend.id().clone(),
+        reason: "write cancelled".into(),
+    };
+    // A fragment whose every byte comes in its first message (a small
+    // object's) is written whole: one call, which a backend does in one
+    // step (the fs backend in one trip to the blocking pool).
+    let mut first = match rx.recv().await {
+        Some(FragmentMessage::Finish(all)) => return backend.put(&name, concat(all)).await,
+        Some(shards) => Some(shards),
+        None => return Err(cancelled()),
+    };
     let mut w = backend.create(&name).await?;
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            FragmentMessage::Shards(shards) => {
+    loop {
+        let message = match first.take() {
+            Some(message) => Some(message),
+            None => rx.recv().await,
+        };
+        match message {
+            Some(FragmentMessage::Shards(shards)) => {
                 for shard in shards {
                     w.write(shard).await?;
                 }
             }
-            FragmentMessage::Finish(last) => {
+            Some(FragmentMessage::Finish(last)) => {
                 for bytes in last {
                     w.write(bytes).await?;
                 }
                 return w.commit().await;
             }
+            None => break,
         }
     }
     w.abort().await?;
-    Err(BackendError::Unavailable {
-        backend: backend.id().clone(),
-        reason: "write cancelled".into(),
-    })
+    Err(cancelled())
+}
+
+/// The pieces of a small fragment as one buffer.
+fn concat(pieces: Vec<Bytes>) -> Bytes {
+    match <[Bytes; 1]>::try_from(pieces) {
+        Ok([one]) => one,
+        Err(pieces) => {
+            let mut all = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for piece in &pieces {
+                all.extend_from_slice(piece);
+            }
+            Bytes::from(all)
+        }
+    }
 }
 
 /// Checks the quorum and returns the lost fragment indices. Below the
