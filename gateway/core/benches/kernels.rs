@@ -12,6 +12,11 @@
 //! - `blake3`, `memcpy`: 1 MiB.
 //! - `stripe/*`: our `encode_stripe` / `decode_range` (the whole per-stripe
 //!   chain) on one core.
+//! - `keys/*`: the per-request costs of keys (issue 26): sealing a fresh
+//!   file key to one and to two x25519 recipients (every PUT), unwrapping
+//!   it (a GET whose key is not cached), the fingerprint that names a
+//!   cached key, and SigV4's signing-key derivation (four HMAC-SHA256)
+//!   against the one HMAC a cached signing key would leave.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -280,5 +285,47 @@ fn stripe_chain(c: &mut Criterion) {
     }
 }
 
-criterion_group! { name = benches; config = config(); targets = aead, hashing_and_copy, reed_solomon, stripe_chain }
+fn keys(c: &mut Criterion) {
+    use hmac::{Hmac, Mac};
+    let id = age::x25519::Identity::generate();
+    let recovery = age::x25519::Identity::generate().to_public();
+    let ids = Identities::new(vec![id.clone()]).unwrap();
+    let one = shardgate_core::Recipients::new(vec![id.to_public()]).unwrap();
+    let two = shardgate_core::Recipients::new(vec![id.to_public(), recovery]).unwrap();
+    let (env, _) = Envelope::seal(&one).unwrap();
+    let mut g = c.benchmark_group("keys");
+    g.bench_function("seal_1_recipient", |b| {
+        b.iter(|| black_box(Envelope::seal(&one).unwrap()))
+    });
+    g.bench_function("seal_2_recipients", |b| {
+        b.iter(|| black_box(Envelope::seal(&two).unwrap()))
+    });
+    g.bench_function("open_x25519", |b| {
+        b.iter(|| black_box(env.open(&ids).unwrap()))
+    });
+    g.bench_function("fingerprint", |b| b.iter(|| black_box(env.fingerprint())));
+    let hmac = |key: &[u8], data: &[u8]| -> [u8; 32] {
+        let mut m = <Hmac<sha2::Sha256>>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().into()
+    };
+    let secret = b"AWS4wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let string_to_sign = "AWS4-HMAC-SHA256\n20261206T174250Z\n20261206/us-east-1/s3/aws4_request\n\
+                          98be860d072f05bffeb152151610a98c12910f75ab1e31bcf8c85ddc368ee626";
+    g.bench_function("sigv4_signing_key", |b| {
+        b.iter(|| {
+            let k = hmac(secret, b"20261206");
+            let k = hmac(&k, b"us-east-1");
+            let k = hmac(&k, b"s3");
+            black_box(hmac(&k, b"aws4_request"))
+        })
+    });
+    let signing_key = hmac(secret, b"20261206");
+    g.bench_function("sigv4_signature_with_key", |b| {
+        b.iter(|| black_box(hmac(&signing_key, string_to_sign.as_bytes())))
+    });
+    g.finish();
+}
+
+criterion_group! { name = benches; config = config(); targets = aead, hashing_and_copy, reed_solomon, stripe_chain, keys }
 criterion_main!(benches);

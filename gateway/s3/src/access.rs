@@ -846,16 +846,22 @@ pub fn context_of(
             c.insert(&format!("s3:RequestObjectTag/{k}"), v.to_string());
         }
     }
-    let query = uri.query().unwrap_or_default();
+    // One pass over the query: the keys conditions name, and how it was
+    // signed.
     let mut presigned = false;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    let mut v2_query = false;
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         match k.as_ref() {
-            "prefix" => c.insert("s3:prefix", v.to_string()),
-            "delimiter" => c.insert("s3:delimiter", v.to_string()),
-            "max-keys" => c.insert("s3:max-keys", v.to_string()),
-            "versionId" => c.insert("s3:VersionId", v.to_string()),
+            "prefix" => c.insert("s3:prefix", v.into_owned()),
+            "delimiter" => c.insert("s3:delimiter", v.into_owned()),
+            "max-keys" => c.insert("s3:max-keys", v.into_owned()),
+            "versionId" => c.insert("s3:VersionId", v.into_owned()),
             "X-Amz-Signature" => {
                 presigned = true;
+                &mut c
+            }
+            "Signature" => {
+                v2_query = true;
                 &mut c
             }
             _ => &mut c,
@@ -874,7 +880,7 @@ pub fn context_of(
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("AWS "))
-            || form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "Signature");
+            || v2_query;
         c.insert(
             "s3:signatureversion",
             if v2 { "AWS" } else { "AWS4-HMAC-SHA256" },
@@ -948,13 +954,6 @@ const GRANT_HEADERS: [(&str, &str); 5] = [
     ("x-amz-grant-full-control", "s3:x-amz-grant-full-control"),
 ];
 
-/// The version the request names (`?versionId=`), if any.
-fn version_of(uri: &http::Uri) -> Option<String> {
-    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "versionId")
-        .map(|(_, v)| v.into_owned())
-}
-
 /// The access check s3s runs for every request, signed or not.
 pub struct Access {
     pub authorizer: Arc<Authorizer>,
@@ -981,7 +980,7 @@ impl S3Access for Access {
         ));
         let decided = match bucket {
             Some(bucket) if op != "CreateBucket" => {
-                let version = version_of(cx.uri());
+                let version = context.get("s3:VersionId").and_then(|v| v.first()).cloned();
                 let ops = ops_of(&op, cx.headers());
                 self.authorizer
                     .decide(
