@@ -204,40 +204,36 @@ impl FsBackend {
         }
     }
 
-    /// `range` of the blob at `path` if the page cache holds all of it
-    /// (`preadv2` with `RWF_NOWAIT`: the kernel answers `EAGAIN` rather
-    /// than wait for the disk); the opened file when it does not.
-    fn read_cached(&self, path: &Path, name: &BlobName, range: &Range<u64>) -> Cached {
-        let file = match self.open_blob(path, name) {
-            Ok(file) => file,
-            Err(e) => return Cached::Done(Err(e)),
-        };
-        let size = match file.metadata() {
-            Ok(m) => m.len(),
-            Err(_) => return Cached::NotTried,
-        };
-        if let Err(e) = check_range(&self.0.info, name, range, size) {
-            return Cached::Done(Err(e));
-        }
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
+    /// `range` of the blob at `path` if the kernel can answer without
+    /// waiting for a disk: the path resolved from the dentry cache alone
+    /// (`openat2` with `RESOLVE_CACHED`) and every byte in the page cache
+    /// (`preadv2` with `RWF_NOWAIT`). `None` for anything else (not cached,
+    /// a filesystem without these flags, a short or missing file): the
+    /// blocking path answers, with its own checks and errors.
+    fn read_cached(&self, path: &Path, range: &Range<u64>) -> Option<Bytes> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let file = rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        )
+        .ok()?;
+        let mut buf = vec![0u8; usize::try_from(range.end - range.start).ok()?];
         let mut done = 0;
         while done < buf.len() {
-            let read = rustix::io::preadv2(
+            match rustix::io::preadv2(
                 &file,
                 &mut [io::IoSliceMut::new(&mut buf[done..])],
                 range.start + done as u64,
                 rustix::io::ReadWriteFlags::NOWAIT,
-            );
-            match read {
-                Ok(0) => return Cached::Done(Err(self.short_read())),
+            ) {
+                Ok(0) | Err(_) => return None,
                 Ok(n) => done += n,
-                // EAGAIN: not cached. EOPNOTSUPP (a filesystem without
-                // RWF_NOWAIT), EINTR and the rest: the blocking path
-                // answers.
-                Err(_) => return Cached::WouldBlock(file),
             }
         }
-        Cached::Done(Ok(Bytes::from(buf)))
+        Some(Bytes::from(buf))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -253,17 +249,6 @@ impl FsBackend {
 
 /// Reads at most this long try the page cache before the blocking pool.
 const INLINE_READ_BYTES: u64 = 64 << 10;
-
-/// What a read from the page cache came to.
-enum Cached {
-    /// Answered: the bytes, or an error that the blocking path would give
-    /// as well (no such blob, a range past its end, a short file).
-    Done(Result<Bytes>),
-    /// Some bytes are not cached: the opened file, for the blocking pool.
-    WouldBlock(StdFile),
-    /// Not tried.
-    NotTried,
-}
 
 fn fan_out(name: &str) -> &str {
     name.get(..2).unwrap_or("_")
@@ -516,24 +501,17 @@ impl Backend for FsBackend {
 
     async fn get(&self, name: &BlobName, range: Range<u64>) -> Result<Bytes> {
         let path = self.blob_path(name);
-        // A small read whose bytes are in the page cache is answered here:
-        // open, fstat and a read that refuses to wait for the disk cost a
-        // few microseconds, less than the hand-off to the blocking pool
-        // and back. Anything else takes the blocking pool.
-        let file = match range.end.saturating_sub(range.start) <= INLINE_READ_BYTES {
-            true => match self.read_cached(&path, name, &range) {
-                Cached::Done(result) => return result,
-                Cached::WouldBlock(file) => Some(file),
-                Cached::NotTried => None,
-            },
-            false => None,
-        };
+        // A small read the kernel can answer from its caches is answered
+        // here: a few microseconds, less than the hand-off to the blocking
+        // pool and back. Anything else takes the blocking pool.
+        if range.end.saturating_sub(range.start) <= INLINE_READ_BYTES
+            && let Some(bytes) = self.read_cached(&path, &range)
+        {
+            return Ok(bytes);
+        }
         let name = name.clone();
         self.blocking(move |b| {
-            let file = match file {
-                Some(file) => file,
-                None => b.open_blob(&path, &name)?,
-            };
+            let file = b.open_blob(&path, &name)?;
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
             // Read into reserved capacity: no zero-fill of the buffer first.

@@ -390,7 +390,19 @@ fn parse_header(header: &[u8]) -> Result<ParsedHeader> {
 
 /// The ChaCha20-Poly1305 key of one segment's payload.
 #[derive(Clone)]
-pub struct PayloadKey(LessSafeKey);
+pub struct PayloadKey(LessSafeKey, PayloadKeyBytes);
+
+/// The 32 bytes a [`PayloadKey`] is made of, for a cache of opened keys
+/// (ring's key object is over 500 bytes; these are 32, zeroed when
+/// dropped).
+#[derive(Clone)]
+pub struct PayloadKeyBytes(zeroize::Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for PayloadKeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PayloadKeyBytes(..)")
+    }
+}
 
 impl fmt::Debug for PayloadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -401,9 +413,19 @@ impl fmt::Debug for PayloadKey {
 impl PayloadKey {
     fn derive(file_key: &FileKey, nonce: &[u8; NONCE_BYTES]) -> Result<Self> {
         let key = age_core::primitives::hkdf(nonce, b"payload", file_key.expose_secret());
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &key)
+        Self::from_bytes(&PayloadKeyBytes(zeroize::Zeroizing::new(key)))
+    }
+
+    /// The key made of `bytes` (from [`PayloadKey::to_bytes`]).
+    pub fn from_bytes(bytes: &PayloadKeyBytes) -> Result<Self> {
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &bytes.0[..])
             .map_err(|_| CoreError::MalformedHeader("bad payload key length"))?;
-        Ok(Self(LessSafeKey::new(unbound)))
+        Ok(Self(LessSafeKey::new(unbound), bytes.clone()))
+    }
+
+    /// Its 32 bytes, for a cache.
+    pub fn to_bytes(&self) -> PayloadKeyBytes {
+        self.1.clone()
     }
 
     fn nonce(chunk: u64, last: bool) -> Nonce {

@@ -21,7 +21,7 @@ pub mod layout;
 pub mod manifest;
 pub mod stripe;
 
-pub use envelope::{Envelope, Identities, PayloadKey, Recipients, SealedSecret};
+pub use envelope::{Envelope, Identities, PayloadKey, PayloadKeyBytes, Recipients, SealedSecret};
 pub use error::{CoreError, Result};
 pub use hash::Digest;
 pub use ids::{BackendId, BlobName, VersionId};

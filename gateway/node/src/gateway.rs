@@ -168,6 +168,23 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(GatewayError::Meta)
 }
 
+/// The keys a write put in the cache before its commit: forgotten when
+/// dropped, unless the commit went through (a failed commit, or a request
+/// dropped during it).
+struct Unwritten<'a> {
+    keys: &'a KeyCache,
+    envelopes: Vec<shardgate_core::Envelope>,
+    committed: bool,
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.keys.forget_unwritten(&self.envelopes);
+        }
+    }
+}
+
 /// A version being read: while it lives, the version's garbage is kept.
 #[derive(Debug)]
 pub struct ReadGuard {
@@ -701,16 +718,22 @@ impl Gateway {
     ) -> Result<(Manifest, Written), GatewayError> {
         let Pending { write, intent } = pending;
         // Kept before the commit: a DELETE right after it finds the key to
-        // forget. A failed commit forgets it again.
+        // forget. A commit that fails, or is dropped, forgets it again.
         let envelopes: Vec<_> = write
             .manifest
             .segments
             .iter()
             .map(|s| s.envelope.clone())
             .collect();
+        let keys = &self.read_params.keys;
         if let [envelope] = envelopes.as_slice() {
-            self.read_params.keys.insert(envelope, &write.key);
+            keys.insert(&write.manifest.version_id, envelope, &write.key);
         }
+        let mut unwritten = Unwritten {
+            keys,
+            envelopes,
+            committed: false,
+        };
         let result = self
             .metadata
             .put_object(
@@ -727,6 +750,7 @@ impl Gateway {
             .map_err(GatewayError::from);
         match result {
             Ok(done) => {
+                unwritten.committed = true;
                 intent.closed();
                 if done.1.replaced.is_some() {
                     self.wake_collectors();
@@ -734,9 +758,7 @@ impl Gateway {
                 Ok(done)
             }
             Err(e) => {
-                for envelope in &envelopes {
-                    self.read_params.keys.forget_envelope(envelope);
-                }
+                drop(unwritten);
                 intent.abandon().await;
                 Err(e)
             }

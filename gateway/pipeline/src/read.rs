@@ -182,9 +182,13 @@ pub fn read_object(
         }
         seg_start = seg_end;
     }
+    // Held as long as the stream: a removal of the version meanwhile keeps
+    // the keys of the segments still to come out of the cache.
+    let reading = params.keys.reading(manifest.version_id);
     let ctx = (manifest, backends, params, report.clone());
     let stream = stream::iter(parts)
         .map(move |(index, local)| {
+            let _reading = &reading;
             let (manifest, backends, params, report) = ctx.clone();
             segment_stream(manifest, index, Some(local), backends, params, report)
         })
@@ -240,7 +244,11 @@ fn segment_stream(
     let setup = async move {
         let segment = &manifest.segments[index];
         let key = match decrypt {
-            true => Some(params.keys.open(&segment.envelope, &params.identities)?),
+            true => Some(params.keys.open(
+                &manifest.version_id,
+                &segment.envelope,
+                &params.identities,
+            )?),
             false => None,
         };
         Ok::<_, PipelineError>(SegmentRead::new(
@@ -563,9 +571,11 @@ impl SegmentRead {
                     let (range, want) = (self.stripe_range(s, &sub), wanted[p].clone());
                     let bytes: usize = shards.iter().flatten().map(|(b, _)| b.len()).sum();
                     let decode = move || this.verify_and_decode(s, &shards, range, want);
-                    // A small stripe is checked and opened here: less
-                    // work than the hand-off to another thread and back.
-                    let task = match bytes <= INLINE_CODEC_BYTES {
+                    // A small segment's one stripe is checked and opened
+                    // here: less work than the hand-off to another thread
+                    // and back.
+                    let alone = self.geometry.stripe_count == 1;
+                    let task = match alone && bytes <= INLINE_CODEC_BYTES {
                         true => Either::Left(std::future::ready(Ok(decode()))),
                         false => Either::Right(tokio::task::spawn_blocking(decode)),
                     };
@@ -658,8 +668,27 @@ impl SegmentRead {
         let last = stripes.end - 1;
         let end = g.shard_offset(last) + g.shard_len(last) as u64;
         let started = std::time::Instant::now();
-        let (digests, data) =
-            futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end));
+        let (digests, data) = match self.trailer_follows(i, &stripes, end) {
+            // The shards run up to the digest list, not yet had: one read
+            // for both (a small object's whole fragment).
+            Some(list_end) => match self.get(i, start..list_end).await {
+                Ok(all) => {
+                    let data = all.slice(..(end - start) as usize);
+                    let list = all.slice((end - start) as usize..);
+                    let wanted = stripes.start as usize..stripes.end as usize;
+                    let digests = self.accept_group(i, 0, &list).and_then(|list| {
+                        list.get(wanted)
+                            .map(<[Digest]>::to_vec)
+                            .ok_or(Problem::Corrupt {
+                                stripe: stripes.start,
+                            })
+                    });
+                    (digests, Ok(data))
+                }
+                Err(p) => (Err(p.clone()), Err(p)),
+            },
+            None => futures::join!(self.digests(i, stripes.clone()), self.get(i, start..end)),
+        };
         match (digests, data) {
             (Ok(digests), Ok(data)) => {
                 let backend = &self.manifest.segments[self.index].fragments[i].backend;
@@ -726,15 +755,46 @@ impl SegmentRead {
         {
             return Ok(hit.clone());
         }
-        let frag = &self.manifest.segments[self.index].fragments[i];
         let covered = group_stripes(group, self.geometry.stripe_count);
         let start = self.geometry.hash_list_offset() + covered.start * DIGEST_BYTES as u64;
         let end = start + (covered.end - covered.start) * DIGEST_BYTES as u64;
         let bytes = self.get(i, start..end).await?;
+        self.accept_group(i, group, &bytes)
+    }
+
+    /// Where the digest list of fragment `i` ends, when a read of
+    /// `stripes` (whose shards end at `end`) can take it in the same
+    /// request: the shards run up to the list, the list is one hash group
+    /// (at most 256 stripes), and it is not cached yet.
+    fn trailer_follows(&self, i: usize, stripes: &Range<u64>, end: u64) -> Option<u64> {
+        let g = &self.geometry;
+        let one_group = groups_for(stripes) == (0..1);
+        let cached = || {
+            self.groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&(i, 0))
+        };
+        (end == g.hash_list_offset() && one_group && !cached()).then(|| {
+            let covered = group_stripes(0, g.stripe_count);
+            end + (covered.end - covered.start) * DIGEST_BYTES as u64
+        })
+    }
+
+    /// Checks the digest list `bytes` of hash group `group` of fragment
+    /// `i` against the manifest and caches it.
+    fn accept_group(
+        &self,
+        i: usize,
+        group: u64,
+        bytes: &[u8],
+    ) -> Result<Arc<Vec<Digest>>, Problem> {
+        let frag = &self.manifest.segments[self.index].fragments[i];
+        let covered = group_stripes(group, self.geometry.stripe_count);
         let corrupt = Problem::Corrupt {
             stripe: covered.start,
         };
-        let list = Digest::parse_list(&bytes).ok_or(corrupt.clone())?;
+        let list = Digest::parse_list(bytes).ok_or(corrupt.clone())?;
         if frag.group_digests.get(group as usize) != Some(&Digest::of_group(&list)) {
             return Err(corrupt);
         }

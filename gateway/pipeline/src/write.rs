@@ -461,9 +461,12 @@ where
                 buffers::take(parity_bytes),
             )
         };
-        // A small stripe costs less to seal and encode than a hand-off to
-        // another thread and back: it is done here.
-        encoding.push_back(match len <= INLINE_CODEC_BYTES {
+        // A small object's one stripe costs less to seal and encode than a
+        // hand-off to another thread and back: it is done here. (Stripes
+        // of a larger object go to the blocking pool, however small
+        // `stripe_chunks` makes them: they run in parallel there.)
+        let alone = stripe == 0 && is_final;
+        encoding.push_back(match alone && len <= INLINE_CODEC_BYTES {
             true => Encoding::Done(encode()),
             false => Encoding::Running(tokio::task::spawn_blocking(encode)),
         });
@@ -482,10 +485,10 @@ where
     Ok(total)
 }
 
-/// Plaintext bytes of a stripe (or a read's stripe) that are sealed and
-/// encoded (or verified and opened) where they are rather than on the
-/// blocking pool: some tens of microseconds of work, less than the two
-/// thread hand-offs it would take otherwise (BENCHMARKS.md, "Small
+/// Plaintext bytes of a segment's only stripe (written or read) that are
+/// sealed and encoded (or verified and opened) where they are rather than
+/// on the blocking pool: some tens of microseconds of work, less than the
+/// two thread hand-offs it would take otherwise (BENCHMARKS.md, "Small
 /// objects: the per-request cost").
 pub(crate) const INLINE_CODEC_BYTES: usize = 64 << 10;
 
