@@ -691,6 +691,55 @@ mod tests {
         assert_eq!(&b.get(&name, 1..4).await.expect("get")[..], b"hol");
     }
 
+    /// A small read whose bytes the page cache does not hold is not
+    /// answered inline: it goes to the blocking pool, which reads them from
+    /// the disk (and leaves them cached, so the next read is inline).
+    #[tokio::test]
+    async fn a_small_read_off_the_page_cache_takes_the_blocking_path() {
+        const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        let b = FsBackend::open(
+            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
+            &root,
+        )
+        .await
+        .expect("open");
+        let name = BlobName::new("ab01").expect("name");
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        b.put(&name, Bytes::from(data.clone())).await.expect("put");
+        let path = b.blob_path(&name);
+        let range = 100..30_100;
+        assert_eq!(
+            b.read_cached(&path, &range).as_deref(),
+            Some(&data[100..30_100]),
+            "just written: in the page cache"
+        );
+        // The pages are clean (fsynced): DONTNEED drops them.
+        let file = StdFile::open(&path).expect("open blob");
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        let on_ext4 =
+            rustix::fs::fstatfs(&file).expect("fstatfs").f_type as u64 == EXT4_SUPER_MAGIC;
+        if on_ext4 {
+            assert_eq!(b.read_cached(&path, &range), None, "not cached: not inline");
+        }
+        assert_eq!(
+            &b.get(&name, range.clone()).await.expect("get")[..],
+            &data[100..30_100]
+        );
+        assert_eq!(
+            b.read_cached(&path, &range).as_deref(),
+            Some(&data[100..30_100])
+        );
+        // Past the end: never a short answer from either path.
+        assert_eq!(b.read_cached(&path, &(39_000..41_000)), None);
+        let past = b.get(&name, 39_000..41_000).await;
+        assert!(
+            matches!(past, Err(BackendError::InvalidRange { .. })),
+            "{past:?}"
+        );
+    }
+
     /// With `blobs/` gone, no blob is "not found": the garbage collector
     /// would drop items whose blobs still exist elsewhere (a disk
     /// unmounted, a directory renamed).
