@@ -6,7 +6,7 @@
 //! record written by a newer version is refused as `Corrupt` instead of
 //! being misread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -1095,6 +1095,26 @@ pub struct MetaStore {
     bucket_changes: Arc<std::sync::atomic::AtomicU64>,
     /// Told of every version whose row goes ([`MetaStore::on_version_removed`]).
     removal_hooks: Arc<std::sync::RwLock<Vec<RemovalHook>>>,
+    /// Intents waiting for their group commit ([`MetaStore::begin_intent`]).
+    intent_group: Arc<IntentGroup>,
+}
+
+/// The intents of concurrent writes, committed together.
+#[derive(Default)]
+struct IntentGroup {
+    state: std::sync::Mutex<GroupState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Encoded intents not yet in a transaction, by ticket.
+    queued: Vec<(u64, Vec<u8>)>,
+    /// Whether a group's transaction is running.
+    committing: bool,
+    next_ticket: u64,
+    /// Each committed ticket's intent id, or why the group failed.
+    answers: HashMap<u64, std::result::Result<u64, String>>,
 }
 
 /// Called with the manifest of a version whose row is being removed.
@@ -1153,6 +1173,7 @@ impl MetaStore {
             journal,
             bucket_changes: Arc::default(),
             removal_hooks: Arc::default(),
+            intent_group: Arc::default(),
         };
         let now = crate::now_unix_ms();
         let txn = store.db.begin_write()?;
@@ -1599,12 +1620,59 @@ impl MetaStore {
             created_unix_ms: now_unix_ms,
             blobs: blobs.to_vec(),
         };
+        let encoded = encode_intent(&record)?;
+        let group = &self.intent_group;
+        let mut state = group.state.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queued.push((ticket, encoded));
+        // Group commit: whoever finds no commit running commits every
+        // intent queued so far in one transaction (one fsync'd commit for
+        // all of them), then hands over; the others wait for their answer.
+        loop {
+            if let Some(answer) = state.answers.remove(&ticket) {
+                return answer.map(IntentId).map_err(MetaError::Task);
+            }
+            if state.committing {
+                state = group.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.committing = true;
+            let batch = std::mem::take(&mut state.queued);
+            drop(state);
+            // A panic must not leave the group without a committer.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_intents(&batch)
+            }))
+            .unwrap_or_else(|_| Err(MetaError::Task("the intents' commit panicked".into())));
+            state = group.state.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, (ticket, _)) in batch.iter().enumerate() {
+                let answer = match &outcome {
+                    Ok(ids) => Ok(ids[i]),
+                    Err(e) => Err(format!("recording the write's intent: {e}")),
+                };
+                state.answers.insert(*ticket, answer);
+            }
+            state.committing = false;
+            group.done.notify_all();
+        }
+    }
+
+    /// Records `batch`'s intents in one transaction; their ids, in order.
+    fn commit_intents(&self, batch: &[(u64, Vec<u8>)]) -> Result<Vec<u64>> {
         let txn = self.db.begin_write()?;
-        let id = Self::next_in(&txn, INTENT_SEQUENCE)?;
-        txn.open_table(INTENTS)?
-            .insert(id, encode_intent(&record)?.as_slice())?;
+        let ids = batch
+            .iter()
+            .map(|_| Self::next_in(&txn, INTENT_SEQUENCE))
+            .collect::<Result<Vec<u64>>>()?;
+        {
+            let mut intents = txn.open_table(INTENTS)?;
+            for ((_, record), id) in batch.iter().zip(&ids) {
+                intents.insert(*id, record.as_slice())?;
+            }
+        }
         txn.commit()?;
-        Ok(IntentId(id))
+        Ok(ids)
     }
 
     /// The write of `intent` will not commit: its blobs become garbage. An

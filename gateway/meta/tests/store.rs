@@ -204,6 +204,38 @@ fn replaced_and_deleted_versions_become_garbage_after_the_grace() {
     assert!(store.garbage_backlog().unwrap().is_empty());
 }
 
+/// Intents begun at once by many writers are committed in groups: each
+/// writer gets its own id, and every intent is recorded with its blobs.
+#[test]
+fn concurrent_intents_each_get_their_own_recorded_id() {
+    let (_dir, store) = open();
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| {
+                        let blob = (BackendId::new("b0").unwrap(), BlobName::random());
+                        let id = store
+                            .begin_intent(IntentKind::PUT, std::slice::from_ref(&blob), 0)
+                            .unwrap();
+                        (id, blob)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let begun: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let recorded: std::collections::BTreeMap<_, _> = store.intents().unwrap().into_iter().collect();
+    assert_eq!(recorded.len(), 320);
+    for (id, blob) in begun {
+        assert_eq!(recorded[&id].blobs, vec![blob]);
+    }
+}
+
 #[test]
 fn intents_left_by_a_crash_become_garbage_on_open() {
     let dir = tempfile::tempdir().unwrap();
