@@ -616,6 +616,16 @@ impl Backend for FsBackend {
 mod tests {
     use super::*;
 
+    /// A backend named `d` on `root`.
+    async fn open_at(root: &Path) -> FsBackend {
+        FsBackend::open(
+            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
+            root,
+        )
+        .await
+        .expect("open")
+    }
+
     async fn put(b: &FsBackend, name: &str) -> Result<BlobMeta> {
         let mut w = b.create(&BlobName::new(name).expect("name")).await?;
         w.write(Bytes::from_static(b"x")).await?;
@@ -632,12 +642,7 @@ mod tests {
         let root = dir.path().join("store");
         // Left by a crash between mkdir and the fsync of blobs/.
         std::fs::create_dir_all(root.join("blobs").join("cd")).expect("mkdir");
-        let b = FsBackend::open(
-            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
-            &root,
-        )
-        .await
-        .expect("open");
+        let b = open_at(&root).await;
         let syncs = || b.0.blobs_syncs.load(Ordering::Relaxed);
         put(&b, "ab01").await.expect("commit");
         assert_eq!(syncs(), 1, "a new directory");
@@ -667,12 +672,7 @@ mod tests {
     async fn a_put_is_a_commit_in_one_step() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("store");
-        let b = FsBackend::open(
-            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
-            &root,
-        )
-        .await
-        .expect("open");
+        let b = open_at(&root).await;
         let name = BlobName::new("ab01").expect("name");
         let meta = b
             .put(&name, Bytes::from_static(b"whole"))
@@ -699,12 +699,7 @@ mod tests {
         const EXT4_SUPER_MAGIC: u64 = 0xEF53;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("store");
-        let b = FsBackend::open(
-            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
-            &root,
-        )
-        .await
-        .expect("open");
+        let b = open_at(&root).await;
         let name = BlobName::new("ab01").expect("name");
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         b.put(&name, Bytes::from(data.clone())).await.expect("put");
@@ -747,12 +742,7 @@ mod tests {
     async fn a_missing_blobs_directory_is_unavailable_not_not_found() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("store");
-        let b = FsBackend::open(
-            BackendInfo::new(shardgate_backend::BackendId::new("d").expect("id")),
-            &root,
-        )
-        .await
-        .expect("open");
+        let b = open_at(&root).await;
         put(&b, "ab01").await.expect("commit");
         let name = BlobName::new("ab01").expect("name");
         let absent = BlobName::new("ab02").expect("name");

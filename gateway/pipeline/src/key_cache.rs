@@ -180,7 +180,6 @@ impl KeyCache {
     /// Drops the keys of `envelopes` of a write that did not commit.
     pub fn forget_unwritten(&self, envelopes: &[Envelope]) {
         if let Some(keys) = &self.keys {
-            let _order = self.versions();
             for envelope in envelopes {
                 keys.remove(&envelope.fingerprint());
             }
