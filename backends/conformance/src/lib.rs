@@ -87,6 +87,27 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Where [`run_over_ramfs`] mounted the ramfs, for the helper it runs.
+pub const RAMFS_ENV: &str = "SHARDGATE_TEST_RAMFS";
+
+/// Runs this test binary again with `args` (a helper test and its
+/// filters) in a private mount namespace over a fresh ramfs, whose path
+/// the helper finds in [`RAMFS_ENV`]. ramfs refuses `O_DIRECT`, so an fs
+/// backend there takes its buffered path. `unshare --map-root-user` needs
+/// no privilege, and the mount goes away with the namespace.
+pub fn run_over_ramfs(args: &[&str]) -> std::process::Output {
+    let mount = tempfile::tempdir().expect("tempdir");
+    std::process::Command::new("unshare")
+        .args(["--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount -t ramfs ramfs "$0" && exec "$@""#)
+        .arg(mount.path())
+        .arg(std::env::current_exe().expect("own path"))
+        .args(args)
+        .env(RAMFS_ENV, mount.path())
+        .output()
+        .expect("unshare (util-linux) runs")
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))

@@ -23,6 +23,12 @@
 //! next commit into it). A full
 //! disk or a read-only directory is a typed error ([`BackendError::NoSpace`],
 //! [`BackendError::NotWritable`]) and the temp file is removed.
+//!
+//! Large writes bypass the page cache where the filesystem allows it
+//! ([`direct`], [`WritePath`]): the durability steps above are the same on
+//! both paths.
+
+mod direct;
 
 use std::collections::HashSet;
 use std::fs::File as StdFile;
@@ -34,6 +40,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use direct::WritePath;
+use direct::{AlignedBuf, BufferPool, STAGE_BYTES};
 use futures::stream::{self, BoxStream, StreamExt};
 use shardgate_backend::{
     Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result, check_range,
@@ -41,6 +49,29 @@ use shardgate_backend::{
 
 /// Blob listings buffer at most this many entries ahead of the consumer.
 const LIST_BUFFER_ENTRIES: usize = 256;
+/// A whole blob `put` at once goes direct from this size; a smaller one is
+/// cheaper to copy into the page cache than into an aligned buffer.
+const DIRECT_PUT_MIN_BYTES: usize = 64 << 10;
+
+/// How an fs backend does its I/O. The defaults are the measured choice
+/// (BENCHMARKS.md, "Large objects without the page-cache copy").
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// Write with `O_DIRECT` where the filesystem accepts it.
+    pub direct_writes: bool,
+    /// Reads of at least this many bytes use `O_DIRECT` where the
+    /// filesystem accepts it; 0 never does.
+    pub direct_read_min_bytes: u64,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self {
+            direct_writes: true,
+            direct_read_min_bytes: 0,
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -52,6 +83,10 @@ struct Inner {
     durable_dirs: Mutex<HashSet<String>>,
     /// fsyncs of `blobs/` made by commits (for the tests).
     blobs_syncs: AtomicU64,
+    write_path: WritePath,
+    /// Reads of at least this many bytes go direct (`None`: never).
+    direct_reads_from: Option<u64>,
+    pool: BufferPool,
     _lock: StdFile,
 }
 
@@ -63,6 +98,16 @@ impl FsBackend {
     /// Opens (creating if needed) the directory `root`, takes its lock,
     /// removes unfinished temp files and counts the bytes held.
     pub async fn open(info: BackendInfo, root: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(info, root, FsOptions::default()).await
+    }
+
+    /// [`FsBackend::open`] with I/O options, and a probe of whether the
+    /// directory's filesystem takes direct I/O.
+    pub async fn open_with(
+        info: BackendInfo,
+        root: impl Into<PathBuf>,
+        options: FsOptions,
+    ) -> Result<Self> {
         let root = root.into();
         let id = info.id.clone();
         let (lock, used) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -97,11 +142,35 @@ impl FsBackend {
                 .filter_map(|r| r.ok())
                 .map(|(_, size)| size)
                 .sum::<u64>();
-            Ok(((lock, root), used))
+            let direct = match direct::probe(&root.join("tmp")) {
+                Ok(path) => path,
+                Err(e) => {
+                    // A read-only disk, say: its writes fail anyway.
+                    tracing::debug!(backend = %id, error = %e, "cannot probe for direct I/O");
+                    WritePath::Buffered
+                }
+            };
+            Ok(((lock, root), (used, direct)))
         })
         .await
         .map_err(|e| join_error(&info.id, e))??;
-        let ((lock, root), used) = (lock, used);
+        let ((lock, root), (used, direct)) = (lock, used);
+        let write_path = match (direct, options.direct_writes) {
+            (WritePath::Direct, true) => WritePath::Direct,
+            _ => WritePath::Buffered,
+        };
+        let direct_reads_from = (direct == WritePath::Direct && options.direct_read_min_bytes > 0)
+            .then_some(options.direct_read_min_bytes);
+        match direct {
+            WritePath::Direct => tracing::info!(
+                backend = %info.id, root = %root.display(), write_path = ?write_path,
+                direct_reads_from, "fs backend open"
+            ),
+            WritePath::Buffered => tracing::info!(
+                backend = %info.id, root = %root.display(), write_path = ?write_path,
+                "fs backend open; the filesystem refuses O_DIRECT, so every write is buffered"
+            ),
+        }
         Ok(Self(Arc::new(Inner {
             info,
             root,
@@ -109,8 +178,16 @@ impl FsBackend {
             next_tmp: AtomicU64::new(0),
             durable_dirs: Mutex::new(HashSet::new()),
             blobs_syncs: AtomicU64::new(0),
+            write_path,
+            direct_reads_from,
+            pool: BufferPool::default(),
             _lock: lock,
         })))
+    }
+
+    /// Whether writes bypass the page cache here.
+    pub fn write_path(&self) -> WritePath {
+        self.0.write_path
     }
 
     /// The directory this backend owns.
@@ -262,6 +339,16 @@ fn join_error(id: &shardgate_backend::BackendId, e: tokio::task::JoinError) -> B
     }
 }
 
+/// Creates the temp file `path` (which must not exist), for direct writes
+/// or buffered ones.
+fn create_temp(path: &Path, direct: bool) -> io::Result<StdFile> {
+    if direct {
+        direct::create_direct(path)
+    } else {
+        StdFile::options().write(true).create_new(true).open(path)
+    }
+}
+
 fn sync_dir(path: &Path) -> io::Result<()> {
     StdFile::open(path)?.sync_all()
 }
@@ -329,20 +416,28 @@ fn walk_blobs(root: &Path) -> impl Iterator<Item = io::Result<(BlobName, u64)>> 
 
 /// An unfinished blob: a temp file removed on drop unless committed.
 ///
-/// Writes go to a plain `std::fs::File` on the blocking pool, moving the
-/// caller's `Bytes` there: no copy into an intermediate buffer, and nothing
-/// buffered in memory beyond the write in progress.
+/// Buffered, writes go to a plain `std::fs::File` on the blocking pool,
+/// moving the caller's `Bytes` there: no copy into an intermediate buffer.
+/// Direct, they are copied into an aligned staging buffer here and written
+/// from the blocking pool each time it fills ([`STAGE_BYTES`]); the commit
+/// writes the rest (its unaligned tail buffered), fsyncs and links in one
+/// trip. Either way nothing is held in memory beyond one stage.
 struct FsWriter {
     backend: FsBackend,
     name: BlobName,
     tmp: PathBuf,
     file: Option<StdFile>,
+    /// The staging buffer, when writing direct.
+    staged: Option<AlignedBuf>,
     written: u64,
     committed: bool,
 }
 
 impl Drop for FsWriter {
     fn drop(&mut self) {
+        if let Some(buf) = self.staged.take() {
+            self.backend.0.pool.give(buf);
+        }
         if !self.committed {
             // Not committed: discard. A failure here only leaves a temp file
             // that the next open removes.
@@ -364,22 +459,62 @@ impl FsWriter {
         }
     }
 
-    /// Runs `f` on the file on the blocking pool and takes the file back.
+    /// Runs `f` on the file (and the staging buffer) on the blocking pool
+    /// and takes both back.
     async fn with_file(
         &mut self,
         op: &'static str,
-        f: impl FnOnce(&mut StdFile) -> io::Result<()> + Send + 'static,
+        f: impl FnOnce(&mut StdFile, &mut Option<AlignedBuf>) -> io::Result<()> + Send + 'static,
     ) -> Result<()> {
         let mut file = self.file.take().ok_or_else(|| self.finished(op))?;
-        let (file, outcome) = tokio::task::spawn_blocking(move || {
-            let r = f(&mut file);
-            (file, r)
+        let mut staged = self.staged.take();
+        let (file, staged, outcome) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut file, &mut staged);
+            (file, staged, r)
         })
         .await
         .map_err(|e| join_error(&self.backend.0.info.id, e))?;
         self.file = Some(file);
+        self.staged = staged;
         outcome.map_err(self.backend.io(op))
     }
+
+    /// Copies `data` into the staging buffer, writing each full stage.
+    async fn write_staged(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let Some(buf) = self.staged.as_mut() else {
+                return Err(self.finished("write"));
+            };
+            let n = (STAGE_BYTES - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if buf.len() == STAGE_BYTES {
+                self.with_file("write", |file, staged| match staged {
+                    Some(buf) => {
+                        direct::write_block(file, buf)?;
+                        buf.clear();
+                        Ok(())
+                    }
+                    None => Err(io::Error::other("no staging buffer")),
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes what `buf` still holds: its aligned part direct, then its tail
+/// buffered (`O_DIRECT` cleared on the descriptor), and empties it.
+fn finish_staged(file: &mut StdFile, buf: &mut AlignedBuf) -> io::Result<()> {
+    let aligned = buf.len() / direct::ALIGN * direct::ALIGN;
+    direct::write_block(file, &buf[..aligned])?;
+    if aligned < buf.len() {
+        direct::make_buffered(file)?;
+        file.write_all(&buf[aligned..])?;
+    }
+    buf.clear();
+    Ok(())
 }
 
 #[async_trait]
@@ -393,25 +528,46 @@ impl BlobWriter for FsWriter {
             });
         }
         let len = data.len() as u64;
-        self.with_file("write", move |f| f.write_all(&data)).await?;
+        if self.staged.is_some() {
+            self.write_staged(&data).await?;
+        } else {
+            self.with_file("write", move |f, _| f.write_all(&data))
+                .await?;
+        }
         self.written += len;
         Ok(())
     }
 
+    /// The rest of the stage, the fsync, the link and the temp name's
+    /// removal in one trip to the blocking pool.
     async fn commit(mut self: Box<Self>) -> Result<BlobMeta> {
-        self.with_file("fsync", |f| f.sync_all()).await?;
-        self.file = None;
+        let mut file = self.file.take().ok_or_else(|| self.finished("fsync"))?;
+        let mut staged = self.staged.take();
         let tmp = self.tmp.clone();
         let final_path = self.backend.blob_path(&self.name);
         let name = self.name.clone();
-        self.backend
-            .blocking(move |b| b.link_durably(&tmp, &final_path, &name))
-            .await?;
-        // Committed: the temp name is only a second link now.
+        let b = self.backend.clone();
+        let (staged, committed) = tokio::task::spawn_blocking(move || {
+            let committed = (|| {
+                if let Some(buf) = staged.as_mut() {
+                    finish_staged(&mut file, buf).map_err(b.io("write"))?;
+                }
+                file.sync_all().map_err(b.io("fsync"))?;
+                drop(file);
+                b.link_durably(&tmp, &final_path, &name)?;
+                // Committed: the temp name is only a second link now.
+                if let Err(e) = std::fs::remove_file(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp link");
+                }
+                Ok(())
+            })();
+            (staged, committed)
+        })
+        .await
+        .map_err(|e| join_error(&self.backend.0.info.id, e))?;
+        self.staged = staged;
+        committed?;
         self.committed = true;
-        if let Err(e) = tokio::fs::remove_file(&self.tmp).await {
-            tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove temp link");
-        }
         self.backend
             .0
             .used_bytes
@@ -438,20 +594,16 @@ impl Backend for FsBackend {
         let n = self.0.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
         let path = tmp.clone();
+        let direct = self.0.write_path == WritePath::Direct;
         let file = self
-            .blocking(move |b| {
-                StdFile::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(b.io("create temp file"))
-            })
+            .blocking(move |b| create_temp(&path, direct).map_err(b.io("create temp file")))
             .await?;
         Ok(Box::new(FsWriter {
             backend: self.clone(),
             name: name.clone(),
             tmp,
             file: Some(file),
+            staged: direct.then(|| self.0.pool.take()),
             written: 0,
             committed: false,
         }))
@@ -472,14 +624,27 @@ impl Backend for FsBackend {
         let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
         let final_path = self.blob_path(name);
         let name = name.clone();
+        let direct = self.0.write_path == WritePath::Direct && data.len() >= DIRECT_PUT_MIN_BYTES;
         self.blocking(move |b| {
             let committed = (|| {
-                let mut file = StdFile::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
-                    .map_err(b.io("create temp file"))?;
-                file.write_all(&data).map_err(b.io("write"))?;
+                let mut file = create_temp(&tmp, direct).map_err(b.io("create temp file"))?;
+                if direct {
+                    let mut buf = b.0.pool.take();
+                    let written = (|| {
+                        for piece in data.chunks(STAGE_BYTES) {
+                            buf.extend_from_slice(piece);
+                            if buf.len() == STAGE_BYTES {
+                                direct::write_block(&mut file, &buf)?;
+                                buf.clear();
+                            }
+                        }
+                        finish_staged(&mut file, &mut buf)
+                    })();
+                    b.0.pool.give(buf);
+                    written.map_err(b.io("write"))?;
+                } else {
+                    file.write_all(&data).map_err(b.io("write"))?;
+                }
                 file.sync_all().map_err(b.io("fsync"))?;
                 drop(file);
                 b.link_durably(&tmp, &final_path, &name)
@@ -510,7 +675,26 @@ impl Backend for FsBackend {
             return Ok(bytes);
         }
         let name = name.clone();
+        let direct = self
+            .0
+            .direct_reads_from
+            .is_some_and(|from| range.end.saturating_sub(range.start) >= from);
         self.blocking(move |b| {
+            if direct {
+                let file = direct::open_for_direct_read(&path).map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => b.not_found(&name),
+                    _ => BackendError::from_io(&b.0.info.id, "open", e),
+                })?;
+                let size = file.metadata().map_err(b.io("stat"))?.len();
+                check_range(&b.0.info, &name, &range, size)?;
+                return direct::read_range(&file, &range, size).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        b.short_read()
+                    } else {
+                        BackendError::from_io(&b.0.info.id, "read", e)
+                    }
+                });
+            }
             let file = b.open_blob(&path, &name)?;
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
@@ -594,7 +778,14 @@ impl Backend for FsBackend {
                 let st = rustix::fs::statvfs(&root)
                     .map_err(|e| BackendError::from_io(&b.0.info.id, "statvfs", e.into()))?;
                 let read_only = st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY);
-                Ok((st.f_bavail.saturating_mul(st.f_frsize), read_only))
+                // A filesystem without size accounting (ramfs) reports no
+                // blocks at all, not a full disk: only a configured
+                // capacity bounds it.
+                let free = match st.f_blocks {
+                    0 => u64::MAX,
+                    _ => st.f_bavail.saturating_mul(st.f_frsize),
+                };
+                Ok((free, read_only))
             })
             .await?;
         let (medium_free, read_only) = probe;

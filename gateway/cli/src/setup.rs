@@ -23,7 +23,7 @@ use shardgate_backend::{Backend, BackendInfo};
 use shardgate_backend_cloud::{
     AzureSettings, CloudBackend, DEFAULT_PART_SIZE, GcsSettings, S3Settings, Timeouts,
 };
-use shardgate_backend_fs::FsBackend;
+use shardgate_backend_fs::{FsBackend, FsOptions};
 use shardgate_backend_memory::MemoryBackend;
 use shardgate_backend_peer::{
     NodeConfig, NodeHandle, PeerBackend, parse_addr, parse_listen, parse_peer_id,
@@ -274,6 +274,13 @@ async fn peer_node(config: &Config) -> Result<Option<NodeHandle>> {
     Ok(Some(node))
 }
 
+fn fs_options(config: &Config) -> FsOptions {
+    FsOptions {
+        direct_writes: config.fs.direct_writes,
+        direct_read_min_bytes: config.fs.direct_read_min_bytes,
+    }
+}
+
 /// Opens the configured backends, or the embedded default's.
 pub async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
     let infos = backend_infos(config)?;
@@ -283,7 +290,7 @@ pub async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
         for info in infos {
             let root = config.data_dir.join("backends").join(info.id.as_str());
             let id = info.id.clone();
-            let fs = FsBackend::open(info, &root)
+            let fs = FsBackend::open_with(info, &root, fs_options(config))
                 .await
                 .with_context(|| format!("opening fs backend {id} at {}", root.display()))?;
             out.push(Arc::new(fs));
@@ -293,7 +300,7 @@ pub async fn backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>> {
     for (i, (b, info)) in config.backends.iter().zip(infos).enumerate() {
         let backend: Arc<dyn Backend> = match (b.kind, &b.path) {
             (BackendKind::Fs, Some(path)) => Arc::new(
-                FsBackend::open(info, path)
+                FsBackend::open_with(info, path, fs_options(config))
                     .await
                     .with_context(|| format!("backends[{i}] ({}): {}", b.id, path.display()))?,
             ),

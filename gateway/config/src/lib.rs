@@ -143,6 +143,32 @@ pub struct Config {
     /// The manifest journal on the backends (`shardgate recover`).
     #[serde(default)]
     pub journal: JournalConfig,
+    /// How fs backends (and the embedded default's sites) do their I/O.
+    #[serde(default)]
+    pub fs: FsConfig,
+}
+
+/// fs backends' I/O (`[fs]`). The defaults are measured (BENCHMARKS.md,
+/// "Large objects without the page-cache copy"); this is for filesystems
+/// where the measurement comes out otherwise.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FsConfig {
+    /// Write fragments with `O_DIRECT` where the filesystem accepts it
+    /// (probed when each backend opens; buffered where it refuses).
+    pub direct_writes: bool,
+    /// Reads of at least this many bytes use `O_DIRECT` (0: never; every
+    /// read then goes through the page cache).
+    pub direct_read_min_bytes: u64,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        Self {
+            direct_writes: true,
+            direct_read_min_bytes: 0,
+        }
+    }
 }
 
 /// The manifest journal (`[journal]`): every metadata change also goes to
