@@ -26,6 +26,20 @@
 # statements, every one evaluated for every request), the order swapped
 # every round.
 #
+# SHARDGATE_BENCH_BINARIES="OLD NEW" measures two gateway binaries side by
+# side: one gateway each, SHARDGATE_BENCH_ROUNDS rounds, the order swapped
+# every round (ABBA). With SHARDGATE_BENCH_PERF=1, each then takes one more
+# PUT-only run of the last size under `perf record -e cpu-clock` (perf's
+# top symbols printed), and one under `perf stat` (context switches, page
+# faults). SHARDGATE_BENCH_ENV_A, SHARDGATE_BENCH_ENV_B: VAR=VALUE words
+# for one gateway only (the same binary twice with two settings).
+#
+# SHARDGATE_BENCH_CONCURRENCY: requests in flight (default 16).
+#
+# SHARDGATE_BENCH_LOADGEN_ARGS: more arguments for every run of the load
+# generator, e.g. "--gets 2 --drop-caches" (GETs from the disk, then again
+# from the page cache).
+#
 # SHARDGATE_BENCH_BACKENDS=memory runs the same gateway over six in-memory
 # backends (a config file, 4 + 2, quorum 5): the gateway's own cost without
 # the disk, to compare with the pipeline's criterion figures.
@@ -68,10 +82,11 @@ fi
 pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$data"' EXIT
 # start NAME [VAR=VALUE...]: a gateway in $data/NAME; sets $pid, $endpoint.
+# The binary is $bin, else SHARDGATE_BENCH_BIN, else this build's.
 start() {
   local name=$1
   shift
-  env "$@" RUST_LOG=warn "${SHARDGATE_BENCH_BIN:-$target/release/shardgate}" serve "${config[@]}" \
+  env "$@" RUST_LOG=warn "${bin:-${SHARDGATE_BENCH_BIN:-$target/release/shardgate}}" serve "${config[@]}" \
     --data-dir "$data/$name" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     > "$data/$name.out" 2> "$data/$name.log" &
   pid=$!
@@ -89,10 +104,53 @@ loadgen() {
   local name=$1
   shift
   "$target/release/shardgate-loadgen" --endpoint "${endpoints[$name]}" \
-    --credentials "$data/$name/credentials" "${workload[@]}" --concurrency 16 \
-    --pid "${gateway_pids[$name]}" "$@"
+    --credentials "$data/$name/credentials" "${workload[@]}" --concurrency "${SHARDGATE_BENCH_CONCURRENCY:-16}" \
+    --pid "${gateway_pids[$name]}" ${SHARDGATE_BENCH_LOADGEN_ARGS:-} "$@"
 }
 declare -A endpoints gateway_pids
+if [ -n "${SHARDGATE_BENCH_BINARIES:-}" ]; then
+  read -r -a binaries <<< "$SHARDGATE_BENCH_BINARIES"
+  [ ${#binaries[@]} = 2 ] || { echo "SHARDGATE_BENCH_BINARIES: two paths" >&2; exit 2; }
+  names=(A B)
+  for i in 0 1; do
+    env_var=SHARDGATE_BENCH_ENV_${names[$i]}
+    # shellcheck disable=SC2086 # VAR=VALUE words
+    bin=${binaries[$i]} start "${names[$i]}" ${!env_var:-}
+    endpoints[${names[$i]}]=$endpoint gateway_pids[${names[$i]}]=$pid
+    echo "${names[$i]} = ${binaries[$i]}"
+  done
+  for round in $(seq "${SHARDGATE_BENCH_ROUNDS:-4}"); do
+    order=(A B)
+    [ $((round % 2)) = 0 ] && order=(B A)
+    for name in "${order[@]}"; do
+      echo "round $round, $name"
+      loadgen "$name" --bucket "bench-$round"
+    done
+  done
+  if [ "${SHARDGATE_BENCH_PERF:-0}" = 1 ]; then
+    last_size=${sizes##*,} last_count=${counts##*,}
+    for name in A B; do
+      pid=${gateway_pids[$name]}
+      echo "perf record, $name: PUT $last_size x $last_count"
+      perf record -q -e cpu-clock -F 999 -p "$pid" -o "$data/perf-$name.data" &
+      perf_pid=$!
+      sleep 0.5
+      workload=(--sizes "$last_size" --counts "$last_count" --put-only)
+      loadgen "$name" --bucket "perf-${name,,}"
+      kill -INT $perf_pid; wait $perf_pid || true
+      perf report -i "$data/perf-$name.data" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -25
+      echo "perf stat, $name: PUT $last_size x $last_count"
+      perf stat -e context-switches,page-faults,cpu-clock -p "$pid" -o "$data/stat-$name.txt" &
+      perf_pid=$!
+      sleep 0.5
+      loadgen "$name" --bucket "stat-${name,,}"
+      kill -INT $perf_pid; wait $perf_pid || true
+      grep -E 'context-switches|page-faults|cpu-clock' "$data/stat-$name.txt"
+    done
+  fi
+  exit
+fi
 if [ "${SHARDGATE_BENCH_JOURNAL:-}" = ab ]; then
   start journal
   endpoints[journal]=$endpoint gateway_pids[journal]=$pid

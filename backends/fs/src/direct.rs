@@ -32,10 +32,15 @@ use rustix::fs::OFlags;
 /// Alignment of direct buffers, offsets and lengths.
 pub const ALIGN: usize = 4096;
 /// Bytes a writer gathers before one direct write: one hand-off to the
-/// blocking pool per this many bytes of a fragment.
-pub const STAGE_BYTES: usize = 256 << 10;
-/// Idle staging buffers a backend keeps for its next writers.
-const POOL_BUFFERS: usize = 16;
+/// blocking pool, and one wait for the device, per this many bytes of a
+/// fragment. Measured (BENCHMARKS.md, issue 24): 256 KiB left sys CPU at
+/// 0.40-0.45 of user; 1 MiB cut context switches by 2.4 times but held
+/// 12.8 MiB per PUT, past the 8 MiB admission reserves for it; 512 KiB
+/// holds 7.8 MiB with sys at 0.29-0.37 of user.
+pub const STAGE_BYTES: usize = 512 << 10;
+/// Idle staging buffers a backend keeps for its next writers (more only
+/// raise resident memory after a burst).
+const POOL_BUFFERS: usize = 4;
 
 /// A buffer whose start is [`ALIGN`]-aligned.
 pub type AlignedBuf = AVec<u8, ConstAlign<ALIGN>>;

@@ -53,6 +53,14 @@ struct Args {
     /// Only the PUT phase (for measuring the write path alone).
     #[arg(long, conflicts_with = "cleanup")]
     put_only: bool,
+    /// GET phases per size: the second ("GET again") reads what the first
+    /// left in the page cache.
+    #[arg(long, default_value_t = 1)]
+    gets: usize,
+    /// Drop the kernel's page cache (root) before each size's first GET
+    /// phase: the GETs then read the disk, whatever the PUTs left cached.
+    #[arg(long)]
+    drop_caches: bool,
     /// Instead of the phases: this many requests, valid and invalid mixed
     /// over `concurrency` keep-alive connections (see `mix`); exits
     /// non-zero unless every valid request got its answer and every
@@ -341,16 +349,33 @@ fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// User + system CPU seconds the process has used (`/proc/PID/stat`
-/// fields 14 and 15, in clock ticks of 1/100 s, Linux's USER_HZ).
+/// User + system CPU seconds the process has used.
 fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    cpu_times(pid).map(|(user, sys)| user + sys)
+}
+
+/// User and system CPU seconds the process has used (`/proc/PID/stat`
+/// fields 14 and 15, in clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_times(pid: Option<u32>) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
     // The command name (field 2) may hold spaces; count from after it.
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace().skip(11);
     let utime: f64 = fields.next()?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime / 100.0, stime / 100.0))
+}
+
+/// Writes dirty pages back, then drops the clean page cache.
+fn drop_page_cache() -> Result<()> {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .context("running sync")?;
+    if !synced.success() {
+        bail!("sync failed");
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .context("dropping the page cache (--drop-caches needs root)")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -492,29 +517,41 @@ async fn main() -> Result<()> {
     }
 
     println!(
-        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB | gateway CPU ms/op |"
+        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB | gateway CPU ms/op | gateway user s/GiB | gateway sys s/GiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (size, count) in args.sizes.iter().zip(&args.counts) {
         let size = parse_size(size)?;
         let versions: Versions = Arc::new(std::sync::Mutex::new(vec![None; *count]));
-        let mut ops = vec!["PUT"];
+        let mut ops = vec![("PUT", "PUT")];
         if !args.put_only {
-            ops.push("GET");
+            for pass in 0..args.gets {
+                ops.push(("GET", if pass == 0 { "GET" } else { "GET again" }));
+            }
         }
         if args.cleanup {
-            ops.push("DELETE");
+            ops.push(("DELETE", "DELETE"));
         }
-        for op in ops {
+        for (op, label) in ops {
+            if args.drop_caches && label == "GET" {
+                drop_page_cache()?;
+            }
             peak_rss_reset(args.pid);
-            let cpu_before = cpu_seconds(args.pid);
+            let cpu_before = cpu_times(args.pid);
             let (mut phase, elapsed) =
                 run_phase(&args, &tls, &signer, op, size, *count, &shared, &versions).await?;
             phase.latencies.sort();
             let secs = elapsed.as_secs_f64();
-            let cpu_ms_per_op = cpu_before
-                .zip(cpu_seconds(args.pid))
-                .map(|(before, after)| (after - before) * 1000.0 / *count as f64);
+            let cpu_spent = cpu_before
+                .zip(cpu_times(args.pid))
+                .map(|(before, after)| (after.0 - before.0, after.1 - before.1));
+            let cpu_ms_per_op = cpu_spent.map(|(u, s)| (u + s) * 1000.0 / *count as f64);
+            let gib = phase.bytes as f64 / f64::from(1u32 << 30);
+            let per_gib = |f: fn((f64, f64)) -> f64| {
+                cpu_spent
+                    .filter(|_| gib > 0.0)
+                    .map_or("-".into(), |c| format!("{:.2}", f(c) / gib))
+            };
             if op == "DELETE" {
                 if phase.errors > 0 {
                     eprintln!("cleanup: {} of {count} DELETEs failed", phase.errors);
@@ -522,7 +559,7 @@ async fn main() -> Result<()> {
                 continue;
             }
             println!(
-                "| {op} | {} | {count} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {label} | {} | {count} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
                 human(size),
                 args.concurrency,
                 phase.bytes as f64 / secs / 1e6,
@@ -534,6 +571,8 @@ async fn main() -> Result<()> {
                 phase.errors,
                 peak_rss_mib(args.pid).map_or("-".into(), |m| format!("{m:.0}")),
                 cpu_ms_per_op.map_or("-".into(), |c| format!("{c:.2}")),
+                per_gib(|(user, _)| user),
+                per_gib(|(_, sys)| sys),
             );
         }
     }
