@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use direct::WritePath;
-use direct::{AlignedBuf, BufferPool, STAGE_BYTES};
+use direct::{BufferPool, STAGE_BYTES, Stage};
 use futures::stream::{self, BoxStream, StreamExt};
 use shardgate_backend::{
     Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result, check_range,
@@ -142,33 +142,36 @@ impl FsBackend {
                 .filter_map(|r| r.ok())
                 .map(|(_, size)| size)
                 .sum::<u64>();
-            let direct = match direct::probe(&root.join("tmp")) {
-                Ok(path) => path,
-                Err(e) => {
-                    // A read-only disk, say: its writes fail anyway.
-                    tracing::debug!(backend = %id, error = %e, "cannot probe for direct I/O");
-                    WritePath::Buffered
-                }
-            };
+            let direct = direct::probe(&root.join("tmp"));
             Ok(((lock, root), (used, direct)))
         })
         .await
         .map_err(|e| join_error(&info.id, e))??;
         let ((lock, root), (used, direct)) = (lock, used);
-        let write_path = match (direct, options.direct_writes) {
-            (WritePath::Direct, true) => WritePath::Direct,
-            _ => WritePath::Buffered,
+        let direct_ok = matches!(direct, Ok(WritePath::Direct));
+        let write_path = match direct_ok && options.direct_writes {
+            true => WritePath::Direct,
+            false => WritePath::Buffered,
         };
-        let direct_reads_from = (direct == WritePath::Direct && options.direct_read_min_bytes > 0)
+        let direct_reads_from = (direct_ok && options.direct_read_min_bytes > 0)
             .then_some(options.direct_read_min_bytes);
+        let (id, at) = (&info.id, root.display());
         match direct {
-            WritePath::Direct => tracing::info!(
-                backend = %info.id, root = %root.display(), write_path = ?write_path,
-                direct_reads_from, "fs backend open"
+            Ok(WritePath::Direct) if options.direct_writes => tracing::info!(
+                backend = %id, root = %at, ?write_path, direct_reads_from, "fs backend open"
             ),
-            WritePath::Buffered => tracing::info!(
-                backend = %info.id, root = %root.display(), write_path = ?write_path,
+            Ok(WritePath::Direct) => tracing::info!(
+                backend = %id, root = %at, ?write_path, direct_reads_from,
+                "fs backend open; direct writes are turned off ([fs] direct_writes)"
+            ),
+            Ok(WritePath::Buffered) => tracing::info!(
+                backend = %id, root = %at, ?write_path,
                 "fs backend open; the filesystem refuses O_DIRECT, so every write is buffered"
+            ),
+            // A read-only disk, say (its writes fail anyway), or a full one.
+            Err(e) => tracing::warn!(
+                backend = %id, root = %at, ?write_path, error = %e,
+                "fs backend open; cannot probe for O_DIRECT, so every write is buffered"
             ),
         }
         Ok(Self(Arc::new(Inner {
@@ -297,7 +300,7 @@ impl FsBackend {
             ResolveFlags::CACHED,
         )
         .ok()?;
-        let mut buf = vec![0u8; usize::try_from(range.end - range.start).ok()?];
+        let mut buf = vec![0u8; usize::try_from(range.end.checked_sub(range.start)?).ok()?];
         let mut done = 0;
         while done < buf.len() {
             match rustix::io::preadv2(
@@ -428,15 +431,15 @@ struct FsWriter {
     tmp: PathBuf,
     file: Option<StdFile>,
     /// The staging buffer, when writing direct.
-    staged: Option<AlignedBuf>,
+    staged: Option<Stage>,
     written: u64,
     committed: bool,
 }
 
 impl Drop for FsWriter {
     fn drop(&mut self) {
-        if let Some(buf) = self.staged.take() {
-            self.backend.0.pool.give(buf);
+        if let Some(stage) = self.staged.take() {
+            self.backend.0.pool.give(stage.into_buf());
         }
         if !self.committed {
             // Not committed: discard. A failure here only leaves a temp file
@@ -459,12 +462,13 @@ impl FsWriter {
         }
     }
 
-    /// Runs `f` on the file (and the staging buffer) on the blocking pool
-    /// and takes both back.
+    /// Runs `f` on the file (and the stage) on the blocking pool and takes
+    /// both back. A failure finishes the writer: what the file holds is
+    /// then unknown, so nothing more may be written or committed.
     async fn with_file(
         &mut self,
         op: &'static str,
-        f: impl FnOnce(&mut StdFile, &mut Option<AlignedBuf>) -> io::Result<()> + Send + 'static,
+        f: impl FnOnce(&mut StdFile, &mut Option<Stage>) -> io::Result<()> + Send + 'static,
     ) -> Result<()> {
         let mut file = self.file.take().ok_or_else(|| self.finished(op))?;
         let mut staged = self.staged.take();
@@ -474,27 +478,31 @@ impl FsWriter {
         })
         .await
         .map_err(|e| join_error(&self.backend.0.info.id, e))?;
-        self.file = Some(file);
-        self.staged = staged;
-        outcome.map_err(self.backend.io(op))
+        match outcome {
+            Ok(()) => {
+                self.file = Some(file);
+                self.staged = staged;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(stage) = staged {
+                    self.backend.0.pool.give(stage.into_buf());
+                }
+                Err(self.backend.io(op)(e))
+            }
+        }
     }
 
-    /// Copies `data` into the staging buffer, writing each full stage.
+    /// Copies `data` into the stage, writing each full one.
     async fn write_staged(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            let Some(buf) = self.staged.as_mut() else {
+            let Some(stage) = self.staged.as_mut() else {
                 return Err(self.finished("write"));
             };
-            let n = (STAGE_BYTES - buf.len()).min(data.len());
-            buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if buf.len() == STAGE_BYTES {
+            data = &data[stage.fill(data)..];
+            if stage.is_full() {
                 self.with_file("write", |file, staged| match staged {
-                    Some(buf) => {
-                        direct::write_block(file, buf)?;
-                        buf.clear();
-                        Ok(())
-                    }
+                    Some(stage) => stage.flush_full(file),
                     None => Err(io::Error::other("no staging buffer")),
                 })
                 .await?;
@@ -502,19 +510,6 @@ impl FsWriter {
         }
         Ok(())
     }
-}
-
-/// Writes what `buf` still holds: its aligned part direct, then its tail
-/// buffered (`O_DIRECT` cleared on the descriptor), and empties it.
-fn finish_staged(file: &mut StdFile, buf: &mut AlignedBuf) -> io::Result<()> {
-    let aligned = buf.len() / direct::ALIGN * direct::ALIGN;
-    direct::write_block(file, &buf[..aligned])?;
-    if aligned < buf.len() {
-        direct::make_buffered(file)?;
-        file.write_all(&buf[aligned..])?;
-    }
-    buf.clear();
-    Ok(())
 }
 
 #[async_trait]
@@ -547,14 +542,18 @@ impl BlobWriter for FsWriter {
         let final_path = self.backend.blob_path(&self.name);
         let name = self.name.clone();
         let b = self.backend.clone();
+        let written = self.written;
         let (staged, committed) = tokio::task::spawn_blocking(move || {
             let committed = (|| {
-                if let Some(buf) = staged.as_mut() {
-                    finish_staged(&mut file, buf).map_err(b.io("write"))?;
+                if let Some(stage) = staged.as_mut() {
+                    stage.finish(&mut file).map_err(b.io("write"))?;
                 }
                 file.sync_all().map_err(b.io("fsync"))?;
                 drop(file);
                 b.link_durably(&tmp, &final_path, &name)?;
+                // Counted here, with the link: a commit whose caller went
+                // away meanwhile still holds its bytes.
+                b.0.used_bytes.fetch_add(written, Ordering::Relaxed);
                 // Committed: the temp name is only a second link now.
                 if let Err(e) = std::fs::remove_file(&tmp) {
                     tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp link");
@@ -568,10 +567,6 @@ impl BlobWriter for FsWriter {
         self.staged = staged;
         committed?;
         self.committed = true;
-        self.backend
-            .0
-            .used_bytes
-            .fetch_add(self.written, Ordering::Relaxed);
         Ok(BlobMeta {
             name: self.name.clone(),
             size: self.written,
@@ -603,7 +598,7 @@ impl Backend for FsBackend {
             name: name.clone(),
             tmp,
             file: Some(file),
-            staged: direct.then(|| self.0.pool.take()),
+            staged: direct.then(|| Stage::new(self.0.pool.take())),
             written: 0,
             committed: false,
         }))
@@ -629,18 +624,18 @@ impl Backend for FsBackend {
             let committed = (|| {
                 let mut file = create_temp(&tmp, direct).map_err(b.io("create temp file"))?;
                 if direct {
-                    let mut buf = b.0.pool.take();
+                    let mut stage = Stage::new(b.0.pool.take());
+                    stage.reserve_exact(&file, size);
                     let written = (|| {
                         for piece in data.chunks(STAGE_BYTES) {
-                            buf.extend_from_slice(piece);
-                            if buf.len() == STAGE_BYTES {
-                                direct::write_block(&mut file, &buf)?;
-                                buf.clear();
+                            stage.fill(piece);
+                            if stage.is_full() {
+                                stage.flush_full(&mut file)?;
                             }
                         }
-                        finish_staged(&mut file, &mut buf)
+                        stage.finish(&mut file)
                     })();
-                    b.0.pool.give(buf);
+                    b.0.pool.give(stage.into_buf());
                     written.map_err(b.io("write"))?;
                 } else {
                     file.write_all(&data).map_err(b.io("write"))?;

@@ -31,7 +31,7 @@ async fn each_filesystem_takes_its_write_path() {
     let b = open(disk.path(), FsOptions::default()).await;
     match kind {
         EXT4 | XFS | BTRFS => assert_eq!(b.write_path(), WritePath::Direct, "fs type {kind:#x}"),
-        TMPFS => assert_eq!(b.write_path(), WritePath::Buffered),
+        TMPFS => assert_eq!(b.write_path(), tmpfs_path()),
         other => println!("fs type {other:#x}: {:?}", b.write_path()),
     }
     drop(b);
@@ -52,12 +52,16 @@ async fn each_filesystem_takes_its_write_path() {
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     assert_eq!(fs_type(shm.path()), TMPFS, "/dev/shm is tmpfs here");
     let b = open(shm.path(), FsOptions::default()).await;
-    let expected = if kernel_at_least(6, 6) {
+    assert_eq!(b.write_path(), tmpfs_path(), "tmpfs");
+}
+
+/// tmpfs takes `O_DIRECT` since Linux 6.6.
+fn tmpfs_path() -> WritePath {
+    if kernel_at_least(6, 6) {
         WritePath::Direct
     } else {
         WritePath::Buffered
-    };
-    assert_eq!(b.write_path(), expected, "tmpfs");
+    }
 }
 
 /// Run in a private mount namespace over ramfs by the test below.

@@ -94,7 +94,11 @@ async fn full_disk_is_no_space_and_leaves_no_partial_blob() {
     }
     let err = match failure {
         Some(e) => {
-            drop(w);
+            // A failed write finishes the writer: nothing of it commits.
+            assert!(
+                w.commit().await.is_err(),
+                "a writer committed after a failed write"
+            );
             e
         }
         None => w.commit().await.expect_err("2 MiB cannot fit in 1 MiB"),
