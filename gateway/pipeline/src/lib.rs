@@ -10,6 +10,7 @@
 pub mod backend_set;
 pub mod buffers;
 pub mod error;
+pub mod etag;
 pub mod health;
 pub mod key_cache;
 pub mod read;

@@ -26,20 +26,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use md5::{Digest as _, Md5};
+use md5_many::Md5State;
 use shardgate_backend::{Backend, BackendError, BlobMeta};
 use shardgate_core::hash::group_digests;
 use shardgate_core::{
     BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest,
     PayloadKey, Recipients, Segment, StripeBuffer, StripeLayout, VersionId, encode_stripe,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::buffers;
 use crate::error::{PipelineError, Result};
+use crate::etag::{Hashers, Md5Digest, Md5Stream};
 
 /// Batches queued per fragment before the encoder waits for that backend.
 pub const FRAGMENT_QUEUE_BATCHES: usize = 2;
@@ -47,9 +48,7 @@ pub const FRAGMENT_QUEUE_BATCHES: usize = 2;
 /// this many bytes: with wide codes shards are small, and waking k + m
 /// writer tasks per stripe cost more than the writes (measured, BENCHMARKS.md).
 pub const FRAGMENT_BATCH_BYTES: usize = 256 * 1024;
-/// Body pieces queued for the MD5 thread.
-const MD5_QUEUE_PIECES: usize = 8;
-/// Plaintext hashed inline before a write starts its MD5 thread.
+/// Plaintext hashed inline before a write hands its MD5 to the hashers.
 const MD5_INLINE_BYTES: usize = 256 << 10;
 
 /// How a segment is written.
@@ -293,87 +292,55 @@ where
 ///
 /// The first [`MD5_INLINE_BYTES`] are hashed where they arrive (a small
 /// object's whole body costs a few microseconds there); past them the
-/// rest goes to a thread of the write's own, so a large body's hashing
-/// runs in parallel with its encoding. Not on tokio's blocking pool: that
-/// thread waits for its pieces as long as the PUT lasts, and 512
-/// concurrent PUTs, one hasher each, took every thread of the pool, so the
-/// encoders and fs writes they waited for never ran.
+/// rest goes to the shared hasher threads ([`crate::etag`]), so a large
+/// body's hashing runs in parallel with its encoding, and several uploads'
+/// hashing shares SIMD lanes.
 #[derive(Debug, Default)]
 struct Md5Tap {
-    inline: Option<Md5>,
+    inline: Md5State,
     hashed: usize,
-    thread: Option<(
-        mpsc::Sender<Bytes>,
-        oneshot::Receiver<md5::digest::Output<Md5>>,
-    )>,
-    /// No thread could be started: everything is hashed inline.
+    stream: Option<Md5Stream>,
+    /// No hasher could take it: everything is hashed inline.
     inline_only: bool,
 }
 
 impl Md5Tap {
     async fn feed(&mut self, piece: &Bytes) {
-        if self.thread.is_none()
+        if self.stream.is_none()
             && (self.inline_only || self.hashed + piece.len() <= MD5_INLINE_BYTES)
         {
-            self.inline.get_or_insert_with(Md5::new).update(piece);
+            self.inline.update(piece);
             self.hashed += piece.len();
             return;
         }
-        if self.thread.is_none() {
-            let state = self.inline.take().unwrap_or_default();
-            match spawn_md5(state.clone()) {
-                Ok(thread) => self.thread = Some(thread),
-                Err(e) => {
+        if self.stream.is_none() {
+            match Hashers::global().map(|h| h.open(self.inline)) {
+                Some(Ok(stream)) => self.stream = Some(stream),
+                _ => {
                     // Slower, never wrong: this write hashes where it reads.
-                    tracing::warn!(error = %e, "no MD5 thread; hashing inline");
-                    self.inline = Some(state);
                     self.inline_only = true;
-                    self.inline.get_or_insert_with(Md5::new).update(piece);
+                    self.inline.update(piece);
                     return;
                 }
             }
         }
-        if let Some((tx, _)) = &self.thread {
-            // The thread only goes away when the write is over.
-            let _ = tx.send(piece.clone()).await;
+        if let Some(stream) = &mut self.stream
+            && stream.update(piece.clone()).await.is_err()
+        {
+            // Reported by finish, which cannot give a digest then.
+            tracing::warn!("the MD5 hasher went away mid-write");
         }
     }
 
-    async fn finish(self) -> Result<md5::digest::Output<Md5>> {
-        match self.thread {
-            None => Ok(self.inline.unwrap_or_default().finalize()),
-            Some((tx, digest)) => {
-                drop(tx);
-                digest
-                    .await
-                    .map_err(|_| PipelineError::Internal("the MD5 thread ended early".into()))
-            }
+    async fn finish(self) -> Result<Md5Digest> {
+        match self.stream {
+            None => Ok(self.inline.finalize()),
+            Some(stream) => stream
+                .finish()
+                .await
+                .map_err(|e| PipelineError::Internal(e.to_string())),
         }
     }
-}
-
-/// Starts the hashing thread, from `state`.
-fn spawn_md5(
-    mut state: Md5,
-) -> std::result::Result<
-    (
-        mpsc::Sender<Bytes>,
-        oneshot::Receiver<md5::digest::Output<Md5>>,
-    ),
-    String,
-> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(MD5_QUEUE_PIECES);
-    let (done, digest) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("shardgate-md5".into())
-        .spawn(move || {
-            while let Some(piece) = rx.blocking_recv() {
-                state.update(&piece);
-            }
-            let _ = done.send(state.finalize());
-        })
-        .map_err(|e| format!("starting an MD5 thread: {e}"))?;
-    Ok((tx, digest))
 }
 
 /// Reads the body into stripes, encodes them on the blocking pool and hands
