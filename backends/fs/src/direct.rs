@@ -21,8 +21,8 @@
 //! A direct write allocates its blocks at once, where a buffered one waits
 //! for writeback and gets whole extents: 96 concurrent direct writers left
 //! 7 extents per 16 MiB fragment against 1.7, and reading them back cost
-//! more. So a [`Stage`] reserves the file's blocks ahead with `fallocate`,
-//! [`RESERVE_STEP`] at a time, and gives back what it did not use.
+//! more. So a [`Stage`] reserves the file's blocks ahead with `fallocate`
+//! ([`RESERVE_STEP`], then doubling), and gives back what it did not use.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -33,6 +33,7 @@ use std::sync::Mutex;
 
 use aligned_vec::{AVec, ConstAlign};
 use bytes::Bytes;
+use memmap2::MmapMut;
 use rustix::fs::OFlags;
 
 /// Alignment of direct buffers, offsets and lengths.
@@ -48,11 +49,49 @@ pub const STAGE_BYTES: usize = 512 << 10;
 /// raise resident memory after a burst).
 const POOL_BUFFERS: usize = 4;
 
-/// Blocks reserved ahead of a direct writer at a time.
+/// Blocks reserved ahead of a direct writer at first; each later
+/// reservation doubles what the file holds, so a blob of any size ends in
+/// a few extents, and at most half of its reservation goes unused (given
+/// back at the commit).
 pub const RESERVE_STEP: u64 = 8 << 20;
 
 /// A buffer whose start is [`ALIGN`]-aligned.
 pub type AlignedBuf = AVec<u8, ConstAlign<ALIGN>>;
+
+/// A stage's memory: an anonymous mapping of [`STAGE_BYTES`] (page
+/// aligned), given back to the kernel when dropped. Heap buffers of this
+/// size and alignment were kept by the allocator after use, and the
+/// gateway's resident memory crept up round after round (BENCHMARKS.md).
+#[derive(Debug)]
+pub struct StageBuf {
+    map: MmapMut,
+    len: usize,
+}
+
+impl StageBuf {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            map: MmapMut::map_anon(STAGE_BYTES)?,
+            len: 0,
+        })
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+
+    /// Appends what fits of `data`; returns how much did.
+    fn push(&mut self, data: &[u8]) -> usize {
+        let n = (STAGE_BYTES - self.len).min(data.len());
+        self.map[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+        n
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
 
 /// How a backend's blobs reach its disk, decided when it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,25 +103,25 @@ pub enum WritePath {
     Buffered,
 }
 
-/// Staging buffers reused across writers: no allocation (and no page
-/// faults on fresh pages) per blob.
+/// Staging buffers reused across writers: fewer mappings (and page faults
+/// on fresh pages) per blob.
 #[derive(Debug, Default)]
 pub struct BufferPool {
-    free: Mutex<Vec<AlignedBuf>>,
+    free: Mutex<Vec<StageBuf>>,
 }
 
 impl BufferPool {
     /// An empty buffer with room for [`STAGE_BYTES`].
-    pub fn take(&self) -> AlignedBuf {
+    pub fn take(&self) -> io::Result<StageBuf> {
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        reused.unwrap_or_else(|| AVec::with_capacity(ALIGN, STAGE_BYTES))
+        reused.map_or_else(StageBuf::new, Ok)
     }
 
-    /// Returns a buffer for the next writer (dropped when the pool is full).
-    pub fn give(&self, mut buf: AlignedBuf) {
+    /// Returns a buffer for the next writer (unmapped when the pool is full).
+    pub fn give(&self, mut buf: StageBuf) {
         buf.clear();
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < POOL_BUFFERS && buf.capacity() >= STAGE_BYTES {
+        if free.len() < POOL_BUFFERS {
             free.push(buf);
         }
     }
@@ -117,10 +156,18 @@ pub fn probe(dir: &Path) -> io::Result<WritePath> {
     }
 }
 
-/// A direct writer's staging buffer, and what it has put in its file.
+/// A writer's staging buffer, and what it has put in its file.
+///
+/// The file is opened buffered. Only when a first stage fills does the
+/// descriptor turn to `O_DIRECT`: a blob that fits in one stage (a small
+/// object's fragment) is written through the page cache as before, where
+/// the copy costs little and a GET soon after finds it; a larger one skips
+/// the page cache from its first byte on.
 #[derive(Debug)]
 pub struct Stage {
-    buf: AlignedBuf,
+    buf: StageBuf,
+    /// The descriptor has `O_DIRECT` on.
+    direct: bool,
     /// Bytes written to the file; a multiple of [`ALIGN`] until the tail.
     flushed: u64,
     /// The file's length as reserved by `fallocate` (0: nothing reserved).
@@ -131,10 +178,11 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// A stage over an empty buffer with room for [`STAGE_BYTES`].
-    pub fn new(buf: AlignedBuf) -> Self {
+    /// A stage over an empty buffer.
+    pub fn new(buf: StageBuf) -> Self {
         Self {
             buf,
+            direct: false,
             flushed: 0,
             reserved: 0,
             no_reserve: false,
@@ -142,51 +190,69 @@ impl Stage {
     }
 
     /// The buffer, for the pool.
-    pub fn into_buf(self) -> AlignedBuf {
+    pub fn into_buf(self) -> StageBuf {
         self.buf
     }
 
     /// Copies as much of `data` as fits; returns how much did.
     pub fn fill(&mut self, data: &[u8]) -> usize {
-        let n = (STAGE_BYTES - self.buf.len()).min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
-        n
+        self.buf.push(data)
     }
 
     pub fn is_full(&self) -> bool {
-        self.buf.len() >= STAGE_BYTES
+        self.buf.len == STAGE_BYTES
     }
 
     /// Reserves the file's first `len` bytes at once (a blob whose size is
-    /// known).
+    /// known, larger than a stage: it will go direct).
     pub fn reserve_exact(&mut self, file: &File, len: u64) {
         self.reserve_to(file, len);
     }
 
-    /// Writes the full buffer direct, reserving ahead first, and empties it.
+    /// Writes the full buffer direct (turning `O_DIRECT` on at the first,
+    /// and reserving ahead), and empties it.
     pub fn flush_full(&mut self, file: &mut File) -> io::Result<()> {
-        let end = self.flushed + self.buf.len() as u64;
-        if end > self.reserved {
-            self.reserve_to(file, self.flushed + RESERVE_STEP.max(end - self.flushed));
+        if !self.direct && self.flushed.is_multiple_of(ALIGN as u64) {
+            // Refused (it was not, at the probe): written buffered.
+            self.direct = set_direct(file, true).is_ok();
         }
-        write_block(file, &self.buf)?;
+        let end = self.flushed + self.buf.len as u64;
+        if self.direct && end > self.reserved {
+            let step = RESERVE_STEP.max(self.reserved).max(end - self.flushed);
+            self.reserve_to(file, self.flushed + step);
+        }
+        if self.direct {
+            write_block(file, self.buf.filled(), &mut self.direct)?;
+        } else {
+            file.write_all(self.buf.filled())?;
+        }
         self.flushed = end;
         self.buf.clear();
         Ok(())
     }
 
-    /// Writes what the buffer still holds, its aligned part direct and its
-    /// tail buffered (`O_DIRECT` cleared on the descriptor), and gives back
-    /// the reservation past the end: the file is then exactly as long as
-    /// what was written.
+    /// Writes what the buffer still holds (direct: its aligned part direct
+    /// and its tail buffered, `O_DIRECT` cleared on the descriptor) and
+    /// gives back the reservation past the end: the file is then exactly
+    /// as long as what was written.
     pub fn finish(&mut self, file: &mut File) -> io::Result<()> {
-        let aligned = self.buf.len() / ALIGN * ALIGN;
-        write_block(file, &self.buf[..aligned])?;
-        if aligned < self.buf.len() {
-            make_buffered(file)?;
-            file.write_all(&self.buf[aligned..])?;
+        let data = self.buf.filled();
+        let aligned = if self.direct {
+            data.len() / ALIGN * ALIGN
+        } else {
+            0
+        };
+        if aligned > 0 {
+            write_block(file, &data[..aligned], &mut self.direct)?;
         }
-        self.flushed += self.buf.len() as u64;
+        if aligned < data.len() {
+            if self.direct {
+                set_direct(file, false)?;
+                self.direct = false;
+            }
+            file.write_all(&data[aligned..])?;
+        }
+        self.flushed += data.len() as u64;
         self.buf.clear();
         if self.reserved > self.flushed {
             file.set_len(self.flushed)?;
@@ -222,10 +288,11 @@ pub fn create_direct(path: &Path) -> io::Result<File> {
 }
 
 /// Writes `block` (aligned start, length a multiple of [`ALIGN`]) at the
-/// file's offset. A short direct write (a nearly full disk can give one)
-/// leaves the offset unaligned: the rest goes buffered, so the caller sees
-/// the real error (`ENOSPC`) rather than `EINVAL`.
-fn write_block(file: &mut File, block: &[u8]) -> io::Result<()> {
+/// file's offset, direct. A short direct write (a nearly full disk can
+/// give one) leaves the offset unaligned: the rest goes buffered (and
+/// `direct` turns false), so the caller sees the real error (`ENOSPC`)
+/// rather than `EINVAL`.
+fn write_block(file: &mut File, block: &[u8], direct: &mut bool) -> io::Result<()> {
     debug_assert!(block.len().is_multiple_of(ALIGN));
     let mut rest = block;
     while !rest.is_empty() {
@@ -237,17 +304,23 @@ fn write_block(file: &mut File, block: &[u8]) -> io::Result<()> {
         };
         rest = &rest[n..];
         if !n.is_multiple_of(ALIGN) && !rest.is_empty() {
-            make_buffered(file)?;
+            set_direct(file, false)?;
+            *direct = false;
             return file.write_all(rest);
         }
     }
     Ok(())
 }
 
-/// Clears `O_DIRECT` on `file`: what follows goes through the page cache.
-fn make_buffered(file: &File) -> io::Result<()> {
+/// Sets or clears `O_DIRECT` on `file`.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(file)?;
-    rustix::fs::fcntl_setfl(file, flags - OFlags::DIRECT)?;
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags - OFlags::DIRECT
+    };
+    rustix::fs::fcntl_setfl(file, flags)?;
     Ok(())
 }
 
@@ -306,6 +379,31 @@ mod tests {
 
     use super::*;
 
+    /// Writes `len` patterned bytes through a stage into a new file in a
+    /// directory that takes `O_DIRECT`; returns them, the file, and the
+    /// file's length after the first full stage (None: no stage filled).
+    fn staged_write(dir: &Path, len: usize) -> (Vec<u8>, std::path::PathBuf, Option<u64>) {
+        let path = dir.join("blob");
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let mut stage = Stage::new(BufferPool::default().take().unwrap());
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let mut rest = &data[..];
+        let mut after_first = None;
+        while !rest.is_empty() {
+            rest = &rest[stage.fill(rest)..];
+            if stage.is_full() {
+                stage.flush_full(&mut file).unwrap();
+                after_first.get_or_insert(file.metadata().unwrap().len());
+            }
+        }
+        stage.finish(&mut file).unwrap();
+        (data, path, after_first)
+    }
+
     #[test]
     fn a_stage_reserves_ahead_and_gives_back_what_it_did_not_use() {
         let dir = tempfile::tempdir().unwrap();
@@ -313,27 +411,12 @@ mod tests {
             println!("no O_DIRECT here: nothing to show");
             return;
         }
-        let path = dir.path().join("blob");
-        let mut file = create_direct(&path).unwrap();
-        let mut stage = Stage::new(BufferPool::default().take());
-        let data: Vec<u8> = (0..3 * STAGE_BYTES + 1234)
-            .map(|i| (i % 253) as u8)
-            .collect();
-        let mut rest = &data[..];
-        while !rest.is_empty() {
-            rest = &rest[stage.fill(rest)..];
-            if stage.is_full() {
-                stage.flush_full(&mut file).unwrap();
-                let meta = file.metadata().unwrap();
-                assert_eq!(
-                    meta.len(),
-                    RESERVE_STEP,
-                    "reserved ahead, not grown per write"
-                );
-            }
-        }
-        stage.finish(&mut file).unwrap();
-        drop(file);
+        let (data, path, after_first) = staged_write(dir.path(), 3 * STAGE_BYTES + 1234);
+        assert_eq!(
+            after_first,
+            Some(RESERVE_STEP),
+            "reserved ahead, not grown per write"
+        );
         assert_eq!(
             std::fs::read(&path).unwrap(),
             data,
@@ -342,16 +425,23 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_within_one_stage_is_written_buffered_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, path, after_first) = staged_write(dir.path(), STAGE_BYTES - 1);
+        assert_eq!(after_first, None);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
     fn pooled_buffers_are_aligned_and_reused() {
         let pool = BufferPool::default();
-        let mut a = pool.take();
-        assert_eq!(a.as_ptr() as usize % ALIGN, 0);
-        a.extend_from_slice(&[7; 100]);
-        let addr = a.as_ptr();
+        let mut a = pool.take().unwrap();
+        assert_eq!(a.map.as_ptr() as usize % ALIGN, 0);
+        a.push(&[7; 100]);
+        let addr = a.map.as_ptr();
         pool.give(a);
-        let b = pool.take();
-        assert!(b.is_empty(), "a reused buffer starts empty");
-        assert_eq!(b.as_ptr(), addr, "the buffer was reused");
-        assert!(b.capacity() >= STAGE_BYTES);
+        let b = pool.take().unwrap();
+        assert!(b.filled().is_empty(), "a reused buffer starts empty");
+        assert_eq!(b.map.as_ptr(), addr, "the buffer was reused");
     }
 }

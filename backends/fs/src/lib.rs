@@ -49,9 +49,6 @@ use shardgate_backend::{
 
 /// Blob listings buffer at most this many entries ahead of the consumer.
 const LIST_BUFFER_ENTRIES: usize = 256;
-/// A whole blob `put` at once goes direct from this size; a smaller one is
-/// cheaper to copy into the page cache than into an aligned buffer.
-const DIRECT_PUT_MIN_BYTES: usize = 64 << 10;
 
 /// How an fs backend does its I/O. The defaults are the measured choice
 /// (BENCHMARKS.md, "Large objects without the page-cache copy").
@@ -186,6 +183,18 @@ impl FsBackend {
             pool: BufferPool::default(),
             _lock: lock,
         })))
+    }
+
+    /// A stage for a direct writer; none (the writer goes buffered) when
+    /// no memory can be mapped for it.
+    fn stage(&self) -> Option<Stage> {
+        match self.0.pool.take() {
+            Ok(buf) => Some(Stage::new(buf)),
+            Err(e) => {
+                tracing::warn!(backend = %self.0.info.id, error = %e, "no staging buffer; writing buffered");
+                None
+            }
+        }
     }
 
     /// Whether writes bypass the page cache here.
@@ -342,14 +351,10 @@ fn join_error(id: &shardgate_backend::BackendId, e: tokio::task::JoinError) -> B
     }
 }
 
-/// Creates the temp file `path` (which must not exist), for direct writes
-/// or buffered ones.
-fn create_temp(path: &Path, direct: bool) -> io::Result<StdFile> {
-    if direct {
-        direct::create_direct(path)
-    } else {
-        StdFile::options().write(true).create_new(true).open(path)
-    }
+/// Creates the temp file `path` (which must not exist). Opened buffered:
+/// a [`Stage`] turns `O_DIRECT` on once a blob outgrows one stage.
+fn create_temp(path: &Path) -> io::Result<StdFile> {
+    StdFile::options().write(true).create_new(true).open(path)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -591,14 +596,14 @@ impl Backend for FsBackend {
         let path = tmp.clone();
         let direct = self.0.write_path == WritePath::Direct;
         let file = self
-            .blocking(move |b| create_temp(&path, direct).map_err(b.io("create temp file")))
+            .blocking(move |b| create_temp(&path).map_err(b.io("create temp file")))
             .await?;
         Ok(Box::new(FsWriter {
             backend: self.clone(),
             name: name.clone(),
             tmp,
             file: Some(file),
-            staged: direct.then(|| Stage::new(self.0.pool.take())),
+            staged: direct.then(|| self.stage()).flatten(),
             written: 0,
             committed: false,
         }))
@@ -619,12 +624,12 @@ impl Backend for FsBackend {
         let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
         let final_path = self.blob_path(name);
         let name = name.clone();
-        let direct = self.0.write_path == WritePath::Direct && data.len() >= DIRECT_PUT_MIN_BYTES;
+        // A blob within one stage is written buffered either way.
+        let direct = self.0.write_path == WritePath::Direct && data.len() > STAGE_BYTES;
         self.blocking(move |b| {
             let committed = (|| {
-                let mut file = create_temp(&tmp, direct).map_err(b.io("create temp file"))?;
-                if direct {
-                    let mut stage = Stage::new(b.0.pool.take());
+                let mut file = create_temp(&tmp).map_err(b.io("create temp file"))?;
+                if let Some(mut stage) = direct.then(|| b.stage()).flatten() {
                     stage.reserve_exact(&file, size);
                     let written = (|| {
                         for piece in data.chunks(STAGE_BYTES) {
