@@ -54,6 +54,9 @@ const POOL_BUFFERS: usize = 4;
 /// a few extents, and at most half of its reservation goes unused (given
 /// back at the commit).
 pub const RESERVE_STEP: u64 = 8 << 20;
+/// The most one reservation takes: on a nearly full disk a reservation
+/// holds space other writers need until its blob commits.
+const RESERVE_MAX_STEP: u64 = 64 << 20;
 
 /// A buffer whose start is [`ALIGN`]-aligned.
 pub type AlignedBuf = AVec<u8, ConstAlign<ALIGN>>;
@@ -172,20 +175,26 @@ pub struct Stage {
     flushed: u64,
     /// The file's length as reserved by `fallocate` (0: nothing reserved).
     reserved: u64,
-    /// `fallocate` failed once (not supported here, or no room for a
-    /// whole step): the writes alone decide from then on.
+    /// No reserving: the filesystem keeps blocks in memory (tmpfs), or
+    /// `fallocate` failed once (not supported here, or no room for a whole
+    /// step): the writes alone decide from then on.
     no_reserve: bool,
+    /// A reservation was tried: the file's length may differ from
+    /// `flushed` (a failed `fallocate` can leave part of its extension).
+    reserve_tried: bool,
 }
 
 impl Stage {
-    /// A stage over an empty buffer.
-    pub fn new(buf: StageBuf) -> Self {
+    /// A stage over an empty buffer; `reserve`: whether to reserve
+    /// blocks ahead (not on a filesystem in memory).
+    pub fn new(buf: StageBuf, reserve: bool) -> Self {
         Self {
             buf,
             direct: false,
             flushed: 0,
             reserved: 0,
-            no_reserve: false,
+            no_reserve: !reserve,
+            reserve_tried: false,
         }
     }
 
@@ -218,7 +227,9 @@ impl Stage {
         }
         let end = self.flushed + self.buf.len as u64;
         if self.direct && end > self.reserved {
-            let step = RESERVE_STEP.max(self.reserved).max(end - self.flushed);
+            let step = RESERVE_STEP
+                .max(self.reserved.min(RESERVE_MAX_STEP))
+                .max(end - self.flushed);
             self.reserve_to(file, self.flushed + step);
         }
         if self.direct {
@@ -254,7 +265,7 @@ impl Stage {
         }
         self.flushed += data.len() as u64;
         self.buf.clear();
-        if self.reserved > self.flushed {
+        if self.reserve_tried && file.metadata()?.len() != self.flushed {
             file.set_len(self.flushed)?;
         }
         Ok(())
@@ -268,11 +279,15 @@ impl Stage {
             return;
         }
         let from = self.reserved.max(self.flushed);
+        self.reserve_tried = true;
         match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, end - from) {
             Ok(()) => self.reserved = end,
             Err(e) => {
                 tracing::debug!(error = %e, "fallocate refused; writing without reserving");
                 self.no_reserve = true;
+                // A failure part-way (ext4 out of space) keeps what it
+                // allocated, and the length with it: give it back now.
+                let _ = file.set_len(from);
             }
         }
     }
@@ -389,7 +404,7 @@ mod tests {
             .create_new(true)
             .open(&path)
             .unwrap();
-        let mut stage = Stage::new(BufferPool::default().take().unwrap());
+        let mut stage = Stage::new(BufferPool::default().take().unwrap(), true);
         let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let mut rest = &data[..];
         let mut after_first = None;

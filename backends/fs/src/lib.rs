@@ -81,6 +81,8 @@ struct Inner {
     /// fsyncs of `blobs/` made by commits (for the tests).
     blobs_syncs: AtomicU64,
     write_path: WritePath,
+    /// Direct writers reserve blocks ahead (not where blocks are memory).
+    reserve_ahead: bool,
     /// Reads of at least this many bytes go direct (`None`: never).
     direct_reads_from: Option<u64>,
     pool: BufferPool,
@@ -146,6 +148,11 @@ impl FsBackend {
         .map_err(|e| join_error(&info.id, e))??;
         let ((lock, root), (used, direct)) = (lock, used);
         let direct_ok = matches!(direct, Ok(WritePath::Direct));
+        // tmpfs takes O_DIRECT (Linux 6.6 on), but a reservation there
+        // holds memory.
+        const TMPFS_MAGIC: u64 = 0x0102_1994;
+        let reserve_ahead =
+            rustix::fs::statfs(&root).is_ok_and(|st| st.f_type as u64 != TMPFS_MAGIC);
         let write_path = match direct_ok && options.direct_writes {
             true => WritePath::Direct,
             false => WritePath::Buffered,
@@ -179,6 +186,7 @@ impl FsBackend {
             durable_dirs: Mutex::new(HashSet::new()),
             blobs_syncs: AtomicU64::new(0),
             write_path,
+            reserve_ahead,
             direct_reads_from,
             pool: BufferPool::default(),
             _lock: lock,
@@ -189,7 +197,7 @@ impl FsBackend {
     /// no memory can be mapped for it.
     fn stage(&self) -> Option<Stage> {
         match self.0.pool.take() {
-            Ok(buf) => Some(Stage::new(buf)),
+            Ok(buf) => Some(Stage::new(buf, self.0.reserve_ahead)),
             Err(e) => {
                 tracing::warn!(backend = %self.0.info.id, error = %e, "no staging buffer; writing buffered");
                 None

@@ -39,6 +39,32 @@ impl Mount {
         Some(Self { path, _dir: dir })
     }
 
+    /// A fresh ext4 of `size` on a loop device (an image in a temp dir).
+    fn ext4(size: &str) -> Option<Self> {
+        if std::env::var_os("SHARDGATE_TEST_SKIP_MOUNT").is_some() {
+            eprintln!("SHARDGATE_TEST_SKIP_MOUNT is set: skipping a mount test");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("ext4.img");
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).expect("mount point");
+        let run = |cmd: &mut Command| {
+            let status = cmd.status().expect("run");
+            assert!(
+                status.success(),
+                "{cmd:?} failed: run as root or set SHARDGATE_TEST_SKIP_MOUNT=1"
+            );
+        };
+        run(Command::new("truncate").args(["-s", size]).arg(&image));
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&path));
+        Some(Self { path, _dir: dir })
+    }
+
     fn remount_read_only(&self) {
         let status = Command::new("mount")
             .args(["-o", "remount,ro"])
@@ -171,4 +197,47 @@ async fn read_only_file_system_refuses_writes_and_still_reads() {
         Err(BackendError::NotWritable { .. })
     ));
     assert_eq!(files_under(&root.join("blobs")).len(), 1);
+}
+
+/// A direct writer reserves its file's blocks ahead (8 MiB at first). On a
+/// disk with less room than that, ext4's `fallocate` fails part-way and
+/// keeps what it got, the file's length included: the blob must still be
+/// stored at exactly its own length, and the disk's room given back.
+#[tokio::test]
+async fn a_reservation_the_disk_cannot_hold_leaves_the_blob_its_own_length() {
+    let Some(mnt) = Mount::ext4("16M") else {
+        return;
+    };
+    let root = mnt.path.join("store");
+    let b = FsBackend::open(info(), &root).await.expect("open");
+    assert_eq!(b.write_path(), shardgate_backend_fs::WritePath::Direct);
+    let write = |len: usize, seed: u8| {
+        let b = b.clone();
+        async move {
+            let name = BlobName::random();
+            let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+            let mut w = b.create(&name).await.expect("create");
+            for piece in data.chunks(300_000) {
+                w.write(Bytes::copy_from_slice(piece)).await.expect("write");
+            }
+            assert_eq!(w.commit().await.expect("commit").size, len as u64);
+            (name, data)
+        }
+    };
+    // Leaves about 6 MiB free: less than one reservation.
+    let (big, big_data) = write(7 << 20, 1).await;
+    let (name, data) = write((1 << 20) + 5, 2).await;
+    for (name, data) in [(&big, &big_data), (&name, &data)] {
+        let on_disk = std::fs::metadata(b.blob_path(name)).expect("blob").len();
+        assert_eq!(
+            on_disk,
+            data.len() as u64,
+            "the file is the blob's own length"
+        );
+        assert_eq!(b.stat(name).await.expect("stat").size, data.len() as u64);
+        let back = b.get(name, 0..data.len() as u64).await.expect("get");
+        assert!(back[..] == data[..], "the bytes written");
+    }
+    // What the failed reservation took is free again: another blob fits.
+    write(3 << 20, 3).await;
 }

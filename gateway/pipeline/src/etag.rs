@@ -57,6 +57,13 @@ struct Worker {
     open_streams: Arc<AtomicUsize>,
 }
 
+impl Worker {
+    /// A hasher thread that ended (it panicked) takes no stream.
+    fn alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
 enum Message {
     Open(u64, Md5State),
     Piece(u64, Bytes, OwnedSemaphorePermit),
@@ -116,6 +123,7 @@ impl Hashers {
         let worker = self
             .workers
             .iter()
+            .filter(|w| w.alive())
             .min_by_key(|w| w.open_streams.load(Ordering::Relaxed))
             .ok_or(HasherGone)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -40,7 +40,7 @@ use tracing::Instrument;
 
 use crate::buffers;
 use crate::error::{PipelineError, Result};
-use crate::etag::{Hashers, Md5Digest, Md5Stream};
+use crate::etag::{HasherGone, Hashers, Md5Digest, Md5Stream};
 
 /// Batches queued per fragment before the encoder waits for that backend.
 pub const FRAGMENT_QUEUE_BATCHES: usize = 2;
@@ -302,10 +302,15 @@ struct Md5Tap {
     stream: Option<Md5Stream>,
     /// No hasher could take it: everything is hashed inline.
     inline_only: bool,
+    /// The hasher went away mid-write: there is no digest to give.
+    lost: bool,
 }
 
 impl Md5Tap {
     async fn feed(&mut self, piece: &Bytes) {
+        if self.lost {
+            return;
+        }
         if self.stream.is_none()
             && (self.inline_only || self.hashed + piece.len() <= MD5_INLINE_BYTES)
         {
@@ -329,10 +334,15 @@ impl Md5Tap {
         {
             // Reported by finish, which cannot give a digest then.
             tracing::warn!("the MD5 hasher went away mid-write");
+            self.stream = None;
+            self.lost = true;
         }
     }
 
     async fn finish(self) -> Result<Md5Digest> {
+        if self.lost {
+            return Err(PipelineError::Internal(HasherGone.to_string()));
+        }
         match self.stream {
             None => Ok(self.inline.finalize()),
             Some(stream) => stream
