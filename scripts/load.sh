@@ -129,23 +129,24 @@ if [ -n "${SHARDGATE_BENCH_BINARIES:-}" ]; then
   done
   if [ "${SHARDGATE_BENCH_PERF:-0}" = 1 ]; then
     last_size=${sizes##*,} last_count=${counts##*,}
-    for name in A B; do
-      pid=${gateway_pids[$name]}
-      echo "perf record, $name: PUT $last_size x $last_count"
-      perf record -q -e cpu-clock -F 999 -p "$pid" -o "$data/perf-$name.data" &
-      perf_pid=$!
+    workload=(--sizes "$last_size" --counts "$last_count" --put-only)
+    # under_perf NAME TOOL ARGS...: one PUT-only run of gateway NAME with
+    # `perf TOOL ARGS` attached to it.
+    under_perf() {
+      local name=$1 tool=$2
+      shift 2
+      echo "perf $tool, $name: PUT $last_size x $last_count"
+      perf "$tool" "$@" -p "${gateway_pids[$name]}" &
+      local perf_pid=$!
       sleep 0.5
-      workload=(--sizes "$last_size" --counts "$last_count" --put-only)
-      loadgen "$name" --bucket "perf-${name,,}"
+      loadgen "$name" --bucket "$tool-${name,,}"
       kill -INT $perf_pid; wait $perf_pid || true
+    }
+    for name in A B; do
+      under_perf "$name" record -q -e cpu-clock -F 999 -o "$data/perf-$name.data"
       perf report -i "$data/perf-$name.data" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -25
-      echo "perf stat, $name: PUT $last_size x $last_count"
-      perf stat -e context-switches,page-faults,cpu-clock -p "$pid" -o "$data/stat-$name.txt" &
-      perf_pid=$!
-      sleep 0.5
-      loadgen "$name" --bucket "stat-${name,,}"
-      kill -INT $perf_pid; wait $perf_pid || true
+      under_perf "$name" stat -e context-switches,page-faults,cpu-clock -o "$data/stat-$name.txt"
       grep -E 'context-switches|page-faults|cpu-clock' "$data/stat-$name.txt"
     done
   fi
