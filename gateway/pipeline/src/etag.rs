@@ -251,36 +251,36 @@ fn run(mut rx: mpsc::UnboundedReceiver<Message>) {
                     s.state.update(&piece);
                 }
             }
-        }
-        let chosen = if chosen < MIN_LANES { 0 } else { chosen };
-        let lane = ready
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(chosen)
-            .filter_map(|id| streams.get(id)?.pending.front().map(|(p, _)| p.len()))
-            .min()
-            .unwrap_or(0)
-            .clamp(MIN_LANE_BYTES, LANE_BYTES);
-        for id in ready.iter().cycle().skip(start).take(chosen) {
-            if let Some((piece, _)) = streams.get(id).and_then(|s| s.pending.front()) {
-                batch_ids.push(*id);
-                batch_states.push(streams[id].state);
-                batch_pieces.push(piece.slice(..piece.len().min(lane)));
+        } else {
+            let lane = ready
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(chosen)
+                .filter_map(|id| streams.get(id)?.pending.front().map(|(p, _)| p.len()))
+                .min()
+                .unwrap_or(0)
+                .clamp(MIN_LANE_BYTES, LANE_BYTES);
+            for id in ready.iter().cycle().skip(start).take(chosen) {
+                if let Some((piece, _)) = streams.get(id).and_then(|s| s.pending.front()) {
+                    batch_ids.push(*id);
+                    batch_states.push(streams[id].state);
+                    batch_pieces.push(piece.slice(..piece.len().min(lane)));
+                }
             }
-        }
-        if !batch_ids.is_empty() {
-            let inputs: Vec<&[u8]> = batch_pieces.iter().map(|p| &p[..]).collect();
-            engine.update_many(&mut batch_states, &inputs);
-            for ((id, state), taken) in batch_ids.iter().zip(&batch_states).zip(&batch_pieces) {
-                if let Some(s) = streams.get_mut(id) {
-                    s.state = *state;
-                    if let Some((piece, _)) = s.pending.front_mut() {
-                        let _ = piece.split_to(taken.len());
-                        if piece.is_empty() {
-                            // Hashed whole: its permit goes back to the
-                            // stream's sender.
-                            s.pending.pop_front();
+            if !batch_ids.is_empty() {
+                let inputs: Vec<&[u8]> = batch_pieces.iter().map(|p| &p[..]).collect();
+                engine.update_many(&mut batch_states, &inputs);
+                for ((id, state), taken) in batch_ids.iter().zip(&batch_states).zip(&batch_pieces) {
+                    if let Some(s) = streams.get_mut(id) {
+                        s.state = *state;
+                        if let Some((piece, _)) = s.pending.front_mut() {
+                            let _ = piece.split_to(taken.len());
+                            if piece.is_empty() {
+                                // Hashed whole: its permit goes back to the
+                                // stream's sender.
+                                s.pending.pop_front();
+                            }
                         }
                     }
                 }
