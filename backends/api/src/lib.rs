@@ -13,6 +13,7 @@
 //!   the blob is [`BackendError::InvalidRange`], never a short read.
 //! - Every failure is a typed [`BackendError`]; nothing panics on bad input.
 
+pub mod buffers;
 pub mod error;
 
 use std::collections::BTreeMap;

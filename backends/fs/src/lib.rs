@@ -44,7 +44,8 @@ pub use direct::WritePath;
 use direct::{BufferPool, STAGE_BYTES, Stage};
 use futures::stream::{self, BoxStream, StreamExt};
 use shardgate_backend::{
-    Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result, check_range,
+    Backend, BackendError, BackendInfo, BlobMeta, BlobName, BlobWriter, Health, Result, buffers,
+    check_range,
 };
 
 /// Blob listings buffer at most this many entries ahead of the consumer.
@@ -706,9 +707,14 @@ impl Backend for FsBackend {
             let file = b.open_blob(&path, &name)?;
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
-            // Read into reserved capacity: no zero-fill of the buffer first.
+            // Read into spare capacity: no zero-fill first. A large read
+            // takes a recycled buffer, whose pages are already faulted in.
             let len = range.end - range.start;
-            let mut buf = Vec::with_capacity(len as usize);
+            let mut buf = match len >= INLINE_READ_BYTES {
+                true => buffers::take(len as usize),
+                false => Vec::with_capacity(len as usize),
+            };
+            buf.clear();
             let mut file = file;
             file.seek(SeekFrom::Start(range.start))
                 .map_err(b.io("seek"))?;
@@ -720,7 +726,10 @@ impl Backend for FsBackend {
                 // The file shrank under us: never return a short read.
                 return Err(b.short_read());
             }
-            Ok(Bytes::from(buf))
+            Ok(match len >= INLINE_READ_BYTES {
+                true => buffers::into_bytes(buf),
+                false => Bytes::from(buf),
+            })
         })
         .await
     }

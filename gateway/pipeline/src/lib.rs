@@ -8,7 +8,6 @@
 //!   and a report of fragments to repair.
 
 pub mod backend_set;
-pub mod buffers;
 pub mod error;
 pub mod etag;
 pub mod health;

@@ -33,10 +33,10 @@ use shardgate_core::{
 };
 
 use crate::backend_set::BackendSet;
-use crate::buffers;
 use crate::error::{PipelineError, Result};
 use crate::key_cache::{DEFAULT_KEY_CACHE_ENTRIES, KeyCache};
 use crate::write::INLINE_CODEC_BYTES;
+use shardgate_backend::buffers;
 
 /// How reads are done.
 #[derive(Clone, Debug)]

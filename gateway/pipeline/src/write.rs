@@ -38,9 +38,9 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::buffers;
 use crate::error::{PipelineError, Result};
 use crate::etag::{HasherGone, Hashers, Md5Digest, Md5Stream};
+use shardgate_backend::buffers;
 
 /// Batches queued per fragment before the encoder waits for that backend.
 pub const FRAGMENT_QUEUE_BATCHES: usize = 2;

@@ -305,16 +305,35 @@ async fn run_phase(
                         }
                         let mut body = resp.into_body();
                         let mut got = 0u64;
+                        let mut error_body = Vec::new();
                         while let Some(frame) = body.frame().await {
                             match frame {
-                                Ok(f) => got += f.data_ref().map_or(0, |d| d.len() as u64),
-                                Err(_) => break,
+                                Ok(f) => {
+                                    let data = f.data_ref().map_or(&[][..], |d| &d[..]);
+                                    got += data.len() as u64;
+                                    if !status.is_success() && error_body.len() < 512 {
+                                        error_body.extend_from_slice(data);
+                                    }
+                                }
+                                Err(e) => {
+                                    eprintln!("{op} {path}: the body broke off: {e}");
+                                    break;
+                                }
                             }
                         }
                         let want = if op == "GET" { size } else { got };
+                        if !status.is_success() {
+                            eprintln!(
+                                "{op} {path}: {status} {}",
+                                String::from_utf8_lossy(&error_body)
+                            );
+                        }
                         status.is_success() && got == want
                     }
-                    Err(_) => false,
+                    Err(e) => {
+                        eprintln!("{op} {path}: {e}");
+                        false
+                    }
                 };
                 if ok {
                     phase.latencies.push(t.elapsed());

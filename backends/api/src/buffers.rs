@@ -1,0 +1,195 @@
+//! Recycled buffers for stripes, read batches and the blobs backends read.
+//!
+//! A stripe needs about 1.5 MiB (data + parity shards), a read batch a few
+//! MiB, and a backend's read of one fragment a few hundred KiB. Fresh
+//! allocations of that size are mmapped, so every 4 KiB page costs a fault
+//! and a kernel zeroing; measured at about a fifth of the write path's time
+//! (BENCHMARKS.md). Buffers are therefore recycled: one handed to backends
+//! or to the client as `Bytes` comes back here when its last reference is
+//! dropped. It lives beside the `Backend` trait so that the pipeline and the
+//! backends below it share one pool.
+//!
+//! The pool keeps at most [`POOL_MAX_BYTES`]; beyond that, returned buffers
+//! are freed, so it never grows with load. What stays idle past
+//! [`POOL_IDLE`] is freed down to [`POOL_KEEP_BYTES`]: a burst's buffers are
+//! kept while requests keep coming, not for good.
+//!
+//! A recycled buffer holds old bytes, possibly another object's plaintext:
+//! every user overwrites or zeroes what it exposes (see `StripeBuffer`).
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// The most memory the pool keeps for reuse: what 16 concurrent 64 MiB
+/// GETs hold in read batches and fragment reads (two 1 MiB batches and
+/// eight 256 KiB reads each). With 16 MiB, three in four of a 64 MiB GET's
+/// page faults were on fresh decode buffers (BENCHMARKS.md, issue 24).
+pub const POOL_MAX_BYTES: usize = 64 << 20;
+/// What the pool keeps however long it stays idle.
+pub const POOL_KEEP_BYTES: usize = 16 << 20;
+/// Buffers idle this long are freed while the pool holds more than
+/// [`POOL_KEEP_BYTES`].
+pub const POOL_IDLE: Duration = Duration::from_secs(10);
+
+struct Pool {
+    /// Idle buffers, with when each came back.
+    free: Vec<(Vec<u8>, Instant)>,
+    bytes: usize,
+}
+
+impl Pool {
+    /// Takes out the buffers idle past [`POOL_IDLE`] at `now` while more
+    /// than [`POOL_KEEP_BYTES`] are held, for the caller to free after the
+    /// lock.
+    fn trim(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let mut stale = Vec::new();
+        let mut i = 0;
+        while self.bytes > POOL_KEEP_BYTES && i < self.free.len() {
+            if now.duration_since(self.free[i].1) > POOL_IDLE {
+                let (v, _) = self.free.swap_remove(i);
+                self.bytes -= v.capacity();
+                stale.push(v);
+            } else {
+                i += 1;
+            }
+        }
+        stale
+    }
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    bytes: 0,
+});
+
+fn lock() -> MutexGuard<'static, Pool> {
+    // The pool is only a cache: after a panic elsewhere its content is
+    // still a list of valid buffers.
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A buffer with at least `min_capacity` bytes of capacity (old content
+/// and length kept, so a caller that sizes it again writes no zeroes).
+pub fn take(min_capacity: usize) -> Vec<u8> {
+    let mut pool = lock();
+    // The smallest that fits: a small read never pins a stripe's buffer.
+    let found = pool
+        .free
+        .iter()
+        .enumerate()
+        .filter(|(_, (v, _))| v.capacity() >= min_capacity)
+        .min_by_key(|(_, (v, _))| v.capacity())
+        .map(|(pos, _)| pos);
+    let reused = found.map(|pos| pool.free.swap_remove(pos).0);
+    if let Some(v) = &reused {
+        pool.bytes -= v.capacity();
+    }
+    let stale = pool.trim(Instant::now());
+    drop(pool);
+    drop(stale);
+    reused.unwrap_or_else(|| Vec::with_capacity(min_capacity))
+}
+
+/// Returns a buffer for reuse (or frees it when the pool is full).
+pub fn give(v: Vec<u8>) {
+    let cap = v.capacity();
+    if cap == 0 {
+        return;
+    }
+    let now = Instant::now();
+    let mut pool = lock();
+    let stale = pool.trim(now);
+    let unkept = if pool.bytes + cap <= POOL_MAX_BYTES {
+        pool.bytes += cap;
+        pool.free.push((v, now));
+        None
+    } else {
+        Some(v)
+    };
+    drop(pool);
+    drop((stale, unkept));
+}
+
+struct Recycled(Vec<u8>);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
+
+/// Shares `v` as `Bytes`; it returns to the pool when the last clone drops.
+pub fn into_bytes(v: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Recycled(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test: the pool is process-wide, parallel tests would race on it.
+    #[test]
+    fn buffers_come_back_when_the_last_bytes_drop_and_the_pool_is_bounded() {
+        let v = vec![7u8; 3 << 20];
+        let ptr = v.as_ptr();
+        let b = into_bytes(v);
+        let half = b.slice(..10);
+        drop(b);
+        assert_eq!(&half[..], &[7u8; 10]);
+        assert!(
+            !lock().free.iter().any(|(v, _)| v.as_ptr() == ptr),
+            "returned while still shared"
+        );
+        drop(half);
+        assert!(
+            lock().free.iter().any(|(v, _)| v.as_ptr() == ptr),
+            "buffer was not recycled"
+        );
+
+        for _ in 0..(POOL_MAX_BYTES / (4 << 20)) + 4 {
+            give(vec![0u8; 4 << 20]);
+        }
+        let pool = lock();
+        assert!(pool.bytes <= POOL_MAX_BYTES);
+        assert_eq!(
+            pool.bytes,
+            pool.free.iter().map(|(v, _)| v.capacity()).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn buffers_idle_too_long_are_freed_down_to_what_is_always_kept() {
+        let now = Instant::now();
+        let old = now.checked_sub(POOL_IDLE * 2).unwrap_or(now);
+        let mut pool = Pool {
+            free: Vec::new(),
+            bytes: 0,
+        };
+        let chunk = 4 << 20;
+        for i in 0..POOL_MAX_BYTES / chunk {
+            // The first half came back long ago, the rest just now.
+            let since = if i < POOL_MAX_BYTES / chunk / 2 {
+                old
+            } else {
+                now
+            };
+            pool.free.push((Vec::with_capacity(chunk), since));
+            pool.bytes += chunk;
+        }
+        let stale = pool.trim(now);
+        assert_eq!(pool.bytes, POOL_MAX_BYTES / 2, "only the old half goes");
+        assert_eq!(stale.len(), POOL_MAX_BYTES / chunk / 2);
+        let later = now + POOL_IDLE * 2;
+        pool.trim(later);
+        assert_eq!(pool.bytes, POOL_KEEP_BYTES, "what is always kept stays");
+        assert!(pool.trim(later + POOL_IDLE * 2).is_empty());
+    }
+}
