@@ -33,17 +33,59 @@ pub const POOL_KEEP_BYTES: usize = 16 << 20;
 /// [`POOL_KEEP_BYTES`].
 pub const POOL_IDLE: Duration = Duration::from_secs(10);
 
+/// How often `take` and `give` look for idle buffers to free; the health
+/// checks call [`trim_idle`] too, so a quiet gateway gives them back.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 struct Pool {
     /// Idle buffers, with when each came back.
     free: Vec<(Vec<u8>, Instant)>,
     bytes: usize,
+    last_trim: Option<Instant>,
 }
 
 impl Pool {
+    const fn new() -> Self {
+        Self {
+            free: Vec::new(),
+            bytes: 0,
+            last_trim: None,
+        }
+    }
+
+    /// The smallest idle buffer of at least `min_capacity` and at most
+    /// twice that: a small read never pins a stripe's buffer.
+    fn take(&mut self, min_capacity: usize) -> Option<Vec<u8>> {
+        let most = min_capacity.saturating_mul(2);
+        let pos = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, (v, _))| (min_capacity..=most).contains(&v.capacity()))
+            .min_by_key(|(_, (v, _))| v.capacity())
+            .map(|(pos, _)| pos)?;
+        let (v, _) = self.free.swap_remove(pos);
+        self.bytes -= v.capacity();
+        Some(v)
+    }
+
+    /// Keeps `v` (returned at `now`) unless that would pass
+    /// [`POOL_MAX_BYTES`]; gives it back otherwise.
+    fn give(&mut self, v: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
+        let cap = v.capacity();
+        if cap == 0 || self.bytes + cap > POOL_MAX_BYTES {
+            return Some(v);
+        }
+        self.bytes += cap;
+        self.free.push((v, now));
+        None
+    }
+
     /// Takes out the buffers idle past [`POOL_IDLE`] at `now` while more
     /// than [`POOL_KEEP_BYTES`] are held, for the caller to free after the
     /// lock.
     fn trim(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        self.last_trim = Some(now);
         let mut stale = Vec::new();
         let mut i = 0;
         while self.bytes > POOL_KEEP_BYTES && i < self.free.len() {
@@ -57,12 +99,17 @@ impl Pool {
         }
         stale
     }
+
+    /// [`Pool::trim`], at most once per [`TRIM_EVERY`].
+    fn trim_now_and_then(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        match self.last_trim {
+            Some(last) if now.duration_since(last) < TRIM_EVERY => Vec::new(),
+            _ => self.trim(now),
+        }
+    }
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: Vec::new(),
-    bytes: 0,
-});
+static POOL: Mutex<Pool> = Mutex::new(Pool::new());
 
 fn lock() -> MutexGuard<'static, Pool> {
     // The pool is only a cache: after a panic elsewhere its content is
@@ -73,43 +120,33 @@ fn lock() -> MutexGuard<'static, Pool> {
 /// A buffer with at least `min_capacity` bytes of capacity (old content
 /// and length kept, so a caller that sizes it again writes no zeroes).
 pub fn take(min_capacity: usize) -> Vec<u8> {
-    let mut pool = lock();
-    // The smallest that fits: a small read never pins a stripe's buffer.
-    let found = pool
-        .free
-        .iter()
-        .enumerate()
-        .filter(|(_, (v, _))| v.capacity() >= min_capacity)
-        .min_by_key(|(_, (v, _))| v.capacity())
-        .map(|(pos, _)| pos);
-    let reused = found.map(|pos| pool.free.swap_remove(pos).0);
-    if let Some(v) = &reused {
-        pool.bytes -= v.capacity();
-    }
-    let stale = pool.trim(Instant::now());
-    drop(pool);
+    let (reused, stale) = {
+        let mut pool = lock();
+        let reused = pool.take(min_capacity);
+        (reused, pool.trim_now_and_then(Instant::now()))
+    };
+    // Freed outside the lock.
     drop(stale);
     reused.unwrap_or_else(|| Vec::with_capacity(min_capacity))
 }
 
 /// Returns a buffer for reuse (or frees it when the pool is full).
 pub fn give(v: Vec<u8>) {
-    let cap = v.capacity();
-    if cap == 0 {
-        return;
-    }
     let now = Instant::now();
-    let mut pool = lock();
-    let stale = pool.trim(now);
-    let unkept = if pool.bytes + cap <= POOL_MAX_BYTES {
-        pool.bytes += cap;
-        pool.free.push((v, now));
-        None
-    } else {
-        Some(v)
+    let freed = {
+        let mut pool = lock();
+        let unkept = pool.give(v, now);
+        (unkept, pool.trim_now_and_then(now))
     };
-    drop(pool);
-    drop((stale, unkept));
+    drop(freed);
+}
+
+/// Frees the buffers idle past [`POOL_IDLE`], down to
+/// [`POOL_KEEP_BYTES`]; called periodically (the health checks), so that
+/// memory goes back even when no request comes.
+pub fn trim_idle() {
+    let stale = lock().trim(Instant::now());
+    drop(stale);
 }
 
 struct Recycled(Vec<u8>);
@@ -133,9 +170,12 @@ pub fn into_bytes(v: Vec<u8>) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
-    // One test: the pool is process-wide, parallel tests would race on it.
+    // One test on the process-wide pool (parallel tests would race on
+    // it); the others use a pool of their own.
     #[test]
     fn buffers_come_back_when_the_last_bytes_drop_and_the_pool_is_bounded() {
         let v = vec![7u8; 3 << 20];
@@ -168,11 +208,8 @@ mod tests {
     #[test]
     fn buffers_idle_too_long_are_freed_down_to_what_is_always_kept() {
         let now = Instant::now();
-        let old = now.checked_sub(POOL_IDLE * 2).unwrap_or(now);
-        let mut pool = Pool {
-            free: Vec::new(),
-            bytes: 0,
-        };
+        let old = now.checked_sub(POOL_IDLE * 2).unwrap();
+        let mut pool = Pool::new();
         let chunk = 4 << 20;
         for i in 0..POOL_MAX_BYTES / chunk {
             // The first half came back long ago, the rest just now.
@@ -181,15 +218,37 @@ mod tests {
             } else {
                 now
             };
-            pool.free.push((Vec::with_capacity(chunk), since));
-            pool.bytes += chunk;
+            assert!(pool.give(Vec::with_capacity(chunk), since).is_none());
         }
+        assert!(
+            pool.give(Vec::with_capacity(chunk), now).is_some(),
+            "the pool is full"
+        );
         let stale = pool.trim(now);
         assert_eq!(pool.bytes, POOL_MAX_BYTES / 2, "only the old half goes");
         assert_eq!(stale.len(), POOL_MAX_BYTES / chunk / 2);
         let later = now + POOL_IDLE * 2;
+        assert!(
+            pool.trim_now_and_then(later - POOL_IDLE * 2 + TRIM_EVERY / 2)
+                .is_empty(),
+            "no second look within a second"
+        );
         pool.trim(later);
         assert_eq!(pool.bytes, POOL_KEEP_BYTES, "what is always kept stays");
         assert!(pool.trim(later + POOL_IDLE * 2).is_empty());
+    }
+
+    #[test]
+    fn a_buffer_is_reused_only_when_it_fits_and_is_at_most_twice_the_size() {
+        let now = Instant::now();
+        let mut pool = Pool::new();
+        for cap in [100 << 10, 300 << 10, 1 << 20] {
+            assert!(pool.give(Vec::with_capacity(cap), now).is_none());
+        }
+        let took = pool.take(256 << 10).unwrap();
+        assert_eq!(took.capacity(), 300 << 10, "the smallest that fits");
+        assert!(pool.take(40 << 10).is_none(), "none within twice 40 KiB");
+        assert_eq!(pool.take(600 << 10).unwrap().capacity(), 1 << 20);
+        assert_eq!(pool.bytes, 100 << 10);
     }
 }

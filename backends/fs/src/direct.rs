@@ -54,8 +54,9 @@ const POOL_KEEP: usize = 4;
 /// page fault per 4 KiB page on its first fill: with 4 kept, 64 MiB PUTs
 /// took 31,900 page faults per GiB against 19,900 before direct writes.
 const POOL_MAX: usize = 32;
-/// Buffers past [`POOL_KEEP`] idle this long go back to the kernel: a
-/// burst's stages are kept while writers keep coming, not for good.
+/// Buffers past [`POOL_KEEP`] idle this long go back to the kernel (at the
+/// next take, give or health check): a burst's stages are kept while
+/// writers keep coming, not for good.
 const POOL_IDLE: Duration = Duration::from_secs(10);
 
 /// Blocks reserved ahead of a direct writer at first; each later
@@ -156,6 +157,17 @@ impl BufferPool {
         };
         // Unmapped outside the lock.
         drop((unmapped, kept));
+    }
+
+    /// Unmaps the buffers past [`POOL_KEEP`] idle longer than
+    /// [`POOL_IDLE`]; the backend's health check calls it, so a backend
+    /// that stops taking writes gives its stages back.
+    pub fn trim_idle(&self) {
+        let stale = trim(
+            &mut self.free.lock().unwrap_or_else(|e| e.into_inner()),
+            Instant::now(),
+        );
+        drop(stale);
     }
 
     /// Idle buffers held now.
@@ -520,13 +532,19 @@ mod tests {
     fn idle_buffers_past_the_kept_few_are_trimmed() {
         let now = Instant::now();
         let old = now.checked_sub(POOL_IDLE * 2).unwrap();
-        let mut free: Vec<_> = (0..POOL_KEEP + 3)
-            .map(|i| (StageBuf::new().unwrap(), if i < 5 { old } else { now }))
-            .collect();
-        // 7 idle: the 5 oldest are stale, but 4 are always kept, and the
-        // trim stops at the first fresh one.
+        let idle = |stale: usize, fresh: usize| -> Vec<_> {
+            (0..stale + fresh)
+                .map(|i| (StageBuf::new().unwrap(), if i < stale { old } else { now }))
+                .collect()
+        };
+        // All stale: every one past the kept few goes.
+        let mut free = idle(POOL_KEEP + 3, 0);
         assert_eq!(trim(&mut free, now).len(), 3);
         assert_eq!(free.len(), POOL_KEEP);
         assert_eq!(trim(&mut free, now).len(), 0, "the kept few stay");
+        // Two stale among many fresh: only those two go.
+        let mut free = idle(2, POOL_KEEP + 4);
+        assert_eq!(trim(&mut free, now).len(), 2);
+        assert_eq!(free.len(), POOL_KEEP + 4);
     }
 }

@@ -59,6 +59,8 @@ impl Jobs {
     /// backend's monitor records the answer (or the failure) and the round
     /// trip on the health board; a probe that times out is a failure too.
     pub async fn refresh_health(&self) {
+        // The recycled buffers a burst left idle go back on the same beat.
+        shardgate_backend::buffers::trim_idle();
         let board = self.gw.backend_set().board();
         let checks = self.gw.backends().map(|b| async move {
             if tokio::time::timeout(HEALTH_TIMEOUT, b.health())

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use bytes::Bytes;
 use futures::future::Either;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use shardgate_backend::BackendError;
+use shardgate_backend::{BackendError, buffers};
 use shardgate_core::hash::{DIGEST_BYTES, HASH_GROUP_STRIPES, group_stripes, groups_for};
 use shardgate_core::layout::SEALED_CHUNK_BYTES;
 use shardgate_core::{
@@ -36,7 +36,6 @@ use crate::backend_set::BackendSet;
 use crate::error::{PipelineError, Result};
 use crate::key_cache::{DEFAULT_KEY_CACHE_ENTRIES, KeyCache};
 use crate::write::INLINE_CODEC_BYTES;
-use shardgate_backend::buffers;
 
 /// How reads are done.
 #[derive(Clone, Debug)]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5_many::Md5State;
-use shardgate_backend::{Backend, BackendError, BlobMeta};
+use shardgate_backend::{Backend, BackendError, BlobMeta, buffers};
 use shardgate_core::hash::group_digests;
 use shardgate_core::{
     BackendId, BlobName, Digest, EncodedStripe, Envelope, FragmentRef, FragmentState, Manifest,
@@ -40,7 +40,6 @@ use tracing::Instrument;
 
 use crate::error::{PipelineError, Result};
 use crate::etag::{HasherGone, Hashers, Md5Digest, Md5Stream};
-use shardgate_backend::buffers;
 
 /// Batches queued per fragment before the encoder waits for that backend.
 pub const FRAGMENT_QUEUE_BATCHES: usize = 2;

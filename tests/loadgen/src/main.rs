@@ -289,9 +289,13 @@ async fn run_phase(
                 } else {
                     req.body(Empty::new().boxed())
                 };
-                let Ok(req) = req else {
-                    phase.errors += 1;
-                    continue;
+                let req = match req {
+                    Ok(req) => req,
+                    Err(e) => {
+                        eprintln!("{op} {path}: the request could not be built: {e}");
+                        phase.errors += 1;
+                        continue;
+                    }
                 };
                 let ok = match conn.send(req).await {
                     Ok(resp) => {
@@ -311,8 +315,9 @@ async fn run_phase(
                                 Ok(f) => {
                                     let data = f.data_ref().map_or(&[][..], |d| &d[..]);
                                     got += data.len() as u64;
-                                    if !status.is_success() && error_body.len() < 512 {
-                                        error_body.extend_from_slice(data);
+                                    if !status.is_success() {
+                                        let room = 512usize.saturating_sub(error_body.len());
+                                        error_body.extend_from_slice(&data[..room.min(data.len())]);
                                     }
                                 }
                                 Err(e) => {
@@ -327,6 +332,8 @@ async fn run_phase(
                                 "{op} {path}: {status} {}",
                                 String::from_utf8_lossy(&error_body)
                             );
+                        } else if got != want {
+                            eprintln!("{op} {path}: {status} with {got} of {want} bytes");
                         }
                         status.is_success() && got == want
                     }
