@@ -17,7 +17,7 @@
 //! - `garbage_totals`: `backend` -> [`Totals`]: items and bytes waiting,
 //!   kept in the transactions that add and remove items.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, VersionId};
 

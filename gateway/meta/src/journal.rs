@@ -18,8 +18,7 @@
 use std::ops::Bound;
 
 use redb::{
-    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 pub use shardgate_core::journal::UnitKind;

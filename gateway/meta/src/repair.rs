@@ -22,9 +22,7 @@
 
 use std::collections::BTreeSet;
 
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, FragmentState, Manifest, VersionId};
 

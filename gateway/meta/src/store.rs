@@ -11,15 +11,13 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shardgate_authz::{Acl, Ownership};
 use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 
+use crate::db::Db;
 use crate::error::{MetaError, Result};
 use crate::journal::{self, JournalTable};
 use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
@@ -1086,7 +1084,7 @@ fn unsized_blobs(blobs: Vec<(BackendId, BlobName)>) -> Vec<(BackendId, BlobName,
 /// file, so a second gateway on the same data directory fails to open).
 #[derive(Clone)]
 pub struct MetaStore {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Arc<Db>,
     grace_ms: u64,
     owner: Arc<str>,
     /// Whether mutating transactions fill the journal's outbox.
@@ -1165,7 +1163,7 @@ impl MetaStore {
     /// without, the journal on the backends is marked as missing changes,
     /// so the next start with it writes a checkpoint.
     pub fn open_with(path: &Path, journal: bool) -> Result<Self> {
-        let db = Database::create(path)?;
+        let db = Db::create(path)?;
         let store = Self {
             db: Arc::new(db),
             grace_ms: DEFAULT_GRACE_MS,
