@@ -1,8 +1,8 @@
 //! Loading a plugin and calling it inside its bounds.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
@@ -76,32 +76,96 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct PluginHost {
     engine: Engine,
+    ticker: Arc<Ticker>,
     cache_dir: Option<PathBuf>,
 }
 
+/// Advances the engine's epoch every [`TICK`] while guest code runs, and
+/// sleeps otherwise: a gateway whose plugins are idle (or that has none)
+/// is not woken a thousand times a second. Deadlines count ticks from the
+/// start of each call, so ticks skipped while idle change nothing.
+#[derive(Debug, Default)]
+struct Ticker {
+    /// Guest calls (and instantiations) running now.
+    running: Mutex<usize>,
+    wake: Condvar,
+    /// Ticks given so far (for tests).
+    ticks: AtomicU64,
+}
+
+impl Ticker {
+    /// Runs until `engine` is gone.
+    fn run(&self, engine: wasmtime::EngineWeak) {
+        loop {
+            {
+                let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                while *running == 0 {
+                    // Woken by a call; or, every second, to see whether
+                    // the engine is gone.
+                    let (guard, _) = self
+                        .wake
+                        .wait_timeout(running, Duration::from_secs(1))
+                        .unwrap_or_else(|p| p.into_inner());
+                    running = guard;
+                    if *running == 0 && engine.upgrade().is_none() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(TICK);
+            match engine.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ticks while the returned guard lives.
+    fn running(self: &Arc<Self>) -> Running {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.wake.notify_one();
+        Running(self.clone())
+    }
+}
+
+/// A guest call in progress: the ticker ticks while one lives.
+struct Running(Arc<Ticker>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+    }
+}
+
 impl PluginHost {
-    /// An engine with epoch interruption, ticking every millisecond, and
-    /// compiled artifacts cached in `cache_dir` (none: compile every time).
-    /// The ticker runs as long as the engine lives (the host, or any plugin
-    /// loaded from it): deadlines keep working after the host is dropped.
+    /// An engine with epoch interruption, ticking every millisecond while
+    /// guest code runs, and compiled artifacts cached in `cache_dir` (none:
+    /// compile every time). The ticker lives as long as the engine (the
+    /// host, or any plugin loaded from it): deadlines keep working after
+    /// the host is dropped.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, wasmtime::Error> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
-        let ticking = engine.weak();
+        let ticker = Arc::new(Ticker::default());
+        let (ticking, engine_weak) = (ticker.clone(), engine.weak());
         std::thread::Builder::new()
             .name("plugin-epoch".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(TICK);
-                    match ticking.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
+            .spawn(move || ticking.run(engine_weak))
             .map_err(wasmtime::Error::msg)?;
-        Ok(Self { engine, cache_dir })
+        Ok(Self {
+            engine,
+            ticker,
+            cache_dir,
+        })
+    }
+
+    /// Epoch ticks given so far.
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.ticker.ticks.load(Ordering::Relaxed)
     }
 
     /// Loads the plugin at `path`: a component of the placement world that
@@ -152,6 +216,7 @@ impl PluginHost {
         Ok(Plugin {
             name,
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             pre,
             limits,
             pool: Mutex::new(Vec::new()),
@@ -198,6 +263,7 @@ struct Instance {
 pub struct Plugin {
     name: String,
     engine: Engine,
+    ticker: Arc<Ticker>,
     pre: PlacementPre<State>,
     limits: Limits,
     pool: Mutex<Vec<Instance>>,
@@ -284,6 +350,9 @@ impl Plugin {
         call: impl FnOnce(&mut Instance) -> Result<Result<T, String>, wasmtime::Error>,
     ) -> Result<T, PluginError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        // Guest code runs from here (instantiation included): deadlines
+        // need the epoch to move.
+        let _running = self.ticker.running();
         let mut instance = self.instance().inspect_err(|_| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         })?;
@@ -321,5 +390,29 @@ impl Plugin {
     /// Asks the plugin where each fragment goes: candidate indices.
     pub fn place(&self, request: &Request) -> Result<Vec<u32>, PluginError> {
         self.with_instance(|i| i.bindings.call_place(&mut i.store, request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_epoch_ticks_only_while_guest_code_runs() {
+        let host = PluginHost::new(None).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(host.ticks(), 0, "no guest code ran: no tick");
+        {
+            let _running = host.ticker.running();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(host.ticks() >= 3, "ticking while a call runs");
+        // The tick in progress when the call ended may still land.
+        std::thread::sleep(Duration::from_millis(20));
+        let settled = host.ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(host.ticks(), settled, "idle again: no tick");
     }
 }
