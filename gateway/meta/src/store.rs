@@ -1343,10 +1343,13 @@ impl MetaStore {
 
     /// A number that grows with every committed change of a bucket record
     /// in this process. Read it before reading a record to cache: while it
-    /// stays the same, the record does too.
+    /// stays the same, the record does too. A reopen of the database
+    /// after an I/O error counts as a change: a commit that reported a
+    /// failure may have reached the disk after all.
     pub fn bucket_changes(&self) -> u64 {
         self.bucket_changes
             .load(std::sync::atomic::Ordering::Acquire)
+            + self.db.reopens()
     }
 
     fn put_bucket_row(

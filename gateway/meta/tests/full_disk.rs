@@ -69,36 +69,37 @@ fn a_full_disk_fails_writes_loses_nothing_and_the_store_recovers_when_space_retu
     // Buckets until a commit finds no room (bounded: the store's file must
     // grow long before this many).
     let mut committed = Vec::new();
-    let mut failure = None;
+    let mut failed = Vec::new();
     for i in 0..200_000u32 {
         let name = format!("bucket-{i:07}-{}", "x".repeat(40));
         match store.create_bucket(&name, 2) {
             Ok(()) => committed.push(name),
             Err(e) => {
-                failure = Some(e);
+                assert!(matches!(e, MetaError::Store(_)), "{e}");
+                assert!(e.to_string().contains("No space left"), "{e}");
+                failed.push(name);
                 break;
             }
         }
     }
-    let failure = failure.expect("the full disk never failed a commit");
-    assert!(matches!(failure, MetaError::Store(_)), "{failure}");
+    assert_eq!(failed.len(), 1, "the full disk never failed a commit");
 
-    // Still full: each write either fails with a clear cause (the store
-    // tries to open its file again, and fails fast while that fails) or,
-    // where the repair left room, commits.
-    let mut failed = vec![];
+    // Still full: writes fail at once, saying why; reads go on.
     for i in 0..5 {
         let name = format!("while-still-full-{i}");
-        match store.create_bucket(&name, 3) {
-            Ok(()) => committed.push(name),
-            Err(e) => {
-                assert!(
-                    e.to_string().contains("metadata store"),
-                    "a clear cause: {e}"
-                );
-                failed.push(name);
-            }
-        }
+        let e = store.create_bucket(&name, 3).unwrap_err();
+        assert!(
+            e.to_string().contains("opened again"),
+            "the store's own cause: {e}"
+        );
+        failed.push(name);
+        assert!(
+            store
+                .bucket("kept-before-the-disk-filled")
+                .unwrap()
+                .is_some()
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 
     // Space comes back: within a few retries the same store works again.
@@ -125,6 +126,17 @@ fn a_full_disk_fails_writes_loses_nothing_and_the_store_recovers_when_space_retu
     for name in &failed {
         assert!(!names.contains(name), "failed bucket {name} appeared");
     }
+
+    // And the file the recovered store wrote opens as it is.
+    drop(store);
+    let reopened = MetaStore::open(&mnt.0.path().join("meta.redb")).unwrap();
+    assert!(
+        reopened
+            .bucket("after-the-space-came-back")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(reopened.list_buckets().unwrap().len(), names.len());
     for name in &committed {
         assert!(names.contains(name), "committed bucket {name} lost");
     }
