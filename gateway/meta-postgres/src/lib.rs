@@ -16,6 +16,7 @@
 //! then the schema's first version may still change.
 
 pub mod error;
+pub mod kv;
 pub mod schema;
 
 use std::time::Duration;

@@ -8,9 +8,11 @@
 //! conflicts (or finds the version taken) and runs again, then finds the
 //! work done.
 //!
-//! Rows hold the same encoded records as the redb store (`bytea`), keyed
-//! by what queries seek on, so the rules and the encodings stay in one
-//! place.
+//! The data is one ordered key-value table (`kv`: a table name, a `bytea`
+//! key, a `bytea` value), the shape of the redb store's tables: the same
+//! encoded records under the same keys, compared bytewise in both. So the
+//! S3 rules, written once over keys and values, run on either engine
+//! (`kv.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,10 +23,12 @@ use crate::{PgError, PgStore, Result};
 /// The migrations, version 1 first. Until the store is reachable from
 /// configuration, version 1 may still change.
 pub const MIGRATIONS: &[&str] = &[
-    // 1: buckets, users and counters.
-    "CREATE TABLE buckets (name TEXT PRIMARY KEY, record BYTEA NOT NULL);
-     CREATE TABLE users (name TEXT PRIMARY KEY, record BYTEA NOT NULL);
-     CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);",
+    // 1: the key-value table every record lives in.
+    "CREATE TABLE kv (
+         tbl TEXT NOT NULL,
+         key BYTEA NOT NULL,
+         value BYTEA NOT NULL,
+         PRIMARY KEY (tbl, key));",
 ];
 
 /// The schema version this build writes.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use shardgate_emulators::free_port;
 use shardgate_emulators::postgres::Postgres;
+use shardgate_meta_postgres::kv::{Kv, u64_key};
 use shardgate_meta_postgres::schema::VERSION;
 use shardgate_meta_postgres::{PgError, PgOptions, PgStore};
 
@@ -20,6 +21,10 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(BOUND, f)
         .await
         .expect("within the bound")
+}
+
+fn counter(value: Option<Vec<u8>>) -> u64 {
+    u64::from_be_bytes(value.expect("the counter").try_into().expect("8 bytes"))
 }
 
 async fn schema_versions(store: &PgStore) -> Vec<i32> {
@@ -43,14 +48,9 @@ async fn gateways_starting_together_migrate_once_and_a_later_start_finds_it_done
     let store = bounded(PgStore::connect(&options)).await.unwrap();
     let all: Vec<i32> = (1..=VERSION).collect();
     assert_eq!(schema_versions(&store).await, all, "each version once");
-    // The tables of the last version are there.
+    // The table of the last version is there.
     let client = store.client().await.unwrap();
-    for table in ["buckets", "users", "counters"] {
-        client
-            .query(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .unwrap();
-    }
+    client.query("SELECT count(*) FROM kv", &[]).await.unwrap();
 }
 
 #[tokio::test]
@@ -87,11 +87,7 @@ async fn conflicting_transactions_are_run_again_and_no_update_is_lost() {
         .await
         .unwrap();
     store
-        .serializable(async |tx| {
-            tx.execute("INSERT INTO counters (name, value) VALUES ('c', 0)", &[])
-                .await?;
-            Ok(())
-        })
+        .serializable(async |tx| Kv::new(tx).put("counters", b"c", &u64_key(0)).await)
         .await
         .unwrap();
     // Two increments whose first attempts both read before either
@@ -104,19 +100,12 @@ async fn conflicting_transactions_are_run_again_and_no_update_is_lost() {
             store
                 .serializable(async |tx| {
                     let run = runs.fetch_add(1, Ordering::SeqCst);
-                    let value: i64 = tx
-                        .query_one("SELECT value FROM counters WHERE name = 'c'", &[])
-                        .await?
-                        .get(0);
+                    let kv = Kv::new(tx);
+                    let value = counter(kv.get("counters", b"c").await?);
                     if run < 2 {
                         both_read.wait().await;
                     }
-                    tx.execute(
-                        "UPDATE counters SET value = $1 WHERE name = 'c'",
-                        &[&(value + 1)],
-                    )
-                    .await?;
-                    Ok(())
+                    kv.put("counters", b"c", &u64_key(value + 1)).await
                 })
                 .await
         }
@@ -124,15 +113,11 @@ async fn conflicting_transactions_are_run_again_and_no_update_is_lost() {
     let (a, b) = bounded(async { tokio::join!(increment(), increment()) }).await;
     a.unwrap();
     b.unwrap();
-    let value: i64 = store
-        .client()
+    let value = store
+        .serializable(async |tx| Kv::new(tx).get("counters", b"c").await)
         .await
-        .unwrap()
-        .query_one("SELECT value FROM counters WHERE name = 'c'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(value, 2, "no increment lost");
+        .unwrap();
+    assert_eq!(counter(value), 2, "no increment lost");
     assert!(runs.load(Ordering::SeqCst) >= 3, "one of the two ran again");
 }
 
@@ -162,4 +147,90 @@ async fn a_database_nobody_answers_for_is_an_error_in_bounded_time() {
     let e = bounded(PgStore::connect(&options)).await.unwrap_err();
     assert!(matches!(e, PgError::Db(_) | PgError::Pool(_)), "{e}");
     assert!(e.to_string().contains("PostgreSQL"), "{e}");
+}
+
+/// Ranges over random keys (with `0x00`, `0xFF` and prefixes of each other)
+/// come back as a `BTreeMap` of the same keys returns them: bytewise, as in
+/// redb.
+#[tokio::test]
+async fn keys_are_ordered_bytewise_as_in_redb_both_ways_and_within_bounds() {
+    use std::collections::BTreeMap;
+    use std::ops::Bound;
+
+    use rand::{Rng, SeedableRng};
+
+    let pg = Postgres::start();
+    let store = bounded(PgStore::connect(&PgOptions::new(&pg.url)))
+        .await
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let mut model = BTreeMap::new();
+    for i in 0..300u32 {
+        let len = rng.random_range(0..6);
+        let key: Vec<u8> = (0..len)
+            .map(|_| [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff][rng.random_range(0..6)])
+            .collect();
+        model.insert(key, i.to_be_bytes().to_vec());
+    }
+    let entries: Vec<_> = model.clone().into_iter().collect();
+    store
+        .serializable(async |tx| {
+            let kv = Kv::new(tx);
+            for (key, value) in &entries {
+                kv.put("t", key, value).await?;
+            }
+            // Another table's keys never show.
+            kv.put("u", b"", b"x").await
+        })
+        .await
+        .unwrap();
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    for round in 0..40 {
+        let a = &keys[rng.random_range(0..keys.len())];
+        let b = &keys[rng.random_range(0..keys.len())];
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let start = match round % 3 {
+            0 => Bound::Included(lo.as_slice()),
+            1 => Bound::Excluded(lo.as_slice()),
+            _ => Bound::Unbounded,
+        };
+        let end = match round % 4 {
+            0 => Bound::Excluded(hi.as_slice()),
+            1 => Bound::Included(hi.as_slice()),
+            _ => Bound::Unbounded,
+        };
+        let reverse = round % 2 == 1;
+        let limit = rng.random_range(1..50u32);
+        let mut want: Vec<(Vec<u8>, Vec<u8>)> = model
+            .range::<[u8], _>((start, end))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if reverse {
+            want.reverse();
+        }
+        want.truncate(limit as usize);
+        let got = store
+            .serializable(async |tx| Kv::new(tx).range("t", start, end, limit, reverse).await)
+            .await
+            .unwrap();
+        assert_eq!(
+            got, want,
+            "round {round}: {start:?}..{end:?} reverse {reverse}"
+        );
+    }
+    // Point reads and deletes.
+    let (key, value) = &entries[7];
+    let kv_get = store
+        .serializable(async |tx| Kv::new(tx).get("t", key).await)
+        .await
+        .unwrap();
+    assert_eq!(kv_get.as_ref(), Some(value));
+    let deleted = store
+        .serializable(async |tx| {
+            let kv = Kv::new(tx);
+            Ok((kv.delete("t", key).await?, kv.delete("t", key).await?))
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, (true, false));
 }
