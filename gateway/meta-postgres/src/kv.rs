@@ -84,41 +84,24 @@ impl<'a> Kv<'a> {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut sql = String::from("SELECT key, value FROM kv WHERE tbl = $1");
         let limit = i64::from(limit);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&table];
-        let start_key;
-        let end_key;
-        match start {
-            Bound::Included(k) => {
-                start_key = k;
-                params.push(&start_key);
-                sql.push_str(&format!(" AND key >= ${}", params.len()));
-            }
-            Bound::Excluded(k) => {
-                start_key = k;
-                params.push(&start_key);
-                sql.push_str(&format!(" AND key > ${}", params.len()));
-            }
-            Bound::Unbounded => {}
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(2);
+        for (bound, included, excluded) in [(start, ">=", ">"), (end, "<=", "<")] {
+            let (key, op) = match bound {
+                Bound::Included(key) => (key, included),
+                Bound::Excluded(key) => (key, excluded),
+                Bound::Unbounded => continue,
+            };
+            keys.push(key);
+            sql.push_str(&format!(" AND key {op} ${}", keys.len() + 1));
         }
-        match end {
-            Bound::Included(k) => {
-                end_key = k;
-                params.push(&end_key);
-                sql.push_str(&format!(" AND key <= ${}", params.len()));
-            }
-            Bound::Excluded(k) => {
-                end_key = k;
-                params.push(&end_key);
-                sql.push_str(&format!(" AND key < ${}", params.len()));
-            }
-            Bound::Unbounded => {}
-        }
-        params.push(&limit);
         sql.push_str(&format!(
             " ORDER BY key {} LIMIT ${}",
             if reverse { "DESC" } else { "ASC" },
-            params.len()
+            keys.len() + 2
         ));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&table];
+        params.extend(keys.iter().map(|k| k as &(dyn ToSql + Sync)));
+        params.push(&limit);
         let rows = self.tx.query(&sql, &params).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
