@@ -48,12 +48,13 @@ pub const ALIGN: usize = 4096;
 pub const STAGE_BYTES: usize = 512 << 10;
 /// Idle staging buffers a backend always keeps for its next writers.
 const POOL_KEEP: usize = 4;
-/// Idle staging buffers a backend keeps at most: enough for the writers of
-/// a busy gateway (16 concurrent large PUTs put 16 writers on every site)
-/// to find their stages mapped and faulted in. A fresh mapping costs a
-/// page fault per 4 KiB page on its first fill: with 4 kept, 64 MiB PUTs
-/// took 31,900 page faults per GiB against 19,900 before direct writes.
-const POOL_MAX: usize = 32;
+/// Idle staging buffers a backend keeps at most (8 MiB): enough for the
+/// writers of a busy gateway (16 concurrent large PUTs put 16 writers on
+/// every site) to find their stages mapped and faulted in. A fresh mapping
+/// costs a page fault per 4 KiB page on its first fill: with 4 kept, 64
+/// MiB PUTs took 31,900 page faults per GiB against 19,900 before direct
+/// writes. Idle stages are outside what admission counts, hence the cap.
+const POOL_MAX: usize = 16;
 /// Buffers past [`POOL_KEEP`] idle this long go back to the kernel (at the
 /// next take, give or health check): a burst's stages are kept while
 /// writers keep coming, not for good.
