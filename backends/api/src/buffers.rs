@@ -9,8 +9,9 @@
 //! dropped. It lives beside the `Backend` trait so that the pipeline and the
 //! backends below it share one pool.
 //!
-//! The pool keeps at most [`POOL_MAX_BYTES`]; beyond that, returned buffers
-//! are freed, so it never grows with load. What stays idle past
+//! The pool keeps at most [`POOL_MAX_BYTES`], so it never grows with load:
+//! a buffer returned to a full pool takes the place of those idle longest.
+//! What stays idle past
 //! [`POOL_IDLE`] is freed down to [`POOL_KEEP_BYTES`]: a burst's buffers are
 //! kept while requests keep coming, not for good.
 //!
@@ -71,16 +72,27 @@ impl Pool {
         Some(v)
     }
 
-    /// Keeps `v` (returned at `now`) unless that would pass
-    /// [`POOL_MAX_BYTES`]; gives it back otherwise.
-    fn give(&mut self, v: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
+    /// Keeps `v` (returned at `now`), making room by freeing the buffers
+    /// idle longest: what the workload uses now stays, whatever its size (a
+    /// pool full of one size of buffer would otherwise turn every other
+    /// size away). Returns what is to be freed, for after the lock.
+    fn give(&mut self, v: Vec<u8>, now: Instant) -> Vec<Vec<u8>> {
         let cap = v.capacity();
-        if cap == 0 || self.bytes + cap > POOL_MAX_BYTES {
-            return Some(v);
+        if cap == 0 || cap > POOL_MAX_BYTES {
+            return vec![v];
+        }
+        let mut evicted = Vec::new();
+        while self.bytes + cap > POOL_MAX_BYTES {
+            let Some(oldest) = (0..self.free.len()).min_by_key(|&i| self.free[i].1) else {
+                break;
+            };
+            let (old, _) = self.free.swap_remove(oldest);
+            self.bytes -= old.capacity();
+            evicted.push(old);
         }
         self.bytes += cap;
         self.free.push((v, now));
-        None
+        evicted
     }
 
     /// Takes out the buffers idle past [`POOL_IDLE`] at `now` while more
@@ -137,8 +149,8 @@ pub fn give(v: Vec<u8>) {
     let now = Instant::now();
     let freed = {
         let mut pool = lock();
-        let unkept = pool.give(v, now);
-        (unkept, pool.trim_now_and_then(now))
+        let evicted = pool.give(v, now);
+        (evicted, pool.trim_now_and_then(now))
     };
     drop(freed);
 }
@@ -220,12 +232,8 @@ mod tests {
             } else {
                 now
             };
-            assert!(pool.give(Vec::with_capacity(chunk), since).is_none());
+            assert!(pool.give(Vec::with_capacity(chunk), since).is_empty());
         }
-        assert!(
-            pool.give(Vec::with_capacity(chunk), now).is_some(),
-            "the pool is full"
-        );
         let stale = pool.trim(now);
         assert_eq!(pool.bytes, POOL_MAX_BYTES / 2, "only the old half goes");
         assert_eq!(stale.len(), POOL_MAX_BYTES / chunk / 2);
@@ -245,12 +253,43 @@ mod tests {
         let now = Instant::now();
         let mut pool = Pool::new();
         for cap in [100 << 10, 300 << 10, 1 << 20] {
-            assert!(pool.give(Vec::with_capacity(cap), now).is_none());
+            assert!(pool.give(Vec::with_capacity(cap), now).is_empty());
         }
         let took = pool.take(256 << 10).unwrap();
         assert_eq!(took.capacity(), 300 << 10, "the smallest that fits");
         assert!(pool.take(40 << 10).is_none(), "none within twice 40 KiB");
         assert_eq!(pool.take(600 << 10).unwrap().capacity(), 1 << 20);
         assert_eq!(pool.bytes, 100 << 10);
+    }
+
+    #[test]
+    fn a_full_pool_makes_room_by_freeing_what_was_idle_longest() {
+        let start = Instant::now();
+        let mut pool = Pool::new();
+        let small = 256 << 10;
+        let count = POOL_MAX_BYTES / small;
+        for i in 0..count {
+            let at = start + Duration::from_millis(i as u64);
+            assert!(pool.give(Vec::with_capacity(small), at).is_empty());
+        }
+        assert_eq!(pool.bytes, POOL_MAX_BYTES, "full of one size");
+        // A stripe's buffer still finds room: the oldest small ones go.
+        let stripe = 3 << 19;
+        let later = start + Duration::from_secs(1);
+        let evicted = pool.give(Vec::with_capacity(stripe), later);
+        assert_eq!(evicted.len(), stripe.div_ceil(small));
+        assert!(pool.bytes <= POOL_MAX_BYTES);
+        assert_eq!(pool.take(stripe).map(|v| v.capacity()), Some(stripe));
+        // The ones left are the newest.
+        let oldest_left = pool.free.iter().map(|(_, at)| *at).min().unwrap();
+        assert_eq!(
+            oldest_left,
+            start + Duration::from_millis(stripe.div_ceil(small) as u64)
+        );
+        // Bigger than the whole pool: not kept, nothing evicted for it.
+        let before = pool.bytes;
+        let huge = pool.give(Vec::with_capacity(POOL_MAX_BYTES + 1), later);
+        assert_eq!(huge.len(), 1);
+        assert_eq!(pool.bytes, before);
     }
 }
