@@ -72,6 +72,27 @@ impl<'a> Kv<'a> {
         Ok(n > 0)
     }
 
+    /// Removes `key`; what it held.
+    pub async fn take(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let row = self
+            .tx
+            .query_opt(
+                "DELETE FROM kv WHERE tbl = $1 AND key = $2 RETURNING value",
+                &[&table, &key],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// How many entries `table` holds (a count: for statistics).
+    pub async fn count(&self, table: &str) -> Result<u64> {
+        let row = self
+            .tx
+            .query_one("SELECT count(*) FROM kv WHERE tbl = $1", &[&table])
+            .await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     /// At most `limit` entries of `table` between `start` and `end`, in key
     /// order, or from the end when `reverse`.
     pub async fn range(
@@ -82,27 +103,49 @@ impl<'a> Kv<'a> {
         limit: u32,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut sql = String::from("SELECT key, value FROM kv WHERE tbl = $1");
         let limit = i64::from(limit);
-        let mut keys: Vec<&[u8]> = Vec::with_capacity(2);
-        for (bound, included, excluded) in [(start, ">=", ">"), (end, "<=", "<")] {
-            let (key, op) = match bound {
-                Bound::Included(key) => (key, included),
-                Bound::Excluded(key) => (key, excluded),
-                Bound::Unbounded => continue,
-            };
-            keys.push(key);
-            sql.push_str(&format!(" AND key {op} ${}", keys.len() + 1));
-        }
+        let bounds = [start, end];
+        let (mut sql, mut params) = where_in("SELECT key, value FROM kv", &table, &bounds);
         sql.push_str(&format!(
             " ORDER BY key {} LIMIT ${}",
             if reverse { "DESC" } else { "ASC" },
-            keys.len() + 2
+            params.len() + 1
         ));
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&table];
-        params.extend(keys.iter().map(|k| k as &(dyn ToSql + Sync)));
         params.push(&limit);
         let rows = self.tx.query(&sql, &params).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+
+    /// Removes the entries of `table` between `start` and `end`; how many.
+    pub async fn delete_range(
+        &self,
+        table: &str,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<u64> {
+        let bounds = [start, end];
+        let (sql, params) = where_in("DELETE FROM kv", &table, &bounds);
+        Ok(self.tx.execute(&sql, &params).await?)
+    }
+}
+
+/// `head` restricted to `table`'s keys within `bounds` (lower, upper),
+/// and its parameters.
+fn where_in<'p>(
+    head: &str,
+    table: &'p &str,
+    bounds: &'p [Bound<&'p [u8]>; 2],
+) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
+    let mut sql = format!("{head} WHERE tbl = $1");
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![table];
+    for (bound, included, excluded) in [(&bounds[0], ">=", ">"), (&bounds[1], "<=", "<")] {
+        let (key, op) = match bound {
+            Bound::Included(key) => (key, included),
+            Bound::Excluded(key) => (key, excluded),
+            Bound::Unbounded => continue,
+        };
+        params.push(key);
+        sql.push_str(&format!(" AND key {op} ${}", params.len()));
+    }
+    (sql, params)
 }

@@ -15,6 +15,7 @@
 //! configuration reaches this crate before they are all implemented. Until
 //! then the schema's first version may still change.
 
+pub mod engine;
 pub mod error;
 pub mod kv;
 pub mod schema;
@@ -25,6 +26,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rand::Rng;
 use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 
+pub use crate::engine::PgEngine;
 pub use crate::error::{PgError, Result};
 
 /// Attempts of one transaction before its conflict is reported.

@@ -76,6 +76,11 @@ pub enum MetaError {
     /// The store itself failed (I/O, lock held by another process...).
     #[error("metadata store: {0}")]
     Store(#[from] Box<redb::Error>),
+    /// A metadata database (an engine reached over the network) failed.
+    /// `transient`: it could not be reached, or its transaction kept
+    /// conflicting with others; the same call may succeed later.
+    #[error("metadata database: {message}")]
+    Database { message: String, transient: bool },
     /// The task that ran a call failed (it panicked or the runtime is
     /// shutting down): the call's outcome is unknown.
     #[error("metadata task failed: {0}")]

@@ -29,6 +29,7 @@ mod error;
 mod garbage;
 mod journal;
 mod keys;
+pub mod kv;
 mod list;
 mod repair;
 mod store;

@@ -89,7 +89,16 @@ fn meta_error(e: MetaError) -> S3Error {
         e @ (MetaError::UserExists(_) | MetaError::UserOwnsBuckets { .. }) => {
             err(C::InvalidRequest, e)
         }
-        e @ (MetaError::Corrupt { .. } | MetaError::Store(_) | MetaError::Task(_)) => {
+        e @ MetaError::Database {
+            transient: true, ..
+        } => {
+            tracing::warn!(error = %e, "metadata database unavailable");
+            err(C::SlowDown, e)
+        }
+        e @ (MetaError::Corrupt { .. }
+        | MetaError::Store(_)
+        | MetaError::Database { .. }
+        | MetaError::Task(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)
         }

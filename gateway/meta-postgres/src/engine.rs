@@ -1,0 +1,259 @@
+//! PostgreSQL as an [`Engine`] of `shardgate-meta`: the metadata's rules,
+//! unchanged, over the `kv` table.
+//!
+//! The rules are synchronous (redb's transactions are), so each statement
+//! here is run to completion on the calling thread: a thread of the
+//! blocking pool (where `MetaStore` runs a call when the engine
+//! [`blocks`](Engine::blocks)), or a worker of the multi-threaded runtime,
+//! which [`tokio::task::block_in_place`] hands its other tasks away from
+//! first. A current-thread runtime's async code must not call it.
+//!
+//! A write transaction is `SERIALIZABLE`; a read is `REPEATABLE READ READ
+//! ONLY` (a snapshot: what redb's read transactions see). When a statement
+//! or the commit fails with a serialization conflict or a deadlock, the
+//! whole body runs again, as [`PgStore::serializable`] does, after a
+//! jittered backoff.
+
+use std::cell::Cell;
+use std::ops::Bound;
+use std::time::Duration;
+
+use rand::Rng;
+use shardgate_meta::MetaError;
+use shardgate_meta::kv::tables::{KeyKind, Table, ValueKind};
+use shardgate_meta::kv::{Engine, KeyRange, KvRead, KvWrite, Visit};
+use tokio::runtime::Handle;
+use tokio_postgres::IsolationLevel;
+
+use crate::kv::Kv;
+use crate::{FIRST_BACKOFF, MAX_ATTEMPTS, PgError, PgStore};
+
+/// Rows fetched per statement of a scan.
+const SCAN_PAGE: u32 = 256;
+
+/// The metadata's tables in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgEngine {
+    store: PgStore,
+    runtime: Handle,
+}
+
+impl PgEngine {
+    /// The engine over `store`, whose statements run on `runtime` (a
+    /// multi-threaded runtime: see the module's documentation).
+    pub fn new(store: PgStore, runtime: Handle) -> Self {
+        Self { store, runtime }
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.runtime.block_on(f))
+    }
+
+    /// Runs `body` in a transaction of `isolation`, again on conflict.
+    fn transact(
+        &self,
+        isolation: IsolationLevel,
+        read_only: bool,
+        body: &mut dyn FnMut(&mut PgTxn<'_>) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        let mut client = self
+            .block_on(self.store.client())
+            .map_err(|e| to_meta(&e))?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let conflict = Cell::new(None);
+            let outcome = (|| {
+                let tx = self
+                    .block_on(
+                        client
+                            .build_transaction()
+                            .isolation_level(isolation)
+                            .read_only(read_only)
+                            .start(),
+                    )
+                    .map_err(|e| note(&conflict, e.into()))?;
+                let mut txn = PgTxn {
+                    engine: self,
+                    kv: Kv::new(&tx),
+                    conflict: &conflict,
+                };
+                body(&mut txn)?;
+                self.block_on(tx.commit())
+                    .map_err(|e| note(&conflict, e.into()))
+            })();
+            match (outcome, conflict.take()) {
+                (Ok(()), _) => return Ok(()),
+                (Err(_), Some(e)) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "metadata transaction conflicted: retrying");
+                    let jitter = rand::rng().random_range(0..=backoff.as_micros() as u64);
+                    std::thread::sleep(backoff + Duration::from_micros(jitter));
+                    backoff = backoff.saturating_mul(2);
+                }
+                (Err(_), Some(e)) => {
+                    return Err(to_meta(&PgError::Contended {
+                        attempts: attempt,
+                        last: Box::new(e),
+                    }));
+                }
+                (Err(e), None) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Engine for PgEngine {
+    fn read(
+        &self,
+        body: &mut dyn FnMut(&dyn KvRead) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        self.transact(IsolationLevel::RepeatableRead, true, &mut |txn| body(txn))
+    }
+
+    fn write(
+        &self,
+        body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        self.transact(IsolationLevel::Serializable, false, &mut |txn| body(txn))
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+/// Records a conflict for the retry loop, and turns the error into the
+/// metadata's.
+fn note(conflict: &Cell<Option<PgError>>, e: PgError) -> MetaError {
+    let meta = to_meta(&e);
+    if e.is_conflict() {
+        conflict.set(Some(e));
+    }
+    meta
+}
+
+/// The metadata's error for a database error: transient when the database
+/// could not be reached or kept conflicting (S3 answers 503 SlowDown).
+pub fn to_meta(e: &PgError) -> MetaError {
+    let transient = match e {
+        PgError::Pool(_) | PgError::Contended { .. } => true,
+        PgError::Db(db) => db.is_closed() || db.as_db_error().is_none() || e.is_conflict(),
+        PgError::Url(_) | PgError::NewerSchema { .. } => false,
+    };
+    MetaError::Database {
+        message: e.to_string(),
+        transient,
+    }
+}
+
+/// One transaction, seen as the rules see an engine's.
+struct PgTxn<'t> {
+    engine: &'t PgEngine,
+    kv: Kv<'t>,
+    conflict: &'t Cell<Option<PgError>>,
+}
+
+impl PgTxn<'_> {
+    fn run<T>(&self, f: impl Future<Output = crate::Result<T>>) -> Result<T, MetaError> {
+        self.engine.block_on(f).map_err(|e| note(self.conflict, e))
+    }
+}
+
+impl KvRead for PgTxn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        check_key(table, key)?;
+        self.run(self.kv.get(table.name, key))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        reverse: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), MetaError> {
+        let (mut lower, mut upper) = (owned(range.0), owned(range.1));
+        loop {
+            let page = self.run(self.kv.range(
+                table.name,
+                borrowed(&lower),
+                borrowed(&upper),
+                SCAN_PAGE,
+                reverse,
+            ))?;
+            let full = page.len() == SCAN_PAGE as usize;
+            let mut last = None;
+            for (k, v) in page {
+                if visit(&k, &v)?.is_break() {
+                    return Ok(());
+                }
+                last = Some(k);
+            }
+            match last {
+                Some(k) if full => match reverse {
+                    false => lower = Bound::Excluded(k),
+                    true => upper = Bound::Excluded(k),
+                },
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn len(&self, table: Table) -> Result<u64, MetaError> {
+        self.run(self.kv.count(table.name))
+    }
+}
+
+impl KvWrite for PgTxn<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), MetaError> {
+        check_key(table, key)?;
+        check_value(table, value)?;
+        self.run(self.kv.put(table.name, key, value))
+    }
+
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        check_key(table, key)?;
+        self.run(self.kv.take(table.name, key))
+    }
+
+    fn remove_range(&mut self, table: Table, range: KeyRange<'_>) -> Result<u64, MetaError> {
+        self.run(self.kv.delete_range(table.name, range.0, range.1))
+    }
+}
+
+fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    b.map(<[u8]>::to_vec)
+}
+
+fn borrowed(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    b.as_ref().map(Vec::as_slice)
+}
+
+/// Refuses what redb's typed tables refuse, so that both engines hold the
+/// same rows.
+fn check_key(table: Table, key: &[u8]) -> Result<(), MetaError> {
+    match table.key {
+        KeyKind::Bytes => Ok(()),
+        KeyKind::Str if std::str::from_utf8(key).is_ok() => Ok(()),
+        KeyKind::Str => Err(MetaError::InvalidKey("a name that is not UTF-8")),
+        KeyKind::U64 if key.len() == 8 => Ok(()),
+        KeyKind::U64 => Err(MetaError::InvalidKey("a number key that is not 8 bytes")),
+    }
+}
+
+fn check_value(table: Table, value: &[u8]) -> Result<(), MetaError> {
+    let want = match table.value {
+        ValueKind::Bytes => return Ok(()),
+        ValueKind::U64 => 8,
+        ValueKind::U8 => 1,
+    };
+    if value.len() == want {
+        return Ok(());
+    }
+    Err(MetaError::Corrupt {
+        what: "fixed-size value",
+        reason: format!("{}: {} bytes, not {want}", table.name, value.len()),
+    })
+}

@@ -1,0 +1,10 @@
+//! The engine conformance suite on redb, the embedded engine.
+
+use shardgate_meta::kv::{RedbEngine, conformance};
+
+#[test]
+fn redb_passes_the_engine_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = RedbEngine::create(&dir.path().join("meta.redb")).unwrap();
+    conformance::run(&engine);
+}
