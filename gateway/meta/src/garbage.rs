@@ -202,7 +202,7 @@ pub(crate) fn add(
 ) -> Result<()> {
     let mut per_backend: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
     {
-        let journal_seq = journal::hold_for_garbage(txn)?;
+        let journal_seq = crate::kv::redb::within(txn, |kv| journal::hold_for_garbage(kv))?;
         let mut due = txn.open_table(DUE)?;
         let mut age = txn.open_table(AGE)?;
         for (backend, blob, bytes) in blobs {
@@ -244,7 +244,7 @@ impl MetaStore {
         limit: usize,
     ) -> Result<Vec<GarbageItem>> {
         let txn = self.db.begin_read()?;
-        let shipped = journal::shipped_through(&txn)?;
+        let shipped = crate::kv::redb::within_read(&txn, |kv| journal::shipped_through(kv))?;
         let due = txn.open_table(DUE)?;
         let start = bound(backend, 0);
         let end = bound(backend, now_unix_ms.saturating_add(1));

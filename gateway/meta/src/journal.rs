@@ -15,26 +15,24 @@
 //! and garbage (fragments of writes that never committed, or of versions
 //! gone), the repair queue (scrub refills it), job state, counters.
 
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
-use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
 use serde::{Deserialize, Serialize};
 pub use shardgate_core::journal::UnitKind;
 use shardgate_core::{BackendId, BlobName};
 
 use crate::error::{MetaError, Result};
 use crate::keys;
+use crate::kv::tables::{BUCKETS, COUNTERS, Table, USERS, VERSIONS};
+use crate::kv::{self, ALL_KEYS, KvRead, KvReadExt, KvSnapshot, KvWrite, decode_u64, u64_bytes};
 use crate::store::{
-    BUCKETS_TABLE, COUNTERS_TABLE, GENERATION_SEQUENCE_KEY, MetaStore, OBJECTS_TABLE, USERS_TABLE,
-    decode, decode_summary, encode,
+    DELETE_MARKERS_KEY, GENERATION_SEQUENCE_KEY, MetaStore, decode, decode_summary, encode,
 };
 
 /// Row images waiting to be shipped, by journal sequence number.
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const OUTBOX: Table = kv::tables::OUTBOX;
 /// Journal units on the backends: unit number -> [`UnitRecord`].
-const UNITS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_units");
+const UNITS: Table = kv::tables::JOURNAL_UNITS;
 /// The last journal sequence number shipped (in `counters`): numbering
 /// goes on after it when the outbox is empty, after its last otherwise.
 const JOURNAL_SEQUENCE: &str = "journal";
@@ -145,7 +143,7 @@ pub struct JournalState {
 
 /// A consistent view of every journaled row, cut into checkpoint parts.
 pub struct Snapshot {
-    txn: ReadTransaction,
+    kv: Box<dyn KvSnapshot>,
     /// The last journal sequence number the view includes.
     pub seq: u64,
     /// The generation sequence in the view.
@@ -199,95 +197,75 @@ impl Snapshot {
     ) -> Result<bool> {
         let after = self.after.take();
         let mut last = None;
-        let mut push = |key: &[u8], value: &[u8]| {
-            *bytes += key.len() + value.len() + 8;
-            last = Some(key.to_vec());
-            out.push(RowImage {
-                table,
-                key: key.to_vec(),
-                value: Some(value.to_vec()),
-            });
-            *bytes >= max_bytes
-        };
         let mut full = false;
-        match table {
-            JournalTable::Versions => {
-                let t = self.txn.open_table(OBJECTS_TABLE)?;
-                let range = match &after {
-                    Some(a) => {
-                        t.range::<&[u8]>((Bound::Excluded(a.as_slice()), Bound::Unbounded))?
-                    }
-                    None => t.range::<&[u8]>(..)?,
-                };
-                for r in range {
-                    let (k, v) = r?;
-                    if push(k.value(), v.value()) {
-                        full = true;
-                        break;
-                    }
-                }
-            }
-            JournalTable::Buckets | JournalTable::Users => {
-                let def = match table {
-                    JournalTable::Buckets => BUCKETS_TABLE,
-                    _ => USERS_TABLE,
-                };
-                let t = self.txn.open_table(def)?;
-                let after = after.map(utf8).transpose()?;
-                let range = match &after {
-                    Some(a) => t.range::<&str>((Bound::Excluded(a.as_str()), Bound::Unbounded))?,
-                    None => t.range::<&str>(..)?,
-                };
-                for r in range {
-                    let (k, v) = r?;
-                    if push(k.value().as_bytes(), v.value()) {
-                        full = true;
-                        break;
-                    }
-                }
-            }
-        }
+        let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.kv.scan(
+            table.table(),
+            (lower, Bound::Unbounded),
+            false,
+            &mut |key, value| {
+                *bytes += key.len() + value.len() + 8;
+                last = Some(key.to_vec());
+                out.push(RowImage {
+                    table,
+                    key: key.to_vec(),
+                    value: Some(value.to_vec()),
+                });
+                full = *bytes >= max_bytes;
+                Ok(match full {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
+            },
+        )?;
         self.after = last;
         Ok(full)
     }
 }
 
-fn utf8(key: Vec<u8>) -> Result<String> {
-    String::from_utf8(key).map_err(|_| MetaError::Corrupt {
+fn utf8(key: &[u8]) -> Result<&str> {
+    std::str::from_utf8(key).map_err(|_| MetaError::Corrupt {
         what: "journal row",
         reason: "a bucket or user key that is not UTF-8".into(),
     })
 }
 
+impl JournalTable {
+    fn table(self) -> Table {
+        match self {
+            Self::Buckets => BUCKETS,
+            Self::Versions => VERSIONS,
+            Self::Users => USERS,
+        }
+    }
+}
+
 /// Drops outbox records up to `through`, keeping the number of the last
 /// one so that numbering goes on from it when the outbox is empty.
-fn truncate(txn: &WriteTransaction, through: u64) -> Result<()> {
-    txn.open_table(OUTBOX)?
-        .retain_in::<u64, _>(..=through, |_, _| false)?;
-    let kept = counter(txn, JOURNAL_SEQUENCE)?;
-    set_counter(txn, JOURNAL_SEQUENCE, kept.max(through))
+fn truncate(kv: &mut dyn KvWrite, through: u64) -> Result<()> {
+    let through_key = u64_bytes(through);
+    kv.remove_range(OUTBOX, (Bound::Unbounded, Bound::Included(&through_key)))?;
+    let kept = counter(kv, JOURNAL_SEQUENCE)?;
+    set_counter(kv, JOURNAL_SEQUENCE, kept.max(through))
 }
 
 /// The last record in the outbox (0: none): a change of this transaction
 /// is shipped once this is.
-pub(crate) fn last_recorded(txn: &WriteTransaction) -> Result<u64> {
-    Ok(txn
-        .open_table(OUTBOX)?
-        .last()?
-        .map_or(0, |(k, _)| k.value()))
+pub(crate) fn last_recorded(kv: &(impl KvRead + ?Sized)) -> Result<u64> {
+    match kv.first_key(OUTBOX, ALL_KEYS, true)? {
+        Some(k) => decode_u64(&k),
+        None => Ok(0),
+    }
 }
 
 /// Every record up to this number is on the backends (or in a checkpoint
 /// there): the outbox's first less one, everything when it is empty.
-pub(crate) fn shipped_through(txn: &ReadTransaction) -> Result<u64> {
-    let outbox = txn
-        .open_table(OUTBOX)?
-        .first()?
-        .map_or(u64::MAX, |(k, _)| k.value().saturating_sub(1));
-    let stale = txn
-        .open_table(COUNTERS_TABLE)?
-        .get(STALE)?
-        .is_some_and(|v| v.value() != 0);
+pub(crate) fn shipped_through(kv: &(impl KvRead + ?Sized)) -> Result<u64> {
+    let outbox = match kv.first_key(OUTBOX, ALL_KEYS, false)? {
+        Some(k) => decode_u64(&k)?.saturating_sub(1),
+        None => u64::MAX,
+    };
+    let stale = counter(kv, STALE)? != 0;
     // Stale: what waits for the next checkpoint (u64::MAX) waits.
     Ok(match stale {
         true => outbox.min(u64::MAX - 1),
@@ -298,19 +276,18 @@ pub(crate) fn shipped_through(txn: &ReadTransaction) -> Result<u64> {
 /// Empties the outbox: a store opened without the journal ships nothing,
 /// so its garbage must not wait for it (a checkpoint at the next start
 /// with the journal covers the records dropped).
-pub(crate) fn drop_outbox(txn: &WriteTransaction) -> Result<()> {
-    let last = last_recorded(txn)?;
+pub(crate) fn drop_outbox(kv: &mut dyn KvWrite) -> Result<()> {
+    let last = last_recorded(kv)?;
     if last > 0 {
-        truncate(txn, last)?;
+        truncate(kv, last)?;
     }
     Ok(())
 }
 
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
-    txn.open_table(OUTBOX)?;
-    txn.open_table(UNITS)?;
-    if counter(txn, JOURNAL_ID)? == 0 {
-        set_counter(txn, JOURNAL_ID, rand::random::<u64>().max(1))?;
+/// Gives a new store its journal id.
+pub(crate) fn create_tables(kv: &mut dyn KvWrite) -> Result<()> {
+    if counter(kv, JOURNAL_ID)? == 0 {
+        set_counter(kv, JOURNAL_ID, rand::random::<u64>().max(1))?;
     }
     Ok(())
 }
@@ -319,12 +296,12 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 /// outbox (nothing will ship it, and no journal exists to recover from);
 /// one that has a journal on the backends keeps it and marks it stale, so
 /// garbage waits for the next checkpoint.
-pub(crate) fn journal_off(txn: &WriteTransaction) -> Result<()> {
-    need_checkpoint(txn)?;
-    if counter(txn, LAST_CHECKPOINT)? > 0 || !txn.open_table(UNITS)?.is_empty()? {
-        set_counter(txn, STALE, 1)
+pub(crate) fn journal_off(kv: &mut dyn KvWrite) -> Result<()> {
+    need_checkpoint(kv)?;
+    if counter(kv, LAST_CHECKPOINT)? > 0 || kv.first_key(UNITS, ALL_KEYS, false)?.is_some() {
+        set_counter(kv, STALE, 1)
     } else {
-        drop_outbox(txn)
+        drop_outbox(kv)
     }
 }
 
@@ -333,52 +310,46 @@ pub(crate) fn journal_off(txn: &WriteTransaction) -> Result<()> {
 /// follow the removal that made the garbage (the version that replaced
 /// it, or a delete marker), so one past it. While the journal is stale,
 /// the next checkpoint's.
-pub(crate) fn hold_for_garbage(txn: &WriteTransaction) -> Result<u64> {
-    if counter(txn, STALE)? != 0 {
+pub(crate) fn hold_for_garbage(kv: &(impl KvRead + ?Sized)) -> Result<u64> {
+    if counter(kv, STALE)? != 0 {
         return Ok(u64::MAX);
     }
-    Ok(match last_recorded(txn)? {
+    Ok(match last_recorded(kv)? {
         0 => 0,
         last => last + 1,
     })
 }
 
-fn counter(txn: &WriteTransaction, name: &str) -> Result<u64> {
-    Ok(txn
-        .open_table(COUNTERS_TABLE)?
-        .get(name)?
-        .map_or(0, |v| v.value()))
+fn counter(kv: &(impl KvRead + ?Sized), name: &str) -> Result<u64> {
+    Ok(kv.get_u64(COUNTERS, name.as_bytes())?.unwrap_or(0))
 }
 
-fn set_counter(txn: &WriteTransaction, name: &str, value: u64) -> Result<()> {
-    txn.open_table(COUNTERS_TABLE)?.insert(name, value)?;
-    Ok(())
+fn set_counter(kv: &mut dyn KvWrite, name: &str, value: u64) -> Result<()> {
+    kv.put(COUNTERS, name.as_bytes(), &u64_bytes(value))
 }
 
 /// Marks the journal as missing changes: the writer's next step is a
 /// checkpoint.
-pub(crate) fn need_checkpoint(txn: &WriteTransaction) -> Result<()> {
-    set_counter(txn, CHECKPOINT_NEEDED, 1)
+pub(crate) fn need_checkpoint(kv: &mut dyn KvWrite) -> Result<()> {
+    set_counter(kv, CHECKPOINT_NEEDED, 1)
 }
 
 /// Appends a row's new image to the outbox, in the transaction that
 /// changes the row.
 pub(crate) fn record(
-    txn: &WriteTransaction,
+    kv: &mut dyn KvWrite,
     table: JournalTable,
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<()> {
-    let mut outbox = txn.open_table(OUTBOX)?;
     // The next number after the outbox's last; when it is empty, after
     // the last one shipped (kept by the truncation).
-    let seq = match outbox.last()? {
-        Some((last, _)) => last.value() + 1,
-        None => counter(txn, JOURNAL_SEQUENCE)? + 1,
+    let seq = match last_recorded(kv)? {
+        0 => counter(kv, JOURNAL_SEQUENCE)? + 1,
+        last => last + 1,
     };
     let image = RowImageRef { table, key, value };
-    outbox.insert(seq, encode(&image)?.as_slice())?;
-    Ok(())
+    kv.put(OUTBOX, &u64_bytes(seq), &encode(&image)?)
 }
 
 /// [`RowImage`] borrowed: the same encoding, without copying the row.
@@ -389,72 +360,69 @@ struct RowImageRef<'a> {
     value: Option<&'a [u8]>,
 }
 
+/// Every journal unit, by number.
+fn units(kv: &(impl KvRead + ?Sized)) -> Result<Vec<(u64, UnitRecord)>> {
+    let mut units = Vec::new();
+    kv.scan(UNITS, ALL_KEYS, false, &mut |k, v| {
+        units.push((decode_u64(k)?, decode("journal unit", v)?));
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(units)
+}
+
 impl MetaStore {
     /// Outbox records in sequence order, about `max_bytes` of them at most
     /// (at least one when any is waiting).
     pub fn outbox(&self, max_bytes: usize) -> Result<OutboxBatch> {
-        let txn = self.db.begin_read()?;
-        let counters = txn.open_table(COUNTERS_TABLE)?;
-        let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
-        let mut batch = OutboxBatch {
-            records: Vec::new(),
-            generation: get(GENERATION_SEQUENCE_KEY)?,
-            epoch: get(EPOCH)?,
-            journal: get(JOURNAL_ID)?,
-        };
-        let mut bytes = 0;
-        for r in txn.open_table(OUTBOX)?.iter()? {
-            let (k, v) = r?;
-            bytes += v.value().len() + 8;
-            batch.records.push((k.value(), v.value().to_vec()));
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(batch)
+        kv::read(self.engine(), |kv| {
+            let mut batch = OutboxBatch {
+                records: Vec::new(),
+                generation: counter(kv, GENERATION_SEQUENCE_KEY)?,
+                epoch: counter(kv, EPOCH)?,
+                journal: counter(kv, JOURNAL_ID)?,
+            };
+            let mut bytes = 0;
+            kv.scan(OUTBOX, ALL_KEYS, false, &mut |k, v| {
+                bytes += v.len() + 8;
+                batch.records.push((decode_u64(k)?, v.to_vec()));
+                Ok(match bytes >= max_bytes {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
+            })?;
+            Ok(batch)
+        })
     }
 
     /// Drops outbox records up to `through`, once they are on the backends.
     pub fn truncate_outbox(&self, through: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        truncate(&txn, through)?;
-        txn.commit()?;
-        Ok(())
+        kv::write(self.engine(), |kv| truncate(kv, through))
     }
 
     /// Where the journal stands.
     pub fn journal_state(&self) -> Result<JournalState> {
-        let txn = self.db.begin_read()?;
-        let counters = txn.open_table(COUNTERS_TABLE)?;
-        // Absent: a store from before the journal, or a new one.
-        let checkpoint_needed = counters
-            .get(CHECKPOINT_NEEDED)?
-            .is_none_or(|v| v.value() != 0);
-        let units = txn
-            .open_table(UNITS)?
-            .iter()?
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((k.value(), decode("journal unit", v.value())?))
+        kv::read(self.engine(), |kv| {
+            Ok(JournalState {
+                // Absent: a store from before the journal, or a new one.
+                checkpoint_needed: kv
+                    .get_u64(COUNTERS, CHECKPOINT_NEEDED.as_bytes())?
+                    .is_none_or(|v| v != 0),
+                units: units(kv)?,
+                outbox_len: kv.len(OUTBOX)?,
+                last_checkpoint: counter(kv, LAST_CHECKPOINT)?,
+                epoch: counter(kv, EPOCH)?,
+                journal: counter(kv, JOURNAL_ID)?,
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(JournalState {
-            checkpoint_needed,
-            units,
-            outbox_len: txn.open_table(OUTBOX)?.len()?,
-            last_checkpoint: counters.get(LAST_CHECKPOINT)?.map_or(0, |v| v.value()),
-            epoch: counters.get(EPOCH)?.map_or(0, |v| v.value()),
-            journal: counters.get(JOURNAL_ID)?.map_or(0, |v| v.value()),
         })
     }
 
     /// A number for a new journal unit, never given before.
     pub fn next_journal_unit(&self) -> Result<u64> {
-        let txn = self.db.begin_write()?;
-        let unit = counter(&txn, UNIT_SEQUENCE)? + 1;
-        set_counter(&txn, UNIT_SEQUENCE, unit)?;
-        txn.commit()?;
-        Ok(unit)
+        kv::write(self.engine(), |kv| {
+            let unit = counter(kv, UNIT_SEQUENCE)? + 1;
+            set_counter(kv, UNIT_SEQUENCE, unit)?;
+            Ok(unit)
+        })
     }
 
     /// Records a unit written to the backends (`truncate_through`: and
@@ -465,81 +433,57 @@ impl MetaStore {
         record: &UnitRecord,
         truncate_through: Option<u64>,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(UNITS)?
-            .insert(unit, encode(record)?.as_slice())?;
-        if let Some(through) = truncate_through {
-            truncate(&txn, through)?;
-        }
-        txn.commit()?;
-        Ok(())
+        let value = encode(record)?;
+        kv::write(self.engine(), |kv| {
+            kv.put(UNITS, &u64_bytes(unit), &value)?;
+            match truncate_through {
+                Some(through) => truncate(kv, through),
+                None => Ok(()),
+            }
+        })
     }
 
     /// Records that checkpoint `checkpoint` is complete: the journal has
     /// every row again. Returns the units it makes useless (older
     /// checkpoints' parts, batches it covers), for their blobs' deletion.
     pub fn complete_checkpoint(&self, checkpoint: u64, seq: u64) -> Result<Vec<(u64, UnitRecord)>> {
-        let txn = self.db.begin_write()?;
-        set_counter(&txn, CHECKPOINT_NEEDED, 0)?;
-        set_counter(&txn, LAST_CHECKPOINT, checkpoint)?;
-        set_counter(&txn, STALE, 0)?;
-        // The checkpoint holds every row as of `seq`: records up to it
-        // need no batch.
-        truncate(&txn, seq)?;
-        let stale = txn
-            .open_table(UNITS)?
-            .iter()?
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((k.value(), decode::<UnitRecord>("journal unit", v.value())?))
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|(_, u)| match u.kind {
-                UnitKind::Checkpoint => u.checkpoint < checkpoint,
-                UnitKind::Batch => u.last_seq <= seq,
-            } && !u.pending)
-            .collect();
-        txn.commit()?;
-        Ok(stale)
+        kv::write(self.engine(), |kv| {
+            set_counter(kv, CHECKPOINT_NEEDED, 0)?;
+            set_counter(kv, LAST_CHECKPOINT, checkpoint)?;
+            set_counter(kv, STALE, 0)?;
+            // The checkpoint holds every row as of `seq`: records up to it
+            // need no batch.
+            truncate(kv, seq)?;
+            Ok(units(kv)?
+                .into_iter()
+                .filter(|(_, u)| match u.kind {
+                    UnitKind::Checkpoint => u.checkpoint < checkpoint,
+                    UnitKind::Batch => u.last_seq <= seq,
+                } && !u.pending)
+                .collect())
+        })
     }
 
     /// Forgets units whose blobs are deleted.
     pub fn forget_units(&self, units: &[u64]) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(UNITS)?;
+        kv::write(self.engine(), |kv| {
             for unit in units {
-                table.remove(unit)?;
+                kv.remove(UNITS, &u64_bytes(*unit))?;
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Every journaled row as of now, to cut a checkpoint from.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let txn = self.db.begin_read()?;
-        let (seq, generation, epoch, journal) = {
-            let counters = txn.open_table(COUNTERS_TABLE)?;
-            let get = |name| -> Result<u64> { Ok(counters.get(name)?.map_or(0, |v| v.value())) };
-            let last = txn
-                .open_table(OUTBOX)?
-                .last()?
-                .map_or(0, |(k, _)| k.value());
-            (
-                get(JOURNAL_SEQUENCE)?.max(last),
-                get(GENERATION_SEQUENCE_KEY)?,
-                get(EPOCH)?,
-                get(JOURNAL_ID)?,
-            )
-        };
+        let kv = self.engine().snapshot()?;
+        let seq = counter(&*kv, JOURNAL_SEQUENCE)?.max(last_recorded(&*kv)?);
         Ok(Snapshot {
-            txn,
             seq,
-            generation,
-            epoch,
-            journal,
+            generation: counter(&*kv, GENERATION_SEQUENCE_KEY)?,
+            epoch: counter(&*kv, EPOCH)?,
+            journal: counter(&*kv, JOURNAL_ID)?,
+            kv,
             table: 0,
             after: None,
         })
@@ -548,49 +492,39 @@ impl MetaStore {
     /// Whether the store holds no bucket, user or version (a restore's
     /// target must).
     pub fn is_empty(&self) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(BUCKETS_TABLE)?.is_empty()?
-            && txn.open_table(USERS_TABLE)?.is_empty()?
-            && txn.open_table(OBJECTS_TABLE)?.is_empty()?)
+        kv::read(self.engine(), |kv| {
+            for table in [BUCKETS, USERS, VERSIONS] {
+                if kv.first_key(table, ALL_KEYS, false)?.is_some() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
     }
 
     /// Applies row images as they are, in one transaction (recovery).
     pub fn restore(&self, rows: &[RowImage]) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut buckets = txn.open_table(BUCKETS_TABLE)?;
-            let mut users = txn.open_table(USERS_TABLE)?;
-            let mut versions = txn.open_table(OBJECTS_TABLE)?;
+        kv::write(self.engine(), |kv| {
             for row in rows {
                 match row.table {
-                    JournalTable::Versions => {
-                        if keys::split_version_key(&row.key).is_none() {
-                            return Err(MetaError::Corrupt {
-                                what: "journal row",
-                                reason: "a version key of the wrong shape".into(),
-                            });
-                        }
-                        match &row.value {
-                            Some(v) => versions.insert(row.key.as_slice(), v.as_slice())?,
-                            None => versions.remove(row.key.as_slice())?,
-                        };
+                    JournalTable::Versions if keys::split_version_key(&row.key).is_none() => {
+                        return Err(MetaError::Corrupt {
+                            what: "journal row",
+                            reason: "a version key of the wrong shape".into(),
+                        });
                     }
+                    JournalTable::Versions => {}
                     JournalTable::Buckets | JournalTable::Users => {
-                        let table = match row.table {
-                            JournalTable::Buckets => &mut buckets,
-                            _ => &mut users,
-                        };
-                        let key = utf8(row.key.clone())?;
-                        match &row.value {
-                            Some(v) => table.insert(key.as_str(), v.as_slice())?,
-                            None => table.remove(key.as_str())?,
-                        };
+                        utf8(&row.key)?;
                     }
                 }
+                match &row.value {
+                    Some(v) => kv.put(row.table.table(), &row.key, v)?,
+                    None => drop(kv.remove(row.table.table(), &row.key)?),
+                }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Ends a restore: the sequences continue past everything the journal
@@ -607,57 +541,39 @@ impl MetaStore {
         last_unit: u64,
         found_units: &[(u64, UnitRecord)],
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        let (max_version, markers) = {
+        let found: Vec<(u64, Vec<u8>)> = found_units
+            .iter()
+            .map(|(unit, record)| Ok((*unit, encode(record)?)))
+            .collect::<Result<_>>()?;
+        kv::write(self.engine(), |kv| {
             let mut max_version = 0u64;
             let mut markers = 0u64;
-            for r in txn.open_table(OBJECTS_TABLE)?.iter()? {
-                let (k, v) = r?;
-                let summary = decode_summary(v.value())?;
-                let seq = keys::split_version_key(k.value()).map_or(0, |(_, _, s)| s);
+            kv.scan(VERSIONS, ALL_KEYS, false, &mut |k, v| {
+                let summary = decode_summary(v)?;
+                let seq = keys::split_version_key(k).map_or(0, |(_, _, s)| s);
                 max_version = max_version.max(seq).max(summary.generation);
                 markers += u64::from(summary.delete_marker);
-            }
-            (max_version, markers)
-        };
-        set_counter(
-            &txn,
-            GENERATION_SEQUENCE_KEY,
-            counter(&txn, GENERATION_SEQUENCE_KEY)?
-                .max(generation)
-                .max(max_version),
-        )?;
-        crate::store::set_delete_markers(&txn, markers)?;
-        set_counter(
-            &txn,
-            JOURNAL_SEQUENCE,
-            counter(&txn, JOURNAL_SEQUENCE)?.max(journal_seq),
-        )?;
-        set_counter(&txn, EPOCH, counter(&txn, EPOCH)?.max(epoch))?;
-        set_counter(&txn, JOURNAL_ID, journal)?;
-        let max_unit = found_units
-            .iter()
-            .map(|(u, _)| *u)
-            .max()
-            .unwrap_or(0)
-            .max(last_unit);
-        set_counter(
-            &txn,
-            UNIT_SEQUENCE,
-            counter(&txn, UNIT_SEQUENCE)?.max(max_unit),
-        )?;
-        {
-            let mut units = txn.open_table(UNITS)?;
-            for (unit, record) in found_units {
+                Ok(ControlFlow::Continue(()))
+            })?;
+            let raise = |kv: &mut dyn KvWrite, name: &str, to: u64| -> Result<()> {
+                let now = counter(kv, name)?;
+                set_counter(kv, name, now.max(to))
+            };
+            raise(kv, GENERATION_SEQUENCE_KEY, generation.max(max_version))?;
+            set_counter(kv, DELETE_MARKERS_KEY, markers)?;
+            raise(kv, JOURNAL_SEQUENCE, journal_seq)?;
+            raise(kv, EPOCH, epoch)?;
+            set_counter(kv, JOURNAL_ID, journal)?;
+            let max_unit = found.iter().map(|(u, _)| *u).max().unwrap_or(0);
+            raise(kv, UNIT_SEQUENCE, max_unit.max(last_unit))?;
+            for (unit, record) in &found {
                 // Two epochs' units of one number: the first is kept (the
                 // other's blobs stay; nothing reads them).
-                if units.get(unit)?.is_none() {
-                    units.insert(unit, encode(record)?.as_slice())?;
+                if kv.get(UNITS, &u64_bytes(*unit))?.is_none() {
+                    kv.put(UNITS, &u64_bytes(*unit), record)?;
                 }
             }
-        }
-        need_checkpoint(&txn)?;
-        txn.commit()?;
-        Ok(())
+            need_checkpoint(kv)
+        })
     }
 }

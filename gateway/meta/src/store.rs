@@ -20,6 +20,7 @@ use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 use crate::db::Db;
 use crate::error::{MetaError, Result};
 use crate::journal::{self, JournalTable};
+use crate::kv::{self, Engine, RedbEngine};
 use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 use crate::{garbage, keys, repair};
 
@@ -1085,6 +1086,9 @@ fn unsized_blobs(blobs: Vec<(BackendId, BlobName)>) -> Vec<(BackendId, BlobName,
 #[derive(Clone)]
 pub struct MetaStore {
     pub(crate) db: Arc<Db>,
+    /// The same store as an [`Engine`]: the rules moved onto the seam
+    /// (`kv`) use it; the others still use `db`.
+    engine: Arc<dyn Engine>,
     grace_ms: u64,
     owner: Arc<str>,
     /// Whether mutating transactions fill the journal's outbox.
@@ -1128,6 +1132,11 @@ impl std::fmt::Debug for MetaStore {
 pub const DEFAULT_GRACE_MS: u64 = 5_000;
 
 impl MetaStore {
+    /// The engine the rules run on.
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        &*self.engine
+    }
+
     /// Calls `hook` with the manifest of every version whose row goes (a
     /// DELETE, a replaced `null` version, a lifecycle expiry), inside the
     /// removing transaction: what the process holds of a version (its
@@ -1163,9 +1172,10 @@ impl MetaStore {
     /// without, the journal on the backends is marked as missing changes,
     /// so the next start with it writes a checkpoint.
     pub fn open_with(path: &Path, journal: bool) -> Result<Self> {
-        let db = Db::create(path)?;
+        let db = Arc::new(Db::create(path)?);
         let store = Self {
-            db: Arc::new(db),
+            engine: Arc::new(RedbEngine::new(db.clone())),
+            db,
             grace_ms: DEFAULT_GRACE_MS,
             owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
             journal,
@@ -1185,13 +1195,13 @@ impl MetaStore {
         txn.open_table(USERS)?;
         garbage::create_tables(&txn)?;
         repair::create_tables(&txn)?;
-        journal::create_tables(&txn)?;
+        kv::redb::within(&txn, journal::create_tables)?;
         Self::upgrade_legacy_garbage(&txn)?;
         if Self::upgrade_legacy_objects(&txn)? {
-            journal::need_checkpoint(&txn)?;
+            kv::redb::within(&txn, journal::need_checkpoint)?;
         }
         if !journal {
-            journal::journal_off(&txn)?;
+            kv::redb::within(&txn, journal::journal_off)?;
         }
         let stale: Vec<u64> = {
             let intents = txn.open_table(INTENTS)?;
@@ -1325,7 +1335,7 @@ impl MetaStore {
         value: Option<&[u8]>,
     ) -> Result<()> {
         match self.journal {
-            true => journal::record(txn, table, key, value),
+            true => kv::redb::within(txn, |kv| journal::record(kv, table, key, value)),
             false => Ok(()),
         }
     }
@@ -2928,15 +2938,8 @@ impl MetaStore {
 pub(crate) const OBJECTS_TABLE: TableDefinition<&[u8], &[u8]> = OBJECTS;
 pub(crate) const UPLOADS_TABLE: TableDefinition<&[u8], &[u8]> = UPLOADS;
 pub(crate) const BUCKETS_TABLE: TableDefinition<&str, &[u8]> = BUCKETS;
-pub(crate) const USERS_TABLE: TableDefinition<&str, &[u8]> = USERS;
-pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = COUNTERS;
 pub(crate) const GENERATION_SEQUENCE_KEY: &str = GENERATION_SEQUENCE;
-
-/// Sets the count of delete markers (a restore counts them).
-pub(crate) fn set_delete_markers(txn: &WriteTransaction, markers: u64) -> Result<()> {
-    txn.open_table(COUNTERS)?.insert(DELETE_MARKERS, markers)?;
-    Ok(())
-}
+pub(crate) const DELETE_MARKERS_KEY: &str = DELETE_MARKERS;
 
 pub(crate) fn decode_upload(bytes: &[u8]) -> Result<UploadRecord> {
     decode("upload", bytes)

@@ -18,7 +18,7 @@
 //! engine (and what it computes from it); whatever it does outside must be
 //! safe to repeat.
 
-mod redb;
+pub(crate) mod redb;
 pub mod tables;
 
 use std::ops::{Bound, ControlFlow};
@@ -70,6 +70,9 @@ pub trait KvWrite: KvRead {
     fn remove_range(&mut self, table: Table, range: KeyRange<'_>) -> Result<u64>;
 }
 
+/// A read transaction that outlives the call that opened it.
+pub trait KvSnapshot: KvRead + Send {}
+
 /// An engine: transactions over the metadata's tables.
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Runs `body` in a read transaction.
@@ -79,6 +82,10 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// returns `Ok`; an `Err` leaves the tables as they were. The engine may
     /// run `body` again (see the module's documentation).
     fn write(&self, body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<()>) -> Result<()>;
+
+    /// A read transaction held across calls (a checkpoint reads one in
+    /// parts, over minutes): every read of it sees the same state.
+    fn snapshot(&self) -> Result<Box<dyn KvSnapshot>>;
 
     /// Whether a call waits on the network, so that an async caller must
     /// run it on the blocking pool (redb answers reads from memory).
@@ -147,6 +154,22 @@ pub trait KvReadExt: KvRead {
         reverse: bool,
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         Ok(self.rows(table, range, reverse, 1)?.pop())
+    }
+
+    /// The first key of `range` (the last when `reverse`), without its
+    /// value.
+    fn first_key(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        reverse: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut key = None;
+        self.scan(table, range, reverse, &mut |k, _| {
+            key = Some(k.to_vec());
+            Ok(ControlFlow::Break(()))
+        })?;
+        Ok(key)
     }
 
     /// The `u64` under `key` (a counter: [`tables::ValueKind::U64`]).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::tables::{ALL, KeyKind, Table, ValueKind};
-use super::{Engine, KeyRange, KvRead, KvWrite, Visit, decode_u64};
+use super::{Engine, KeyRange, KvRead, KvSnapshot, KvWrite, Visit, decode_u64};
 use crate::db::Db;
 use crate::error::{MetaError, Result};
 
@@ -55,10 +55,70 @@ impl Engine for RedbEngine {
         Ok(())
     }
 
+    fn snapshot(&self) -> Result<Box<dyn KvSnapshot>> {
+        Ok(Box::new(RedbSnapshot {
+            txn: self.db.begin_read()?,
+        }))
+    }
+
     fn blocks(&self) -> bool {
         false
     }
 }
+
+/// Runs `body` inside a redb write transaction that a rule not yet moved
+/// onto [`KvWrite`] holds. The rule must have closed its tables first:
+/// redb refuses a table opened twice.
+pub(crate) fn within<T>(
+    txn: &redb::WriteTransaction,
+    body: impl FnOnce(&mut dyn KvWrite) -> Result<T>,
+) -> Result<T> {
+    let mut kv = RedbWrite {
+        txn,
+        open: std::array::from_fn(|_| OnceCell::new()),
+    };
+    body(&mut kv)
+}
+
+/// Runs `body` inside a redb read transaction a rule holds.
+pub(crate) fn within_read<T>(
+    txn: &redb::ReadTransaction,
+    body: impl FnOnce(&dyn KvRead) -> Result<T>,
+) -> Result<T> {
+    let kv = RedbRead {
+        txn,
+        open: std::array::from_fn(|_| OnceCell::new()),
+    };
+    body(&kv)
+}
+
+/// A redb read transaction owned, for [`Engine::snapshot`]: each call
+/// opens the tables it reads.
+struct RedbSnapshot {
+    txn: redb::ReadTransaction,
+}
+
+impl KvRead for RedbSnapshot {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        within_read(&self.txn, |kv| kv.get(table, key))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        reverse: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<()> {
+        within_read(&self.txn, |kv| kv.scan(table, range, reverse, visit))
+    }
+
+    fn len(&self, table: Table) -> Result<u64> {
+        within_read(&self.txn, |kv| kv.len(table))
+    }
+}
+
+impl KvSnapshot for RedbSnapshot {}
 
 const TABLES: usize = ALL.len();
 
