@@ -21,7 +21,7 @@ use std::time::Duration;
 use rand::Rng;
 use shardgate_meta::MetaError;
 use shardgate_meta::kv::tables::{KeyKind, Table, ValueKind};
-use shardgate_meta::kv::{Engine, KeyRange, KvRead, KvWrite, Visit};
+use shardgate_meta::kv::{Engine, KeyRange, KvRead, KvSnapshot, KvWrite, Visit};
 use tokio::runtime::Handle;
 use tokio_postgres::IsolationLevel;
 
@@ -119,8 +119,100 @@ impl Engine for PgEngine {
         self.transact(IsolationLevel::Serializable, false, &mut |txn| body(txn))
     }
 
+    fn snapshot(&self) -> Result<Box<dyn KvSnapshot>, MetaError> {
+        // A connection of its own, taken out of the pool: the transaction
+        // stays open across calls, and closing the connection ends it.
+        let pooled = self
+            .block_on(self.store.client())
+            .map_err(|e| to_meta(&e))?;
+        let client = deadpool_postgres::Object::take(pooled);
+        // The snapshot is taken by the transaction's first statement, not
+        // by BEGIN: the SELECT fixes it now.
+        self.block_on(
+            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"),
+        )
+        .map_err(|e| to_meta(&e.into()))?;
+        Ok(Box::new(PgSnapshot {
+            engine: self.clone(),
+            client,
+        }))
+    }
+
     fn blocks(&self) -> bool {
         true
+    }
+}
+
+/// A read transaction held on a connection of its own.
+struct PgSnapshot {
+    engine: PgEngine,
+    client: deadpool_postgres::ClientWrapper,
+}
+
+impl PgSnapshot {
+    fn run<T>(&self, f: impl Future<Output = crate::Result<T>>) -> Result<T, MetaError> {
+        self.engine.block_on(f).map_err(|e| to_meta(&e))
+    }
+
+    fn kv(&self) -> Kv<'_, tokio_postgres::Client> {
+        Kv::new(&self.client)
+    }
+}
+
+impl KvRead for PgSnapshot {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        check_key(table, key)?;
+        self.run(self.kv().get(table.name, key))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        reverse: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), MetaError> {
+        scan_pages(range, reverse, visit, |lower, upper| {
+            self.run(
+                self.kv()
+                    .range(table.name, lower, upper, SCAN_PAGE, reverse),
+            )
+        })
+    }
+
+    fn len(&self, table: Table) -> Result<u64, MetaError> {
+        self.run(self.kv().count(table.name))
+    }
+}
+
+impl KvSnapshot for PgSnapshot {}
+
+/// Feeds `visit` the rows of `range`, fetched a page at a time by `page`
+/// (given the bounds left), until it stops or the rows run out.
+fn scan_pages(
+    range: KeyRange<'_>,
+    reverse: bool,
+    visit: &mut Visit<'_>,
+    mut page: impl FnMut(Bound<&[u8]>, Bound<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError>,
+) -> Result<(), MetaError> {
+    let (mut lower, mut upper) = (owned(range.0), owned(range.1));
+    loop {
+        let rows = page(borrowed(&lower), borrowed(&upper))?;
+        let full = rows.len() == SCAN_PAGE as usize;
+        let mut last = None;
+        for (k, v) in rows {
+            if visit(&k, &v)?.is_break() {
+                return Ok(());
+            }
+            last = Some(k);
+        }
+        match last {
+            Some(k) if full => match reverse {
+                false => lower = Bound::Excluded(k),
+                true => upper = Bound::Excluded(k),
+            },
+            _ => return Ok(()),
+        }
     }
 }
 
@@ -174,31 +266,9 @@ impl KvRead for PgTxn<'_> {
         reverse: bool,
         visit: &mut Visit<'_>,
     ) -> Result<(), MetaError> {
-        let (mut lower, mut upper) = (owned(range.0), owned(range.1));
-        loop {
-            let page = self.run(self.kv.range(
-                table.name,
-                borrowed(&lower),
-                borrowed(&upper),
-                SCAN_PAGE,
-                reverse,
-            ))?;
-            let full = page.len() == SCAN_PAGE as usize;
-            let mut last = None;
-            for (k, v) in page {
-                if visit(&k, &v)?.is_break() {
-                    return Ok(());
-                }
-                last = Some(k);
-            }
-            match last {
-                Some(k) if full => match reverse {
-                    false => lower = Bound::Excluded(k),
-                    true => upper = Bound::Excluded(k),
-                },
-                _ => return Ok(()),
-            }
-        }
+        scan_pages(range, reverse, visit, |lower, upper| {
+            self.run(self.kv.range(table.name, lower, upper, SCAN_PAGE, reverse))
+        })
     }
 
     fn len(&self, table: Table) -> Result<u64, MetaError> {

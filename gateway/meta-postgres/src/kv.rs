@@ -9,8 +9,8 @@
 
 use std::ops::Bound;
 
-use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Transaction};
 
 use crate::Result;
 
@@ -19,20 +19,28 @@ pub fn u64_key(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
 
-/// The key-value table through one transaction.
-#[derive(Clone, Copy)]
-pub struct Kv<'a> {
-    tx: &'a Transaction<'a>,
+/// The key-value table through one transaction (or a connection whose
+/// transaction was begun by hand: a held snapshot).
+pub struct Kv<'a, C = Transaction<'a>> {
+    tx: &'a C,
 }
 
-impl std::fmt::Debug for Kv<'_> {
+impl<C> Clone for Kv<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for Kv<'_, C> {}
+
+impl<C> std::fmt::Debug for Kv<'_, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kv").finish_non_exhaustive()
     }
 }
 
-impl<'a> Kv<'a> {
-    pub fn new(tx: &'a Transaction<'a>) -> Self {
+impl<'a, C: GenericClient + Sync> Kv<'a, C> {
+    pub fn new(tx: &'a C) -> Self {
         Self { tx }
     }
 

@@ -29,6 +29,56 @@ pub fn run(engine: &dyn Engine) {
         u64_bytes(rng.random_range(0..64) << rng.random_range(0..60)).to_vec()
     });
     counters_and_flags(engine);
+    snapshot_is_a_fixed_view(engine);
+}
+
+/// A held snapshot sees the rows of its start, whatever is written after,
+/// across many calls; a new read sees the writes.
+fn snapshot_is_a_fixed_view(engine: &dyn Engine) {
+    let keys: Vec<Vec<u8>> = (0u16..600).map(|i| i.to_be_bytes().to_vec()).collect();
+    write(engine, |kv| {
+        for k in &keys {
+            kv.put(tables::VERSIONS, k, b"before")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let snapshot = engine.snapshot().unwrap();
+    write(engine, |kv| {
+        kv.remove(tables::VERSIONS, &keys[0])?;
+        kv.put(tables::VERSIONS, &keys[599], b"after")?;
+        kv.put(tables::VERSIONS, b"\xff new", b"after")
+    })
+    .unwrap();
+    let seen = snapshot
+        .rows(tables::VERSIONS, ALL_KEYS, false, usize::MAX)
+        .unwrap();
+    let want: Vec<_> = keys
+        .iter()
+        .map(|k| (k.clone(), b"before".to_vec()))
+        .collect();
+    let differs = seen.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        seen == want,
+        "the snapshot saw a later write: {} rows against {}, first difference at {differs:?}",
+        seen.len(),
+        want.len()
+    );
+    assert_eq!(snapshot.len(tables::VERSIONS).unwrap(), 600);
+    assert_eq!(
+        snapshot
+            .get(tables::VERSIONS, &keys[599])
+            .unwrap()
+            .as_deref(),
+        Some(&b"before"[..])
+    );
+    drop(snapshot);
+    assert_eq!(read(engine, |kv| kv.len(tables::VERSIONS)).unwrap(), 600);
+    assert_eq!(
+        read(engine, |kv| kv.get(tables::VERSIONS, &keys[0])).unwrap(),
+        None
+    );
+    write(engine, |kv| kv.remove_range(tables::VERSIONS, ALL_KEYS)).unwrap();
 }
 
 fn point_operations(engine: &dyn Engine) {
