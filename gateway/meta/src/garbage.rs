@@ -17,27 +17,22 @@
 //! - `garbage_totals`: `backend` -> [`Totals`]: items and bytes waiting,
 //!   kept in the transactions that add and remove items.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use std::ops::{Bound, ControlFlow};
+
 use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, VersionId};
 
 use crate::error::{MetaError, Result};
 use crate::journal;
 use crate::keys;
+use crate::kv::{self, ALL_KEYS, KeyRange, KvRead, KvReadExt, KvWrite, Table};
 use crate::store::{
     MetaStore, decode, encode, encode_as, postcard_body, split_format, unknown_format,
 };
 
-const DUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("garbage_due");
-const AGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("garbage_age");
-const TOTALS: TableDefinition<&str, &[u8]> = TableDefinition::new("garbage_totals");
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
-    txn.open_table(DUE)?;
-    txn.open_table(AGE)?;
-    txn.open_table(TOTALS)?;
-    Ok(())
-}
+const DUE: Table = kv::tables::GARBAGE_DUE;
+const AGE: Table = kv::tables::GARBAGE_AGE;
+const TOTALS: Table = kv::tables::GARBAGE_TOTALS;
 
 /// A stored item (record format 2; format 1 had no `journal_seq`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,67 +166,73 @@ fn split_key(k: &[u8]) -> Result<(BackendId, u64, BlobName)> {
     Ok((backend, u64::from_be_bytes(*at), blob))
 }
 
-fn add_to_totals(
-    txn: &WriteTransaction,
-    backend: &BackendId,
-    items: i64,
-    bytes: i64,
-) -> Result<()> {
-    let mut totals = txn.open_table(TOTALS)?;
-    let mut t: Totals = match totals.get(backend.as_str())? {
-        Some(v) => decode("garbage totals", v.value())?,
+/// Every key of `backend`'s queue: `backend 0x00` and what follows.
+fn backend_keys(prefix: &[u8]) -> (Bound<&[u8]>, Vec<u8>) {
+    let end = keys::successor(prefix).unwrap_or_default();
+    (Bound::Included(prefix), end)
+}
+
+fn add_to_totals(kv: &mut dyn KvWrite, backend: &BackendId, items: i64, bytes: i64) -> Result<()> {
+    let mut t: Totals = match kv.get(TOTALS, backend.as_str().as_bytes())? {
+        Some(v) => decode("garbage totals", &v)?,
         None => Totals::default(),
     };
     t.items = t.items.saturating_add_signed(items);
     t.bytes = t.bytes.saturating_add_signed(bytes);
     if t.items == 0 {
-        totals.remove(backend.as_str())?;
+        kv.remove(TOTALS, backend.as_str().as_bytes())?;
     } else {
-        totals.insert(backend.as_str(), encode(&t)?.as_slice())?;
+        kv.put(TOTALS, backend.as_str().as_bytes(), &encode(&t)?)?;
     }
     Ok(())
 }
 
-/// Adds one item per blob, due at `due_unix_ms`, in `txn`.
+/// Adds one item per blob, due at `due_unix_ms`, in `kv`'s transaction.
 pub(crate) fn add(
-    txn: &WriteTransaction,
+    kv: &mut dyn KvWrite,
     version: Option<VersionId>,
     blobs: impl IntoIterator<Item = (BackendId, BlobName, u64)>,
     due_unix_ms: u64,
     now_unix_ms: u64,
 ) -> Result<()> {
     let mut per_backend: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
-    {
-        let journal_seq = crate::kv::redb::within(txn, |kv| journal::hold_for_garbage(kv))?;
-        let mut due = txn.open_table(DUE)?;
-        let mut age = txn.open_table(AGE)?;
-        for (backend, blob, bytes) in blobs {
-            let record = ItemRecord {
-                version,
-                added_unix_ms: now_unix_ms,
-                attempts: 0,
-                bytes,
-                journal_seq,
-            };
-            let replaced = due.insert(
-                key(&backend, due_unix_ms, &blob).as_slice(),
-                encode_item(&record)?.as_slice(),
-            )?;
-            // The same blob, due at the same instant, already waiting: one
-            // item, counted once.
-            if replaced.is_some() {
-                continue;
-            }
-            age.insert(key(&backend, now_unix_ms, &blob).as_slice(), [].as_slice())?;
-            let t = per_backend.entry(backend).or_default();
-            t.0 += 1;
-            t.1 += i64::try_from(bytes).unwrap_or(i64::MAX);
+    let journal_seq = journal::hold_for_garbage(kv)?;
+    for (backend, blob, bytes) in blobs {
+        let record = ItemRecord {
+            version,
+            added_unix_ms: now_unix_ms,
+            attempts: 0,
+            bytes,
+            journal_seq,
+        };
+        let due_key = key(&backend, due_unix_ms, &blob);
+        // The same blob, due at the same instant, already waiting: one
+        // item, counted once.
+        let replaced = kv.get(DUE, &due_key)?.is_some();
+        kv.put(DUE, &due_key, &encode_item(&record)?)?;
+        if replaced {
+            continue;
         }
+        kv.put(AGE, &key(&backend, now_unix_ms, &blob), &[])?;
+        let t = per_backend.entry(backend).or_default();
+        t.0 += 1;
+        t.1 += i64::try_from(bytes).unwrap_or(i64::MAX);
     }
     for (backend, (items, bytes)) in per_backend {
-        add_to_totals(txn, &backend, items, bytes)?;
+        add_to_totals(kv, &backend, items, bytes)?;
     }
     Ok(())
+}
+
+/// Garbage items waiting, over every backend.
+pub(crate) fn items(kv: &(impl KvRead + ?Sized)) -> Result<u64> {
+    let mut n = 0;
+    kv.scan(TOTALS, ALL_KEYS, false, &mut |_, v| {
+        let t: Totals = decode("garbage totals", v)?;
+        n += t.items;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(n)
 }
 
 impl MetaStore {
@@ -243,33 +244,36 @@ impl MetaStore {
         now_unix_ms: u64,
         limit: usize,
     ) -> Result<Vec<GarbageItem>> {
-        let txn = self.db.begin_read()?;
-        let shipped = crate::kv::redb::within_read(&txn, |kv| journal::shipped_through(kv))?;
-        let due = txn.open_table(DUE)?;
         let start = bound(backend, 0);
         let end = bound(backend, now_unix_ms.saturating_add(1));
-        let mut out = Vec::new();
-        for r in due.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-            if out.len() >= limit {
-                break;
+        let range: KeyRange<'_> = (Bound::Included(&start), Bound::Excluded(&end));
+        kv::read(self.engine(), |kv| {
+            let shipped = journal::shipped_through(kv)?;
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
             }
-            let (k, v) = r?;
-            let (backend, due_unix_ms, blob) = split_key(k.value())?;
-            let record = decode_item(v.value())?;
-            if record.journal_seq > shipped {
-                continue;
-            }
-            out.push(GarbageItem {
-                backend,
-                blob,
-                due_unix_ms,
-                version: record.version,
-                added_unix_ms: record.added_unix_ms,
-                attempts: record.attempts,
-                bytes: record.bytes,
-            });
-        }
-        Ok(out)
+            kv.scan(DUE, range, false, &mut |k, v| {
+                let (backend, due_unix_ms, blob) = split_key(k)?;
+                let record = decode_item(v)?;
+                if record.journal_seq <= shipped {
+                    out.push(GarbageItem {
+                        backend,
+                        blob,
+                        due_unix_ms,
+                        version: record.version,
+                        added_unix_ms: record.added_unix_ms,
+                        attempts: record.attempts,
+                        bytes: record.bytes,
+                    });
+                }
+                Ok(match out.len() >= limit {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
+            })?;
+            Ok(out)
+        })
     }
 
     /// Records what the collector did with `items`, in one transaction.
@@ -278,23 +282,17 @@ impl MetaStore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write()?;
-        let mut removed: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
-        {
-            let mut due = txn.open_table(DUE)?;
-            let mut age = txn.open_table(AGE)?;
+        kv::write(self.engine(), |kv| {
+            let mut removed: std::collections::BTreeMap<BackendId, (i64, i64)> = Default::default();
             for (item, outcome) in outcomes {
                 let old = key(&item.backend, item.due_unix_ms, &item.blob);
-                let record = match due.remove(old.as_slice())? {
-                    Some(v) => decode_item(v.value())?,
+                let mut record = match kv.remove(DUE, &old)? {
+                    Some(v) => decode_item(&v)?,
                     None => continue,
                 };
-                let mut record = record;
                 match *outcome {
                     Outcome::Deleted => {
-                        age.remove(
-                            key(&item.backend, record.added_unix_ms, &item.blob).as_slice(),
-                        )?;
+                        kv.remove(AGE, &key(&item.backend, record.added_unix_ms, &item.blob))?;
                         let t = removed.entry(item.backend.clone()).or_default();
                         t.0 -= 1;
                         t.1 -= i64::try_from(record.bytes).unwrap_or(i64::MAX);
@@ -303,80 +301,68 @@ impl MetaStore {
                         if matches!(outcome, Outcome::Failed { .. }) {
                             record.attempts = record.attempts.saturating_add(1);
                         }
-                        due.insert(
-                            key(&item.backend, retry_unix_ms, &item.blob).as_slice(),
-                            encode_item(&record)?.as_slice(),
+                        kv.put(
+                            DUE,
+                            &key(&item.backend, retry_unix_ms, &item.blob),
+                            &encode_item(&record)?,
                         )?;
                     }
                 }
             }
-        }
-        for (backend, (items, bytes)) in removed {
-            add_to_totals(&txn, &backend, items, bytes)?;
-        }
-        txn.commit()?;
-        Ok(())
+            for (backend, (items, bytes)) in removed {
+                add_to_totals(kv, &backend, items, bytes)?;
+            }
+            Ok(())
+        })
     }
 
     /// Garbage waiting per backend, configured or not, in id order.
     pub fn garbage_backlog(&self) -> Result<Vec<GarbageBacklog>> {
-        let txn = self.db.begin_read()?;
-        let totals = txn.open_table(TOTALS)?;
-        let age = txn.open_table(AGE)?;
-        let mut out = Vec::new();
-        for r in totals.iter()? {
-            let (k, v) = r?;
-            let backend = BackendId::new(k.value()).map_err(|e| MetaError::Corrupt {
-                what: "garbage totals",
-                reason: e.to_string(),
+        kv::read(self.engine(), |kv| {
+            let mut totals = Vec::new();
+            kv.scan(TOTALS, ALL_KEYS, false, &mut |k, v| {
+                let backend = std::str::from_utf8(k)
+                    .ok()
+                    .and_then(|k| BackendId::new(k).ok())
+                    .ok_or_else(|| MetaError::Corrupt {
+                        what: "garbage totals",
+                        reason: "a key that is not a backend id".into(),
+                    })?;
+                let t: Totals = decode("garbage totals", v)?;
+                totals.push((backend, t));
+                Ok(ControlFlow::Continue(()))
             })?;
-            let t: Totals = decode("garbage totals", v.value())?;
-            let prefix = keys::bucket_base(backend.as_str());
-            let end = keys::successor(&prefix).unwrap_or_default();
-            let oldest = match age
-                .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
-                .next()
-            {
-                Some(r) => Some(split_key(r?.0.value())?.1),
-                None => None,
-            };
-            out.push(GarbageBacklog {
-                backend,
-                items: t.items,
-                bytes: t.bytes,
-                oldest_added_unix_ms: oldest,
-            });
-        }
-        Ok(out)
+            let mut out = Vec::with_capacity(totals.len());
+            for (backend, t) in totals {
+                let prefix = keys::bucket_base(backend.as_str());
+                let (start, end) = backend_keys(&prefix);
+                let oldest = match kv.first_key(AGE, (start, Bound::Excluded(&end)), false)? {
+                    Some(k) => Some(split_key(&k)?.1),
+                    None => None,
+                };
+                out.push(GarbageBacklog {
+                    backend,
+                    items: t.items,
+                    bytes: t.bytes,
+                    oldest_added_unix_ms: oldest,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Drops every garbage item of `backend` without deleting anything:
     /// for a backend that left the configuration for good (its blobs are
     /// lost with it). Returns how many items were dropped.
     pub fn forget_garbage(&self, backend: &BackendId) -> Result<u64> {
-        let txn = self.db.begin_write()?;
         let prefix = keys::bucket_base(backend.as_str());
-        let end = keys::successor(&prefix).unwrap_or_default();
-        let range = prefix.as_slice()..end.as_slice();
-        let n = txn
-            .open_table(DUE)?
-            .extract_from_if::<&[u8], _>(range.clone(), |_, _| true)?
-            .count() as u64;
-        txn.open_table(AGE)?
-            .retain_in::<&[u8], _>(range, |_, _| false)?;
-        txn.open_table(TOTALS)?.remove(backend.as_str())?;
-        txn.commit()?;
-        Ok(n)
-    }
-
-    /// Garbage items waiting, over every backend.
-    pub(crate) fn garbage_items(txn: &redb::ReadTransaction) -> Result<u64> {
-        let totals = txn.open_table(TOTALS)?;
-        let mut n = 0;
-        for r in totals.iter()? {
-            let t: Totals = decode("garbage totals", r?.1.value())?;
-            n += t.items;
-        }
-        Ok(n)
+        let (start, end) = backend_keys(&prefix);
+        let range: KeyRange<'_> = (start, Bound::Excluded(&end));
+        kv::write(self.engine(), |kv| {
+            let n = kv.remove_range(DUE, range)?;
+            kv.remove_range(AGE, range)?;
+            kv.remove(TOTALS, backend.as_str().as_bytes())?;
+            Ok(n)
+        })
     }
 }

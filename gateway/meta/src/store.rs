@@ -1193,7 +1193,6 @@ impl MetaStore {
         txn.open_table(COUNTERS)?;
         txn.open_table(JOBS)?;
         txn.open_table(USERS)?;
-        garbage::create_tables(&txn)?;
         repair::create_tables(&txn)?;
         kv::redb::within(&txn, journal::create_tables)?;
         Self::upgrade_legacy_garbage(&txn)?;
@@ -1236,15 +1235,18 @@ impl MetaStore {
                 .map(|r| decode("garbage", r?.1.value()))
                 .collect::<Result<_>>()?
         };
-        for e in entries {
-            garbage::add(
-                txn,
-                e.version,
-                unsized_blobs(e.blobs),
-                e.not_before_unix_ms,
-                e.not_before_unix_ms,
-            )?;
-        }
+        kv::redb::within(txn, |kv| {
+            for e in entries {
+                garbage::add(
+                    kv,
+                    e.version,
+                    unsized_blobs(e.blobs),
+                    e.not_before_unix_ms,
+                    e.not_before_unix_ms,
+                )?;
+            }
+            Ok(())
+        })?;
         txn.delete_table(LEGACY_GARBAGE)?;
         Ok(())
     }
@@ -1745,13 +1747,15 @@ impl MetaStore {
         drop(intents);
         if let Some(record) = record {
             // Never visible, never read: no grace needed.
-            garbage::add(
-                txn,
-                None,
-                unsized_blobs(record.blobs),
-                now_unix_ms,
-                now_unix_ms,
-            )?;
+            kv::redb::within(txn, |kv| {
+                garbage::add(
+                    kv,
+                    None,
+                    unsized_blobs(record.blobs),
+                    now_unix_ms,
+                    now_unix_ms,
+                )
+            })?;
         }
         Ok(())
     }
@@ -1773,13 +1777,18 @@ impl MetaStore {
         due_unix_ms: u64,
         now_unix_ms: u64,
     ) -> Result<()> {
-        garbage::add(txn, version, blobs, due_unix_ms, now_unix_ms)
+        kv::redb::within(txn, |kv| {
+            garbage::add(kv, version, blobs, due_unix_ms, now_unix_ms)
+        })
     }
 
     /// Garbage items and open intents (for `/ready` and tests).
     pub fn pending_counts(&self) -> Result<(u64, u64)> {
         let txn = self.db.begin_read()?;
-        Ok((Self::garbage_items(&txn)?, txn.open_table(INTENTS)?.len()?))
+        Ok((
+            kv::redb::within_read(&txn, |kv| garbage::items(kv))?,
+            txn.open_table(INTENTS)?.len()?,
+        ))
     }
 
     // --- objects ---
