@@ -21,25 +21,19 @@
 //! the manifest's version id: a report about another is ignored.
 
 use std::collections::BTreeSet;
+use std::ops::{Bound, ControlFlow};
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use shardgate_core::{BackendId, BlobName, FragmentState, Manifest, VersionId};
 
 use crate::error::{MetaError, Result};
 use crate::keys;
-use crate::store::{
-    MetaStore, OBJECTS_TABLE as OBJECTS, decode, decode_manifest, decode_summary, encode,
-};
+use crate::kv::{self, ALL_KEYS, KvRead, KvWrite, Table};
+use crate::store::{MetaStore, decode, decode_manifest, decode_summary, encode};
 
-const QUEUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("repair_queue");
-const INDEX: TableDefinition<&[u8], u8> = TableDefinition::new("repair_index");
-
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
-    txn.open_table(QUEUE)?;
-    txn.open_table(INDEX)?;
-    Ok(())
-}
+const QUEUE: Table = kv::tables::REPAIR_QUEUE;
+const INDEX: Table = kv::tables::REPAIR_INDEX;
+const VERSIONS: Table = kv::tables::VERSIONS;
 
 /// Why an object is in the queue (bits of [`RepairEntry::reasons`]).
 pub mod reason {
@@ -114,25 +108,32 @@ fn queue_key(margin: u8, object: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Removes `object`'s entry, if any; returns its record.
-fn take(txn: &WriteTransaction, object: &[u8]) -> Result<Option<RepairRecord>> {
-    let Some(margin) = txn.open_table(INDEX)?.remove(object)?.map(|v| v.value()) else {
+/// `object`'s entry, if any: its margin and record.
+fn entry_of(kv: &(impl KvRead + ?Sized), object: &[u8]) -> Result<Option<(u8, RepairRecord)>> {
+    let Some(margin) = kv.get(INDEX, object)? else {
         return Ok(None);
     };
-    let mut queue = txn.open_table(QUEUE)?;
-    let record = queue.remove(queue_key(margin, object).as_slice())?;
-    record
-        .map(|v| decode::<RepairRecord>("repair entry", v.value()))
+    let margin = margin.first().copied().unwrap_or(0);
+    let Some(v) = kv.get(QUEUE, &queue_key(margin, object))? else {
+        return Ok(None);
+    };
+    Ok(Some((margin, decode("repair entry", &v)?)))
+}
+
+/// Removes `object`'s entry, if any; returns its record.
+fn take(kv: &mut dyn KvWrite, object: &[u8]) -> Result<Option<RepairRecord>> {
+    let Some(margin) = kv.remove(INDEX, object)? else {
+        return Ok(None);
+    };
+    let margin = margin.first().copied().unwrap_or(0);
+    kv.remove(QUEUE, &queue_key(margin, object))?
+        .map(|v| decode::<RepairRecord>("repair entry", &v))
         .transpose()
 }
 
-fn put(txn: &WriteTransaction, object: &[u8], margin: u8, record: &RepairRecord) -> Result<()> {
-    txn.open_table(QUEUE)?.insert(
-        queue_key(margin, object).as_slice(),
-        encode(record)?.as_slice(),
-    )?;
-    txn.open_table(INDEX)?.insert(object, margin)?;
-    Ok(())
+fn put(kv: &mut dyn KvWrite, object: &[u8], margin: u8, record: &RepairRecord) -> Result<()> {
+    kv.put(QUEUE, &queue_key(margin, object), &encode(record)?)?;
+    kv.put(INDEX, object, &[margin])
 }
 
 /// In the transaction that writes `manifest` into version row `object`
@@ -143,13 +144,13 @@ fn put(txn: &WriteTransaction, object: &[u8], margin: u8, record: &RepairRecord)
 /// did not replace: reports that came in while it ran, or fragments it
 /// could not check, still count.
 pub(crate) fn on_commit(
-    txn: &WriteTransaction,
+    kv: &mut dyn KvWrite,
     object: &[u8],
     old: Option<&Manifest>,
     manifest: Option<&Manifest>,
     now_unix_ms: u64,
 ) -> Result<()> {
-    let previous = take(txn, object)?;
+    let previous = take(kv, object)?;
     let Some(m) = manifest else {
         return Ok(());
     };
@@ -176,7 +177,7 @@ pub(crate) fn on_commit(
             first_seen_unix_ms: first_seen,
             suspects,
         };
-        put(txn, object, margin, &record)?;
+        put(kv, object, margin, &record)?;
     }
     Ok(())
 }
@@ -192,21 +193,26 @@ fn split_object(object: &[u8]) -> Result<(String, String, u64)> {
 
 /// The manifest version row `object` holds; `None` when the version is
 /// gone or is a delete marker.
-fn manifest_at(txn: &WriteTransaction, object: &[u8]) -> Result<Option<Manifest>> {
-    let objects = txn.open_table(OBJECTS)?;
-    let Some(v) = objects.get(object)? else {
+fn manifest_at(kv: &(impl KvRead + ?Sized), object: &[u8]) -> Result<Option<Manifest>> {
+    let Some(v) = kv.get(VERSIONS, object)? else {
         return Ok(None);
     };
-    if decode_summary(v.value())?.delete_marker {
+    if decode_summary(&v)?.delete_marker {
         return Ok(None);
     }
-    decode_manifest(v.value()).map(Some)
+    decode_manifest(&v).map(Some)
 }
 
 /// The rows queued for repair (the store's upgrade re-keys them).
-pub(crate) fn queued_objects(txn: &WriteTransaction) -> Result<std::collections::HashSet<Vec<u8>>> {
-    let index = txn.open_table(INDEX)?;
-    index.iter()?.map(|r| Ok(r?.0.value().to_vec())).collect()
+pub(crate) fn queued_objects(
+    kv: &(impl KvRead + ?Sized),
+) -> Result<std::collections::HashSet<Vec<u8>>> {
+    let mut out = std::collections::HashSet::new();
+    kv.scan(INDEX, ALL_KEYS, false, &mut |k, _| {
+        out.insert(k.to_vec());
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(out)
 }
 
 /// Moves the entries of rows that were renamed (`old` -> `new`), and
@@ -214,24 +220,21 @@ pub(crate) fn queued_objects(txn: &WriteTransaction) -> Result<std::collections:
 /// moved): the queue must hold version rows only, or every page of it
 /// would fail to read.
 pub(crate) fn rekey(
-    txn: &WriteTransaction,
+    kv: &mut dyn KvWrite,
     renamed: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
 ) -> Result<()> {
     for (old, new) in renamed {
-        let margin = txn
-            .open_table(INDEX)?
-            .get(old.as_slice())?
-            .map(|v| v.value());
-        if let (Some(margin), Some(record)) = (margin, take(txn, old)?) {
-            put(txn, new, margin, &record)?;
+        let margin = kv.get(INDEX, old)?.and_then(|m| m.first().copied());
+        if let (Some(margin), Some(record)) = (margin, take(kv, old)?) {
+            put(kv, new, margin, &record)?;
         }
     }
-    let stale: Vec<Vec<u8>> = queued_objects(txn)?
+    let stale: Vec<Vec<u8>> = queued_objects(kv)?
         .into_iter()
         .filter(|o| keys::split_version_key(o).is_none())
         .collect();
     for object in stale {
-        take(txn, &object)?;
+        take(kv, &object)?;
     }
     Ok(())
 }
@@ -256,62 +259,50 @@ impl MetaStore {
         // Most reports repeat what is queued already (every GET of a
         // damaged object reports it): a read answers those without a
         // durable write.
-        {
-            let read = self.db.begin_read()?;
-            let object = keys::version_key(bucket, key, seq);
-            if let Some(margin) = read
-                .open_table(INDEX)?
-                .get(object.as_slice())?
-                .map(|v| v.value())
-            {
-                let queue = read.open_table(QUEUE)?;
-                if let Some(v) = queue.get(queue_key(margin, &object).as_slice())? {
-                    let record: RepairRecord = decode("repair entry", v.value())?;
-                    let known: Vec<(u32, u16)> = bad.iter().map(|(s, i, _)| (*s, *i)).collect();
-                    if record.version == version
-                        && record.reasons & why == why
-                        && known.iter().all(|k| record.suspects.contains(k))
-                    {
-                        return Ok(known);
-                    }
-                }
-            }
-        }
-        let txn = self.db.begin_write()?;
         let object = keys::version_key(bucket, key, seq);
-        let Some(manifest) = manifest_at(&txn, &object)? else {
-            return Ok(Vec::new());
-        };
-        if manifest.version_id != version {
-            return Ok(Vec::new());
+        let known: Vec<(u32, u16)> = bad.iter().map(|(s, i, _)| (*s, *i)).collect();
+        let queued = kv::read(self.engine(), |kv| entry_of(kv, &object))?;
+        if let Some((_, record)) = queued
+            && record.version == version
+            && record.reasons & why == why
+            && known.iter().all(|k| record.suspects.contains(k))
+        {
+            return Ok(known);
         }
-        let bad: Vec<(u32, u16)> = bad
-            .iter()
-            .filter(|(s, i, blob)| {
-                manifest
-                    .segments
-                    .get(*s as usize)
-                    .and_then(|seg| seg.fragments.get(usize::from(*i)))
-                    .is_some_and(|f| f.blob == *blob && f.state == FragmentState::Stored)
-            })
-            .map(|(s, i, _)| (*s, *i))
-            .collect();
-        if bad.is_empty() {
-            return Ok(bad);
-        }
-        let mut record = take(&txn, &object)?.unwrap_or(RepairRecord {
-            version,
-            reasons: 0,
-            first_seen_unix_ms: now_unix_ms,
-            suspects: BTreeSet::new(),
-        });
-        record.reasons |= why;
-        record.suspects.extend(bad.iter().copied());
-        if let Some(margin) = margin(&manifest, &record.suspects) {
-            put(&txn, &object, margin, &record)?;
-        }
-        txn.commit()?;
-        Ok(bad)
+        kv::write(self.engine(), |kv| {
+            let Some(manifest) = manifest_at(kv, &object)? else {
+                return Ok(Vec::new());
+            };
+            if manifest.version_id != version {
+                return Ok(Vec::new());
+            }
+            let bad: Vec<(u32, u16)> = bad
+                .iter()
+                .filter(|(s, i, blob)| {
+                    manifest
+                        .segments
+                        .get(*s as usize)
+                        .and_then(|seg| seg.fragments.get(usize::from(*i)))
+                        .is_some_and(|f| f.blob == *blob && f.state == FragmentState::Stored)
+                })
+                .map(|(s, i, _)| (*s, *i))
+                .collect();
+            if bad.is_empty() {
+                return Ok(bad);
+            }
+            let mut record = take(kv, &object)?.unwrap_or(RepairRecord {
+                version,
+                reasons: 0,
+                first_seen_unix_ms: now_unix_ms,
+                suspects: BTreeSet::new(),
+            });
+            record.reasons |= why;
+            record.suspects.extend(bad.iter().copied());
+            if let Some(margin) = margin(&manifest, &record.suspects) {
+                put(kv, &object, margin, &record)?;
+            }
+            Ok(bad)
+        })
     }
 
     /// Repair checked `checked` of `version` of `bucket/key` and found
@@ -325,20 +316,20 @@ impl MetaStore {
         version: VersionId,
         checked: &[(u32, u16)],
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
         let object = keys::version_key(bucket, key, seq);
-        if let Some(mut record) = take(&txn, &object)? {
-            if record.version == version {
-                record.suspects.retain(|s| !checked.contains(s));
+        kv::write(self.engine(), |kv| {
+            if let Some(mut record) = take(kv, &object)? {
+                if record.version == version {
+                    record.suspects.retain(|s| !checked.contains(s));
+                }
+                if let Some(m) = manifest_at(kv, &object)?
+                    && let Some(margin) = margin(&m, &record.suspects)
+                {
+                    put(kv, &object, margin, &record)?;
+                }
             }
-            if let Some(m) = manifest_at(&txn, &object)?
-                && let Some(margin) = margin(&m, &record.suspects)
-            {
-                put(&txn, &object, margin, &record)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Walks up to `limit` object rows after `cursor` (from the start when
@@ -355,90 +346,57 @@ impl MetaStore {
         limit: usize,
         now_unix_ms: u64,
     ) -> Result<(Option<Vec<u8>>, usize)> {
-        let txn = self.db.begin_write()?;
-        let mut found: Vec<LostOn> = Vec::new();
-        let mut last = None;
-        let mut walked = 0;
-        {
-            let objects = txn.open_table(OBJECTS)?;
-            let range = match cursor {
-                Some(c) => objects
-                    .range::<&[u8]>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))?,
-                None => objects.range::<&[u8]>(..)?,
-            };
-            for r in range {
-                if walked >= limit {
-                    break;
-                }
-                walked += 1;
-                let (k, v) = r?;
-                let row = k.value().to_vec();
-                last = Some(row.clone());
-                // A row that does not decode is left to scrub, which
-                // reports it; the walk goes on.
-                if decode_summary(v.value()).is_ok_and(|s| s.delete_marker) {
-                    continue;
-                }
-                let Ok(manifest) = decode_manifest(v.value()) else {
-                    continue;
-                };
-                let lost: BTreeSet<(u32, u16)> = manifest
-                    .segments
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(s, seg)| {
-                        seg.fragments.iter().enumerate().filter_map(move |(i, f)| {
-                            (f.state == FragmentState::Stored && gone(&f.backend))
-                                .then_some((s as u32, i as u16))
-                        })
+        let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        kv::write(self.engine(), |kv| {
+            let mut found: Vec<LostOn> = Vec::new();
+            let mut last = None;
+            let mut walked = 0;
+            if limit > 0 {
+                kv.scan(VERSIONS, (lower, Bound::Unbounded), false, &mut |k, v| {
+                    walked += 1;
+                    last = Some(k.to_vec());
+                    // A row that does not decode is left to scrub, which
+                    // reports it; the walk goes on.
+                    if let Some((manifest, lost)) = lost_fragments(v, gone) {
+                        found.push((k.to_vec(), manifest, lost));
+                    }
+                    Ok(match walked >= limit {
+                        true => ControlFlow::Break(()),
+                        false => ControlFlow::Continue(()),
                     })
-                    .collect();
-                if !lost.is_empty() {
-                    found.push((row, manifest, lost));
+                })?;
+            }
+            let mut queued = 0;
+            for (object, manifest, lost) in found {
+                let mut record = match take(kv, &object)? {
+                    Some(r) if r.version == manifest.version_id => r,
+                    _ => RepairRecord {
+                        version: manifest.version_id,
+                        reasons: 0,
+                        first_seen_unix_ms: now_unix_ms,
+                        suspects: BTreeSet::new(),
+                    },
+                };
+                let before = (record.reasons, record.suspects.len());
+                record.reasons |= reason::BACKEND;
+                record.suspects.extend(lost);
+                if (record.reasons, record.suspects.len()) != before {
+                    queued += 1;
+                }
+                if let Some(margin) = margin(&manifest, &record.suspects) {
+                    put(kv, &object, margin, &record)?;
                 }
             }
-        }
-        let mut queued = 0;
-        for (object, manifest, lost) in found {
-            let mut record = match take(&txn, &object)? {
-                Some(r) if r.version == manifest.version_id => r,
-                _ => RepairRecord {
-                    version: manifest.version_id,
-                    reasons: 0,
-                    first_seen_unix_ms: now_unix_ms,
-                    suspects: BTreeSet::new(),
-                },
-            };
-            let before = (record.reasons, record.suspects.len());
-            record.reasons |= reason::BACKEND;
-            record.suspects.extend(lost);
-            if (record.reasons, record.suspects.len()) != before {
-                queued += 1;
-            }
-            if let Some(margin) = margin(&manifest, &record.suspects) {
-                put(&txn, &object, margin, &record)?;
-            }
-        }
-        txn.commit()?;
-        Ok((if walked < limit { None } else { last }, queued))
+            Ok((if walked < limit { None } else { last }, queued))
+        })
     }
 
     /// The queue entry of version `seq` of `bucket/key`, if it is queued.
     pub fn repair_entry(&self, bucket: &str, key: &str, seq: u64) -> Result<Option<RepairEntry>> {
-        let txn = self.db.begin_read()?;
         let object = keys::version_key(bucket, key, seq);
-        let Some(margin) = txn
-            .open_table(INDEX)?
-            .get(object.as_slice())?
-            .map(|v| v.value())
-        else {
+        let Some((margin, record)) = kv::read(self.engine(), |kv| entry_of(kv, &object))? else {
             return Ok(None);
         };
-        let queue = txn.open_table(QUEUE)?;
-        let Some(v) = queue.get(queue_key(margin, &object).as_slice())? else {
-            return Ok(None);
-        };
-        let record: RepairRecord = decode("repair entry", v.value())?;
         Ok(Some(RepairEntry {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -463,55 +421,80 @@ impl MetaStore {
         after: Option<&RepairEntry>,
         limit: usize,
     ) -> Result<Vec<RepairEntry>> {
-        let txn = self.db.begin_read()?;
-        let queue = txn.open_table(QUEUE)?;
-        let mut out = Vec::new();
         let from = after.map(|e| queue_key(e.margin, &keys::version_key(&e.bucket, &e.key, e.seq)));
-        let range = match &from {
-            Some(k) => queue.range::<&[u8]>((
-                std::ops::Bound::Excluded(k.as_slice()),
-                std::ops::Bound::Unbounded,
-            ))?,
-            None => queue.range::<&[u8]>(..)?,
-        };
-        for r in range {
-            if out.len() >= limit {
-                break;
+        let lower = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
             }
-            let (k, v) = r?;
-            let (margin, object) = k.value().split_first().ok_or_else(|| MetaError::Corrupt {
-                what: "repair entry",
-                reason: "empty key".into(),
+            kv.scan(QUEUE, (lower, Bound::Unbounded), false, &mut |k, v| {
+                let (margin, object) = k.split_first().ok_or_else(|| MetaError::Corrupt {
+                    what: "repair entry",
+                    reason: "empty key".into(),
+                })?;
+                let (bucket, key, seq) = split_object(object)?;
+                let record: RepairRecord = decode("repair entry", v)?;
+                out.push(RepairEntry {
+                    bucket,
+                    key,
+                    seq,
+                    version: record.version,
+                    margin: *margin,
+                    reasons: record.reasons,
+                    first_seen_unix_ms: record.first_seen_unix_ms,
+                    suspects: record.suspects.into_iter().collect(),
+                });
+                Ok(match out.len() >= limit {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
             })?;
-            let (bucket, key, seq) = split_object(object)?;
-            let record: RepairRecord = decode("repair entry", v.value())?;
-            out.push(RepairEntry {
-                bucket,
-                key,
-                seq,
-                version: record.version,
-                margin: *margin,
-                reasons: record.reasons,
-                first_seen_unix_ms: record.first_seen_unix_ms,
-                suspects: record.suspects.into_iter().collect(),
-            });
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Objects queued for repair, and how many at each margin (index =
     /// margin), for `/metrics`.
     pub fn repair_queue_counts(&self) -> Result<(u64, Vec<u64>)> {
-        let txn = self.db.begin_read()?;
-        let index = txn.open_table(INDEX)?;
-        let mut by_margin = Vec::new();
-        for r in index.iter()? {
-            let m = usize::from(r?.1.value());
-            if by_margin.len() <= m {
-                by_margin.resize(m + 1, 0);
-            }
-            by_margin[m] += 1;
-        }
-        Ok((index.len()?, by_margin))
+        kv::read(self.engine(), |kv| {
+            let mut by_margin = Vec::new();
+            let mut total = 0;
+            kv.scan(INDEX, ALL_KEYS, false, &mut |_, v| {
+                let m = usize::from(v.first().copied().unwrap_or(0));
+                if by_margin.len() <= m {
+                    by_margin.resize(m + 1, 0);
+                }
+                by_margin[m] += 1;
+                total += 1;
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok((total, by_margin))
+        })
     }
+}
+
+/// A version row's manifest and its stored fragments on backends `gone`
+/// names; `None` for a delete marker, a row that does not decode, or one
+/// with nothing lost.
+fn lost_fragments(
+    row: &[u8],
+    gone: &dyn Fn(&BackendId) -> bool,
+) -> Option<(Manifest, BTreeSet<(u32, u16)>)> {
+    if decode_summary(row).is_ok_and(|s| s.delete_marker) {
+        return None;
+    }
+    let manifest = decode_manifest(row).ok()?;
+    let lost: BTreeSet<(u32, u16)> = manifest
+        .segments
+        .iter()
+        .enumerate()
+        .flat_map(|(s, seg)| {
+            seg.fragments.iter().enumerate().filter_map(move |(i, f)| {
+                (f.state == FragmentState::Stored && gone(&f.backend))
+                    .then_some((s as u32, i as u16))
+            })
+        })
+        .collect();
+    (!lost.is_empty()).then_some((manifest, lost))
 }

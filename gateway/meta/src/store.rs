@@ -1193,7 +1193,6 @@ impl MetaStore {
         txn.open_table(COUNTERS)?;
         txn.open_table(JOBS)?;
         txn.open_table(USERS)?;
-        repair::create_tables(&txn)?;
         kv::redb::within(&txn, journal::create_tables)?;
         Self::upgrade_legacy_garbage(&txn)?;
         if Self::upgrade_legacy_objects(&txn)? {
@@ -1271,7 +1270,7 @@ impl MetaStore {
             return Ok(false);
         }
         let rolled_back = !txn.open_table(OBJECTS)?.is_empty()?;
-        let queued = repair::queued_objects(txn)?;
+        let queued = kv::redb::within(txn, |kv| repair::queued_objects(kv))?;
         let mut moved = std::collections::HashMap::new();
         let mut kept_aside = Vec::new();
         loop {
@@ -1310,7 +1309,7 @@ impl MetaStore {
             txn.open_table(LEGACY_OBJECTS)?
                 .insert(key.as_slice(), value.as_slice())?;
         }
-        repair::rekey(txn, &moved)?;
+        kv::redb::within(txn, |kv| repair::rekey(kv, &moved))?;
         if kept_aside.is_empty() {
             txn.delete_table(LEGACY_OBJECTS)?;
         }
@@ -1891,7 +1890,9 @@ impl MetaStore {
         summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
         let value = encode_object(&summary, manifest)?;
         self.put_version_row(&txn, &row, &value)?;
-        repair::on_commit(&txn, &row, Some(&old), Some(manifest), now_unix_ms)?;
+        kv::redb::within(&txn, |kv| {
+            repair::on_commit(kv, &row, Some(&old), Some(manifest), now_unix_ms)
+        })?;
         Self::add_garbage(
             &txn,
             Some(old.version_id),
@@ -2064,7 +2065,9 @@ impl MetaStore {
         let row = keys::version_key(bucket, key, seq);
         let value = encode_object(&summary, manifest)?;
         self.put_version_row(txn, &row, &value)?;
-        repair::on_commit(txn, &row, None, Some(manifest), now_unix_ms)?;
+        kv::redb::within(txn, |kv| {
+            repair::on_commit(kv, &row, None, Some(manifest), now_unix_ms)
+        })?;
         Ok(Written {
             version: summary.object_version(seq),
             versioning,
@@ -2104,7 +2107,9 @@ impl MetaStore {
         } else {
             let old = decode_manifest(&bytes)?;
             self.version_removed(&old);
-            repair::on_commit(txn, &row, Some(&old), None, now_unix_ms)?;
+            kv::redb::within(txn, |kv| {
+                repair::on_commit(kv, &row, Some(&old), None, now_unix_ms)
+            })?;
             let gone = match removal.kept_by {
                 Some(new) => unused_by(&old, new),
                 None => segment_blobs(&old.segments),
