@@ -7,7 +7,7 @@
 //! being misread.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 use crate::db::Db;
 use crate::error::{MetaError, Result};
 use crate::journal::{self, JournalTable};
-use crate::kv::{self, Engine, RedbEngine};
+use crate::kv::{self, ALL_KEYS, Engine, KvRead, KvReadExt, KvWrite, RedbEngine, tables as t};
 use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 use crate::{garbage, keys, repair};
 
@@ -1347,9 +1347,40 @@ impl MetaStore {
     /// change at its next look.
     fn commit_bucket_change(&self, txn: WriteTransaction) -> Result<()> {
         txn.commit()?;
+        self.bucket_changed();
+        Ok(())
+    }
+
+    /// Counts a committed change of a bucket record.
+    fn bucket_changed(&self) {
         self.bucket_changes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(())
+    }
+
+    /// Journals a row's new image (`None`: removed) when the journal is on.
+    fn log_kv(
+        &self,
+        kv: &mut dyn KvWrite,
+        table: JournalTable,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        match self.journal {
+            true => journal::record(kv, table, key, value),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes a bucket's record, journaled.
+    fn put_bucket_row_kv(
+        &self,
+        kv: &mut dyn KvWrite,
+        bucket: &str,
+        record: &BucketRecord,
+    ) -> Result<()> {
+        let value = encode_bucket(record)?;
+        kv.put(t::BUCKETS, bucket.as_bytes(), &value)?;
+        self.log_kv(kv, JournalTable::Buckets, bucket.as_bytes(), Some(&value))
     }
 
     /// A number that grows with every committed change of a bucket record
@@ -1369,9 +1400,7 @@ impl MetaStore {
         bucket: &str,
         record: &BucketRecord,
     ) -> Result<()> {
-        let value = encode_bucket(record)?;
-        txn.open_table(BUCKETS)?.insert(bucket, value.as_slice())?;
-        self.log(txn, JournalTable::Buckets, bucket.as_bytes(), Some(&value))
+        kv::redb::within(txn, |kv| self.put_bucket_row_kv(kv, bucket, record))
     }
 
     /// Writes a version's row, journaled.
@@ -1426,176 +1455,125 @@ impl MetaStore {
         for setting in settings {
             record.set_access(setting)?;
         }
-        let txn = self.db.begin_write()?;
-        if txn.open_table(BUCKETS)?.get(bucket)?.is_some() {
-            return Err(MetaError::BucketExists);
-        }
-        if let Some(owner) = owner {
-            // Checked in the transaction that creates the bucket: a user
-            // deleted meanwhile gets no bucket.
-            if !Self::user_named(&txn, owner)? {
-                return Err(MetaError::NoSuchUser(owner.to_string()));
+        kv::write(self.engine(), |kv| {
+            if kv.get(t::BUCKETS, bucket.as_bytes())?.is_some() {
+                return Err(MetaError::BucketExists);
             }
-            set_extension(
-                &mut record.extensions,
-                BUCKET_OWNER_EXTENSION,
-                Some(&owner.to_string()),
-                "bucket owner",
-            )?;
-        }
-        self.put_bucket_row(&txn, bucket, &record)?;
-        self.commit_bucket_change(txn)
+            let mut record = record.clone();
+            if let Some(owner) = owner {
+                // Checked in the transaction that creates the bucket: a
+                // user deleted meanwhile gets no bucket.
+                if !user_named(kv, owner)? {
+                    return Err(MetaError::NoSuchUser(owner.to_string()));
+                }
+                set_extension(
+                    &mut record.extensions,
+                    BUCKET_OWNER_EXTENSION,
+                    Some(&owner.to_string()),
+                    "bucket owner",
+                )?;
+            }
+            self.put_bucket_row_kv(kv, bucket, &record)
+        })?;
+        self.bucket_changed();
+        Ok(())
     }
 
     pub fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>> {
-        let txn = self.db.begin_read()?;
-        let buckets = txn.open_table(BUCKETS)?;
-        buckets
-            .get(bucket)?
-            .map(|v| decode_bucket(v.value()))
-            .transpose()
+        kv::read(self.engine(), |kv| {
+            kv.get(t::BUCKETS, bucket.as_bytes())?
+                .map(|v| decode_bucket(&v))
+                .transpose()
+        })
     }
 
     /// All buckets, in name order.
     pub fn list_buckets(&self) -> Result<Vec<(String, BucketRecord)>> {
-        let txn = self.db.begin_read()?;
-        let buckets = txn.open_table(BUCKETS)?;
-        buckets
-            .iter()?
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((k.value().to_string(), decode_bucket(v.value())?))
-            })
-            .collect()
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            kv.scan(t::BUCKETS, ALL_KEYS, false, &mut |k, v| {
+                out.push((utf8_key("bucket", k)?, decode_bucket(v)?));
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(out)
+        })
     }
 
     // --- users ---
 
-    /// Whether a user has this name.
-    fn user_named(txn: &WriteTransaction, name: &str) -> Result<bool> {
-        for entry in txn.open_table(USERS)?.iter()? {
-            let (_, v) = entry?;
-            if decode::<UserRecord>("user", v.value())?.name == name {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Adds a user under `access_key`; the key and the name must be new.
     pub fn create_user(&self, access_key: &str, user: &UserRecord) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let users = txn.open_table(USERS)?;
-            if users.get(access_key)?.is_some() {
+        let value = encode(user)?;
+        kv::write(self.engine(), |kv| {
+            if kv.get(t::USERS, access_key.as_bytes())?.is_some() {
                 return Err(MetaError::UserExists(access_key.to_string()));
             }
-        }
-        if Self::user_named(&txn, &user.name)? {
-            return Err(MetaError::UserExists(user.name.clone()));
-        }
-        let value = encode(user)?;
-        txn.open_table(USERS)?
-            .insert(access_key, value.as_slice())?;
-        self.log(
-            &txn,
-            JournalTable::Users,
-            access_key.as_bytes(),
-            Some(&value),
-        )?;
-        txn.commit()?;
-        Ok(())
+            if user_named(kv, &user.name)? {
+                return Err(MetaError::UserExists(user.name.clone()));
+            }
+            kv.put(t::USERS, access_key.as_bytes(), &value)?;
+            self.log_kv(kv, JournalTable::Users, access_key.as_bytes(), Some(&value))
+        })
     }
 
     /// Every user: (access key, record), by access key.
     pub fn users(&self) -> Result<Vec<(String, UserRecord)>> {
-        let txn = self.db.begin_read()?;
-        let users = txn.open_table(USERS)?;
-        users
-            .iter()?
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((k.value().to_string(), decode("user", v.value())?))
-            })
-            .collect()
+        kv::read(self.engine(), |kv| users_in(kv))
     }
 
     /// Removes a user, found by access key or name. A user who still owns
     /// buckets is kept (their buckets would have no owner but the
     /// configured user): `UserOwnsBuckets`.
     pub fn delete_user(&self, user: &str) -> Result<UserRecord> {
-        let txn = self.db.begin_write()?;
-        let (key, record) = {
-            let users = txn.open_table(USERS)?;
+        kv::write(self.engine(), |kv| {
             // An access key first, exactly; else a name.
-            let mut found = users
-                .get(user)?
-                .map(|v| decode::<UserRecord>("user", v.value()))
-                .transpose()?
-                .map(|r| (user.to_string(), r));
-            if found.is_none() {
-                for entry in users.iter()? {
-                    let (k, v) = entry?;
-                    let record: UserRecord = decode("user", v.value())?;
-                    if record.name == user {
-                        found = Some((k.value().to_string(), record));
-                        break;
-                    }
+            let found = match kv.get(t::USERS, user.as_bytes())? {
+                Some(v) => Some((user.to_string(), decode::<UserRecord>("user", &v)?)),
+                None => users_in(kv)?.into_iter().find(|(_, r)| r.name == user),
+            };
+            let (key, record) = found.ok_or_else(|| MetaError::NoSuchUser(user.to_string()))?;
+            let mut owned = Vec::new();
+            kv.scan(t::BUCKETS, ALL_KEYS, false, &mut |b, v| {
+                if decode_bucket(v)?.owner()?.as_deref() == Some(record.name.as_str()) {
+                    owned.push(utf8_key("bucket", b)?);
                 }
+                Ok(ControlFlow::Continue(()))
+            })?;
+            if !owned.is_empty() {
+                return Err(MetaError::UserOwnsBuckets {
+                    user: record.name,
+                    buckets: owned,
+                });
             }
-            found.ok_or_else(|| MetaError::NoSuchUser(user.to_string()))?
-        };
-        let mut owned = Vec::new();
-        for entry in txn.open_table(BUCKETS)?.iter()? {
-            let (b, v) = entry?;
-            if decode_bucket(v.value())?.owner()?.as_deref() == Some(record.name.as_str()) {
-                owned.push(b.value().to_string());
-            }
-        }
-        if !owned.is_empty() {
-            return Err(MetaError::UserOwnsBuckets {
-                user: record.name,
-                buckets: owned,
-            });
-        }
-        txn.open_table(USERS)?.remove(key.as_str())?;
-        self.log(&txn, JournalTable::Users, key.as_bytes(), None)?;
-        txn.commit()?;
-        Ok(record)
+            kv.remove(t::USERS, key.as_bytes())?;
+            self.log_kv(kv, JournalTable::Users, key.as_bytes(), None)?;
+            Ok(record)
+        })
     }
 
     /// Deletes an empty bucket: no object and no upload in progress.
     pub fn delete_bucket(&self, caller: &Writer, bucket: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut buckets = txn.open_table(BUCKETS)?;
-            match buckets.get(bucket)? {
+        let base = keys::bucket_base(bucket);
+        let end = keys::successor(&base).unwrap_or_default();
+        let range = (
+            Bound::Included(base.as_slice()),
+            Bound::Excluded(end.as_slice()),
+        );
+        kv::write(self.engine(), |kv| {
+            match kv.get(t::BUCKETS, bucket.as_bytes())? {
                 None => return Err(MetaError::NoSuchBucket),
-                Some(v) => check_owner(&decode_bucket(v.value())?, caller)?,
+                Some(v) => check_owner(&decode_bucket(&v)?, caller)?,
             }
-            let base = keys::bucket_base(bucket);
-            let end = keys::successor(&base).unwrap_or_default();
-            let range = (
-                Bound::Included(base.as_slice()),
-                Bound::Excluded(end.as_slice()),
-            );
-            if txn
-                .open_table(OBJECTS)?
-                .range::<&[u8]>(range)?
-                .next()
-                .is_some()
-                || txn
-                    .open_table(UPLOADS)?
-                    .range::<&[u8]>(range)?
-                    .next()
-                    .is_some()
+            if kv.first_key(t::VERSIONS, range, false)?.is_some()
+                || kv.first_key(t::UPLOADS, range, false)?.is_some()
             {
                 return Err(MetaError::BucketNotEmpty);
             }
-            buckets.remove(bucket)?;
-        }
-        self.log(&txn, JournalTable::Buckets, bucket.as_bytes(), None)?;
-        self.commit_bucket_change(txn)
+            kv.remove(t::BUCKETS, bucket.as_bytes())?;
+            self.log_kv(kv, JournalTable::Buckets, bucket.as_bytes(), None)
+        })?;
+        self.bucket_changed();
+        Ok(())
     }
 
     // --- intents and garbage ---
@@ -3069,4 +3047,27 @@ pub mod fuzzing {
         let _ = decode::<GarbageRecord>("garbage", bytes);
         let _ = decode::<UserRecord>("user", bytes);
     }
+}
+
+/// Whether a user has this name.
+fn user_named(kv: &(impl KvRead + ?Sized), name: &str) -> Result<bool> {
+    Ok(users_in(kv)?.iter().any(|(_, r)| r.name == name))
+}
+
+/// Every user: (access key, record), by access key.
+fn users_in(kv: &(impl KvRead + ?Sized)) -> Result<Vec<(String, UserRecord)>> {
+    let mut out = Vec::new();
+    kv.scan(t::USERS, ALL_KEYS, false, &mut |k, v| {
+        out.push((utf8_key("user", k)?, decode("user", v)?));
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(out)
+}
+
+/// A string table's key as the string it is.
+fn utf8_key(what: &'static str, key: &[u8]) -> Result<String> {
+    String::from_utf8(key.to_vec()).map_err(|_| MetaError::Corrupt {
+        what,
+        reason: "a key that is not UTF-8".into(),
+    })
 }
