@@ -20,7 +20,9 @@ use shardgate_core::{BackendId, BlobName, Manifest, Segment, VersionId};
 use crate::db::Db;
 use crate::error::{MetaError, Result};
 use crate::journal::{self, JournalTable};
-use crate::kv::{self, ALL_KEYS, Engine, KvRead, KvReadExt, KvWrite, RedbEngine, tables as t};
+use crate::kv::{
+    self, ALL_KEYS, Engine, KvRead, KvReadExt, KvWrite, RedbEngine, tables as t, u64_bytes,
+};
 use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 use crate::{garbage, keys, repair};
 
@@ -1582,18 +1584,7 @@ impl MetaStore {
     /// for intents, at least past the highest id present (stores written
     /// before the sequence existed).
     fn next_in(txn: &WriteTransaction, sequence: &str) -> Result<u64> {
-        let mut counters = txn.open_table(COUNTERS)?;
-        let stored = counters.get(sequence)?.map_or(0, |v| v.value());
-        let floor = match sequence {
-            INTENT_SEQUENCE => txn
-                .open_table(INTENTS)?
-                .last()?
-                .map_or(0, |(k, _)| k.value()),
-            _ => 0,
-        };
-        let next = stored.max(floor) + 1;
-        counters.insert(sequence, next)?;
-        Ok(next)
+        kv::redb::within(txn, |kv| next_in(kv, sequence))
     }
 
     /// Records, durably, the blobs a write is about to create. Call before
@@ -1650,41 +1641,35 @@ impl MetaStore {
 
     /// Records `batch`'s intents in one transaction; their ids, in order.
     fn commit_intents(&self, batch: &[(u64, Vec<u8>)]) -> Result<Vec<u64>> {
-        let txn = self.db.begin_write()?;
-        let ids = batch
-            .iter()
-            .map(|_| Self::next_in(&txn, INTENT_SEQUENCE))
-            .collect::<Result<Vec<u64>>>()?;
-        {
-            let mut intents = txn.open_table(INTENTS)?;
-            for ((_, record), id) in batch.iter().zip(&ids) {
-                intents.insert(*id, record.as_slice())?;
+        kv::write(self.engine(), |kv| {
+            let mut ids = Vec::with_capacity(batch.len());
+            for (_, record) in batch {
+                let id = next_in(kv, INTENT_SEQUENCE)?;
+                kv.put(t::INTENTS, &u64_bytes(id), record)?;
+                ids.push(id);
             }
-        }
-        txn.commit()?;
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     /// The write of `intent` will not commit: its blobs become garbage. An
     /// intent already closed (committed, or abandoned before) is left as is.
     pub fn abandon_intent(&self, intent: IntentId, now_unix_ms: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        Self::intent_to_garbage(&txn, intent.0, now_unix_ms)?;
-        txn.commit()?;
-        Ok(())
+        kv::write(self.engine(), |kv| {
+            intent_to_garbage(kv, intent.0, now_unix_ms)
+        })
     }
 
     /// The open intents, by id.
     pub fn intents(&self) -> Result<Vec<(IntentId, IntentRecord)>> {
-        let txn = self.db.begin_read()?;
-        let intents = txn.open_table(INTENTS)?;
-        intents
-            .iter()?
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((IntentId(k.value()), decode_intent(v.value())?))
-            })
-            .collect()
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            kv.scan(t::INTENTS, ALL_KEYS, false, &mut |k, v| {
+                out.push((IntentId(kv::decode_u64(k)?), decode_intent(v)?));
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(out)
+        })
     }
 
     /// Turns into garbage every intent that no live request will close:
@@ -1709,42 +1694,22 @@ impl MetaStore {
         if stale.is_empty() {
             return Ok(stale);
         }
-        let txn = self.db.begin_write()?;
-        for id in &stale {
-            Self::intent_to_garbage(&txn, id.0, now_unix_ms)?;
-        }
-        txn.commit()?;
+        kv::write(self.engine(), |kv| {
+            for id in &stale {
+                intent_to_garbage(kv, id.0, now_unix_ms)?;
+            }
+            Ok(())
+        })?;
         Ok(stale)
     }
 
     fn intent_to_garbage(txn: &WriteTransaction, intent: u64, now_unix_ms: u64) -> Result<()> {
-        let mut intents = txn.open_table(INTENTS)?;
-        let removed = intents.remove(intent)?;
-        let record = removed.map(|v| decode_intent(v.value())).transpose()?;
-        drop(intents);
-        if let Some(record) = record {
-            // Never visible, never read: no grace needed.
-            kv::redb::within(txn, |kv| {
-                garbage::add(
-                    kv,
-                    None,
-                    unsized_blobs(record.blobs),
-                    now_unix_ms,
-                    now_unix_ms,
-                )
-            })?;
-        }
-        Ok(())
+        kv::redb::within(txn, |kv| intent_to_garbage(kv, intent, now_unix_ms))
     }
 
-    /// Closes `intent` as part of the commit of its write; fails if it was
-    /// abandoned meanwhile (its blobs are garbage: the write must not
-    /// become visible).
+    /// [`close_intent`] in a redb transaction.
     fn close_intent(txn: &WriteTransaction, intent: IntentId) -> Result<()> {
-        match txn.open_table(INTENTS)?.remove(intent.0)? {
-            Some(_) => Ok(()),
-            None => Err(MetaError::IntentGone),
-        }
+        kv::redb::within(txn, |kv| close_intent(kv, intent))
     }
 
     fn add_garbage(
@@ -1761,11 +1726,9 @@ impl MetaStore {
 
     /// Garbage items and open intents (for `/ready` and tests).
     pub fn pending_counts(&self) -> Result<(u64, u64)> {
-        let txn = self.db.begin_read()?;
-        Ok((
-            kv::redb::within_read(&txn, |kv| garbage::items(kv))?,
-            txn.open_table(INTENTS)?.len()?,
-        ))
+        kv::read(self.engine(), |kv| {
+            Ok((garbage::items(kv)?, kv.len(t::INTENTS)?))
+        })
     }
 
     // --- objects ---
@@ -3070,4 +3033,47 @@ fn utf8_key(what: &'static str, key: &[u8]) -> Result<String> {
         what,
         reason: "a key that is not UTF-8".into(),
     })
+}
+
+/// The next value of a store-wide sequence, never one given before: for
+/// intents, at least past the highest id present (stores written before
+/// the sequence existed).
+fn next_in(kv: &mut dyn KvWrite, sequence: &str) -> Result<u64> {
+    let stored = kv.get_u64(t::COUNTERS, sequence.as_bytes())?.unwrap_or(0);
+    let floor = match sequence {
+        INTENT_SEQUENCE => match kv.first_key(t::INTENTS, ALL_KEYS, true)? {
+            Some(k) => kv::decode_u64(&k)?,
+            None => 0,
+        },
+        _ => 0,
+    };
+    let next = stored.max(floor) + 1;
+    kv.put(t::COUNTERS, sequence.as_bytes(), &u64_bytes(next))?;
+    Ok(next)
+}
+
+/// Ends `intent` (if still open): its blobs become garbage, due now (never
+/// visible, never read: no grace needed).
+fn intent_to_garbage(kv: &mut dyn KvWrite, intent: u64, now_unix_ms: u64) -> Result<()> {
+    let Some(v) = kv.remove(t::INTENTS, &u64_bytes(intent))? else {
+        return Ok(());
+    };
+    let record = decode_intent(&v)?;
+    garbage::add(
+        kv,
+        None,
+        unsized_blobs(record.blobs),
+        now_unix_ms,
+        now_unix_ms,
+    )
+}
+
+/// Closes `intent` as part of the commit of its write; fails if it was
+/// abandoned meanwhile (its blobs are garbage: the write must not become
+/// visible).
+fn close_intent(kv: &mut dyn KvWrite, intent: IntentId) -> Result<()> {
+    match kv.remove(t::INTENTS, &u64_bytes(intent.0))? {
+        Some(_) => Ok(()),
+        None => Err(MetaError::IntentGone),
+    }
 }
