@@ -229,9 +229,11 @@ pub trait Objects: Send + Sync {
 
 /// Builds an upload's object from the parts its completion takes. It runs
 /// inside the completion's transaction, so it must not do I/O: every
-/// engine can call it there.
+/// engine can call it there. It may run more than once (an engine of
+/// several writers runs a conflicting transaction again): it answers from
+/// the parts it is given, each time.
 pub type BuildObject = Box<
-    dyn FnOnce(Vec<(u32, PartRecord)>) -> std::result::Result<(Manifest, VersionState), Refusal>
+    dyn FnMut(Vec<(u32, PartRecord)>) -> std::result::Result<(Manifest, VersionState), Refusal>
         + Send,
 >;
 

@@ -16,15 +16,13 @@
 //! older ones: a few by stepping, then by a seek past the key, so a key
 //! with 100,000 versions costs one seek. ListObjectVersions shows them all.
 
-use std::ops::Bound;
-
-use redb::ReadableTable;
+use std::ops::{Bound, ControlFlow};
 
 use crate::error::{MetaError, Result};
 use crate::keys;
+use crate::kv::{self, KvRead, Table, tables};
 use crate::store::{
-    BUCKETS_TABLE, MetaStore, OBJECTS_TABLE, ObjectSummary, UPLOADS_TABLE, UploadRecord,
-    decode_summary, decode_upload, find_version,
+    MetaStore, ObjectSummary, UploadRecord, decode_summary, decode_upload, find_version,
 };
 use crate::version::{ObjectVersion, VersionSelector};
 
@@ -144,7 +142,8 @@ enum Step {
 }
 
 fn scan(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    kv: &(impl KvRead + ?Sized),
+    table: Table,
     bucket: &str,
     prefix: &str,
     start: Bound<Vec<u8>>,
@@ -161,26 +160,29 @@ fn scan(
         Bound::Unbounded => Bound::Included(with_base(prefix.as_bytes())),
     };
     // Each pass is one range scan; a common prefix ends the pass with a seek.
-    'seek: loop {
+    loop {
         let range = (
             lower.as_ref().map(Vec::as_slice),
             Bound::Excluded(end.as_slice()),
         );
-        for row in table.range::<&[u8]>(range)? {
-            let (k, v) = row?;
-            let Some(key) = k.value().get(base.len()..) else {
-                continue;
+        let mut seek = None;
+        kv.scan(table, range, false, &mut |k, v| {
+            let Some(key) = k.get(base.len()..) else {
+                return Ok(ControlFlow::Continue(()));
             };
-            match visit(key, v.value())? {
-                Step::Next => {}
-                Step::Stop => return Ok(()),
+            Ok(match visit(key, v)? {
+                Step::Next => ControlFlow::Continue(()),
+                Step::Stop => ControlFlow::Break(()),
                 Step::Seek(to) => {
-                    lower = Bound::Included(with_base(&to));
-                    continue 'seek;
+                    seek = Some(to);
+                    ControlFlow::Break(())
                 }
-            }
+            })
+        })?;
+        match seek {
+            Some(to) => lower = Bound::Included(with_base(&to)),
+            None => return Ok(()),
         }
-        return Ok(());
     }
 }
 
@@ -228,96 +230,123 @@ impl MetaStore {
     /// current version, keys whose current version is a delete marker
     /// left out (and common prefixes holding none but those).
     pub fn list_objects(&self, bucket: &str, q: &ListQuery<'_>) -> Result<ListPage> {
-        let txn = self.read_txn()?;
-        if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
-            return Err(MetaError::NoSuchBucket);
-        }
-        let table = txn.open_table(OBJECTS_TABLE)?;
-        let mut page = ListPage::default();
-        if q.max == 0 {
-            return Ok(page);
-        }
-        let mut last_key: Option<String> = None;
-        let mut stepped = 0;
-        scan(
-            &table,
-            bucket,
-            q.prefix,
-            start_bound(q.prefix, q.after),
-            |row, value| {
-                let (key, _) = split_row(row)?;
-                if last_key.as_deref() == Some(key) {
-                    // An older version of a key already seen.
-                    stepped += 1;
-                    return Ok(if stepped > STEPS_BEFORE_SEEK {
-                        Step::Seek(past_versions(key))
-                    } else {
-                        Step::Next
-                    });
-                }
-                last_key = Some(key.to_string());
-                stepped = 0;
-                let summary = decode_summary(value)?;
-                if summary.delete_marker {
-                    return Ok(Step::Next);
-                }
-                let cp = common_prefix(key, q.prefix, q.delimiter);
-                if cp.is_some_and(|cp| q.after.is_some_and(|a| cp <= a)) {
-                    // Returned already (or before the marker).
-                    return Ok(cp
-                        .and_then(|cp| keys::successor(cp.as_bytes()))
-                        .map_or(Step::Stop, Step::Seek));
-                }
-                if page.entries.len() == q.max {
-                    page.truncated = true;
-                    return Ok(Step::Stop);
-                }
-                if let Some(cp) = cp {
-                    page.entries.push(ListEntry::Prefix(cp.to_string()));
-                    return Ok(keys::successor(cp.as_bytes()).map_or(Step::Stop, Step::Seek));
-                }
-                page.entries.push(ListEntry::Object {
-                    key: key.to_string(),
-                    summary,
-                });
-                Ok(Step::Next)
-            },
-        )?;
-        Ok(page)
+        kv::read(self.engine(), |kv| list_objects(kv, bucket, q))
     }
 
     /// One page of the versions of `bucket`, by key, each key's newest
     /// first, delete markers included.
     pub fn list_versions(&self, bucket: &str, q: &VersionQuery<'_>) -> Result<VersionPage> {
-        let txn = self.read_txn()?;
-        if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
-            return Err(MetaError::NoSuchBucket);
-        }
-        let table = txn.open_table(OBJECTS_TABLE)?;
-        let mut page = VersionPage::default();
-        if q.max == 0 {
-            return Ok(page);
-        }
-        // After a version: the rows of its key that follow it, whether or
-        // not it is still there (a client that deletes what it lists
-        // pages on from versions gone). A `null` marker that no longer
-        // names a version starts the key over: repeating entries is
-        // better than skipping them.
-        let row = |k: &str, seq: u64| [k.as_bytes(), &[0], &(!seq).to_be_bytes()].concat();
-        let (start, mid_key) = match (q.key_after, &q.version_after) {
-            (Some(k), Some(VersionSelector::Id { seq, .. })) if k >= q.prefix => {
-                (Bound::Excluded(row(k, *seq)), Some(k))
+        kv::read(self.engine(), |kv| list_versions(kv, bucket, q))
+    }
+
+    /// One page of the uploads in progress in `bucket`, by key, then by
+    /// initiation time.
+    pub fn list_uploads(&self, bucket: &str, q: &UploadQuery<'_>) -> Result<UploadPage> {
+        kv::read(self.engine(), |kv| list_uploads(kv, bucket, q))
+    }
+}
+
+fn bucket_exists(kv: &(impl KvRead + ?Sized), bucket: &str) -> Result<()> {
+    match kv.get(tables::BUCKETS, bucket.as_bytes())? {
+        Some(_) => Ok(()),
+        None => Err(MetaError::NoSuchBucket),
+    }
+}
+
+/// [`MetaStore::list_objects`] in a read transaction.
+fn list_objects(kv: &(impl KvRead + ?Sized), bucket: &str, q: &ListQuery<'_>) -> Result<ListPage> {
+    bucket_exists(kv, bucket)?;
+    let mut page = ListPage::default();
+    if q.max == 0 {
+        return Ok(page);
+    }
+    let mut last_key: Option<String> = None;
+    let mut stepped = 0;
+    scan(
+        kv,
+        tables::VERSIONS,
+        bucket,
+        q.prefix,
+        start_bound(q.prefix, q.after),
+        |row, value| {
+            let (key, _) = split_row(row)?;
+            if last_key.as_deref() == Some(key) {
+                // An older version of a key already seen.
+                stepped += 1;
+                return Ok(if stepped > STEPS_BEFORE_SEEK {
+                    Step::Seek(past_versions(key))
+                } else {
+                    Step::Next
+                });
             }
-            (Some(k), Some(VersionSelector::Null)) if k >= q.prefix => {
-                match find_version(&table, bucket, k, &VersionSelector::Null)? {
-                    Some((seq, _)) => (Bound::Excluded(row(k, seq)), Some(k)),
-                    None => (Bound::Included([k.as_bytes(), &[0]].concat()), None),
-                }
+            last_key = Some(key.to_string());
+            stepped = 0;
+            let summary = decode_summary(value)?;
+            if summary.delete_marker {
+                return Ok(Step::Next);
             }
-            _ => (start_bound(q.prefix, q.key_after), None),
-        };
-        let mut last_key: Option<String> = mid_key.map(str::to_string);
-        scan(&table, bucket, q.prefix, start, |row, value| {
+            let cp = common_prefix(key, q.prefix, q.delimiter);
+            if cp.is_some_and(|cp| q.after.is_some_and(|a| cp <= a)) {
+                // Returned already (or before the marker).
+                return Ok(cp
+                    .and_then(|cp| keys::successor(cp.as_bytes()))
+                    .map_or(Step::Stop, Step::Seek));
+            }
+            if page.entries.len() == q.max {
+                page.truncated = true;
+                return Ok(Step::Stop);
+            }
+            if let Some(cp) = cp {
+                page.entries.push(ListEntry::Prefix(cp.to_string()));
+                return Ok(keys::successor(cp.as_bytes()).map_or(Step::Stop, Step::Seek));
+            }
+            page.entries.push(ListEntry::Object {
+                key: key.to_string(),
+                summary,
+            });
+            Ok(Step::Next)
+        },
+    )?;
+    Ok(page)
+}
+
+/// [`MetaStore::list_versions`] in a read transaction.
+fn list_versions(
+    kv: &(impl KvRead + ?Sized),
+    bucket: &str,
+    q: &VersionQuery<'_>,
+) -> Result<VersionPage> {
+    bucket_exists(kv, bucket)?;
+    let mut page = VersionPage::default();
+    if q.max == 0 {
+        return Ok(page);
+    }
+    // After a version: the rows of its key that follow it, whether or
+    // not it is still there (a client that deletes what it lists
+    // pages on from versions gone). A `null` marker that no longer
+    // names a version starts the key over: repeating entries is
+    // better than skipping them.
+    let row = |k: &str, seq: u64| [k.as_bytes(), &[0], &(!seq).to_be_bytes()].concat();
+    let (start, mid_key) = match (q.key_after, &q.version_after) {
+        (Some(k), Some(VersionSelector::Id { seq, .. })) if k >= q.prefix => {
+            (Bound::Excluded(row(k, *seq)), Some(k))
+        }
+        (Some(k), Some(VersionSelector::Null)) if k >= q.prefix => {
+            match find_version(kv, bucket, k, &VersionSelector::Null)? {
+                Some((seq, _)) => (Bound::Excluded(row(k, seq)), Some(k)),
+                None => (Bound::Included([k.as_bytes(), &[0]].concat()), None),
+            }
+        }
+        _ => (start_bound(q.prefix, q.key_after), None),
+    };
+    let mut last_key: Option<String> = mid_key.map(str::to_string);
+    scan(
+        kv,
+        tables::VERSIONS,
+        bucket,
+        q.prefix,
+        start,
+        |row, value| {
             let (key, seq) = split_row(row)?;
             let latest = last_key.as_deref() != Some(key);
             if let Some(cp) = common_prefix(key, q.prefix, q.delimiter) {
@@ -343,32 +372,38 @@ impl MetaStore {
             });
             last_key = Some(key.to_string());
             Ok(Step::Next)
-        })?;
-        Ok(page)
-    }
+        },
+    )?;
+    Ok(page)
+}
 
-    /// One page of the uploads in progress in `bucket`, by key, then by
-    /// initiation time.
-    pub fn list_uploads(&self, bucket: &str, q: &UploadQuery<'_>) -> Result<UploadPage> {
-        let txn = self.read_txn()?;
-        if txn.open_table(BUCKETS_TABLE)?.get(bucket)?.is_none() {
-            return Err(MetaError::NoSuchBucket);
+/// [`MetaStore::list_uploads`] in a read transaction.
+fn list_uploads(
+    kv: &(impl KvRead + ?Sized),
+    bucket: &str,
+    q: &UploadQuery<'_>,
+) -> Result<UploadPage> {
+    bucket_exists(kv, bucket)?;
+    let mut page = UploadPage::default();
+    if q.max == 0 {
+        return Ok(page);
+    }
+    // Rows are `key 0x00 upload`.
+    let start = match (q.key_after, q.upload_after) {
+        (Some(k), Some(u)) if k >= q.prefix => {
+            Bound::Excluded([k.as_bytes(), &[0], u.as_bytes()].concat())
         }
-        let table = txn.open_table(UPLOADS_TABLE)?;
-        let mut page = UploadPage::default();
-        if q.max == 0 {
-            return Ok(page);
-        }
-        // Rows are `key 0x00 upload`.
-        let start = match (q.key_after, q.upload_after) {
-            (Some(k), Some(u)) if k >= q.prefix => {
-                Bound::Excluded([k.as_bytes(), &[0], u.as_bytes()].concat())
-            }
-            // After every upload of key k: `k 0x01` sorts after `k 0x00 ...`.
-            (Some(k), None) if k >= q.prefix => Bound::Included([k.as_bytes(), &[1]].concat()),
-            _ => Bound::Included(q.prefix.as_bytes().to_vec()),
-        };
-        scan(&table, bucket, q.prefix, start, |row, value| {
+        // After every upload of key k: `k 0x01` sorts after `k 0x00 ...`.
+        (Some(k), None) if k >= q.prefix => Bound::Included([k.as_bytes(), &[1]].concat()),
+        _ => Bound::Included(q.prefix.as_bytes().to_vec()),
+    };
+    scan(
+        kv,
+        tables::UPLOADS,
+        bucket,
+        q.prefix,
+        start,
+        |row, value| {
             if page.entries.len() == q.max {
                 page.truncated = true;
                 return Ok(Step::Stop);
@@ -388,7 +423,7 @@ impl MetaStore {
                 record: decode_upload(value)?,
             });
             Ok(Step::Next)
-        })?;
-        Ok(page)
-    }
+        },
+    )?;
+    Ok(page)
 }

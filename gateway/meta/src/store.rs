@@ -923,40 +923,45 @@ pub(crate) fn decode_version(seq: u64, bytes: &[u8]) -> Result<VersionRow> {
 /// stops at the first, `Null` at the null version (in a bucket that never
 /// versioned, also the first).
 pub(crate) fn find_version(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    kv: &(impl KvRead + ?Sized),
     bucket: &str,
     key: &str,
     selector: &VersionSelector,
 ) -> Result<Option<(u64, Vec<u8>)>> {
     if let VersionSelector::Id { seq, .. } = selector {
-        let Some(v) = table.get(keys::version_key(bucket, key, *seq).as_slice())? else {
+        let Some(v) = kv.get(t::VERSIONS, &keys::version_key(bucket, key, *seq))? else {
             return Ok(None);
         };
-        let summary = decode_summary(v.value())?;
+        let summary = decode_summary(&v)?;
         return Ok(summary
             .object_version(*seq)
             .is(selector)
-            .then(|| (*seq, v.value().to_vec())));
+            .then_some((*seq, v)));
     }
     let prefix = keys::versions_prefix(bucket, key);
     let end = keys::successor(&prefix).unwrap_or_default();
-    for r in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
-        let (k, v) = r?;
+    let range = (
+        Bound::Included(prefix.as_slice()),
+        Bound::Excluded(end.as_slice()),
+    );
+    let mut found = None;
+    kv.scan(t::VERSIONS, range, false, &mut |k, v| {
         // Only this key's rows: a key holding NUL (refused since, but
         // possible in a store written before) would share the prefix.
         let Some(seq) = k
-            .value()
             .strip_prefix(prefix.as_slice())
             .and_then(|s| <[u8; 8]>::try_from(s).ok())
             .map(|s| !u64::from_be_bytes(s))
         else {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         };
-        if *selector == VersionSelector::Latest || decode_summary(v.value())?.null_version {
-            return Ok(Some((seq, v.value().to_vec())));
+        if *selector == VersionSelector::Latest || decode_summary(v)?.null_version {
+            found = Some((seq, v.to_vec()));
+            return Ok(ControlFlow::Break(()));
         }
-    }
-    Ok(None)
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(found)
 }
 
 /// An intent's id.
@@ -1087,10 +1092,11 @@ fn unsized_blobs(blobs: Vec<(BackendId, BlobName)>) -> Vec<(BackendId, BlobName,
 /// file, so a second gateway on the same data directory fails to open).
 #[derive(Clone)]
 pub struct MetaStore {
-    pub(crate) db: Arc<Db>,
-    /// The same store as an [`Engine`]: the rules moved onto the seam
-    /// (`kv`) use it; the others still use `db`.
+    /// The engine every rule runs on.
     engine: Arc<dyn Engine>,
+    /// The redb file, when the engine is redb: its reopens after an I/O
+    /// error count as bucket changes.
+    redb: Option<Arc<Db>>,
     grace_ms: u64,
     owner: Arc<str>,
     /// Whether mutating transactions fill the journal's outbox.
@@ -1175,18 +1181,13 @@ impl MetaStore {
     /// so the next start with it writes a checkpoint.
     pub fn open_with(path: &Path, journal: bool) -> Result<Self> {
         let db = Arc::new(Db::create(path)?);
-        let store = Self {
-            engine: Arc::new(RedbEngine::new(db.clone())),
-            db,
-            grace_ms: DEFAULT_GRACE_MS,
-            owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
+        let store = Self::new(
+            Arc::new(RedbEngine::new(db.clone())),
+            Some(db.clone()),
             journal,
-            bucket_changes: Arc::default(),
-            removal_hooks: Arc::default(),
-            intent_group: Arc::default(),
-        };
+        );
         let now = crate::now_unix_ms();
-        let txn = store.db.begin_write()?;
+        let txn = db.begin_write()?;
         txn.open_table(BUCKETS)?;
         for table in [OBJECTS, UPLOADS, PARTS, COMPLETED] {
             txn.open_table(table)?;
@@ -1218,6 +1219,36 @@ impl MetaStore {
         }
         txn.commit()?;
         Ok(store)
+    }
+
+    /// The store on `engine` (PostgreSQL's, for several gateways):
+    /// prepares what a new store needs, with the journal as
+    /// [`MetaStore::open_with`] does. Unlike a redb store, whose file lock
+    /// keeps every other process out, other gateways may be writing: the
+    /// intents found here are not swept as a previous run's.
+    pub fn on_engine(engine: Arc<dyn Engine>, journal: bool) -> Result<Self> {
+        let store = Self::new(engine, None, journal);
+        kv::write(store.engine(), |kv| {
+            journal::create_tables(kv)?;
+            match journal {
+                true => Ok(()),
+                false => journal::journal_off(kv),
+            }
+        })?;
+        Ok(store)
+    }
+
+    fn new(engine: Arc<dyn Engine>, redb: Option<Arc<Db>>, journal: bool) -> Self {
+        Self {
+            engine,
+            redb,
+            grace_ms: DEFAULT_GRACE_MS,
+            owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
+            journal,
+            bucket_changes: Arc::default(),
+            removal_hooks: Arc::default(),
+            intent_group: Arc::default(),
+        }
     }
 
     /// Turns every first-release garbage entry into items, keeping its
@@ -1329,30 +1360,6 @@ impl MetaStore {
         self
     }
 
-    /// Journals a row's new image (`None`: removed) when the journal is on.
-    fn log(
-        &self,
-        txn: &WriteTransaction,
-        table: JournalTable,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<()> {
-        match self.journal {
-            true => kv::redb::within(txn, |kv| journal::record(kv, table, key, value)),
-            false => Ok(()),
-        }
-    }
-
-    /// Writes a bucket's record, journaled.
-    /// Commits a transaction that changed a bucket record, then counts the
-    /// change: a cache that read the count before the record sees the
-    /// change at its next look.
-    fn commit_bucket_change(&self, txn: WriteTransaction) -> Result<()> {
-        txn.commit()?;
-        self.bucket_changed();
-        Ok(())
-    }
-
     /// Counts a committed change of a bucket record.
     fn bucket_changed(&self) {
         self.bucket_changes
@@ -1360,7 +1367,7 @@ impl MetaStore {
     }
 
     /// Journals a row's new image (`None`: removed) when the journal is on.
-    fn log_kv(
+    fn log(
         &self,
         kv: &mut dyn KvWrite,
         table: JournalTable,
@@ -1374,7 +1381,7 @@ impl MetaStore {
     }
 
     /// Writes a bucket's record, journaled.
-    fn put_bucket_row_kv(
+    fn put_bucket_row(
         &self,
         kv: &mut dyn KvWrite,
         bucket: &str,
@@ -1382,7 +1389,7 @@ impl MetaStore {
     ) -> Result<()> {
         let value = encode_bucket(record)?;
         kv.put(t::BUCKETS, bucket.as_bytes(), &value)?;
-        self.log_kv(kv, JournalTable::Buckets, bucket.as_bytes(), Some(&value))
+        self.log(kv, JournalTable::Buckets, bucket.as_bytes(), Some(&value))
     }
 
     /// A number that grows with every committed change of a bucket record
@@ -1393,22 +1400,13 @@ impl MetaStore {
     pub fn bucket_changes(&self) -> u64 {
         self.bucket_changes
             .load(std::sync::atomic::Ordering::Acquire)
-            + self.db.reopens()
-    }
-
-    fn put_bucket_row(
-        &self,
-        txn: &WriteTransaction,
-        bucket: &str,
-        record: &BucketRecord,
-    ) -> Result<()> {
-        kv::redb::within(txn, |kv| self.put_bucket_row_kv(kv, bucket, record))
+            + self.redb.as_ref().map_or(0, |db| db.reopens())
     }
 
     /// Writes a version's row, journaled.
-    fn put_version_row(&self, txn: &WriteTransaction, row: &[u8], value: &[u8]) -> Result<()> {
-        txn.open_table(OBJECTS)?.insert(row, value)?;
-        self.log(txn, JournalTable::Versions, row, Some(value))
+    fn put_version_row(&self, kv: &mut dyn KvWrite, row: &[u8], value: &[u8]) -> Result<()> {
+        kv.put(t::VERSIONS, row, value)?;
+        self.log(kv, JournalTable::Versions, row, Some(value))
     }
 
     // --- buckets ---
@@ -1475,7 +1473,7 @@ impl MetaStore {
                     "bucket owner",
                 )?;
             }
-            self.put_bucket_row_kv(kv, bucket, &record)
+            self.put_bucket_row(kv, bucket, &record)
         })?;
         self.bucket_changed();
         Ok(())
@@ -1514,7 +1512,7 @@ impl MetaStore {
                 return Err(MetaError::UserExists(user.name.clone()));
             }
             kv.put(t::USERS, access_key.as_bytes(), &value)?;
-            self.log_kv(kv, JournalTable::Users, access_key.as_bytes(), Some(&value))
+            self.log(kv, JournalTable::Users, access_key.as_bytes(), Some(&value))
         })
     }
 
@@ -1548,7 +1546,7 @@ impl MetaStore {
                 });
             }
             kv.remove(t::USERS, key.as_bytes())?;
-            self.log_kv(kv, JournalTable::Users, key.as_bytes(), None)?;
+            self.log(kv, JournalTable::Users, key.as_bytes(), None)?;
             Ok(record)
         })
     }
@@ -1572,7 +1570,7 @@ impl MetaStore {
                 return Err(MetaError::BucketNotEmpty);
             }
             kv.remove(t::BUCKETS, bucket.as_bytes())?;
-            self.log_kv(kv, JournalTable::Buckets, bucket.as_bytes(), None)
+            self.log(kv, JournalTable::Buckets, bucket.as_bytes(), None)
         })?;
         self.bucket_changed();
         Ok(())
@@ -1707,23 +1705,6 @@ impl MetaStore {
         kv::redb::within(txn, |kv| intent_to_garbage(kv, intent, now_unix_ms))
     }
 
-    /// [`close_intent`] in a redb transaction.
-    fn close_intent(txn: &WriteTransaction, intent: IntentId) -> Result<()> {
-        kv::redb::within(txn, |kv| close_intent(kv, intent))
-    }
-
-    fn add_garbage(
-        txn: &WriteTransaction,
-        version: Option<VersionId>,
-        blobs: Vec<(BackendId, BlobName, u64)>,
-        due_unix_ms: u64,
-        now_unix_ms: u64,
-    ) -> Result<()> {
-        kv::redb::within(txn, |kv| {
-            garbage::add(kv, version, blobs, due_unix_ms, now_unix_ms)
-        })
-    }
-
     /// Garbage items and open intents (for `/ready` and tests).
     pub fn pending_counts(&self) -> Result<(u64, u64)> {
         kv::read(self.engine(), |kv| {
@@ -1773,13 +1754,12 @@ impl MetaStore {
         condition: &Condition,
         now_unix_ms: u64,
     ) -> Result<Written> {
-        let txn = self.db.begin_write()?;
-        if let Some(intent) = intent {
-            Self::close_intent(&txn, intent)?;
-        }
-        let written = self.put_in(&txn, bucket, key, manifest, state, condition, now_unix_ms)?;
-        txn.commit()?;
-        Ok(written)
+        kv::write(self.engine(), |kv| {
+            if let Some(intent) = intent {
+                close_intent(kv, intent)?;
+            }
+            self.put_in(kv, bucket, key, manifest, state, condition, now_unix_ms)
+        })
     }
 
     /// Replaces the manifest of version `seq` of `bucket/key` by `manifest`
@@ -1800,49 +1780,43 @@ impl MetaStore {
         intent: Option<IntentId>,
         now_unix_ms: u64,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        if let Some(intent) = intent {
-            Self::close_intent(&txn, intent)?;
-        }
         let row = keys::version_key(bucket, key, seq);
-        let (mut summary, old) = {
-            let objects = txn.open_table(OBJECTS)?;
-            let Some(v) = objects.get(row.as_slice())? else {
+        kv::write(self.engine(), |kv| {
+            if let Some(intent) = intent {
+                close_intent(kv, intent)?;
+            }
+            let Some(v) = kv.get(t::VERSIONS, &row)? else {
                 return Err(MetaError::PreconditionFailed("the version is gone"));
             };
-            let summary = decode_summary(v.value())?;
+            let mut summary = decode_summary(&v)?;
             if summary.delete_marker {
                 return Err(MetaError::PreconditionFailed(
                     "the version is a delete marker",
                 ));
             }
-            (summary, decode_manifest(v.value())?)
-        };
-        if summary.generation != generation {
-            return Err(MetaError::PreconditionFailed(
-                "the version changed meanwhile",
-            ));
-        }
-        if old.version_id != manifest.version_id || old.size != manifest.size {
-            return Err(MetaError::PreconditionFailed(
-                "the manifest is not the same version's",
-            ));
-        }
-        summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
-        let value = encode_object(&summary, manifest)?;
-        self.put_version_row(&txn, &row, &value)?;
-        kv::redb::within(&txn, |kv| {
-            repair::on_commit(kv, &row, Some(&old), Some(manifest), now_unix_ms)
-        })?;
-        Self::add_garbage(
-            &txn,
-            Some(old.version_id),
-            unused_by(&old, manifest),
-            now_unix_ms + self.grace_ms,
-            now_unix_ms,
-        )?;
-        txn.commit()?;
-        Ok(())
+            let old = decode_manifest(&v)?;
+            if summary.generation != generation {
+                return Err(MetaError::PreconditionFailed(
+                    "the version changed meanwhile",
+                ));
+            }
+            if old.version_id != manifest.version_id || old.size != manifest.size {
+                return Err(MetaError::PreconditionFailed(
+                    "the manifest is not the same version's",
+                ));
+            }
+            summary.generation = next_in(kv, GENERATION_SEQUENCE)?;
+            let value = encode_object(&summary, manifest)?;
+            self.put_version_row(kv, &row, &value)?;
+            repair::on_commit(kv, &row, Some(&old), Some(manifest), now_unix_ms)?;
+            garbage::add(
+                kv,
+                Some(old.version_id),
+                unused_by(&old, manifest),
+                now_unix_ms + self.grace_ms,
+                now_unix_ms,
+            )
+        })
     }
 
     /// Replaces the tags of the version of `bucket/key` that `selector`
@@ -1890,46 +1864,35 @@ impl MetaStore {
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
-        change: impl FnOnce(&BucketRecord, &mut ObjectSummary) -> Result<()>,
+        change: impl Fn(&BucketRecord, &mut ObjectSummary) -> Result<()>,
     ) -> Result<ObjectVersion> {
-        let txn = self.db.begin_write()?;
-        let record = Self::bucket_in(&txn, bucket)?;
-        check_owner(&record, caller)?;
-        let (seq, bytes) = {
-            let objects = txn.open_table(OBJECTS)?;
-            find_version(&objects, bucket, key, selector)?.ok_or(match selector {
+        kv::write(self.engine(), |kv| {
+            let record = bucket_in(kv, bucket)?;
+            check_owner(&record, caller)?;
+            let (seq, bytes) = find_version(kv, bucket, key, selector)?.ok_or(match selector {
                 VersionSelector::Latest => MetaError::NoSuchKey,
                 _ => MetaError::NoSuchVersion,
-            })?
-        };
-        let (summary, body) = split_object(&bytes)?;
-        let mut summary = ObjectSummary::decode(summary)?;
-        if summary.delete_marker {
-            return Err(match selector {
-                VersionSelector::Latest => MetaError::NoSuchKey,
-                _ => MetaError::DeleteMarker,
-            });
-        }
-        change(&record, &mut summary)?;
-        summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
-        let value = encode_row(&summary, body)?;
-        self.put_version_row(&txn, &keys::version_key(bucket, key, seq), &value)?;
-        txn.commit()?;
-        Ok(summary.object_version(seq))
-    }
-
-    /// The bucket's record, read inside a write transaction.
-    fn bucket_in(txn: &WriteTransaction, bucket: &str) -> Result<BucketRecord> {
-        match txn.open_table(BUCKETS)?.get(bucket)? {
-            Some(v) => decode_bucket(v.value()),
-            None => Err(MetaError::NoSuchBucket),
-        }
+            })?;
+            let (summary, body) = split_object(&bytes)?;
+            let mut summary = ObjectSummary::decode(summary)?;
+            if summary.delete_marker {
+                return Err(match selector {
+                    VersionSelector::Latest => MetaError::NoSuchKey,
+                    _ => MetaError::DeleteMarker,
+                });
+            }
+            change(&record, &mut summary)?;
+            summary.generation = next_in(kv, GENERATION_SEQUENCE)?;
+            let value = encode_row(&summary, body)?;
+            self.put_version_row(kv, &keys::version_key(bucket, key, seq), &value)?;
+            Ok(summary.object_version(seq))
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn put_in(
         &self,
-        txn: &WriteTransaction,
+        kv: &mut dyn KvWrite,
         bucket: &str,
         key: &str,
         manifest: &Manifest,
@@ -1937,7 +1900,7 @@ impl MetaStore {
         condition: &Condition,
         now_unix_ms: u64,
     ) -> Result<Written> {
-        let record = Self::bucket_in(txn, bucket)?;
+        let record = bucket_in(kv, bucket)?;
         check_owner(&record, &state.writer)?;
         check_key(key)?;
         let versioning = record.versioning;
@@ -1949,13 +1912,10 @@ impl MetaStore {
             (Some(l), None) => l.default_retention.map(|d| d.from(now_unix_ms)),
             (None, None) => None,
         };
-        let current = {
-            let objects = txn.open_table(OBJECTS)?;
-            find_version(&objects, bucket, key, &VersionSelector::Latest)?
-                .map(|(_, bytes)| decode_summary(&bytes))
-                .transpose()?
-                .filter(|s| !s.delete_marker)
-        };
+        let current = find_version(kv, bucket, key, &VersionSelector::Latest)?
+            .map(|(_, bytes)| decode_summary(&bytes))
+            .transpose()?
+            .filter(|s| !s.delete_marker);
         match (condition, &current) {
             (Condition::IfAbsent, Some(_)) => {
                 return Err(MetaError::PreconditionFailed("the object exists"));
@@ -1971,7 +1931,7 @@ impl MetaStore {
         let null_version = versioning != Versioning::Enabled;
         let replaced = if null_version {
             self.remove_version_in(
-                txn,
+                kv,
                 bucket,
                 key,
                 &VersionSelector::Null,
@@ -1985,7 +1945,7 @@ impl MetaStore {
         } else {
             None
         };
-        let seq = Self::next_in(txn, GENERATION_SEQUENCE)?;
+        let seq = next_in(kv, GENERATION_SEQUENCE)?;
         let mut summary = ObjectSummary::of(manifest, seq);
         summary.null_version = null_version;
         summary.set_tags(&state.tags)?;
@@ -2005,10 +1965,8 @@ impl MetaStore {
         summary.legal_hold = state.legal_hold;
         let row = keys::version_key(bucket, key, seq);
         let value = encode_object(&summary, manifest)?;
-        self.put_version_row(txn, &row, &value)?;
-        kv::redb::within(txn, |kv| {
-            repair::on_commit(kv, &row, None, Some(manifest), now_unix_ms)
-        })?;
+        self.put_version_row(kv, &row, &value)?;
+        repair::on_commit(kv, &row, None, Some(manifest), now_unix_ms)?;
         Ok(Written {
             version: summary.object_version(seq),
             versioning,
@@ -2024,15 +1982,14 @@ impl MetaStore {
     /// locked version's fragments.
     fn remove_version_in(
         &self,
-        txn: &WriteTransaction,
+        kv: &mut dyn KvWrite,
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
         removal: Removal<'_>,
         now_unix_ms: u64,
     ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
-        let mut objects = txn.open_table(OBJECTS)?;
-        let Some((seq, bytes)) = find_version(&objects, bucket, key, selector)? else {
+        let Some((seq, bytes)) = find_version(kv, bucket, key, selector)? else {
             return Ok(None);
         };
         let summary = decode_summary(&bytes)?;
@@ -2040,23 +1997,20 @@ impl MetaStore {
             return Err(MetaError::Locked(why));
         }
         let row = keys::version_key(bucket, key, seq);
-        objects.remove(row.as_slice())?;
-        drop(objects);
-        self.log(txn, JournalTable::Versions, &row, None)?;
+        kv.remove(t::VERSIONS, &row)?;
+        self.log(kv, JournalTable::Versions, &row, None)?;
         if summary.delete_marker {
-            Self::count_markers(txn, -1)?;
+            count_markers(kv, -1)?;
         } else {
             let old = decode_manifest(&bytes)?;
             self.version_removed(&old);
-            kv::redb::within(txn, |kv| {
-                repair::on_commit(kv, &row, Some(&old), None, now_unix_ms)
-            })?;
+            repair::on_commit(kv, &row, Some(&old), None, now_unix_ms)?;
             let gone = match removal.kept_by {
                 Some(new) => unused_by(&old, new),
                 None => segment_blobs(&old.segments),
             };
-            Self::add_garbage(
-                txn,
+            garbage::add(
+                kv,
                 Some(old.version_id),
                 gone,
                 now_unix_ms + self.grace_ms,
@@ -2074,20 +2028,20 @@ impl MetaStore {
         objects: &[(String, Manifest)],
         now_unix_ms: u64,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        for (key, manifest) in objects {
-            self.put_in(
-                &txn,
-                bucket,
-                key,
-                manifest,
-                &VersionState::default(),
-                &Condition::Always,
-                now_unix_ms,
-            )?;
-        }
-        txn.commit()?;
-        Ok(())
+        kv::write(self.engine(), |kv| {
+            for (key, manifest) in objects {
+                self.put_in(
+                    kv,
+                    bucket,
+                    key,
+                    manifest,
+                    &VersionState::default(),
+                    &Condition::Always,
+                    now_unix_ms,
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The version of `bucket/key` that `selector` names (a delete marker
@@ -2099,13 +2053,15 @@ impl MetaStore {
         key: &str,
         selector: &VersionSelector,
     ) -> Result<Option<VersionRow>> {
-        let txn = self.db.begin_read()?;
-        let objects = txn.open_table(OBJECTS)?;
-        match find_version(&objects, bucket, key, selector)? {
-            Some((seq, bytes)) => Ok(Some(decode_version(seq, &bytes)?)),
-            None if txn.open_table(BUCKETS)?.get(bucket)?.is_none() => Err(MetaError::NoSuchBucket),
-            None => Ok(None),
-        }
+        kv::read(self.engine(), |kv| {
+            match find_version(kv, bucket, key, selector)? {
+                Some((seq, bytes)) => Ok(Some(decode_version(seq, &bytes)?)),
+                None if kv.get(t::BUCKETS, bucket.as_bytes())?.is_none() => {
+                    Err(MetaError::NoSuchBucket)
+                }
+                None => Ok(None),
+            }
+        })
     }
 
     /// The current version of `bucket/key`: its summary (with its
@@ -2120,12 +2076,12 @@ impl MetaStore {
     /// Version `seq` of `bucket/key`, whatever it is now; `None` when it
     /// (or its bucket) is gone.
     pub fn version_at(&self, bucket: &str, key: &str, seq: u64) -> Result<Option<VersionRow>> {
-        let txn = self.db.begin_read()?;
-        let objects = txn.open_table(OBJECTS)?;
-        objects
-            .get(keys::version_key(bucket, key, seq).as_slice())?
-            .map(|v| decode_version(seq, v.value()))
-            .transpose()
+        let row = keys::version_key(bucket, key, seq);
+        kv::read(self.engine(), |kv| {
+            kv.get(t::VERSIONS, &row)?
+                .map(|v| decode_version(seq, &v))
+                .transpose()
+        })
     }
 
     /// Up to `limit` stored versions (delete markers are passed over) of
@@ -2140,105 +2096,103 @@ impl MetaStore {
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Vec<StoredVersion>, Vec<(String, String, String)>)> {
-        let txn = self.db.begin_read()?;
-        let objects = txn.open_table(OBJECTS)?;
-        let range = match cursor {
-            Some(c) => objects.range::<&[u8]>((Bound::Excluded(c), Bound::Unbounded))?,
-            None => objects.range::<&[u8]>(..)?,
-        };
-        let mut out = Vec::new();
-        let mut unreadable = Vec::new();
-        for r in range {
-            if out.len() >= limit {
-                break;
+        let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            let mut unreadable = Vec::new();
+            if limit == 0 {
+                return Ok((out, unreadable));
             }
-            let (k, v) = r?;
-            let row = k.value().to_vec();
-            let Some((bucket, key, seq)) = keys::split_version_key(&row) else {
-                unreadable.push((
-                    String::from_utf8_lossy(&row).into_owned(),
-                    String::new(),
-                    "not a version row".into(),
-                ));
-                continue;
-            };
-            let bucket = String::from_utf8_lossy(bucket).into_owned();
-            let key = String::from_utf8_lossy(key).into_owned();
-            match decode_version(seq, v.value()) {
-                Ok(VersionRow {
-                    manifest: Some(manifest),
-                    summary,
-                    ..
-                }) => out.push(StoredVersion {
-                    row,
-                    bucket,
-                    key,
-                    seq,
-                    generation: summary.generation,
-                    manifest,
-                }),
-                Ok(_) => {}
-                Err(e) => unreadable.push((bucket, key, e.to_string())),
-            }
-        }
-        Ok((out, unreadable))
+            kv.scan(
+                t::VERSIONS,
+                (lower, Bound::Unbounded),
+                false,
+                &mut |row, v| {
+                    let Some((bucket, key, seq)) = keys::split_version_key(row) else {
+                        unreadable.push((
+                            String::from_utf8_lossy(row).into_owned(),
+                            String::new(),
+                            "not a version row".into(),
+                        ));
+                        return Ok(ControlFlow::Continue(()));
+                    };
+                    let bucket = String::from_utf8_lossy(bucket).into_owned();
+                    let key = String::from_utf8_lossy(key).into_owned();
+                    match decode_version(seq, v) {
+                        Ok(VersionRow {
+                            manifest: Some(manifest),
+                            summary,
+                            ..
+                        }) => out.push(StoredVersion {
+                            row: row.to_vec(),
+                            bucket,
+                            key,
+                            seq,
+                            generation: summary.generation,
+                            manifest,
+                        }),
+                        Ok(_) => {}
+                        Err(e) => unreadable.push((bucket, key, e.to_string())),
+                    }
+                    Ok(match out.len() >= limit {
+                        true => ControlFlow::Break(()),
+                        false => ControlFlow::Continue(()),
+                    })
+                },
+            )?;
+            Ok((out, unreadable))
+        })
     }
 
     /// How many versions the store holds (current or not; delete markers
     /// are not counted).
     pub fn object_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        let rows = txn.open_table(OBJECTS)?.len()?;
-        let markers = txn
-            .open_table(COUNTERS)?
-            .get(DELETE_MARKERS)?
-            .map_or(0, |v| v.value());
-        Ok(rows.saturating_sub(markers))
-    }
-
-    fn count_markers(txn: &WriteTransaction, delta: i64) -> Result<()> {
-        let mut counters = txn.open_table(COUNTERS)?;
-        let now = counters.get(DELETE_MARKERS)?.map_or(0, |v| v.value());
-        counters.insert(DELETE_MARKERS, now.saturating_add_signed(delta))?;
-        Ok(())
+        kv::read(self.engine(), |kv| {
+            let rows = kv.len(t::VERSIONS)?;
+            let markers = kv
+                .get_u64(t::COUNTERS, DELETE_MARKERS.as_bytes())?
+                .unwrap_or(0);
+            Ok(rows.saturating_sub(markers))
+        })
     }
 
     /// What each backend holds, by a walk of every manifest (metadata
     /// only; about a second per million versions). Fragments recorded
     /// Missing are not counted.
     pub fn usage_by_backend(&self) -> Result<BTreeMap<BackendId, Usage>> {
-        let txn = self.db.begin_read()?;
-        let mut usage: BTreeMap<BackendId, Usage> = BTreeMap::new();
-        let mut count = |segment: &Segment, part: bool| {
-            let len = segment.geometry().fragment_len();
-            for f in &segment.fragments {
-                if f.state == shardgate_core::FragmentState::Stored {
-                    let u = usage.entry(f.backend.clone()).or_default();
-                    if part {
-                        u.part_fragments += 1;
-                        u.part_bytes += len;
-                    } else {
-                        u.fragments += 1;
-                        u.bytes += len;
+        kv::read(self.engine(), |kv| {
+            let mut usage: BTreeMap<BackendId, Usage> = BTreeMap::new();
+            let mut count = |segment: &Segment, part: bool| {
+                let len = segment.geometry().fragment_len();
+                for f in &segment.fragments {
+                    if f.state == shardgate_core::FragmentState::Stored {
+                        let u = usage.entry(f.backend.clone()).or_default();
+                        if part {
+                            u.part_fragments += 1;
+                            u.part_bytes += len;
+                        } else {
+                            u.fragments += 1;
+                            u.bytes += len;
+                        }
                     }
                 }
-            }
-        };
-        for r in txn.open_table(OBJECTS)?.iter()? {
-            let (_, v) = r?;
-            if decode_summary(v.value()).is_ok_and(|s| !s.delete_marker)
-                && let Ok(m) = decode_manifest(v.value())
-            {
-                m.segments.iter().for_each(|s| count(s, false));
-            }
-        }
-        for r in txn.open_table(PARTS)?.iter()? {
-            let (_, v) = r?;
-            if let Ok(p) = decode_part(v.value()) {
-                count(&p.segment, true);
-            }
-        }
-        Ok(usage)
+            };
+            kv.scan(t::VERSIONS, ALL_KEYS, false, &mut |_, v| {
+                if decode_summary(v).is_ok_and(|s| !s.delete_marker)
+                    && let Ok(m) = decode_manifest(v)
+                {
+                    m.segments.iter().for_each(|s| count(s, false));
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+            kv.scan(t::PARTS, ALL_KEYS, false, &mut |_, v| {
+                if let Ok(p) = decode_part(v) {
+                    count(&p.segment, true);
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(usage)
+        })
     }
 
     /// Whether an open intent (a write in flight) names a blob on `backend`.
@@ -2253,55 +2207,46 @@ impl MetaStore {
     /// Replaces a job's state only if it is still there (a job cancelled
     /// meanwhile is not brought back). Returns whether it was.
     pub fn update_job_state(&self, job: &str, state: &[u8]) -> Result<bool> {
-        let txn = self.db.begin_write()?;
-        let present = {
-            let mut jobs = txn.open_table(JOBS)?;
-            let present = jobs.get(job)?.is_some();
+        kv::write(self.engine(), |kv| {
+            let present = kv.get(t::JOBS, job.as_bytes())?.is_some();
             if present {
-                jobs.insert(job, state)?;
+                kv.put(t::JOBS, job.as_bytes(), state)?;
             }
-            present
-        };
-        txn.commit()?;
-        Ok(present)
+            Ok(present)
+        })
     }
 
     /// A background job's saved state.
     pub fn job_state(&self, job: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let jobs = txn.open_table(JOBS)?;
-        Ok(jobs.get(job)?.map(|v| v.value().to_vec()))
+        kv::read(self.engine(), |kv| kv.get(t::JOBS, job.as_bytes()))
     }
 
     /// Saves a background job's state.
     pub fn set_job_state(&self, job: &str, state: &[u8]) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(JOBS)?.insert(job, state)?;
-        txn.commit()?;
-        Ok(())
+        kv::write(self.engine(), |kv| kv.put(t::JOBS, job.as_bytes(), state))
     }
 
     /// Every job state whose key starts with `prefix`.
     pub fn job_states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
-        let jobs = txn.open_table(JOBS)?;
-        let mut out = Vec::new();
-        for r in jobs.range(prefix..)? {
-            let (k, v) = r?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            let lower = Bound::Included(prefix.as_bytes());
+            kv.scan(t::JOBS, (lower, Bound::Unbounded), false, &mut |k, v| {
+                if !k.starts_with(prefix.as_bytes()) {
+                    return Ok(ControlFlow::Break(()));
+                }
+                out.push((utf8_key("job", k)?, v.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(out)
+        })
     }
 
     /// Forgets a background job's state.
     pub fn delete_job_state(&self, job: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(JOBS)?.remove(job)?;
-        txn.commit()?;
-        Ok(())
+        kv::write(self.engine(), |kv| {
+            kv.remove(t::JOBS, job.as_bytes()).map(drop)
+        })
     }
 
     /// The current version of `bucket/key`. `NoSuchBucket` when the bucket
@@ -2323,11 +2268,10 @@ impl MetaStore {
         key: &str,
         now_unix_ms: u64,
     ) -> Result<Deleted> {
-        let txn = self.db.begin_write()?;
-        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
-        let deleted = self.delete_in(&txn, bucket, key, now_unix_ms)?;
-        txn.commit()?;
-        Ok(deleted)
+        kv::write(self.engine(), |kv| {
+            check_owner(&bucket_in(kv, bucket)?, caller)?;
+            self.delete_in(kv, bucket, key, now_unix_ms)
+        })
     }
 
     /// Deletes the version `selector` names for good (S3's DELETE with a
@@ -2342,18 +2286,17 @@ impl MetaStore {
         bypass_governance: bool,
         now_unix_ms: u64,
     ) -> Result<Option<(ObjectVersion, ObjectSummary)>> {
-        let txn = self.db.begin_write()?;
-        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
-        let removed = self.remove_version_in(
-            &txn,
-            bucket,
-            key,
-            selector,
-            Removal::bypassing(bypass_governance),
-            now_unix_ms,
-        )?;
-        txn.commit()?;
-        Ok(removed)
+        kv::write(self.engine(), |kv| {
+            check_owner(&bucket_in(kv, bucket)?, caller)?;
+            self.remove_version_in(
+                kv,
+                bucket,
+                key,
+                selector,
+                Removal::bypassing(bypass_governance),
+                now_unix_ms,
+            )
+        })
     }
 
     /// Deletes several keys (or versions) of one bucket in one
@@ -2367,49 +2310,49 @@ impl MetaStore {
         bypass_governance: bool,
         now_unix_ms: u64,
     ) -> Result<Vec<Result<Deleted>>> {
-        let txn = self.db.begin_write()?;
-        check_owner(&Self::bucket_in(&txn, bucket)?, caller)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (k, selector) in keys {
-            let one = match selector {
-                VersionSelector::Latest => self.delete_in(&txn, bucket, k, now_unix_ms),
-                s => self
-                    .remove_version_in(
-                        &txn,
-                        bucket,
-                        k,
-                        s,
-                        Removal::bypassing(bypass_governance),
-                        now_unix_ms,
-                    )
-                    .map(|removed| Deleted {
-                        marker: None,
-                        removed,
-                    }),
-            };
-            match one {
-                Err(e @ MetaError::Locked(_)) => out.push(Err(e)),
-                Err(e) => return Err(e),
-                Ok(d) => out.push(Ok(d)),
+        kv::write(self.engine(), |kv| {
+            check_owner(&bucket_in(kv, bucket)?, caller)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for (k, selector) in keys {
+                let one = match selector {
+                    VersionSelector::Latest => self.delete_in(kv, bucket, k, now_unix_ms),
+                    s => self
+                        .remove_version_in(
+                            kv,
+                            bucket,
+                            k,
+                            s,
+                            Removal::bypassing(bypass_governance),
+                            now_unix_ms,
+                        )
+                        .map(|removed| Deleted {
+                            marker: None,
+                            removed,
+                        }),
+                };
+                match one {
+                    Err(e @ MetaError::Locked(_)) => out.push(Err(e)),
+                    Err(e) => return Err(e),
+                    Ok(d) => out.push(Ok(d)),
+                }
             }
-        }
-        txn.commit()?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn delete_in(
         &self,
-        txn: &WriteTransaction,
+        kv: &mut dyn KvWrite,
         bucket: &str,
         key: &str,
         now_unix_ms: u64,
     ) -> Result<Deleted> {
-        let versioning = Self::bucket_in(txn, bucket)?.versioning;
+        let versioning = bucket_in(kv, bucket)?.versioning;
         check_key(key)?;
         let removed = match versioning {
             Versioning::Enabled => None,
             Versioning::Unversioned | Versioning::Suspended => self.remove_version_in(
-                txn,
+                kv,
                 bucket,
                 key,
                 &VersionSelector::Null,
@@ -2420,15 +2363,15 @@ impl MetaStore {
         let marker = match versioning {
             Versioning::Unversioned => None,
             Versioning::Enabled | Versioning::Suspended => {
-                let seq = Self::next_in(txn, GENERATION_SEQUENCE)?;
+                let seq = next_in(kv, GENERATION_SEQUENCE)?;
                 let null = versioning == Versioning::Suspended;
                 let summary = ObjectSummary::marker(seq, null, now_unix_ms);
                 self.put_version_row(
-                    txn,
+                    kv,
                     &keys::version_key(bucket, key, seq),
                     &encode_row(&summary, &[])?,
                 )?;
-                Self::count_markers(txn, 1)?;
+                count_markers(kv, 1)?;
                 Some(summary.object_version(seq))
             }
         };
@@ -2465,14 +2408,16 @@ impl MetaStore {
         &self,
         caller: &Writer,
         bucket: &str,
-        change: impl FnOnce(&mut BucketRecord) -> Result<()>,
+        change: impl Fn(&mut BucketRecord) -> Result<()>,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        let mut record = Self::bucket_in(&txn, bucket)?;
-        check_owner(&record, caller)?;
-        change(&mut record)?;
-        self.put_bucket_row(&txn, bucket, &record)?;
-        self.commit_bucket_change(txn)
+        kv::write(self.engine(), |kv| {
+            let mut record = bucket_in(kv, bucket)?;
+            check_owner(&record, caller)?;
+            change(&mut record)?;
+            self.put_bucket_row(kv, bucket, &record)
+        })?;
+        self.bucket_changed();
+        Ok(())
     }
 
     /// Sets the bucket's Object Lock configuration (turning Object Lock on
@@ -2556,32 +2501,29 @@ impl MetaStore {
         bucket: &str,
         key: &str,
         selector: &VersionSelector,
-        change: impl FnOnce(&mut ObjectSummary) -> Result<()>,
+        change: impl Fn(&mut ObjectSummary) -> Result<()>,
     ) -> Result<ObjectVersion> {
-        let txn = self.db.begin_write()?;
-        let record = Self::bucket_in(&txn, bucket)?;
-        check_owner(&record, caller)?;
-        if record.object_lock()?.is_none() {
-            return Err(MetaError::NoObjectLock);
-        }
-        let (seq, bytes) = {
-            let objects = txn.open_table(OBJECTS)?;
-            find_version(&objects, bucket, key, selector)?.ok_or(match selector {
+        kv::write(self.engine(), |kv| {
+            let record = bucket_in(kv, bucket)?;
+            check_owner(&record, caller)?;
+            if record.object_lock()?.is_none() {
+                return Err(MetaError::NoObjectLock);
+            }
+            let (seq, bytes) = find_version(kv, bucket, key, selector)?.ok_or(match selector {
                 VersionSelector::Latest => MetaError::NoSuchKey,
                 _ => MetaError::NoSuchVersion,
-            })?
-        };
-        let (summary, body) = split_object(&bytes)?;
-        let mut summary = ObjectSummary::decode(summary)?;
-        if summary.delete_marker {
-            return Err(MetaError::DeleteMarker);
-        }
-        change(&mut summary)?;
-        summary.generation = Self::next_in(&txn, GENERATION_SEQUENCE)?;
-        let value = encode_row(&summary, body)?;
-        self.put_version_row(&txn, &keys::version_key(bucket, key, seq), &value)?;
-        txn.commit()?;
-        Ok(summary.object_version(seq))
+            })?;
+            let (summary, body) = split_object(&bytes)?;
+            let mut summary = ObjectSummary::decode(summary)?;
+            if summary.delete_marker {
+                return Err(MetaError::DeleteMarker);
+            }
+            change(&mut summary)?;
+            summary.generation = next_in(kv, GENERATION_SEQUENCE)?;
+            let value = encode_row(&summary, body)?;
+            self.put_version_row(kv, &keys::version_key(bucket, key, seq), &value)?;
+            Ok(summary.object_version(seq))
+        })
     }
 
     /// Sets the bucket's versioning to `Enabled` or `Suspended`.
@@ -2596,17 +2538,15 @@ impl MetaStore {
                 "versioning can be enabled or suspended, not turned off",
             ));
         }
-        let txn = self.db.begin_write()?;
-        let mut record = Self::bucket_in(&txn, bucket)?;
-        check_owner(&record, caller)?;
-        if versioning == Versioning::Suspended && record.object_lock()?.is_some() {
-            return Err(MetaError::InvalidBucketState(
-                "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
-            ));
-        }
-        record.versioning = versioning;
-        self.put_bucket_row(&txn, bucket, &record)?;
-        self.commit_bucket_change(txn)
+        self.update_bucket(caller, bucket, |record| {
+            if versioning == Versioning::Suspended && record.object_lock()?.is_some() {
+                return Err(MetaError::InvalidBucketState(
+                    "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
+                ));
+            }
+            record.versioning = versioning;
+            Ok(())
+        })
     }
 
     // --- multipart uploads ---
@@ -2615,27 +2555,27 @@ impl MetaStore {
     /// list in initiation order).
     pub fn create_upload(&self, bucket: &str, key: &str, record: &UploadRecord) -> Result<String> {
         let upload = VersionId::new(record.initiated_unix_ms).to_string();
-        let txn = self.db.begin_write()?;
-        Self::bucket_in(&txn, bucket)?;
-        txn.open_table(UPLOADS)?.insert(
-            keys::upload_key(bucket, key, &upload).as_slice(),
-            encode(record)?.as_slice(),
-        )?;
-        txn.commit()?;
+        let value = encode(record)?;
+        let row = keys::upload_key(bucket, key, &upload);
+        kv::write(self.engine(), |kv| {
+            bucket_in(kv, bucket)?;
+            kv.put(t::UPLOADS, &row, &value)
+        })?;
         Ok(upload)
     }
 
     /// The upload `upload` of `bucket/key`.
     pub fn upload(&self, bucket: &str, key: &str, upload: &str) -> Result<UploadRecord> {
-        let txn = self.db.begin_read()?;
-        if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
-            return Err(MetaError::NoSuchBucket);
-        }
         let row = keys::upload_key(bucket, key, upload);
-        match txn.open_table(UPLOADS)?.get(row.as_slice())? {
-            Some(v) => decode("upload", v.value()),
-            None => Err(MetaError::NoSuchUpload),
-        }
+        kv::read(self.engine(), |kv| {
+            if kv.get(t::BUCKETS, bucket.as_bytes())?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            match kv.get(t::UPLOADS, &row)? {
+                Some(v) => decode("upload", &v),
+                None => Err(MetaError::NoSuchUpload),
+            }
+        })
     }
 
     /// Records part `number` of an upload and closes `intent`; a part
@@ -2653,35 +2593,34 @@ impl MetaStore {
         intent: IntentId,
         now_unix_ms: u64,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        let exists = txn
-            .open_table(UPLOADS)?
-            .get(keys::upload_key(bucket, key, upload).as_slice())?
-            .is_some();
-        if !exists {
-            Self::intent_to_garbage(&txn, intent.0, now_unix_ms)?;
-            txn.commit()?;
-            return Err(MetaError::NoSuchUpload);
+        let upload_row = keys::upload_key(bucket, key, upload);
+        let part_row = keys::part_key(upload, number);
+        let value = encode_part(part)?;
+        let recorded = kv::write(self.engine(), |kv| {
+            if kv.get(t::UPLOADS, &upload_row)?.is_none() {
+                // Committed: the part's blobs are garbage either way.
+                intent_to_garbage(kv, intent.0, now_unix_ms)?;
+                return Ok(false);
+            }
+            close_intent(kv, intent)?;
+            let old = kv.get(t::PARTS, &part_row)?;
+            kv.put(t::PARTS, &part_row, &value)?;
+            if let Some(old) = old {
+                let old = decode_part(&old)?;
+                garbage::add(
+                    kv,
+                    None,
+                    segment_blobs(std::slice::from_ref(&old.segment)),
+                    now_unix_ms,
+                    now_unix_ms,
+                )?;
+            }
+            Ok(true)
+        })?;
+        match recorded {
+            true => Ok(()),
+            false => Err(MetaError::NoSuchUpload),
         }
-        Self::close_intent(&txn, intent)?;
-        let mut parts = txn.open_table(PARTS)?;
-        let old = parts.insert(
-            keys::part_key(upload, number).as_slice(),
-            encode_part(part)?.as_slice(),
-        )?;
-        let old: Option<PartRecord> = old.map(|v| decode_part(v.value())).transpose()?;
-        drop(parts);
-        if let Some(old) = old {
-            Self::add_garbage(
-                &txn,
-                None,
-                segment_blobs(std::slice::from_ref(&old.segment)),
-                now_unix_ms,
-                now_unix_ms,
-            )?;
-        }
-        txn.commit()?;
-        Ok(())
     }
 
     /// Parts of an upload numbered above `after`, up to `max`, and whether
@@ -2692,35 +2631,35 @@ impl MetaStore {
         after: u32,
         max: usize,
     ) -> Result<(Vec<(u32, PartRecord)>, bool)> {
-        let txn = self.db.begin_read()?;
-        let parts = txn.open_table(PARTS)?;
+        if after == u32::MAX {
+            return Ok((Vec::new(), false));
+        }
         let start = keys::part_key(upload, after.saturating_add(1));
         let end = keys::successor(&keys::upload_prefix(upload)).unwrap_or_default();
-        let mut out = Vec::new();
-        let mut more = false;
-        if after == u32::MAX {
-            return Ok((out, false));
-        }
-        for r in parts.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-            let (k, v) = r?;
-            if out.len() == max {
-                more = true;
-                break;
-            }
-            let k = k.value();
-            let number = k
-                .last_chunk::<4>()
-                .map(|b| u32::from_be_bytes(*b))
-                .unwrap_or_default();
-            out.push((number, decode_part(v.value())?));
-        }
-        Ok((out, more))
+        let range = (
+            Bound::Included(start.as_slice()),
+            Bound::Excluded(end.as_slice()),
+        );
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            let mut more = false;
+            kv.scan(t::PARTS, range, false, &mut |k, v| {
+                if out.len() == max {
+                    more = true;
+                    return Ok(ControlFlow::Break(()));
+                }
+                out.push((part_number(k), decode_part(v)?));
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok((out, more))
+        })
     }
 
     /// Completes an upload with the `chosen` parts (number, ETag), in
     /// ascending order, each but the last at least `min_part_bytes`.
     /// `build` makes the object's manifest and first state from the chosen
-    /// parts' records.
+    /// parts' records (it may run more than once: an engine of several
+    /// writers runs a conflicting transaction again).
     /// Parts not chosen become garbage; so does the version it replaces.
     #[allow(clippy::too_many_arguments)]
     pub fn complete_upload(
@@ -2732,87 +2671,62 @@ impl MetaStore {
         min_part_bytes: u64,
         condition: &Condition,
         now_unix_ms: u64,
-        build: impl FnOnce(Vec<(u32, PartRecord)>) -> Result<(Manifest, VersionState), Refusal>,
+        mut build: impl FnMut(Vec<(u32, PartRecord)>) -> Result<(Manifest, VersionState), Refusal>,
     ) -> Result<(Manifest, Written), CompleteError> {
-        let txn = self.db.begin_write()?;
-        Self::bucket_in(&txn, bucket)?;
         let upload_row = keys::upload_key(bucket, key, upload);
         let asked: Vec<(u32, String)> = chosen
             .iter()
             .map(|(n, e)| (*n, e.trim_matches('"').to_string()))
             .collect();
-        if txn
-            .open_table(UPLOADS)?
-            .get(upload_row.as_slice())?
-            .is_none()
-        {
-            let done = txn
-                .open_table(COMPLETED)?
-                .get(upload_row.as_slice())?
-                .map(|v| decode::<CompletedUpload>("completed upload", v.value()));
-            return match done.transpose()? {
-                Some(done) if done.parts == asked => Err(CompleteError::Done(Box::new(done))),
-                _ => Err(MetaError::NoSuchUpload.into()),
+        kv::write_or(self.engine(), |kv| {
+            bucket_in(kv, bucket)?;
+            if kv.get(t::UPLOADS, &upload_row)?.is_none() {
+                let done = kv
+                    .get(t::COMPLETED_UPLOADS, &upload_row)?
+                    .map(|v| decode::<CompletedUpload>("completed upload", &v));
+                return match done.transpose()? {
+                    Some(done) if done.parts == asked => Err(CompleteError::Done(Box::new(done))),
+                    _ => Err(MetaError::NoSuchUpload.into()),
+                };
+            }
+            let mut stored = take_parts(kv, upload)?;
+            if chosen.is_empty() {
+                return Err(CompleteError::NoParts);
+            }
+            let mut picked = Vec::with_capacity(chosen.len());
+            let mut previous = 0u32;
+            for (i, (number, etag)) in chosen.iter().enumerate() {
+                if *number <= previous {
+                    return Err(CompleteError::PartOrder);
+                }
+                previous = *number;
+                let Some(part) = stored.remove(number) else {
+                    return Err(CompleteError::InvalidPart(*number));
+                };
+                if part.etag != etag.trim_matches('"') {
+                    return Err(CompleteError::InvalidPart(*number));
+                }
+                if i + 1 < chosen.len() && part.size < min_part_bytes {
+                    return Err(CompleteError::TooSmall(*number));
+                }
+                picked.push((*number, part));
+            }
+            let (manifest, state) = build(picked).map_err(CompleteError::Refused)?;
+            let written =
+                self.put_in(kv, bucket, key, &manifest, &state, condition, now_unix_ms)?;
+            let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
+            garbage::add(kv, None, segment_blobs(&unused), now_unix_ms, now_unix_ms)?;
+            kv.remove(t::UPLOADS, &upload_row)?;
+            let done = CompletedUpload {
+                completed_unix_ms: now_unix_ms,
+                parts: asked.clone(),
+                etag: manifest.etag.clone(),
+                version_id: written.shown_id(),
+                user_metadata: manifest.user_metadata.clone(),
             };
-        }
-        let mut stored = Self::take_parts(&txn, upload)?;
-        if chosen.is_empty() {
-            return Err(CompleteError::NoParts);
-        }
-        let mut picked = Vec::with_capacity(chosen.len());
-        let mut previous = 0u32;
-        for (i, (number, etag)) in chosen.iter().enumerate() {
-            if *number <= previous {
-                return Err(CompleteError::PartOrder);
-            }
-            previous = *number;
-            let Some(part) = stored.remove(number) else {
-                return Err(CompleteError::InvalidPart(*number));
-            };
-            if part.etag != etag.trim_matches('"') {
-                return Err(CompleteError::InvalidPart(*number));
-            }
-            if i + 1 < chosen.len() && part.size < min_part_bytes {
-                return Err(CompleteError::TooSmall(*number));
-            }
-            picked.push((*number, part));
-        }
-        let (manifest, state) = build(picked).map_err(CompleteError::Refused)?;
-        let written = self.put_in(&txn, bucket, key, &manifest, &state, condition, now_unix_ms)?;
-        let unused: Vec<Segment> = stored.into_values().map(|p| p.segment).collect();
-        Self::add_garbage(&txn, None, segment_blobs(&unused), now_unix_ms, now_unix_ms)?;
-        txn.open_table(UPLOADS)?.remove(upload_row.as_slice())?;
-        let done = CompletedUpload {
-            completed_unix_ms: now_unix_ms,
-            parts: asked,
-            etag: manifest.etag.clone(),
-            version_id: written.shown_id(),
-            user_metadata: manifest.user_metadata.clone(),
-        };
-        txn.open_table(COMPLETED)?
-            .insert(upload_row.as_slice(), encode(&done)?.as_slice())?;
-        txn.commit().map_err(MetaError::from)?;
-        Ok((manifest, written))
-    }
-
-    /// Removes an upload's part records and returns them by number.
-    fn take_parts(txn: &WriteTransaction, upload: &str) -> Result<BTreeMap<u32, PartRecord>> {
-        let mut parts = txn.open_table(PARTS)?;
-        let prefix = keys::upload_prefix(upload);
-        let end = keys::successor(&prefix).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for r in
-            parts.extract_from_if::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| true)?
-        {
-            let (k, v) = r?;
-            let number = k
-                .value()
-                .last_chunk::<4>()
-                .map(|b| u32::from_be_bytes(*b))
-                .unwrap_or_default();
-            out.insert(number, decode_part(v.value())?);
-        }
-        Ok(out)
+            kv.put(t::COMPLETED_UPLOADS, &upload_row, &encode(&done)?)?;
+            Ok((manifest, written))
+        })
     }
 
     /// Aborts an upload: its parts' fragments become garbage.
@@ -2823,76 +2737,112 @@ impl MetaStore {
         upload: &str,
         now_unix_ms: u64,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        Self::bucket_in(&txn, bucket)?;
         let row = keys::upload_key(bucket, key, upload);
-        if txn.open_table(UPLOADS)?.remove(row.as_slice())?.is_none() {
-            return Err(MetaError::NoSuchUpload);
-        }
-        let segments: Vec<Segment> = Self::take_parts(&txn, upload)?
-            .into_values()
-            .map(|p| p.segment)
-            .collect();
-        Self::add_garbage(
-            &txn,
-            None,
-            segment_blobs(&segments),
-            now_unix_ms,
-            now_unix_ms,
-        )?;
-        txn.commit()?;
-        Ok(())
+        kv::write(self.engine(), |kv| {
+            bucket_in(kv, bucket)?;
+            if kv.remove(t::UPLOADS, &row)?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            let segments: Vec<Segment> = take_parts(kv, upload)?
+                .into_values()
+                .map(|p| p.segment)
+                .collect();
+            garbage::add(kv, None, segment_blobs(&segments), now_unix_ms, now_unix_ms)
+        })
     }
 
     /// Uploads initiated before `before_unix_ms`, as (bucket, key, upload).
     pub fn uploads_older_than(&self, before_unix_ms: u64) -> Result<Vec<(String, String, String)>> {
-        let txn = self.db.begin_read()?;
-        let uploads = txn.open_table(UPLOADS)?;
-        let mut out = Vec::new();
-        for r in uploads.iter()? {
-            let (k, v) = r?;
-            let record: UploadRecord = decode("upload", v.value())?;
-            if record.initiated_unix_ms >= before_unix_ms {
-                continue;
-            }
-            let mut fields = k.value().split(|b| *b == 0);
-            let bucket = fields.next().unwrap_or_default();
-            let upload = k.value().rsplit(|b| *b == 0).next().unwrap_or_default();
-            let key_len = k.value().len() - bucket.len() - upload.len() - 2;
-            let key = &k.value()[bucket.len() + 1..bucket.len() + 1 + key_len];
-            out.push((
-                String::from_utf8_lossy(bucket).into_owned(),
-                String::from_utf8_lossy(key).into_owned(),
-                String::from_utf8_lossy(upload).into_owned(),
-            ));
-        }
-        Ok(out)
+        kv::read(self.engine(), |kv| {
+            let mut out = Vec::new();
+            kv.scan(t::UPLOADS, ALL_KEYS, false, &mut |k, v| {
+                let record: UploadRecord = decode("upload", v)?;
+                if record.initiated_unix_ms >= before_unix_ms {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                let mut fields = k.split(|b| *b == 0);
+                let bucket = fields.next().unwrap_or_default();
+                let upload = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+                let key_len = k.len().saturating_sub(bucket.len() + upload.len() + 2);
+                let key = k
+                    .get(bucket.len() + 1..bucket.len() + 1 + key_len)
+                    .unwrap_or_default();
+                out.push((
+                    String::from_utf8_lossy(bucket).into_owned(),
+                    String::from_utf8_lossy(key).into_owned(),
+                    String::from_utf8_lossy(upload).into_owned(),
+                ));
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(out)
+        })
     }
 
     /// Forgets the completions older than `before_unix_ms`; returns how
     /// many.
     pub fn forget_completed_uploads(&self, before_unix_ms: u64) -> Result<u64> {
-        let txn = self.db.begin_write()?;
-        let n = {
-            let mut table = txn.open_table(COMPLETED)?;
-            let old = table.extract_if(|_, v| {
-                decode::<CompletedUpload>("completed upload", v)
-                    .map_or(true, |d| d.completed_unix_ms < before_unix_ms)
+        kv::write(self.engine(), |kv| {
+            let mut old = Vec::new();
+            kv.scan(t::COMPLETED_UPLOADS, ALL_KEYS, false, &mut |k, v| {
+                let expired = decode::<CompletedUpload>("completed upload", v)
+                    .map_or(true, |d| d.completed_unix_ms < before_unix_ms);
+                if expired {
+                    old.push(k.to_vec());
+                }
+                Ok(ControlFlow::Continue(()))
             })?;
-            old.count() as u64
-        };
-        txn.commit()?;
-        Ok(n)
-    }
-
-    pub(crate) fn read_txn(&self) -> Result<redb::ReadTransaction> {
-        Ok(self.db.begin_read()?)
+            for k in &old {
+                kv.remove(t::COMPLETED_UPLOADS, k)?;
+            }
+            Ok(old.len() as u64)
+        })
     }
 }
 
-pub(crate) const OBJECTS_TABLE: TableDefinition<&[u8], &[u8]> = OBJECTS;
-pub(crate) const UPLOADS_TABLE: TableDefinition<&[u8], &[u8]> = UPLOADS;
-pub(crate) const BUCKETS_TABLE: TableDefinition<&str, &[u8]> = BUCKETS;
+/// The bucket's record, read inside a transaction.
+fn bucket_in(kv: &(impl KvRead + ?Sized), bucket: &str) -> Result<BucketRecord> {
+    match kv.get(t::BUCKETS, bucket.as_bytes())? {
+        Some(v) => decode_bucket(&v),
+        None => Err(MetaError::NoSuchBucket),
+    }
+}
+
+/// Adds `delta` to the count of delete markers.
+fn count_markers(kv: &mut dyn KvWrite, delta: i64) -> Result<()> {
+    let now = kv
+        .get_u64(t::COUNTERS, DELETE_MARKERS.as_bytes())?
+        .unwrap_or(0);
+    kv.put(
+        t::COUNTERS,
+        DELETE_MARKERS.as_bytes(),
+        &u64_bytes(now.saturating_add_signed(delta)),
+    )
+}
+
+/// A part row's number (its key's last 4 bytes).
+fn part_number(key: &[u8]) -> u32 {
+    key.last_chunk::<4>()
+        .map(|b| u32::from_be_bytes(*b))
+        .unwrap_or_default()
+}
+
+/// Removes an upload's part records and returns them by number.
+fn take_parts(kv: &mut dyn KvWrite, upload: &str) -> Result<BTreeMap<u32, PartRecord>> {
+    let prefix = keys::upload_prefix(upload);
+    let end = keys::successor(&prefix).unwrap_or_default();
+    let range = (
+        Bound::Included(prefix.as_slice()),
+        Bound::Excluded(end.as_slice()),
+    );
+    let mut out = BTreeMap::new();
+    kv.scan(t::PARTS, range, false, &mut |k, v| {
+        out.insert(part_number(k), decode_part(v)?);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    kv.remove_range(t::PARTS, range)?;
+    Ok(out)
+}
+
 pub(crate) const GENERATION_SEQUENCE_KEY: &str = GENERATION_SEQUENCE;
 pub(crate) const DELETE_MARKERS_KEY: &str = DELETE_MARKERS;
 

@@ -116,6 +116,34 @@ pub fn write<T>(
     out.ok_or_else(no_answer)
 }
 
+/// [`write`] of a body whose errors are its own type: an error it returns
+/// rolls the transaction back and comes back as it was.
+pub fn write_or<T, E: From<MetaError>>(
+    engine: &dyn Engine,
+    mut body: impl FnMut(&mut dyn KvWrite) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut out = None;
+    let mut refused = None;
+    let outcome = engine.write(&mut |kv| {
+        refused = None;
+        match body(kv) {
+            Ok(v) => {
+                out = Some(v);
+                Ok(())
+            }
+            Err(e) => {
+                refused = Some(e);
+                Err(MetaError::Task("the transaction's rule refused it".into()))
+            }
+        }
+    });
+    match (outcome, refused) {
+        (Ok(()), _) => out.ok_or_else(|| no_answer().into()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
 fn no_answer() -> MetaError {
     MetaError::Task("the metadata engine returned without running the transaction".into())
 }

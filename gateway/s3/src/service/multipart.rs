@@ -511,7 +511,7 @@ impl ShardgateS3 {
             let etags: Vec<&str> = parts.iter().map(|(_, p)| p.etag.as_str()).collect();
             let etag = convert::multipart_etag(&etags);
             let segments: Vec<_> = parts.into_iter().map(|(_, p)| p.segment).collect();
-            let mut user_metadata = record.user_metadata;
+            let mut user_metadata = record.user_metadata.clone();
             if let Some(sum) = &object_sum {
                 user_metadata.extend(sum.metadata.clone());
             }
@@ -522,7 +522,7 @@ impl ShardgateS3 {
                 version_id: VersionId::new(now),
                 size: segments.iter().map(|s| s.plaintext_len).sum(),
                 etag,
-                content_type: record.content_type,
+                content_type: record.content_type.clone(),
                 user_metadata,
                 created_unix_ms: now,
                 segments,
@@ -530,10 +530,10 @@ impl ShardgateS3 {
             Ok((
                 manifest,
                 VersionState {
-                    tags,
+                    tags: tags.clone(),
                     retention,
                     legal_hold,
-                    acl,
+                    acl: acl.clone(),
                     writer: caller.writer(),
                 },
             ))
