@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{BIN, Server, describe, https_get, run};
+use support::{Server, describe, https_get, run};
 
 /// The common name of the certificate the gateway serves to a new
 /// connection (Python's ssl, trusting the test CA).
@@ -140,35 +140,13 @@ fn a_certificate_replaced_on_disk_is_served_to_the_next_connection() {
     assert!(log.contains("TLS certificate reloaded"), "{log}");
 }
 
-fn serve_fails_with(data: &Path, env: &[(&str, &str)]) -> String {
-    let out = run(Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .envs(env.iter().copied()));
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("shardgate: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {stderr}");
-    errors[0].to_string()
-}
-
 #[test]
 fn unusable_certificate_files_stop_the_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let certs = support::TestCerts::new(&dir.path().join("tls"));
     let data = dir.path().join("data");
     let missing = dir.path().join("missing.pem");
-    let err = serve_fails_with(
+    let err = support::serve_fails_with(
         &data,
         &[
             (
@@ -189,7 +167,7 @@ fn unusable_certificate_files_stop_the_start_with_one_line() {
     let (_, other_key) = certs.issue("other");
     let other = dir.path().join("other-key.pem");
     std::fs::write(&other, other_key).unwrap();
-    let err = serve_fails_with(
+    let err = support::serve_fails_with(
         &data,
         &[
             (

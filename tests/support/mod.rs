@@ -655,3 +655,27 @@ pub fn aws_on(s3: &Emulator, args: &[&str]) -> Output {
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
         ]))
 }
+
+/// Starts `serve` expecting it to refuse: exit status 1 and one error
+/// line on stderr, which is returned.
+pub fn serve_fails_with(data: &Path, env: &[(&str, &str)]) -> String {
+    let out = run(Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .envs(env.iter().copied()));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("shardgate: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    errors[0].to_string()
+}

@@ -4,6 +4,7 @@
 //! failure ends the process with one line naming its cause.
 
 mod admin;
+mod metadata;
 mod otlp_metrics;
 mod peer;
 mod recover;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use shardgate_config::Config;
+use shardgate_config::{Config, MetadataKind};
 use shardgate_jobs::Jobs;
 use shardgate_journal::{Journal, JournalSettings};
 use shardgate_meta::MetaStore;
@@ -297,17 +298,31 @@ async fn serve(
     }
     let parts = setup::prepare(&config).await?;
     secrets.add(&parts.credentials.secret_key);
-    let meta_path = parts.meta_path.clone();
     let journaled = config.journal.enabled;
-    let meta = tokio::task::spawn_blocking(move || MetaStore::open_with(&meta_path, journaled))
-        .await
-        .context("opening the metadata store")?
-        .with_context(|| {
-            format!(
-                "opening the metadata store {} (is another shardgate using this data dir?)",
-                parts.meta_path.display()
-            )
-        })?;
+    let (meta, lease) = match config.metadata.kind {
+        MetadataKind::Redb => {
+            let meta_path = parts.meta_path.clone();
+            let meta = tokio::task::spawn_blocking(move || {
+                MetaStore::open_with(&meta_path, journaled)
+            })
+            .await
+            .context("opening the metadata store")?
+            .with_context(|| {
+                format!(
+                    "opening the metadata store {} (is another shardgate using this data dir?)",
+                    parts.meta_path.display()
+                )
+            })?;
+            (meta, None)
+        }
+        MetadataKind::Postgres => {
+            let url = config.metadata.url()?;
+            secrets.add(&url);
+            let meta = metadata::open_postgres(&config.metadata, url, journaled).await?;
+            let lease = metadata::hold_sole_lease(meta.clone()).await?;
+            (meta, Some(lease))
+        }
+    };
     let summary = describe(&parts.gateway);
     let gateway = Gateway::new(parts.gateway, meta.clone())?;
     let journal = journaled.then(|| {
@@ -414,6 +429,9 @@ async fn serve(
         && let Err(e) = meter.shutdown()
     {
         tracing::warn!(error = %e, "the last metrics were not exported");
+    }
+    if let Some(lease) = lease {
+        lease.release().await;
     }
     served?;
     Ok(())

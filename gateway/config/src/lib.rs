@@ -146,6 +146,112 @@ pub struct Config {
     /// How fs backends (and the embedded default's sites) do their I/O.
     #[serde(default)]
     pub fs: FsConfig,
+    /// Where the metadata lives: redb in the data dir (the default), or a
+    /// database that speaks PostgreSQL's protocol.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
+}
+
+/// The metadata engine (`[metadata]`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    pub kind: MetadataKind,
+    /// `postgres`: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
+    /// (also `SHARDGATE_METADATA__URL`); never logged.
+    pub url: Option<String>,
+    /// `postgres`: the URL in a file readable only by its owner.
+    pub url_file: Option<PathBuf>,
+    /// `postgres`: connections at most.
+    pub pool_size: usize,
+    /// `postgres`: the longest one statement may run (ms).
+    pub statement_timeout_ms: u64,
+    /// `postgres`: the longest to wait for a connection (ms).
+    pub connect_timeout_ms: u64,
+}
+
+/// Which engine holds the metadata.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataKind {
+    /// An embedded redb file in the data dir: no server to run.
+    #[default]
+    Redb,
+    /// PostgreSQL (or a database that speaks its protocol).
+    Postgres,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            kind: MetadataKind::Redb,
+            url: None,
+            url_file: None,
+            pool_size: 16,
+            statement_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl fmt::Debug for MetadataConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetadataConfig")
+            .field("kind", &self.kind)
+            .field("url", &redacted(&self.url))
+            .field("url_file", &self.url_file)
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+impl MetadataConfig {
+    /// The database URL of a `postgres` engine (from the file when given
+    /// there).
+    pub fn url(&self) -> Result<String, ConfigError> {
+        inline_or_file(&self.url, &self.url_file, "metadata.url_file")?
+            .ok_or_else(|| invalid("metadata.url", "kind = \"postgres\" needs url or url_file"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.kind {
+            MetadataKind::Redb => {
+                for (key, set) in [
+                    ("metadata.url", self.url.is_some()),
+                    ("metadata.url_file", self.url_file.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(key, "applies to kind = \"postgres\" only"));
+                    }
+                }
+            }
+            MetadataKind::Postgres => {
+                if self.url.is_none() && self.url_file.is_none() {
+                    return Err(invalid(
+                        "metadata.url",
+                        "kind = \"postgres\" needs url or url_file",
+                    ));
+                }
+                if self.url.is_some() && self.url_file.is_some() {
+                    return Err(invalid("metadata.url", "set url or url_file, not both"));
+                }
+            }
+        }
+        if self.pool_size == 0 {
+            return Err(invalid("metadata.pool_size", "must be at least 1"));
+        }
+        for (key, ms) in [
+            ("metadata.statement_timeout_ms", self.statement_timeout_ms),
+            ("metadata.connect_timeout_ms", self.connect_timeout_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMEOUT_SECS * 1000 {
+                return Err(invalid(key, "must be between 1 and 86400000 (a day)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// fs backends' I/O (`[fs]`). The defaults are measured (BENCHMARKS.md,
@@ -865,6 +971,7 @@ impl Config {
 
     /// Checks what parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.metadata.validate()?;
         if self.scrub.rate_bytes_per_sec == 0 {
             return Err(invalid("scrub.rate_bytes_per_sec", "must be at least 1"));
         }

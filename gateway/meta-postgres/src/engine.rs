@@ -3,10 +3,11 @@
 //!
 //! The rules are synchronous (redb's transactions are), so each statement
 //! here is run to completion on the calling thread: a thread of the
-//! blocking pool (where `MetaStore` runs a call when the engine
-//! [`blocks`](Engine::blocks)), or a worker of the multi-threaded runtime,
-//! which [`tokio::task::block_in_place`] hands its other tasks away from
-//! first. A current-thread runtime's async code must not call it.
+//! blocking pool (where `MetaStore`'s async traits run writes), or a
+//! worker of the multi-threaded runtime (reads the S3 layer makes in
+//! place), which [`tokio::task::block_in_place`] hands its other tasks
+//! away from first. A current-thread runtime's async code must not call
+//! it.
 //!
 //! A write transaction is `SERIALIZABLE`; a read is `REPEATABLE READ READ
 //! ONLY` (a snapshot: what redb's read transactions see). When a statement
@@ -136,10 +137,6 @@ impl Engine for PgEngine {
             engine: self.clone(),
             client,
         }))
-    }
-
-    fn blocks(&self) -> bool {
-        true
     }
 }
 

@@ -10,10 +10,11 @@
 //! failing one side with SQLSTATE 40001, which [`PgStore::serializable`]
 //! retries with backoff.
 //!
-//! This crate is built in slices. This one holds what every later one
-//! stands on; the metadata traits of `shardgate-meta` come next, and no
-//! configuration reaches this crate before they are all implemented. Until
-//! then the schema's first version may still change.
+//! [`PgEngine`] is the metadata's engine (`shardgate_meta::kv`): every
+//! rule of the redb store runs on it unchanged. Several gateways over one
+//! database need what is not built yet (intents with heartbeats, leases
+//! for background work), so the binary holds the database for one gateway
+//! at a time.
 
 pub mod engine;
 pub mod error;

@@ -81,6 +81,13 @@ pub enum MetaError {
     /// conflicting with others; the same call may succeed later.
     #[error("metadata database: {message}")]
     Database { message: String, transient: bool },
+    /// Another gateway holds the lease.
+    #[error("lease {name:?} is held by gateway {owner} for {left_ms} ms more")]
+    Leased {
+        name: String,
+        owner: String,
+        left_ms: u64,
+    },
     /// The task that ran a call failed (it panicked or the runtime is
     /// shutting down): the call's outcome is unknown.
     #[error("metadata task failed: {0}")]

@@ -964,6 +964,13 @@ pub(crate) fn find_version(
     Ok(found)
 }
 
+/// Who holds a lease, until when (record format 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseRecord {
+    owner: String,
+    until_unix_ms: u64,
+}
+
 /// An intent's id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IntentId(pub u64);
@@ -1407,6 +1414,45 @@ impl MetaStore {
     fn put_version_row(&self, kv: &mut dyn KvWrite, row: &[u8], value: &[u8]) -> Result<()> {
         kv.put(t::VERSIONS, row, value)?;
         self.log(kv, JournalTable::Versions, row, Some(value))
+    }
+
+    // --- leases ---
+
+    /// Takes lease `name` for this store's owner until `now + ttl_ms`, or
+    /// renews it; `Leased` while another owner holds it unexpired. A
+    /// gateway killed without releasing its lease loses it when it
+    /// expires.
+    pub fn claim_lease(&self, name: &str, now_unix_ms: u64, ttl_ms: u64) -> Result<()> {
+        let record = LeaseRecord {
+            owner: self.owner.to_string(),
+            until_unix_ms: now_unix_ms.saturating_add(ttl_ms),
+        };
+        let value = encode(&record)?;
+        kv::write(self.engine(), |kv| {
+            if let Some(v) = kv.get(t::LEASES, name.as_bytes())? {
+                let held: LeaseRecord = decode("lease", &v)?;
+                if held.owner != record.owner && held.until_unix_ms > now_unix_ms {
+                    return Err(MetaError::Leased {
+                        name: name.to_string(),
+                        owner: held.owner,
+                        left_ms: held.until_unix_ms - now_unix_ms,
+                    });
+                }
+            }
+            kv.put(t::LEASES, name.as_bytes(), &value)
+        })
+    }
+
+    /// Gives lease `name` up, if this store's owner holds it.
+    pub fn release_lease(&self, name: &str) -> Result<()> {
+        kv::write(self.engine(), |kv| {
+            if let Some(v) = kv.get(t::LEASES, name.as_bytes())?
+                && decode::<LeaseRecord>("lease", &v)?.owner == *self.owner
+            {
+                kv.remove(t::LEASES, name.as_bytes())?;
+            }
+            Ok(())
+        })
     }
 
     // --- buckets ---

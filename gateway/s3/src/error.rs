@@ -98,6 +98,7 @@ fn meta_error(e: MetaError) -> S3Error {
         e @ (MetaError::Corrupt { .. }
         | MetaError::Store(_)
         | MetaError::Database { .. }
+        | MetaError::Leased { .. }
         | MetaError::Task(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)

@@ -86,10 +86,6 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// A read transaction held across calls (a checkpoint reads one in
     /// parts, over minutes): every read of it sees the same state.
     fn snapshot(&self) -> Result<Box<dyn KvSnapshot>>;
-
-    /// Whether a call waits on the network, so that an async caller must
-    /// run it on the blocking pool (redb answers reads from memory).
-    fn blocks(&self) -> bool;
 }
 
 /// Runs `body` in a read transaction of `engine`; its result.

@@ -60,10 +60,6 @@ impl Engine for RedbEngine {
             txn: self.db.begin_read()?,
         }))
     }
-
-    fn blocks(&self) -> bool {
-        false
-    }
 }
 
 /// Runs `body` inside a redb write transaction that a rule not yet moved

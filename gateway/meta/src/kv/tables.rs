@@ -70,6 +70,8 @@ tables! {
     REPAIR_INDEX = ("repair_index", Bytes, U8);
     OUTBOX = ("outbox", U64, Bytes);
     JOURNAL_UNITS = ("journal_units", U64, Bytes);
+    /// Leases: which gateway does a piece of work, until when.
+    LEASES = ("leases", Str, Bytes);
 }
 
 #[cfg(test)]
