@@ -3,7 +3,8 @@
 //! boto3's S3 suites (objects, multipart, versioning, Object Lock,
 //! tagging) pass as they do on redb; the data dir holds no redb file; a
 //! second gateway on the same database is refused, naming the one that
-//! holds it; and once the first stops, the next finds every object.
+//! holds it; a gateway killed leaves a lease the next start waits out,
+//! one stopped gracefully leaves none; and the next finds every object.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -53,16 +54,20 @@ fn one_gateway_holds_the_database_and_the_next_finds_its_objects() {
     let body = dir.path().join("body");
     std::fs::write(&body, support::pattern(7, 300_000)).unwrap();
     let mut first = Server::start_with(&data, &on(&pg));
-    let put = |server: &Server| {
-        let out = server.python("op.py", &["mb", "kept"]);
+    let out = first.python("op.py", &["mb", "kept"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = first.python("op.py", &["put", "kept", "k", body.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let read_back = |server: &Server, name: &str| {
+        let got = dir.path().join(name);
+        let out = server.python("op.py", &["get", "kept", "k", got.to_str().unwrap()]);
         assert!(out.status.success(), "{}", describe(&out));
-        let out = server.python("op.py", &["put", "kept", "k", body.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&body).unwrap());
     };
-    put(&first);
 
-    // A second gateway (its own data dir) on the same database: refused
-    // at startup, with the holder named.
+    // A second gateway (its own data dir) on the same database waits once
+    // for the lease to run out, finds it renewed, and is refused, with
+    // the holder named.
     let err = support::serve_fails_with(&dir.path().join("other"), &on(&pg));
     assert!(
         err.contains("another gateway uses this metadata database")
@@ -70,12 +75,25 @@ fn one_gateway_holds_the_database_and_the_next_finds_its_objects() {
         "{err}"
     );
 
-    // Stopped gracefully, the first gives the lease up: the next gateway
-    // starts at once and reads what the first wrote.
-    first.stop();
-    let second = Server::start_with(&data, &on(&pg));
-    let got = dir.path().join("got");
-    let out = second.python("op.py", &["get", "kept", "k", got.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&body).unwrap());
+    // Killed, the first leaves its lease to run out: the next start waits
+    // for it, then serves what the first wrote.
+    first.kill9();
+    let mut second = Server::start_with(&data, &on(&pg));
+    assert!(
+        second.log_text().contains("waiting for it to run out"),
+        "{}",
+        second.log_text()
+    );
+    read_back(&second, "got2");
+
+    // Stopped gracefully, a gateway gives its lease up: the next starts
+    // without waiting.
+    second.stop();
+    let third = Server::start_with(&data, &on(&pg));
+    assert!(
+        !third.log_text().contains("waiting for it to run out"),
+        "{}",
+        third.log_text()
+    );
+    read_back(&third, "got3");
 }

@@ -199,6 +199,11 @@ fn garbage(
     data_dir: Option<PathBuf>,
 ) -> Result<()> {
     let config = Config::load(config_file.as_deref())?;
+    if config.metadata.kind != MetadataKind::Redb {
+        anyhow::bail!(
+            "shardgate garbage works on a redb metadata store; with [metadata] kind = \"postgres\" the gateway's own collector is the way for now"
+        );
+    }
     let path = data_dir
         .unwrap_or_else(|| config.data_dir.clone())
         .join("meta.redb");
@@ -319,7 +324,7 @@ async fn serve(
             let url = config.metadata.url()?;
             secrets.add(&url);
             let meta = metadata::open_postgres(&config.metadata, url, journaled).await?;
-            let lease = metadata::hold_sole_lease(meta.clone()).await?;
+            let lease = metadata::hold_sole_lease(meta.clone());
             (meta, Some(lease))
         }
     };
@@ -410,7 +415,17 @@ async fn serve(
     let _ = out.flush();
     drop(out);
 
-    let served = shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
+    let lease_lost = lease.as_ref().map(|l| l.lost());
+    let stop = async move {
+        match lease_lost {
+            Some(lost) => tokio::select! {
+                () = stop_signal() => {}
+                why = lost => tracing::error!(%why, "metadata database: the lease is lost; stopping"),
+            },
+            None => stop_signal().await,
+        }
+    };
+    let served = shardgate_s3::serve(listener, gateway, parts.credentials, options, stop)
         .await
         .context("serving");
     // Everything committed goes to the backends before the process ends.
@@ -431,6 +446,10 @@ async fn serve(
         tracing::warn!(error = %e, "the last metrics were not exported");
     }
     if let Some(lease) = lease {
+        if let Some(why) = lease.lost_why() {
+            served?;
+            anyhow::bail!("stopped: the metadata database's sole-gateway lease was lost: {why}");
+        }
         lease.release().await;
     }
     served?;

@@ -29,7 +29,9 @@ use tokio_postgres::IsolationLevel;
 use crate::kv::Kv;
 use crate::{FIRST_BACKOFF, MAX_ATTEMPTS, PgError, PgStore};
 
-/// Rows fetched per statement of a scan.
+/// Rows fetched by a scan's first statement, and by its later ones at
+/// most.
+const FIRST_PAGE: u32 = 16;
 const SCAN_PAGE: u32 = 256;
 
 /// The metadata's tables in PostgreSQL.
@@ -65,7 +67,7 @@ impl PgEngine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let conflict = Cell::new(None);
+            let trouble = Trouble::default();
             let outcome = (|| {
                 let tx = self
                     .block_on(
@@ -75,17 +77,28 @@ impl PgEngine {
                             .read_only(read_only)
                             .start(),
                     )
-                    .map_err(|e| note(&conflict, e.into()))?;
+                    .map_err(|e| trouble.note(e.into()))?;
                 let mut txn = PgTxn {
                     engine: self,
                     kv: Kv::new(&tx),
-                    conflict: &conflict,
+                    trouble: &trouble,
                 };
                 body(&mut txn)?;
+                if trouble.failed.get() {
+                    // A statement failed and the rule went on: the database
+                    // has aborted the transaction, and its COMMIT would roll
+                    // it back without an error. Nothing may be reported as
+                    // written.
+                    return Err(MetaError::Database {
+                        message: "a statement failed inside the transaction, which was rolled back"
+                            .into(),
+                        transient: false,
+                    });
+                }
                 self.block_on(tx.commit())
-                    .map_err(|e| note(&conflict, e.into()))
+                    .map_err(|e| trouble.note(e.into()))
             })();
-            match (outcome, conflict.take()) {
+            match (outcome, trouble.conflict.take()) {
                 (Ok(()), _) => return Ok(()),
                 (Err(_), Some(e)) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e, "metadata transaction conflicted: retrying");
@@ -169,11 +182,8 @@ impl KvRead for PgSnapshot {
         reverse: bool,
         visit: &mut Visit<'_>,
     ) -> Result<(), MetaError> {
-        scan_pages(range, reverse, visit, |lower, upper| {
-            self.run(
-                self.kv()
-                    .range(table.name, lower, upper, SCAN_PAGE, reverse),
-            )
+        scan_pages(range, reverse, visit, |lower, upper, size| {
+            self.run(self.kv().range(table.name, lower, upper, size, reverse))
         })
     }
 
@@ -190,12 +200,16 @@ fn scan_pages(
     range: KeyRange<'_>,
     reverse: bool,
     visit: &mut Visit<'_>,
-    mut page: impl FnMut(Bound<&[u8]>, Bound<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError>,
+    mut page: impl FnMut(Bound<&[u8]>, Bound<&[u8]>, u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError>,
 ) -> Result<(), MetaError> {
     let (mut lower, mut upper) = (owned(range.0), owned(range.1));
+    // Small first: most scans stop at their first rows (a key's newest
+    // version, the outbox's last record).
+    let mut size = FIRST_PAGE;
     loop {
-        let rows = page(borrowed(&lower), borrowed(&upper))?;
-        let full = rows.len() == SCAN_PAGE as usize;
+        let rows = page(borrowed(&lower), borrowed(&upper), size)?;
+        let full = rows.len() == size as usize;
+        size = (size * 4).min(SCAN_PAGE);
         let mut last = None;
         for (k, v) in rows {
             if visit(&k, &v)?.is_break() {
@@ -213,14 +227,26 @@ fn scan_pages(
     }
 }
 
-/// Records a conflict for the retry loop, and turns the error into the
-/// metadata's.
-fn note(conflict: &Cell<Option<PgError>>, e: PgError) -> MetaError {
-    let meta = to_meta(&e);
-    if e.is_conflict() {
-        conflict.set(Some(e));
+/// What went wrong in one attempt of a transaction.
+#[derive(Default)]
+struct Trouble {
+    /// A serialization conflict or deadlock: the attempt runs again.
+    conflict: Cell<Option<PgError>>,
+    /// Any statement failed (the database then aborts the transaction).
+    failed: Cell<bool>,
+}
+
+impl Trouble {
+    /// Records `e` for the retry loop, and turns it into the metadata's
+    /// error.
+    fn note(&self, e: PgError) -> MetaError {
+        self.failed.set(true);
+        let meta = to_meta(&e);
+        if e.is_conflict() {
+            self.conflict.set(Some(e));
+        }
+        meta
     }
-    meta
 }
 
 /// The metadata's error for a database error: transient when the database
@@ -228,7 +254,17 @@ fn note(conflict: &Cell<Option<PgError>>, e: PgError) -> MetaError {
 pub fn to_meta(e: &PgError) -> MetaError {
     let transient = match e {
         PgError::Pool(_) | PgError::Contended { .. } => true,
-        PgError::Db(db) => db.is_closed() || db.as_db_error().is_none() || e.is_conflict(),
+        PgError::Db(db) => {
+            db.is_closed()
+                || db.as_db_error().is_none()
+                || e.is_conflict()
+                || e.sqlstate().is_some_and(|c| {
+                    // Connection exceptions; a statement timeout; the server
+                    // shutting down or starting; too many connections.
+                    c.code().starts_with("08")
+                        || ["57014", "57P01", "57P02", "57P03", "53300"].contains(&c.code())
+                })
+        }
         PgError::Url(_) | PgError::NewerSchema { .. } => false,
     };
     MetaError::Database {
@@ -241,12 +277,12 @@ pub fn to_meta(e: &PgError) -> MetaError {
 struct PgTxn<'t> {
     engine: &'t PgEngine,
     kv: Kv<'t>,
-    conflict: &'t Cell<Option<PgError>>,
+    trouble: &'t Trouble,
 }
 
 impl PgTxn<'_> {
     fn run<T>(&self, f: impl Future<Output = crate::Result<T>>) -> Result<T, MetaError> {
-        self.engine.block_on(f).map_err(|e| note(self.conflict, e))
+        self.engine.block_on(f).map_err(|e| self.trouble.note(e))
     }
 }
 
@@ -263,8 +299,8 @@ impl KvRead for PgTxn<'_> {
         reverse: bool,
         visit: &mut Visit<'_>,
     ) -> Result<(), MetaError> {
-        scan_pages(range, reverse, visit, |lower, upper| {
-            self.run(self.kv.range(table.name, lower, upper, SCAN_PAGE, reverse))
+        scan_pages(range, reverse, visit, |lower, upper, size| {
+            self.run(self.kv.range(table.name, lower, upper, size, reverse))
         })
     }
 

@@ -25,6 +25,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
+fn a_lease_fences_the_writes_of_a_postgres_store() {
+    let pg = Postgres::start();
+    let runtime = runtime();
+    conformance::leases_fence_writes(Arc::new(engine(&pg, &runtime)));
+}
+
+#[test]
 fn postgres_passes_the_engine_conformance_suite() {
     let pg = Postgres::start();
     let runtime = runtime();

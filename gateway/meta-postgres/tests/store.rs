@@ -30,7 +30,9 @@ fn open() -> (Cluster, MetaStore) {
         .block_on(PgStore::connect(&PgOptions::new(&postgres.url)))
         .unwrap();
     let engine = Arc::new(PgEngine::new(pg, runtime.handle().clone()));
-    let store = MetaStore::on_engine(engine, false).unwrap();
+    // Under a lease, as the gateway opens it: every write of the suite
+    // also passes the lease's fence.
+    let store = MetaStore::on_engine(engine, false, Some(("sole-gateway", 3_600_000))).unwrap();
     let cluster = Cluster {
         _runtime: runtime,
         _postgres: postgres,

@@ -88,6 +88,12 @@ pub enum MetaError {
         owner: String,
         left_ms: u64,
     },
+    /// This gateway no longer holds the lease its store is fenced by
+    /// (another gateway may have taken over): it may change nothing.
+    #[error(
+        "this gateway no longer holds lease {name:?}: another gateway may have taken the metadata over"
+    )]
+    LeaseLost { name: String },
     /// The task that ran a call failed (it panicked or the runtime is
     /// shutting down): the call's outcome is unknown.
     #[error("metadata task failed: {0}")]

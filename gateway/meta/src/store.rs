@@ -964,6 +964,41 @@ pub(crate) fn find_version(
     Ok(found)
 }
 
+/// An engine whose write transactions first check that this gateway
+/// holds `lease`, unexpired ([`MetaStore::on_engine`]).
+#[derive(Debug)]
+struct Fenced {
+    inner: Arc<dyn Engine>,
+    lease: String,
+    owner: Arc<str>,
+}
+
+impl Engine for Fenced {
+    fn read(&self, body: &mut dyn FnMut(&dyn KvRead) -> Result<()>) -> Result<()> {
+        self.inner.read(body)
+    }
+
+    fn write(&self, body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<()>) -> Result<()> {
+        self.inner.write(&mut |kv| {
+            let now = crate::now_unix_ms();
+            let held = match kv.get(t::LEASES, self.lease.as_bytes())? {
+                Some(v) => Some(decode::<LeaseRecord>("lease", &v)?),
+                None => None,
+            };
+            match held {
+                Some(l) if *l.owner == *self.owner && l.until_unix_ms > now => body(kv),
+                _ => Err(MetaError::LeaseLost {
+                    name: self.lease.clone(),
+                }),
+            }
+        })
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn kv::KvSnapshot>> {
+        self.inner.snapshot()
+    }
+}
+
 /// Who holds a lease, until when (record format 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct LeaseRecord {
@@ -1099,8 +1134,11 @@ fn unsized_blobs(blobs: Vec<(BackendId, BlobName)>) -> Vec<(BackendId, BlobName,
 /// file, so a second gateway on the same data directory fails to open).
 #[derive(Clone)]
 pub struct MetaStore {
-    /// The engine every rule runs on.
+    /// The engine every rule runs on (fenced by a lease when the store
+    /// was opened under one: [`MetaStore::on_engine`]).
     engine: Arc<dyn Engine>,
+    /// The same engine unfenced, for the lease itself.
+    lease_engine: Arc<dyn Engine>,
     /// The redb file, when the engine is redb: its reopens after an I/O
     /// error count as bucket changes.
     redb: Option<Arc<Db>>,
@@ -1233,8 +1271,33 @@ impl MetaStore {
     /// [`MetaStore::open_with`] does. Unlike a redb store, whose file lock
     /// keeps every other process out, other gateways may be writing: the
     /// intents found here are not swept as a previous run's.
-    pub fn on_engine(engine: Arc<dyn Engine>, journal: bool) -> Result<Self> {
-        let store = Self::new(engine, None, journal);
+    ///
+    /// With `lease` (a name and a term), the store is this gateway's alone
+    /// while it holds that lease: it is claimed before anything is written
+    /// (`Leased` when another gateway holds it), and every write
+    /// transaction then checks, inside itself, that this gateway still
+    /// holds it unexpired (else `LeaseLost`), so a gateway that lost its
+    /// lease to another can change nothing: a SERIALIZABLE engine aborts
+    /// whichever of the two transactions loses the race. The caller
+    /// renews it ([`MetaStore::claim_lease`]) well within the term.
+    pub fn on_engine(
+        engine: Arc<dyn Engine>,
+        journal: bool,
+        lease: Option<(&str, u64)>,
+    ) -> Result<Self> {
+        let store = match lease {
+            None => Self::new(engine, None, journal),
+            Some((name, term_ms)) => {
+                let mut store = Self::new(engine.clone(), None, journal);
+                store.claim_lease(name, crate::now_unix_ms(), term_ms)?;
+                store.engine = Arc::new(Fenced {
+                    inner: engine,
+                    lease: name.to_string(),
+                    owner: store.owner.clone(),
+                });
+                store
+            }
+        };
         kv::write(store.engine(), |kv| {
             journal::create_tables(kv)?;
             match journal {
@@ -1247,6 +1310,7 @@ impl MetaStore {
 
     fn new(engine: Arc<dyn Engine>, redb: Option<Arc<Db>>, journal: bool) -> Self {
         Self {
+            lease_engine: engine.clone(),
             engine,
             redb,
             grace_ms: DEFAULT_GRACE_MS,
@@ -1367,10 +1431,22 @@ impl MetaStore {
         self
     }
 
-    /// Counts a committed change of a bucket record.
-    fn bucket_changed(&self) {
-        self.bucket_changes
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    /// Counts a change of a bucket record once its transaction ended: a
+    /// committed one, and one whose engine failed (a commit whose answer
+    /// was lost may have reached the database all the same); not one a
+    /// rule refused.
+    fn bucket_change_ended<T>(&self, outcome: &Result<T>) {
+        let maybe_committed = match outcome {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e,
+                MetaError::Database { .. } | MetaError::Store(_) | MetaError::Task(_)
+            ),
+        };
+        if maybe_committed {
+            self.bucket_changes
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     /// Journals a row's new image (`None`: removed) when the journal is on.
@@ -1428,7 +1504,7 @@ impl MetaStore {
             until_unix_ms: now_unix_ms.saturating_add(ttl_ms),
         };
         let value = encode(&record)?;
-        kv::write(self.engine(), |kv| {
+        kv::write(&*self.lease_engine, |kv| {
             if let Some(v) = kv.get(t::LEASES, name.as_bytes())? {
                 let held: LeaseRecord = decode("lease", &v)?;
                 if held.owner != record.owner && held.until_unix_ms > now_unix_ms {
@@ -1445,7 +1521,7 @@ impl MetaStore {
 
     /// Gives lease `name` up, if this store's owner holds it.
     pub fn release_lease(&self, name: &str) -> Result<()> {
-        kv::write(self.engine(), |kv| {
+        kv::write(&*self.lease_engine, |kv| {
             if let Some(v) = kv.get(t::LEASES, name.as_bytes())?
                 && decode::<LeaseRecord>("lease", &v)?.owner == *self.owner
             {
@@ -1501,7 +1577,7 @@ impl MetaStore {
         for setting in settings {
             record.set_access(setting)?;
         }
-        kv::write(self.engine(), |kv| {
+        let created = kv::write(self.engine(), |kv| {
             if kv.get(t::BUCKETS, bucket.as_bytes())?.is_some() {
                 return Err(MetaError::BucketExists);
             }
@@ -1520,9 +1596,9 @@ impl MetaStore {
                 )?;
             }
             self.put_bucket_row(kv, bucket, &record)
-        })?;
-        self.bucket_changed();
-        Ok(())
+        });
+        self.bucket_change_ended(&created);
+        created
     }
 
     pub fn bucket(&self, bucket: &str) -> Result<Option<BucketRecord>> {
@@ -1605,7 +1681,7 @@ impl MetaStore {
             Bound::Included(base.as_slice()),
             Bound::Excluded(end.as_slice()),
         );
-        kv::write(self.engine(), |kv| {
+        let deleted = kv::write(self.engine(), |kv| {
             match kv.get(t::BUCKETS, bucket.as_bytes())? {
                 None => return Err(MetaError::NoSuchBucket),
                 Some(v) => check_owner(&decode_bucket(&v)?, caller)?,
@@ -1617,9 +1693,9 @@ impl MetaStore {
             }
             kv.remove(t::BUCKETS, bucket.as_bytes())?;
             self.log(kv, JournalTable::Buckets, bucket.as_bytes(), None)
-        })?;
-        self.bucket_changed();
-        Ok(())
+        });
+        self.bucket_change_ended(&deleted);
+        deleted
     }
 
     // --- intents and garbage ---
@@ -2456,14 +2532,14 @@ impl MetaStore {
         bucket: &str,
         change: impl Fn(&mut BucketRecord) -> Result<()>,
     ) -> Result<()> {
-        kv::write(self.engine(), |kv| {
+        let updated = kv::write(self.engine(), |kv| {
             let mut record = bucket_in(kv, bucket)?;
             check_owner(&record, caller)?;
             change(&mut record)?;
             self.put_bucket_row(kv, bucket, &record)
-        })?;
-        self.bucket_changed();
-        Ok(())
+        });
+        self.bucket_change_ended(&updated);
+        updated
     }
 
     /// Sets the bucket's Object Lock configuration (turning Object Lock on

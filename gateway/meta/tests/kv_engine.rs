@@ -8,3 +8,10 @@ fn redb_passes_the_engine_conformance_suite() {
     let engine = RedbEngine::create(&dir.path().join("meta.redb")).unwrap();
     conformance::run(&engine);
 }
+
+#[test]
+fn a_lease_fences_the_writes_of_a_redb_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = RedbEngine::create(&dir.path().join("meta.redb")).unwrap();
+    conformance::leases_fence_writes(std::sync::Arc::new(engine));
+}

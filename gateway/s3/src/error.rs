@@ -89,9 +89,10 @@ fn meta_error(e: MetaError) -> S3Error {
         e @ (MetaError::UserExists(_) | MetaError::UserOwnsBuckets { .. }) => {
             err(C::InvalidRequest, e)
         }
-        e @ MetaError::Database {
+        e @ (MetaError::Database {
             transient: true, ..
-        } => {
+        }
+        | MetaError::LeaseLost { .. }) => {
             tracing::warn!(error = %e, "metadata database unavailable");
             err(C::SlowDown, e)
         }

@@ -18,6 +18,44 @@ use super::tables::{self, KeyKind, Table};
 use super::{ALL_KEYS, Engine, KeyRange, KvReadExt, KvWrite, prefix_end, read, u64_bytes, write};
 use crate::error::MetaError;
 
+/// A store fenced by a lease on `engine` (empty): claimed by one gateway,
+/// refused to a second while it holds it; once it ran out and the second
+/// took it, every write of the first fails (`LeaseLost`) and its renewal
+/// is refused, while the second writes; released, it goes to the next.
+pub fn leases_fence_writes(engine: std::sync::Arc<dyn Engine>) {
+    use crate::MetaStore;
+    let term = |ms| Some(("sole", ms));
+    let first = MetaStore::on_engine(engine.clone(), false, term(300)).unwrap();
+    first.create_bucket("one", 0).unwrap();
+    let refused = MetaStore::on_engine(engine.clone(), false, term(60_000));
+    assert!(
+        matches!(&refused, Err(MetaError::Leased { owner, .. }) if owner == first.owner()),
+        "{refused:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let second = MetaStore::on_engine(engine.clone(), false, term(60_000)).unwrap();
+    let lost = first.create_bucket("two", 0);
+    assert!(matches!(lost, Err(MetaError::LeaseLost { .. })), "{lost:?}");
+    let renewed = first.claim_lease("sole", crate::now_unix_ms(), 60_000);
+    assert!(
+        matches!(renewed, Err(MetaError::Leased { .. })),
+        "{renewed:?}"
+    );
+    second.create_bucket("three", 0).unwrap();
+    let names: Vec<String> = second
+        .list_buckets()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["one", "three"]);
+    first.release_lease("sole").unwrap(); // not its lease: no change
+    assert!(MetaStore::on_engine(engine.clone(), false, term(60_000)).is_err());
+    second.release_lease("sole").unwrap();
+    let third = MetaStore::on_engine(engine, false, term(60_000)).unwrap();
+    third.create_bucket("four", 0).unwrap();
+}
+
 /// Runs every check on `engine`, whose tables must be empty.
 pub fn run(engine: &dyn Engine) {
     point_operations(engine);
