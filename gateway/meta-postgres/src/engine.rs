@@ -17,6 +17,7 @@
 
 use std::cell::Cell;
 use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -39,13 +40,24 @@ const SCAN_PAGE: u32 = 256;
 pub struct PgEngine {
     store: PgStore,
     runtime: Handle,
+    /// One write transaction at a time from this process, as redb has:
+    /// the rules' hot rows (the store-wide sequences, the outbox's last
+    /// record) make concurrent writers of one gateway conflict, and a
+    /// conflict costs a rollback, a backoff and a rerun, where waiting for
+    /// a lock costs one transaction's time. (Several gateways still
+    /// conflict in the database and retry.)
+    writer: Arc<Mutex<()>>,
 }
 
 impl PgEngine {
     /// The engine over `store`, whose statements run on `runtime` (a
     /// multi-threaded runtime: see the module's documentation).
     pub fn new(store: PgStore, runtime: Handle) -> Self {
-        Self { store, runtime }
+        Self {
+            store,
+            runtime,
+            writer: Arc::default(),
+        }
     }
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
@@ -130,6 +142,7 @@ impl Engine for PgEngine {
         &self,
         body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<(), MetaError>,
     ) -> Result<(), MetaError> {
+        let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.transact(IsolationLevel::Serializable, false, &mut |txn| body(txn))
     }
 
