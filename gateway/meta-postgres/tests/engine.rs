@@ -58,7 +58,7 @@ fn conflicting_read_modify_writes_are_retried_and_none_is_lost() {
         })
     };
     let shared = Arc::new(engine(&pg, &runtime));
-    let mut threads: Vec<_> = (0..4)
+    let mut threads: Vec<_> = (0..3)
         .map(|_| add(Arc::new(engine(&pg, &runtime))))
         .collect();
     threads.extend((0..2).map(|_| add(shared.clone())));
