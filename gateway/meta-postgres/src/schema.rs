@@ -44,13 +44,27 @@ pub(crate) async fn migrate(store: &PgStore) -> Result<()> {
     loop {
         match migrate_once(store).await {
             // Two gateways created the version table, or recorded the same
-            // version, at once: the other one's work is there now.
-            Err(e) if e.sqlstate() == Some(&SqlState::UNIQUE_VIOLATION) && races < RACES => {
+            // version, at once: the other one's work is there now. (`IF NOT
+            // EXISTS` does not guard two creations at the same instant: the
+            // loser fails with a duplicate table, a duplicate type or a
+            // unique violation in the catalog.)
+            Err(e) if races < RACES && lost_a_race(&e) => {
                 races += 1;
             }
             other => return other,
         }
     }
+}
+
+fn lost_a_race(e: &PgError) -> bool {
+    e.sqlstate().is_some_and(|c| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_OBJECT,
+        ]
+        .contains(c)
+    })
 }
 
 async fn migrate_once(store: &PgStore) -> Result<()> {
