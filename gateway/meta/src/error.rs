@@ -94,6 +94,16 @@ pub enum MetaError {
         "this gateway no longer holds lease {name:?}: another gateway may have taken the metadata over"
     )]
     LeaseLost { name: String },
+    /// A live gateway shares this store with other backends, policies or
+    /// recipients: this one may not join.
+    #[error(
+        "{member} shares this metadata store with another configuration: {}; every gateway on one store must have the same backends, policies and keys",
+        differences.join(", ")
+    )]
+    Mismatch {
+        member: String,
+        differences: Vec<String>,
+    },
     /// The task that ran a call failed (it panicked or the runtime is
     /// shutting down): the call's outcome is unknown.
     #[error("metadata task failed: {0}")]

@@ -31,6 +31,7 @@ mod journal;
 mod keys;
 pub mod kv;
 mod list;
+mod members;
 mod repair;
 mod store;
 mod version;
@@ -45,6 +46,7 @@ pub use list::{
     ListEntry, ListPage, ListQuery, UploadEntry, UploadPage, UploadQuery, VersionEntry,
     VersionPage, VersionQuery,
 };
+pub use members::{Changes, Hold, LeaseKeeper, Member, MemberRecord, differences, member_lease};
 pub use repair::{RepairEntry, reason as repair_reason};
 pub use store::{
     BUCKET_ACL_EXTENSION, BUCKET_CORS_EXTENSION, BUCKET_INCARNATION_EXTENSION,

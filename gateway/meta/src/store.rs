@@ -23,6 +23,7 @@ use crate::journal::{self, JournalTable};
 use crate::kv::{
     self, ALL_KEYS, Engine, KvRead, KvReadExt, KvWrite, RedbEngine, tables as t, u64_bytes,
 };
+use crate::members;
 use crate::version::{LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning};
 use crate::{garbage, keys, repair};
 
@@ -1001,9 +1002,9 @@ impl Engine for Fenced {
 
 /// Who holds a lease, until when (record format 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct LeaseRecord {
-    owner: String,
-    until_unix_ms: u64,
+pub(crate) struct LeaseRecord {
+    pub(crate) owner: String,
+    pub(crate) until_unix_ms: u64,
 }
 
 /// An intent's id.
@@ -1148,6 +1149,9 @@ pub struct MetaStore {
     journal: bool,
     /// Counts committed changes of bucket records ([`MetaStore::bucket_changes`]).
     bucket_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// The store-wide count of bucket changes last seen
+    /// ([`MetaStore::observe_changes`]): other gateways' changes.
+    shared_bucket_changes: Arc<std::sync::atomic::AtomicU64>,
     /// Told of every version whose row goes ([`MetaStore::on_version_removed`]).
     removal_hooks: Arc<std::sync::RwLock<Vec<RemovalHook>>>,
     /// Intents waiting for their group commit ([`MetaStore::begin_intent`]).
@@ -1188,6 +1192,32 @@ impl MetaStore {
     /// The engine the rules run on.
     pub(crate) fn engine(&self) -> &dyn Engine {
         &*self.engine
+    }
+
+    /// The engine unfenced: leases and membership are written whatever
+    /// lease the store is fenced by.
+    pub(crate) fn lease_engine(&self) -> &dyn Engine {
+        &*self.lease_engine
+    }
+
+    /// The engine under this store, unfenced: another gateway's store
+    /// opens on it ([`MetaStore::on_engine`]).
+    pub fn shared_engine(&self) -> Arc<dyn Engine> {
+        self.lease_engine.clone()
+    }
+
+    /// The same store, whose write transactions first check that this
+    /// gateway holds `lease`, unexpired (else `LeaseLost`): for a job that
+    /// must stop changing anything once another gateway took its work
+    /// over. Reads and the lease calls are not fenced.
+    pub fn fenced_by(&self, lease: &str) -> MetaStore {
+        let mut fenced = self.clone();
+        fenced.engine = Arc::new(Fenced {
+            inner: self.engine.clone(),
+            lease: lease.to_string(),
+            owner: self.owner.clone(),
+        });
+        fenced
     }
 
     /// Calls `hook` with the manifest of every version whose row goes (a
@@ -1262,6 +1292,13 @@ impl MetaStore {
         for id in stale {
             Self::intent_to_garbage(&txn, id, now)?;
         }
+        // Nor does any lease or member of an earlier run hold: a restart
+        // after a kill takes its jobs back at once.
+        kv::redb::within(&txn, |kv| {
+            kv.remove_range(t::LEASES, ALL_KEYS)?;
+            kv.remove_range(t::GATEWAYS, ALL_KEYS)?;
+            Ok(())
+        })?;
         txn.commit()?;
         Ok(store)
     }
@@ -1317,6 +1354,7 @@ impl MetaStore {
             owner: format!("gw-{:016x}", rand::random::<u64>()).into(),
             journal,
             bucket_changes: Arc::default(),
+            shared_bucket_changes: Arc::default(),
             removal_hooks: Arc::default(),
             intent_group: Arc::default(),
         }
@@ -1472,6 +1510,7 @@ impl MetaStore {
     ) -> Result<()> {
         let value = encode_bucket(record)?;
         kv.put(t::BUCKETS, bucket.as_bytes(), &value)?;
+        members::bump(kv, members::BUCKET_CHANGES)?;
         self.log(kv, JournalTable::Buckets, bucket.as_bytes(), Some(&value))
     }
 
@@ -1483,7 +1522,18 @@ impl MetaStore {
     pub fn bucket_changes(&self) -> u64 {
         self.bucket_changes
             .load(std::sync::atomic::Ordering::Acquire)
+            + self
+                .shared_bucket_changes
+                .load(std::sync::atomic::Ordering::Acquire)
             + self.redb.as_ref().map_or(0, |db| db.reopens())
+    }
+
+    /// Takes in the store-wide change counters read by a poll
+    /// ([`MetaStore::changes`]): a bucket changed by another gateway
+    /// sharing the store changes [`MetaStore::bucket_changes`] too.
+    pub fn observe_changes(&self, changes: &crate::Changes) {
+        self.shared_bucket_changes
+            .fetch_max(changes.buckets, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Writes a version's row, journaled.
@@ -1634,6 +1684,7 @@ impl MetaStore {
                 return Err(MetaError::UserExists(user.name.clone()));
             }
             kv.put(t::USERS, access_key.as_bytes(), &value)?;
+            members::bump(kv, members::USER_CHANGES)?;
             self.log(kv, JournalTable::Users, access_key.as_bytes(), Some(&value))
         })
     }
@@ -1668,6 +1719,7 @@ impl MetaStore {
                 });
             }
             kv.remove(t::USERS, key.as_bytes())?;
+            members::bump(kv, members::USER_CHANGES)?;
             self.log(kv, JournalTable::Users, key.as_bytes(), None)?;
             Ok(record)
         })
@@ -1692,6 +1744,7 @@ impl MetaStore {
                 return Err(MetaError::BucketNotEmpty);
             }
             kv.remove(t::BUCKETS, bucket.as_bytes())?;
+            members::bump(kv, members::BUCKET_CHANGES)?;
             self.log(kv, JournalTable::Buckets, bucket.as_bytes(), None)
         });
         self.bucket_change_ended(&deleted);
@@ -1793,11 +1846,13 @@ impl MetaStore {
     }
 
     /// Turns into garbage every intent that no live request will close:
-    /// those of another owner (with one process per store, a previous run;
-    /// with several gateways, this is where "the owner is gone" will be
-    /// asked), and this owner's that are older than `older_than_ms` and not
-    /// `live`. The age limit covers the moment between an intent's commit
-    /// and its request marking it live. Returns the intents swept.
+    /// those of an owner that is gone (a previous run, or a gateway
+    /// sharing the store whose member lease ran out: `members.rs`), and
+    /// this owner's that are older than `older_than_ms` and not `live`.
+    /// The age limit covers the moment between an intent's commit and its
+    /// request marking it live. Another owner is asked again inside the
+    /// transaction that sweeps, so a gateway renewing its lease at that
+    /// moment keeps its intents. Returns the intents swept.
     pub fn sweep_intents(
         &self,
         now_unix_ms: u64,
@@ -1805,22 +1860,37 @@ impl MetaStore {
         live: impl Fn(IntentId) -> bool,
     ) -> Result<Vec<IntentId>> {
         let cutoff = now_unix_ms.saturating_sub(older_than_ms);
-        let stale: Vec<IntentId> = self
+        let candidates: Vec<(IntentId, String)> = self
             .intents()?
             .into_iter()
             .filter(|(id, r)| *r.owner != *self.owner || (r.created_unix_ms < cutoff && !live(*id)))
-            .map(|(id, _)| id)
+            .map(|(id, r)| (id, r.owner))
             .collect();
-        if stale.is_empty() {
-            return Ok(stale);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
         }
         kv::write(self.engine(), |kv| {
-            for id in &stale {
+            let mut swept = Vec::with_capacity(candidates.len());
+            let mut alive: BTreeMap<&str, bool> = BTreeMap::new();
+            for (id, owner) in &candidates {
+                if **owner != *self.owner {
+                    let owner_live = match alive.get(owner.as_str()) {
+                        Some(l) => *l,
+                        None => {
+                            let l = members::member_live(&*kv, owner, now_unix_ms)?;
+                            alive.insert(owner, l);
+                            l
+                        }
+                    };
+                    if owner_live {
+                        continue;
+                    }
+                }
                 intent_to_garbage(kv, id.0, now_unix_ms)?;
+                swept.push(*id);
             }
-            Ok(())
-        })?;
-        Ok(stale)
+            Ok(swept)
+        })
     }
 
     fn intent_to_garbage(txn: &WriteTransaction, intent: u64, now_unix_ms: u64) -> Result<()> {
@@ -2345,7 +2415,10 @@ impl MetaStore {
 
     /// Saves a background job's state.
     pub fn set_job_state(&self, job: &str, state: &[u8]) -> Result<()> {
-        kv::write(self.engine(), |kv| kv.put(t::JOBS, job.as_bytes(), state))
+        kv::write(self.engine(), |kv| {
+            kv.put(t::JOBS, job.as_bytes(), state)?;
+            members::bump(kv, members::JOB_CHANGES)
+        })
     }
 
     /// Every job state whose key starts with `prefix`.
@@ -2367,7 +2440,8 @@ impl MetaStore {
     /// Forgets a background job's state.
     pub fn delete_job_state(&self, job: &str) -> Result<()> {
         kv::write(self.engine(), |kv| {
-            kv.remove(t::JOBS, job.as_bytes()).map(drop)
+            kv.remove(t::JOBS, job.as_bytes())?;
+            members::bump(kv, members::JOB_CHANGES)
         })
     }
 

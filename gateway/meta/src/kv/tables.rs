@@ -72,6 +72,8 @@ tables! {
     JOURNAL_UNITS = ("journal_units", U64, Bytes);
     /// Leases: which gateway does a piece of work, until when.
     LEASES = ("leases", Str, Bytes);
+    /// The gateways sharing the store, by owner (`members.rs`).
+    GATEWAYS = ("gateways", Str, Bytes);
 }
 
 #[cfg(test)]

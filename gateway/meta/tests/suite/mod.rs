@@ -13,9 +13,10 @@ use shardgate_core::{
     Manifest, Segment, StripeLayout, VersionId,
 };
 use shardgate_meta::{
-    Condition, DefaultRetention, GarbageItem, IntentKind, ListQuery, LockMode, MetaError,
-    MetaStore, ObjectLock, Outcome, PartRecord, Retention, UploadEntry, UploadQuery, UploadRecord,
-    UserRecord, VersionEntry, VersionQuery, VersionSelector, VersionState, Versioning, Writer,
+    Condition, DefaultRetention, GarbageItem, Hold, IntentKind, LeaseKeeper, ListQuery, LockMode,
+    MemberRecord, MetaError, MetaStore, ObjectLock, Outcome, PartRecord, Retention, UploadEntry,
+    UploadQuery, UploadRecord, UserRecord, VersionEntry, VersionQuery, VersionSelector,
+    VersionState, Versioning, Writer,
 };
 
 use super::open;
@@ -1871,4 +1872,182 @@ fn acls_and_object_ownership_are_kept_and_checked_in_the_transaction_that_sets_t
         ),
         Err(MetaError::NotOwner)
     ));
+}
+
+/// Another gateway on `store`'s engine (a store of its own owner).
+fn second_gateway(store: &MetaStore) -> MetaStore {
+    MetaStore::on_engine(store.shared_engine(), false, None).unwrap()
+}
+
+fn member(shared: &[(&str, &str)]) -> MemberRecord {
+    MemberRecord {
+        owner: String::new(),
+        host: "h".into(),
+        pid: 1,
+        version: "v".into(),
+        started_unix_ms: 0,
+        s3_endpoint: "127.0.0.1:1".into(),
+        admin_endpoint: String::new(),
+        shared: shared
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        jobs: Vec::new(),
+        heartbeat_unix_ms: 0,
+    }
+}
+
+#[test]
+fn gateways_join_only_with_the_configuration_the_live_ones_share() {
+    let (_dir, a) = open();
+    let b = second_gateway(&a);
+    let c = second_gateway(&a);
+    let config = [("backend s1", "d1"), ("recipients", "r1")];
+    a.join(&member(&config), 1_000, 30_000).unwrap();
+    // Another backend digest, a backend a lacks, other recipients: named.
+    let err = b
+        .join(
+            &member(&[
+                ("backend s1", "d2"),
+                ("backend s2", "d3"),
+                ("recipients", "r1"),
+            ]),
+            2_000,
+            30_000,
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, MetaError::Mismatch { .. }), "{text}");
+    assert!(text.contains(a.owner()), "{text}");
+    assert!(text.contains("backend s1 differs"), "{text}");
+    assert!(
+        text.contains("backend s2 is configured here only"),
+        "{text}"
+    );
+    assert!(!text.contains("recipients"), "{text}");
+    // The same configuration joins; both are members, alive.
+    b.join(&member(&config), 2_000, 30_000).unwrap();
+    let members = a.members(3_000).unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m.live));
+    // Once a's lease ran out (and b's is renewed), c may join with b's
+    // configuration only; a's row goes.
+    b.heartbeat(&member(&config), 30_000, 30_000).unwrap();
+    let err = c
+        .join(&member(&[("recipients", "r2")]), 40_000, 30_000)
+        .unwrap_err();
+    assert!(err.to_string().contains(b.owner()), "{err}");
+    assert!(!err.to_string().contains(a.owner()), "{err}");
+    c.join(&member(&config), 40_000, 30_000).unwrap();
+    let owners: BTreeSet<String> = a
+        .members(40_000)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.record.owner)
+        .collect();
+    assert_eq!(
+        owners,
+        BTreeSet::from([b.owner().to_string(), c.owner().to_string()])
+    );
+    // Leaving removes the row and the lease.
+    c.leave().unwrap();
+    assert_eq!(a.members(40_000).unwrap().len(), 1);
+    assert!(
+        a.lease_holder(&shardgate_meta::member_lease(c.owner()), 40_000)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_live_gateways_intents_are_not_swept_and_a_gone_ones_are() {
+    let (_dir, a) = open();
+    a.create_bucket("b", 0).unwrap();
+    let b = second_gateway(&a);
+    a.join(&member(&[]), 1_000, 60_000).unwrap();
+    let m = manifest("x", vec![segment(1)]);
+    let blobs: Vec<_> = blobs(&m).into_iter().collect();
+    let intent = a.begin_intent(IntentKind::PUT, &blobs, 1_000).unwrap();
+    // While a is alive, b's sweep leaves a's write alone, however old.
+    assert!(b.sweep_intents(50_000, 0, |_| false).unwrap().is_empty());
+    assert_eq!(b.intents().unwrap().len(), 1);
+    // a's lease ran out: its write is swept, and can no longer commit.
+    assert_eq!(b.sweep_intents(61_001, 0, |_| false).unwrap(), vec![intent]);
+    let err = a
+        .put_object("b", "k", &m, Some(intent), &Condition::Always, 61_002)
+        .unwrap_err();
+    assert!(matches!(err, MetaError::IntentGone), "{err}");
+    assert!(a.object("b", "k").unwrap().is_none());
+    assert_eq!(garbage_blobs(&a, u64::MAX).len(), 3);
+    // An owner that never joined (an earlier run) is gone.
+    let c = second_gateway(&a);
+    let orphan = c.begin_intent(IntentKind::PUT, &blobs, 70_000).unwrap();
+    assert_eq!(
+        b.sweep_intents(70_001, 60_000, |_| false).unwrap(),
+        vec![orphan]
+    );
+}
+
+#[test]
+fn changes_to_what_gateways_keep_in_memory_are_counted_in_the_store() {
+    let (_dir, a) = open();
+    let b = second_gateway(&a);
+    let before = b.changes().unwrap();
+    let seen = b.bucket_changes();
+    a.create_bucket("b", 0).unwrap();
+    a.create_user("AK1", &user("alice")).unwrap();
+    a.set_job_state("paused", b"scrub\n").unwrap();
+    let after = b.changes().unwrap();
+    assert!(after.buckets > before.buckets, "{after:?}");
+    assert!(after.users > before.users, "{after:?}");
+    assert!(after.jobs > before.jobs, "{after:?}");
+    // b learns of a's bucket change once it observes the counters.
+    assert_eq!(b.bucket_changes(), seen);
+    b.observe_changes(&after);
+    assert!(b.bucket_changes() > seen);
+    a.delete_bucket(&Writer::Admin, "b").unwrap();
+    a.delete_user("alice").unwrap();
+    a.delete_job_state("paused").unwrap();
+    let last = b.changes().unwrap();
+    assert!(last.buckets > after.buckets && last.users > after.users && last.jobs > after.jobs);
+}
+
+#[test]
+fn a_job_lease_is_held_by_one_gateway_and_taken_over_once_it_runs_out() {
+    let (_dir, a) = open();
+    let b = second_gateway(&a);
+    let ka = LeaseKeeper::new(a.clone(), 300);
+    let kb = LeaseKeeper::new(b.clone(), 300);
+    assert_eq!(ka.hold("job/scrub").unwrap(), Hold::Held);
+    assert!(ka.holds("job/scrub"));
+    match kb.hold("job/scrub").unwrap() {
+        Hold::Elsewhere { owner, left_ms } => {
+            assert_eq!(owner, a.owner());
+            assert!(left_ms <= 300);
+        }
+        Hold::Held => panic!("two gateways hold one lease"),
+    }
+    // a's writes under the lease pass its fence while it holds it.
+    let fenced = a.fenced_by("job/scrub");
+    fenced.set_job_state("scrub", b"1").unwrap();
+    // a stops renewing (killed): b takes the job over once the term ran
+    // out, and a's fenced writes are refused from then on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kb.hold("job/scrub").unwrap() != Hold::Held {
+        assert!(std::time::Instant::now() < deadline, "never taken over");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!ka.holds("job/scrub"));
+    let err = fenced.set_job_state("scrub", b"2").unwrap_err();
+    assert!(matches!(err, MetaError::LeaseLost { .. }), "{err}");
+    assert_eq!(a.job_state("scrub").unwrap().unwrap(), b"1");
+    // a's renewal finds the lease taken and drops it.
+    let failed = ka.renew_all();
+    assert_eq!(failed.len(), 1);
+    assert!(matches!(failed[0].1, MetaError::Leased { .. }));
+    // Letting go frees it at once.
+    kb.let_go("job/scrub").unwrap();
+    assert_eq!(ka.hold("job/scrub").unwrap(), Hold::Held);
+    ka.let_go_all();
+    assert!(a.lease_holder("job/scrub", 0).unwrap().is_none());
 }
