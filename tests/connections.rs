@@ -340,6 +340,40 @@ fn read_bodies_keep_the_connection_alive() {
     assert_eq!((r.status, r.body.as_slice()), (200, body.as_slice()));
 }
 
+/// An empty PUT awaited with `Expect: 100-continue` (botocore's, for an
+/// empty file) is answered without a 100, and closes its connection:
+/// botocore 1.43 keeps its parser primed by such an answer and misread
+/// the next answer on the connection until its read timeout. boto3 then
+/// runs an empty PUT and the next request in well under its timeout.
+#[test]
+fn an_empty_put_awaited_with_expect_closes_and_boto3_goes_on_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path());
+    let (head, rest) = put_parts(
+        &gw.signer,
+        &format!("/{BUCKET}/empty"),
+        b"",
+        &[],
+        false,
+        true,
+    );
+    assert!(rest.is_empty());
+    let mut c = gw.connect();
+    c.send(&head).unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.says_close(), "{}", r.describe());
+    // Without Expect, an empty PUT keeps its connection.
+    let mut c = gw.connect();
+    c.send(&put(&gw.signer, &format!("/{BUCKET}/empty2"), b""))
+        .unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(!r.says_close(), "{}", r.describe());
+    let out = gw.server.python("empty_put.py", &[BUCKET]);
+    assert!(out.status.success(), "{}", support::describe(&out));
+}
+
 /// The load check in small (`scripts/load.sh mix 12000` runs 12,000 against a
 /// release build): 2,000 requests over 16 keep-alive connections, valid
 /// ones interleaved with every kind of early error and with uploads

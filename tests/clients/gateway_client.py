@@ -8,18 +8,19 @@ import boto3
 from botocore.client import Config
 
 
-def client(pool=10, checksums="when_supported"):
+def client(pool=10, checksums="when_supported", endpoint=None, read_timeout=60):
     """`checksums`: botocore's request_checksum_calculation (when_supported
-    sends a CRC32 with every body; when_required, only where S3 needs one)."""
+    sends a CRC32 with every body; when_required, only where S3 needs one).
+    `endpoint`: another gateway than S3_ENDPOINT's."""
     return boto3.client(
         "s3",
-        endpoint_url=os.environ["S3_ENDPOINT"],
+        endpoint_url=endpoint or os.environ["S3_ENDPOINT"],
         region_name="us-east-1",
         config=Config(
             signature_version="s3v4",
             retries={"max_attempts": 1},
             connect_timeout=5,
-            read_timeout=60,
+            read_timeout=read_timeout,
             max_pool_connections=pool,
             request_checksum_calculation=checksums,
         ),

@@ -227,7 +227,7 @@ impl Server {
     }
 
     /// python3 on `tests/clients/<script>`, the gateway in its env.
-    fn script(&self, script: &str, args: &[&str]) -> Command {
+    pub fn script(&self, script: &str, args: &[&str]) -> Command {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/clients")
             .join(script);
@@ -335,6 +335,11 @@ impl Server {
             .unwrap_or_else(|e| panic!("admin {args:?}: {e}: {}", describe(&out)))
     }
 
+    /// Whether it was not killed or stopped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -430,6 +435,16 @@ pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
 pub struct Spawned(Option<Child>);
 
 impl Spawned {
+    /// Starts `cmd` with its output piped, without waiting.
+    pub fn start(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        Spawned(Some(child))
+    }
+
     /// Its output, once it ends (within 10 minutes).
     pub fn wait(&mut self) -> Output {
         let child = self.0.take().unwrap();

@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! LOCK                  flock'ed by the one process that owns the directory
+//!                       (shared by each of several that share it)
 //! tmp/<name>.<n>        blobs being written
+//! tmp/<id>/<name>.<n>   ... by one of several processes sharing the
+//!                       directory, `tmp/<id>/LOCK` flock'ed by it
 //! blobs/<ab>/<name>     committed blobs, fanned out by the name's first two characters
 //! ```
 //!
@@ -13,6 +16,15 @@
 //! to replace an existing blob), removes the temp name and fsyncs the
 //! directory. A crash at any point leaves either no blob or the whole
 //! durable blob; leftovers in `tmp/` are removed at the next open.
+//!
+//! Several gateways on one machine over one metadata database may share
+//! the directory ([`FsOptions::shared`]): each takes `LOCK` shared, so a
+//! process that would own it alone is refused while they run, and the
+//! other way round. Each writes its temp files in a folder of its own,
+//! locked while it runs; an opener removes the folders whose lock it can
+//! take (their process is gone), never a live one's. Blob names are
+//! random, so two processes never write one blob. The bytes held are
+//! counted per process (a capacity is then approximate).
 //!
 //! Directories are durable before anything in them counts: `open` creates
 //! the root, `blobs/` and `tmp/` and fsyncs each one's parent; a commit
@@ -60,6 +72,9 @@ pub struct FsOptions {
     /// Reads of at least this many bytes use `O_DIRECT` where the
     /// filesystem accepts it; 0 never does.
     pub direct_read_min_bytes: u64,
+    /// Other processes (gateways sharing one metadata store) use the
+    /// directory at the same time (see the module's doc).
+    pub shared: bool,
 }
 
 impl Default for FsOptions {
@@ -67,6 +82,7 @@ impl Default for FsOptions {
         Self {
             direct_writes: true,
             direct_read_min_bytes: 0,
+            shared: false,
         }
     }
 }
@@ -88,6 +104,10 @@ struct Inner {
     direct_reads_from: Option<u64>,
     pool: BufferPool,
     _lock: StdFile,
+    /// Where this process writes its temp files.
+    tmp: PathBuf,
+    /// Held while it runs, when it shares the directory.
+    _tmp_lock: Option<StdFile>,
 }
 
 /// A backend storing blobs as files under one directory.
@@ -110,6 +130,7 @@ impl FsBackend {
     ) -> Result<Self> {
         let root = root.into();
         let id = info.id.clone();
+        let shared = options.shared;
         let (lock, used) = tokio::task::spawn_blocking(move || -> Result<_> {
             let id = &id;
             let io = |op| move |e| BackendError::from_io(id, op, e);
@@ -125,29 +146,55 @@ impl FsBackend {
                 }
                 other => other.map_err(io("open LOCK"))?,
             };
-            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-                |_| BackendError::Unavailable {
-                    backend: id.clone(),
-                    reason: format!("{} is in use by another process", root.display()),
-                },
-            )?;
+            let (how, refused) = match shared {
+                false => (
+                    rustix::fs::FlockOperation::NonBlockingLockExclusive,
+                    "is in use by another process",
+                ),
+                true => (
+                    rustix::fs::FlockOperation::NonBlockingLockShared,
+                    "is in use by a process that does not share it (fs.shared)",
+                ),
+            };
+            rustix::fs::flock(&lock, how).map_err(|_| BackendError::Unavailable {
+                backend: id.clone(),
+                reason: format!("{} {refused}", root.display()),
+            })?;
+            // Every temp file at the top was an owner's that is gone (it
+            // held LOCK alone); a folder, a sharer's, if its lock is free.
             for entry in std::fs::read_dir(root.join("tmp")).map_err(io("read tmp"))? {
                 let path = entry.map_err(io("read tmp"))?.path();
-                match std::fs::remove_file(&path) {
-                    Ok(()) => tracing::info!(path = %path.display(), "removed unfinished blob left by a crash"),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove unfinished blob"),
+                if path.is_dir() {
+                    if !shared || sharer_gone(&path) {
+                        remove_unfinished(&path, std::fs::remove_dir_all(&path));
+                    }
+                    continue;
                 }
+                remove_unfinished(&path, std::fs::remove_file(&path));
             }
+            let tmp = match shared {
+                false => (root.join("tmp"), None),
+                true => {
+                    let dir = root
+                        .join("tmp")
+                        .join(format!("{:016x}", rand::random::<u64>()));
+                    create_dir_durable(&dir).map_err(io("create temp folder"))?;
+                    let mine = StdFile::create(dir.join("LOCK")).map_err(io("create LOCK"))?;
+                    rustix::fs::flock(&mine, rustix::fs::FlockOperation::LockExclusive)
+                        .map_err(|e| io("lock temp folder")(e.into()))?;
+                    (dir, Some(mine))
+                }
+            };
             let used = walk_blobs(&root)
                 .filter_map(|r| r.ok())
                 .map(|(_, size)| size)
                 .sum::<u64>();
             let direct = direct::probe(&root.join("tmp"));
-            Ok(((lock, root), (used, direct)))
+            Ok(((lock, root, tmp), (used, direct)))
         })
         .await
         .map_err(|e| join_error(&info.id, e))??;
-        let ((lock, root), (used, direct)) = (lock, used);
+        let ((lock, root, (tmp, tmp_lock)), (used, direct)) = (lock, used);
         let direct_ok = matches!(direct, Ok(WritePath::Direct));
         // tmpfs takes O_DIRECT (Linux 6.6 on), but a reservation there
         // holds memory.
@@ -182,6 +229,8 @@ impl FsBackend {
         Ok(Self(Arc::new(Inner {
             info,
             root,
+            tmp,
+            _tmp_lock: tmp_lock,
             used_bytes: AtomicU64::new(used),
             next_tmp: AtomicU64::new(0),
             durable_dirs: Mutex::new(HashSet::new()),
@@ -367,6 +416,38 @@ fn join_error(id: &shardgate_backend::BackendId, e: tokio::task::JoinError) -> B
 
 /// Creates the temp file `path` (which must not exist). Opened buffered:
 /// a [`Stage`] turns `O_DIRECT` on once a blob outgrows one stage.
+/// Whether the process that wrote temp folder `dir` is gone: its lock is
+/// free (or it never took one). A folder made in the last minute is left
+/// alone: its process may be between making it and locking it.
+fn sharer_gone(dir: &Path) -> bool {
+    let young = std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            t.elapsed()
+                .is_ok_and(|age| age < std::time::Duration::from_secs(60))
+        });
+    if young {
+        return false;
+    }
+    match StdFile::open(dir.join("LOCK")) {
+        Ok(lock) => {
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+        }
+        Err(_) => true,
+    }
+}
+
+fn remove_unfinished(path: &Path, removed: io::Result<()>) {
+    match removed {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "removed unfinished blob left by a crash")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove unfinished blob")
+        }
+    }
+}
+
 fn create_temp(path: &Path) -> io::Result<StdFile> {
     StdFile::options().write(true).create_new(true).open(path)
 }
@@ -606,7 +687,7 @@ impl Backend for FsBackend {
 
     async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobWriter>> {
         let n = self.0.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
+        let tmp = self.0.tmp.join(format!("{name}.{n}"));
         let path = tmp.clone();
         let direct = self.0.write_path == WritePath::Direct;
         let file = self
@@ -635,7 +716,7 @@ impl Backend for FsBackend {
             });
         }
         let n = self.0.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.0.root.join("tmp").join(format!("{name}.{n}"));
+        let tmp = self.0.tmp.join(format!("{name}.{n}"));
         let final_path = self.blob_path(name);
         let name = name.clone();
         // A blob within one stage is written buffered either way.

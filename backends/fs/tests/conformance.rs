@@ -1,7 +1,8 @@
 //! The fs backend passes the shared conformance suite, each check in a
 //! fresh temporary directory: on the target directory's filesystem (direct
 //! writes where it takes them), with every read direct too, on tmpfs
-//! (which takes `O_DIRECT` since Linux 6.6), and on the buffered path:
+//! (which takes `O_DIRECT` since Linux 6.6), shared by several processes,
+//! and on the buffered path:
 //! turned off by configuration, and on ramfs, which refuses `O_DIRECT`
 //! (mounted in a private mount namespace, see
 //! `conformance_on_ramfs_takes_the_buffered_path`).
@@ -34,6 +35,18 @@ mod direct_reads {
     shardgate_backend_conformance::conformance_tests!({
         let options = FsOptions {
             direct_read_min_bytes: 1,
+            ..FsOptions::default()
+        };
+        open_in(Path::new(env!("CARGO_TARGET_TMPDIR")), options).await
+    });
+}
+
+/// A directory several processes share (`FsOptions::shared`).
+mod shared {
+    use super::*;
+    shardgate_backend_conformance::conformance_tests!({
+        let options = FsOptions {
+            shared: true,
             ..FsOptions::default()
         };
         open_in(Path::new(env!("CARGO_TARGET_TMPDIR")), options).await

@@ -12,6 +12,9 @@
 //!   `POST /v1/jobs` (`{"kind": "scrub"}`, `{"kind": "drain", "backend":
 //!   "ID"}`, `{"kind": "rebalance"}`) starts one;
 //!   `POST /v1/jobs/{id}/pause|resume|cancel` steer one;
+//! - `GET /v1/gateways`: every gateway sharing the metadata store, alive
+//!   or not yet swept, each with its jobs (as of its last heartbeat), so
+//!   any gateway shows the jobs of all;
 //! - `GET /v1/objects/{bucket}/{key}`: one object's fragment map, and how
 //!   many more backend losses it survives.
 //!
@@ -31,7 +34,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shardgate_core::FragmentState;
-use shardgate_jobs::{ControlError, JobRequest, JobStatus, Jobs};
+use shardgate_jobs::{ControlError, GatewayJobs, JobRequest, JobStatus, Jobs};
 use shardgate_meta::MetaError;
 use shardgate_node::{GatewayError, blocking, now_ms};
 use tokio::net::TcpListener;
@@ -111,6 +114,7 @@ pub fn router(jobs: Arc<Jobs>, token: String) -> Router {
         .route("/v1/backends", get(backends))
         .route("/v1/jobs", get(jobs_list).post(job_start))
         .route("/v1/jobs/{id}", get(job_one))
+        .route("/v1/gateways", get(gateways))
         .route("/v1/jobs/{id}/{action}", post(job_action))
         .route("/v1/objects/{bucket}/{*key}", get(object_map))
         .route("/v1/users", get(users_list).post(user_create))
@@ -266,6 +270,10 @@ async fn backends(State(admin): State<Arc<Admin>>) -> Answer<Vec<BackendView>> {
 
 async fn jobs_list(State(admin): State<Arc<Admin>>) -> Json<Vec<JobStatus>> {
     Json(admin.jobs.list())
+}
+
+async fn gateways(State(admin): State<Arc<Admin>>) -> Answer<Vec<GatewayJobs>> {
+    Ok(Json(admin.jobs.gateways().await?))
 }
 
 async fn job_one(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Answer<JobStatus> {

@@ -43,6 +43,8 @@ enum AdminCommand {
     Backends,
     /// Every job's state and progress.
     Jobs,
+    /// Every gateway sharing the metadata store, and the jobs each runs.
+    Gateways,
     /// Start a job and, with --watch, follow it: `scrub` (a pass now),
     /// `drain --backend ID` (empty a backend while reads and writes go on),
     /// or `rebalance` (fragments toward where the placer puts them now,
@@ -205,6 +207,13 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 return print(&v);
             }
             print_users(command, &v);
+        }
+        AdminCommand::Gateways => {
+            let v = client.get("/v1/gateways").await?;
+            if json {
+                return print(&v);
+            }
+            print_gateways(&v);
         }
         AdminCommand::Jobs => {
             let v = client.get("/v1/jobs").await?;
@@ -371,8 +380,47 @@ fn job_line(j: &Value) -> String {
 fn print_jobs(v: &Value) {
     for j in v.as_array().into_iter().flatten() {
         println!("{}", job_line(j));
+        if let Some(g) = j["elsewhere"].as_str() {
+            println!("    runs on gateway {g}");
+        }
         if let Some(f) = j["last_failure"].as_str() {
             println!("    last failure: {f}");
+        }
+    }
+}
+
+fn print_gateways(v: &Value) {
+    for g in v.as_array().into_iter().flatten() {
+        println!(
+            "{}{} on {} (pid {}), S3 {}, admin {}: {}",
+            g["id"].as_str().unwrap_or("?"),
+            if g["this"].as_bool() == Some(true) {
+                " (this one)"
+            } else {
+                ""
+            },
+            g["host"].as_str().unwrap_or("?"),
+            u(&g["pid"]),
+            g["s3_endpoint"].as_str().unwrap_or("?"),
+            g["admin_endpoint"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .unwrap_or("off"),
+            if g["live"].as_bool() == Some(true) {
+                "alive"
+            } else {
+                "GONE (its lease ran out)"
+            },
+        );
+        // A job shows under the gateway that holds its lease.
+        let here: Vec<&Value> = g["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["runs_here"] == true)
+            .collect();
+        for j in here {
+            println!("    {}", job_line(j));
         }
     }
 }

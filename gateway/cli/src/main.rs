@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 use shardgate_config::{Config, MetadataKind};
 use shardgate_jobs::Jobs;
 use shardgate_journal::{Journal, JournalSettings};
-use shardgate_meta::MetaStore;
+use shardgate_meta::{LeaseKeeper, MetaStore};
 use shardgate_node::Gateway;
 
 #[derive(Parser, Debug)]
@@ -304,35 +304,39 @@ async fn serve(
     let parts = setup::prepare(&config).await?;
     secrets.add(&parts.credentials.secret_key);
     let journaled = config.journal.enabled;
-    let (meta, lease) = match config.metadata.kind {
+    let meta = match config.metadata.kind {
         MetadataKind::Redb => {
             let meta_path = parts.meta_path.clone();
-            let meta = tokio::task::spawn_blocking(move || {
-                MetaStore::open_with(&meta_path, journaled)
-            })
-            .await
-            .context("opening the metadata store")?
-            .with_context(|| {
-                format!(
-                    "opening the metadata store {} (is another shardgate using this data dir?)",
-                    parts.meta_path.display()
-                )
-            })?;
-            (meta, None)
+            tokio::task::spawn_blocking(move || MetaStore::open_with(&meta_path, journaled))
+                .await
+                .context("opening the metadata store")?
+                .with_context(|| {
+                    format!(
+                        "opening the metadata store {} (is another shardgate using this data dir?)",
+                        parts.meta_path.display()
+                    )
+                })?
         }
         MetadataKind::Postgres => {
             let url = config.metadata.url()?;
             secrets.add(&url);
-            let meta = metadata::open_postgres(&config.metadata, url, journaled).await?;
-            let lease = metadata::hold_sole_lease(meta.clone());
-            (meta, Some(lease))
+            metadata::open_postgres(&config.metadata, url, journaled).await?
         }
     };
+    // Before anything is written: a gateway configured otherwise than the
+    // live ones sharing the store is refused here.
+    let shared = setup::shared_config(&config, &parts.gateway.recipients)?;
+    let mut member = metadata::member_record(shared, config.listen);
+    metadata::join(&meta, &member).await?;
     let summary = describe(&parts.gateway);
     let gateway = Gateway::new(parts.gateway, meta.clone())?;
+    let keeper = Arc::new(LeaseKeeper::new(
+        meta.clone(),
+        shardgate_jobs::LEASE_TERM.as_millis() as u64,
+    ));
     let journal = journaled.then(|| {
-        let journal = Journal::new(
-            meta,
+        let journal = Journal::shared(
+            meta.clone(),
             gateway.recipients(),
             gateway.clone(),
             JournalSettings {
@@ -341,6 +345,7 @@ async fn serve(
                 min_checkpoint_bytes: config.journal.min_checkpoint_bytes,
                 ..JournalSettings::default()
             },
+            keeper.clone(),
         );
         let handle = journal.spawn();
         (journal, handle)
@@ -361,7 +366,7 @@ async fn serve(
         }
         None => None,
     };
-    let jobs = Jobs::new(gateway.clone(), parts.jobs);
+    let jobs = Jobs::new(gateway.clone(), parts.jobs, keeper);
     jobs.refresh_health().await;
     jobs.spawn_background();
     let admin = match config.admin.enabled {
@@ -415,17 +420,12 @@ async fn serve(
     let _ = out.flush();
     drop(out);
 
-    let lease_lost = lease.as_ref().map(|l| l.lost());
-    let stop = async move {
-        match lease_lost {
-            Some(lost) => tokio::select! {
-                () = stop_signal() => {}
-                why = lost => tracing::error!(%why, "metadata database: the lease is lost; stopping"),
-            },
-            None => stop_signal().await,
-        }
-    };
-    let served = shardgate_s3::serve(listener, gateway, parts.credentials, options, stop)
+    member.s3_endpoint = format!("{scheme}://{addr}");
+    if let Some((admin_addr, _)) = &admin {
+        member.admin_endpoint = format!("http://{admin_addr}");
+    }
+    let heartbeat = jobs.spawn_heartbeat(member);
+    let served = shardgate_s3::serve(listener, gateway, parts.credentials, options, stop_signal())
         .await
         .context("serving");
     // Everything committed goes to the backends before the process ends.
@@ -445,13 +445,11 @@ async fn serve(
     {
         tracing::warn!(error = %e, "the last metrics were not exported");
     }
-    if let Some(lease) = lease {
-        if let Some(why) = lease.lost_why() {
-            served?;
-            anyhow::bail!("stopped: the metadata database's sole-gateway lease was lost: {why}");
-        }
-        lease.release().await;
-    }
+    // The other gateways sharing the store take this one's jobs over at
+    // once, and leave nothing of its in flight: it wrote all it will.
+    heartbeat.abort();
+    jobs.let_go_leases().await;
+    metadata::leave(&meta).await;
     served?;
     Ok(())
 }

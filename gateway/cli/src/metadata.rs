@@ -1,41 +1,29 @@
 //! The metadata store the gateway runs on when it is not the embedded
 //! redb file: a database that speaks PostgreSQL's protocol
-//! (`[metadata] kind = "postgres"`).
+//! (`[metadata] kind = "postgres"`), which several gateways may share
+//! (issue 23); and the membership every gateway holds in its store.
 //!
-//! Several gateways on one database are issue 23's goal, and need what is
-//! not built yet: intents with heartbeats (today a gateway sweeps the
-//! intents of every other owner, which would turn another live gateway's
-//! writes in flight into garbage) and leases for the background jobs. So
-//! until then a gateway holds the database alone, under the lease
-//! `sole-gateway` (30 s, renewed every 10 s): a second gateway is refused
-//! at startup, naming the holder; a start after a gateway died waits for
-//! its lease to run out; a gateway that loses its lease (another took it,
-//! or no renewal succeeded for 20 s) stops, and its store refuses every
-//! write from that moment (`MetaStore::on_engine` fences each write
-//! transaction by the lease). Expiry is judged by each gateway's clock:
-//! clocks more than 20 s apart would let a start take a live lease, and
-//! the fence would then stop the old gateway's writes.
+//! A gateway joins the store before it serves: its member lease
+//! (`gateway/<owner>`, 30 s, renewed by its heartbeat every 10 s) tells
+//! the others it is alive, so they leave its writes in flight alone; and
+//! the join refuses a gateway whose backends, policies or recipients
+//! differ from a live member's, naming what differs. A gateway killed
+//! stops renewing: within the term the others sweep its unfinished writes
+//! into garbage and take its jobs over (`shardgate_jobs`). A graceful stop
+//! gives its leases up at once.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use shardgate_config::MetadataConfig;
 use shardgate_meta::kv::Engine;
-use shardgate_meta::{MetaError, MetaStore};
+use shardgate_meta::{MemberRecord, MetaStore};
 use shardgate_meta_postgres::{PgEngine, PgOptions, PgStore};
 
-/// The lease one gateway holds the database under.
-const SOLE_LEASE: &str = "sole-gateway";
-/// How long the lease lasts without a renewal.
-const LEASE_TTL: Duration = Duration::from_secs(30);
-/// How often it is renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
-
-/// Connects, migrates the schema and opens the store on it, under the
-/// sole-gateway lease. A lease left by a gateway that died (kill -9) runs
-/// out within its term: the start waits for it once; a lease renewed
-/// meanwhile belongs to a live gateway, and the start is refused.
+/// Connects, migrates the schema and opens the store on it.
 pub async fn open_postgres(
     config: &MetadataConfig,
     url: String,
@@ -51,128 +39,57 @@ pub async fn open_postgres(
         .await
         .context("connecting to the metadata database (metadata.url)")?;
     let engine: Arc<dyn Engine> = Arc::new(PgEngine::new(store, tokio::runtime::Handle::current()));
-    let mut waited = false;
-    loop {
-        let on = engine.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            MetaStore::on_engine(on, journaled, Some((SOLE_LEASE, term_ms())))
-        })
+    tokio::task::spawn_blocking(move || MetaStore::on_engine(engine, journaled, None))
         .await
-        .context("opening the metadata store")?;
-        match opened {
-            Err(MetaError::Leased { owner, left_ms, .. }) if !waited && left_ms <= term_ms() => {
-                tracing::warn!(
-                    holder = %owner,
-                    wait_ms = left_ms,
-                    "metadata database: another gateway's lease is in force; waiting for it to run out"
-                );
-                tokio::time::sleep(Duration::from_millis(left_ms + 500)).await;
-                waited = true;
-            }
-            other => {
-                return other.context(
-                    "another gateway uses this metadata database (several gateways on one database are not supported yet), or it could not be opened",
-                );
-            }
-        }
+        .context("opening the metadata store")?
+        .context("opening the metadata store")
+}
+
+/// This gateway as the others sharing its store see it.
+pub fn member_record(shared: BTreeMap<String, String>, listen: SocketAddr) -> MemberRecord {
+    MemberRecord {
+        owner: String::new(),
+        host: hostname(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_unix_ms: now_ms(),
+        s3_endpoint: listen.to_string(),
+        admin_endpoint: String::new(),
+        shared,
+        jobs: Vec::new(),
+        heartbeat_unix_ms: 0,
     }
 }
 
-/// The sole-gateway lease, renewed in the background until released.
-pub struct SoleLease {
-    stop: tokio::sync::oneshot::Sender<()>,
-    renewer: tokio::task::JoinHandle<()>,
-    lost: tokio::sync::watch::Receiver<Option<String>>,
+/// Joins the gateways sharing `meta` (see the module's doc); refused, with
+/// what differs, when a live one shares other backends, policies or keys.
+pub async fn join(meta: &MetaStore, record: &MemberRecord) -> Result<()> {
+    let (meta, record) = (meta.clone(), record.clone());
+    let term = shardgate_jobs::LEASE_TERM.as_millis() as u64;
+    tokio::task::spawn_blocking(move || meta.join(&record, now_ms(), term))
+        .await
+        .context("the metadata task")?
+        .context("joining the gateways that share the metadata store")
 }
 
-/// Renews the lease `on_engine` took: every 10 s; lost when another
-/// gateway holds it, or when no renewal succeeded for two thirds of the
-/// term (the lease may have run out). A lost lease stops the gateway:
-/// its store refuses every write already ([`MetaStore::on_engine`]).
-pub fn hold_sole_lease(meta: MetaStore) -> SoleLease {
-    let (stop, mut stopped) = tokio::sync::oneshot::channel();
-    let (lost_tx, lost) = tokio::sync::watch::channel(None);
-    let renewer = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RENEW_EVERY);
-        tick.tick().await;
-        let mut renewed = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                _ = tick.tick() => {}
-            }
-            match claim(&meta).await {
-                Ok(()) => renewed = tokio::time::Instant::now(),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "metadata database: the sole-gateway lease was not renewed");
-                    let taken = matches!(
-                        e.downcast_ref::<MetaError>(),
-                        Some(MetaError::Leased { .. })
-                    );
-                    if taken || renewed.elapsed() > LEASE_TTL * 2 / 3 {
-                        let _ = lost_tx.send(Some(format!("{e:#}")));
-                        return;
-                    }
-                }
-            }
-        }
-        // Released by the task that renews it: no renewal can land after
-        // the release.
-        let released = tokio::task::spawn_blocking(move || meta.release_lease(SOLE_LEASE)).await;
-        if !matches!(released, Ok(Ok(()))) {
-            tracing::warn!(
-                "metadata database: the sole-gateway lease was not released; it runs out by itself"
-            );
-        }
-    });
-    SoleLease {
-        stop,
-        renewer,
-        lost,
-    }
-}
-
-impl SoleLease {
-    /// Resolves when the lease is lost, with why.
-    pub fn lost(&self) -> impl Future<Output = String> + use<> {
-        let mut lost = self.lost.clone();
-        async move {
-            loop {
-                if let Some(why) = lost.borrow_and_update().clone() {
-                    return why;
-                }
-                if lost.changed().await.is_err() {
-                    // The renewer ended without losing it (released).
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-
-    /// Why the lease was lost, if it was.
-    pub fn lost_why(&self) -> Option<String> {
-        self.lost.borrow().clone()
-    }
-
-    /// Stops renewing and gives the lease up, so that another gateway may
-    /// start at once.
-    pub async fn release(self) {
-        let _ = self.stop.send(());
-        let _ = self.renewer.await;
-    }
-}
-
-fn term_ms() -> u64 {
-    LEASE_TTL.as_millis() as u64
-}
-
-async fn claim(meta: &MetaStore) -> Result<()> {
+/// Leaves the store's members (a graceful stop): the others need not wait
+/// for this gateway's lease to run out.
+pub async fn leave(meta: &MetaStore) {
     let meta = meta.clone();
-    let now = std::time::SystemTime::now()
+    let left = tokio::task::spawn_blocking(move || meta.leave()).await;
+    if !matches!(left, Ok(Ok(()))) {
+        tracing::warn!("this gateway's membership was not given up; it runs out by itself");
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    tokio::task::spawn_blocking(move || meta.claim_lease(SOLE_LEASE, now, term_ms()))
-        .await
-        .context("the lease task")?
-        .map_err(anyhow::Error::from)
+        .map_or(0, |d| d.as_millis() as u64)
 }

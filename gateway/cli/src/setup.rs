@@ -278,6 +278,7 @@ fn fs_options(config: &Config) -> FsOptions {
     FsOptions {
         direct_writes: config.fs.direct_writes,
         direct_read_min_bytes: config.fs.direct_read_min_bytes,
+        shared: config.fs.shared,
     }
 }
 
@@ -548,4 +549,82 @@ pub async fn prepare(config: &Config) -> Result<Parts> {
         created,
         meta_path: config.data_dir.join("meta.redb"),
     })
+}
+
+/// What every gateway on one metadata store must share, each item with a
+/// digest (`shardgate_meta::MemberRecord::shared`): where each backend
+/// stores (not how this gateway authenticates to it, which may differ),
+/// each policy with its plugin's bytes, which policy buckets use, and the
+/// recipients objects are sealed to. A gateway whose items differ from a
+/// live one's is refused at its start, naming them.
+pub fn shared_config(config: &Config, recipients: &Recipients) -> Result<BTreeMap<String, String>> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = BTreeMap::new();
+    if config.backends.is_empty() {
+        for site in 1..=DEFAULT_SITES {
+            let dir = absolute(
+                &config
+                    .data_dir
+                    .join("backends")
+                    .join(format!("site-{site}")),
+            );
+            out.insert(
+                format!("backend site-{site}"),
+                digest(&format!("fs {dir:?}")),
+            );
+        }
+    }
+    for b in &config.backends {
+        let text = format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            b.kind,
+            b.path.as_deref().map(absolute),
+            b.bucket,
+            b.container,
+            b.prefix,
+            b.endpoint,
+            b.account,
+            b.labels,
+            b.capacity_bytes,
+            b.peer_id,
+            b.addresses,
+        );
+        out.insert(format!("backend {}", b.id), digest(&text));
+    }
+    let mut names = Vec::new();
+    for (name, p, embedded) in configured_policies(config)? {
+        let plugin = match (&p.plugin, embedded) {
+            (None, _) => "built-in".to_string(),
+            (Some(_), true) => digest_bytes(EMBEDDED_PLUGIN),
+            (Some(path), false) => {
+                digest_bytes(&fs::read(path).with_context(|| format!("policies.{name}.plugin"))?)
+            }
+        };
+        let text = format!(
+            "{} {} {:?} {:?} {:?} {} {:?} {plugin}",
+            p.k, p.m, p.write_quorum, p.stripe_chunks, p.small_object_bytes, p.strict, p.params
+        );
+        out.insert(format!("policy {name}"), digest(&text));
+        names.push(name);
+    }
+    out.insert(
+        "default policy".into(),
+        default_policy_name(config, names.iter())?,
+    );
+    out.insert(
+        "bucket policies".into(),
+        digest(&format!("{:?}", config.buckets)),
+    );
+    let mut keys = recipients.to_strings();
+    keys.sort();
+    out.insert("recipients".into(), digest(&keys.join(" ")));
+    Ok(out)
+}
+
+fn digest(text: &str) -> String {
+    digest_bytes(text.as_bytes())
+}
+
+fn digest_bytes(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..16].to_string()
 }

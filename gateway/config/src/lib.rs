@@ -266,6 +266,10 @@ pub struct FsConfig {
     /// Reads of at least this many bytes use `O_DIRECT` (0: never; every
     /// read then goes through the page cache).
     pub direct_read_min_bytes: u64,
+    /// Several gateways on this machine, over one metadata database, use
+    /// the fs backends' directories at once (each takes them shared, and
+    /// writes its temp files apart).
+    pub shared: bool,
 }
 
 impl Default for FsConfig {
@@ -273,6 +277,7 @@ impl Default for FsConfig {
         Self {
             direct_writes: true,
             direct_read_min_bytes: 0,
+            shared: false,
         }
     }
 }

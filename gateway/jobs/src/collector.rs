@@ -104,7 +104,8 @@ impl Jobs {
         loop {
             let wake = self.gw.intents().garbage_added.notified();
             let mut round = Round::default();
-            if self.backend_is_up(&backend) {
+            // With several gateways, one collects each backend's garbage.
+            if self.backend_is_up(&backend) && self.hold(&format!("gc/{backend}")).await {
                 match self.collect_backend_once(&backend, backoff).await {
                     Ok(r) => round = r,
                     Err(e) => {

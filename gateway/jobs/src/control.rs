@@ -7,18 +7,24 @@
 //! What a job must remember across a restart lives in the metadata store
 //! (scrub's cursor, the repair queue, a drain's backend and cursor); so do
 //! the paused flags, so a job paused by an operator stays paused.
+//!
+//! With several gateways on one store (issue 23), a job runs where its
+//! lease (`job/<id>`) is held: [`JobHandle::checkpoint`] takes it before
+//! each step, and a gateway that does not hold it waits there, showing
+//! which gateway runs the job, until the holder stops renewing it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use shardgate_node::now_ms;
+use shardgate_meta::{Hold, LeaseKeeper};
+use shardgate_node::{blocking, now_ms};
 
 /// Where a job stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Working now.
@@ -34,7 +40,7 @@ pub enum JobState {
 }
 
 /// A job as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: String,
     pub kind: String,
@@ -58,6 +64,13 @@ pub struct JobStatus {
     pub detail: String,
     /// The last thing that failed (a try retried later), if any.
     pub last_failure: Option<String>,
+    /// The gateway that runs it now, when another one does (several
+    /// gateways on one metadata store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elsewhere: Option<String>,
+    /// This gateway holds the job's lease now: the job runs here.
+    #[serde(default)]
+    pub runs_here: bool,
 }
 
 /// The shared state of one job.
@@ -77,11 +90,20 @@ pub struct JobHandle {
     paused_ms: AtomicU64,
     state: Mutex<(JobState, String)>,
     last_failure: Mutex<Option<String>>,
+    /// The leases that decide where the job runs.
+    keeper: Arc<LeaseKeeper>,
+    /// The gateway holding the job's lease, when another one does.
+    elsewhere: Mutex<Option<String>>,
 }
 
+/// The longest a job waits before asking for its lease again.
+const LEASE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl JobHandle {
-    fn new(id: String, kind: &'static str) -> Self {
+    fn new(id: String, kind: &'static str, keeper: Arc<LeaseKeeper>) -> Self {
         Self {
+            keeper,
+            elsewhere: Mutex::new(None),
             id,
             kind,
             paused: AtomicBool::new(false),
@@ -139,9 +161,59 @@ impl JobHandle {
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Between two steps: waits while paused. Returns false when the job
-    /// was cancelled (the flag is taken: the job ends its run).
+    /// The job's lease.
+    pub(crate) fn lease(&self) -> String {
+        format!("job/{}", self.id)
+    }
+
+    /// Gives the job's lease up (its work is over: another gateway may
+    /// take the next run).
+    pub(crate) async fn let_go(&self) {
+        let (keeper, lease) = (self.keeper.clone(), self.lease());
+        if let Err(e) = blocking(move || keeper.let_go(&lease)).await {
+            tracing::debug!(job = %self.id, error = %e, "job lease not given up; it runs out");
+        }
+    }
+
+    /// Waits until this gateway holds the job's lease; false if the job
+    /// was cancelled meanwhile.
+    async fn hold_lease(&self) -> bool {
+        loop {
+            if self.cancelled.load(Ordering::Acquire) {
+                return false;
+            }
+            let (keeper, lease) = (self.keeper.clone(), self.lease());
+            let wait = match blocking(move || keeper.hold(&lease)).await {
+                Ok(Hold::Held) => {
+                    if let Ok(mut e) = self.elsewhere.lock()
+                        && e.take().is_some()
+                    {
+                        tracing::info!(job = %self.id, "job taken over from another gateway");
+                    }
+                    return true;
+                }
+                Ok(Hold::Elsewhere { owner, left_ms }) => {
+                    if let Ok(mut e) = self.elsewhere.lock() {
+                        *e = Some(owner);
+                    }
+                    std::time::Duration::from_millis(left_ms.saturating_add(100)).min(LEASE_RETRY)
+                }
+                Err(e) => {
+                    self.failed(format!("taking the job's lease: {e}"));
+                    LEASE_RETRY
+                }
+            };
+            let _ = tokio::time::timeout(wait, self.woken.notified()).await;
+        }
+    }
+
+    /// Between two steps: waits while paused, then until this gateway
+    /// holds the job's lease. Returns false when the job was cancelled
+    /// (the flag is taken: the job ends its run).
     pub(crate) async fn checkpoint(&self) -> bool {
+        if !self.hold_lease().await {
+            return !self.cancelled.swap(false, Ordering::AcqRel);
+        }
         if self.paused.load(Ordering::Acquire) {
             let before = self.state();
             self.set(JobState::Paused, before.1.clone());
@@ -242,30 +314,42 @@ impl JobHandle {
             runs,
             detail,
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
+            elsewhere: self.elsewhere.lock().ok().and_then(|e| e.clone()),
+            runs_here: self.keeper.holds(&self.lease()),
         }
     }
 }
 
 /// Every job of the node, by id.
-#[derive(Debug, Default)]
-pub(crate) struct Registry(Mutex<BTreeMap<String, Arc<JobHandle>>>);
+#[derive(Debug)]
+pub(crate) struct Registry {
+    jobs: Mutex<BTreeMap<String, Arc<JobHandle>>>,
+    keeper: Arc<LeaseKeeper>,
+}
 
 impl Registry {
+    pub(crate) fn new(keeper: Arc<LeaseKeeper>) -> Self {
+        Self {
+            jobs: Mutex::default(),
+            keeper,
+        }
+    }
+
     /// The handle of job `id`, made if new.
     pub(crate) fn handle(&self, id: &str, kind: &'static str) -> Arc<JobHandle> {
-        let mut jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.entry(id.to_string())
-            .or_insert_with(|| Arc::new(JobHandle::new(id.to_string(), kind)))
+            .or_insert_with(|| Arc::new(JobHandle::new(id.to_string(), kind, self.keeper.clone())))
             .clone()
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<JobHandle>> {
-        let jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.get(id).cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<JobHandle>> {
-        let jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.values().cloned().collect()
     }
 }

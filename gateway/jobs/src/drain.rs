@@ -83,7 +83,7 @@ enum Next {
 
 impl Jobs {
     /// Claims `backend`'s drain for one task; false if one runs already.
-    fn claim_drain(&self, backend: &BackendId) -> bool {
+    pub(crate) fn claim_drain(&self, backend: &BackendId) -> bool {
         self.drains
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -95,6 +95,14 @@ impl Jobs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(backend);
+    }
+
+    /// The backends whose drain has a task here.
+    pub(crate) fn running_drains(&self) -> Vec<BackendId> {
+        self.drains
+            .lock()
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn is_drain_running(&self, backend: &BackendId) -> bool {
@@ -194,7 +202,7 @@ impl Jobs {
     }
 
     /// The drain's task; its claim is held (see [`Jobs::claim_drain`]).
-    fn spawn_drain(self: &Arc<Self>, backend: BackendId) -> Arc<JobHandle> {
+    pub(crate) fn spawn_drain(self: &Arc<Self>, backend: BackendId) -> Arc<JobHandle> {
         let id = format!("{PREFIX}{backend}");
         let handle = self.registry.handle(&id, "drain");
         handle.clear_cancel();
@@ -233,6 +241,7 @@ impl Jobs {
         }
         self.gw.set_draining(backend, false);
         self.release_drain(backend);
+        h.let_go().await;
         h.set(
             JobState::Cancelled,
             "cancelled: the backend takes new fragments again",

@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardgate_core::BackendId;
+use shardgate_meta::{Hold, LeaseKeeper};
 use shardgate_node::{Gateway, GatewayError, blocking};
 use tokio::sync::Notify;
 
+mod cluster;
 mod collector;
 mod control;
 mod drain;
@@ -30,6 +32,7 @@ mod repair;
 mod scrub;
 mod sweeps;
 
+pub use cluster::{CHANGES_POLL, GatewayJobs, LEASE_TERM};
 pub use collector::Round;
 pub use control::{JobHandle, JobState, JobStatus};
 pub use repair::{Repaired, Retry};
@@ -80,7 +83,7 @@ pub(crate) fn report_unreadable(rows: &[(String, String, String)]) {
 }
 
 /// The job-state key of the ids of the jobs an operator paused.
-const PAUSED: &str = "paused";
+pub(crate) const PAUSED: &str = "paused";
 
 /// Why a job could not be started, paused, resumed or cancelled.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +113,8 @@ pub enum JobRequest {
 #[derive(Debug)]
 pub struct Jobs {
     gw: Arc<Gateway>,
+    /// The leases deciding which gateway runs which job.
+    keeper: Arc<LeaseKeeper>,
     settings: JobSettings,
     registry: control::Registry,
     /// Wakes scrub for a pass an operator asked for.
@@ -124,17 +129,18 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// The jobs over `gw`; those an operator paused (recorded in the
-    /// metadata store) stay paused.
-    pub fn new(gw: Arc<Gateway>, mut settings: JobSettings) -> Arc<Self> {
+    /// The jobs over `gw`, run where `keeper` holds their leases; those an
+    /// operator paused (recorded in the metadata store) stay paused.
+    pub fn new(gw: Arc<Gateway>, mut settings: JobSettings, keeper: Arc<LeaseKeeper>) -> Arc<Self> {
         settings.scrub_rate_bytes_per_sec = settings.scrub_rate_bytes_per_sec.max(1);
         settings.repair_rate_bytes_per_sec = settings.repair_rate_bytes_per_sec.max(1);
-        let registry = control::Registry::default();
+        let registry = control::Registry::new(keeper.clone());
         registry.handle(scrub::JOB, "scrub");
         registry.handle(repair::JOB, "repair");
         registry.handle(rebalance::JOB, "rebalance");
         let jobs = Arc::new(Self {
             gw,
+            keeper,
             settings,
             registry,
             scrub_now: Notify::new(),
@@ -172,6 +178,37 @@ impl Jobs {
         &self.settings
     }
 
+    /// The leases deciding which gateway runs which job.
+    pub fn keeper(&self) -> &Arc<LeaseKeeper> {
+        &self.keeper
+    }
+
+    /// Takes (or keeps) the lease of a piece of work that is not a job
+    /// with a handle (a backend's garbage, upload expiry); false while
+    /// another gateway holds it.
+    pub(crate) async fn hold(&self, lease: &str) -> bool {
+        let (keeper, name) = (self.keeper.clone(), lease.to_string());
+        match blocking(move || keeper.hold(&name)).await {
+            Ok(Hold::Held) => true,
+            Ok(Hold::Elsewhere { .. }) => false,
+            Err(e) => {
+                tracing::debug!(lease, error = %e, "lease not taken");
+                false
+            }
+        }
+    }
+
+    /// Refuses to steer a job another gateway runs now, naming it.
+    fn run_here(&self, h: &JobHandle) -> Result<(), ControlError> {
+        match h.status().elsewhere {
+            Some(owner) => Err(ControlError::Refused(format!(
+                "{} runs on gateway {owner}: ask its admin API (GET /v1/gateways lists them)",
+                h.id()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Every job, by id.
     pub fn list(&self) -> Vec<JobStatus> {
         self.registry.all().iter().map(|h| h.status()).collect()
@@ -206,6 +243,7 @@ impl Jobs {
                     }
                     _ => {}
                 }
+                self.run_here(&h)?;
                 self.scrub_requested
                     .store(true, std::sync::atomic::Ordering::Release);
                 self.scrub_now.notify_waiters();
@@ -241,6 +279,9 @@ impl Jobs {
             return Err(ControlError::Refused(
                 "repair runs for as long as objects are damaged: pause it instead".into(),
             ));
+        }
+        if !id.starts_with(drain::PREFIX) {
+            self.run_here(&h)?;
         }
         if let Some(backend) = id.strip_prefix(drain::PREFIX) {
             let running = BackendId::new(backend).is_ok_and(|b| self.is_drain_running(&b));

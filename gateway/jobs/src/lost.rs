@@ -26,6 +26,8 @@ const WALK_BATCH: usize = 512;
 const PERIOD: Duration = Duration::from_secs(5);
 /// The job-state key holding the configured backends of the last walk.
 const STATE: &str = "backend-walk";
+/// The lease of the walk (several gateways: one walks).
+const WALK_LEASE: &str = "backend-walk";
 
 /// Why the store is walked for backends gone at startup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +69,9 @@ impl Jobs {
                 // A backend that came back and goes again is walked again.
                 walked_for.retain(|b| gone.contains(b));
                 let new: Vec<&BackendId> = gone.difference(&walked_for).collect();
-                if start_walk || !new.is_empty() {
+                // With several gateways, one walks (the others' turn comes
+                // should it go).
+                if (start_walk || !new.is_empty()) && jobs.hold(WALK_LEASE).await {
                     if new.is_empty() && first == Walk::FirstStart {
                         // Nothing is known gone: a first walk, not news.
                         tracing::info!("first walk for fragments on backends not configured");

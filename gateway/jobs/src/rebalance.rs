@@ -106,6 +106,8 @@ impl Jobs {
         let handle = h.clone();
         tokio::spawn(async move {
             let outcome = jobs.rebalance_pass(&handle).await;
+            // The pass is over here: another gateway may run the next.
+            handle.let_go().await;
             let meta = jobs.gw.meta().clone();
             match outcome {
                 Ok(Some(moved)) => {
@@ -137,9 +139,7 @@ impl Jobs {
     /// The pass; returns the fragments moved, or `None` if cancelled.
     async fn rebalance_pass(self: &Arc<Self>, h: &JobHandle) -> Result<Option<u64>, GatewayError> {
         let meta = self.gw.meta().clone();
-        let (usage, saved) =
-            blocking(move || Ok((meta.usage_by_backend()?, meta.job_state(JOB)?))).await?;
-        let mut cursor = saved.unwrap_or_default();
+        let usage = blocking(move || meta.usage_by_backend()).await?;
         let board = self.gw.backend_set().board();
         let of: BTreeMap<BackendId, (u64, u64)> = self
             .gw
@@ -169,6 +169,13 @@ impl Jobs {
             if !h.checkpoint().await {
                 return Ok(None);
             }
+            // From the saved cursor: another gateway may have run the pass
+            // on while this one waited for its lease (and ended it).
+            let meta = self.gw.meta().clone();
+            let mut cursor = match blocking(move || meta.job_state(JOB)).await? {
+                Some(saved) => saved,
+                None => return Ok(Some(moved_total)),
+            };
             let meta = self.gw.meta().clone();
             let after = (!cursor.is_empty()).then(|| cursor.clone());
             let (batch, unreadable) =

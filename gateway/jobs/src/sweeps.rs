@@ -17,6 +17,8 @@ const INTENT_SWEEP_PERIOD: Duration = Duration::from_secs(30);
 /// it is this old (the margin covers a request between its intent's commit
 /// and marking it live).
 pub const INTENT_SWEEP_AGE: Duration = Duration::from_secs(60);
+/// The lease of upload expiry.
+const UPLOADS_LEASE: &str = "uploads";
 /// How often backends are asked for their health.
 pub const HEALTH_PERIOD: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,6 +26,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 impl Jobs {
     /// Starts the background tasks; they run until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
+        self.spawn_lease_renewals();
+        self.spawn_change_poll();
         self.spawn_collectors();
         self.spawn_scrub();
         self.spawn_repair();
@@ -110,8 +114,12 @@ impl Jobs {
         }
     }
 
-    /// Aborts every upload older than the expiry; returns how many.
+    /// Aborts every upload older than the expiry; returns how many. With
+    /// several gateways, the one holding the `uploads` lease does it.
     pub async fn expire_uploads_once(&self) -> Result<usize, shardgate_node::GatewayError> {
+        if !self.hold(UPLOADS_LEASE).await {
+            return Ok(0);
+        }
         let meta = self.gw.meta().clone();
         let cutoff = now_ms().saturating_sub(self.settings.upload_expiry.as_millis() as u64);
         let expired = blocking(move || meta.uploads_older_than(cutoff)).await?;

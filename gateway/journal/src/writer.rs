@@ -9,7 +9,7 @@ use futures::StreamExt;
 use shardgate_backend::Backend;
 use shardgate_core::journal::{Payload, UnitInfo, UnitKind, blob_name, seal_unit};
 use shardgate_core::{BackendId, Recipients};
-use shardgate_meta::{JournalState, MetaStore, UnitRecord};
+use shardgate_meta::{Hold, JournalState, LeaseKeeper, MetaStore, UnitRecord};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
@@ -126,7 +126,13 @@ pub struct Journal {
     progress: Mutex<Progress>,
     stopping: AtomicBool,
     wake: Notify,
+    /// With several gateways on one store, the journal is shipped by the
+    /// one holding this lease ([`Journal::shared`]).
+    lease: Option<Arc<LeaseKeeper>>,
 }
+
+/// The journal's lease.
+pub const LEASE: &str = "journal";
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,7 +166,36 @@ impl Journal {
             progress: Mutex::new(Progress::default()),
             stopping: AtomicBool::new(false),
             wake: Notify::new(),
+            lease: None,
         })
+    }
+
+    /// The journal of a store several gateways share: shipped by the one
+    /// holding [`LEASE`] (taken through `keeper`, which renews it), whose
+    /// every change to the journal's bookkeeping is fenced by it. So a
+    /// gateway that stalled past the lease's term, and was taken over,
+    /// cannot record a unit or delete the one its successor writes.
+    pub fn shared(
+        meta: MetaStore,
+        recipients: Arc<Recipients>,
+        placement: Arc<dyn Placement>,
+        settings: JournalSettings,
+        keeper: Arc<LeaseKeeper>,
+    ) -> Arc<Self> {
+        let mut journal = Self::new(meta.fenced_by(LEASE), recipients, placement, settings);
+        if let Some(j) = Arc::get_mut(&mut journal) {
+            j.lease = Some(keeper);
+        }
+        journal
+    }
+
+    /// Whether this gateway ships the journal now (always, alone on its
+    /// store).
+    async fn ships(&self) -> Result<bool> {
+        let Some(keeper) = self.lease.clone() else {
+            return Ok(true);
+        };
+        Ok(blocking(move || keeper.hold(LEASE)).await? == Hold::Held)
     }
 
     /// Ships every `interval` until [`Journal::stop`].
@@ -209,6 +244,10 @@ impl Journal {
     /// Ships everything waiting now: the checkpoint that is due, then the
     /// outbox until it is empty.
     pub async fn flush(&self) -> Result<()> {
+        if !self.ships().await? {
+            // Another gateway ships it, and this one's changes with it.
+            return Ok(());
+        }
         // Bounded: 64 batches a step, 1024 steps (256 GiB at 4 MiB).
         for _ in 0..1024 {
             self.step().await?;
@@ -224,6 +263,9 @@ impl Journal {
 
     async fn step(&self) -> Result<()> {
         let mut progress = self.progress.lock().await;
+        if !self.ships().await? {
+            return Ok(());
+        }
         let meta = self.meta.clone();
         let state = blocking(move || meta.journal_state()).await?;
         // Units left pending by a run that stopped mid-write: their

@@ -427,6 +427,15 @@ impl Gateway {
             .find(|u| u.canonical_id() == id)
     }
 
+    /// Reads the users again from the store (another gateway sharing it
+    /// changed them).
+    pub async fn refresh_users(self: &Arc<Self>) -> Result<(), GatewayError> {
+        let gw = self.clone();
+        tokio::task::spawn_blocking(move || gw.users.refresh(&gw.meta, &gw.read_params.identities))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("users task failed: {e}")))?
+    }
+
     /// Every user, by name.
     pub fn users(&self) -> Vec<User> {
         self.users.list()

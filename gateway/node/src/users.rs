@@ -93,8 +93,29 @@ impl Users {
     /// open (the gateway's key was replaced) leaves that user out, said
     /// once in the log: its key stops working, nothing else does.
     pub(crate) fn load(meta: &MetaStore, identities: &Identities) -> Result<Self, GatewayError> {
+        let users = Self(RwLock::new(HashMap::new()));
+        users.refresh(meta, identities)?;
+        Ok(users)
+    }
+
+    /// Reads the users again (another gateway sharing the store created or
+    /// deleted some): a user gone stops signing at once; only new users'
+    /// secrets are opened.
+    pub(crate) fn refresh(
+        &self,
+        meta: &MetaStore,
+        identities: &Identities,
+    ) -> Result<(), GatewayError> {
+        let before = self.0.read().map(|m| m.clone()).unwrap_or_default();
         let mut known = HashMap::new();
         for (access_key, record) in meta.users()? {
+            if let Some(user) = before.get(&access_key)
+                && user.name == record.name
+                && user.created_unix_ms == record.created_unix_ms
+            {
+                known.insert(access_key, user.clone());
+                continue;
+            }
             match record
                 .secret
                 .open(identities)
@@ -119,7 +140,10 @@ impl Users {
                 }
             }
         }
-        Ok(Self(RwLock::new(known)))
+        if let Ok(mut users) = self.0.write() {
+            *users = known;
+        }
+        Ok(())
     }
 
     pub(crate) fn get(&self, access_key: &str) -> Option<User> {

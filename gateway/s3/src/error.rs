@@ -100,6 +100,7 @@ fn meta_error(e: MetaError) -> S3Error {
         | MetaError::Store(_)
         | MetaError::Database { .. }
         | MetaError::Leased { .. }
+        | MetaError::Mismatch { .. }
         | MetaError::Task(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)

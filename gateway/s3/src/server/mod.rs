@@ -445,10 +445,27 @@ async fn handle(
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // An empty body awaited with `Expect: 100-continue` gets its answer
+    // without a 100 (there is nothing to continue). botocore (1.43) then
+    // keeps the parser that answer primed and misreads the next answer on
+    // the connection until its read timeout (60 s by default): every
+    // request after a boto3 empty PUT stalled. Such an answer closes the
+    // connection, and the client's next request opens another.
+    let empty_expecting = expects_continue
+        && parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
     let (body, body_state) = conn::Tracked::new(body, front.timeouts, expects_continue);
     let req = Request::from_parts(parts, s3s::Body::http_body(body));
     let mut response = answer(&front, peer, req, request).await;
     conn::finish(&mut response, version, &body_state, &conn);
+    if empty_expecting && version == http::Version::HTTP_11 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     Ok(response)
 }
 

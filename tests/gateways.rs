@@ -1,0 +1,298 @@
+//! Several gateways as one (issue 23): three `shardgate serve` processes on
+//! 127.0.0.1 over one PostgreSQL (Debian's, started by each test) and six
+//! fs backends, sharing keys and credentials. Clients spread their
+//! requests over the three (`tests/clients/gateways.py`):
+//! - 10,000 mixed operations see every acknowledged write wherever they
+//!   read it (read-after-write, listing after write, delete), 0 errors;
+//! - 16 clients racing `If-None-Match: *` PUTs of one key: exactly one
+//!   wins, and every gateway reads its body;
+//! - a gateway configured otherwise (its own keys) is refused, naming
+//!   what differs; any gateway's admin API lists all three with their
+//!   jobs;
+//! - kill -9 of one gateway while clients write: the others keep serving,
+//!   no acknowledged write is lost, the dead one's unfinished writes are
+//!   swept and its jobs (repair among them) taken over.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use shardgate_emulators::postgres::Postgres;
+use support::{Server, Spawned, describe, fs_sites_config};
+
+/// Three gateways sharing `pg`, the fs backends and the keys of the first.
+struct Three {
+    servers: Vec<Server>,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn env<'a>(pg: &'a Postgres, config: &'a Path) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("SHARDGATE_CONFIG", config.to_str().unwrap()),
+        ("SHARDGATE_METADATA__KIND", "postgres"),
+        ("SHARDGATE_METADATA__URL", pg.url.as_str()),
+        ("SHARDGATE_FS__SHARED", "true"),
+    ]
+}
+
+/// Copies the first gateway's keys and credentials into `data`.
+fn share_keys(from: &Path, data: &Path) {
+    std::fs::create_dir_all(data.join("keys")).unwrap();
+    for entry in std::fs::read_dir(from.join("keys")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), data.join("keys").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(from.join("credentials"), data.join("credentials")).unwrap();
+}
+
+fn start_three(pg: &Postgres) -> Three {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_sites_config(dir.path(), 6);
+    let first = dir.path().join("g1");
+    let mut servers = vec![Server::start_with(&first, &env(pg, &config))];
+    for name in ["g2", "g3"] {
+        let data = dir.path().join(name);
+        share_keys(&first, &data);
+        servers.push(Server::start_with(&data, &env(pg, &config)));
+    }
+    Three {
+        servers,
+        dir,
+        config,
+    }
+}
+
+impl Three {
+    /// `gateways.py` with the live gateways' endpoints.
+    fn clients(&self, args: &[&str]) -> Command {
+        let live: Vec<&Server> = self.servers.iter().filter(|s| s.is_running()).collect();
+        let endpoints: Vec<String> = live.iter().map(|s| s.endpoint()).collect();
+        let mut cmd = live[0].script("gateways.py", args);
+        cmd.env("S3_ENDPOINTS", endpoints.join(","));
+        cmd
+    }
+
+    fn run_clients(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = support::run(&mut self.clients(args));
+        json_lines(&out)
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", describe(out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn three_gateways_over_one_postgres_serve_one_namespace() {
+    let pg = Postgres::start();
+    let three = start_three(&pg);
+    let [g1, g2, g3] = [&three.servers[0], &three.servers[1], &three.servers[2]];
+
+    // A gateway with keys of its own would seal objects the others cannot
+    // open: refused, naming what differs.
+    let err = support::serve_fails_with(&three.dir.path().join("other"), &env(&pg, &three.config));
+    assert!(
+        err.contains("shares this metadata store with another configuration")
+            && err.contains("recipients differs"),
+        "{err}"
+    );
+
+    // Any gateway's admin API lists the three, alive, each with its jobs;
+    // each job runs on one of them.
+    let gateways = g2.admin_json(&["gateways"]);
+    let gateways = gateways.as_array().unwrap();
+    assert_eq!(gateways.len(), 3, "{gateways:?}");
+    assert!(gateways.iter().all(|g| g["live"] == true), "{gateways:?}");
+    assert_eq!(gateways.iter().filter(|g| g["this"] == true).count(), 1);
+    let endpoints: Vec<String> = three.servers.iter().map(|s| s.endpoint()).collect();
+    for g in gateways {
+        assert!(
+            endpoints.contains(&g["s3_endpoint"].as_str().unwrap().to_string()),
+            "{g}"
+        );
+    }
+    // Each job runs on one of them (as their heartbeats, every 10 s, say).
+    eventually(
+        Duration::from_secs(30),
+        "repair running on one gateway",
+        || {
+            let gateways = g2.admin_json(&["gateways"]);
+            let runs_repair = gateways
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|g| {
+                    g["jobs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|j| j["id"] == "repair" && j["runs_here"] == true)
+                })
+                .count();
+            (runs_repair != 1).then(|| format!("on {runs_repair}: {gateways}"))
+        },
+    );
+
+    let out = g1.python("op.py", &["mb", "many"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // 10,000 operations, 4 clients, each request to a random gateway.
+    let per_worker = std::env::var("SHARDGATE_TEST_MIXED_OPS").unwrap_or("2500".into());
+    let totals = &three.run_clients(&["mixed", "many", "4", &per_worker, "7"])[0];
+    eprintln!("mixed operations: {totals}");
+    for g in [g1, g2, g3] {
+        let log = g.log_text();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(10)
+            .collect();
+        eprintln!("warnings: {warnings:#?}");
+    }
+    assert_eq!(
+        totals["ops"],
+        4 * per_worker.parse::<u64>().unwrap(),
+        "{totals}"
+    );
+    assert_eq!(totals["errors"], 0, "{totals}");
+    assert_eq!(totals["mismatches"], 0, "{totals}");
+    assert_eq!(totals["stuck_workers"], 0, "{totals}");
+    for n in totals["by_gateway"].as_array().unwrap() {
+        assert!(
+            n.as_u64().unwrap() > per_worker.parse::<u64>().unwrap(),
+            "{totals}"
+        );
+    }
+
+    // 16 clients race If-None-Match: * over the three, 5 keys.
+    for race in three.run_clients(&["race", "many", "5", "16"]) {
+        assert_eq!(race["winners"], 1, "{race}");
+        assert_eq!(race["refused"], 15, "{race}");
+        assert_eq!(race["every_gateway_reads_the_winner"], true, "{race}");
+    }
+
+    for g in [g1, g2, g3] {
+        let log = g.log_text();
+        assert!(!log.contains("panicked"), "{log}");
+        assert!(!log.contains(&pg.url), "the database URL reached the log");
+    }
+}
+
+/// Polls `f` every 500 ms for `within`.
+fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match f() {
+            None => return,
+            Some(why) => last = why,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{what} within {within:?}: {last}");
+}
+
+#[test]
+fn a_gateway_killed_while_clients_write_loses_nothing_and_its_jobs_move() {
+    let pg = Postgres::start();
+    let mut three = start_three(&pg);
+    let out = three.servers[0].python("op.py", &["mb", "kept"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // The first gateway started first: it holds the jobs' leases.
+    let first_id = {
+        let all = three.servers[0].admin_json(&["gateways"]);
+        let me = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["this"] == true)
+            .cloned();
+        me.unwrap()["id"].as_str().unwrap().to_string()
+    };
+    let log = three.dir.path().join("acked.log");
+    let mut writer =
+        Spawned::start(&mut three.clients(&["write", "kept", "12", log.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_secs(4));
+    three.servers[0].kill9();
+    let written = json_lines(&writer.wait());
+    assert!(
+        written[0]["acknowledged"].as_u64().unwrap() > 20,
+        "{written:?}"
+    );
+
+    // Every acknowledged write reads back through both survivors.
+    let acked = std::fs::read_to_string(&log).unwrap().lines().count();
+    let verified = &three.run_clients(&["verify", "kept", log.to_str().unwrap()])[0];
+    assert_eq!(verified["wrong"], serde_json::json!([]), "{verified}");
+    assert_eq!(verified["reads"], 2 * acked, "{verified}");
+
+    // Within the lease's term (30 s) and a sweep (30 s), the survivors
+    // take the dead one's jobs over and sweep what it left open.
+    let (g2, g3) = (&three.servers[1], &three.servers[2]);
+    eventually(Duration::from_secs(90), "the repair job taken over", || {
+        let here: Vec<bool> = [g2, g3]
+            .iter()
+            .map(|g| {
+                g.admin_json(&["jobs"])
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|j| j["id"] == "repair" && j["runs_here"] == true)
+            })
+            .collect();
+        (here.iter().filter(|h| **h).count() != 1).then(|| format!("{here:?}"))
+    });
+    eventually(
+        Duration::from_secs(90),
+        "the dead gateway's writes swept",
+        || {
+            let status = g2.admin_json(&["status"]);
+            (status["open_intents"] != 0).then(|| status.to_string())
+        },
+    );
+    let gateways = g3.admin_json(&["gateways"]);
+    let dead = gateways
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == first_id.as_str())
+        .cloned();
+    assert!(
+        dead.is_none_or(|g| g["live"] == false),
+        "the killed gateway still shows alive: {gateways}"
+    );
+
+    // A repair after the kill finishes on the survivors: a fragment file
+    // of an object deleted, found by a read, rebuilt.
+    eventually(Duration::from_secs(60), "garbage collected", || {
+        let status = g2.admin_json(&["status"]);
+        (status["garbage_items"] != 0).then(|| status.to_string())
+    });
+    let blobs = support::blob_files(&three.dir.path().join("data"));
+    let before = blobs.len();
+    std::fs::remove_file(&blobs[0]).unwrap();
+    let again = &three.run_clients(&["verify", "kept", log.to_str().unwrap()])[0];
+    assert_eq!(again["wrong"], serde_json::json!([]), "{again}");
+    let mut started = Instant::now();
+    eventually(Duration::from_secs(90), "the lost fragment rebuilt", || {
+        if started.elapsed() > Duration::from_secs(20) {
+            // A scrub pass finds it if no read did.
+            let _ = g2.admin(&["start", "scrub"]);
+            let _ = g3.admin(&["start", "scrub"]);
+            started = Instant::now();
+        }
+        let now = support::blob_files(&three.dir.path().join("data")).len();
+        (now != before).then(|| format!("{now} blob files of {before}"))
+    });
+    for g in [g2, g3] {
+        let log = g.log_text();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
