@@ -207,11 +207,36 @@ fn a_gateway_killed_while_clients_write_loses_nothing_and_its_jobs_move() {
             .cloned();
         me.unwrap()["id"].as_str().unwrap().to_string()
     };
+    // It runs repair (it took the lease first).
+    let jobs = three.servers[0].admin_json(&["jobs"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == "repair" && j["runs_here"] == true),
+        "{jobs}"
+    );
     let log = three.dir.path().join("acked.log");
     let mut writer =
         Spawned::start(&mut three.clients(&["write", "kept", "12", log.to_str().unwrap()]));
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(3));
+    // A PUT in flight on the first when it dies: half its body sent, its
+    // intent open, its connection held.
+    let first = &three.servers[0];
+    let signer = shardgate_loadgen::sigv4::Signer {
+        access: first.access_key.clone(),
+        secret: first.secret_key.clone(),
+        host: first.addr.to_string(),
+    };
+    let body = support::pattern(9, 64 << 20);
+    let (head, rest) =
+        support::raw::put_parts(&signer, "/kept/in-flight", &body, &[], false, false);
+    let mut in_flight = support::raw::Raw::connect(first.addr);
+    in_flight.send(&head).unwrap();
+    in_flight.send(&rest[..rest.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     three.servers[0].kill9();
+    drop(in_flight);
     let written = json_lines(&writer.wait());
     assert!(
         written[0]["acknowledged"].as_u64().unwrap() > 20,
@@ -245,7 +270,11 @@ fn a_gateway_killed_while_clients_write_loses_nothing_and_its_jobs_move() {
         "the dead gateway's writes swept",
         || {
             let status = g2.admin_json(&["status"]);
-            (status["open_intents"] != 0).then(|| status.to_string())
+            let swept = [g2, g3].iter().any(|g| {
+                g.log_text()
+                    .contains("unfinished writes swept into garbage")
+            });
+            (status["open_intents"] != 0 || !swept).then(|| status.to_string())
         },
     );
     let gateways = g3.admin_json(&["gateways"]);
@@ -262,10 +291,7 @@ fn a_gateway_killed_while_clients_write_loses_nothing_and_its_jobs_move() {
 
     // A repair after the kill finishes on the survivors: a fragment file
     // of an object deleted, found by a read, rebuilt.
-    eventually(Duration::from_secs(60), "garbage collected", || {
-        let status = g2.admin_json(&["status"]);
-        (status["garbage_items"] != 0).then(|| status.to_string())
-    });
+    // (Garbage waits 10 minutes on a shared store: the count holds still.)
     let blobs = support::blob_files(&three.dir.path().join("data"));
     let before = blobs.len();
     std::fs::remove_file(&blobs[0]).unwrap();

@@ -189,7 +189,9 @@ impl FsBackend {
                 .filter_map(|r| r.ok())
                 .map(|(_, size)| size)
                 .sum::<u64>();
-            let direct = direct::probe(&root.join("tmp"));
+            // In this process's own temp folder: sharers opening at once
+            // would collide on one probe file.
+            let direct = direct::probe(&tmp.0);
             Ok(((lock, root, tmp), (used, direct)))
         })
         .await

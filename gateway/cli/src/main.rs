@@ -304,30 +304,35 @@ async fn serve(
     let parts = setup::prepare(&config).await?;
     secrets.add(&parts.credentials.secret_key);
     let journaled = config.journal.enabled;
+    // What the gateways sharing a store must agree on: a gateway
+    // configured otherwise than the live ones is refused as it joins,
+    // before it writes anything.
+    let shared = setup::shared_config(&config, &parts.gateway.recipients)?;
+    let mut member = metadata::member_record(shared, config.listen);
     let meta = match config.metadata.kind {
         MetadataKind::Redb => {
             let meta_path = parts.meta_path.clone();
-            tokio::task::spawn_blocking(move || MetaStore::open_with(&meta_path, journaled))
-                .await
-                .context("opening the metadata store")?
-                .with_context(|| {
-                    format!(
-                        "opening the metadata store {} (is another shardgate using this data dir?)",
-                        parts.meta_path.display()
-                    )
-                })?
+            let meta = tokio::task::spawn_blocking(move || {
+                MetaStore::open_with(&meta_path, journaled)
+            })
+            .await
+            .context("opening the metadata store")?
+            .with_context(|| {
+                format!(
+                    "opening the metadata store {} (is another shardgate using this data dir?)",
+                    parts.meta_path.display()
+                )
+            })?;
+            // Alone on its file: the join only records it.
+            metadata::join(&meta, &member).await?;
+            meta
         }
         MetadataKind::Postgres => {
             let url = config.metadata.url()?;
             secrets.add(&url);
-            metadata::open_postgres(&config.metadata, url, journaled).await?
+            metadata::open_postgres(&config.metadata, url, journaled, &member).await?
         }
     };
-    // Before anything is written: a gateway configured otherwise than the
-    // live ones sharing the store is refused here.
-    let shared = setup::shared_config(&config, &parts.gateway.recipients)?;
-    let mut member = metadata::member_record(shared, config.listen);
-    metadata::join(&meta, &member).await?;
     let summary = describe(&parts.gateway);
     let gateway = Gateway::new(parts.gateway, meta.clone())?;
     let keeper = Arc::new(LeaseKeeper::new(

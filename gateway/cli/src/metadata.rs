@@ -23,11 +23,14 @@ use shardgate_meta::kv::Engine;
 use shardgate_meta::{MemberRecord, MetaStore};
 use shardgate_meta_postgres::{PgEngine, PgOptions, PgStore};
 
-/// Connects, migrates the schema and opens the store on it.
+/// Connects, migrates the schema and opens the store on it as `member`
+/// joins it (refused, with what differs, when a live gateway shares other
+/// backends, policies, keys or journal setting).
 pub async fn open_postgres(
     config: &MetadataConfig,
     url: String,
     journaled: bool,
+    member: &MemberRecord,
 ) -> Result<MetaStore> {
     let options = PgOptions {
         url,
@@ -39,10 +42,14 @@ pub async fn open_postgres(
         .await
         .context("connecting to the metadata database (metadata.url)")?;
     let engine: Arc<dyn Engine> = Arc::new(PgEngine::new(store, tokio::runtime::Handle::current()));
-    tokio::task::spawn_blocking(move || MetaStore::on_engine(engine, journaled, None))
-        .await
-        .context("opening the metadata store")?
-        .context("opening the metadata store")
+    let member = member.clone();
+    let term = shardgate_jobs::LEASE_TERM.as_millis() as u64;
+    tokio::task::spawn_blocking(move || {
+        MetaStore::joined(engine, journaled, &member, now_ms(), term)
+    })
+    .await
+    .context("opening the metadata store")?
+    .context("joining the gateways that share the metadata store")
 }
 
 /// This gateway as the others sharing its store see it.

@@ -615,6 +615,7 @@ pub fn shared_config(config: &Config, recipients: &Recipients) -> Result<BTreeMa
         "bucket policies".into(),
         digest(&format!("{:?}", config.buckets)),
     );
+    out.insert("journal".into(), config.journal.enabled.to_string());
     let mut keys = recipients.to_strings();
     keys.sort();
     out.insert("recipients".into(), digest(&keys.join(" ")));

@@ -130,6 +130,10 @@ impl Jobs {
     /// gateway go; one cancelled elsewhere ends here), and a rebalance
     /// pass another gateway started.
     pub async fn reload_controls(self: &Arc<Self>) -> Result<(), GatewayError> {
+        // The drains running before the store is read: one started here
+        // meanwhile (claimed before its state is written) is not taken
+        // for one cancelled elsewhere.
+        let running = self.running_drains();
         let meta = self.gw.meta().clone();
         let (paused, drains, rebalancing) = blocking(move || {
             Ok((
@@ -160,7 +164,7 @@ impl Jobs {
                 self.spawn_drain(backend.clone());
             }
         }
-        for backend in self.running_drains() {
+        for backend in running {
             if !recorded.contains(&backend)
                 && let Some(h) = self.registry.get(&format!("{}{backend}", drain::PREFIX))
             {

@@ -104,8 +104,12 @@ impl Jobs {
         loop {
             let wake = self.gw.intents().garbage_added.notified();
             let mut round = Round::default();
-            // With several gateways, one collects each backend's garbage.
-            if self.backend_is_up(&backend) && self.hold(&format!("gc/{backend}")).await {
+            // With several gateways, one collects each backend's garbage;
+            // one that sees the backend down gives it up to the others.
+            let lease = format!("gc/{backend}");
+            if !self.backend_is_up(&backend) {
+                self.let_go(&lease).await;
+            } else if self.hold(&lease).await {
                 match self.collect_backend_once(&backend, backoff).await {
                     Ok(r) => round = r,
                     Err(e) => {

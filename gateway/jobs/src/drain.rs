@@ -218,7 +218,11 @@ impl Jobs {
                     Ok(Next::Now) => {}
                     Ok(Next::After(wait)) => h.rest(wait).await,
                     Ok(Next::Stop) => {
+                        // Cancelled (here or on another gateway): the
+                        // backend takes new fragments again.
+                        jobs.gw.set_draining(&backend, false);
                         jobs.release_drain(&backend);
+                        h.let_go().await;
                         return;
                     }
                     Err(e) => {
@@ -256,8 +260,8 @@ impl Jobs {
         backend: &BackendId,
         state: &DrainState,
     ) -> Result<bool, GatewayError> {
-        let meta = self.gw.meta().clone();
         let (key, bytes) = (format!("{PREFIX}{backend}"), state.encode());
+        let meta = self.fenced(&key);
         blocking(move || meta.update_job_state(&key, &bytes)).await
     }
 

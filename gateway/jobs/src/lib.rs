@@ -198,6 +198,22 @@ impl Jobs {
         }
     }
 
+    /// Gives up a lease taken with [`Jobs::hold`].
+    pub(crate) async fn let_go(&self, lease: &str) {
+        let (keeper, name) = (self.keeper.clone(), lease.to_string());
+        if let Err(e) = blocking(move || keeper.let_go(&name)).await {
+            tracing::debug!(lease, error = %e, "lease not given up; it runs out");
+        }
+    }
+
+    /// The store for job `id`'s own state: its writes fail (`LeaseLost`)
+    /// once this gateway no longer holds the job's lease, so a gateway
+    /// that stalled past the term cannot move a cursor its successor
+    /// moved on.
+    pub(crate) fn fenced(&self, id: &str) -> shardgate_meta::MetaStore {
+        self.gw.meta().fenced_by(&format!("job/{id}"))
+    }
+
     /// Refuses to steer a job another gateway runs now, naming it.
     fn run_here(&self, h: &JobHandle) -> Result<(), ControlError> {
         match h.status().elsewhere {

@@ -106,8 +106,6 @@ impl Jobs {
         let handle = h.clone();
         tokio::spawn(async move {
             let outcome = jobs.rebalance_pass(&handle).await;
-            // The pass is over here: another gateway may run the next.
-            handle.let_go().await;
             let meta = jobs.gw.meta().clone();
             match outcome {
                 Ok(Some(moved)) => {
@@ -131,6 +129,9 @@ impl Jobs {
                     tracing::warn!(error = %e, "rebalance stopped");
                 }
             }
+            // After its state went: another gateway may run the next
+            // pass, never this one again from its cursor.
+            handle.let_go().await;
             jobs.rebalancing.store(false, Ordering::Release);
         });
         h
@@ -206,7 +207,7 @@ impl Jobs {
                 cursor = row;
             }
             h.set(JobState::Running, format!("{moved_total} fragments moved"));
-            let meta = self.gw.meta().clone();
+            let meta = self.fenced(JOB);
             let saved = cursor.clone();
             blocking(move || meta.update_job_state(JOB, &saved)).await?;
             tokio::time::sleep(Duration::ZERO).await;

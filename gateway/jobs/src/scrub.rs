@@ -138,7 +138,7 @@ impl Jobs {
     }
 
     async fn save_scrub(&self, state: &PassState) -> Result<(), shardgate_node::GatewayError> {
-        let meta = self.gw.meta().clone();
+        let meta = self.fenced(JOB);
         let bytes = state.encode();
         blocking(move || meta.set_job_state(JOB, &bytes)).await
     }

@@ -105,36 +105,25 @@ impl PgEngine {
         &self,
         isolation: IsolationLevel,
         read_only: bool,
+        take_turn: bool,
         body: &mut dyn FnMut(&mut PgTxn<'_>) -> Result<(), MetaError>,
     ) -> Result<(), MetaError> {
         let mut client = self
             .block_on(self.store.client())
             .map_err(|e| to_meta(&e))?;
-        if !read_only && self.lock_writers.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.block_on(client.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK])) {
-                Ok(_) => {
-                    // Until the unlock this connection holds every writer
-                    // back: should the unlock fail, or the body panic, the
-                    // guard closes it (which releases the lock) instead of
-                    // returning it to the pool.
-                    let mut locked = Locked(Some(client));
-                    let held = locked.0.as_deref_mut();
-                    let outcome = match held {
-                        Some(c) => self.attempts(c, isolation, read_only, body),
-                        None => unreachable_client(),
-                    };
-                    if let Some(c) = locked.0.as_ref() {
-                        match self
-                            .block_on(c.execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]))
-                        {
-                            Ok(_) => drop(locked.0.take()),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "metadata database: the writer lock was not released; its connection is closed")
-                            }
-                        }
-                    }
-                    return outcome;
-                }
+        if take_turn && self.lock_writers.load(std::sync::atomic::Ordering::Relaxed) {
+            // From the lock statement on, this connection may hold every
+            // writer back: a lock statement that failed (a statement
+            // timeout may fire as the lock is granted, which then stays
+            // held), an unlock that failed or found nothing to release, or
+            // a panic in the body, and the guard closes the connection
+            // (which releases the lock) instead of returning it to the pool.
+            let mut locked = Locked(Some(client));
+            let Some(c) = locked.0.as_deref_mut() else {
+                return unreachable_client();
+            };
+            match self.block_on(c.execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK])) {
+                Ok(_) => {}
                 Err(e)
                     if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) =>
                 {
@@ -143,9 +132,23 @@ impl PgEngine {
                     );
                     self.lock_writers
                         .store(false, std::sync::atomic::Ordering::Relaxed);
+                    return self.attempts(c, isolation, read_only, body);
                 }
                 Err(e) => return Err(to_meta(&e.into())),
             }
+            let outcome = self.attempts(c, isolation, read_only, body);
+            let unlocked =
+                self.block_on(c.query_one("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]));
+            match unlocked.map(|row| row.try_get::<_, bool>(0)) {
+                Ok(Ok(true)) => drop(locked.0.take()),
+                Ok(_) => tracing::warn!(
+                    "metadata database: the writer lock was not held at its release; the connection is closed"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata database: the writer lock was not released; its connection is closed")
+                }
+            }
+            return outcome;
         }
         self.attempts(&mut client, isolation, read_only, body)
     }
@@ -218,7 +221,9 @@ impl Engine for PgEngine {
         &self,
         body: &mut dyn FnMut(&dyn KvRead) -> Result<(), MetaError>,
     ) -> Result<(), MetaError> {
-        self.transact(IsolationLevel::RepeatableRead, true, &mut |txn| body(txn))
+        self.transact(IsolationLevel::RepeatableRead, true, false, &mut |txn| {
+            body(txn)
+        })
     }
 
     fn write(
@@ -226,7 +231,18 @@ impl Engine for PgEngine {
         body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<(), MetaError>,
     ) -> Result<(), MetaError> {
         let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.transact(IsolationLevel::Serializable, false, &mut |txn| body(txn))
+        self.transact(IsolationLevel::Serializable, false, true, &mut |txn| {
+            body(txn)
+        })
+    }
+
+    fn write_apart(
+        &self,
+        body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        self.transact(IsolationLevel::Serializable, false, false, &mut |txn| {
+            body(txn)
+        })
     }
 
     fn snapshot(&self) -> Result<Box<dyn KvSnapshot>, MetaError> {

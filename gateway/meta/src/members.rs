@@ -21,8 +21,10 @@
 //! Expiry is judged by each gateway's clock: clocks further apart than a
 //! lease's term could let a gateway take a live lease. Nothing is lost
 //! then: a write whose intent was swept fails at its commit
-//! (`IntentGone`), and every job's change is a compare-and-swap on what it
-//! read; the work is only done twice.
+//! (`IntentGone`); a job's manifest swaps are compare-and-swaps on the
+//! row's generation, and its own state (cursors) is written through a
+//! store fenced by its lease ([`MetaStore::fenced_by`]): the work is only
+//! done twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -149,23 +151,8 @@ impl MetaStore {
     /// transaction.
     pub fn join(&self, record: &MemberRecord, now_unix_ms: u64, term_ms: u64) -> Result<()> {
         let (owner, record, value, lease) = self.stamped(record, now_unix_ms, term_ms)?;
-        kv::write(self.lease_engine(), |kv| {
-            for other in members_in(&*kv)? {
-                if other.owner == owner {
-                    continue;
-                }
-                if !member_live(&*kv, &other.owner, now_unix_ms)? {
-                    kv.remove(t::GATEWAYS, other.owner.as_bytes())?;
-                    continue;
-                }
-                let found = differences(&record.shared, &other.shared);
-                if !found.is_empty() {
-                    return Err(MetaError::Mismatch {
-                        member: other.describe(),
-                        differences: found,
-                    });
-                }
-            }
+        kv::write_apart(self.lease_engine(), |kv| {
+            check_against_live(kv, &record, now_unix_ms)?;
             kv.put(t::LEASES, member_lease(&owner).as_bytes(), &lease)?;
             kv.put(t::GATEWAYS, owner.as_bytes(), &value)
         })
@@ -173,11 +160,15 @@ impl MetaStore {
 
     /// Renews this gateway's member lease and row (`jobs`: its jobs now).
     /// A row dropped meanwhile (this gateway was taken for gone) is written
-    /// again: its swept writes failed at their commit, nothing else is
-    /// lost.
+    /// again, as a join is: refused (`Mismatch`) if a gateway configured
+    /// otherwise joined meanwhile. Its swept writes failed at their
+    /// commit; nothing else is lost.
     pub fn heartbeat(&self, record: &MemberRecord, now_unix_ms: u64, term_ms: u64) -> Result<()> {
-        let (owner, _, value, lease) = self.stamped(record, now_unix_ms, term_ms)?;
-        kv::write(self.lease_engine(), |kv| {
+        let (owner, record, value, lease) = self.stamped(record, now_unix_ms, term_ms)?;
+        kv::write_apart(self.lease_engine(), |kv| {
+            if kv.get(t::GATEWAYS, owner.as_bytes())?.is_none() {
+                check_against_live(kv, &record, now_unix_ms)?;
+            }
             kv.put(t::LEASES, member_lease(&owner).as_bytes(), &lease)?;
             kv.put(t::GATEWAYS, owner.as_bytes(), &value)
         })
@@ -203,7 +194,7 @@ impl MetaStore {
     /// Leaves: this gateway's row and member lease go.
     pub fn leave(&self) -> Result<()> {
         let owner = self.owner().to_string();
-        kv::write(self.lease_engine(), |kv| {
+        kv::write_apart(self.lease_engine(), |kv| {
             kv.remove(t::GATEWAYS, owner.as_bytes())?;
             kv.remove(t::LEASES, member_lease(&owner).as_bytes())?;
             Ok(())
@@ -252,6 +243,28 @@ impl MetaStore {
             })
         })
     }
+}
+
+/// Refuses `record` (`Mismatch`) when a live member shares other items;
+/// drops the rows of members that are gone.
+fn check_against_live(kv: &mut dyn KvWrite, record: &MemberRecord, now_unix_ms: u64) -> Result<()> {
+    for other in members_in(&*kv)? {
+        if other.owner == record.owner {
+            continue;
+        }
+        if !member_live(&*kv, &other.owner, now_unix_ms)? {
+            kv.remove(t::GATEWAYS, other.owner.as_bytes())?;
+            continue;
+        }
+        let found = differences(&record.shared, &other.shared);
+        if !found.is_empty() {
+            return Err(MetaError::Mismatch {
+                member: other.describe(),
+                differences: found,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn members_in(kv: &dyn KvRead) -> Result<Vec<MemberRecord>> {

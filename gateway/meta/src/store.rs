@@ -1187,6 +1187,11 @@ impl std::fmt::Debug for MetaStore {
 
 /// Garbage becomes deletable this long after the change that made it.
 pub const DEFAULT_GRACE_MS: u64 = 5_000;
+/// The garbage grace on a store several gateways share: the collector
+/// sees the reads of its own gateway only (they are pinned in memory), so
+/// fragments a version leaves wait long enough for a GET that began on
+/// another gateway to end.
+pub const SHARED_GRACE_MS: u64 = 10 * 60 * 1000;
 
 impl MetaStore {
     /// The engine the rules run on.
@@ -1335,14 +1340,39 @@ impl MetaStore {
                 store
             }
         };
-        kv::write(store.engine(), |kv| {
+        store.prepare_journal()?;
+        Ok(store)
+    }
+
+    /// The store on `engine` that several gateways share, as this gateway
+    /// joins it: the join (`Mismatch` when a live gateway is configured
+    /// otherwise: see `members.rs`) comes before anything else is written,
+    /// so a gateway refused changes nothing (its journal setting least of
+    /// all).
+    pub fn joined(
+        engine: Arc<dyn Engine>,
+        journal: bool,
+        member: &crate::MemberRecord,
+        now_unix_ms: u64,
+        term_ms: u64,
+    ) -> Result<Self> {
+        let store = Self::new(engine, None, journal).with_grace_ms(SHARED_GRACE_MS);
+        store.join(member, now_unix_ms, term_ms)?;
+        store.prepare_journal()?;
+        Ok(store)
+    }
+
+    /// What a new store needs of the journal's tables, and the journal
+    /// marked off when it is.
+    fn prepare_journal(&self) -> Result<()> {
+        let journal = self.journal;
+        kv::write(self.engine(), |kv| {
             journal::create_tables(kv)?;
             match journal {
                 true => Ok(()),
                 false => journal::journal_off(kv),
             }
-        })?;
-        Ok(store)
+        })
     }
 
     fn new(engine: Arc<dyn Engine>, redb: Option<Arc<Db>>, journal: bool) -> Self {
@@ -1554,7 +1584,7 @@ impl MetaStore {
             until_unix_ms: now_unix_ms.saturating_add(ttl_ms),
         };
         let value = encode(&record)?;
-        kv::write(&*self.lease_engine, |kv| {
+        kv::write_apart(&*self.lease_engine, |kv| {
             if let Some(v) = kv.get(t::LEASES, name.as_bytes())? {
                 let held: LeaseRecord = decode("lease", &v)?;
                 if held.owner != record.owner && held.until_unix_ms > now_unix_ms {
@@ -1571,7 +1601,7 @@ impl MetaStore {
 
     /// Gives lease `name` up, if this store's owner holds it.
     pub fn release_lease(&self, name: &str) -> Result<()> {
-        kv::write(&*self.lease_engine, |kv| {
+        kv::write_apart(&*self.lease_engine, |kv| {
             if let Some(v) = kv.get(t::LEASES, name.as_bytes())?
                 && decode::<LeaseRecord>("lease", &v)?.owner == *self.owner
             {

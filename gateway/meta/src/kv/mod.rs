@@ -83,6 +83,14 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// run `body` again (see the module's documentation).
     fn write(&self, body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<()>) -> Result<()>;
 
+    /// [`Engine::write`] of a transaction that touches only rows few
+    /// others write (leases, gateways' rows): where writers take turns, it
+    /// need not wait its turn, so a stalled writer cannot hold back the
+    /// renewals that keep gateways alive.
+    fn write_apart(&self, body: &mut dyn FnMut(&mut dyn KvWrite) -> Result<()>) -> Result<()> {
+        self.write(body)
+    }
+
     /// A read transaction held across calls (a checkpoint reads one in
     /// parts, over minutes): every read of it sees the same state.
     fn snapshot(&self) -> Result<Box<dyn KvSnapshot>>;
@@ -106,6 +114,19 @@ pub fn write<T>(
 ) -> Result<T> {
     let mut out = None;
     engine.write(&mut |kv| {
+        out = Some(body(kv)?);
+        Ok(())
+    })?;
+    out.ok_or_else(no_answer)
+}
+
+/// [`write`] through [`Engine::write_apart`].
+pub fn write_apart<T>(
+    engine: &dyn Engine,
+    mut body: impl FnMut(&mut dyn KvWrite) -> Result<T>,
+) -> Result<T> {
+    let mut out = None;
+    engine.write_apart(&mut |kv| {
         out = Some(body(kv)?);
         Ok(())
     })?;

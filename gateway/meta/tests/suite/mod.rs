@@ -1949,6 +1949,14 @@ fn gateways_join_only_with_the_configuration_the_live_ones_share() {
         owners,
         BTreeSet::from([b.owner().to_string(), c.owner().to_string()])
     );
+    // a, taken for gone, comes back with its heartbeat: checked as a join.
+    let err = a
+        .heartbeat(&member(&[("recipients", "r9")]), 41_000, 30_000)
+        .unwrap_err();
+    assert!(matches!(err, MetaError::Mismatch { .. }), "{err}");
+    a.heartbeat(&member(&config), 41_000, 30_000).unwrap();
+    assert_eq!(a.members(41_000).unwrap().len(), 3);
+    a.leave().unwrap();
     // Leaving removes the row and the lease.
     c.leave().unwrap();
     assert_eq!(a.members(40_000).unwrap().len(), 1);
