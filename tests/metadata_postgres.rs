@@ -103,3 +103,104 @@ fn a_gateway_restarted_after_a_kill_finds_its_objects_at_once() {
         "{gateways}"
     );
 }
+
+/// `shardgate meta copy ARGS`.
+fn meta_copy(from: &str, to: &str) -> std::process::Output {
+    support::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args(["meta", "copy", "--from", from, "--to", to]),
+    )
+}
+
+#[test]
+fn meta_copy_moves_a_store_to_postgres_and_back_and_refuses_what_would_lose_writes() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let redb_file = data.join("meta.redb");
+    let from_redb = format!("redb:{}", redb_file.display());
+    let url_file = dir.path().join("metadata-url");
+    std::fs::write(&url_file, format!("{}\n", pg.url)).unwrap();
+    let to_pg = format!("postgres-file:{}", url_file.display());
+
+    let mut on_redb = Server::start(&data);
+    let out = on_redb.python("meta_copy.py", &["fill", state]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // A running gateway holds its redb file: nothing is copied.
+    let out = meta_copy(&from_redb, &to_pg);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stop it first"), "{err}");
+    on_redb.stop();
+
+    let out = meta_copy(&from_redb, &to_pg);
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("counts and digest verified"), "{said}");
+    assert!(said.contains("versions"), "{said}");
+    // The redb file is kept aside: the gateway below serves from
+    // PostgreSQL alone.
+    let kept = dir.path().join("meta.redb.before");
+    std::fs::rename(&redb_file, &kept).unwrap();
+    let mut on_pg = Server::start_with(&data, &on(&pg));
+    let out = on_pg.python("meta_copy.py", &["check", state]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let body = dir.path().join("after");
+    std::fs::write(&body, support::pattern(3, 100_000)).unwrap();
+    let out = on_pg.python("op.py", &["mb", "later"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = on_pg.python(
+        "op.py",
+        &[
+            "put",
+            "later",
+            "written-on-postgres",
+            body.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Refused, and nothing made: a store a gateway serves from, and a
+    // destination that holds anything.
+    let back = format!("redb:{}", redb_file.display());
+    let out = meta_copy(&to_pg, &back);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("are serving from the source"), "{err}");
+    assert!(!redb_file.exists());
+    assert!(!data.join("meta.redb.copying").exists());
+    let into_served = meta_copy(&format!("redb:{}", kept.display()), &to_pg);
+    on_pg.stop();
+    let into_filled = meta_copy(&format!("redb:{}", kept.display()), &to_pg);
+    for (out, cause) in [
+        (into_served, "is serving from the destination"),
+        (into_filled, "the destination is not empty"),
+    ] {
+        assert!(!out.status.success(), "{}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(cause), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+
+    // And back: the redb copy serves everything, the write made on
+    // PostgreSQL and the upload left open included.
+    let out = meta_copy(&to_pg, &back);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = meta_copy(&to_pg, &back);
+    assert!(!out.status.success(), "a second copy overwrote the first");
+    let on_redb = Server::start(&data);
+    let out = on_redb.python("meta_copy.py", &["check", state, "complete"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let got = dir.path().join("got");
+    let out = on_redb.python(
+        "op.py",
+        &["get", "later", "written-on-postgres", got.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&body).unwrap());
+    for log in [on_redb.log_text(), on_pg.log_text()] {
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}

@@ -4,6 +4,7 @@
 //! failure ends the process with one line naming its cause.
 
 mod admin;
+mod meta_copy;
 mod metadata;
 mod otlp_metrics;
 mod peer;
@@ -77,6 +78,9 @@ enum Command {
     /// backends (the gateway must be stopped; its data dir must hold no
     /// `meta.redb`). A progress bar on a terminal.
     Recover(recover::RecoverArgs),
+    /// Copy a stopped metadata store into a new one: redb to PostgreSQL
+    /// (several gateways) and back, verified by a count and digest.
+    Meta(meta_copy::MetaArgs),
     /// Exit 0 if URL answers 200 within 5 s (a container's health check:
     /// the runtime image has no curl). E.g. http://127.0.0.1:9000/ready.
     Probe { url: String },
@@ -128,7 +132,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { .. } | Command::Peer(_) => "info",
         Command::PeerId { .. } | Command::Probe { .. } => "warn",
         Command::Simulate(_) | Command::Garbage { .. } | Command::Admin(_) => "warn",
-        Command::Recover(_) => "warn",
+        Command::Recover(_) | Command::Meta(_) => "warn",
     };
     let secrets = redact::Secrets::default();
     // `serve`'s traces: where they go is in its configuration (errors in
@@ -163,6 +167,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Probe { url } => probe(&url).await,
         Command::Simulate(args) => simulate::run(args),
         Command::Recover(args) => recover::run(args).await,
+        Command::Meta(args) => meta_copy::run(args).await,
         Command::Garbage {
             action,
             config,

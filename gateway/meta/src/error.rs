@@ -104,6 +104,16 @@ pub enum MetaError {
         member: String,
         differences: Vec<String>,
     },
+    /// A copy into this store started and did not finish: no gateway may
+    /// serve from it (`shardgate meta copy` again starts it over).
+    #[error(
+        "a copy into this metadata store started and did not finish: run `shardgate meta copy` again (it starts over) before serving from it"
+    )]
+    CopyUnfinished,
+    /// `shardgate meta copy` refused to copy, or found the copy unlike its
+    /// source.
+    #[error("{0}")]
+    CopyRefused(String),
     /// The task that ran a call failed (it panicked or the runtime is
     /// shutting down): the call's outcome is unknown.
     #[error("metadata task failed: {0}")]

@@ -24,6 +24,7 @@
 //!   a background task deletes them ([`MetaStore::garbage_batch`]).
 
 mod api;
+pub mod copy;
 mod db;
 mod error;
 mod garbage;

@@ -1308,6 +1308,22 @@ impl MetaStore {
         Ok(store)
     }
 
+    /// The engine of the existing redb store at `path`, brought to this
+    /// release's format (as [`MetaStore::open`] would) but otherwise as it
+    /// was: its intents, leases and journal marks untouched. For `shardgate
+    /// meta copy`, which reads it whole; a gateway running on it holds its
+    /// lock, and opening fails.
+    pub fn redb_engine_for_copy(path: &Path) -> Result<RedbEngine> {
+        let db = Arc::new(Db::create(path)?);
+        let txn = db.begin_write()?;
+        Self::upgrade_legacy_garbage(&txn)?;
+        if Self::upgrade_legacy_objects(&txn)? {
+            kv::redb::within(&txn, journal::need_checkpoint)?;
+        }
+        txn.commit()?;
+        Ok(RedbEngine::new(db))
+    }
+
     /// The store on `engine` (PostgreSQL's, for several gateways):
     /// prepares what a new store needs, with the journal as
     /// [`MetaStore::open_with`] does. Unlike a redb store, whose file lock

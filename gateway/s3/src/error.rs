@@ -101,6 +101,8 @@ fn meta_error(e: MetaError) -> S3Error {
         | MetaError::Database { .. }
         | MetaError::Leased { .. }
         | MetaError::Mismatch { .. }
+        | MetaError::CopyUnfinished
+        | MetaError::CopyRefused(_)
         | MetaError::Task(_)) => {
             tracing::error!(error = %e, "metadata store failure");
             err(C::InternalError, e)

@@ -2059,3 +2059,173 @@ fn a_job_lease_is_held_by_one_gateway_and_taken_over_once_it_runs_out() {
     ka.let_go_all();
     assert!(a.lease_holder("job/scrub", 0).unwrap().is_none());
 }
+
+/// Every object of `store`'s bucket `b`: key and manifest.
+fn objects_of(store: &MetaStore) -> Vec<(String, Manifest)> {
+    page_through(store, "", None, 1000)
+        .into_iter()
+        .map(|key| {
+            let manifest = store.object("b", &key).unwrap().unwrap();
+            (key, manifest)
+        })
+        .collect()
+}
+
+#[test]
+fn a_copy_holds_every_row_of_its_source_and_is_verified() {
+    use shardgate_meta::copy;
+    use shardgate_meta::kv::{Engine, RedbEngine};
+    use std::sync::Arc;
+
+    let (_dir, source) = open();
+    source.create_bucket("b", 0).unwrap();
+    source.create_user("alice", &user("alice")).unwrap();
+    // More rows than one batch, some overwritten (garbage), one deleted,
+    // and an intent of a write in flight.
+    let rows = copy::BATCH_ROWS + 200;
+    for i in 0..rows {
+        let m = empty(&format!("e{i}"));
+        let key = format!("k{i:05}");
+        source
+            .put_object("b", &key, &m, None, &Condition::Always, 0)
+            .unwrap();
+    }
+    let old = manifest("old", vec![segment(10)]);
+    source
+        .put_object("b", "overwritten", &old, None, &Condition::Always, 0)
+        .unwrap();
+    source
+        .put_object(
+            "b",
+            "overwritten",
+            &empty("new"),
+            None,
+            &Condition::Always,
+            0,
+        )
+        .unwrap();
+    source
+        .delete_object(&Writer::Admin, "b", "k00003", 0)
+        .unwrap();
+    let in_flight = blobs(&manifest("f", vec![segment(1)]));
+    let in_flight: Vec<_> = in_flight.into_iter().collect();
+    source.begin_intent(IntentKind::PUT, &in_flight, 0).unwrap();
+    source
+        .join(&member(&[("recipients", "r")]), 1_000, 30_000)
+        .unwrap();
+
+    // The source's gateway is live: a copy of it would miss its writes.
+    let from = source.shared_engine();
+    assert_eq!(
+        copy::live_members(&*from, 2_000).unwrap(),
+        vec![source.owner().to_string()]
+    );
+    assert!(copy::live_members(&*from, 40_000).unwrap().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&dir.path().join("copy.redb")).unwrap());
+    let token = copy::prepare_destination(&*to, 40_000).unwrap();
+    // Half-way, no gateway may join the copy.
+    let early = MetaStore::on_engine(to.clone(), false, None).unwrap();
+    let err = early
+        .join(&member(&[("recipients", "r")]), 40_000, 30_000)
+        .unwrap_err();
+    assert!(matches!(err, MetaError::CopyUnfinished), "{err}");
+    let snapshot = from.snapshot().unwrap();
+    let mut seen = Vec::new();
+    let copied = copy::copy(&*snapshot, &*to, &mut |table, done, total| {
+        assert!(done <= total, "{table}: {done} of {total}");
+        seen.push(done);
+    })
+    .unwrap();
+    drop(snapshot);
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(seen.len() > 2, "progress heard of each batch: {seen:?}");
+    let checked = copy::finish(&*to, &token, &copied).unwrap();
+    assert_eq!(checked, copied);
+    let snapshot = from.snapshot().unwrap();
+    assert_eq!(copy::digest(&*snapshot).unwrap(), copied);
+    drop(snapshot);
+    let count = |name: &str| {
+        copied
+            .tables
+            .iter()
+            .find(|(t, _)| *t == name)
+            .map(|(_, n)| *n)
+            .unwrap()
+    };
+    // One row per key: `rows` put, "overwritten" kept once, one deleted.
+    assert_eq!(count("versions"), rows as u64, "{copied:?}");
+    assert_eq!(count("intents"), 1, "{copied:?}");
+    assert_eq!(count("users"), 1, "{copied:?}");
+    assert!(count("garbage_due") > 0, "{copied:?}");
+
+    // The copy is the same store: objects, manifests, users, garbage; the
+    // source's gateway is not among its members.
+    let copy_store = MetaStore::on_engine(to.clone(), false, None).unwrap();
+    assert_eq!(objects_of(&copy_store), objects_of(&source));
+    assert_eq!(copy_store.users().unwrap(), source.users().unwrap());
+    assert_eq!(
+        garbage_blobs(&copy_store, u64::MAX),
+        garbage_blobs(&source, u64::MAX)
+    );
+    assert_eq!(copy_store.intents().unwrap(), source.intents().unwrap());
+    assert!(copy_store.members(2_000).unwrap().is_empty());
+    copy_store
+        .join(&member(&[("recipients", "r")]), 40_000, 30_000)
+        .unwrap();
+
+    // A store that holds anything is no destination; the source is left
+    // as it was.
+    let err = copy::prepare_destination(&*from, 40_000).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert!(err.to_string().contains("versions"), "{err}");
+    let err = copy::prepare_destination(&*to, 41_000).unwrap_err();
+    assert!(err.to_string().contains("is serving"), "{err}");
+}
+
+#[test]
+fn a_copy_that_stopped_half_way_is_started_over_and_a_changed_copy_is_refused() {
+    use shardgate_meta::copy;
+    use shardgate_meta::kv::{Engine, RedbEngine, tables};
+    use std::sync::Arc;
+
+    let (_dir, source) = open();
+    source.create_bucket("b", 0).unwrap();
+    for i in 0..50 {
+        source
+            .put_object(
+                "b",
+                &format!("k{i}"),
+                &empty("e"),
+                None,
+                &Condition::Always,
+                0,
+            )
+            .unwrap();
+    }
+    let from = source.shared_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&dir.path().join("copy.redb")).unwrap());
+
+    // A first copy stops before its end: rows, but no finish.
+    let token = copy::prepare_destination(&*to, 0).unwrap();
+    let snapshot = from.snapshot().unwrap();
+    let copied = copy::copy(&*snapshot, &*to, &mut |_, _, _| {}).unwrap();
+    drop(snapshot);
+    // Someone writes into it meanwhile: finish finds the difference.
+    shardgate_meta::kv::write(&*to, |kv| kv.remove(tables::BUCKETS, b"b")).unwrap();
+    let err = copy::finish(&*to, &token, &copied).unwrap_err();
+    assert!(
+        err.to_string().contains("buckets: 1 rows, 0 in the copy"),
+        "{err}"
+    );
+    // Still unfinished: the next copy starts over, and finishes.
+    let token = copy::prepare_destination(&*to, 0).unwrap();
+    let snapshot = from.snapshot().unwrap();
+    let copied = copy::copy(&*snapshot, &*to, &mut |_, _, _| {}).unwrap();
+    drop(snapshot);
+    copy::finish(&*to, &token, &copied).unwrap();
+    let copy_store = MetaStore::on_engine(to, false, None).unwrap();
+    assert_eq!(objects_of(&copy_store), objects_of(&source));
+}

@@ -1,0 +1,299 @@
+//! `shardgate meta copy`: a whole metadata store moved from one engine to
+//! another (redb to PostgreSQL when a deployment grows to several
+//! gateways, and back), verified by a count and a digest of every table
+//! (`shardgate_meta::copy`).
+//!
+//! Both ends are given as `redb:PATH`, `postgres:URL` or
+//! `postgres-file:PATH` (a file holding the URL: a URL on the command line
+//! is visible to every user of the machine). The source is read in one
+//! snapshot and left as it was; no gateway may be serving from it. A redb
+//! destination is built beside its path and renamed into place once
+//! verified; a PostgreSQL destination must be empty, and refuses gateways
+//! until the copy is verified.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use shardgate_config::MetadataConfig;
+use shardgate_meta::MetaStore;
+use shardgate_meta::copy::{self, StoreDigest};
+use shardgate_meta::kv::Engine;
+use shardgate_meta_postgres::{PgEngine, PgOptions, PgStore};
+
+#[derive(clap::Args, Debug)]
+pub struct MetaArgs {
+    #[command(subcommand)]
+    action: MetaAction,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum MetaAction {
+    /// Copy every bucket, object version, upload, user, garbage item,
+    /// repair entry, job cursor and journal mark of a stopped store into
+    /// an empty one, with a progress bar on a terminal; verified by a count
+    /// and a blake3 digest of every table. E.g. `shardgate meta copy
+    /// --from redb:/var/lib/shardgate/meta.redb --to
+    /// postgres-file:/run/secrets/metadata-url`.
+    Copy {
+        /// The store to copy (`redb:PATH`, `postgres:URL` or
+        /// `postgres-file:PATH`); no gateway may be serving from it.
+        #[arg(long, value_parser = parse_place)]
+        from: Place,
+        /// The store to create: a redb file that does not exist yet, or an
+        /// empty PostgreSQL database.
+        #[arg(long, value_parser = parse_place)]
+        to: Place,
+    },
+}
+
+/// One end of a copy.
+#[derive(Clone, Debug)]
+pub enum Place {
+    Redb(PathBuf),
+    Postgres(Secret),
+    PostgresFile(PathBuf),
+}
+
+/// A URL that is never printed whole.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe_url(&self.0))
+    }
+}
+
+fn parse_place(text: &str) -> Result<Place, String> {
+    let (kind, rest) = text
+        .split_once(':')
+        .ok_or_else(|| "give redb:PATH, postgres:URL or postgres-file:PATH".to_string())?;
+    if rest.is_empty() {
+        return Err(format!("{kind}: needs what follows the colon"));
+    }
+    match kind {
+        "redb" => Ok(Place::Redb(PathBuf::from(rest))),
+        "postgres" => Ok(Place::Postgres(Secret(rest.to_string()))),
+        "postgres-file" => Ok(Place::PostgresFile(PathBuf::from(rest))),
+        other => Err(format!(
+            "{other:?} is no store kind: give redb:PATH, postgres:URL or postgres-file:PATH"
+        )),
+    }
+}
+
+/// `url` without its password or parameters: `postgres://user@host/db`.
+fn describe_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = match authority.rsplit_once('@') {
+                Some((user, host)) => {
+                    let user = user.split(':').next().unwrap_or_default();
+                    format!("{user}@{host}")
+                }
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{host}/{path}")
+        }
+        None => "a PostgreSQL connection string".to_string(),
+    }
+}
+
+pub async fn run(args: MetaArgs) -> Result<()> {
+    match args.action {
+        MetaAction::Copy { from, to } => copy_store(from, to).await,
+    }
+}
+
+/// An end, opened.
+struct Opened {
+    engine: Arc<dyn Engine>,
+    shown: String,
+    /// A redb destination: where it is built, and where it goes once
+    /// verified.
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+async fn copy_store(from: Place, to: Place) -> Result<()> {
+    let source = open_source(&from).await?;
+    let engine = source.engine.clone();
+    let live = tokio::task::spawn_blocking(move || copy::live_members(&*engine, now_ms()))
+        .await
+        .context("the metadata task")?
+        .context("reading the source's gateways")?;
+    if !live.is_empty() {
+        bail!(
+            "gateways {} are serving from the source: stop every gateway first (a copy would miss their writes)",
+            live.join(", ")
+        );
+    }
+    let destination = open_destination(&to).await?;
+    let (source_shown, destination_shown) = (source.shown.clone(), destination.shown.clone());
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos}/{len} rows")
+            .context("progress style")?
+            .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let (from_engine, to_engine) = (source.engine.clone(), destination.engine.clone());
+    let bar_in = bar.clone();
+    let digest = tokio::task::spawn_blocking(move || -> Result<StoreDigest> {
+        let token = copy::prepare_destination(&*to_engine, now_ms())
+            .context("preparing the destination")?;
+        let snapshot = from_engine.snapshot().context("reading the source")?;
+        let copied = copy::copy(&*snapshot, &*to_engine, &mut |table, done, total| {
+            bar_in.set_prefix(table);
+            bar_in.set_length(total);
+            bar_in.set_position(done);
+        })
+        .context("copying")?;
+        drop(snapshot);
+        bar_in.set_prefix("verifying");
+        copy::finish(&*to_engine, &token, &copied).context("verifying the copy")
+    })
+    .await
+    .context("the copy's task")?;
+    bar.finish_and_clear();
+    let digest = digest?;
+    if let Some((built, target)) = &destination.rename {
+        drop(destination.engine);
+        std::fs::rename(built, target)
+            .with_context(|| format!("renaming {} to {}", built.display(), target.display()))?;
+        if let Some(parent) = target.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", parent.display()))?;
+        }
+    }
+    println!(
+        "copied {} rows from {source_shown} to {destination_shown} in {:.1} s; counts and digest verified (blake3 {})",
+        digest.rows(),
+        started.elapsed().as_secs_f64(),
+        digest.hex()
+    );
+    for (table, rows) in digest.tables.iter().filter(|(_, n)| *n > 0) {
+        println!("  {table:<18} {rows:>10}");
+    }
+    println!("the source is left as it was: serve from one of the two stores, never both");
+    Ok(())
+}
+
+async fn open_source(place: &Place) -> Result<Opened> {
+    match place {
+        Place::Redb(path) => {
+            if !path.is_file() {
+                bail!("no redb store at {}", path.display());
+            }
+            let path_in = path.clone();
+            let engine =
+                tokio::task::spawn_blocking(move || MetaStore::redb_engine_for_copy(&path_in))
+                    .await
+                    .context("the metadata task")?
+                    .with_context(|| {
+                        format!(
+                            "opening {} (a gateway running on it holds it: stop it first)",
+                            path.display()
+                        )
+                    })?;
+            Ok(Opened {
+                engine: Arc::new(engine),
+                shown: format!("redb:{}", path.display()),
+                rename: None,
+            })
+        }
+        Place::Postgres(_) | Place::PostgresFile(_) => postgres(place).await,
+    }
+}
+
+async fn open_destination(place: &Place) -> Result<Opened> {
+    match place {
+        Place::Redb(path) => {
+            if path.exists() {
+                bail!(
+                    "{} exists: a copy builds a new store and never overwrites one (move it aside first)",
+                    path.display()
+                );
+            }
+            let built = building(path);
+            if built.exists() {
+                std::fs::remove_file(&built)
+                    .with_context(|| format!("removing the unfinished {}", built.display()))?;
+            }
+            let engine = shardgate_meta::kv::RedbEngine::create(&built)
+                .with_context(|| format!("creating {}", built.display()))?;
+            Ok(Opened {
+                engine: Arc::new(engine),
+                shown: format!("redb:{}", path.display()),
+                rename: Some((built, path.clone())),
+            })
+        }
+        Place::Postgres(_) | Place::PostgresFile(_) => postgres(place).await,
+    }
+}
+
+/// Where a redb destination is built: beside it, renamed into place once
+/// verified, so an interrupted copy leaves no store a gateway would open.
+fn building(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".copying");
+    path.with_file_name(name)
+}
+
+async fn postgres(place: &Place) -> Result<Opened> {
+    let url = match place {
+        Place::Postgres(url) => url.0.clone(),
+        Place::PostgresFile(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the URL in {}", path.display()))?
+            .trim()
+            .to_string(),
+        Place::Redb(_) => bail!("not a PostgreSQL store"),
+    };
+    let shown = describe_url(&url);
+    let defaults = MetadataConfig::default();
+    let options = PgOptions {
+        url,
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(600),
+        connect_timeout: Duration::from_millis(defaults.connect_timeout_ms),
+    };
+    let store = PgStore::connect(&options)
+        .await
+        .with_context(|| format!("connecting to {shown}"))?;
+    Ok(Opened {
+        engine: Arc::new(PgEngine::new(store, tokio::runtime::Handle::current())),
+        shown,
+        rename: None,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_password_or_parameters() {
+        assert_eq!(
+            describe_url("postgres://app:s3cret@db.example:5432/meta?sslmode=require"),
+            "postgres://app@db.example:5432/meta"
+        );
+        assert_eq!(
+            describe_url("postgresql://127.0.0.1/x"),
+            "postgresql://127.0.0.1/x"
+        );
+        assert!(!format!("{:?}", Secret("postgres://u:pw@h/d".into())).contains("pw"));
+        assert!(parse_place("mysql:x").is_err());
+        assert!(parse_place("redb:").is_err());
+        assert!(matches!(parse_place("redb:/a/b"), Ok(Place::Redb(_))));
+    }
+}

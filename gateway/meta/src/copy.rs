@@ -1,0 +1,335 @@
+//! A whole store copied from one engine to another (`shardgate meta
+//! copy`): redb to PostgreSQL when a deployment grows to several gateways,
+//! and back.
+//!
+//! Why rows, not records: every engine holds the same tables of bytes
+//! ([`crate::kv`]), so a copy moves each row as it is, in key order, and
+//! the result is the same store whichever way it goes: sequence counters,
+//! intents, garbage, the repair queue, job cursors and the journal's
+//! bookkeeping included. Two tables stay behind: the leases and the
+//! gateways' rows describe processes running on the source, and none runs
+//! on the copy yet.
+//!
+//! How a copy is trusted:
+//! - The source is read in one snapshot, so the copy is one moment of it,
+//!   and no gateway may be serving from it ([`live_members`]; a redb file
+//!   is locked by the gateway that has it open).
+//! - The destination must be empty. While the copy runs it holds the lease
+//!   [`COPY_LEASE`], which no gateway can join past
+//!   ([`crate::MetaError::CopyUnfinished`]): a copy that stops half-way is
+//!   never served, and the next copy into it starts over.
+//! - Each table's rows are counted and hashed (blake3, over every key and
+//!   value with their lengths) as they are read from the source, and again
+//!   from the destination once written: the copy is finished (the lease
+//!   given up) only when both agree.
+//!
+//! Memory stays bounded whatever the store's size: rows move in batches of
+//! at most [`BATCH_ROWS`] rows or [`BATCH_BYTES`] bytes, one write
+//! transaction each.
+
+use std::ops::{Bound, ControlFlow};
+
+use crate::error::{MetaError, Result};
+use crate::kv::{self, ALL_KEYS, Engine, KvRead, KvReadExt as _, KvWrite, Table, tables as t};
+use crate::store::{LeaseRecord, decode, encode};
+
+/// The lease a destination holds while a copy into it runs.
+pub const COPY_LEASE: &str = "meta-copy";
+
+/// At most this many rows per write transaction.
+pub const BATCH_ROWS: usize = 1000;
+/// At most about this many bytes of keys and values per write transaction.
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// The tables a copy moves: all but the leases and the gateways' rows.
+pub fn copied_tables() -> impl Iterator<Item = Table> {
+    t::ALL
+        .iter()
+        .copied()
+        .filter(|table| *table != t::LEASES && *table != t::GATEWAYS)
+}
+
+/// What was read of a store: rows per table, and one digest of them all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreDigest {
+    /// Rows of each copied table, in [`copied_tables`]' order.
+    pub tables: Vec<(&'static str, u64)>,
+    digest: [u8; 32],
+}
+
+impl StoreDigest {
+    /// Rows in every table.
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The digest, as hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.digest)
+    }
+
+    /// The tables whose counts differ between `self` and `other`, with
+    /// both counts.
+    pub fn count_differences(&self, other: &StoreDigest) -> Vec<String> {
+        self.tables
+            .iter()
+            .zip(&other.tables)
+            .filter(|(a, b)| a != b)
+            .map(|((name, a), (_, b))| format!("{name}: {a} rows, {b} in the copy"))
+            .collect()
+    }
+}
+
+/// Counts and hashes rows, table by table.
+struct Digester {
+    hasher: blake3::Hasher,
+    tables: Vec<(&'static str, u64)>,
+}
+
+impl Digester {
+    fn new() -> Self {
+        Self {
+            hasher: blake3::Hasher::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    fn table(&mut self, table: Table) {
+        self.hasher.update(&(table.name.len() as u64).to_le_bytes());
+        self.hasher.update(table.name.as_bytes());
+        self.tables.push((table.name, 0));
+    }
+
+    fn row(&mut self, key: &[u8], value: &[u8]) {
+        self.hasher.update(&(key.len() as u64).to_le_bytes());
+        self.hasher.update(key);
+        self.hasher.update(&(value.len() as u64).to_le_bytes());
+        self.hasher.update(value);
+        if let Some((_, n)) = self.tables.last_mut() {
+            *n += 1;
+        }
+    }
+
+    fn finish(self) -> StoreDigest {
+        StoreDigest {
+            tables: self.tables,
+            digest: *self.hasher.finalize().as_bytes(),
+        }
+    }
+}
+
+/// Rows as they are read: key and value.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Calls `batch` with the rows of `table` in key order, at most
+/// [`BATCH_ROWS`] rows or about [`BATCH_BYTES`] bytes at a time.
+fn batches(
+    kv: &dyn KvRead,
+    table: Table,
+    batch: &mut dyn FnMut(Rows) -> Result<()>,
+) -> Result<()> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let lower = match &after {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut rows = Vec::new();
+        let mut bytes = 0;
+        kv.scan(table, (lower, Bound::Unbounded), false, &mut |k, v| {
+            rows.push((k.to_vec(), v.to_vec()));
+            bytes += k.len() + v.len();
+            Ok(match rows.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            })
+        })?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(());
+        };
+        after = Some(last.clone());
+        let full = rows.len() >= BATCH_ROWS || bytes >= BATCH_BYTES;
+        batch(rows)?;
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// The owners of the gateways whose member lease is in force at `now`:
+/// a copy from (or into) a store they serve would miss their writes.
+pub fn live_members(engine: &dyn Engine, now_unix_ms: u64) -> Result<Vec<String>> {
+    kv::read(engine, |kv| {
+        let mut owners = Vec::new();
+        kv.scan(t::GATEWAYS, ALL_KEYS, false, &mut |k, _| {
+            owners.push(String::from_utf8_lossy(k).into_owned());
+            Ok(ControlFlow::Continue(()))
+        })?;
+        owners
+            .into_iter()
+            .filter_map(
+                |owner| match crate::members::member_live(kv, &owner, now_unix_ms) {
+                    Ok(true) => Some(Ok(owner)),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                },
+            )
+            .collect()
+    })
+}
+
+/// Whether a copy into `engine` started and did not finish.
+pub fn unfinished(kv: &dyn KvRead) -> Result<bool> {
+    Ok(kv.get(t::LEASES, COPY_LEASE.as_bytes())?.is_some())
+}
+
+/// Makes `to` ready to receive a copy: refused (`DestinationNotEmpty`)
+/// when it holds rows, unless they are those of an unfinished copy, which
+/// are removed; then [`COPY_LEASE`] is taken, so no gateway joins it until
+/// [`finish`]. The copy's token, for [`finish`].
+pub fn prepare_destination(to: &dyn Engine, now_unix_ms: u64) -> Result<String> {
+    let live = live_members(to, now_unix_ms)?;
+    if let Some(owner) = live.first() {
+        return Err(MetaError::CopyRefused(format!(
+            "gateway {owner} is serving from the destination"
+        )));
+    }
+    let (restart, filled) = kv::read(to, |kv| {
+        let mut filled = Vec::new();
+        for table in copied_tables() {
+            let rows = kv.len(table)?;
+            if rows > 0 {
+                filled.push(format!("{}: {rows} rows", table.name));
+            }
+        }
+        Ok((unfinished(kv)?, filled))
+    })?;
+    if !restart && !filled.is_empty() {
+        return Err(MetaError::CopyRefused(format!(
+            "the destination is not empty ({}): a copy goes into a new store",
+            filled.join(", ")
+        )));
+    }
+    let token = format!("copy-{:016x}", rand::random::<u64>());
+    let lease = encode(&LeaseRecord {
+        owner: token.clone(),
+        until_unix_ms: u64::MAX,
+    })?;
+    kv::write(to, |kv| kv.put(t::LEASES, COPY_LEASE.as_bytes(), &lease))?;
+    if restart {
+        for table in copied_tables() {
+            clear(to, table)?;
+        }
+    }
+    Ok(token)
+}
+
+/// Removes every row of `table`, a batch per transaction.
+fn clear(engine: &dyn Engine, table: Table) -> Result<()> {
+    loop {
+        let removed = kv::write(engine, |kv| {
+            let keys: Vec<Vec<u8>> = kv
+                .rows(table, ALL_KEYS, false, BATCH_ROWS)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            for key in &keys {
+                kv.remove(table, key)?;
+            }
+            Ok(keys.len())
+        })?;
+        if removed < BATCH_ROWS {
+            return Ok(());
+        }
+    }
+}
+
+/// Copies every row of `from` (read in one transaction: pass a snapshot)
+/// into `to`, prepared by [`prepare_destination`]; the digest of what was
+/// read. `progress` hears of each batch: the table, and rows copied and
+/// in all so far.
+pub fn copy(
+    from: &dyn KvRead,
+    to: &dyn Engine,
+    progress: &mut dyn FnMut(&'static str, u64, u64),
+) -> Result<StoreDigest> {
+    let mut total = 0;
+    for table in copied_tables() {
+        total += from.len(table)?;
+    }
+    let mut digester = Digester::new();
+    let mut done = 0;
+    for table in copied_tables() {
+        digester.table(table);
+        progress(table.name, done, total);
+        batches(from, table, &mut |rows| {
+            for (k, v) in &rows {
+                digester.row(k, v);
+            }
+            kv::write(to, |kv: &mut dyn KvWrite| {
+                for (k, v) in &rows {
+                    kv.put(table, k, v)?;
+                }
+                Ok(())
+            })?;
+            done += rows.len() as u64;
+            progress(table.name, done, total.max(done));
+            Ok(())
+        })?;
+    }
+    Ok(digester.finish())
+}
+
+/// Counts and hashes every copied table of `kv`, as [`copy`] does what it
+/// reads.
+pub fn digest(kv: &dyn KvRead) -> Result<StoreDigest> {
+    let mut digester = Digester::new();
+    for table in copied_tables() {
+        digester.table(table);
+        batches(kv, table, &mut |rows| {
+            for (k, v) in &rows {
+                digester.row(k, v);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(digester.finish())
+}
+
+/// Ends the copy `token` into `to` that `expected` describes: checks that
+/// `to` holds exactly the rows copied (`CopyRefused` naming the
+/// differences when not), then gives [`COPY_LEASE`] up, so gateways may
+/// join it.
+pub fn finish(to: &dyn Engine, token: &str, expected: &StoreDigest) -> Result<StoreDigest> {
+    let snapshot = to.snapshot()?;
+    let found = digest(&*snapshot)?;
+    drop(snapshot);
+    if found != *expected {
+        let mut differences = expected.count_differences(&found);
+        if differences.is_empty() {
+            differences.push(format!(
+                "the same counts, but digest {} of the source against {} of the copy",
+                expected.hex(),
+                found.hex()
+            ));
+        }
+        return Err(MetaError::CopyRefused(format!(
+            "the copy does not match its source: {}",
+            differences.join("; ")
+        )));
+    }
+    kv::write(to, |kv| {
+        let held = match kv.get(t::LEASES, COPY_LEASE.as_bytes())? {
+            Some(v) => decode::<LeaseRecord>("lease", &v)?.owner == token,
+            None => false,
+        };
+        if !held {
+            return Err(MetaError::CopyRefused(
+                "another copy took the destination over meanwhile".into(),
+            ));
+        }
+        kv.remove(t::LEASES, COPY_LEASE.as_bytes())?;
+        Ok(())
+    })?;
+    Ok(found)
+}
