@@ -16,6 +16,13 @@ endpoints of S3_ENDPOINTS (comma-separated), each request to a random one.
         PUTs new keys for SECONDS over every endpoint; appends "key sha256"
         to LOG for each acknowledged one (a gateway killed meanwhile fails
         its requests: they are counted, not logged). Prints a JSON line.
+    gateways.py load BUCKET WORKERS SECONDS LOG REQUESTS
+        WORKERS threads for SECONDS: PUT a new key, GET an acknowledged
+        one (checked), LIST a prefix, each through a random endpoint.
+        Appends "key sha256" to LOG per acknowledged PUT, and one JSON line
+        per request to REQUESTS: start (Unix s), ms, op, gateway, outcome
+        ("ok", "S3 <code> <status>" or the exception's name), and whether
+        a read was wrong. Prints a JSON line of totals.
     gateways.py verify BUCKET LOG
         Reads every key LOG names through every endpoint; prints a JSON
         line with the keys read, and those missing or different.
@@ -198,6 +205,65 @@ def write(bucket, seconds, log):
     print(json.dumps({"acknowledged": acked, "failed": failed}))
 
 
+def load(bucket, workers, seconds, log, requests):
+    clients = [client(e) for e in ENDPOINTS]
+    deadline = time.monotonic() + seconds
+    lock = threading.Lock()
+    acked = []
+    totals = {"requests": 0, "ok": 0, "wrong": 0}
+
+    def worker(w):
+        rng = random.Random(w)
+        n = 0
+        lines = []
+        while time.monotonic() < deadline:
+            n += 1
+            g = rng.randrange(len(clients))
+            s3 = clients[g]
+            with lock:
+                known = acked[rng.randrange(len(acked))] if acked else None
+            op = rng.choice(["put", "put", "get", "list"]) if known else "put"
+            wrong = False
+            start, t0 = time.time(), time.monotonic()
+            try:
+                if op == "put":
+                    key = f"load/{w}/{n:06d}"
+                    body = os.urandom(rng.choice([4096, 65536]))
+                    s3.put_object(Bucket=bucket, Key=key, Body=body)
+                    with lock:
+                        acked.append((key, hashlib.sha256(body).hexdigest()))
+                elif op == "get":
+                    got = s3.get_object(Bucket=bucket, Key=known[0])["Body"].read()
+                    wrong = hashlib.sha256(got).hexdigest() != known[1]
+                else:
+                    s3.list_objects_v2(Bucket=bucket, Prefix=f"load/{w}/", MaxKeys=50)
+                outcome = "ok"
+            except ClientError as e:
+                code, status = code_of(e)
+                outcome = f"S3 {code} {status}"
+            except Exception as e:  # noqa: BLE001 - recorded, the test judges it
+                outcome = type(e).__name__
+            ms = (time.monotonic() - t0) * 1000
+            lines.append(json.dumps({"start": start, "ms": round(ms, 1), "op": op, "gateway": g,
+                                     "outcome": outcome, "wrong": wrong}))
+        with lock:
+            totals["requests"] += len(lines)
+            totals["ok"] += sum('"outcome": "ok"' in line for line in lines)
+            totals["wrong"] += sum('"wrong": true' in line for line in lines)
+            with open(requests, "a") as out:
+                out.write("".join(line + "\n" for line in lines))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with open(log, "a") as out:
+        out.write("".join(f"{k} {d}\n" for k, d in acked))
+    totals["acknowledged"] = len(acked)
+    print(json.dumps(totals))
+
+
 def verify(bucket, log):
     clients = [client(e) for e in ENDPOINTS]
     read = 0
@@ -225,6 +291,8 @@ if __name__ == "__main__":
         race(args[0], int(args[1]), int(args[2]))
     elif mode == "write":
         write(args[0], float(args[1]), args[2])
+    elif mode == "load":
+        load(args[0], int(args[1]), float(args[2]), args[3], args[4])
     elif mode == "verify":
         verify(args[0], args[1])
     else:

@@ -123,11 +123,7 @@ type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Calls `batch` with the rows of `table` in key order, at most
 /// [`BATCH_ROWS`] rows or about [`BATCH_BYTES`] bytes at a time.
-fn batches(
-    kv: &dyn KvRead,
-    table: Table,
-    batch: &mut dyn FnMut(Rows) -> Result<()>,
-) -> Result<()> {
+fn batches(kv: &dyn KvRead, table: Table, batch: &mut dyn FnMut(Rows) -> Result<()>) -> Result<()> {
     let mut after: Option<Vec<u8>> = None;
     loop {
         let lower = match &after {

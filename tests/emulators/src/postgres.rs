@@ -23,6 +23,9 @@ pub struct Postgres {
     pub url: String,
     dir: PathBuf,
     as_root: bool,
+    /// How the server was started, to start it again.
+    command: String,
+    port: u16,
 }
 
 impl Postgres {
@@ -70,13 +73,34 @@ impl Postgres {
             data.display(),
             dir.display(),
         );
-        let server = Emulator::start("postgres", &server, port);
+        let command = server;
+        let server = Emulator::start("postgres", &command, port);
         Self {
             url: format!("postgres://{USER}@127.0.0.1:{port}/postgres"),
             server,
             dir,
             as_root,
+            command,
+            port,
         }
+    }
+
+    /// Stops the server as an operator's restart does (`pg_ctl stop -m
+    /// fast`: every session is ended, what was committed stays); its
+    /// port refuses connections until [`Postgres::start_again`].
+    pub fn stop(&self) {
+        let out = as_postgres(self.as_root, &bin_dir().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["stop", "-m", "fast", "-w", "-t", "30"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl stop: {}", describe(&out));
+    }
+
+    /// Starts the stopped server again, on its port, with its data.
+    pub fn start_again(&mut self) {
+        self.server = Emulator::start("postgres", &self.command, self.port);
     }
 }
 
