@@ -12,6 +12,9 @@
 //! - kill -9 of one gateway while clients write: the others keep serving,
 //!   no acknowledged write is lost, the dead one's unfinished writes are
 //!   swept and its jobs (repair among them) taken over;
+//! - kill -9 of the gateway running a repair, 3 of 40 fragments in: the
+//!   others take the job over and finish it, six fragments per object
+//!   again, one per site;
 //! - PostgreSQL restarted under load (`pg_ctl stop -m fast`, 10 s down):
 //!   requests fail with 503 SlowDown or 500 InternalError only, none
 //!   hangs, and the gateways serve again without a restart.
@@ -53,14 +56,21 @@ fn share_keys(from: &Path, data: &Path) {
 }
 
 fn start_three(pg: &Postgres) -> Three {
+    start_three_with(pg, &[])
+}
+
+/// [`start_three`] with more settings for each.
+fn start_three_with(pg: &Postgres, extra: &[(&'static str, &str)]) -> Three {
     let dir = tempfile::tempdir().unwrap();
     let config = fs_sites_config(dir.path(), 6);
+    let mut settings = env(pg, &config);
+    settings.extend_from_slice(extra);
     let first = dir.path().join("g1");
-    let mut servers = vec![Server::start_with(&first, &env(pg, &config))];
+    let mut servers = vec![Server::start_with(&first, &settings)];
     for name in ["g2", "g3"] {
         let data = dir.path().join(name);
         share_keys(&first, &data);
-        servers.push(Server::start_with(&data, &env(pg, &config)));
+        servers.push(Server::start_with(&data, &settings));
     }
     Three {
         servers,
@@ -319,6 +329,97 @@ fn a_gateway_killed_while_clients_write_loses_nothing_and_its_jobs_move() {
     });
     for g in [g2, g3] {
         let log = g.log_text();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    server.metrics().get(name).copied().unwrap_or(0.0)
+}
+
+/// Whether `server` runs the repair job now.
+fn runs_repair(server: &Server) -> bool {
+    server
+        .admin_json(&["jobs"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["id"] == "repair" && j["runs_here"] == true)
+}
+
+#[test]
+fn a_gateway_killed_in_the_middle_of_a_repair_leaves_it_to_the_others_who_finish_it() {
+    let pg = Postgres::start();
+    // Repair throttled to 1 MiB/s, so the kill lands in the middle of it.
+    let mut three = start_three_with(
+        &pg,
+        &[
+            ("SHARDGATE_SCRUB__INTERVAL_SECS", "1"),
+            ("SHARDGATE_REPAIR__RATE_BYTES_PER_SEC", "1048576"),
+        ],
+    );
+    let data = three.dir.path().join("data");
+    let out = three.servers[0].python("op.py", &["mb", "repaired"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    three.servers[0].bulk(&["put", "repaired", "40", "700000", "0"]);
+    assert_eq!(support::blob_files(&data).len(), 40 * 6);
+    // Every object loses its fragment on site-1 (the site keeps working).
+    for f in support::blob_files(&data) {
+        if f.to_str().unwrap().contains("/site-1/") {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    // Scrub finds the losses; the gateway that holds the repair lease
+    // rebuilds, and is killed once it has rebuilt a few.
+    let mut repairer = None;
+    eventually(Duration::from_secs(90), "a repair under way", || {
+        repairer = three.servers.iter().position(|s| {
+            runs_repair(s) && metric(s, "shardgate_repair_fragments_rebuilt_total") >= 3.0
+        });
+        repairer
+            .is_none()
+            .then(|| "no gateway has rebuilt 3 fragments".to_string())
+    });
+    let repairer = repairer.unwrap();
+    let rebuilt_before = metric(
+        &three.servers[repairer],
+        "shardgate_repair_fragments_rebuilt_total",
+    );
+    three.servers[repairer].kill9();
+    assert!(
+        rebuilt_before < 40.0,
+        "the repair had finished before the kill: {rebuilt_before}"
+    );
+
+    // The others take the job over (its lease runs out within 30 s) and
+    // finish it: every object has its six fragments again, one per site,
+    // nothing is left open, and every object reads back through both.
+    let survivors: Vec<&Server> = three.servers.iter().filter(|s| s.is_running()).collect();
+    eventually(Duration::from_secs(240), "the repair finished", || {
+        let status = survivors[0].admin_json(&["status"]);
+        let files = support::blob_files(&data).len();
+        let per_site = support::files_on_sites(&data, &[1, 2, 3, 4, 5, 6]);
+        (status["repair_queue_objects"] != 0
+            || status["open_intents"] != 0
+            || files != 40 * 6
+            || per_site != 40 * 6)
+            .then(|| format!("{files} blobs, {per_site} on the sites, {status}"))
+    });
+    for site in 1..=6 {
+        assert_eq!(support::files_on_sites(&data, &[site]), 40, "site-{site}");
+    }
+    let rebuilt_after: f64 = survivors
+        .iter()
+        .map(|s| metric(s, "shardgate_repair_fragments_rebuilt_total"))
+        .sum();
+    eprintln!(
+        "rebuilt {rebuilt_before} fragments before the kill, {rebuilt_after} after, on the survivors"
+    );
+    assert!(rebuilt_after > 0.0);
+    assert!(rebuilt_before + rebuilt_after >= 40.0);
+    for s in &survivors {
+        s.bulk(&["check", "repaired", "40", "700000", "0"]);
+        let log = s.log_text();
         assert!(!log.contains("panicked"), "{log}");
     }
 }
