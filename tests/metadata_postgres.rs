@@ -184,12 +184,25 @@ fn meta_copy_moves_a_store_to_postgres_and_back_and_refuses_what_would_lose_writ
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 
+    // `shardgate garbage` reads the database the configuration names.
+    let out = support::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args(["garbage", "list", "--data-dir"])
+            .arg(&data)
+            .envs(on(&pg)),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.starts_with("backend\titems\tbytes"), "{listed}");
+
     // And back: the redb copy serves everything, the write made on
     // PostgreSQL and the upload left open included.
     let out = meta_copy(&to_pg, &back);
     assert!(out.status.success(), "{}", describe(&out));
     let out = meta_copy(&to_pg, &back);
     assert!(!out.status.success(), "a second copy overwrote the first");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exists: a copy builds a new store"), "{err}");
     let on_redb = Server::start(&data);
     let out = on_redb.python("meta_copy.py", &["check", state, "complete"]);
     assert!(out.status.success(), "{}", describe(&out));

@@ -85,7 +85,9 @@ enum Command {
     /// the runtime image has no curl). E.g. http://127.0.0.1:9000/ready.
     Probe { url: String },
     /// The garbage waiting per backend, or drop that of a backend gone for
-    /// good. Works on the data dir of a stopped gateway.
+    /// good. Works on the data dir of a stopped gateway, or on the
+    /// database of `[metadata] kind = "postgres"` (gateways may be running:
+    /// `--data-dir` is then not used).
     Garbage {
         #[command(subcommand)]
         action: GarbageAction,
@@ -172,7 +174,7 @@ async fn run(cli: Cli) -> Result<()> {
             action,
             config,
             data_dir,
-        } => garbage(action, config, data_dir),
+        } => garbage(action, config, data_dir).await,
     }
 }
 
@@ -198,31 +200,43 @@ async fn probe(url: &str) -> Result<()> {
 /// `shardgate garbage`: on the metadata store of a stopped gateway (the
 /// store's lock keeps a running one's out; issue 14's admin API will reach
 /// a running gateway).
-fn garbage(
+async fn garbage(
     action: GarbageAction,
     config_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 ) -> Result<()> {
     let config = Config::load(config_file.as_deref())?;
-    if config.metadata.kind != MetadataKind::Redb {
-        anyhow::bail!(
-            "shardgate garbage works on a redb metadata store; with [metadata] kind = \"postgres\" the gateway's own collector is the way for now"
-        );
-    }
-    let path = data_dir
-        .unwrap_or_else(|| config.data_dir.clone())
-        .join("meta.redb");
-    if !path.exists() {
-        anyhow::bail!("no metadata store at {}", path.display());
-    }
-    // Opened as the gateway opens it: garbage commands change no journaled
-    // row, so the journal needs no checkpoint after them.
-    let meta = MetaStore::open_with(&path, true).with_context(|| {
-        format!(
-            "opening {} (stop the gateway that uses it first)",
-            path.display()
-        )
-    })?;
+    let meta = match config.metadata.kind {
+        MetadataKind::Redb => {
+            let path = data_dir
+                .unwrap_or_else(|| config.data_dir.clone())
+                .join("meta.redb");
+            if !path.exists() {
+                anyhow::bail!("no metadata store at {}", path.display());
+            }
+            // Opened as the gateway opens it: garbage commands change no
+            // journaled row, so the journal needs no checkpoint after them.
+            MetaStore::open_with(&path, true).with_context(|| {
+                format!(
+                    "opening {} (stop the gateway that uses it first)",
+                    path.display()
+                )
+            })?
+        }
+        // Gateways may be serving from it meanwhile: listing reads, and
+        // the backend whose items are forgotten is configured on none of
+        // them (they share this configuration's backends).
+        MetadataKind::Postgres => {
+            let engine = metadata::connect(&config.metadata, config.metadata.url()?).await?;
+            // Opened as a journaled store whatever this configuration
+            // says: opened without, it would mark the gateways' journal
+            // as missing changes.
+            tokio::task::spawn_blocking(move || MetaStore::on_engine(engine, true, None))
+                .await
+                .context("the metadata task")?
+                .context("opening the metadata store")?
+        }
+    };
     let configured: Vec<String> = setup::backend_infos(&config)?
         .into_iter()
         .map(|i| i.id.to_string())

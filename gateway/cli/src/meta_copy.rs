@@ -68,6 +68,9 @@ impl std::fmt::Debug for Secret {
 }
 
 fn parse_place(text: &str) -> Result<Place, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(Place::Postgres(Secret(text.to_string())));
+    }
     let (kind, rest) = text
         .split_once(':')
         .ok_or_else(|| "give redb:PATH, postgres:URL or postgres-file:PATH".to_string())?;
@@ -113,25 +116,44 @@ pub async fn run(args: MetaArgs) -> Result<()> {
 struct Opened {
     engine: Arc<dyn Engine>,
     shown: String,
+    /// Several gateways may share it (a database, not a locked file).
+    shared: bool,
     /// A redb destination: where it is built, and where it goes once
     /// verified.
     rename: Option<(PathBuf, PathBuf)>,
 }
 
 async fn copy_store(from: Place, to: Place) -> Result<()> {
+    let token = copy::new_token();
     let source = open_source(&from).await?;
     let engine = source.engine.clone();
-    let live = tokio::task::spawn_blocking(move || copy::live_members(&*engine, now_ms()))
-        .await
-        .context("the metadata task")?
-        .context("reading the source's gateways")?;
-    if !live.is_empty() {
-        bail!(
-            "gateways {} are serving from the source: stop every gateway first (a copy would miss their writes)",
-            live.join(", ")
-        );
+    let (shared, token_in) = (source.shared, token.clone());
+    // A database's gateways are kept off it while the copy reads (a redb
+    // file is locked by its gateway, and now by this copy).
+    tokio::task::spawn_blocking(move || match shared {
+        true => copy::hold_source(&*engine, &token_in, now_ms()),
+        false => shardgate_meta::kv::read(&*engine, |kv| copy::check_source_unfinished(kv)),
+    })
+    .await
+    .context("the metadata task")?
+    .context("checking the source")?;
+    let copied = copy_held(&source, &to, &token).await;
+    if source.shared {
+        let (engine, token) = (source.engine.clone(), token.clone());
+        let released =
+            tokio::task::spawn_blocking(move || copy::release_source(&*engine, &token)).await;
+        if !matches!(released, Ok(Ok(()))) {
+            eprintln!(
+                "shardgate: the source's copy lease was not given up; it lapses within 2 minutes"
+            );
+        }
     }
-    let destination = open_destination(&to).await?;
+    copied
+}
+
+/// The copy, once the source is held.
+async fn copy_held(source: &Opened, to: &Place, token: &str) -> Result<()> {
+    let destination = open_destination(to).await?;
     let (source_shown, destination_shown) = (source.shown.clone(), destination.shown.clone());
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -141,17 +163,21 @@ async fn copy_store(from: Place, to: Place) -> Result<()> {
     );
     let started = std::time::Instant::now();
     let (from_engine, to_engine) = (source.engine.clone(), destination.engine.clone());
+    let shared = source.shared;
+    let token = token.to_string();
     let bar_in = bar.clone();
     let digest = tokio::task::spawn_blocking(move || -> Result<StoreDigest> {
-        let token = copy::prepare_destination(&*to_engine, now_ms())
+        copy::prepare_destination(&*to_engine, &token, now_ms())
             .context("preparing the destination")?;
         let snapshot = from_engine.snapshot().context("reading the source")?;
-        let copied = copy::copy(&*snapshot, &*to_engine, &mut |table, done, total| {
+        let source = shared.then_some(&*from_engine);
+        let mut progress = |table: &'static str, done: u64, total: u64| {
             bar_in.set_prefix(table);
             bar_in.set_length(total);
             bar_in.set_position(done);
-        })
-        .context("copying")?;
+        };
+        let copied = copy::copy(&*snapshot, source, &*to_engine, &token, &mut progress)
+            .context("copying")?;
         drop(snapshot);
         bar_in.set_prefix("verifying");
         copy::finish(&*to_engine, &token, &copied).context("verifying the copy")
@@ -162,13 +188,23 @@ async fn copy_store(from: Place, to: Place) -> Result<()> {
     let digest = digest?;
     if let Some((built, target)) = &destination.rename {
         drop(destination.engine);
-        std::fs::rename(built, target)
-            .with_context(|| format!("renaming {} to {}", built.display(), target.display()))?;
-        if let Some(parent) = target.parent() {
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing {}", parent.display()))?;
-        }
+        // A link fails where the target exists: a store that appeared
+        // meanwhile (a gateway started on that path) is never replaced.
+        std::fs::hard_link(built, target).with_context(|| {
+            format!(
+                "putting the copy in place at {} (it stays at {})",
+                target.display(),
+                built.display()
+            )
+        })?;
+        std::fs::remove_file(built).with_context(|| format!("removing {}", built.display()))?;
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", parent.display()))?;
     }
     println!(
         "copied {} rows from {source_shown} to {destination_shown} in {:.1} s; counts and digest verified (blake3 {})",
@@ -190,19 +226,21 @@ async fn open_source(place: &Place) -> Result<Opened> {
                 bail!("no redb store at {}", path.display());
             }
             let path_in = path.clone();
-            let engine =
+            let opened =
                 tokio::task::spawn_blocking(move || MetaStore::redb_engine_for_copy(&path_in))
                     .await
-                    .context("the metadata task")?
-                    .with_context(|| {
-                        format!(
-                            "opening {} (a gateway running on it holds it: stop it first)",
-                            path.display()
-                        )
-                    })?;
+                    .context("the metadata task")?;
+            let engine = opened.map_err(|e| {
+                let hint = match e.to_string().contains("already open") {
+                    true => " (a gateway running on it holds it: stop it first)",
+                    false => "",
+                };
+                anyhow::Error::new(e).context(format!("opening {}{hint}", path.display()))
+            })?;
             Ok(Opened {
                 engine: Arc::new(engine),
                 shown: format!("redb:{}", path.display()),
+                shared: false,
                 rename: None,
             })
         }
@@ -219,16 +257,19 @@ async fn open_destination(place: &Place) -> Result<Opened> {
                     path.display()
                 );
             }
+            // An unfinished copy's file is opened again (its lock keeps out
+            // a copy still writing it) and started over.
             let built = building(path);
-            if built.exists() {
-                std::fs::remove_file(&built)
-                    .with_context(|| format!("removing the unfinished {}", built.display()))?;
-            }
-            let engine = shardgate_meta::kv::RedbEngine::create(&built)
-                .with_context(|| format!("creating {}", built.display()))?;
+            let engine = shardgate_meta::kv::RedbEngine::create(&built).with_context(|| {
+                format!(
+                    "opening {} (another copy may be writing it)",
+                    built.display()
+                )
+            })?;
             Ok(Opened {
                 engine: Arc::new(engine),
                 shown: format!("redb:{}", path.display()),
+                shared: false,
                 rename: Some((built, path.clone())),
             })
         }
@@ -267,6 +308,7 @@ async fn postgres(place: &Place) -> Result<Opened> {
     Ok(Opened {
         engine: Arc::new(PgEngine::new(store, tokio::runtime::Handle::current())),
         shown,
+        shared: true,
         rename: None,
     })
 }
@@ -293,6 +335,10 @@ mod tests {
         );
         assert!(!format!("{:?}", Secret("postgres://u:pw@h/d".into())).contains("pw"));
         assert!(parse_place("mysql:x").is_err());
+        assert!(matches!(
+            parse_place("postgres://u@h/d"),
+            Ok(Place::Postgres(Secret(url))) if url == "postgres://u@h/d"
+        ));
         assert!(parse_place("redb:").is_err());
         assert!(matches!(parse_place("redb:/a/b"), Ok(Place::Redb(_))));
     }

@@ -32,6 +32,19 @@ pub async fn open_postgres(
     journaled: bool,
     member: &MemberRecord,
 ) -> Result<MetaStore> {
+    let engine = connect(config, url).await?;
+    let member = member.clone();
+    let term = shardgate_jobs::LEASE_TERM.as_millis() as u64;
+    tokio::task::spawn_blocking(move || {
+        MetaStore::joined(engine, journaled, &member, now_ms(), term)
+    })
+    .await
+    .context("opening the metadata store")?
+    .context("joining the gateways that share the metadata store")
+}
+
+/// The engine of the database `url` names, its schema migrated.
+pub async fn connect(config: &MetadataConfig, url: String) -> Result<Arc<dyn Engine>> {
     let options = PgOptions {
         url,
         pool_size: config.pool_size,
@@ -41,15 +54,10 @@ pub async fn open_postgres(
     let store = PgStore::connect(&options)
         .await
         .context("connecting to the metadata database (metadata.url)")?;
-    let engine: Arc<dyn Engine> = Arc::new(PgEngine::new(store, tokio::runtime::Handle::current()));
-    let member = member.clone();
-    let term = shardgate_jobs::LEASE_TERM.as_millis() as u64;
-    tokio::task::spawn_blocking(move || {
-        MetaStore::joined(engine, journaled, &member, now_ms(), term)
-    })
-    .await
-    .context("opening the metadata store")?
-    .context("joining the gateways that share the metadata store")
+    Ok(Arc::new(PgEngine::new(
+        store,
+        tokio::runtime::Handle::current(),
+    )))
 }
 
 /// This gateway as the others sharing its store see it.

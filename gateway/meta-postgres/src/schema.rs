@@ -20,8 +20,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::{PgError, PgStore, Result};
 
-/// The migrations, version 1 first. Until the store is reachable from
-/// configuration, version 1 may still change.
+/// The migrations, version 1 first. A released migration never changes:
+/// a change is a new one.
 pub const MIGRATIONS: &[&str] = &[
     // 1: the key-value table every record lives in.
     "CREATE TABLE kv (

@@ -33,8 +33,16 @@ use crate::error::{MetaError, Result};
 use crate::kv::{self, ALL_KEYS, Engine, KvRead, KvReadExt as _, KvWrite, Table, tables as t};
 use crate::store::{LeaseRecord, decode, encode};
 
-/// The lease a destination holds while a copy into it runs.
+/// The lease a destination holds while a copy into it runs: no gateway
+/// joins a store that holds it, expired or not (the copy is unfinished).
 pub const COPY_LEASE: &str = "meta-copy";
+/// The lease a source on a shared engine holds while a copy from it runs:
+/// no gateway joins it meanwhile (its writes would miss the copy). It
+/// lapses by itself if the copy dies.
+pub const SOURCE_LEASE: &str = "meta-copy-source";
+/// Both leases are renewed by every batch for this long: a second copy
+/// may take over an unfinished destination only once it lapsed.
+pub const COPY_TERM_MS: u64 = 120_000;
 
 /// At most this many rows per write transaction.
 pub const BATCH_ROWS: usize = 1000;
@@ -155,75 +163,186 @@ fn batches(kv: &dyn KvRead, table: Table, batch: &mut dyn FnMut(Rows) -> Result<
 /// The owners of the gateways whose member lease is in force at `now`:
 /// a copy from (or into) a store they serve would miss their writes.
 pub fn live_members(engine: &dyn Engine, now_unix_ms: u64) -> Result<Vec<String>> {
-    kv::read(engine, |kv| {
-        let mut owners = Vec::new();
-        kv.scan(t::GATEWAYS, ALL_KEYS, false, &mut |k, _| {
-            owners.push(String::from_utf8_lossy(k).into_owned());
-            Ok(ControlFlow::Continue(()))
-        })?;
-        owners
-            .into_iter()
-            .filter_map(
-                |owner| match crate::members::member_live(kv, &owner, now_unix_ms) {
-                    Ok(true) => Some(Ok(owner)),
-                    Ok(false) => None,
-                    Err(e) => Some(Err(e)),
-                },
-            )
-            .collect()
+    kv::read(engine, |kv| live_in(kv, now_unix_ms))
+}
+
+fn live_in(kv: &dyn KvRead, now_unix_ms: u64) -> Result<Vec<String>> {
+    let mut owners = Vec::new();
+    kv.scan(t::GATEWAYS, ALL_KEYS, false, &mut |k, _| {
+        owners.push(String::from_utf8_lossy(k).into_owned());
+        Ok(ControlFlow::Continue(()))
+    })?;
+    let mut live = Vec::new();
+    for owner in owners {
+        if crate::members::member_live(kv, &owner, now_unix_ms)? {
+            live.push(owner);
+        }
+    }
+    Ok(live)
+}
+
+/// Whether a copy into this store started and did not finish, or one
+/// from it runs now: no gateway may join it.
+pub fn refuses_gateways(kv: &dyn KvRead, now_unix_ms: u64) -> Result<bool> {
+    if unfinished(kv)? {
+        return Ok(true);
+    }
+    Ok(match kv.get(t::LEASES, SOURCE_LEASE.as_bytes())? {
+        Some(v) => decode::<LeaseRecord>("lease", &v)?.until_unix_ms > now_unix_ms,
+        None => false,
     })
 }
 
-/// Whether a copy into `engine` started and did not finish.
+/// Whether a copy into this store started and did not finish.
 pub fn unfinished(kv: &dyn KvRead) -> Result<bool> {
     Ok(kv.get(t::LEASES, COPY_LEASE.as_bytes())?.is_some())
 }
 
-/// Makes `to` ready to receive a copy: refused (`DestinationNotEmpty`)
-/// when it holds rows, unless they are those of an unfinished copy, which
-/// are removed; then [`COPY_LEASE`] is taken, so no gateway joins it until
-/// [`finish`]. The copy's token, for [`finish`].
-pub fn prepare_destination(to: &dyn Engine, now_unix_ms: u64) -> Result<String> {
-    let live = live_members(to, now_unix_ms)?;
-    if let Some(owner) = live.first() {
-        return Err(MetaError::CopyRefused(format!(
-            "gateway {owner} is serving from the destination"
-        )));
+/// Renews `lease` for the copy `token` until `now + COPY_TERM_MS`, inside
+/// a write transaction; `CopyRefused` when another copy holds it.
+fn renew(kv: &mut dyn KvWrite, lease: &str, token: &str, now_unix_ms: u64) -> Result<()> {
+    let held = match kv.get(t::LEASES, lease.as_bytes())? {
+        Some(v) => decode::<LeaseRecord>("lease", &v)?.owner == token,
+        None => false,
+    };
+    if !held {
+        return Err(MetaError::CopyRefused(
+            "another copy took this store over meanwhile".into(),
+        ));
     }
-    let (restart, filled) = kv::read(to, |kv| {
-        let mut filled = Vec::new();
-        for table in copied_tables() {
-            let rows = kv.len(table)?;
-            if rows > 0 {
-                filled.push(format!("{}: {rows} rows", table.name));
-            }
-        }
-        Ok((unfinished(kv)?, filled))
-    })?;
-    if !restart && !filled.is_empty() {
-        return Err(MetaError::CopyRefused(format!(
-            "the destination is not empty ({}): a copy goes into a new store",
-            filled.join(", ")
-        )));
-    }
-    let token = format!("copy-{:016x}", rand::random::<u64>());
-    let lease = encode(&LeaseRecord {
-        owner: token.clone(),
-        until_unix_ms: u64::MAX,
-    })?;
-    kv::write(to, |kv| kv.put(t::LEASES, COPY_LEASE.as_bytes(), &lease))?;
-    if restart {
-        for table in copied_tables() {
-            clear(to, table)?;
-        }
-    }
-    Ok(token)
+    put_lease(kv, lease, token, now_unix_ms)
 }
 
-/// Removes every row of `table`, a batch per transaction.
-fn clear(engine: &dyn Engine, table: Table) -> Result<()> {
+fn put_lease(kv: &mut dyn KvWrite, lease: &str, token: &str, now_unix_ms: u64) -> Result<()> {
+    let value = encode(&LeaseRecord {
+        owner: token.to_string(),
+        until_unix_ms: now_unix_ms.saturating_add(COPY_TERM_MS),
+    })?;
+    kv.put(t::LEASES, lease.as_bytes(), &value)
+}
+
+/// A new copy's token.
+pub fn new_token() -> String {
+    format!("copy-{:016x}", rand::random::<u64>())
+}
+
+/// Keeps gateways off `from`, a store on an engine several gateways share,
+/// for the copy `token`: refused (`CopyRefused`) when a gateway serves from
+/// it, or when it is itself an unfinished copy (it would copy a part);
+/// else [`SOURCE_LEASE`] is taken, in the same transaction, and kept by
+/// [`copy`]. [`release_source`] gives it up.
+pub fn hold_source(from: &dyn Engine, token: &str, now_unix_ms: u64) -> Result<()> {
+    kv::write(from, |kv| {
+        check_source(&*kv, now_unix_ms)?;
+        if let Some(v) = kv.get(t::LEASES, SOURCE_LEASE.as_bytes())? {
+            let other: LeaseRecord = decode("lease", &v)?;
+            if other.until_unix_ms > now_unix_ms {
+                return Err(MetaError::CopyRefused(format!(
+                    "another copy ({}) is reading the source",
+                    other.owner
+                )));
+            }
+        }
+        put_lease(kv, SOURCE_LEASE, token, now_unix_ms)
+    })
+}
+
+/// What refuses a store as a source: gateways serving from it, or an
+/// unfinished copy into it.
+pub fn check_source(kv: &dyn KvRead, now_unix_ms: u64) -> Result<()> {
+    check_source_unfinished(kv)?;
+    let live = live_in(kv, now_unix_ms)?;
+    if !live.is_empty() {
+        return Err(MetaError::CopyRefused(format!(
+            "gateways {} are serving from the source: stop every gateway first (a copy would miss their writes)",
+            live.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses (`CopyRefused`) a source that is itself an unfinished copy
+/// (a redb file: its lock keeps gateways out).
+pub fn check_source_unfinished(kv: &dyn KvRead) -> Result<()> {
+    match unfinished(kv)? {
+        true => Err(MetaError::CopyRefused(
+            "the source is itself a copy that did not finish: copy into it again first".into(),
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Gives [`SOURCE_LEASE`] up, if the copy `token` still holds it.
+pub fn release_source(from: &dyn Engine, token: &str) -> Result<()> {
+    kv::write(from, |kv| {
+        if let Some(v) = kv.get(t::LEASES, SOURCE_LEASE.as_bytes())?
+            && decode::<LeaseRecord>("lease", &v)?.owner == token
+        {
+            kv.remove(t::LEASES, SOURCE_LEASE.as_bytes())?;
+        }
+        Ok(())
+    })
+}
+
+/// Makes `to` ready to receive the copy `token`, in one transaction:
+/// refused (`CopyRefused`) when a gateway serves from it, when another
+/// copy into it runs (its lease has not lapsed), or when it holds rows
+/// that are not those of an unfinished copy; else [`COPY_LEASE`] is taken,
+/// so no gateway joins it until [`finish`]. An unfinished copy's rows are
+/// then removed.
+pub fn prepare_destination(to: &dyn Engine, token: &str, now_unix_ms: u64) -> Result<()> {
+    let restart = kv::write(to, |kv| {
+        let live = live_in(&*kv, now_unix_ms)?;
+        if let Some(owner) = live.first() {
+            return Err(MetaError::CopyRefused(format!(
+                "gateway {owner} is serving from the destination"
+            )));
+        }
+        let restart = match kv.get(t::LEASES, COPY_LEASE.as_bytes())? {
+            Some(v) => {
+                let other: LeaseRecord = decode("lease", &v)?;
+                if other.owner != token && other.until_unix_ms > now_unix_ms {
+                    return Err(MetaError::CopyRefused(format!(
+                        "another copy ({}) is writing the destination",
+                        other.owner
+                    )));
+                }
+                true
+            }
+            None => false,
+        };
+        if !restart {
+            let mut filled = Vec::new();
+            for table in copied_tables() {
+                let rows = kv.len(table)?;
+                if rows > 0 {
+                    filled.push(format!("{}: {rows} rows", table.name));
+                }
+            }
+            if !filled.is_empty() {
+                return Err(MetaError::CopyRefused(format!(
+                    "the destination is not empty ({}): a copy goes into a new store",
+                    filled.join(", ")
+                )));
+            }
+        }
+        put_lease(kv, COPY_LEASE, token, now_unix_ms)?;
+        Ok(restart)
+    })?;
+    if restart {
+        for table in copied_tables() {
+            clear(to, table, token)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every row of `table`, a batch per transaction, for the copy
+/// `token`.
+fn clear(engine: &dyn Engine, table: Table, token: &str) -> Result<()> {
     loop {
         let removed = kv::write(engine, |kv| {
+            renew(kv, COPY_LEASE, token, crate::now_unix_ms())?;
             let keys: Vec<Vec<u8>> = kv
                 .rows(table, ALL_KEYS, false, BATCH_ROWS)?
                 .into_iter()
@@ -241,12 +360,16 @@ fn clear(engine: &dyn Engine, table: Table) -> Result<()> {
 }
 
 /// Copies every row of `from` (read in one transaction: pass a snapshot)
-/// into `to`, prepared by [`prepare_destination`]; the digest of what was
-/// read. `progress` hears of each batch: the table, and rows copied and
-/// in all so far.
+/// into `to`, prepared by [`prepare_destination`] for the copy `token`;
+/// the digest of what was read. Each batch renews the copy's lease on
+/// `to` (refused if another copy took it over) and, with `source`, the
+/// [`SOURCE_LEASE`] there. `progress` hears of each batch: the table, and
+/// rows copied and in all so far.
 pub fn copy(
     from: &dyn KvRead,
+    source: Option<&dyn Engine>,
     to: &dyn Engine,
+    token: &str,
     progress: &mut dyn FnMut(&'static str, u64, u64),
 ) -> Result<StoreDigest> {
     let mut total = 0;
@@ -262,7 +385,13 @@ pub fn copy(
             for (k, v) in &rows {
                 digester.row(k, v);
             }
+            if let Some(source) = source {
+                kv::write(source, |kv| {
+                    renew(kv, SOURCE_LEASE, token, crate::now_unix_ms())
+                })?;
+            }
             kv::write(to, |kv: &mut dyn KvWrite| {
+                renew(kv, COPY_LEASE, token, crate::now_unix_ms())?;
                 for (k, v) in &rows {
                     kv.put(table, k, v)?;
                 }
@@ -315,15 +444,7 @@ pub fn finish(to: &dyn Engine, token: &str, expected: &StoreDigest) -> Result<St
         )));
     }
     kv::write(to, |kv| {
-        let held = match kv.get(t::LEASES, COPY_LEASE.as_bytes())? {
-            Some(v) => decode::<LeaseRecord>("lease", &v)?.owner == token,
-            None => false,
-        };
-        if !held {
-            return Err(MetaError::CopyRefused(
-                "another copy took the destination over meanwhile".into(),
-            ));
-        }
+        renew(kv, COPY_LEASE, token, crate::now_unix_ms())?;
         kv.remove(t::LEASES, COPY_LEASE.as_bytes())?;
         Ok(())
     })?;

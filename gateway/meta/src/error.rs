@@ -104,10 +104,10 @@ pub enum MetaError {
         member: String,
         differences: Vec<String>,
     },
-    /// A copy into this store started and did not finish: no gateway may
-    /// serve from it (`shardgate meta copy` again starts it over).
+    /// A copy from this store runs, or one into it started and did not
+    /// finish: no gateway may serve from it.
     #[error(
-        "a copy into this metadata store started and did not finish: run `shardgate meta copy` again (it starts over) before serving from it"
+        "`shardgate meta copy` is copying from this metadata store, or a copy into it started and did not finish (run it again: it starts over): no gateway may serve from it meanwhile"
     )]
     CopyUnfinished,
     /// `shardgate meta copy` refused to copy, or found the copy unlike its

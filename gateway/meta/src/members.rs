@@ -248,7 +248,7 @@ impl MetaStore {
 /// Refuses `record` (`Mismatch`) when a live member shares other items;
 /// drops the rows of members that are gone.
 fn check_against_live(kv: &mut dyn KvWrite, record: &MemberRecord, now_unix_ms: u64) -> Result<()> {
-    if crate::copy::unfinished(&*kv)? {
+    if crate::copy::refuses_gateways(&*kv, now_unix_ms)? {
         return Err(MetaError::CopyUnfinished);
     }
     for other in members_in(&*kv)? {

@@ -1298,8 +1298,12 @@ impl MetaStore {
             Self::intent_to_garbage(&txn, id, now)?;
         }
         // Nor does any lease or member of an earlier run hold: a restart
-        // after a kill takes its jobs back at once.
+        // after a kill takes its jobs back at once. Unless the file is a
+        // copy that did not finish (`shardgate meta copy`): never served.
         kv::redb::within(&txn, |kv| {
+            if crate::copy::unfinished(&*kv)? {
+                return Err(MetaError::CopyUnfinished);
+            }
             kv.remove_range(t::LEASES, ALL_KEYS)?;
             kv.remove_range(t::GATEWAYS, ALL_KEYS)?;
             Ok(())

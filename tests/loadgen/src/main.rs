@@ -30,6 +30,10 @@ struct Args {
     /// e.g. http://127.0.0.1:9000
     #[arg(long)]
     endpoint: String,
+    /// More gateways serving the same namespace (comma-separated): the
+    /// connections are spread over all, connection i to endpoint i mod n.
+    #[arg(long, value_delimiter = ',')]
+    more_endpoints: Vec<String>,
     /// Reads access_key= and secret_key= from this credentials file.
     #[arg(long)]
     credentials: std::path::PathBuf,
@@ -44,9 +48,18 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// The gateway's pid, for its peak RSS and the CPU time it spent per
-    /// request.
+    /// request (several, comma-separated: the CPU time of all, the peak
+    /// RSS of the first).
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// The metadata database's server process (PostgreSQL's postmaster):
+    /// its CPU time and its children's per request.
     #[arg(long)]
-    pid: Option<u32>,
+    db_pid: Option<u32>,
+    /// A LIST phase after the PUTs: this many ListObjectsV2 requests of
+    /// 100 keys each, from places spread over the keys just written.
+    #[arg(long, default_value_t = 0)]
+    lists: usize,
     /// Delete each size's objects after its GET phase.
     #[arg(long)]
     cleanup: bool,
@@ -204,6 +217,10 @@ fn body(shared: &Bytes, len: u64) -> Body {
     StreamBody::new(stream::iter(pieces)).boxed()
 }
 
+/// A gateway's address, and the signer of requests to it (the host is
+/// signed).
+type Target = (String, Arc<Signer>);
+
 #[derive(Default)]
 struct Phase {
     latencies: Vec<Duration>,
@@ -220,23 +237,19 @@ type Versions = Arc<std::sync::Mutex<Vec<Option<String>>>>;
 async fn run_phase(
     args: &Args,
     tls: &Option<tokio_rustls::TlsConnector>,
-    signer: &Arc<Signer>,
+    targets: &[Target],
     op: &'static str,
     size: u64,
     count: usize,
+    objects: usize,
     shared: &Bytes,
     versions: &Versions,
 ) -> Result<(Phase, Duration)> {
     let next = Arc::new(AtomicUsize::new(0));
-    let addr = args
-        .endpoint
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
+    for w in 0..args.concurrency {
+        let (addr, signer) = &targets[w % targets.len()];
         let (next, signer, shared, bucket, versions) = (
             next.clone(),
             signer.clone(),
@@ -256,7 +269,10 @@ async fn run_phase(
                 if i >= count {
                     break;
                 }
-                let path = format!("/{bucket}/obj-{size}-{i}");
+                let path = match op {
+                    "LIST" => format!("/{bucket}"),
+                    _ => format!("/{bucket}/obj-{size}-{i}"),
+                };
                 let t = Instant::now();
                 let method = match op {
                     "PUT" => "PUT",
@@ -270,9 +286,16 @@ async fn run_phase(
                         .and_then(|v| v.get(i).cloned().flatten()),
                     _ => None,
                 };
-                let query = version
-                    .map(|v| format!("versionId={v}"))
-                    .unwrap_or_default();
+                let query = match op {
+                    // Parameters sorted, as SigV4 signs them.
+                    "LIST" => format!(
+                        "list-type=2&max-keys=100&prefix=obj-{size}-&start-after=obj-{size}-{}",
+                        i.wrapping_mul(7919) % objects.max(1)
+                    ),
+                    _ => version
+                        .map(|v| format!("versionId={v}"))
+                        .unwrap_or_default(),
+                };
                 let uri = match query.as_str() {
                     "" => path.clone(),
                     q => format!("{path}?{q}"),
@@ -344,7 +367,11 @@ async fn run_phase(
                 };
                 if ok {
                     phase.latencies.push(t.elapsed());
-                    phase.bytes += if op == "DELETE" { 0 } else { size };
+                    phase.bytes += if op == "DELETE" || op == "LIST" {
+                        0
+                    } else {
+                        size
+                    };
                 } else {
                     phase.errors += 1;
                 }
@@ -360,6 +387,52 @@ async fn run_phase(
         total.errors += p.errors;
     }
     Ok((total, start.elapsed()))
+}
+
+/// User and system CPU seconds of all of `pids`.
+fn cpu_of(pids: &[u32]) -> Option<(f64, f64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0.0), |(u, s), pid| {
+        cpu_times(Some(*pid)).map(|(du, ds)| (u + du, s + ds))
+    })
+}
+
+/// CPU seconds of a database server: the postmaster's own, its reaped
+/// children's (`cutime`, `cstime`), and its live children's (the
+/// sessions, found by their parent pid).
+fn db_cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let pid = pid?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: Vec<f64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let mut total: f64 = ticks.iter().sum::<f64>() / 100.0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some(after_name) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            total += cpu_seconds(Some(child)).unwrap_or(0.0);
+        }
+    }
+    Some(total)
 }
 
 fn peak_rss_reset(pid: Option<u32>) {
@@ -422,7 +495,8 @@ fn human(size: u64) -> String {
 }
 
 async fn run_mix(args: &Args, signer: Signer, addr: String, requests: usize) -> Result<()> {
-    let cpu_before = cpu_seconds(args.pid);
+    let pid = args.pid.first().copied();
+    let cpu_before = cpu_seconds(pid);
     let config = mix::MixConfig {
         addr,
         bucket: args.bucket.clone(),
@@ -433,7 +507,7 @@ async fn run_mix(args: &Args, signer: Signer, addr: String, requests: usize) -> 
     let report = mix::run(signer, config).await?;
     let secs = report.elapsed.as_secs_f64();
     let cpu_ms_per_op = cpu_before
-        .zip(cpu_seconds(args.pid))
+        .zip(cpu_seconds(pid))
         .map(|(before, after)| (after - before) * 1000.0 / requests as f64);
     println!(
         "| requests | connections (keep-alive) | valid | invalid | valid failed | wrong errors | connections opened | req/s | gateway peak RSS MiB | gateway CPU ms/op |"
@@ -448,7 +522,7 @@ async fn run_mix(args: &Args, signer: Signer, addr: String, requests: usize) -> 
         report.wrong_errors,
         report.connections,
         requests as f64 / secs,
-        peak_rss_mib(args.pid).map_or("-".into(), |m| format!("{m:.0}")),
+        peak_rss_mib(pid).map_or("-".into(), |m| format!("{m:.0}")),
         cpu_ms_per_op.map_or("-".into(), |c| format!("{c:.2}")),
     );
     let kinds: Vec<String> = report
@@ -485,17 +559,28 @@ async fn main() -> Result<()> {
             .map(str::to_string)
             .with_context(|| format!("{name} missing in credentials"))
     };
-    let host = args
-        .endpoint
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
+    let host_of = |endpoint: &str| {
+        endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let host = host_of(&args.endpoint);
     let signer = Arc::new(Signer {
         access: field("access_key")?,
         secret: field("secret_key")?,
         host: host.clone(),
     });
+    let mut targets: Vec<Target> = vec![(host.clone(), signer.clone())];
+    for endpoint in &args.more_endpoints {
+        let host = host_of(endpoint);
+        let signer = Arc::new(Signer {
+            host: host.clone(),
+            ..(*signer).clone()
+        });
+        targets.push((host, signer));
+    }
     if let Some(requests) = args.mix {
         return run_mix(&args, (*signer).clone(), host, requests).await;
     }
@@ -543,13 +628,16 @@ async fn main() -> Result<()> {
     }
 
     println!(
-        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB | gateway CPU ms/op | gateway user s/GiB | gateway sys s/GiB |"
+        "| op | size | objects | concurrency | MB/s | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors | gateway peak RSS MiB | gateway CPU ms/op | gateway user s/GiB | gateway sys s/GiB | database CPU ms/op |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (size, count) in args.sizes.iter().zip(&args.counts) {
         let size = parse_size(size)?;
         let versions: Versions = Arc::new(std::sync::Mutex::new(vec![None; *count]));
         let mut ops = vec![("PUT", "PUT")];
+        if args.lists > 0 {
+            ops.push(("LIST", "LIST"));
+        }
         if !args.put_only {
             for pass in 0..args.gets {
                 ops.push(("GET", if pass == 0 { "GET" } else { "GET again" }));
@@ -562,16 +650,24 @@ async fn main() -> Result<()> {
             if args.drop_caches && label == "GET" {
                 drop_page_cache()?;
             }
-            peak_rss_reset(args.pid);
-            let cpu_before = cpu_times(args.pid);
-            let (mut phase, elapsed) =
-                run_phase(&args, &tls, &signer, op, size, *count, &shared, &versions).await?;
+            let pid = args.pid.first().copied();
+            peak_rss_reset(pid);
+            let cpu_before = cpu_of(&args.pid);
+            let db_before = db_cpu_seconds(args.db_pid);
+            let requests = if op == "LIST" { args.lists } else { *count };
+            let (mut phase, elapsed) = run_phase(
+                &args, &tls, &targets, op, size, requests, *count, &shared, &versions,
+            )
+            .await?;
             phase.latencies.sort();
             let secs = elapsed.as_secs_f64();
             let cpu_spent = cpu_before
-                .zip(cpu_times(args.pid))
+                .zip(cpu_of(&args.pid))
                 .map(|(before, after)| (after.0 - before.0, after.1 - before.1));
-            let cpu_ms_per_op = cpu_spent.map(|(u, s)| (u + s) * 1000.0 / *count as f64);
+            let cpu_ms_per_op = cpu_spent.map(|(u, s)| (u + s) * 1000.0 / requests as f64);
+            let db_ms_per_op = db_before
+                .zip(db_cpu_seconds(args.db_pid))
+                .map(|(before, after)| (after - before) * 1000.0 / requests as f64);
             let gib = phase.bytes as f64 / f64::from(1u32 << 30);
             let per_gib = |f: fn((f64, f64)) -> f64| {
                 cpu_spent
@@ -585,7 +681,7 @@ async fn main() -> Result<()> {
                 continue;
             }
             println!(
-                "| {label} | {} | {count} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {requests} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} |",
                 human(size),
                 args.concurrency,
                 phase.bytes as f64 / secs / 1e6,
@@ -595,10 +691,11 @@ async fn main() -> Result<()> {
                 percentile(&phase.latencies, 0.99),
                 percentile(&phase.latencies, 1.0),
                 phase.errors,
-                peak_rss_mib(args.pid).map_or("-".into(), |m| format!("{m:.0}")),
+                peak_rss_mib(pid).map_or("-".into(), |m| format!("{m:.0}")),
                 cpu_ms_per_op.map_or("-".into(), |c| format!("{c:.2}")),
                 per_gib(|(user, _)| user),
                 per_gib(|(_, sys)| sys),
+                db_ms_per_op.map_or("-".into(), |c| format!("{c:.2}")),
             );
         }
     }

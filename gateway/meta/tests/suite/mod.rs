@@ -2071,6 +2071,13 @@ fn objects_of(store: &MetaStore) -> Vec<(String, Manifest)> {
         .collect()
 }
 
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 #[test]
 fn a_copy_holds_every_row_of_its_source_and_is_verified() {
     use shardgate_meta::copy;
@@ -2110,42 +2117,52 @@ fn a_copy_holds_every_row_of_its_source_and_is_verified() {
     let in_flight = blobs(&manifest("f", vec![segment(1)]));
     let in_flight: Vec<_> = in_flight.into_iter().collect();
     source.begin_intent(IntentKind::PUT, &in_flight, 0).unwrap();
+    let now = wall_clock_ms();
     source
-        .join(&member(&[("recipients", "r")]), 1_000, 30_000)
+        .join(&member(&[("recipients", "r")]), now, 30_000)
         .unwrap();
 
     // The source's gateway is live: a copy of it would miss its writes.
     let from = source.shared_engine();
-    assert_eq!(
-        copy::live_members(&*from, 2_000).unwrap(),
-        vec![source.owner().to_string()]
-    );
-    assert!(copy::live_members(&*from, 40_000).unwrap().is_empty());
+    let token = copy::new_token();
+    let err = copy::hold_source(&*from, &token, now).unwrap_err();
+    assert!(err.to_string().contains(source.owner()), "{err}");
+    source.leave().unwrap();
+    copy::hold_source(&*from, &token, now).unwrap();
+    // While the copy reads it, no gateway joins the source.
+    let err = second_gateway(&source)
+        .join(&member(&[("recipients", "r")]), now, 30_000)
+        .unwrap_err();
+    assert!(matches!(err, MetaError::CopyUnfinished), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&dir.path().join("copy.redb")).unwrap());
-    let token = copy::prepare_destination(&*to, 40_000).unwrap();
+    copy::prepare_destination(&*to, &token, now).unwrap();
     // Half-way, no gateway may join the copy.
     let early = MetaStore::on_engine(to.clone(), false, None).unwrap();
     let err = early
-        .join(&member(&[("recipients", "r")]), 40_000, 30_000)
+        .join(&member(&[("recipients", "r")]), now, 30_000)
         .unwrap_err();
     assert!(matches!(err, MetaError::CopyUnfinished), "{err}");
     let snapshot = from.snapshot().unwrap();
     let mut seen = Vec::new();
-    let copied = copy::copy(&*snapshot, &*to, &mut |table, done, total| {
-        assert!(done <= total, "{table}: {done} of {total}");
-        seen.push(done);
-    })
+    let copied = copy::copy(
+        &*snapshot,
+        Some(&*from),
+        &*to,
+        &token,
+        &mut |table, done, total| {
+            assert!(done <= total, "{table}: {done} of {total}");
+            seen.push(done);
+        },
+    )
     .unwrap();
     drop(snapshot);
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert!(seen.len() > 2, "progress heard of each batch: {seen:?}");
     let checked = copy::finish(&*to, &token, &copied).unwrap();
     assert_eq!(checked, copied);
-    let snapshot = from.snapshot().unwrap();
-    assert_eq!(copy::digest(&*snapshot).unwrap(), copied);
-    drop(snapshot);
+    copy::release_source(&*from, &token).unwrap();
     let count = |name: &str| {
         copied
             .tables
@@ -2160,8 +2177,8 @@ fn a_copy_holds_every_row_of_its_source_and_is_verified() {
     assert_eq!(count("users"), 1, "{copied:?}");
     assert!(count("garbage_due") > 0, "{copied:?}");
 
-    // The copy is the same store: objects, manifests, users, garbage; the
-    // source's gateway is not among its members.
+    // The copy is the same store: objects, manifests, users, garbage,
+    // intents; the source's gateway is not among its members.
     let copy_store = MetaStore::on_engine(to.clone(), false, None).unwrap();
     assert_eq!(objects_of(&copy_store), objects_of(&source));
     assert_eq!(copy_store.users().unwrap(), source.users().unwrap());
@@ -2170,18 +2187,23 @@ fn a_copy_holds_every_row_of_its_source_and_is_verified() {
         garbage_blobs(&source, u64::MAX)
     );
     assert_eq!(copy_store.intents().unwrap(), source.intents().unwrap());
-    assert!(copy_store.members(2_000).unwrap().is_empty());
+    assert!(copy_store.members(now).unwrap().is_empty());
     copy_store
-        .join(&member(&[("recipients", "r")]), 40_000, 30_000)
+        .join(&member(&[("recipients", "r")]), now, 30_000)
+        .unwrap();
+    // The source serves again once the copy is over.
+    second_gateway(&source)
+        .join(&member(&[("recipients", "r")]), now, 30_000)
         .unwrap();
 
-    // A store that holds anything is no destination; the source is left
-    // as it was.
-    let err = copy::prepare_destination(&*from, 40_000).unwrap_err();
+    // A store that holds anything is no destination; nor one a gateway
+    // serves from.
+    let err = copy::prepare_destination(&*to, &copy::new_token(), now).unwrap_err();
+    assert!(err.to_string().contains("is serving"), "{err}");
+    copy_store.leave().unwrap();
+    let err = copy::prepare_destination(&*to, &copy::new_token(), now).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert!(err.to_string().contains("versions"), "{err}");
-    let err = copy::prepare_destination(&*to, 41_000).unwrap_err();
-    assert!(err.to_string().contains("is serving"), "{err}");
 }
 
 #[test]
@@ -2206,26 +2228,61 @@ fn a_copy_that_stopped_half_way_is_started_over_and_a_changed_copy_is_refused() 
     }
     let from = source.shared_engine();
     let dir = tempfile::tempdir().unwrap();
-    let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&dir.path().join("copy.redb")).unwrap());
+    let path = dir.path().join("copy.redb");
+    let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&path).unwrap());
+    let now = wall_clock_ms();
 
-    // A first copy stops before its end: rows, but no finish.
-    let token = copy::prepare_destination(&*to, 0).unwrap();
+    // A first copy writes everything but does not finish; rows change
+    // behind it: one removed, one changed with the counts kept.
+    let first = copy::new_token();
+    copy::prepare_destination(&*to, &first, now).unwrap();
     let snapshot = from.snapshot().unwrap();
-    let copied = copy::copy(&*snapshot, &*to, &mut |_, _, _| {}).unwrap();
+    let copied = copy::copy(&*snapshot, None, &*to, &first, &mut |_, _, _| {}).unwrap();
     drop(snapshot);
-    // Someone writes into it meanwhile: finish finds the difference.
-    shardgate_meta::kv::write(&*to, |kv| kv.remove(tables::BUCKETS, b"b")).unwrap();
-    let err = copy::finish(&*to, &token, &copied).unwrap_err();
+    let row = shardgate_meta::kv::read(&*to, |kv| kv.get(tables::BUCKETS, b"b"))
+        .unwrap()
+        .unwrap();
+    shardgate_meta::kv::write(&*to, |kv| kv.put(tables::BUCKETS, b"b", b"changed")).unwrap();
+    let err = copy::finish(&*to, &first, &copied).unwrap_err();
+    assert!(
+        err.to_string().contains("the same counts, but digest"),
+        "{err}"
+    );
+    shardgate_meta::kv::write(&*to, |kv| {
+        kv.remove(tables::BUCKETS, b"b")?;
+        kv.put(tables::BUCKETS, b"stray", &row)
+    })
+    .unwrap();
+    shardgate_meta::kv::write(&*to, |kv| kv.remove(tables::BUCKETS, b"stray")).unwrap();
+    let err = copy::finish(&*to, &first, &copied).unwrap_err();
     assert!(
         err.to_string().contains("buckets: 1 rows, 0 in the copy"),
         "{err}"
     );
-    // Still unfinished: the next copy starts over, and finishes.
-    let token = copy::prepare_destination(&*to, 0).unwrap();
+    shardgate_meta::kv::write(&*to, |kv| kv.put(tables::BUCKETS, b"stray", &row)).unwrap();
+
+    // The unfinished file is never served: a gateway opening it refuses.
+    drop(to);
+    let err = MetaStore::open(&path).unwrap_err();
+    assert!(matches!(err, MetaError::CopyUnfinished), "{err}");
+    let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&path).unwrap());
+
+    // Another copy waits while the first one's lease holds, then starts
+    // over: the stray row goes, and this time it finishes.
+    let second = copy::new_token();
+    let err = copy::prepare_destination(&*to, &second, now).unwrap_err();
+    assert!(err.to_string().contains("another copy"), "{err}");
+    let lapsed = wall_clock_ms() + copy::COPY_TERM_MS + 1_000;
+    copy::prepare_destination(&*to, &second, lapsed).unwrap();
+    // The first copy, still running somewhere, can write nothing more.
     let snapshot = from.snapshot().unwrap();
-    let copied = copy::copy(&*snapshot, &*to, &mut |_, _, _| {}).unwrap();
+    let err = copy::copy(&*snapshot, None, &*to, &first, &mut |_, _, _| {}).unwrap_err();
+    assert!(err.to_string().contains("another copy took"), "{err}");
+    let copied = copy::copy(&*snapshot, None, &*to, &second, &mut |_, _, _| {}).unwrap();
     drop(snapshot);
-    copy::finish(&*to, &token, &copied).unwrap();
+    copy::finish(&*to, &second, &copied).unwrap();
+    let stray = shardgate_meta::kv::read(&*to, |kv| kv.get(tables::BUCKETS, b"stray")).unwrap();
+    assert!(stray.is_none(), "the unfinished copy's rows were cleared");
     let copy_store = MetaStore::on_engine(to, false, None).unwrap();
     assert_eq!(objects_of(&copy_store), objects_of(&source));
 }
