@@ -231,6 +231,19 @@ async fn garbage(
             // Opened as a journaled store whatever this configuration
             // says: opened without, it would mark the gateways' journal
             // as missing changes.
+            let engine_in = engine.clone();
+            let copying = tokio::task::spawn_blocking(move || {
+                shardgate_meta::kv::read(&*engine_in, |kv| {
+                    shardgate_meta::copy::refuses_gateways(kv, metadata::now_ms())
+                })
+            })
+            .await
+            .context("the metadata task")??;
+            if copying {
+                anyhow::bail!(
+                    "`shardgate meta copy` is copying from this store, or a copy into it did not finish: garbage waits for it"
+                );
+            }
             tokio::task::spawn_blocking(move || MetaStore::on_engine(engine, true, None))
                 .await
                 .context("the metadata task")?

@@ -166,19 +166,34 @@ async fn copy_held(source: &Opened, to: &Place, token: &str) -> Result<()> {
     let shared = source.shared;
     let token = token.to_string();
     let bar_in = bar.clone();
+    let exclusive = destination.rename.is_some();
     let digest = tokio::task::spawn_blocking(move || -> Result<StoreDigest> {
-        copy::prepare_destination(&*to_engine, &token, now_ms())
-            .context("preparing the destination")?;
-        let snapshot = from_engine.snapshot().context("reading the source")?;
-        let source = shared.then_some(&*from_engine);
-        let mut progress = |table: &'static str, done: u64, total: u64| {
-            bar_in.set_prefix(table);
-            bar_in.set_length(total);
-            bar_in.set_position(done);
-        };
-        let copied = copy::copy(&*snapshot, source, &*to_engine, &token, &mut progress)
-            .context("copying")?;
-        drop(snapshot);
+        // The leases are renewed in the background too, between batches
+        // and while the destination is cleared: a source's hold must not
+        // lapse while it is read.
+        let keeper = Keeper::start(
+            shared.then(|| from_engine.clone()),
+            to_engine.clone(),
+            token.clone(),
+        );
+        let copied = (|| -> Result<StoreDigest> {
+            copy::prepare_destination(&*to_engine, &token, exclusive, now_ms())
+                .context("preparing the destination")?;
+            keeper.destination_ready();
+            let snapshot = from_engine.snapshot().context("reading the source")?;
+            if shared {
+                copy::check_snapshot(&*snapshot, &token, now_ms()).context("reading the source")?;
+            }
+            let source = shared.then_some(&*from_engine);
+            let mut progress = |table: &'static str, done: u64, total: u64| {
+                bar_in.set_prefix(table);
+                bar_in.set_length(total);
+                bar_in.set_position(done);
+            };
+            copy::copy(&*snapshot, source, &*to_engine, &token, &mut progress).context("copying")
+        })();
+        keeper.stop()?;
+        let copied = copied?;
         bar_in.set_prefix("verifying");
         copy::finish(&*to_engine, &token, &copied).context("verifying the copy")
     })
@@ -274,6 +289,67 @@ async fn open_destination(place: &Place) -> Result<Opened> {
             })
         }
         Place::Postgres(_) | Place::PostgresFile(_) => postgres(place).await,
+    }
+}
+
+/// Renews a copy's leases every [`KEEP_EVERY`] on a thread of its own,
+/// until stopped; a renewal refused (the lease taken over, or a source's
+/// lapsed) fails the copy at [`Keeper::stop`].
+struct Keeper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<String>>,
+}
+
+/// How often the leases are renewed (their term is 2 minutes).
+const KEEP_EVERY: Duration = Duration::from_secs(20);
+
+impl Keeper {
+    fn start(source: Option<Arc<dyn Engine>>, destination: Arc<dyn Engine>, token: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop_in, ready_in) = (stop.clone(), ready.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !stop_in.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(200));
+                if last.elapsed() < KEEP_EVERY {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                if let Some(source) = &source
+                    && let Err(e) = copy::keep(&**source, copy::SOURCE_LEASE, &token)
+                {
+                    return Some(format!("keeping the source: {e}"));
+                }
+                if ready_in.load(Ordering::Acquire)
+                    && let Err(e) = copy::keep(&*destination, copy::COPY_LEASE, &token)
+                {
+                    return Some(format!("keeping the destination: {e}"));
+                }
+            }
+            None
+        });
+        Self {
+            stop,
+            ready,
+            thread,
+        }
+    }
+
+    /// From now on the destination's lease is this copy's: renew it too.
+    fn destination_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn stop(self) -> Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        match self.thread.join() {
+            Ok(None) => Ok(()),
+            Ok(Some(failure)) => bail!("{failure}"),
+            Err(_) => bail!("the thread renewing the copy's leases failed"),
+        }
     }
 }
 

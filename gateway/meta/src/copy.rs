@@ -202,16 +202,35 @@ pub fn unfinished(kv: &dyn KvRead) -> Result<bool> {
 /// a write transaction; `CopyRefused` when another copy holds it.
 fn renew(kv: &mut dyn KvWrite, lease: &str, token: &str, now_unix_ms: u64) -> Result<()> {
     let held = match kv.get(t::LEASES, lease.as_bytes())? {
-        Some(v) => decode::<LeaseRecord>("lease", &v)?.owner == token,
-        None => false,
+        Some(v) => Some(decode::<LeaseRecord>("lease", &v)?).filter(|l| l.owner == token),
+        None => None,
     };
-    if !held {
+    let Some(held) = held else {
         return Err(MetaError::CopyRefused(
             "another copy took this store over meanwhile".into(),
+        ));
+    };
+    // A source's lease that lapsed let gateways join it: what they wrote
+    // since may be missing from the copy.
+    if lease == SOURCE_LEASE && held.until_unix_ms <= now_unix_ms {
+        return Err(MetaError::CopyRefused(
+            "the copy's hold on the source lapsed (gateways may have written to it since): copy again"
+                .into(),
         ));
     }
     put_lease(kv, lease, token, now_unix_ms)
 }
+
+/// Renews `lease` on `engine` for the copy `token` (a background renewal
+/// between batches, and a check: `CopyRefused` when the lease was taken
+/// over, or a source's lapsed).
+pub fn keep(engine: &dyn Engine, lease: &str, token: &str) -> Result<()> {
+    kv::write(engine, |kv| renew(kv, lease, token, crate::now_unix_ms()))
+}
+
+/// How long after a gateway's last heartbeat it still counts as possibly
+/// running when a copy is to read its store: three member terms.
+pub const RECENT_MS: u64 = 90_000;
 
 fn put_lease(kv: &mut dyn KvWrite, lease: &str, token: &str, now_unix_ms: u64) -> Result<()> {
     let value = encode(&LeaseRecord {
@@ -234,6 +253,22 @@ pub fn new_token() -> String {
 pub fn hold_source(from: &dyn Engine, token: &str, now_unix_ms: u64) -> Result<()> {
     kv::write(from, |kv| {
         check_source(&*kv, now_unix_ms)?;
+        // A gateway cut off from the database for longer than its term
+        // may still be running: refused while its last heartbeat is
+        // recent; older rows go, so it must join again (and is refused
+        // while the copy holds the source).
+        for member in crate::members::members_in(&*kv)? {
+            let age = now_unix_ms.saturating_sub(member.heartbeat_unix_ms);
+            if age < RECENT_MS {
+                return Err(MetaError::CopyRefused(format!(
+                    "{} beat {} s ago: stop every gateway first, or wait until {} s have passed",
+                    member.describe(),
+                    age / 1000,
+                    RECENT_MS / 1000
+                )));
+            }
+            kv.remove(t::GATEWAYS, member.owner.as_bytes())?;
+        }
         if let Some(v) = kv.get(t::LEASES, SOURCE_LEASE.as_bytes())? {
             let other: LeaseRecord = decode("lease", &v)?;
             if other.until_unix_ms > now_unix_ms {
@@ -245,6 +280,25 @@ pub fn hold_source(from: &dyn Engine, token: &str, now_unix_ms: u64) -> Result<(
         }
         put_lease(kv, SOURCE_LEASE, token, now_unix_ms)
     })
+}
+
+/// Checks, in the snapshot a copy reads, that the copy `token` still holds
+/// the source and no gateway serves from it: what the snapshot holds is
+/// then all there is.
+pub fn check_snapshot(kv: &dyn KvRead, token: &str, now_unix_ms: u64) -> Result<()> {
+    let held = match kv.get(t::LEASES, SOURCE_LEASE.as_bytes())? {
+        Some(v) => {
+            let l: LeaseRecord = decode("lease", &v)?;
+            l.owner == token && l.until_unix_ms > now_unix_ms
+        }
+        None => false,
+    };
+    if !held {
+        return Err(MetaError::CopyRefused(
+            "the copy's hold on the source lapsed before it was read: copy again".into(),
+        ));
+    }
+    check_source(kv, now_unix_ms)
 }
 
 /// What refuses a store as a source: gateways serving from it, or an
@@ -286,11 +340,18 @@ pub fn release_source(from: &dyn Engine, token: &str) -> Result<()> {
 
 /// Makes `to` ready to receive the copy `token`, in one transaction:
 /// refused (`CopyRefused`) when a gateway serves from it, when another
-/// copy into it runs (its lease has not lapsed), or when it holds rows
+/// copy into it runs (its lease has not lapsed; not asked when
+/// `exclusive`: the caller has the destination to itself, as a redb
+/// file's lock gives it), or when it holds rows
 /// that are not those of an unfinished copy; else [`COPY_LEASE`] is taken,
 /// so no gateway joins it until [`finish`]. An unfinished copy's rows are
 /// then removed.
-pub fn prepare_destination(to: &dyn Engine, token: &str, now_unix_ms: u64) -> Result<()> {
+pub fn prepare_destination(
+    to: &dyn Engine,
+    token: &str,
+    exclusive: bool,
+    now_unix_ms: u64,
+) -> Result<()> {
     let restart = kv::write(to, |kv| {
         let live = live_in(&*kv, now_unix_ms)?;
         if let Some(owner) = live.first() {
@@ -301,10 +362,11 @@ pub fn prepare_destination(to: &dyn Engine, token: &str, now_unix_ms: u64) -> Re
         let restart = match kv.get(t::LEASES, COPY_LEASE.as_bytes())? {
             Some(v) => {
                 let other: LeaseRecord = decode("lease", &v)?;
-                if other.owner != token && other.until_unix_ms > now_unix_ms {
+                if !exclusive && other.owner != token && other.until_unix_ms > now_unix_ms {
                     return Err(MetaError::CopyRefused(format!(
-                        "another copy ({}) is writing the destination",
-                        other.owner
+                        "another copy ({}) is writing the destination; its hold lapses in {} s if it died",
+                        other.owner,
+                        (other.until_unix_ms - now_unix_ms).div_ceil(1000)
                     )));
                 }
                 true

@@ -270,7 +270,7 @@ fn check_against_live(kv: &mut dyn KvWrite, record: &MemberRecord, now_unix_ms: 
     Ok(())
 }
 
-fn members_in(kv: &dyn KvRead) -> Result<Vec<MemberRecord>> {
+pub(crate) fn members_in(kv: &dyn KvRead) -> Result<Vec<MemberRecord>> {
     let mut out = Vec::new();
     kv.scan(t::GATEWAYS, ALL_KEYS, false, &mut |_, v| {
         out.push(decode::<MemberRecord>("gateway", v)?);
