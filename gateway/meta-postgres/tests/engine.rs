@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use shardgate_emulators::postgres::Postgres;
-use shardgate_meta::kv::{self, KvReadExt, conformance, tables, u64_bytes};
+use shardgate_meta::kv::{self, KvReadExt, tables, u64_bytes};
+use shardgate_meta_conformance as conformance;
 use shardgate_meta_postgres::{PgEngine, PgOptions, PgStore};
 
 fn engine(pg: &Postgres, runtime: &tokio::runtime::Runtime) -> PgEngine {

@@ -1,6 +1,7 @@
 //! The engine conformance suite on redb, the embedded engine.
 
-use shardgate_meta::kv::{RedbEngine, conformance};
+use shardgate_meta::kv::RedbEngine;
+use shardgate_meta_conformance as conformance;
 
 #[test]
 fn redb_passes_the_engine_conformance_suite() {

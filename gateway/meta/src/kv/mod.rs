@@ -245,6 +245,3 @@ pub fn decode_u64(bytes: &[u8]) -> Result<u64> {
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     crate::keys::successor(prefix)
 }
-
-#[doc(hidden)]
-pub mod conformance;

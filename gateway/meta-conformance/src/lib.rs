@@ -1,4 +1,4 @@
-//! What every [`Engine`] must do, as one suite that each engine's tests
+//! What every metadata [`Engine`] must do, as one suite that each engine's tests
 //! run on a fresh, empty store: point reads and writes of every key and
 //! value type, range scans both ways against a `BTreeMap` model, early
 //! stops, range removal, a failed body that leaves nothing, and a
@@ -14,16 +14,18 @@ use std::ops::{Bound, ControlFlow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::tables::{self, KeyKind, Table};
-use super::{ALL_KEYS, Engine, KeyRange, KvReadExt, KvWrite, prefix_end, read, u64_bytes, write};
-use crate::error::MetaError;
+use shardgate_meta::MetaError;
+use shardgate_meta::kv::tables::{self, KeyKind, Table};
+use shardgate_meta::kv::{
+    ALL_KEYS, Engine, KeyRange, KvReadExt, KvWrite, prefix_end, read, u64_bytes, write,
+};
 
 /// A store fenced by a lease on `engine` (empty): claimed by one gateway,
 /// refused to a second while it holds it; once it ran out and the second
 /// took it, every write of the first fails (`LeaseLost`) and its renewal
 /// is refused, while the second writes; released, it goes to the next.
 pub fn leases_fence_writes(engine: std::sync::Arc<dyn Engine>) {
-    use crate::MetaStore;
+    use shardgate_meta::MetaStore;
     let term = |ms| Some(("sole", ms));
     let first = MetaStore::on_engine(engine.clone(), false, term(300)).unwrap();
     first.create_bucket("one", 0).unwrap();
@@ -36,7 +38,7 @@ pub fn leases_fence_writes(engine: std::sync::Arc<dyn Engine>) {
     let second = MetaStore::on_engine(engine.clone(), false, term(60_000)).unwrap();
     let lost = first.create_bucket("two", 0);
     assert!(matches!(lost, Err(MetaError::LeaseLost { .. })), "{lost:?}");
-    let renewed = first.claim_lease("sole", crate::now_unix_ms(), 60_000);
+    let renewed = first.claim_lease("sole", now_unix_ms(), 60_000);
     assert!(
         matches!(renewed, Err(MetaError::Leased { .. })),
         "{renewed:?}"
@@ -182,7 +184,11 @@ fn ranges_match_a_model(
     table: Table,
     mut key: impl FnMut(&mut StdRng) -> Vec<u8>,
 ) {
-    let mut rng = StdRng::seed_from_u64(0x5eed ^ table.index as u64);
+    let seed = table
+        .name
+        .bytes()
+        .fold(0x5eed_u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut model = BTreeMap::new();
     for _ in 0..300 {
         model.insert(key(&mut rng), random_bytes(&mut rng));
@@ -333,4 +339,10 @@ fn random_name(rng: &mut StdRng) -> String {
     (0..len)
         .map(|_| ['\0', 'a', 'b', '/', 'é', 'ü', '\u{10FFFF}'][rng.random_range(0..7)])
         .collect()
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
