@@ -134,6 +134,14 @@ fn meta_copy_moves_a_store_to_postgres_and_back_and_refuses_what_would_lose_writ
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stop it first"), "{err}");
     on_redb.stop();
+    // A URL file others can read is refused, as the gateway refuses it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = meta_copy(&from_redb, &to_pg);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let out = meta_copy(&from_redb, &to_pg);
     assert!(out.status.success(), "{}", describe(&out));

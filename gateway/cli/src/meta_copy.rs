@@ -21,7 +21,8 @@ use shardgate_config::MetadataConfig;
 use shardgate_meta::MetaStore;
 use shardgate_meta::copy::{self, StoreDigest};
 use shardgate_meta::kv::Engine;
-use shardgate_meta_postgres::{PgEngine, PgOptions, PgStore};
+
+use crate::metadata::now_ms;
 
 #[derive(clap::Args, Debug)]
 pub struct MetaArgs {
@@ -205,21 +206,7 @@ async fn copy_held(source: &Opened, to: &Place, token: &str) -> Result<()> {
         drop(destination.engine);
         // A link fails where the target exists: a store that appeared
         // meanwhile (a gateway started on that path) is never replaced.
-        std::fs::hard_link(built, target).with_context(|| {
-            format!(
-                "putting the copy in place at {} (it stays at {})",
-                target.display(),
-                built.display()
-            )
-        })?;
-        std::fs::remove_file(built).with_context(|| format!("removing {}", built.display()))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", parent.display()))?;
+        crate::recover::place(built, target)?;
     }
     println!(
         "copied {} rows from {source_shown} to {destination_shown} in {:.1} s; counts and digest verified (blake3 {})",
@@ -364,35 +351,28 @@ fn building(path: &Path) -> PathBuf {
 async fn postgres(place: &Place) -> Result<Opened> {
     let url = match place {
         Place::Postgres(url) => url.0.clone(),
-        Place::PostgresFile(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the URL in {}", path.display()))?
-            .trim()
-            .to_string(),
+        // As the gateway reads metadata.url_file: refused when others can
+        // read it, or when it is empty.
+        Place::PostgresFile(path) => shardgate_config::read_secret_file("postgres-file", path)?,
         Place::Redb(_) => bail!("not a PostgreSQL store"),
     };
     let shown = describe_url(&url);
-    let defaults = MetadataConfig::default();
-    let options = PgOptions {
-        url,
+    // A copy's batches are larger than a request's: a longer statement
+    // timeout and a small pool; connecting as the gateway does.
+    let config = MetadataConfig {
         pool_size: 4,
-        statement_timeout: Duration::from_secs(600),
-        connect_timeout: Duration::from_millis(defaults.connect_timeout_ms),
+        statement_timeout_ms: 600_000,
+        ..MetadataConfig::default()
     };
-    let store = PgStore::connect(&options)
+    let engine = crate::metadata::connect(&config, url)
         .await
         .with_context(|| format!("connecting to {shown}"))?;
     Ok(Opened {
-        engine: Arc::new(PgEngine::new(store, tokio::runtime::Handle::current())),
+        engine,
         shown,
         shared: true,
         rename: None,
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -145,20 +145,24 @@ pub async fn run(args: RecoverArgs) -> Result<()> {
     Ok(())
 }
 
-/// Moves the recovered store into place without ever replacing one
-/// (a link fails if the name exists), durably.
-fn place(partial: &std::path::Path, target: &std::path::Path) -> Result<()> {
-    std::fs::hard_link(partial, target).with_context(|| {
+/// Moves a store built beside its place (a recovered or copied one) into
+/// it without ever replacing one (a link fails if the name exists),
+/// durably.
+pub(crate) fn place(built: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    std::fs::hard_link(built, target).with_context(|| {
         format!(
-            "moving the recovered store to {} (it must not exist)",
+            "moving the store at {} to {} (it must not exist)",
+            built.display(),
             target.display()
         )
     })?;
-    std::fs::remove_file(partial).with_context(|| format!("removing {}", partial.display()))?;
-    if let Some(dir) = target.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-    }
+    std::fs::remove_file(built).with_context(|| format!("removing {}", built.display()))?;
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }

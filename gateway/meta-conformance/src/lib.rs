@@ -14,11 +14,11 @@ use std::ops::{Bound, ControlFlow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use shardgate_meta::MetaError;
 use shardgate_meta::kv::tables::{self, KeyKind, Table};
 use shardgate_meta::kv::{
     ALL_KEYS, Engine, KeyRange, KvReadExt, KvWrite, prefix_end, read, u64_bytes, write,
 };
+use shardgate_meta::{MetaError, now_unix_ms};
 
 /// A store fenced by a lease on `engine` (empty): claimed by one gateway,
 /// refused to a second while it holds it; once it ran out and the second
@@ -339,10 +339,4 @@ fn random_name(rng: &mut StdRng) -> String {
     (0..len)
         .map(|_| ['\0', 'a', 'b', '/', 'é', 'ü', '\u{10FFFF}'][rng.random_range(0..7)])
         .collect()
-}
-
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -12,7 +12,7 @@
 //!
 //! How a copy is trusted:
 //! - The source is read in one snapshot, so the copy is one moment of it,
-//!   and no gateway may be serving from it ([`live_members`]; a redb file
+//!   and no gateway may be serving from it ([`hold_source`]; a redb file
 //!   is locked by the gateway that has it open).
 //! - The destination must be empty. While the copy runs it holds the lease
 //!   [`COPY_LEASE`], which no gateway can join past
@@ -158,12 +158,6 @@ fn batches(kv: &dyn KvRead, table: Table, batch: &mut dyn FnMut(Rows) -> Result<
             return Ok(());
         }
     }
-}
-
-/// The owners of the gateways whose member lease is in force at `now`:
-/// a copy from (or into) a store they serve would miss their writes.
-pub fn live_members(engine: &dyn Engine, now_unix_ms: u64) -> Result<Vec<String>> {
-    kv::read(engine, |kv| live_in(kv, now_unix_ms))
 }
 
 fn live_in(kv: &dyn KvRead, now_unix_ms: u64) -> Result<Vec<String>> {
@@ -434,15 +428,17 @@ pub fn copy(
     token: &str,
     progress: &mut dyn FnMut(&'static str, u64, u64),
 ) -> Result<StoreDigest> {
-    let mut total = 0;
+    let mut counts = Vec::new();
     for table in copied_tables() {
-        total += from.len(table)?;
+        counts.push(from.len(table)?);
     }
+    let total = counts.iter().sum();
     let mut digester = Digester::new();
     let mut done = 0;
-    for table in copied_tables() {
+    for (table, count) in copied_tables().zip(counts) {
         digester.table(table);
         progress(table.name, done, total);
+        let before = done;
         batches(from, table, &mut |rows| {
             for (k, v) in &rows {
                 digester.row(k, v);
@@ -463,6 +459,16 @@ pub fn copy(
             progress(table.name, done, total.max(done));
             Ok(())
         })?;
+        // The rows walked are the rows the snapshot counts: a walk that
+        // skipped some would otherwise verify, the destination being
+        // hashed by the same walk.
+        if done - before != count {
+            return Err(MetaError::CopyRefused(format!(
+                "table {} holds {count} rows in the source, {} were read",
+                table.name,
+                done - before
+            )));
+        }
     }
     Ok(digester.finish())
 }

@@ -65,8 +65,10 @@ pub use version::{
     DefaultRetention, LockMode, ObjectLock, ObjectVersion, Retention, VersionSelector, Versioning,
 };
 
-/// Now, in milliseconds since the Unix epoch.
-pub(crate) fn now_unix_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch: the clock leases and
+/// heartbeats are stamped with (public for the engines' conformance suite).
+#[doc(hidden)]
+pub fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

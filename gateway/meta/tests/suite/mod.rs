@@ -2301,3 +2301,52 @@ fn a_copy_that_stopped_half_way_is_started_over_and_a_changed_copy_is_refused() 
     let copy_store = MetaStore::on_engine(to, false, None).unwrap();
     assert_eq!(objects_of(&copy_store), objects_of(&source));
 }
+
+#[test]
+fn a_copy_that_reads_fewer_rows_than_its_source_counts_is_refused() {
+    use shardgate_meta::copy;
+    use shardgate_meta::kv::{Engine, KeyRange, KvRead, RedbEngine, Table, Visit};
+    use std::sync::Arc;
+
+    // A source whose walk misses a row its count holds: source and
+    // destination are hashed by the same walk, so only the count tells.
+    struct Miscounted<'a>(&'a dyn KvRead);
+    impl KvRead for Miscounted<'_> {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+            self.0.get(table, key)
+        }
+        fn scan(
+            &self,
+            table: Table,
+            range: KeyRange<'_>,
+            reverse: bool,
+            visit: &mut Visit<'_>,
+        ) -> Result<(), MetaError> {
+            self.0.scan(table, range, reverse, visit)
+        }
+        fn len(&self, table: Table) -> Result<u64, MetaError> {
+            Ok(self.0.len(table)? + 1)
+        }
+    }
+
+    let (_dir, source) = open();
+    source.create_bucket("b", 0).unwrap();
+    let from = source.shared_engine();
+    let token = copy::new_token();
+    let now = wall_clock_ms();
+    copy::hold_source(&*from, &token, now).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to: Arc<dyn Engine> = Arc::new(RedbEngine::create(&dir.path().join("copy.redb")).unwrap());
+    copy::prepare_destination(&*to, &token, false, now).unwrap();
+    let snapshot = from.snapshot().unwrap();
+    let err = copy::copy(
+        &Miscounted(&*snapshot),
+        None,
+        &*to,
+        &token,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, MetaError::CopyRefused(_)), "{err}");
+    assert!(err.to_string().contains("rows in the source"), "{err}");
+}
