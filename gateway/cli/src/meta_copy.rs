@@ -4,7 +4,8 @@
 //! (`shardgate_meta::copy`).
 //!
 //! Both ends are given as `redb:PATH`, `postgres:URL` or
-//! `postgres-file:PATH` (a file holding the URL: a URL on the command line
+//! `postgres-file:PATH` (a file holding the URL, readable by its owner
+//! alone, as the gateway's `metadata.url_file`: a URL on the command line
 //! is visible to every user of the machine). The source is read in one
 //! snapshot and left as it was; no gateway may be serving from it. A redb
 //! destination is built beside its path and renamed into place once
