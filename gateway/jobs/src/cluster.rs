@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde::Serialize;
 use shardgate_core::BackendId;
@@ -50,18 +51,21 @@ impl Jobs {
     /// Renews the held job leases until the runtime stops.
     pub(crate) fn spawn_lease_renewals(self: &Arc<Self>) {
         let keeper = self.keeper.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(RENEW_EVERY).await;
-                let k = keeper.clone();
-                let failed = tokio::task::spawn_blocking(move || k.renew_all())
-                    .await
-                    .unwrap_or_default();
-                for (lease, e) in failed {
-                    tracing::warn!(%lease, error = %e, "job lease not renewed");
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    let k = keeper.clone();
+                    let failed = tokio::task::spawn_blocking(move || k.renew_all())
+                        .await
+                        .unwrap_or_default();
+                    for (lease, e) in failed {
+                        tracing::warn!(%lease, error = %e, "job lease not renewed");
+                    }
                 }
             }
-        });
+            .instrument(tracing::info_span!("lease_renewals")),
+        );
     }
 
     /// Renews this gateway's membership (taken by
@@ -69,59 +73,65 @@ impl Jobs {
     /// jobs, until the runtime stops or the task is aborted.
     pub fn spawn_heartbeat(self: &Arc<Self>, record: MemberRecord) -> tokio::task::JoinHandle<()> {
         let jobs = self.clone();
-        tokio::spawn(async move {
-            let mut first = true;
-            loop {
-                // At once: the record the join wrote lacks the bound
-                // addresses and the jobs.
-                if !std::mem::take(&mut first) {
-                    tokio::time::sleep(RENEW_EVERY).await;
-                }
-                let mut record = record.clone();
-                record.jobs = serde_json::to_vec(&jobs.list()).unwrap_or_default();
-                let meta = jobs.gw.meta().clone();
-                let term = LEASE_TERM.as_millis() as u64;
-                if let Err(e) = blocking(move || meta.heartbeat(&record, now_ms(), term)).await {
-                    tracing::warn!(error = %e, "gateway heartbeat failed: other gateways take this one for gone if it keeps failing");
+        tokio::spawn(
+            async move {
+                let mut first = true;
+                loop {
+                    // At once: the record the join wrote lacks the bound
+                    // addresses and the jobs.
+                    if !std::mem::take(&mut first) {
+                        tokio::time::sleep(RENEW_EVERY).await;
+                    }
+                    let mut record = record.clone();
+                    record.jobs = serde_json::to_vec(&jobs.list()).unwrap_or_default();
+                    let meta = jobs.gw.meta().clone();
+                    let term = LEASE_TERM.as_millis() as u64;
+                    if let Err(e) = blocking(move || meta.heartbeat(&record, now_ms(), term)).await {
+                        tracing::warn!(error = %e, "gateway heartbeat failed: other gateways take this one for gone if it keeps failing");
+                    }
                 }
             }
-        })
+            .instrument(tracing::info_span!("heartbeat")),
+        )
     }
 
     /// Reads the change counters every [`CHANGES_POLL`] and reloads what
     /// moved, until the runtime stops.
     pub(crate) fn spawn_change_poll(self: &Arc<Self>) {
         let jobs = self.clone();
-        tokio::spawn(async move {
-            let mut seen: Option<Changes> = None;
-            loop {
-                tokio::time::sleep(CHANGES_POLL).await;
-                let meta = jobs.gw.meta().clone();
-                let now = match blocking(move || meta.changes()).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "change counters not read");
+        tokio::spawn(
+            async move {
+                let mut seen: Option<Changes> = None;
+                loop {
+                    tokio::time::sleep(CHANGES_POLL).await;
+                    let meta = jobs.gw.meta().clone();
+                    let now = match blocking(move || meta.changes()).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "change counters not read");
+                            continue;
+                        }
+                    };
+                    jobs.gw.meta().observe_changes(&now);
+                    let Some(before) = seen.replace(now) else {
                         continue;
+                    };
+                    if now.users != before.users
+                        && let Err(e) = jobs.gw.refresh_users().await
+                    {
+                        tracing::warn!(error = %e, "users not reloaded");
+                        seen = Some(before);
                     }
-                };
-                jobs.gw.meta().observe_changes(&now);
-                let Some(before) = seen.replace(now) else {
-                    continue;
-                };
-                if now.users != before.users
-                    && let Err(e) = jobs.gw.refresh_users().await
-                {
-                    tracing::warn!(error = %e, "users not reloaded");
-                    seen = Some(before);
-                }
-                if now.jobs != before.jobs
-                    && let Err(e) = jobs.reload_controls().await
-                {
-                    tracing::warn!(error = %e, "job controls not reloaded");
-                    seen = Some(before);
+                    if now.jobs != before.jobs
+                        && let Err(e) = jobs.reload_controls().await
+                    {
+                        tracing::warn!(error = %e, "job controls not reloaded");
+                        seen = Some(before);
+                    }
                 }
             }
-        });
+            .instrument(tracing::info_span!("change_poll")),
+        );
     }
 
     /// Applies the job controls recorded in the store: pauses, drains

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::StreamExt;
 use shardgate_backend::BackendError;
@@ -76,27 +77,31 @@ impl Jobs {
         for backend in self.gw.backends() {
             let gw = self.clone();
             let id = backend.id().clone();
-            tokio::spawn(async move { gw.collect_forever(id).await });
+            let span = tracing::info_span!("collector", backend = %id);
+            tokio::spawn(async move { gw.collect_forever(id).await }.instrument(span));
         }
         let gw = self.clone();
-        tokio::spawn(async move {
-            let meta = gw.gw.meta().clone();
-            let Ok(backlog) = blocking(move || meta.garbage_backlog()).await else {
-                return;
-            };
-            for b in backlog
-                .iter()
-                .filter(|b| gw.gw.backend(&b.backend).is_none())
-            {
-                tracing::warn!(
-                    backend = %b.backend,
-                    items = b.items,
-                    bytes = b.bytes,
-                    "garbage waits on a backend that is not configured: it is collected when the backend returns, or dropped by `shardgate garbage forget {}`",
-                    b.backend
-                );
+        tokio::spawn(
+            async move {
+                let meta = gw.gw.meta().clone();
+                let Ok(backlog) = blocking(move || meta.garbage_backlog()).await else {
+                    return;
+                };
+                for b in backlog
+                    .iter()
+                    .filter(|b| gw.gw.backend(&b.backend).is_none())
+                {
+                    tracing::warn!(
+                        backend = %b.backend,
+                        items = b.items,
+                        bytes = b.bytes,
+                        "garbage waits on a backend that is not configured: it is collected when the backend returns, or dropped by `shardgate garbage forget {}`",
+                        b.backend
+                    );
+                }
             }
-        });
+            .instrument(tracing::info_span!("garbage_backlog")),
+        );
     }
 
     async fn collect_forever(self: Arc<Self>, backend: BackendId) {

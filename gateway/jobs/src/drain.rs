@@ -27,6 +27,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use shardgate_core::{BackendId, FragmentState};
 use shardgate_node::{GatewayError, blocking};
@@ -208,31 +209,35 @@ impl Jobs {
         handle.clear_cancel();
         let jobs = self.clone();
         let h = handle.clone();
-        tokio::spawn(async move {
-            loop {
-                if !h.checkpoint().await {
-                    jobs.end_drain(&backend, &h).await;
-                    return;
-                }
-                match jobs.drain_step(&backend, &h).await {
-                    Ok(Next::Now) => {}
-                    Ok(Next::After(wait)) => h.rest(wait).await,
-                    Ok(Next::Stop) => {
-                        // Cancelled (here or on another gateway): the
-                        // backend takes new fragments again.
-                        jobs.gw.set_draining(&backend, false);
-                        jobs.release_drain(&backend);
-                        h.let_go().await;
+        let span = tracing::info_span!("drain", %backend);
+        tokio::spawn(
+            async move {
+                loop {
+                    if !h.checkpoint().await {
+                        jobs.end_drain(&backend, &h).await;
                         return;
                     }
-                    Err(e) => {
-                        h.failed(e.to_string());
-                        tracing::warn!(%backend, error = %e, "drain step failed; retried");
-                        h.rest(Duration::from_secs(5)).await;
+                    match jobs.drain_step(&backend, &h).await {
+                        Ok(Next::Now) => {}
+                        Ok(Next::After(wait)) => h.rest(wait).await,
+                        Ok(Next::Stop) => {
+                            // Cancelled (here or on another gateway): the
+                            // backend takes new fragments again.
+                            jobs.gw.set_draining(&backend, false);
+                            jobs.release_drain(&backend);
+                            h.let_go().await;
+                            return;
+                        }
+                        Err(e) => {
+                            h.failed(e.to_string());
+                            tracing::warn!(%backend, error = %e, "drain step failed; retried");
+                            h.rest(Duration::from_secs(5)).await;
+                        }
                     }
                 }
             }
-        });
+            .instrument(span),
+        );
         handle
     }
 

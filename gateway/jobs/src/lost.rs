@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use shardgate_core::BackendId;
 use shardgate_node::{GatewayError, blocking, now_ms};
@@ -55,50 +56,53 @@ impl Jobs {
 
     pub(crate) fn spawn_backend_watch(self: &Arc<Self>) {
         let jobs = self.clone();
-        tokio::spawn(async move {
-            let mut walked_for: BTreeSet<BackendId> = BTreeSet::new();
-            let first = jobs.configuration_shrank().await;
-            let mut start_walk = first != Walk::No;
-            loop {
-                let gone: BTreeSet<BackendId> = jobs
-                    .gw
-                    .backends()
-                    .map(|b| b.id().clone())
-                    .filter(|id| jobs.backend_gone(id))
-                    .collect();
-                // A backend that came back and goes again is walked again.
-                walked_for.retain(|b| gone.contains(b));
-                let new: Vec<&BackendId> = gone.difference(&walked_for).collect();
-                // With several gateways, one walks (the others' turn comes
-                // should it go).
-                if (start_walk || !new.is_empty()) && jobs.hold(WALK_LEASE).await {
-                    if new.is_empty() && first == Walk::FirstStart {
-                        // Nothing is known gone: a first walk, not news.
-                        tracing::info!("first walk for fragments on backends not configured");
-                    } else {
-                        tracing::warn!(
-                            backends = ?new,
-                            grace = ?jobs.settings.backend_grace,
-                            "backends gone: their fragments are queued for repair"
-                        );
-                    }
-                    match jobs.queue_lost_fragments().await {
-                        Ok(n) => {
-                            tracing::info!(
-                                objects = n,
-                                "objects queued for fragments on backends gone"
+        tokio::spawn(
+            async move {
+                let mut walked_for: BTreeSet<BackendId> = BTreeSet::new();
+                let first = jobs.configuration_shrank().await;
+                let mut start_walk = first != Walk::No;
+                loop {
+                    let gone: BTreeSet<BackendId> = jobs
+                        .gw
+                        .backends()
+                        .map(|b| b.id().clone())
+                        .filter(|id| jobs.backend_gone(id))
+                        .collect();
+                    // A backend that came back and goes again is walked again.
+                    walked_for.retain(|b| gone.contains(b));
+                    let new: Vec<&BackendId> = gone.difference(&walked_for).collect();
+                    // With several gateways, one walks (the others' turn comes
+                    // should it go).
+                    if (start_walk || !new.is_empty()) && jobs.hold(WALK_LEASE).await {
+                        if new.is_empty() && first == Walk::FirstStart {
+                            // Nothing is known gone: a first walk, not news.
+                            tracing::info!("first walk for fragments on backends not configured");
+                        } else {
+                            tracing::warn!(
+                                backends = ?new,
+                                grace = ?jobs.settings.backend_grace,
+                                "backends gone: their fragments are queued for repair"
                             );
-                            walked_for = gone;
-                            start_walk = false;
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "walk for backends gone failed; retried")
+                        match jobs.queue_lost_fragments().await {
+                            Ok(n) => {
+                                tracing::info!(
+                                    objects = n,
+                                    "objects queued for fragments on backends gone"
+                                );
+                                walked_for = gone;
+                                start_walk = false;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "walk for backends gone failed; retried")
+                            }
                         }
                     }
+                    tokio::time::sleep(PERIOD).await;
                 }
-                tokio::time::sleep(PERIOD).await;
             }
-        });
+            .instrument(tracing::info_span!("lost_backends")),
+        );
     }
 
     /// Whether a backend the last walk knew is no longer configured (its

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument;
 
 use shardgate_core::{BackendId, FragmentState};
 use shardgate_node::{GatewayError, blocking};
@@ -104,36 +105,39 @@ impl Jobs {
         h.clear_cancel();
         let jobs = self.clone();
         let handle = h.clone();
-        tokio::spawn(async move {
-            let outcome = jobs.rebalance_pass(&handle).await;
-            let meta = jobs.gw.meta().clone();
-            match outcome {
-                Ok(Some(moved)) => {
-                    let _ = blocking(move || meta.delete_job_state(JOB)).await;
-                    handle.set(
-                        JobState::Done,
-                        format!("pass over: {moved} fragments moved"),
-                    );
-                    tracing::info!(moved, "rebalance pass over");
+        tokio::spawn(
+            async move {
+                let outcome = jobs.rebalance_pass(&handle).await;
+                let meta = jobs.gw.meta().clone();
+                match outcome {
+                    Ok(Some(moved)) => {
+                        let _ = blocking(move || meta.delete_job_state(JOB)).await;
+                        handle.set(
+                            JobState::Done,
+                            format!("pass over: {moved} fragments moved"),
+                        );
+                        tracing::info!(moved, "rebalance pass over");
+                    }
+                    Ok(None) => {
+                        let _ = blocking(move || meta.delete_job_state(JOB)).await;
+                        handle.set(JobState::Cancelled, "cancelled");
+                    }
+                    Err(e) => {
+                        handle.failed(e.to_string());
+                        handle.set(
+                            JobState::Idle,
+                            format!("stopped: {e}; start it again to go on"),
+                        );
+                        tracing::warn!(error = %e, "rebalance stopped");
+                    }
                 }
-                Ok(None) => {
-                    let _ = blocking(move || meta.delete_job_state(JOB)).await;
-                    handle.set(JobState::Cancelled, "cancelled");
-                }
-                Err(e) => {
-                    handle.failed(e.to_string());
-                    handle.set(
-                        JobState::Idle,
-                        format!("stopped: {e}; start it again to go on"),
-                    );
-                    tracing::warn!(error = %e, "rebalance stopped");
-                }
+                // After its state went: another gateway may run the next
+                // pass, never this one again from its cursor.
+                handle.let_go().await;
+                jobs.rebalancing.store(false, Ordering::Release);
             }
-            // After its state went: another gateway may run the next
-            // pass, never this one again from its cursor.
-            handle.let_go().await;
-            jobs.rebalancing.store(false, Ordering::Release);
-        });
+            .instrument(tracing::info_span!("rebalance")),
+        );
         h
     }
 

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use bytes::Bytes;
 use shardgate_backend::{Backend, BlobWriter};
@@ -158,35 +159,38 @@ impl Jobs {
         let jobs = self.clone();
         let handle = self.registry.handle(JOB, "repair");
         handle.begin_run(None, "started");
-        tokio::spawn(async move {
-            let mut retry = Retry::default();
-            loop {
-                // Cancelling is refused (`Jobs::cancel`): only a pause holds it.
-                handle.checkpoint().await;
-                let done = match jobs.repair_round(&mut retry).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "repair round failed; retried");
-                        0
+        tokio::spawn(
+            async move {
+                let mut retry = Retry::default();
+                loop {
+                    // Cancelling is refused (`Jobs::cancel`): only a pause holds it.
+                    handle.checkpoint().await;
+                    let done = match jobs.repair_round(&mut retry).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "repair round failed; retried");
+                            0
+                        }
+                    };
+                    let meta = jobs.gw.meta().clone();
+                    let queued = blocking(move || meta.repair_queue_counts())
+                        .await
+                        .map_or(0, |(n, _)| n);
+                    let progress = handle.status();
+                    handle.set_total(Some(progress.objects_done + queued));
+                    let state = if queued == 0 {
+                        crate::JobState::Idle
+                    } else {
+                        crate::JobState::Running
+                    };
+                    handle.set(state, format!("{queued} objects queued"));
+                    if done == 0 {
+                        tokio::time::sleep(IDLE).await;
                     }
-                };
-                let meta = jobs.gw.meta().clone();
-                let queued = blocking(move || meta.repair_queue_counts())
-                    .await
-                    .map_or(0, |(n, _)| n);
-                let progress = handle.status();
-                handle.set_total(Some(progress.objects_done + queued));
-                let state = if queued == 0 {
-                    crate::JobState::Idle
-                } else {
-                    crate::JobState::Running
-                };
-                handle.set(state, format!("{queued} objects queued"));
-                if done == 0 {
-                    tokio::time::sleep(IDLE).await;
                 }
             }
-        });
+            .instrument(tracing::info_span!("repair")),
+        );
     }
 
     /// One round: up to a batch of queued objects, least redundant first,

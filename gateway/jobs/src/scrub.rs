@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::StreamExt;
 use rand::seq::index::sample;
@@ -98,26 +99,29 @@ impl Jobs {
     pub(crate) fn spawn_scrub(self: &Arc<Self>) {
         let jobs = self.clone();
         let handle = self.registry.handle(JOB, "scrub");
-        tokio::spawn(async move {
-            loop {
-                if !handle.checkpoint().await
-                    && let Err(e) = jobs.end_scrub_pass("cancelled").await
-                {
-                    tracing::warn!(error = %e, "scrub pass not ended");
-                }
-                let woken = jobs.scrub_now.notified();
-                match jobs.scrub_step(&handle).await {
-                    Ok(Some(wait)) => {
-                        let _ = tokio::time::timeout(wait, woken).await;
+        tokio::spawn(
+            async move {
+                loop {
+                    if !handle.checkpoint().await
+                        && let Err(e) = jobs.end_scrub_pass("cancelled").await
+                    {
+                        tracing::warn!(error = %e, "scrub pass not ended");
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "scrub step failed; retried");
-                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    let woken = jobs.scrub_now.notified();
+                    match jobs.scrub_step(&handle).await {
+                        Ok(Some(wait)) => {
+                            let _ = tokio::time::timeout(wait, woken).await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "scrub step failed; retried");
+                            tokio::time::sleep(Duration::from_secs(10)).await;
+                        }
                     }
                 }
             }
-        });
+            .instrument(tracing::info_span!("scrub")),
+        );
     }
 
     /// Ends the running pass now (an operator cancelled it).

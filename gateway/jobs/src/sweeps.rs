@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::future::join_all;
 
@@ -40,23 +41,32 @@ impl Jobs {
         self.spawn_saved_drains(saved);
         self.resume_rebalance();
         let gw = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(INTENT_SWEEP_PERIOD).await;
-                if let Err(e) = gw.sweep_intents_once(INTENT_SWEEP_AGE).await {
-                    tracing::warn!(error = %e, "intent sweep failed");
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(INTENT_SWEEP_PERIOD).await;
+                    if let Err(e) = gw.sweep_intents_once(INTENT_SWEEP_AGE).await {
+                        tracing::warn!(error = %e, "intent sweep failed");
+                    }
                 }
             }
-        });
+            .instrument(tracing::info_span!("intent_sweep")),
+        );
         let gw = self.clone();
-        tokio::spawn(async move { gw.expire_uploads_forever().await });
+        tokio::spawn(
+            async move { gw.expire_uploads_forever().await }
+                .instrument(tracing::info_span!("upload_expiry")),
+        );
         let gw = self.clone();
-        tokio::spawn(async move {
-            loop {
-                gw.refresh_health().await;
-                tokio::time::sleep(HEALTH_PERIOD).await;
+        tokio::spawn(
+            async move {
+                loop {
+                    gw.refresh_health().await;
+                    tokio::time::sleep(HEALTH_PERIOD).await;
+                }
             }
-        });
+            .instrument(tracing::info_span!("health")),
+        );
     }
 
     /// Asks every backend for its health, bounded by a timeout. Each
