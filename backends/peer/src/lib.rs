@@ -8,9 +8,10 @@
 //!
 //! - [`wire`]: the two protocols (cbor control requests, framed blob
 //!   streams) and the bounds their decoders keep;
-//! - [`node`]: the libp2p node (TCP + noise + yamux and QUIC, identify,
+//! - [`node`]: the libp2p node (TCP + TLS or noise + yamux and QUIC, identify,
 //!   Kademlia, ping, an allowlist, connection limits) that gateways and
 //!   peers both run;
+//! - [`tls`]: the libp2p TLS handshake with AES-GCM preferred;
 //! - [`server`]: what `shardgate peer` serves;
 //! - [`backend`]: the gateway's side;
 //! - [`identity`]: the node's ed25519 key, created once with mode 0600.
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod identity;
 pub mod node;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 use std::path::PathBuf;

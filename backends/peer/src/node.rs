@@ -28,9 +28,11 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, SwarmBuilder, allow_block_list, connection_limits, identify, kad,
-    noise, ping, tcp, tls, yamux,
+    noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
+
+use crate::tls;
 use tracing::{debug, info, warn};
 
 use crate::PeerError;

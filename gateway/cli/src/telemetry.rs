@@ -13,7 +13,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -37,14 +37,19 @@ pub fn init(
     let provider = export.as_ref().map(provider).transpose()?;
     // Each layer filters for itself: the log at `default_level`, traces
     // with shardgate's debug spans too (one per fragment written or read),
-    // which cost nothing when no layer wants them.
+    // which cost nothing when no layer wants them. The spans of background
+    // tasks (target `shardgate::task`: repair, scrub, the journal...) live
+    // as long as the process: they name the task in the log, but a trace
+    // rooted in one would never end, so traces leave them out and what a
+    // task does is traced in traces of its own.
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("shardgate"))
             .with_filter(
                 Targets::new()
                     .with_default(Level::INFO)
-                    .with_target("shardgate", Level::DEBUG),
+                    .with_target("shardgate", Level::DEBUG)
+                    .with_target("shardgate::task", LevelFilter::OFF),
             )
     });
     tracing_subscriber::registry()

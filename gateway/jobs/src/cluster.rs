@@ -64,7 +64,7 @@ impl Jobs {
                     }
                 }
             }
-            .instrument(tracing::info_span!("lease_renewals")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "lease_renewals")),
         );
     }
 
@@ -91,7 +91,7 @@ impl Jobs {
                     }
                 }
             }
-            .instrument(tracing::info_span!("heartbeat")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "heartbeat")),
         )
     }
 
@@ -130,7 +130,7 @@ impl Jobs {
                     }
                 }
             }
-            .instrument(tracing::info_span!("change_poll")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "change_poll")),
         );
     }
 

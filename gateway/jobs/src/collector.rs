@@ -77,7 +77,7 @@ impl Jobs {
         for backend in self.gw.backends() {
             let gw = self.clone();
             let id = backend.id().clone();
-            let span = tracing::info_span!("collector", backend = %id);
+            let span = tracing::info_span!(target: "shardgate::task", "collector", backend = %id);
             tokio::spawn(async move { gw.collect_forever(id).await }.instrument(span));
         }
         let gw = self.clone();
@@ -100,7 +100,7 @@ impl Jobs {
                     );
                 }
             }
-            .instrument(tracing::info_span!("garbage_backlog")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "garbage_backlog")),
         );
     }
 

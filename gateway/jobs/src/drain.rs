@@ -209,7 +209,7 @@ impl Jobs {
         handle.clear_cancel();
         let jobs = self.clone();
         let h = handle.clone();
-        let span = tracing::info_span!("drain", %backend);
+        let span = tracing::info_span!(target: "shardgate::task", "drain", %backend);
         tokio::spawn(
             async move {
                 loop {

@@ -101,7 +101,7 @@ impl Jobs {
                     tokio::time::sleep(PERIOD).await;
                 }
             }
-            .instrument(tracing::info_span!("lost_backends")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "lost_backends")),
         );
     }
 

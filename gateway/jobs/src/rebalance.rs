@@ -136,7 +136,7 @@ impl Jobs {
                 handle.let_go().await;
                 jobs.rebalancing.store(false, Ordering::Release);
             }
-            .instrument(tracing::info_span!("rebalance")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "rebalance")),
         );
         h
     }

@@ -189,7 +189,7 @@ impl Jobs {
                     }
                 }
             }
-            .instrument(tracing::info_span!("repair")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "repair")),
         );
     }
 

@@ -120,7 +120,7 @@ impl Jobs {
                     }
                 }
             }
-            .instrument(tracing::info_span!("scrub")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "scrub")),
         );
     }
 

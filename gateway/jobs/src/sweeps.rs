@@ -50,12 +50,12 @@ impl Jobs {
                     }
                 }
             }
-            .instrument(tracing::info_span!("intent_sweep")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "intent_sweep")),
         );
         let gw = self.clone();
         tokio::spawn(
             async move { gw.expire_uploads_forever().await }
-                .instrument(tracing::info_span!("upload_expiry")),
+                .instrument(tracing::info_span!(target: "shardgate::task", "upload_expiry")),
         );
         let gw = self.clone();
         tokio::spawn(
@@ -65,7 +65,7 @@ impl Jobs {
                     tokio::time::sleep(HEALTH_PERIOD).await;
                 }
             }
-            .instrument(tracing::info_span!("health")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "health")),
         );
     }
 

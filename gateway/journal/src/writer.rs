@@ -229,7 +229,7 @@ impl Journal {
                     }
                 }
             }
-            .instrument(tracing::info_span!("journal")),
+            .instrument(tracing::info_span!(target: "shardgate::task", "journal")),
         )
     }
 
