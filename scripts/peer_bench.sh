@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # PUT/GET throughput through six `shardgate peer` processes (127.0.0.2..7,
-# libp2p over TCP + noise + yamux) against six local directories on the
+# libp2p over TCP + TLS + yamux) against six local directories on the
 # same disk (the embedded default), both 4 + 2 with write quorum 5, in the
 # same run: two release gateways stay up, and the load generator runs
 # against A and B in turn, ABBA order, ROUNDS times, for 1 MiB objects
 # (concurrency 16) and 64 MiB objects (concurrency 4). Prints each round,
-# the ratios of the summed rates, and each peer's peak RSS.
+# the ratios of the summed rates, each peer's peak RSS and CPU time, and
+# how busy each CPU was over each phase (PUTs and GETs together).
 #
 #   scripts/peer_bench.sh [ROUNDS] [SMALL_COUNT] [LARGE_COUNT]   default: 2 200 8
 #
@@ -75,15 +76,21 @@ start() { # name, extra serve arguments...
 start peers --config "$config"
 start fs
 
+# Busy jiffies and all jiffies of CPU N, from /proc/stat.
+jiffies() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 # One phase: PUTs then GETs of COUNT objects of SIZE at CONCURRENCY;
-# prints PUT MB/s, GET MB/s, errors.
+# prints PUT MB/s, GET MB/s, errors, and how busy CPU 0 and CPU 1 were
+# (percent, over the phase).
 phase() { # name size count concurrency
-  local dir="$base/$1"
-  "${pin_load[@]}" "$target/release/shardgate-loadgen" --endpoint "$(cat "$dir/endpoint")" --credentials "$dir/gw/credentials" \
+  local dir="$base/$1" b0 t0 b1 t1 B0 T0 B1 T1 rates
+  read -r b0 t0 < <(jiffies 0); read -r b1 t1 < <(jiffies 1)
+  rates=$("${pin_load[@]}" "$target/release/shardgate-loadgen" --endpoint "$(cat "$dir/endpoint")" --credentials "$dir/gw/credentials" \
     --bucket "round" --sizes "$2" --counts "$3" --concurrency "$4" --cleanup --pid "$(cat "$dir/pid")" \
     | awk -F'|' '$2 ~ /PUT/ { gsub(/ /, "", $6); put = $6; e += $12 }
                  $2 ~ /GET/ { gsub(/ /, "", $6); get = $6; e += $12 }
-                 END { print put, get, e }'
+                 END { print put, get, e }')
+  read -r B0 T0 < <(jiffies 0); read -r B1 T1 < <(jiffies 1)
+  echo "$rates $(( 100 * (B0 - b0) / (T0 - t0 + 1) )) $(( 100 * (B1 - b1) / (T1 - t1 + 1) ))"
 }
 hwm() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 cpu() { echo "scale=1; $(awk '{ print $14 + $15 }' "/proc/$1/stat") / $(getconf CLK_TCK)" | bc -l; }
@@ -92,14 +99,16 @@ echo "$(nproc) cores${SHARDGATE_BENCH_PIN:+ (peers on CPU 1; gateways and load o
 echo "| round | size | peers PUT MB/s | fs PUT MB/s | PUT peers / fs | peers GET MB/s | fs GET MB/s | GET peers / fs | errors |"
 echo "|---|---|---|---|---|---|---|---|---|"
 declare -A sum
+busy=()
 for r in $(seq "$rounds"); do
   for spec in "1MiB $small 16" "64MiB $large 4"; do
     read -r size count conc <<< "$spec"
     if [ $((r % 2)) -eq 1 ]; then
-      read -r pa ga ea < <(phase peers "$size" "$count" "$conc"); read -r pb gb eb < <(phase fs "$size" "$count" "$conc")
+      read -r pa ga ea ca0 ca1 < <(phase peers "$size" "$count" "$conc"); read -r pb gb eb cb0 cb1 < <(phase fs "$size" "$count" "$conc")
     else
-      read -r pb gb eb < <(phase fs "$size" "$count" "$conc"); read -r pa ga ea < <(phase peers "$size" "$count" "$conc")
+      read -r pb gb eb cb0 cb1 < <(phase fs "$size" "$count" "$conc"); read -r pa ga ea ca0 ca1 < <(phase peers "$size" "$count" "$conc")
     fi
+    busy+=("round $r, $size: over peers CPU 0 ${ca0}% CPU 1 ${ca1}%; over fs CPU 0 ${cb0}% CPU 1 ${cb1}%")
     for k in pa pb ga gb; do sum[$size$k]=$(echo "${sum[$size$k]:-0} + ${!k}" | bc -l); done
     sum[$size.e]=$(( ${sum[$size.e]:-0} + ea + eb ))
     printf '| %s | %s | %s | %s | %.3f | %s | %s | %.3f | %s |\n' "$r" "$size" "$pa" "$pb" "$(echo "$pa / $pb" | bc -l)" \
@@ -119,3 +128,4 @@ printf '; gateway over peers %s MiB, over fs %s MiB\n' "$(hwm "$(cat "$base/peer
 printf 'CPU seconds: each peer'
 for p in "${peer_pids[@]}"; do printf ' %s' "$(cpu "$p")"; done
 printf '; gateway over peers %s, over fs %s\n' "$(cpu "$(cat "$base/peers/pid")")" "$(cpu "$(cat "$base/fs/pid")")"
+printf 'busy (PUT and GET phases together): %s\n' "${busy[@]}"
