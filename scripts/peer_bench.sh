@@ -10,6 +10,8 @@
 #
 #   scripts/peer_bench.sh [ROUNDS] [SMALL_COUNT] [LARGE_COUNT]   default: 2 200 8
 #
+# SHARDGATE_BENCH_LOADGEN_ARGS adds arguments to each load generator run
+# (e.g. "--gets 4": GETs then outweigh the PUTs, for a profile).
 # SHARDGATE_BENCH_TRANSPORT=quic (or tcp, the default) picks the peers'
 # transport; SHARDGATE_BENCH_KEEP=1 keeps the logs. SHARDGATE_BENCH_PIN=1
 # pins the six peers to CPU 1 and both gateways and the load generator to
@@ -85,7 +87,7 @@ phase() { # name size count concurrency
   local dir="$base/$1" b0 t0 b1 t1 B0 T0 B1 T1 rates
   read -r b0 t0 < <(jiffies 0); read -r b1 t1 < <(jiffies 1)
   rates=$("${pin_load[@]}" "$target/release/shardgate-loadgen" --endpoint "$(cat "$dir/endpoint")" --credentials "$dir/gw/credentials" \
-    --bucket "round" --sizes "$2" --counts "$3" --concurrency "$4" --cleanup --pid "$(cat "$dir/pid")" \
+    --bucket "round" --sizes "$2" --counts "$3" --concurrency "$4" --cleanup --pid "$(cat "$dir/pid")" ${SHARDGATE_BENCH_LOADGEN_ARGS:-} \
     | awk -F'|' '$2 ~ /PUT/ { gsub(/ /, "", $6); put = $6; e += $12 }
                  $2 ~ /GET/ { gsub(/ /, "", $6); get = $6; e += $12 }
                  END { print put, get, e }')
