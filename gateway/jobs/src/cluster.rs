@@ -13,12 +13,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use serde::Serialize;
 use shardgate_core::BackendId;
 use shardgate_meta::{Changes, MemberRecord};
 use shardgate_node::{GatewayError, blocking, now_ms};
+use tracing::Instrument;
 
 use crate::{JobStatus, Jobs, PAUSED, drain, rebalance};
 

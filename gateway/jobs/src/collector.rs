@@ -18,12 +18,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tracing::Instrument;
 
 use futures::StreamExt;
 use shardgate_backend::BackendError;
 use shardgate_core::BackendId;
 use shardgate_meta::{GarbageItem, Outcome};
+use tracing::Instrument;
 
 use shardgate_node::{blocking, now_ms};
 

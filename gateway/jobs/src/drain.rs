@@ -27,10 +27,10 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use shardgate_core::{BackendId, FragmentState};
 use shardgate_node::{GatewayError, blocking};
+use tracing::Instrument;
 
 use crate::control::JobHandle;
 use crate::repair::{Repaired, Replace, Source};

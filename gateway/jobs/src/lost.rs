@@ -14,10 +14,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use shardgate_core::BackendId;
 use shardgate_node::{GatewayError, blocking, now_ms};
+use tracing::Instrument;
 
 use crate::Jobs;
 

@@ -22,10 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tracing::Instrument;
 
 use shardgate_core::{BackendId, FragmentState};
 use shardgate_node::{GatewayError, blocking};
+use tracing::Instrument;
 
 use crate::control::JobHandle;
 use crate::repair::{Repaired, Replace, Source};

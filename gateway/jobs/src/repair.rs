@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 
 use bytes::Bytes;
 use shardgate_backend::{Backend, BlobWriter};
@@ -33,6 +32,7 @@ use shardgate_core::{
 use shardgate_meta::{IntentKind, MetaError, RepairEntry};
 use shardgate_pipeline::{checked_trailer, stripe_runs, verify_fragment};
 use shardgate_placement::{Placer, Request, check};
+use tracing::Instrument;
 
 use shardgate_node::GatewayError;
 use shardgate_node::{blocking, now_ms};

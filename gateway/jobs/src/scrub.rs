@@ -21,13 +21,13 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use futures::StreamExt;
 use rand::seq::index::sample;
 use shardgate_core::FragmentState;
 use shardgate_meta::repair_reason;
 use shardgate_pipeline::{audit_fragment, verify_fragment};
+use tracing::Instrument;
 
 use shardgate_node::{blocking, now_ms};
 

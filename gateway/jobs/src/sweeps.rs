@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use futures::future::join_all;
+use tracing::Instrument;
 
 use shardgate_node::{blocking, now_ms};
 
