@@ -131,3 +131,7 @@ printf 'CPU seconds: each peer'
 for p in "${peer_pids[@]}"; do printf ' %s' "$(cpu "$p")"; done
 printf '; gateway over peers %s, over fs %s\n' "$(cpu "$(cat "$base/peers/pid")")" "$(cpu "$(cat "$base/fs/pid")")"
 printf 'busy (PUT and GET phases together): %s\n' "${busy[@]}"
+for name in peers fs; do
+  printf 'fragment reads hedged, gateway over %s: %s\n' "$name" \
+    "$(curl -sf "$(cat "$base/$name/endpoint")/metrics" | awk '/^[a-z_]*read_hedges/ { print $2 }')"
+done
