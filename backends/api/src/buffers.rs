@@ -36,6 +36,11 @@ pub const POOL_KEEP_BYTES: usize = 16 << 20;
 /// [`POOL_KEEP_BYTES`].
 pub const POOL_IDLE: Duration = Duration::from_secs(10);
 
+/// Buffers smaller than this are not kept: the allocator serves them from
+/// memory it holds, with no page fault to save, and thousands of them would
+/// make the pool's list long to search.
+pub const MIN_RECYCLED_BYTES: usize = 64 << 10;
+
 /// How often `take` and `give` look for idle buffers to free; the health
 /// checks call [`trim_idle`] too, so a quiet gateway gives them back.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -134,6 +139,9 @@ fn lock() -> MutexGuard<'static, Pool> {
 /// A buffer with at least `min_capacity` bytes of capacity (old content
 /// and length kept, so a caller that sizes it again writes no zeroes).
 pub fn take(min_capacity: usize) -> Vec<u8> {
+    if min_capacity < MIN_RECYCLED_BYTES {
+        return Vec::with_capacity(min_capacity);
+    }
     let (reused, stale) = {
         let mut pool = lock();
         let reused = pool.take(min_capacity);
@@ -146,6 +154,9 @@ pub fn take(min_capacity: usize) -> Vec<u8> {
 
 /// Returns a buffer for reuse (or frees it when the pool is full).
 pub fn give(v: Vec<u8>) {
+    if v.capacity() < MIN_RECYCLED_BYTES {
+        return;
+    }
     let now = Instant::now();
     let freed = {
         let mut pool = lock();

@@ -194,6 +194,13 @@ impl StripeLayout {
         per.div_ceil(SHARD_ALIGN).max(1) * SHARD_ALIGN
     }
 
+    /// Shard length of a stripe holding `plain` bytes of plaintext (each
+    /// chunk sealed with its tag; an empty stripe is one empty chunk).
+    pub fn shard_bytes_for_plain(&self, plain: usize) -> usize {
+        let chunks = plain.div_ceil(CHUNK_BYTES).max(1);
+        self.shard_bytes_for(plain + chunks * TAG_BYTES)
+    }
+
     /// Shard length of every full stripe.
     pub fn full_shard_bytes(&self) -> usize {
         self.shard_bytes_for(self.chunks_per_stripe as usize * SEALED_CHUNK_BYTES)

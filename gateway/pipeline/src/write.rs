@@ -387,8 +387,6 @@ where
     };
 
     let layout = params.layout;
-    let data_bytes = layout.code.k() * layout.full_shard_bytes();
-    let parity_bytes = layout.code.m() * layout.full_shard_bytes();
     let mut total = 0u64;
     let stripe_bytes = layout.stripe_plain_bytes();
     for stripe in 0u64.. {
@@ -423,7 +421,11 @@ where
         total += len as u64;
         let key = key.clone();
         let encode = move || {
-            let mut buf = StripeBuffer::new(&layout, buffers::take(data_bytes));
+            // Sized to this stripe's plaintext: a small object's only
+            // stripe takes a few KiB, not a full stripe.
+            let shard_len = layout.shard_bytes_for_plain(len);
+            let k = layout.code.k();
+            let mut buf = StripeBuffer::sized(&layout, buffers::take(k * shard_len), len);
             for piece in &pieces {
                 buf.fill(piece);
             }
@@ -434,7 +436,7 @@ where
                 stripe,
                 buf,
                 is_final,
-                buffers::take(parity_bytes),
+                buffers::take(layout.code.m() * shard_len),
             )
         };
         // A small object's one stripe costs less to seal and encode than a
