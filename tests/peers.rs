@@ -126,6 +126,33 @@ async fn peer_backend() -> Arc<dyn Backend> {
 
 shardgate_backend_conformance::conformance_tests!(peer_backend().await);
 
+/// Reads into recycled buffers (dirty; holding more bytes than the range,
+/// or fewer) return the range's bytes alone, again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_into_a_recycled_buffer_returns_only_the_range() {
+    let b = peer_backend().await;
+    let name = BlobName::random();
+    let data = Bytes::from(support::pattern(7, 1 << 20));
+    b.put(&name, data.clone()).await.unwrap();
+    let len = (256 << 10) + 1000;
+    for extra in [7, 70_000] {
+        shardgate_backend::buffers::give(vec![0xAA; len + extra]);
+    }
+    // Room for the range, but holding less than it.
+    let mut short = vec![0xBB; 100];
+    short.reserve_exact(len + 10);
+    shardgate_backend::buffers::give(short);
+    let range = 4099..4099 + len as u64;
+    for _ in 0..4 {
+        let got = b.get(&name, range.clone()).await.unwrap();
+        assert_eq!(got.len(), len);
+        assert!(
+            got[..] == data[4099..4099 + len],
+            "a read returned other bytes"
+        );
+    }
+}
+
 /// A peer known only by a DNS name (`/dns4/localhost/...`, as containers
 /// and Kubernetes name their peers) is dialed and stores and serves: it
 /// dials nobody itself and no other node knows it, so the name is the only

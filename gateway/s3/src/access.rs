@@ -112,16 +112,7 @@ impl RequestContext {
 
     /// The condition keys.
     pub fn get(&self) -> &Context {
-        self.built.get_or_init(|| {
-            context_of(
-                &self.requester,
-                self.name.as_deref(),
-                &self.uri,
-                &self.headers,
-                self.client,
-                self.at,
-            )
-        })
+        self.built.get_or_init(|| context_of(self))
     }
 }
 
@@ -885,14 +876,17 @@ fn block_of(flags: u8) -> PublicAccessBlock {
 
 /// The condition keys of a request: where it came from, how it was signed,
 /// and the S3 keys its operation has.
-pub fn context_of(
-    requester: &Requester,
-    name: Option<&str>,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
-    client: Option<Client>,
-    now: time::OffsetDateTime,
-) -> Context {
+fn context_of(request: &RequestContext) -> Context {
+    let RequestContext {
+        requester,
+        name,
+        uri,
+        headers,
+        client,
+        at: now,
+        ..
+    } = request;
+    let (name, client) = (name.as_deref(), *client);
     let mut c = Context::default();
     if let Some(client) = client {
         c.insert("aws:SourceIp", client.addr.ip().to_string());
@@ -1210,7 +1204,19 @@ mod tests {
             secure: true,
         });
         let lazy = RequestContext::new(&requester, Some("alice"), &uri, &h, client);
-        let eager = context_of(&requester, Some("alice"), &uri, &h, client, lazy.at);
+        // The same request with every header it had.
+        let eager = context_of(&RequestContext {
+            headers: h,
+            at: lazy.at,
+            built: OnceLock::new(),
+            ..RequestContext::new(
+                &requester,
+                Some("alice"),
+                &uri,
+                &http::HeaderMap::new(),
+                client,
+            )
+        });
         let (got, want) = (all_keys(lazy.get()), all_keys(&eager));
         assert_eq!(got, want);
         assert!(got.len() > 20, "{got:?}");
