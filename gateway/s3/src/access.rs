@@ -69,17 +69,31 @@ pub type Seen = Option<Option<u64>>;
 /// A request's condition keys, built the first time a decision needs them:
 /// only a bucket policy reads them, and most buckets have none (building
 /// them for every request was 5-7% of a 4 KiB GET's CPU). What they are
-/// built from is kept as the request had it, the time included.
-#[derive(Debug)]
+/// built from is kept as the request had it, the time included. Its
+/// `Debug` leaves out the URI (a presigned URL's signature) and headers.
 pub struct RequestContext {
     requester: Requester,
     name: Option<String>,
     uri: http::Uri,
-    /// The request's headers that condition keys come from, alone.
+    /// The request's headers that condition keys come from
+    /// ([`HEADER_KEYS`], [`GRANT_HEADERS`], [`TAGGING`]), alone.
     headers: http::HeaderMap,
+    /// Whether an `Authorization` header was signed the version 2 way.
+    v2_header: bool,
     client: Option<Client>,
     at: time::OffsetDateTime,
     built: OnceLock<Context>,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("requester", &self.requester)
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestContext {
@@ -91,10 +105,8 @@ impl RequestContext {
         client: Option<Client>,
     ) -> Self {
         let mut kept = http::HeaderMap::new();
-        for header in CONTEXT_HEADERS
-            .iter()
-            .chain(GRANT_HEADERS.iter().map(|(h, _)| h))
-        {
+        let read = HEADER_KEYS.iter().chain(&GRANT_HEADERS).map(|(h, _)| h);
+        for header in read.chain([&TAGGING]) {
             for v in headers.get_all(*header) {
                 kept.append(*header, v.clone());
             }
@@ -104,6 +116,10 @@ impl RequestContext {
             name: name.map(str::to_owned),
             uri: uri.clone(),
             headers: kept,
+            v2_header: headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("AWS ")),
             client,
             at: time::OffsetDateTime::now_utc(),
             built: OnceLock::new(),
@@ -882,6 +898,7 @@ fn context_of(request: &RequestContext) -> Context {
         name,
         uri,
         headers,
+        v2_header,
         client,
         at: now,
         ..
@@ -910,32 +927,14 @@ fn context_of(request: &RequestContext) -> Context {
     if let Some(id) = requester.canonical_id() {
         c.insert("aws:userid", id);
     }
-    for (header, key) in [
-        // Every header read here is in CONTEXT_HEADERS.
-        ("user-agent", "aws:UserAgent"),
-        ("referer", "aws:Referer"),
-        ("x-amz-acl", "s3:x-amz-acl"),
-        ("x-amz-copy-source", "s3:x-amz-copy-source"),
-        ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
-        ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
-        (
-            "x-amz-server-side-encryption",
-            "s3:x-amz-server-side-encryption",
-        ),
-        ("x-amz-storage-class", "s3:x-amz-storage-class"),
-        ("x-amz-object-lock-mode", "s3:object-lock-mode"),
-        ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
-    ] {
-        if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
+    // Only headers of these tables are read: they are what a
+    // RequestContext keeps.
+    for (header, key) in HEADER_KEYS.iter().chain(&GRANT_HEADERS) {
+        if let Some(v) = headers.get(*header).and_then(|v| v.to_str().ok()) {
             c.insert(key, v);
         }
     }
-    for (header, key) in GRANT_HEADERS {
-        if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
-            c.insert(key, v);
-        }
-    }
-    if let Some(tagging) = headers.get("x-amz-tagging").and_then(|v| v.to_str().ok()) {
+    if let Some(tagging) = headers.get(TAGGING).and_then(|v| v.to_str().ok()) {
         for (k, v) in form_urlencoded::parse(tagging.as_bytes()) {
             c.insert("s3:RequestObjectTagKeys", k.to_string());
             c.insert(&format!("s3:RequestObjectTag/{k}"), v.to_string());
@@ -971,11 +970,7 @@ fn context_of(request: &RequestContext) -> Context {
                 "REST-HEADER"
             },
         );
-        let v2 = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("AWS "))
-            || v2_query;
+        let v2 = *v2_header || v2_query;
         c.insert(
             "s3:signatureversion",
             if v2 { "AWS" } else { "AWS4-HMAC-SHA256" },
@@ -1047,23 +1042,29 @@ fn canned_grants_others(name: &str) -> bool {
     !["private", "bucket-owner-read", "bucket-owner-full-control"].contains(&name)
 }
 
-/// The grant headers, and the condition key each sets.
-/// The headers [`context_of`] reads besides [`GRANT_HEADERS`].
-const CONTEXT_HEADERS: [&str; 12] = [
-    "user-agent",
-    "referer",
-    "x-amz-acl",
-    "x-amz-copy-source",
-    "x-amz-metadata-directive",
-    "x-amz-content-sha256",
-    "x-amz-server-side-encryption",
-    "x-amz-storage-class",
-    "x-amz-object-lock-mode",
-    "x-amz-object-lock-legal-hold",
-    "x-amz-tagging",
-    "authorization",
+/// The headers [`context_of`] reads (with [`GRANT_HEADERS`] and
+/// [`TAGGING`]), and the condition key each sets.
+const HEADER_KEYS: [(&str, &str); 10] = [
+    ("user-agent", "aws:UserAgent"),
+    ("referer", "aws:Referer"),
+    ("x-amz-acl", "s3:x-amz-acl"),
+    ("x-amz-copy-source", "s3:x-amz-copy-source"),
+    ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
+    ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
+    (
+        "x-amz-server-side-encryption",
+        "s3:x-amz-server-side-encryption",
+    ),
+    ("x-amz-storage-class", "s3:x-amz-storage-class"),
+    ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+    ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
 ];
 
+/// The request's tags: `s3:RequestObjectTagKeys` and
+/// `s3:RequestObjectTag/KEY`.
+const TAGGING: &str = "x-amz-tagging";
+
+/// The grant headers, and the condition key each sets.
 const GRANT_HEADERS: [(&str, &str); 5] = [
     ("x-amz-grant-read", "s3:x-amz-grant-read"),
     ("x-amz-grant-write", "s3:x-amz-grant-write"),
@@ -1178,17 +1179,33 @@ mod tests {
     /// would make the two differ).
     #[test]
     fn the_lazy_context_keeps_every_header_its_keys_come_from() {
+        // Written out, not taken from the tables the code keeps.
         let mut h = http::HeaderMap::new();
-        for name in CONTEXT_HEADERS
-            .iter()
-            .chain(GRANT_HEADERS.iter().map(|(h, _)| h))
-        {
-            let value = match *name {
+        for name in [
+            "user-agent",
+            "referer",
+            "x-amz-acl",
+            "x-amz-copy-source",
+            "x-amz-metadata-directive",
+            "x-amz-content-sha256",
+            "x-amz-server-side-encryption",
+            "x-amz-storage-class",
+            "x-amz-object-lock-mode",
+            "x-amz-object-lock-legal-hold",
+            "x-amz-grant-read",
+            "x-amz-grant-write",
+            "x-amz-grant-read-acp",
+            "x-amz-grant-write-acp",
+            "x-amz-grant-full-control",
+            "x-amz-tagging",
+            "authorization",
+        ] {
+            let value = match name {
                 "x-amz-tagging" => "a=1&b=two",
                 "authorization" => "AWS key:signature",
                 _ => "v",
             };
-            h.insert(*name, http::HeaderValue::from_static(value));
+            h.insert(name, http::HeaderValue::from_static(value));
         }
         h.append("x-amz-grant-read", http::HeaderValue::from_static("second"));
         h.insert("x-unrelated", http::HeaderValue::from_static("x"));
@@ -1206,21 +1223,17 @@ mod tests {
         let lazy = RequestContext::new(&requester, Some("alice"), &uri, &h, client);
         // The same request with every header it had.
         let eager = context_of(&RequestContext {
-            headers: h,
+            headers: h.clone(),
             at: lazy.at,
-            built: OnceLock::new(),
-            ..RequestContext::new(
-                &requester,
-                Some("alice"),
-                &uri,
-                &http::HeaderMap::new(),
-                client,
-            )
+            ..RequestContext::new(&requester, Some("alice"), &uri, &h, client)
         });
         let (got, want) = (all_keys(lazy.get()), all_keys(&eager));
         assert_eq!(got, want);
         assert!(got.len() > 20, "{got:?}");
         assert_eq!(lazy.get().get("s3:prefix"), Some(&["p".to_string()][..]));
+        let version = lazy.get().get("s3:signatureversion");
+        assert_eq!(version, Some(&["AWS".to_string()][..]));
+        assert!(!format!("{lazy:?}").contains("signature"), "{lazy:?}");
         assert_eq!(query_value(&uri, "versionId").as_deref(), Some("v1"));
         assert_eq!(query_value(&uri, "delimiter").as_deref(), Some("/"));
         assert_eq!(query_value(&uri, "uploadId"), None);

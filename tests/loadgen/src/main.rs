@@ -74,6 +74,11 @@ struct Args {
     /// phase: the GETs then read the disk, whatever the PUTs left cached.
     #[arg(long)]
     drop_caches: bool,
+    /// Seconds to wait before each size's first GET phase (after
+    /// `--drop-caches`): what a GET right after the PUTs pays for writes
+    /// the disk is still absorbing shows against the same GET later.
+    #[arg(long, default_value_t = 0)]
+    pause_before_gets: u64,
     /// Instead of the phases: this many requests, valid and invalid mixed
     /// over `concurrency` keep-alive connections (see `mix`); exits
     /// non-zero unless every valid request got its answer and every
@@ -649,6 +654,9 @@ async fn main() -> Result<()> {
         for (op, label) in ops {
             if args.drop_caches && label == "GET" {
                 drop_page_cache()?;
+            }
+            if args.pause_before_gets > 0 && label == "GET" {
+                tokio::time::sleep(Duration::from_secs(args.pause_before_gets)).await;
             }
             let pid = args.pid.first().copied();
             peak_rss_reset(pid);
