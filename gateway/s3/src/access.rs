@@ -532,17 +532,33 @@ impl Authorizer {
             return Ok(());
         }
         let facts = ObjectFacts::of(summary)?;
+        self.decide_for(caller, ops, bucket, key, version, Some(facts))
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Authorizer::decide`] of `ops` on `key` for the requester of
+    /// `caller`, on its request's condition keys.
+    async fn decide_for(
+        &self,
+        caller: &Caller,
+        ops: &[&str],
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        known: Option<ObjectFacts>,
+    ) -> S3Result<Decided> {
+        let conditions = Conditions::Request(&caller.context);
         self.decide(
             &caller.requester,
             ops,
             bucket,
             Some(key),
             version,
-            Conditions::Request(&caller.context),
-            Some(facts),
+            conditions,
+            known,
         )
         .await
-        .map(|_| ())
     }
 
     /// Decides `ops` on `bucket` (and `key`, at `version`) for `requester`:
@@ -694,15 +710,7 @@ impl Authorizer {
     ) -> S3Result<Seen> {
         let ops = &["GetObject"];
         let decided = self
-            .decide(
-                &caller.requester,
-                ops,
-                bucket,
-                Some(key),
-                version,
-                Conditions::Request(&caller.context),
-                None,
-            )
+            .decide_for(caller, ops, bucket, key, version, None)
             .await?;
         Ok(decided.seen)
     }
@@ -722,7 +730,9 @@ impl Authorizer {
             true => &["DeleteObject", "BypassGovernanceRetention"],
             false => &["DeleteObject"],
         };
-        self.check_key(caller, ops, bucket, key, version).await
+        self.decide_for(caller, ops, bucket, key, version, None)
+            .await
+            .map(|_| ())
     }
 
     /// `AccessDenied` unless `caller` may make the browser POST upload
@@ -801,29 +811,6 @@ impl Authorizer {
             Some(key),
             None,
             Conditions::Built(&context),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// `AccessDenied` unless `caller` may do each of `ops` on `key`.
-    async fn check_key(
-        &self,
-        caller: &Caller,
-        ops: &[&str],
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> S3Result<()> {
-        let conditions = Conditions::Request(&caller.context);
-        self.decide(
-            &caller.requester,
-            ops,
-            bucket,
-            Some(key),
-            version,
-            conditions,
             None,
         )
         .await
