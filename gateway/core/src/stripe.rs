@@ -187,7 +187,8 @@ pub fn encode_stripe(
     let chunk_count = plain_len.div_ceil(CHUNK_BYTES).max(1);
     let sealed_len = plain_len + chunk_count * TAG_BYTES;
     let (k, m) = (layout.code.k(), layout.code.m());
-    let shard_len = layout.shard_bytes_for(sealed_len);
+    // The same length the buffer was sized by (`StripeBuffer::sized`).
+    let shard_len = layout.shard_bytes_for_plain(plain_len);
     let first_chunk = stripe * u64::from(layout.chunks_per_stripe);
 
     for i in 0..chunk_count {
