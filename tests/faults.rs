@@ -556,7 +556,13 @@ fn replaced_deleted_and_abandoned_data_is_collected() {
         "replaced",
         &pattern(2, 2 << 20),
     );
-    put(&server, dir.path(), "gc-test", "replaced", &pattern(3, 100));
+    put(
+        &server,
+        dir.path(),
+        "gc-test",
+        "replaced",
+        &pattern(3, 5000),
+    );
     put(
         &server,
         dir.path(),
@@ -605,7 +611,7 @@ fn replaced_deleted_and_abandoned_data_is_collected() {
         part.to_str().unwrap(),
     ]);
     // What must remain: "kept" (6 fragments) and the new "replaced" (3
-    // whole copies, 100 bytes).
+    // whole copies, 5000 bytes: more than is kept inline).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let blobs = blob_files(&data).len();
@@ -644,7 +650,7 @@ fn replaced_deleted_and_abandoned_data_is_collected() {
     );
     assert_eq!(
         get(&server, dir.path(), "gc-test", "replaced").unwrap(),
-        pattern(3, 100)
+        pattern(3, 5000)
     );
 }
 
@@ -706,10 +712,15 @@ fn kill_9_during_versioned_overwrites_loses_no_acknowledged_version() {
     let sizes: Vec<u64> = serde_json::from_str(&sizes).unwrap();
     let listed = sizes.len();
     assert!(listed >= acknowledged);
-    // Bodies up to 16 KiB are 1 + 2 whole copies, larger ones 4 + 2.
+    // Bodies up to 4 KiB are kept in their manifests, up to 16 KiB they
+    // are 1 + 2 whole copies, larger ones 4 + 2.
     let expected: usize = sizes
         .iter()
-        .map(|s| if *s <= 16 << 10 { 3 } else { 6 })
+        .map(|s| match *s {
+            0..=4096 => 0,
+            4097..=16384 => 3,
+            _ => 6,
+        })
         .sum();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

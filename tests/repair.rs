@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use support::{Server, blob_files, files_on_sites, fs_sites_config};
 
 const SITES: usize = 8;
-/// (bucket, objects, bytes each): whole copies, one stripe, many stripes.
+/// (bucket, objects, bytes each): whole copies (above what is kept
+/// inline), one stripe, many stripes.
 const SETS: [(&str, &str, &str); 3] = [
-    ("gone-a", "100", "1000"),
+    ("gone-a", "100", "5000"),
     ("gone-b", "70", "200000"),
     ("gone-c", "30", "2000000"),
 ];

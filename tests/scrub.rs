@@ -22,9 +22,12 @@ fn scrub_finds_exactly_the_corrupted_fragments_and_repair_rebuilds_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, &[("SHARDGATE_SCRUB__INTERVAL_SECS", "1")]);
-    // Whole copies (1,000 bytes: 3 each), one stripe, several stripes.
+    // Kept in their manifests (100 bytes: no file, nothing for scrub to
+    // read), whole copies (5,000 bytes: 3 each), one stripe, several
+    // stripes.
     for (bucket, count, size) in [
-        ("scrub-a", "20", "1000"),
+        ("scrub-i", "10", "100"),
+        ("scrub-a", "20", "5000"),
         ("scrub-b", "10", "300000"),
         ("scrub-c", "4", "3000000"),
     ] {
@@ -160,7 +163,8 @@ fn scrub_finds_exactly_the_corrupted_fragments_and_repair_rebuilds_them() {
         std::thread::sleep(Duration::from_millis(250));
     }
     for (bucket, count, size) in [
-        ("scrub-a", "20", "1000"),
+        ("scrub-i", "10", "100"),
+        ("scrub-a", "20", "5000"),
         ("scrub-b", "10", "300000"),
         ("scrub-c", "4", "3000000"),
     ] {

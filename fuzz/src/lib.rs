@@ -148,6 +148,7 @@ pub fn range(data: &[u8]) {
             },
             layout,
             fragments: Vec::new(),
+            inline: None,
         })
         .collect();
     let manifest = Manifest {
@@ -308,6 +309,7 @@ fn sample_manifest() -> Manifest {
             envelope,
             layout,
             fragments,
+            inline: None,
         }],
     }
 }

@@ -351,6 +351,9 @@ struct SegmentView {
     plaintext_bytes: u64,
     fragment_bytes: u64,
     healthy: usize,
+    /// Kept in the manifest: no fragments; it survives what the manifest
+    /// journal does (placed by the default policy).
+    inline: bool,
     fragments: Vec<FragmentView>,
 }
 
@@ -392,6 +395,19 @@ async fn object_map(
     let mut survives = i64::MAX;
     let mut segments = Vec::new();
     for (si, seg) in manifest.segments.iter().enumerate() {
+        if seg.is_inline() {
+            survives = survives.min(gw.default_policy().code.m() as i64);
+            segments.push(SegmentView {
+                k: 0,
+                m: 0,
+                plaintext_bytes: seg.plaintext_len,
+                fragment_bytes: 0,
+                healthy: 0,
+                inline: true,
+                fragments: Vec::new(),
+            });
+            continue;
+        }
         let mut healthy = 0;
         let fragments = seg
             .fragments
@@ -434,6 +450,7 @@ async fn object_map(
             plaintext_bytes: seg.plaintext_len,
             fragment_bytes: seg.geometry().fragment_len(),
             healthy,
+            inline: false,
             fragments,
         });
     }

@@ -41,6 +41,14 @@ pub const DEFAULT_SITES: usize = 6;
 /// Small-object threshold when a policy does not set one (BENCHMARKS.md,
 /// "Small objects").
 pub const DEFAULT_SMALL_OBJECT_BYTES: u64 = 16 * 1024;
+/// The default policy keeps bodies up to this size in their manifests: one
+/// page, so that listings, which read version rows, stay light (Garage
+/// keeps objects under 3 KiB in its metadata; BENCHMARKS.md, "Small
+/// objects kept in their manifest").
+pub const DEFAULT_INLINE_OBJECT_BYTES: u64 = 4096;
+/// The most `inline_object_bytes` may be: every listing and journal
+/// checkpoint carries these bytes.
+pub const MAX_INLINE_OBJECT_BYTES: u64 = 64 * 1024;
 
 /// What a first start created, to print once.
 #[derive(Debug, Default)]
@@ -453,6 +461,7 @@ pub fn build_policy(
         write_quorum: p.write_quorum.unwrap_or(code.width()),
         stripe_chunks: p.stripe_chunks,
         small_object_bytes: p.small_object_bytes.unwrap_or(DEFAULT_SMALL_OBJECT_BYTES),
+        inline_object_bytes: 0,
         placer,
     })
 }
@@ -475,12 +484,34 @@ pub fn default_policy_name<'a>(
 
 fn policies(config: &Config, host: &PluginHost) -> Result<(BTreeMap<String, Policy>, String)> {
     let mut out = BTreeMap::new();
+    let mut inline = BTreeMap::new();
     for (name, p, embedded) in configured_policies(config)? {
         let policy = build_policy(&name, &p, embedded, host)?;
+        inline.insert(name.clone(), p.inline_object_bytes);
         out.insert(name, policy);
     }
     let default = default_policy_name(config, out.keys())?;
+    for (name, policy) in &mut out {
+        policy.inline_object_bytes = inline_object_bytes(name, inline[name], *name == default)?;
+    }
     Ok((out, default))
+}
+
+/// A policy's `inline_object_bytes`, checked: only the default policy
+/// keeps objects inline, since their bytes travel with the manifest
+/// journal, which the default policy places.
+pub fn inline_object_bytes(name: &str, configured: Option<u64>, default: bool) -> Result<u64> {
+    match configured {
+        Some(n) if n > MAX_INLINE_OBJECT_BYTES => {
+            bail!("policies.{name}.inline_object_bytes: {n} is more than {MAX_INLINE_OBJECT_BYTES}")
+        }
+        Some(n) if n > 0 && !default => bail!(
+            "policies.{name}.inline_object_bytes: only the default policy keeps objects inline (their bytes travel with the manifest journal, which the default policy places)"
+        ),
+        Some(n) => Ok(n),
+        None if default => Ok(DEFAULT_INLINE_OBJECT_BYTES),
+        None => Ok(0),
+    }
 }
 
 /// Everything `serve` needs.
@@ -600,10 +631,15 @@ pub fn shared_config(config: &Config, recipients: &Recipients) -> Result<BTreeMa
                 digest_bytes(&fs::read(path).with_context(|| format!("policies.{name}.plugin"))?)
             }
         };
-        let text = format!(
+        let mut text = format!(
             "{} {} {:?} {:?} {:?} {} {:?} {plugin}",
             p.k, p.m, p.write_quorum, p.stripe_chunks, p.small_object_bytes, p.strict, p.params
         );
+        // Appended only when set: the digests of configurations written
+        // before the setting existed stay what they were.
+        if let Some(n) = p.inline_object_bytes {
+            text.push_str(&format!(" inline {n}"));
+        }
         out.insert(format!("policy {name}"), digest(&text));
         names.push(name);
     }

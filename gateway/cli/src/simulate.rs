@@ -76,6 +76,9 @@ struct Simulation {
     placed_by: String,
     /// Set when the policy's plugin failed and its fallback placed the object.
     fallback: Option<FallbackReport>,
+    /// The object would be kept in its manifest (`inline_object_bytes`):
+    /// no fragment written; the placement shown is what a larger body gets.
+    inline: bool,
     fragments: Vec<FragmentReport>,
     write: WriteReport,
     fault_tolerance: Tolerance,
@@ -161,6 +164,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     let host =
         PluginHost::new(cache).map_err(|e| anyhow::anyhow!("starting the plugin engine: {e}"))?;
     let policy = setup::build_policy(&name, &policy_config, embedded, &host)?;
+    let is_default = setup::configured_policies(&config)
+        .and_then(|all| setup::default_policy_name(&config, all.iter().map(|(n, _, _)| n)))
+        .is_ok_and(|d| d == name);
+    let inline_bytes =
+        setup::inline_object_bytes(&name, policy_config.inline_object_bytes, is_default)?;
+    let inline = args.size.is_some_and(|s| s <= inline_bytes);
     if policy.code.width() > candidates.len() {
         bail!(
             "policy {name}: k + m = {} fragments need as many backends; {} are configured",
@@ -229,6 +238,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             None => placer.name().to_string(),
         },
         fallback,
+        inline,
         fragments: placed
             .iter()
             .enumerate()
@@ -371,6 +381,11 @@ fn render(s: &Simulation) -> String {
             f.failure, f.reason
         )),
         None => out.push_str(&format!("placed by {}\n", s.placed_by)),
+    }
+    if s.inline {
+        out.push_str(
+            "kept in its manifest (inline_object_bytes): no fragment is written; below is where a larger body would go\n",
+        );
     }
     out.push('\n');
 

@@ -922,6 +922,13 @@ pub struct PolicyConfig {
     /// (see BENCHMARKS.md for why); 0 turns this off.
     #[serde(default)]
     pub small_object_bytes: Option<u64>,
+    /// Bodies up to this size (length known up front, whole PUTs) are kept
+    /// in their manifest, sealed, with no fragment on any backend; 0 turns
+    /// this off. Only the default policy may set it (the manifest journal
+    /// that carries them is placed by the default policy); its default
+    /// there is 4096.
+    #[serde(default)]
+    pub inline_object_bytes: Option<u64>,
     /// A placement plugin (a WebAssembly component of
     /// `shardgate:placement@0.1.0`); without one, the built-in rule.
     #[serde(default)]

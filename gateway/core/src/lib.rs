@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod error;
 pub mod hash;
 pub mod ids;
+pub mod inline;
 pub mod journal;
 pub mod layout;
 pub mod manifest;

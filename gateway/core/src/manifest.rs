@@ -1,13 +1,21 @@
 //! The manifest: everything needed to read one object version back.
 //!
-//! # Encoding (format version 1)
+//! # Encoding (format versions 1 and 2)
 //!
 //! ```text
 //! offset  size  field
 //! 0       4     magic "SGMF"
-//! 4       2     format version, u16 little endian (1)
+//! 4       2     format version, u16 little endian (1 or 2)
 //! 6       ..    the Manifest struct in postcard 1.x encoding
 //! ```
+//!
+//! Version 2 is version 1's body followed by one `Option` of bytes per
+//! segment: the inline payloads ([`crate::inline`]). A manifest without an
+//! inline segment is still written as version 1, byte for byte as before,
+//! so the releases before version 2 keep reading every manifest that does
+//! not need it. A [`Segment`]'s own serde shape leaves `inline` out: it is
+//! the shape every other record embedding a segment (an upload's parts)
+//! was pinned with, and a part is never inline.
 //!
 //! postcard is a stable, documented wire format (varint integers, length-
 //! prefixed sequences and strings, enums as varint discriminants, struct
@@ -28,8 +36,8 @@ use crate::layout::{Geometry, StripeLayout};
 
 /// The four bytes every encoded manifest starts with.
 pub const MAGIC: &[u8; 4] = b"SGMF";
-/// The format version this build writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version this build writes (and reads).
+pub const FORMAT_VERSION: u16 = 2;
 
 /// One object version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +70,14 @@ pub struct Segment {
     pub envelope: Envelope,
     /// Codec, k + m and stripe size.
     pub layout: StripeLayout,
-    /// Fragment i holds shard i of every stripe; always k + m entries.
+    /// Fragment i holds shard i of every stripe; always k + m entries,
+    /// none for an inline segment.
     pub fragments: Vec<FragmentRef>,
+    /// The sealed payload itself, for a segment kept in its manifest
+    /// ([`crate::inline`]): then `fragments` is empty and `layout` unused.
+    /// Encoded only by [`Manifest::encode`] (format 2).
+    #[serde(skip)]
+    pub inline: Option<Vec<u8>>,
 }
 
 impl Segment {
@@ -71,6 +85,25 @@ impl Segment {
     pub fn geometry(&self) -> Geometry {
         self.layout.geometry(self.plaintext_len)
     }
+
+    /// Whether the segment's bytes live in the manifest, with no fragment
+    /// on any backend (nothing for scrub, repair or a drain to do).
+    pub fn is_inline(&self) -> bool {
+        self.inline.is_some()
+    }
+}
+
+/// The body of a manifest in format `version`, checked to its end.
+fn decode_body<'a, T: Deserialize<'a>>(version: u16, body: &'a [u8]) -> Result<T> {
+    let (m, rest): (T, _) = postcard::take_from_bytes(body)
+        .map_err(|e| CoreError::Manifest(format!("format {version}: {e}")))?;
+    if !rest.is_empty() {
+        return Err(CoreError::Manifest(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(m)
 }
 
 /// Where fragment i lives and how to verify it.
@@ -99,11 +132,23 @@ pub enum FragmentState {
 
 impl Manifest {
     /// Encodes with magic and format version.
+    /// Version 1 unless a segment is inline.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(256);
+        let inline_bytes: usize = self
+            .segments
+            .iter()
+            .filter_map(|s| s.inline.as_ref().map(Vec::len))
+            .sum();
+        let mut out = Vec::with_capacity(256 + inline_bytes);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        postcard::to_io(self, &mut out).map_err(|e| CoreError::Manifest(e.to_string()))?;
+        let inline = self.segments.iter().any(Segment::is_inline);
+        out.extend_from_slice(&(if inline { 2u16 } else { 1 }).to_le_bytes());
+        let err = |e: postcard::Error| CoreError::Manifest(e.to_string());
+        let mut out = postcard::to_io(self, out).map_err(err)?;
+        if inline {
+            let payloads: Vec<&Option<Vec<u8>>> = self.segments.iter().map(|s| &s.inline).collect();
+            out = postcard::to_io(&payloads, out).map_err(err)?;
+        }
         Ok(out)
     }
 
@@ -115,23 +160,32 @@ impl Manifest {
         let (version, body) = body
             .split_first_chunk::<2>()
             .ok_or_else(|| CoreError::Manifest("truncated before the format version".into()))?;
-        match u16::from_le_bytes(*version) {
-            1 => {
-                let (m, rest): (Manifest, _) = postcard::take_from_bytes(body)
-                    .map_err(|e| CoreError::Manifest(format!("format 1: {e}")))?;
-                if !rest.is_empty() {
+        let m: Manifest = match u16::from_le_bytes(*version) {
+            1 => decode_body(1, body)?,
+            2 => {
+                let (mut m, rest): (Manifest, _) = postcard::take_from_bytes(body)
+                    .map_err(|e| CoreError::Manifest(format!("format 2: {e}")))?;
+                let payloads: Vec<Option<Vec<u8>>> = decode_body(2, rest)?;
+                if payloads.len() != m.segments.len() {
                     return Err(CoreError::Manifest(format!(
-                        "{} trailing bytes",
-                        rest.len()
+                        "format 2: {} inline payloads for {} segments",
+                        payloads.len(),
+                        m.segments.len()
                     )));
                 }
-                m.validate()?;
-                Ok(m)
+                for (segment, payload) in m.segments.iter_mut().zip(payloads) {
+                    segment.inline = payload;
+                }
+                m
             }
-            v => Err(CoreError::Manifest(format!(
-                "format version {v} is newer than this build reads ({FORMAT_VERSION})"
-            ))),
-        }
+            v => {
+                return Err(CoreError::Manifest(format!(
+                    "format version {v} is newer than this build reads ({FORMAT_VERSION})"
+                )));
+            }
+        };
+        m.validate()?;
+        Ok(m)
     }
 
     /// Checks what the types alone cannot: sizes add up, every segment has
@@ -145,6 +199,21 @@ impl Manifest {
             )));
         }
         for (n, s) in self.segments.iter().enumerate() {
+            if let Some(sealed) = &s.inline {
+                if !s.fragments.is_empty() {
+                    return Err(CoreError::Manifest(format!(
+                        "inline segment {n} also lists fragments"
+                    )));
+                }
+                let want = crate::inline::sealed_len(s.plaintext_len);
+                if sealed.len() as u64 != want {
+                    return Err(CoreError::Manifest(format!(
+                        "inline segment {n} holds {} sealed bytes, {want} expected",
+                        sealed.len()
+                    )));
+                }
+                continue;
+            }
             let want = s.layout.code.width();
             if s.fragments.len() != want {
                 return Err(CoreError::Manifest(format!(
@@ -199,8 +268,54 @@ mod tests {
                 envelope,
                 layout,
                 fragments,
+                inline: None,
             }],
         }
+    }
+
+    fn inline_sample() -> Manifest {
+        let ids = Identities::new(vec![age::x25519::Identity::generate()]).unwrap();
+        let (envelope, key) = Envelope::seal(&ids.recipients()).unwrap();
+        let mut m = sample();
+        m.segments[0] = Segment {
+            plaintext_len: 5,
+            envelope,
+            layout: StripeLayout::default_for(ErasureCode::new(1, 0).unwrap()),
+            fragments: Vec::new(),
+            inline: Some(crate::inline::seal_payload(&key, b"hello").unwrap()),
+        };
+        m
+    }
+
+    #[test]
+    fn only_a_manifest_with_an_inline_segment_is_written_as_version_2() {
+        let m = inline_sample();
+        let bytes = m.encode().unwrap();
+        assert_eq!(&bytes[..6], b"SGMF\x02\x00");
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        // Without it, the bytes are version 1's, which older builds read.
+        let without = sample();
+        let plain = without.encode().unwrap();
+        assert_eq!(&plain[..6], b"SGMF\x01\x00");
+        assert_eq!(Manifest::decode(&plain).unwrap(), without);
+        // A segment's own encoding (an upload part's) is version 1's.
+        let segment = postcard::to_allocvec(&m.segments[0]).unwrap();
+        let back: Segment = postcard::from_bytes(&segment).unwrap();
+        assert_eq!(back.inline, None);
+    }
+
+    #[test]
+    fn an_inline_segment_must_hold_its_sealed_length_and_no_fragments() {
+        let mut m = inline_sample();
+        m.segments[0].inline.as_mut().unwrap().pop();
+        assert!(m.validate().is_err());
+        let mut m = inline_sample();
+        m.segments[0].fragments = sample().segments[0].fragments.clone();
+        assert!(m.validate().is_err());
+        let mut m = inline_sample();
+        m.size = 6;
+        m.segments[0].plaintext_len = 6;
+        assert!(m.validate().is_err());
     }
 
     #[test]
@@ -220,7 +335,7 @@ mod tests {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut newer = bytes.clone();
-        newer[4] = 2;
+        newer[4] = 3;
         let err = Manifest::decode(&newer).unwrap_err().to_string();
         assert!(err.contains("newer"), "{err}");
         let mut longer = bytes;

@@ -259,7 +259,13 @@ impl Jobs {
         let mut plan: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut destinations = BTreeMap::new();
         let mut planned: Vec<(BackendId, BackendId, u64)> = Vec::new();
-        for (si, segment) in manifest.segments.iter().enumerate() {
+        // An inline segment has nothing on a backend to move.
+        for (si, segment) in manifest
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_inline())
+        {
             // Only whole segments on backends that answer move: the rest
             // is repair's.
             let healthy = segment.fragments.iter().all(|f| {

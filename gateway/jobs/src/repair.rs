@@ -285,7 +285,13 @@ impl Jobs {
         let mut plan: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut unsure = false;
         let mut healthy: Vec<(u32, u16)> = Vec::new();
-        for (si, segment) in manifest.segments.iter().enumerate() {
+        // An inline segment lives in the manifest: nothing to rebuild.
+        for (si, segment) in manifest
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_inline())
+        {
             let geometry = segment.geometry();
             let mut bad = Vec::new();
             for (fi, f) in segment.fragments.iter().enumerate() {

@@ -42,6 +42,7 @@ fn manifest() -> Manifest {
             envelope,
             layout,
             fragments,
+            inline: None,
         }],
     }
 }

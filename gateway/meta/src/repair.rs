@@ -81,7 +81,13 @@ pub struct RepairEntry {
 fn margin(m: &Manifest, suspects: &BTreeSet<(u32, u16)>) -> Option<u8> {
     let mut worst: Option<usize> = None;
     let mut damaged = false;
-    for (s, seg) in m.segments.iter().enumerate() {
+    // An inline segment has no fragment to lose.
+    for (s, seg) in m
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_inline())
+    {
         let healthy = seg
             .fragments
             .iter()

@@ -808,6 +808,14 @@ fn decode_part(bytes: &[u8]) -> Result<PartRecord> {
 /// Format 1 while a part has no checksum (what earlier releases read),
 /// format 2 once it has one.
 fn encode_part(part: &PartRecord) -> Result<Vec<u8>> {
+    // A segment's serde shape has no room for inline bytes: they would be
+    // dropped, so such a part is refused rather than half stored.
+    if part.segment.is_inline() {
+        return Err(MetaError::Corrupt {
+            what: "part",
+            reason: "an upload part cannot be kept inline".into(),
+        });
+    }
     match &part.checksum {
         None => encode(&PartV1 {
             etag: part.etag.clone(),

@@ -34,7 +34,7 @@ use shardgate_meta::{
 };
 use shardgate_pipeline::{
     BackendSet, KeyCache, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
-    read_object, write_object,
+    read_object, write_inline_object, write_object,
 };
 use shardgate_placement::{Candidate, Placer, Request, check};
 use tokio::sync::Notify;
@@ -58,6 +58,13 @@ pub struct Policy {
     /// are stored as 1 + m whole encrypted copies instead of k + m
     /// fragments: fewer writes, the same m losses survived.
     pub small_object_bytes: u64,
+    /// Bodies of at most this many bytes (size known up front, a whole
+    /// PUT, not a part) are kept in their manifest, no backend written
+    /// (`shardgate_core::inline`). Only the default policy may set it: the
+    /// manifest journal that carries those bytes to the backends is placed
+    /// by the default policy, so another policy's placement rules would
+    /// not hold for them.
+    pub inline_object_bytes: u64,
     /// This policy's placement (a plugin); `None`: the gateway's default.
     pub placer: Option<Arc<dyn Placer>>,
 }
@@ -255,7 +262,17 @@ impl Drop for ReadGuard {
 #[derive(Debug)]
 pub struct Pending {
     pub write: ObjectWrite,
-    pub intent: IntentGuard,
+    /// `None` for a version kept in its manifest: no blob to account for.
+    pub intent: Option<IntentGuard>,
+}
+
+impl Pending {
+    /// Gives up the write: its blobs, if any, become garbage.
+    pub async fn abandon(self) {
+        if let Some(intent) = self.intent {
+            intent.abandon().await;
+        }
+    }
 }
 
 /// The intents of this process's running requests, and the collector's
@@ -537,6 +554,12 @@ impl Gateway {
         }
     }
 
+    /// The policy of buckets not mapped to another; it places the manifest
+    /// journal, and with it the objects kept inline.
+    pub fn default_policy(&self) -> &Policy {
+        &self.default_policy
+    }
+
     fn policy(&self, bucket: &str) -> &Policy {
         self.bucket_policies
             .get(bucket)
@@ -641,6 +664,19 @@ impl Gateway {
         meta: ObjectMeta,
     ) -> Result<Pending, GatewayError> {
         let policy = self.policy(bucket);
+        if kind == IntentKind::PUT
+            && let Some(size) = size.filter(|&s| s <= policy.inline_object_bytes)
+        {
+            let body = ExactLength::new(body, Some(size));
+            let limit = usize::try_from(size).unwrap_or(usize::MAX);
+            let write = write_inline_object(body, &self.recipients, limit, meta, now_ms())
+                .instrument(tracing::debug_span!("inline write", size))
+                .await?;
+            return Ok(Pending {
+                write,
+                intent: None,
+            });
+        }
         let (layout, quorum) = policy.layout_for(size)?;
         let request = Request {
             bucket,
@@ -688,7 +724,10 @@ impl Gateway {
                         "write reached its quorum with fragments missing"
                     );
                 }
-                Ok(Pending { write, intent })
+                Ok(Pending {
+                    write,
+                    intent: Some(intent),
+                })
             }
             Err(e) => {
                 intent.abandon().await;
@@ -750,7 +789,7 @@ impl Gateway {
                 key,
                 write.manifest,
                 state,
-                Some(intent.id()),
+                intent.as_ref().map(IntentGuard::id),
                 condition,
                 now_ms(),
             )
@@ -760,7 +799,9 @@ impl Gateway {
         match result {
             Ok(done) => {
                 unwritten.committed = true;
-                intent.closed();
+                if let Some(intent) = intent {
+                    intent.closed();
+                }
                 if done.1.replaced.is_some() {
                     self.wake_collectors();
                 }
@@ -768,7 +809,9 @@ impl Gateway {
             }
             Err(e) => {
                 drop(unwritten);
-                intent.abandon().await;
+                if let Some(intent) = intent {
+                    intent.abandon().await;
+                }
                 Err(e)
             }
         }

@@ -232,6 +232,7 @@ mod tests {
                     envelope: (*e).clone(),
                     layout,
                     fragments: Vec::new(),
+                    inline: None,
                 })
                 .collect(),
         }

@@ -4,6 +4,8 @@
 //! - [`write_segment`] / [`write_object`]: plaintext stream + placement (the
 //!   backend of every fragment) -> durable fragments + manifest, or an error
 //!   with nothing left behind.
+//! - [`write_inline_object`]: a small body sealed into its manifest, no
+//!   backend touched.
 //! - [`read_object`]: manifest + optional range -> verified plaintext stream
 //!   and a report of fragments to repair.
 
@@ -27,5 +29,6 @@ pub use scrub::{
     Finding, FragmentCheck, audit_fragment, checked_trailer, stripe_runs, verify_fragment,
 };
 pub use write::{
-    ObjectMeta, ObjectWrite, Placement, SegmentWrite, WriteParams, write_object, write_segment,
+    ObjectMeta, ObjectWrite, Placement, SegmentWrite, WriteParams, write_inline_object,
+    write_object, write_segment,
 };

@@ -215,10 +215,15 @@ pub fn export_segment(
         .get(segment)
         .ok_or_else(|| PipelineError::Placement(format!("no segment {segment}")))?;
     let prefix = Bytes::from(seg.envelope.age_prefix());
-    let g = seg.geometry();
-    let sealed: u64 = (0..g.stripe_count)
-        .map(|s| g.stripe_sealed_len(s) as u64)
-        .sum();
+    let sealed: u64 = match &seg.inline {
+        Some(payload) => payload.len() as u64,
+        None => {
+            let g = seg.geometry();
+            (0..g.stripe_count)
+                .map(|s| g.stripe_sealed_len(s) as u64)
+                .sum()
+        }
+    };
     let range = 0..prefix.len() as u64 + sealed;
     let report = ReadReport::default();
     let body = segment_stream(manifest, segment, None, backends, params, report.clone());
@@ -239,6 +244,9 @@ fn segment_stream(
     params: ReadParams,
     report: ReadReport,
 ) -> BoxStream<'static, Result<Bytes>> {
+    if manifest.segments[index].is_inline() {
+        return stream::once(async move { inline_part(&manifest, index, range, &params) }).boxed();
+    }
     let decrypt = range.is_some();
     let setup = async move {
         let segment = &manifest.segments[index];
@@ -279,6 +287,30 @@ fn segment_stream(
         })
         .flatten()
         .boxed()
+}
+
+/// Plaintext `range` of an inline segment, or with `None` its sealed bytes:
+/// no backend is asked.
+fn inline_part(
+    manifest: &Manifest,
+    index: usize,
+    range: Option<Range<u64>>,
+    params: &ReadParams,
+) -> Result<Bytes> {
+    let segment = &manifest.segments[index];
+    let payload = segment
+        .inline
+        .as_deref()
+        .ok_or_else(|| PipelineError::Internal("segment is not inline".into()))?;
+    let Some(range) = range else {
+        return Ok(Bytes::copy_from_slice(payload));
+    };
+    let key = params
+        .keys
+        .open(&manifest.version_id, &segment.envelope, &params.identities)?;
+    let plain =
+        shardgate_core::inline::open_payload_range(&key, payload, segment.plaintext_len, range)?;
+    Ok(Bytes::from(plain))
 }
 
 /// A fetched shard and the digest it must match, not yet checked.

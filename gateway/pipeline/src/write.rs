@@ -215,6 +215,7 @@ where
                     envelope,
                     layout: params.layout,
                     fragments,
+                    inline: None,
                 },
                 lost_fragments: lost,
                 key,
@@ -283,6 +284,57 @@ where
     Ok(ObjectWrite {
         manifest,
         lost_fragments,
+        key,
+    })
+}
+
+/// Writes a small object into its manifest ([`shardgate_core::inline`]):
+/// sealed whole where it is, no backend touched, nothing to clean up if it
+/// fails. A body longer than `limit` fails instead of growing the manifest.
+pub async fn write_inline_object<S>(
+    mut input: S,
+    recipients: &Recipients,
+    limit: usize,
+    meta: ObjectMeta,
+    now_unix_ms: u64,
+) -> Result<ObjectWrite>
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+{
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(piece) = input.next().await {
+        let piece = piece.map_err(PipelineError::Input)?;
+        if body.len() + piece.len() > limit {
+            return Err(PipelineError::Input(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a body kept inline is at most {limit} bytes"),
+            )));
+        }
+        body.extend_from_slice(&piece);
+    }
+    let (envelope, key) = Envelope::seal(recipients)?;
+    let sealed = shardgate_core::inline::seal_payload(&key, &body)?;
+    let mut md5 = Md5State::default();
+    md5.update(&body);
+    let size = body.len() as u64;
+    let segment = Segment {
+        plaintext_len: size,
+        envelope,
+        layout: StripeLayout::default_for(shardgate_core::ErasureCode::new(1, 0)?),
+        fragments: Vec::new(),
+        inline: Some(sealed),
+    };
+    Ok(ObjectWrite {
+        manifest: Manifest {
+            version_id: VersionId::new(now_unix_ms),
+            size,
+            etag: hex::encode(md5.finalize()),
+            content_type: meta.content_type,
+            user_metadata: meta.user_metadata,
+            created_unix_ms: now_unix_ms,
+            segments: vec![segment],
+        },
+        lost_fragments: Vec::new(),
         key,
     })
 }

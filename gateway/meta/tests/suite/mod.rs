@@ -38,6 +38,7 @@ pub fn segment(len: u64) -> Segment {
         envelope,
         layout,
         fragments,
+        inline: None,
     }
 }
 

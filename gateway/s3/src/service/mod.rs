@@ -207,7 +207,7 @@ impl ShardgateS3 {
         if let Some(want) = md5
             && hex::encode(want) != pending.write.manifest.etag
         {
-            pending.intent.abandon().await;
+            pending.abandon().await;
             return Err(s3_error!(
                 BadDigest,
                 "The Content-MD5 you specified did not match what was received"
@@ -218,7 +218,7 @@ impl ShardgateS3 {
             Some(e) => match checksum::verify(e, &computed, trailers) {
                 Ok(value) => Some((e.algorithm, value)),
                 Err(err) => {
-                    pending.intent.abandon().await;
+                    pending.abandon().await;
                     return Err(err);
                 }
             },

@@ -379,6 +379,14 @@ impl ShardgateS3 {
     ) -> S3Result<String> {
         let number = part_of.number;
         let Pending { write, intent } = pending;
+        // A part always goes to the backends (`Gateway::write` keeps only
+        // whole PUTs inline).
+        let Some(intent) = intent else {
+            return Err(s3_error!(
+                InternalError,
+                "a part was written without an intent"
+            ));
+        };
         let Some(segment) = write.manifest.segments.into_iter().next() else {
             return Err(s3_error!(InternalError, "the part produced no segment"));
         };
