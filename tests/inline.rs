@@ -187,4 +187,54 @@ fn only_the_default_policy_keeps_objects_inline() {
             && error.contains("only the default policy"),
         "{error}"
     );
+
+    // A bucket of another policy stores even an empty body as fragments,
+    // and so does the default policy with inline_object_bytes = 0.
+    for (default_inline, files_for_default) in [("", 0), ("inline_object_bytes = 0\n", 3)] {
+        let dir = tmp.path().join(format!("run-{files_for_default}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = support::fs_sites_config(&dir, 3);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.insert_str(
+            0,
+            &format!(
+                "default_policy = \"main\"\n\
+                 [buckets]\nelsewhere = \"other\"\n\
+                 [policies.main]\nk = 1\nm = 2\n{default_inline}\
+                 [policies.other]\nk = 1\nm = 2\n\n"
+            ),
+        );
+        std::fs::write(&config, text).unwrap();
+        let data = dir.join("data");
+        let server = Server::start_with(&data, &[("SHARDGATE_CONFIG", config.to_str().unwrap())]);
+        for bucket in ["here", "elsewhere"] {
+            server.aws_ok(&["s3", "mb", &format!("s3://{bucket}")]);
+        }
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let put = |bucket: &str| {
+            server.aws_ok(&[
+                "s3api",
+                "put-object",
+                "--bucket",
+                bucket,
+                "--key",
+                "e",
+                "--body",
+                empty.to_str().unwrap(),
+            ])
+        };
+        put("here");
+        assert_eq!(
+            blob_files(&data).len(),
+            files_for_default,
+            "{default_inline}"
+        );
+        put("elsewhere");
+        assert_eq!(
+            blob_files(&data).len(),
+            files_for_default + 3,
+            "{default_inline}"
+        );
+    }
 }

@@ -396,6 +396,8 @@ async fn object_map(
     let mut segments = Vec::new();
     for (si, seg) in manifest.segments.iter().enumerate() {
         if seg.is_inline() {
+            // As many as the manifest journal survives: it is placed like
+            // an object of the default policy.
             survives = survives.min(gw.default_policy().code.m() as i64);
             segments.push(SegmentView {
                 k: 0,

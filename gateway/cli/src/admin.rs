@@ -440,6 +440,13 @@ fn print_object(v: &Value) {
         }
     );
     for (i, s) in v["segments"].as_array().into_iter().flatten().enumerate() {
+        if s["inline"].as_bool() == Some(true) {
+            println!(
+                "segment {i}: kept in the manifest ({} bytes), carried by the manifest journal",
+                u(&s["plaintext_bytes"])
+            );
+            continue;
+        }
         println!(
             "segment {i}: {} + {}, {} healthy, fragments of {}",
             u(&s["k"]),

@@ -623,6 +623,7 @@ pub fn shared_config(config: &Config, recipients: &Recipients) -> Result<BTreeMa
         out.insert(format!("backend {}", b.id), digest(&text));
     }
     let mut names = Vec::new();
+    let mut inline = BTreeMap::new();
     for (name, p, embedded) in configured_policies(config)? {
         let plugin = match (&p.plugin, embedded) {
             (None, _) => "built-in".to_string(),
@@ -631,22 +632,24 @@ pub fn shared_config(config: &Config, recipients: &Recipients) -> Result<BTreeMa
                 digest_bytes(&fs::read(path).with_context(|| format!("policies.{name}.plugin"))?)
             }
         };
-        let mut text = format!(
+        let text = format!(
             "{} {} {:?} {:?} {:?} {} {:?} {plugin}",
             p.k, p.m, p.write_quorum, p.stripe_chunks, p.small_object_bytes, p.strict, p.params
         );
-        // Appended only when set: the digests of configurations written
-        // before the setting existed stay what they were.
-        if let Some(n) = p.inline_object_bytes {
-            text.push_str(&format!(" inline {n}"));
-        }
         out.insert(format!("policy {name}"), digest(&text));
+        inline.insert(name.clone(), p.inline_object_bytes);
         names.push(name);
     }
-    out.insert(
-        "default policy".into(),
-        default_policy_name(config, names.iter())?,
-    );
+    let default = default_policy_name(config, names.iter())?;
+    // Present only when objects are kept inline: a gateway of a release
+    // that cannot read their manifests (format 2) lacks the item, so the
+    // two refuse to share a store; with it off, they still may.
+    let inline_bytes =
+        inline_object_bytes(&default, inline.get(&default).copied().flatten(), true)?;
+    if inline_bytes > 0 {
+        out.insert("inline objects".into(), inline_bytes.to_string());
+    }
+    out.insert("default policy".into(), default);
     out.insert(
         "bucket policies".into(),
         digest(&format!("{:?}", config.buckets)),

@@ -169,7 +169,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .is_ok_and(|d| d == name);
     let inline_bytes =
         setup::inline_object_bytes(&name, policy_config.inline_object_bytes, is_default)?;
-    let inline = args.size.is_some_and(|s| s <= inline_bytes);
+    let inline = inline_bytes > 0 && args.size.is_some_and(|s| s <= inline_bytes);
     if policy.code.width() > candidates.len() {
         bail!(
             "policy {name}: k + m = {} fragments need as many backends; {} are configured",

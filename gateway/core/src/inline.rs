@@ -24,7 +24,8 @@ use crate::layout::{CHUNK_BYTES, SEALED_CHUNK_BYTES, TAG_BYTES};
 /// is one empty sealed chunk, as in age).
 pub fn sealed_len(plaintext_len: u64) -> u64 {
     let chunks = plaintext_len.div_ceil(CHUNK_BYTES as u64).max(1);
-    plaintext_len + chunks * TAG_BYTES as u64
+    // Saturating: a forged length near u64::MAX must not wrap to a small one.
+    plaintext_len.saturating_add(chunks.saturating_mul(TAG_BYTES as u64))
 }
 
 /// Seals `plaintext` as a whole age payload: chunk 0 onwards, the last

@@ -191,7 +191,11 @@ impl Manifest {
     /// Checks what the types alone cannot: sizes add up, every segment has
     /// k + m fragments with the right number of group digests.
     pub fn validate(&self) -> Result<()> {
-        let total: u64 = self.segments.iter().map(|s| s.plaintext_len).sum();
+        let total = self
+            .segments
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.plaintext_len))
+            .ok_or_else(|| CoreError::Manifest("segment sizes overflow".into()))?;
         if total != self.size {
             return Err(CoreError::Manifest(format!(
                 "segments hold {total} bytes, size says {}",
@@ -206,7 +210,7 @@ impl Manifest {
                     )));
                 }
                 let want = crate::inline::sealed_len(s.plaintext_len);
-                if sealed.len() as u64 != want {
+                if s.plaintext_len >= sealed.len() as u64 || sealed.len() as u64 != want {
                     return Err(CoreError::Manifest(format!(
                         "inline segment {n} holds {} sealed bytes, {want} expected",
                         sealed.len()
@@ -315,6 +319,11 @@ mod tests {
         let mut m = inline_sample();
         m.size = 6;
         m.segments[0].plaintext_len = 6;
+        assert!(m.validate().is_err());
+        // A forged length that would wrap the sealed length is refused.
+        let mut m = inline_sample();
+        m.size = u64::MAX - 5;
+        m.segments[0].plaintext_len = u64::MAX - 5;
         assert!(m.validate().is_err());
     }
 

@@ -664,8 +664,17 @@ impl Gateway {
         meta: ObjectMeta,
     ) -> Result<Pending, GatewayError> {
         let policy = self.policy(bucket);
+        // 0 is off: not even an empty body is kept inline then (a store
+        // that older releases must read has no format 2 manifest). Only
+        // the default policy's objects: the journal it places carries them.
+        let inline_limit = match policy.name == self.default_policy.name {
+            true => policy.inline_object_bytes,
+            false => 0,
+        };
         if kind == IntentKind::PUT
-            && let Some(size) = size.filter(|&s| s <= policy.inline_object_bytes)
+            && inline_limit > 0
+            && let Some(size) = size.filter(|&s| s <= inline_limit)
+            && self.can_ship_inline()
         {
             let body = ExactLength::new(body, Some(size));
             let limit = usize::try_from(size).unwrap_or(usize::MAX);
@@ -734,6 +743,21 @@ impl Gateway {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether enough backends are healthy for the default policy's write
+    /// quorum, as the manifest journal needs to carry an inline object off
+    /// this disk. Otherwise a small PUT takes the fragment path, and fails
+    /// there (503) as any PUT would, instead of being acknowledged with
+    /// its bytes on this disk alone until the backends come back.
+    fn can_ship_inline(&self) -> bool {
+        let board = self.set.board();
+        let healthy = board
+            .snapshot()
+            .into_iter()
+            .filter(|(_, s)| s.up && s.writable)
+            .count();
+        healthy >= self.default_policy.write_quorum
     }
 
     /// The backends a placement chose, in its order.
