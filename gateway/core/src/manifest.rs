@@ -146,7 +146,13 @@ impl Manifest {
         let err = |e: postcard::Error| CoreError::Manifest(e.to_string());
         let mut out = postcard::to_io(self, out).map_err(err)?;
         if inline {
-            let payloads: Vec<&Option<Vec<u8>>> = self.segments.iter().map(|s| &s.inline).collect();
+            // As byte strings: the same bytes on the wire as a sequence of
+            // u8, written and read in one copy instead of byte by byte.
+            let payloads: Vec<Option<&serde_bytes::Bytes>> = self
+                .segments
+                .iter()
+                .map(|s| s.inline.as_deref().map(serde_bytes::Bytes::new))
+                .collect();
             out = postcard::to_io(&payloads, out).map_err(err)?;
         }
         Ok(out)
@@ -165,7 +171,7 @@ impl Manifest {
             2 => {
                 let (mut m, rest): (Manifest, _) = postcard::take_from_bytes(body)
                     .map_err(|e| CoreError::Manifest(format!("format 2: {e}")))?;
-                let payloads: Vec<Option<Vec<u8>>> = decode_body(2, rest)?;
+                let payloads: Vec<Option<serde_bytes::ByteBuf>> = decode_body(2, rest)?;
                 if payloads.len() != m.segments.len() {
                     return Err(CoreError::Manifest(format!(
                         "format 2: {} inline payloads for {} segments",
@@ -174,7 +180,7 @@ impl Manifest {
                     )));
                 }
                 for (segment, payload) in m.segments.iter_mut().zip(payloads) {
-                    segment.inline = payload;
+                    segment.inline = payload.map(serde_bytes::ByteBuf::into_vec);
                 }
                 m
             }
@@ -302,6 +308,10 @@ mod tests {
         let plain = without.encode().unwrap();
         assert_eq!(&plain[..6], b"SGMF\x01\x00");
         assert_eq!(Manifest::decode(&plain).unwrap(), without);
+        // The payloads as byte strings are what a sequence of u8 would be.
+        let payloads = vec![m.segments[0].inline.clone()];
+        let as_seq = postcard::to_allocvec(&payloads).unwrap();
+        assert!(bytes.ends_with(&as_seq));
         // A segment's own encoding (an upload part's) is version 1's.
         let segment = postcard::to_allocvec(&m.segments[0]).unwrap();
         let back: Segment = postcard::from_bytes(&segment).unwrap();
