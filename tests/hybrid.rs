@@ -22,10 +22,11 @@ use support::{Emulator, Server, aws_on, describe};
 
 const BUCKET: &str = "tax-returns-2026";
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-hybrid-5c1d";
-/// Keys and sizes: a small object (stored as whole encrypted copies), one
-/// of a few stripes, and one the aws CLI uploads in parts.
+/// Keys and sizes: a small object (stored as whole encrypted copies: more
+/// than the 4 KiB kept in the manifest), one of a few stripes, and one the
+/// aws CLI uploads in parts.
 const OBJECTS: [(&str, usize); 3] = [
-    ("alice/salary-statement.pdf", 1000),
+    ("alice/salary-statement.pdf", 10_000),
     ("alice/scanned-receipts.tiff", 3 << 20),
     ("bob/full-archive.tar", 12 << 20),
 ];

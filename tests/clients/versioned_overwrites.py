@@ -2,7 +2,8 @@
 
     versioned_overwrites.py write BUCKET KEY THREADS ACK_FILE
         THREADS workers PUT new versions of KEY (at most 400 each, bodies
-        of 1 to 300 KB named by a token); after each acknowledged PUT its
+        named by a token: a third of at most 4 KiB, which the embedded
+        default keeps in the manifest, the rest of 1 to 300 KB); after each acknowledged PUT its
         `VERSION_ID TOKEN` line is appended to ACK_FILE and flushed. A
         worker stops at its first failed request (the gateway was killed).
     versioned_overwrites.py check BUCKET KEY ACK_FILE
@@ -21,6 +22,8 @@ from gateway_client import client
 
 def content(token):
     rng = random.Random(token)
+    if rng.random() < 1 / 3:
+        return rng.randbytes(rng.randint(0, 4096))
     return rng.randbytes(rng.randint(1_000, 300_000))
 
 
