@@ -33,8 +33,8 @@ use shardgate_meta::{
     VersionRow, VersionSelector, VersionState, Written,
 };
 use shardgate_pipeline::{
-    BackendSet, KeyCache, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams, WriteParams,
-    read_object, write_inline_object, write_object,
+    BackendSet, BackendState, KeyCache, ObjectMeta, ObjectRead, ObjectWrite, Placement, ReadParams,
+    WriteParams, read_object, write_inline_object, write_object,
 };
 use shardgate_placement::{Candidate, Placer, Request, check};
 use tokio::sync::Notify;
@@ -604,17 +604,22 @@ impl Gateway {
             .values()
             .map(|b| {
                 let state = board.state(b.id());
-                let draining = self.is_draining(b.id());
                 Candidate {
                     id: b.id().clone(),
                     labels: b.info().labels.clone(),
                     capacity_bytes: b.info().capacity_bytes,
                     free_bytes: state.as_ref().and_then(|s| s.free_bytes),
-                    healthy: !draining && state.as_ref().is_some_and(|s| s.up && s.writable),
+                    healthy: self.takes_writes(b.id(), state.as_ref()),
                     latency: state.and_then(|s| s.probe_latency),
                 }
             })
             .collect()
+    }
+
+    /// Whether placement may put new fragments on `backend` now: up,
+    /// writable and not being drained.
+    fn takes_writes(&self, backend: &BackendId, state: Option<&BackendState>) -> bool {
+        !self.is_draining(backend) && state.is_some_and(|s| s.up && s.writable)
     }
 
     /// Marks `backend` as being drained (or no longer): placement then
@@ -752,12 +757,12 @@ impl Gateway {
     /// its bytes on this disk alone until the backends come back.
     fn can_ship_inline(&self) -> bool {
         let board = self.set.board();
-        let healthy = board
-            .snapshot()
-            .into_iter()
-            .filter(|(_, s)| s.up && s.writable)
+        let writable = self
+            .backends
+            .keys()
+            .filter(|id| self.takes_writes(id, board.state(id).as_ref()))
             .count();
-        healthy >= self.default_policy.write_quorum
+        writable >= self.default_policy.write_quorum
     }
 
     /// The backends a placement chose, in its order.
