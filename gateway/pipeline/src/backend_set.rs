@@ -12,7 +12,8 @@ use crate::health::{HealthBoard, Monitored};
 /// with the [`HealthBoard`] that reads consult to skip and hedge.
 #[derive(Clone, Debug, Default)]
 pub struct BackendSet {
-    backends: BTreeMap<BackendId, Arc<dyn Backend>>,
+    /// Shared: every read takes a copy of the set.
+    backends: Arc<BTreeMap<BackendId, Arc<dyn Backend>>>,
     board: Arc<HealthBoard>,
 }
 
@@ -22,7 +23,10 @@ impl BackendSet {
     pub fn new(backends: impl IntoIterator<Item = Arc<dyn Backend>>) -> Self {
         let backends: BTreeMap<_, _> = backends.into_iter().map(|b| (b.id().clone(), b)).collect();
         let board = Arc::new(HealthBoard::new(backends.keys()));
-        Self { backends, board }
+        Self {
+            backends: Arc::new(backends),
+            board,
+        }
     }
 
     /// A set whose backends are each wrapped in [`Monitored`], so that every
@@ -32,13 +36,16 @@ impl BackendSet {
         let board = plain.board.clone();
         let backends = plain
             .backends
-            .into_iter()
+            .iter()
             .map(|(id, b)| {
-                let wrapped: Arc<dyn Backend> = Arc::new(Monitored::new(b, board.clone()));
-                (id, wrapped)
+                let wrapped: Arc<dyn Backend> = Arc::new(Monitored::new(b.clone(), board.clone()));
+                (id.clone(), wrapped)
             })
             .collect();
-        Self { backends, board }
+        Self {
+            backends: Arc::new(backends),
+            board,
+        }
     }
 
     /// The backend with this id.

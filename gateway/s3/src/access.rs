@@ -104,11 +104,19 @@ impl RequestContext {
         headers: &http::HeaderMap,
         client: Option<Client>,
     ) -> Self {
+        // One pass over the request's few headers: looking each kept name
+        // up by text would parse all sixteen names every time.
         let mut kept = http::HeaderMap::new();
-        let read = HEADER_KEYS.iter().chain(&GRANT_HEADERS).map(|(h, _)| h);
-        for header in read.chain([&TAGGING]) {
-            for v in headers.get_all(*header) {
-                kept.append(*header, v.clone());
+        let read = |name: &str| {
+            name == TAGGING
+                || HEADER_KEYS
+                    .iter()
+                    .chain(&GRANT_HEADERS)
+                    .any(|(h, _)| *h == name)
+        };
+        for (name, value) in headers {
+            if read(name.as_str()) {
+                kept.append(name.clone(), value.clone());
             }
         }
         Self {
@@ -1065,36 +1073,41 @@ pub struct Access {
     pub authorizer: Arc<Authorizer>,
 }
 
-#[async_trait::async_trait]
-impl S3Access for Access {
-    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let access_key = cx.credentials().map(|c| c.access_key.clone());
-        let (requester, name) = self.authorizer.requester(access_key.as_deref())?;
-        let op = cx.s3_op().name().to_owned();
-        let client = cx.extensions_mut().get::<Client>().copied();
-        let (bucket, key) = match cx.s3_path() {
-            S3Path::Root => (None, None),
-            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
-            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
-        };
+impl Access {
+    /// Decides a request as the access check does, and says who made it:
+    /// `op` (s3s's operation name) on `bucket` and `key` (at `version`, the
+    /// request's `versionId`) for the holder of `access_key` (`None`: an
+    /// unsigned request), whose signature has been verified.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit(
+        &self,
+        access_key: Option<&str>,
+        op: &str,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        version: Option<&str>,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        client: Option<Client>,
+    ) -> S3Result<Caller> {
+        let (requester, name) = self.authorizer.requester(access_key)?;
         let context = Arc::new(RequestContext::new(
             &requester,
             name.as_deref(),
-            cx.uri(),
-            cx.headers(),
+            uri,
+            headers,
             client,
         ));
         let decided = match bucket {
             Some(bucket) if op != "CreateBucket" => {
-                let version = query_value(cx.uri(), "versionId");
-                let ops = ops_of(&op, cx.headers());
+                let ops = ops_of(op, headers);
                 self.authorizer
                     .decide(
                         &requester,
                         &ops,
-                        &bucket,
-                        key.as_deref(),
-                        version.as_deref(),
+                        bucket,
+                        key,
+                        version,
                         Conditions::Request(&context),
                         None,
                     )
@@ -1119,14 +1132,42 @@ impl S3Access for Access {
                 },
             },
         };
-        cx.extensions_mut().insert(Caller {
+        Ok(Caller {
             requester,
             name,
             writer: decided.writer,
             context,
             seen: decided.seen,
             form_upload: op == "PostObject",
-        });
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let access_key = cx.credentials().map(|c| c.access_key.clone());
+        let client = cx.extensions_mut().get::<Client>().copied();
+        let op = cx.s3_op().name();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(&**bucket), None),
+            S3Path::Object { bucket, key } => (Some(&**bucket), Some(&**key)),
+        };
+        let version = query_value(cx.uri(), "versionId");
+        let caller = self
+            .admit(
+                access_key.as_deref(),
+                op,
+                bucket,
+                key,
+                version.as_deref(),
+                cx.uri(),
+                cx.headers(),
+                client,
+            )
+            .await?;
+        cx.extensions_mut().insert(caller);
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ use conn::{ConnState, Timeouts};
 pub use tls::{Tls, TlsError, TlsFiles};
 mod budget;
 pub(crate) mod conn;
+mod fast;
 mod post_form;
 mod spool;
 
@@ -65,6 +66,7 @@ impl std::fmt::Debug for Credentials {
 
 /// The secret keys requests are signed with: the configured one's, and
 /// each user's ([`crate::access`] decides what each may do).
+#[derive(Clone)]
 struct Auth {
     access_key: String,
     secret_key: SecretKey,
@@ -116,6 +118,8 @@ pub struct ServeOptions {
 /// What every request's handler shares.
 struct Front {
     s3: S3Service,
+    /// Signed GETs of whole objects, answered without s3s.
+    fast: fast::FastGet,
     /// Whether requests come over TLS (`aws:SecureTransport`).
     secure: bool,
     gateway: Arc<Gateway>,
@@ -225,9 +229,23 @@ pub async fn serve(
     // kept to what the gateway scans itself.
     config.form_max_fields_size = post_form::FORM_HEAD_BYTES;
     config.form_max_parts = post_form::MAX_PARTS;
-    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+    let config = Arc::new(config);
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(
+        config.clone(),
+    )));
+    let auth = Auth {
+        access_key: credentials.access_key.clone(),
+        secret_key: SecretKey::from(credentials.secret_key.clone()),
+        gateway: gateway.clone(),
+    };
+    let fast = fast::FastGet::new(
+        ShardgateS3::new(gateway.clone(), authorizer.clone()),
+        crate::access::Access {
+            authorizer: authorizer.clone(),
+        },
+        auth.clone(),
         config,
-    ))));
+    );
     builder.set_access(crate::access::Access { authorizer });
     let spool = {
         let (root, gateway) = (credentials.access_key.clone(), gateway.clone());
@@ -237,12 +255,9 @@ pub async fn serve(
             move |key| key == root || gateway.user(key).is_some(),
         )
     };
-    builder.set_auth(Auth {
-        access_key: credentials.access_key,
-        secret_key: SecretKey::from(credentials.secret_key),
-        gateway: gateway.clone(),
-    });
+    builder.set_auth(auth);
     let front = Arc::new(Front {
+        fast,
         s3: builder.build(),
         secure: options.tls.is_some(),
         gateway,
@@ -612,11 +627,24 @@ async fn answer(
             .await
     } else {
         let mut req = req;
-        req.extensions_mut().insert(crate::access::Client {
+        let client = crate::access::Client {
             addr: peer,
             secure: front.secure,
-        });
-        match front.s3.call(req).instrument(span.clone()).await {
+        };
+        req.extensions_mut().insert(client);
+        let fast = front
+            .fast
+            .answer(&req, client)
+            .instrument(span.clone())
+            .await;
+        let answered = match fast {
+            Some(response) => {
+                gateway.metrics().fast_gets.inc();
+                Ok(response)
+            }
+            None => front.s3.call(req).instrument(span.clone()).await,
+        };
+        match answered {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(parent: &span, error = ?e, "request failed");
