@@ -225,12 +225,12 @@ impl ReadGuard {
             })
             .map(|b| (b.segment as u32, b.fragment as u16, b.blob.clone()))
             .collect();
-        let Some((bucket, key, seq)) = self.object.clone() else {
-            return;
-        };
         if damaged.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let Some((bucket, key, seq)) = self.object.clone() else {
+            return;
+        };
         let meta = self.gateway.metadata.clone();
         let version = self.version;
         tokio::spawn(async move {

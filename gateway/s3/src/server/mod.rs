@@ -394,8 +394,13 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Bod
 /// seconds before it looks at anything else (the signature, the object).
 fn presigned_expiry_problem(uri: &http::Uri) -> Option<&'static str> {
     let query = uri.query()?;
-    let (_, value) =
-        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "X-Amz-Expires")?;
+    // Only a parameter that could name it is decoded (this runs for every
+    // request with a query).
+    let (_, value) = query
+        .split('&')
+        .filter(|piece| piece.starts_with("X-Amz-Expires") || piece.contains(['%', '+']))
+        .flat_map(|piece| form_urlencoded::parse(piece.as_bytes()).next())
+        .find(|(k, _)| k == "X-Amz-Expires")?;
     match value.parse::<i64>() {
         Err(_) => Some("X-Amz-Expires should be a number"),
         Ok(n) if n < 0 => Some("X-Amz-Expires must be non-negative"),
