@@ -188,7 +188,10 @@ impl FastGet {
         {
             return None;
         }
-        let (bucket, key) = self.object_of(req.uri().path())?;
+        // Decoded once, as s3s decodes it: the object it names and the
+        // canonical request's path both come from it.
+        let path = urlencoding::decode(req.uri().path()).ok()?;
+        let (bucket, key) = self.object_of(&path)?;
         let now = time::OffsetDateTime::now_utc();
         let pairs = match req.uri().query() {
             None => Vec::new(),
@@ -208,7 +211,7 @@ impl FastGet {
             return None;
         }
         let secret = self.auth.get_secret_key(signature.access_key).await.ok()?;
-        let canonical = canonical_request(req, &signature)?;
+        let canonical = canonical_request(&path, req.headers(), &signature)?;
         if !self.verify(&signature, secret.expose(), &canonical) {
             return None;
         }
@@ -269,13 +272,12 @@ impl FastGet {
         respond(out.output)
     }
 
-    /// The bucket and key a path names, as s3s reads them; `None` for
-    /// anything but an object.
-    fn object_of(&self, raw_path: &str) -> Option<(String, String)> {
-        let decoded = urlencoding::decode(raw_path).ok()?;
+    /// The bucket and key a decoded path names, as s3s reads them; `None`
+    /// for anything but an object.
+    fn object_of(&self, decoded: &str) -> Option<(String, String)> {
         let validation = s3s::validation::AwsNameValidation::new();
         match s3s::path::parse_path_style_with_validation_and_normalization(
-            &decoded,
+            decoded,
             &validation,
             self.config.normalize_forward_slash_path,
         )
@@ -644,13 +646,16 @@ fn push_header_value(out: &mut String, value: &str) {
     }
 }
 
-/// The canonical request of a GET as s3s computes it (the path decoded,
-/// then encoded again); `None` when a signed header is missing.
-fn canonical_request(req: &Request<s3s::Body>, signature: &Signature<'_>) -> Option<String> {
-    let path = urlencoding::decode(req.uri().path()).ok()?;
+/// The canonical request of a GET as s3s computes it (the `decoded` path
+/// encoded again); `None` when a signed header is missing.
+fn canonical_request(
+    decoded: &str,
+    headers: &HeaderMap,
+    signature: &Signature<'_>,
+) -> Option<String> {
     let mut out = String::with_capacity(512);
     out.push_str("GET\n");
-    out.push_str(&uri_encode(&path, false));
+    out.push_str(&uri_encode(decoded, false));
     out.push('\n');
     out.push_str(&signature.canonical_query);
     out.push('\n');
@@ -658,7 +663,7 @@ fn canonical_request(req: &Request<s3s::Body>, signature: &Signature<'_>) -> Opt
         if *name == "authorization" {
             return None;
         }
-        let mut values = req.headers().get_all(*name).iter().peekable();
+        let mut values = headers.get_all(*name).iter().peekable();
         values.peek()?;
         out.push_str(name);
         out.push(':');
@@ -825,7 +830,9 @@ mod tests {
     /// The signature this module computes for `req` under AWS's example
     /// secret.
     fn computed(req: &Request<s3s::Body>, signature: &Signature<'_>) -> String {
-        let canonical = canonical_request(req, signature).unwrap_or_else(|| unreachable!());
+        let path = urlencoding::decode(req.uri().path()).unwrap_or_else(|_| unreachable!());
+        let canonical =
+            canonical_request(&path, req.headers(), signature).unwrap_or_else(|| unreachable!());
         let key = signing_key(SECRET, signature.date, signature.region, signature.service);
         let to_sign = string_to_sign(signature, &canonical);
         String::from_utf8(hex_lower(&hmac(&key, to_sign.as_bytes())).to_vec())
