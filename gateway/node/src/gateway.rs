@@ -875,6 +875,22 @@ impl Gateway {
         }
     }
 
+    /// `range` of a version whose wanted segments are all inline in its
+    /// manifest, decrypted at once; `None` for one stored in fragments
+    /// ([`Gateway::read`] streams those). Nothing is fetched, so there is
+    /// no garbage to keep and no damage to report: no guard.
+    pub fn read_inline(
+        &self,
+        manifest: &Manifest,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<(Bytes, Range<u64>)>, GatewayError> {
+        Ok(shardgate_pipeline::read_inline(
+            manifest,
+            range,
+            &self.read_params,
+        )?)
+    }
+
     /// Streams `range` of a version. The returned guard keeps the version's
     /// fragments from the garbage collector; hold it until the stream ends.
     pub fn read(

@@ -7,6 +7,7 @@
 //! - [`write_inline_object`]: a small body sealed into its manifest, no
 //!   backend touched.
 //! - [`read_object`]: manifest + optional range -> verified plaintext stream
+//!   ([`read_inline`]: the same at once, for what is inline in a manifest)
 //!   and a report of fragments to repair.
 
 pub mod backend_set;
@@ -23,7 +24,8 @@ pub use error::{PipelineError, Result};
 pub use health::{BackendState, HealthBoard, Monitored};
 pub use key_cache::{DEFAULT_KEY_CACHE_ENTRIES, KeyCache};
 pub use read::{
-    BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_object,
+    BadFragment, ObjectRead, Problem, ReadParams, ReadReport, export_segment, read_inline,
+    read_object,
 };
 pub use scrub::{
     Finding, FragmentCheck, audit_fragment, checked_trailer, stripe_runs, verify_fragment,

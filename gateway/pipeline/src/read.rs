@@ -158,29 +158,8 @@ pub fn read_object(
     backends: BackendSet,
     params: ReadParams,
 ) -> Result<ObjectRead> {
-    let range = match range {
-        None => 0..manifest.size,
-        Some(r) if r.start < r.end && r.end <= manifest.size => r,
-        Some(r) => {
-            return Err(CoreError::RangeNotSatisfiable {
-                start: r.start,
-                end: r.end,
-                len: manifest.size,
-            }
-            .into());
-        }
-    };
+    let (range, parts) = wanted_parts(&manifest, range)?;
     let report = ReadReport::default();
-    let mut parts = Vec::new();
-    let mut seg_start = 0u64;
-    for (index, seg) in manifest.segments.iter().enumerate() {
-        let seg_end = seg_start + seg.plaintext_len;
-        let (from, to) = (range.start.max(seg_start), range.end.min(seg_end));
-        if from < to {
-            parts.push((index, from - seg_start..to - seg_start));
-        }
-        seg_start = seg_end;
-    }
     // Held as long as the stream: a removal of the version meanwhile keeps
     // the keys of the segments still to come out of the cache.
     let reading = params.keys.reading(manifest.version_id);
@@ -198,6 +177,70 @@ pub fn read_object(
         report,
         range,
     })
+}
+
+/// A segment's index and the range of its plaintext wanted.
+type Part = (usize, Range<u64>);
+
+/// The plaintext range wanted (the whole object if `None`), and the part
+/// of each segment it covers.
+fn wanted_parts(manifest: &Manifest, range: Option<Range<u64>>) -> Result<(Range<u64>, Vec<Part>)> {
+    let range = match range {
+        None => 0..manifest.size,
+        Some(r) if r.start < r.end && r.end <= manifest.size => r,
+        Some(r) => {
+            return Err(CoreError::RangeNotSatisfiable {
+                start: r.start,
+                end: r.end,
+                len: manifest.size,
+            }
+            .into());
+        }
+    };
+    let mut parts = Vec::new();
+    let mut seg_start = 0u64;
+    for (index, seg) in manifest.segments.iter().enumerate() {
+        let seg_end = seg_start + seg.plaintext_len;
+        let (from, to) = (range.start.max(seg_start), range.end.min(seg_end));
+        if from < to {
+            parts.push((index, from - seg_start..to - seg_start));
+        }
+        seg_start = seg_end;
+    }
+    Ok((range, parts))
+}
+
+/// Reads `range` (the whole object if `None`) of a version whose wanted
+/// segments are all inline in its manifest: decrypted at once, with no
+/// stream, no backend and nothing to report. `None` when one of them is
+/// stored in fragments ([`read_object`] reads those).
+///
+/// A small object's GET is mostly this: the stream [`read_object`] builds
+/// cost more than the decryption (issue 26).
+pub fn read_inline(
+    manifest: &Manifest,
+    range: Option<Range<u64>>,
+    params: &ReadParams,
+) -> Result<Option<(Bytes, Range<u64>)>> {
+    let (range, parts) = wanted_parts(manifest, range)?;
+    if !parts
+        .iter()
+        .all(|(index, _)| manifest.segments[*index].is_inline())
+    {
+        return Ok(None);
+    }
+    // As a stream holds it: a removal of the version meanwhile keeps the
+    // keys opened here out of the cache.
+    let _reading = params.keys.reading(manifest.version_id);
+    let mut plain = Vec::with_capacity(parts.len());
+    for (index, local) in parts {
+        plain.push(inline_part(manifest, index, Some(local), params)?);
+    }
+    let plain = match <[Bytes; 1]>::try_from(plain) {
+        Ok([one]) => one,
+        Err(parts) => Bytes::from(parts.concat()),
+    };
+    Ok(Some((plain, range)))
 }
 
 /// Exports segment `segment` as a standard age file: its header, nonce and

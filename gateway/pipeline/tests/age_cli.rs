@@ -18,7 +18,7 @@ use shardgate_backend_fs::FsBackend;
 use shardgate_core::{ErasureCode, Identities, Manifest, Recipients, StripeLayout};
 use shardgate_pipeline::{
     BackendSet, ObjectMeta, ObjectRead, Placement, ReadParams, WriteParams, export_segment,
-    read_object, write_inline_object, write_object,
+    read_inline, read_object, write_inline_object, write_object,
 };
 
 fn age_decrypt(identity_file: &std::path::Path, file: &[u8]) -> Vec<u8> {
@@ -85,6 +85,10 @@ async fn the_age_cli_decrypts_an_export_with_either_key() {
     }
     let set = BackendSet::new(placement.clone());
     let read = ReadParams::new(Arc::new(gateway.clone()));
+    // Stored in fragments: not read at once, whatever the range.
+    for range in [None, Some(0..1)] {
+        assert!(read_inline(&w.manifest, range, &read).unwrap().is_none());
+    }
     let export = export_segment(Arc::new(w.manifest.clone()), 0, set, read).unwrap();
     both_keys_decrypt(dir.path(), export, [&gateway, &recovery], &plain).await;
 }
@@ -143,9 +147,17 @@ async fn an_inline_object_reads_back_in_ranges_and_exports_as_an_age_file() {
             .try_concat()
             .await
             .unwrap();
-        let r = range.unwrap_or(0..70_000);
+        let r = range.clone().unwrap_or(0..70_000);
         assert!(got == plain[r.start as usize..r.end as usize], "{r:?}");
+        // At once, as a small GET reads it: the same bytes and range.
+        let read = ReadParams::new(Arc::new(gateway.clone()));
+        let (at_once, at) = read_inline(&manifest, range, &read).unwrap().unwrap();
+        assert!(at_once == got && at == r, "{r:?}");
     }
+    let read = ReadParams::new(Arc::new(gateway.clone()));
+    assert!(read_inline(&manifest, Some(69_999..70_001), &read).is_err());
+    let other = ReadParams::new(Arc::new(Identities::generate()));
+    assert!(read_inline(&manifest, None, &other).is_err());
     // One byte more than the limit is refused, not stored.
     let refused = write_inline_object(
         body(&plain, 3_000),

@@ -713,7 +713,10 @@ fn respond(out: GetObjectOutput) -> Option<Response<s3s::Body>> {
     ) -> Option<()> {
         if let Some(value) = value {
             let mut buf = Vec::with_capacity(32);
-            value.format(format, &mut buf).ok()?;
+            match format {
+                TimestampFormat::HttpDate => http_date(value, &mut buf)?,
+                _ => value.format(format, &mut buf).ok()?,
+            }
             h.insert(name, HeaderValue::from_bytes(&buf).ok()?);
         }
         Some(())
@@ -819,6 +822,20 @@ fn respond(out: GetObjectOutput) -> Option<Response<s3s::Body>> {
     let redirect = out.website_redirect_location.as_deref();
     text(h, "x-amz-website-redirect-location", redirect)?;
     Some(response)
+}
+
+/// `value` as an HTTP date, written as s3s writes it (its offset ignored,
+/// `GMT` appended) but by `httpdate`, a quarter of the time of `time`'s
+/// interpreted format; s3s's own formatting for what `httpdate` does not
+/// take (an offset other than UTC, years before 1970 or after 9998).
+fn http_date(value: &Timestamp, out: &mut Vec<u8>) -> Option<()> {
+    use std::io::Write;
+    let at = time::OffsetDateTime::from(value.clone());
+    if !at.offset().is_utc() || !(1970..=9998).contains(&at.year()) {
+        return value.format(TimestampFormat::HttpDate, out).ok();
+    }
+    let at = std::time::SystemTime::from(at);
+    write!(out, "{}", httpdate::HttpDate::from(at)).ok()
 }
 
 #[cfg(test)]
@@ -974,6 +991,39 @@ mod tests {
         assert_eq!(signed_header_list("host;host"), None);
         assert_eq!(signed_header_list("Host"), None);
         assert_eq!(signed_header_list("host;;x"), None);
+    }
+
+    #[test]
+    fn http_dates_are_written_as_s3s_writes_them() {
+        let offset = time::UtcOffset::from_hms(2, 0, 0).unwrap_or_else(|_| unreachable!());
+        // Every weekday, month and leap day, to the last day httpdate
+        // writes and past it, and before the epoch.
+        let last = 253_402_300_799 + 86_400 * 400;
+        let mut samples: Vec<i64> = (0..last).step_by(9_999_991).collect();
+        samples.extend([
+            951_782_400,
+            4_107_542_399,
+            253_370_764_800,
+            253_402_300_799,
+            -1,
+        ]);
+        for seconds in samples {
+            let Ok(at) = time::OffsetDateTime::from_unix_timestamp(seconds) else {
+                continue;
+            };
+            for at in [Some(at), at.checked_to_offset(offset)]
+                .into_iter()
+                .flatten()
+            {
+                let value = Timestamp::from(at);
+                let (mut ours, mut theirs) = (vec![], vec![]);
+                assert!(http_date(&value, &mut ours).is_some());
+                value
+                    .format(TimestampFormat::HttpDate, &mut theirs)
+                    .unwrap_or_else(|_| unreachable!());
+                assert_eq!(ours, theirs, "{at}");
+            }
+        }
     }
 
     #[test]

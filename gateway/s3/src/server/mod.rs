@@ -394,11 +394,16 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<s3s::Bod
 /// seconds before it looks at anything else (the signature, the object).
 fn presigned_expiry_problem(uri: &http::Uri) -> Option<&'static str> {
     let query = uri.query()?;
-    // Only a parameter that could name it is decoded (this runs for every
-    // request with a query).
+    // Only a parameter whose name could be it is decoded (this runs for
+    // every request with a query): a presigned URL's other values hold
+    // escapes, its names none.
+    let could_name_it = |piece: &&str| {
+        let name = piece.split_once('=').map_or(*piece, |(name, _)| name);
+        name.starts_with("X-Amz-Expires") || name.contains(['%', '+'])
+    };
     let (_, value) = query
         .split('&')
-        .filter(|piece| piece.starts_with("X-Amz-Expires") || piece.contains(['%', '+']))
+        .filter(could_name_it)
         .flat_map(|piece| form_urlencoded::parse(piece.as_bytes()).next())
         .find(|(k, _)| k == "X-Amz-Expires")?;
     match value.parse::<i64>() {
@@ -901,5 +906,36 @@ impl Drop for Logged {
             span.record("duration_ms", start.elapsed().as_millis() as u64);
             tracing::info!(parent: &span, "request");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presigned_expiry_problem;
+
+    fn problem(query: &str) -> Option<&'static str> {
+        let uri: http::Uri = format!("/b/k?{query}")
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        presigned_expiry_problem(&uri)
+    }
+
+    #[test]
+    fn presigned_expiries_out_of_range_are_found_however_named() {
+        let signed = "X-Amz-Credential=AK%2F20261207%2Fus-east-1%2Fs3%2Faws4_request";
+        assert_eq!(problem(&format!("{signed}&X-Amz-Expires=604800")), None);
+        assert_eq!(problem(signed), None);
+        for query in [
+            "X-Amz-Expires=604801",
+            "X-Amz-Expires=0",
+            "X-Amz-Expires=-1",
+            "X-Amz-Expires=soon",
+            "X-Amz-%45xpires=0",
+            "X-Amz+Expires=0&X-Amz-Expires=0",
+        ] {
+            assert!(problem(&format!("{signed}&{query}")).is_some(), "{query}");
+        }
+        // A value that only looks like the name is not it.
+        assert_eq!(problem("x=X-Amz-Expires%3D0"), None);
     }
 }

@@ -304,6 +304,10 @@ impl ShardgateS3 {
         manifest: Manifest,
         range: Option<std::ops::Range<u64>>,
     ) -> S3Result<(StreamingBlob, u64)> {
+        if let Some((plain, _)) = self.gw.read_inline(&manifest, range.clone()).or_s3()? {
+            let len = plain.len() as u64;
+            return Ok((StreamingBlob::from(s3s::Body::from(plain)), len));
+        }
         let (read, guard) = self.gw.read(Arc::new(manifest), range).or_s3()?;
         let guard = guard.of_object(bucket, key, seq);
         let len = read.range.end - read.range.start;
