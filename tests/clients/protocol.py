@@ -26,10 +26,10 @@ B = "page-a"
 KEYS = ["a b/one", "a b/two+plus", "a b/é", "c/d"]
 
 
-def fetch(url):
-    """A GET of a URL as curl would send it: (status, body)."""
+def fetch(url, method="GET", data=None):
+    """A request to a URL as curl would send it: (status, body)."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -107,6 +107,12 @@ def presigned_expiry():
         status, body = fetch(url)
         check(status == 400 and b"AuthorizationQueryParametersError" in body,
               f"X-Amz-Expires={expires}: {status} {body[:200]}")
+    # A PUT's bound is checked before its body is taken; the object stays
+    # as it was.
+    put_too_long = s3.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "c/d"}, ExpiresIn=604801)
+    status, body = fetch(put_too_long, "PUT", b"y")
+    check(status == 400 and b"AuthorizationQueryParametersError" in body, f"a PUT over a week: {status} {body[:200]}")
+    check(s3.get_object(Bucket=B, Key="c/d")["Body"].read() == b"x", "a refused PUT changed the object")
     short = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "no-such-key"}, ExpiresIn=1)
     time.sleep(2.5)
     status, body = fetch(short)

@@ -82,6 +82,9 @@ const PRESIGNED_PARAMS: [&str; 6] = [
     "X-Amz-Signature",
 ];
 
+/// The longest a presigned URL may be valid: a week, as S3 allows.
+const MAX_PRESIGNED_EXPIRY_SECS: u32 = 604_800;
+
 /// The longest credential scope this path takes.
 const MAX_CREDENTIAL_BYTES: usize = 256;
 
@@ -519,7 +522,13 @@ fn from_query<'a>(
     if algorithm? != ALGORITHM {
         return None;
     }
-    let expires = time::Duration::seconds(expires?.parse::<u32>().ok()?.into());
+    // What the gateway refuses before s3s sees it (`presigned_expiry_problem`)
+    // is left to that refusal.
+    let expires = expires?.parse::<u32>().ok()?;
+    if !(1..=MAX_PRESIGNED_EXPIRY_SECS).contains(&expires) {
+        return None;
+    }
+    let expires = time::Duration::seconds(expires.into());
     let parts = [credential_value?, amz_date?, signed?, signature?];
     let (signature, at) = Signature::of(parts, canonical_query(query), UNSIGNED_PAYLOAD)?;
     let skew = time::Duration::seconds(i64::from(config.presigned_url_max_skew_time_secs));

@@ -528,14 +528,23 @@ async fn answer(
         return plain(status, text, request);
     }
 
-    if let Some(problem) = presigned_expiry_problem(req.uri()) {
+    // Refused before anything is admitted or read; but a GET the fast path
+    // answers has a valid expiry, so a GET's check (a walk over its query)
+    // waits until the fast path declines it.
+    let expiry_problem = |req: &Request<s3s::Body>| {
+        presigned_expiry_problem(req.uri()).map(|problem| {
+            xml_error(
+                StatusCode::BAD_REQUEST,
+                "AuthorizationQueryParametersError",
+                problem,
+            )
+        })
+    };
+    if req.method() != Method::GET
+        && let Some(refusal) = expiry_problem(&req)
+    {
         gateway.metrics().request(req.method().as_str(), 400);
-        return xml_error(
-            StatusCode::BAD_REQUEST,
-            "AuthorizationQueryParametersError",
-            problem,
-        )
-        .map(|body| Logged::bare(body, request));
+        return refusal.map(|body| Logged::bare(body, request));
     }
     match front.budget.admit(budget::cost(&req)).await {
         Some(admission) => request.admission = Some(admission),
@@ -641,7 +650,6 @@ async fn answer(
             addr: peer,
             secure: front.secure,
         };
-        req.extensions_mut().insert(client);
         let fast = front
             .fast
             .answer(&req, client)
@@ -652,7 +660,16 @@ async fn answer(
                 gateway.metrics().fast_gets.inc();
                 Ok(response)
             }
-            None => front.s3.call(req).instrument(span.clone()).await,
+            None => match (method == Method::GET)
+                .then(|| expiry_problem(&req))
+                .flatten()
+            {
+                Some(refusal) => Ok(refusal),
+                None => {
+                    req.extensions_mut().insert(client);
+                    front.s3.call(req).instrument(span.clone()).await
+                }
+            },
         };
         match answered {
             Ok(r) => r,
