@@ -539,16 +539,52 @@ fn from_query<'a>(
 /// A query's parameters, decoded as s3s decodes them (`+` is a space);
 /// only a part with an escape is copied.
 fn query_pairs(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
-    let mut pairs = Vec::with_capacity(PRESIGNED_PARAMS.len());
-    for piece in query.split('&').filter(|p| !p.is_empty()) {
-        if piece.contains(['%', '+']) {
-            pairs.extend(form_urlencoded::parse(piece.as_bytes()).next());
-        } else {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|piece| {
             let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            pairs.push((Cow::Borrowed(name), Cow::Borrowed(value)));
+            (form_decode(name), form_decode(value))
+        })
+        .collect()
+}
+
+/// `raw` decoded as `form_urlencoded` decodes it (`+` a space, `%XX` its
+/// byte, a `%` without two hex digits left as it is, bytes that are not
+/// UTF-8 replaced), copied only when there is something to decode. Its
+/// byte-at-a-time decoder was 1% of a GET's CPU, for one parameter.
+fn form_decode(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
+        return Cow::Borrowed(raw);
+    };
+    let hex = |d: Option<&u8>| match d? {
+        d @ b'0'..=b'9' => Some(d - b'0'),
+        d @ b'a'..=b'f' => Some(d - b'a' + 10),
+        d @ b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(bytes.get(i)), hex(bytes.get(i + 1))) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
         }
     }
-    pairs
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// A presigned URL's canonical query: every parameter but the signature,
@@ -979,6 +1015,34 @@ mod tests {
         let pairs = query_pairs(&hostless);
         headers.remove("authorization");
         assert!(from_query(&hostless, &pairs, &headers, at, &config).is_none());
+    }
+
+    #[test]
+    fn queries_decode_as_form_urlencoded_decodes_them() {
+        let pieces = [
+            "a%2Fb=c%2fd",
+            "a+b=c+d+",
+            "%=%4",
+            "%zz=%4g%",
+            "x=%E2%82%AC%c3%a9",
+            "x=%FF%FE+ok",
+            "a=b=c",
+            "=x",
+            "x=",
+            "plain",
+            "%2b=%2B",
+            "%C3=%A9",
+        ];
+        let query = pieces.join("&") + "&&";
+        let theirs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        let ours: Vec<(String, String)> = query_pairs(&query)
+            .into_iter()
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(ours, theirs);
+        assert!(matches!(form_decode("X-Amz-Date"), Cow::Borrowed(_)));
     }
 
     #[test]
