@@ -112,6 +112,11 @@ def presigned_expiry():
     put_too_long = s3.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "c/d"}, ExpiresIn=604801)
     status, body = fetch(put_too_long, "PUT", b"y")
     check(status == 400 and b"AuthorizationQueryParametersError" in body, f"a PUT over a week: {status} {body[:200]}")
+    # ... and so is one of unknown length, as `curl -T -` sends a pipe.
+    piped = subprocess.run(["curl", "-sS", "-w", "%{http_code}", "-T", "-", put_too_long],
+                           input=b"y" * 100_000, capture_output=True, timeout=60)
+    check(piped.stdout.endswith(b"400") and b"AuthorizationQueryParametersError" in piped.stdout,
+          f"a piped PUT over a week: {piped.stdout[:300]} {piped.stderr}")
     check(s3.get_object(Bucket=B, Key="c/d")["Body"].read() == b"x", "a refused PUT changed the object")
     short = s3.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "no-such-key"}, ExpiresIn=1)
     time.sleep(2.5)

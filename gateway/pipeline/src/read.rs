@@ -213,7 +213,8 @@ fn wanted_parts(manifest: &Manifest, range: Option<Range<u64>>) -> Result<(Range
 /// Reads `range` (the whole object if `None`) of a version whose wanted
 /// segments are all inline in its manifest: decrypted at once, with no
 /// stream, no backend and nothing to report. `None` when one of them is
-/// stored in fragments ([`read_object`] reads those).
+/// stored in fragments ([`read_object`] reads those); when none is wanted
+/// (an empty object), the empty plaintext.
 ///
 /// A small object's GET is mostly this: the stream [`read_object`] builds
 /// cost more than the decryption (issue 26).
