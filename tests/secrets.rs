@@ -124,11 +124,23 @@ fn opened_keys(server: &Server) -> f64 {
     server.metrics()["shardgate_opened_keys{}"]
 }
 
-/// Puts `key` in `bucket` from a file of `seed`'s bytes; returns its
-/// version id (`null` when the bucket is not versioning).
+/// Puts `key` in `bucket` from a file of `seed`'s bytes (5,000 of them,
+/// over the inline limit); returns its version id (`null` when the bucket
+/// is not versioning).
 fn put(server: &Server, dir: &std::path::Path, bucket: &str, key: &str, seed: u64) -> String {
+    put_sized(server, dir, bucket, key, seed, 5_000)
+}
+
+fn put_sized(
+    server: &Server,
+    dir: &std::path::Path,
+    bucket: &str,
+    key: &str,
+    seed: u64,
+    len: usize,
+) -> String {
     let file = dir.join(format!("{key}-{seed}"));
-    std::fs::write(&file, support::pattern(seed, 5_000)).unwrap();
+    std::fs::write(&file, support::pattern(seed, len)).unwrap();
     let out = server.aws_ok(&[
         "s3api",
         "put-object",
@@ -233,4 +245,23 @@ fn an_opened_key_never_outlives_the_delete_of_its_version() {
         support::pattern(6, 5_000)
     );
     assert_eq!(opened_keys(&server), 1.0);
+
+    // An object kept in its manifest, read at once (no read stream): its
+    // key is cached by the read and goes with its DELETE all the same.
+    put_sized(&server, dir.path(), "plain", "small", 7, 1_000);
+    let map = server.admin_json(&["object", "plain", "small"]);
+    assert_eq!(map["segments"][0]["inline"], true, "{map}");
+    assert_eq!(opened_keys(&server), 2.0);
+    drop(server);
+    let server = Server::start(&data);
+    assert_eq!(opened_keys(&server), 0.0);
+    for _ in 0..2 {
+        assert_eq!(
+            get(&server, dir.path(), "plain", "small"),
+            support::pattern(7, 1_000)
+        );
+        assert_eq!(opened_keys(&server), 1.0);
+    }
+    server.aws_ok(&["s3", "rm", "s3://plain/small"]);
+    assert_eq!(opened_keys(&server), 0.0);
 }
