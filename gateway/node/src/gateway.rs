@@ -883,7 +883,7 @@ impl Gateway {
         &self,
         manifest: &Manifest,
         range: Option<Range<u64>>,
-    ) -> Result<Option<(Bytes, Range<u64>)>, GatewayError> {
+    ) -> Result<Option<Bytes>, GatewayError> {
         Ok(shardgate_pipeline::read_inline(
             manifest,
             range,

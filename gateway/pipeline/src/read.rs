@@ -222,8 +222,8 @@ pub fn read_inline(
     manifest: &Manifest,
     range: Option<Range<u64>>,
     params: &ReadParams,
-) -> Result<Option<(Bytes, Range<u64>)>> {
-    let (range, parts) = wanted_parts(manifest, range)?;
+) -> Result<Option<Bytes>> {
+    let (_, parts) = wanted_parts(manifest, range)?;
     if !parts
         .iter()
         .all(|(index, _)| manifest.segments[*index].is_inline())
@@ -241,7 +241,7 @@ pub fn read_inline(
         Ok([one]) => one,
         Err(parts) => Bytes::from(parts.concat()),
     };
-    Ok(Some((plain, range)))
+    Ok(Some(plain))
 }
 
 /// Exports segment `segment` as a standard age file: its header, nonce and

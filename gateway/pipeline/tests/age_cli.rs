@@ -149,10 +149,10 @@ async fn an_inline_object_reads_back_in_ranges_and_exports_as_an_age_file() {
             .unwrap();
         let r = range.clone().unwrap_or(0..70_000);
         assert!(got == plain[r.start as usize..r.end as usize], "{r:?}");
-        // At once, as a small GET reads it: the same bytes and range.
+        // At once, as a small GET reads it: the same bytes.
         let read = ReadParams::new(Arc::new(gateway.clone()));
-        let (at_once, at) = read_inline(&manifest, range, &read).unwrap().unwrap();
-        assert!(at_once == got && at == r, "{r:?}");
+        let at_once = read_inline(&manifest, range, &read).unwrap().unwrap();
+        assert!(at_once == got, "{r:?}");
     }
     let read = ReadParams::new(Arc::new(gateway.clone()));
     assert!(read_inline(&manifest, Some(69_999..70_001), &read).is_err());

@@ -870,9 +870,9 @@ fn respond(out: GetObjectOutput) -> Option<Response<s3s::Body>> {
 }
 
 /// `value` as an HTTP date, written as s3s writes it (its offset ignored,
-/// `GMT` appended) but by `httpdate`, a quarter of the time of `time`'s
-/// interpreted format; s3s's own formatting for what `httpdate` does not
-/// take (an offset other than UTC, years before 1970 or after 9998).
+/// `GMT` appended) but by `httpdate` (s3s's, `time`'s interpreted format,
+/// was 1% of a GET's CPU); s3s's own formatting for what `httpdate` does
+/// not take (an offset other than UTC, years before 1970 or after 9998).
 fn http_date(value: &Timestamp, out: &mut Vec<u8>) -> Option<()> {
     use std::io::Write;
     let at = time::OffsetDateTime::from(value.clone());

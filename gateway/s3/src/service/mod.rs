@@ -304,7 +304,7 @@ impl ShardgateS3 {
         manifest: Manifest,
         range: Option<std::ops::Range<u64>>,
     ) -> S3Result<(StreamingBlob, u64)> {
-        if let Some((plain, _)) = self.gw.read_inline(&manifest, range.clone()).or_s3()? {
+        if let Some(plain) = self.gw.read_inline(&manifest, range.clone()).or_s3()? {
             let len = plain.len() as u64;
             return Ok((StreamingBlob::from(s3s::Body::from(plain)), len));
         }
