@@ -23,9 +23,12 @@
 //! 7 extents per 16 MiB fragment against 1.7, and reading them back cost
 //! more. So a [`Stage`] reserves the file's blocks ahead with `fallocate`
 //! ([`RESERVE_STEP`], then doubling), and gives back what it did not use.
+//!
+//! Reads of such blobs go direct too ([`read_range`]), the first time a
+//! range is read: the backend decides which (`FsBackend::get`).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -36,6 +39,7 @@ use aligned_vec::{AVec, ConstAlign};
 use bytes::Bytes;
 use memmap2::MmapMut;
 use rustix::fs::OFlags;
+use shardgate_backend::buffers;
 
 /// Alignment of direct buffers, offsets and lengths.
 pub const ALIGN: usize = 4096;
@@ -399,52 +403,76 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
 }
 
 /// Reads `range` of `file` (of `size` bytes, the range within it) with
-/// `O_DIRECT`: the aligned blocks covering the range into an aligned buffer,
-/// handed out without a copy. `file` must have been opened with `O_DIRECT`.
-pub fn read_range(mut file: &File, range: &Range<u64>, size: u64) -> io::Result<Bytes> {
+/// `O_DIRECT`: the aligned blocks covering the range straight into a
+/// recycled buffer, with no page cache filled on the way and no copy out
+/// of one. `file` is opened buffered; `O_DIRECT` is set on it here.
+///
+/// Why: a fragment written direct is in no page cache, so a buffered read
+/// of it fills one (a page allocated, zeroed and copied out per 4 KiB)
+/// that a large object's next reader is unlikely to want before it is
+/// evicted. Trying the page cache first (`preadv2` with `RWF_NOWAIT`) is no
+/// cheap probe: a miss starts the kernel's readahead of the range, and the
+/// next read then copies from the page cache after all (measured,
+/// BENCHMARKS.md).
+pub fn read_range(file: &File, range: &Range<u64>, size: u64) -> io::Result<Bytes> {
     let align = ALIGN as u64;
     let start = range.start / align * align;
     // The last block may be partial: the read stops at the end of file.
     let end = range.end.div_ceil(align) * align;
     let want = (end - start) as usize;
-    let mut buf = AlignedBuf::with_capacity(ALIGN, want);
-    // Zeroed first (reading into uninitialised memory would take unsafe
-    // code): a memset of pages the device then overwrites.
-    buf.resize(want, 0);
-    file.seek(SeekFrom::Start(start))?;
+    // A recycled buffer keeps its length, so sizing it writes no zeroes
+    // once it has served a read this large; the aligned window inside it
+    // starts within its first ALIGN bytes.
+    let mut buf = buffers::take(want + ALIGN);
+    buf.resize(want + ALIGN, 0);
+    let at = buf.as_ptr().align_offset(ALIGN);
+    let from = (range.start - start) as usize;
+    let to = (range.end - start) as usize;
+    let read = match at < ALIGN {
+        true => read_direct(
+            file,
+            start,
+            &mut buf[at..at + want],
+            size.min(end) - start,
+            to,
+        ),
+        false => Err(io::Error::other("no aligned window in the read buffer")),
+    };
+    match read {
+        Ok(()) => Ok(buffers::into_bytes(buf).slice(at + from..at + to)),
+        Err(e) => {
+            buffers::give(buf);
+            Err(e)
+        }
+    }
+}
+
+/// Reads the aligned `buf` from the aligned `offset` with `O_DIRECT`:
+/// `available` bytes are there (the file may end inside the last block),
+/// and at least `needed` must come.
+fn read_direct(
+    file: &File,
+    offset: u64,
+    buf: &mut [u8],
+    available: u64,
+    needed: usize,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    set_direct(file, true)?;
+    let available = usize::try_from(available).map_err(io::Error::other)?;
     let mut got = 0;
-    let available = (size.min(end) - start) as usize;
     while got < available {
-        match file.read(&mut buf[got..]) {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
-    let from = (range.start - start) as usize;
-    let to = (range.end - start) as usize;
-    if got < to {
+    if got < needed {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    Ok(Bytes::from_owner(Owned(buf)).slice(from..to))
-}
-
-/// Opens `path` for direct reads.
-pub fn open_for_direct_read(path: &Path) -> io::Result<File> {
-    File::options()
-        .read(true)
-        .custom_flags(OFlags::DIRECT.bits() as i32)
-        .open(path)
-}
-
-/// An aligned buffer as the owner behind a [`Bytes`].
-struct Owned(AlignedBuf);
-
-impl AsRef<[u8]> for Owned {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
+    Ok(())
 }
 
 #[cfg(test)]

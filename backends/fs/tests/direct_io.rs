@@ -1,7 +1,8 @@
 //! Which path the fs backend's writes take on each filesystem (direct on
 //! ext4, XFS and btrfs, and on tmpfs since Linux 6.6; buffered on ramfs,
 //! which refuses `O_DIRECT`), and that the direct path really leaves no
-//! copy in the page cache.
+//! copy in the page cache; which reads go direct (a large blob's first
+//! read of a range) and which through the page cache (a range read again).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -126,28 +127,42 @@ fn first_block_cached(path: &Path) -> bool {
     .is_ok_and(|n| n > 0)
 }
 
-/// Writes a blob of 1 MiB + 123 bytes in 100,000-byte pieces (unaligned
-/// pieces and tail) and returns its path after checking it reads back.
-async fn write_blob(b: &FsBackend) -> std::path::PathBuf {
+/// Writes `data` as a new blob in 100,000-byte pieces (unaligned pieces
+/// and tail).
+async fn put(b: &FsBackend, data: &[u8]) -> BlobName {
     let name = BlobName::random();
-    let data: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i % 251) as u8).collect();
     let mut w = b.create(&name).await.unwrap();
     for piece in data.chunks(100_000) {
         w.write(Bytes::copy_from_slice(piece)).await.unwrap();
     }
     w.commit().await.unwrap();
+    name
+}
+
+/// Writes a blob of 1 MiB + 123 bytes in 100,000-byte pieces (unaligned
+/// pieces and tail) and returns its path after checking it reads back.
+async fn write_blob(b: &FsBackend) -> std::path::PathBuf {
+    let data: Vec<u8> = (0..(1 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    let name = put(b, &data).await;
     let path = b.blob_path(&name);
     assert_eq!(std::fs::read(&path).unwrap(), data);
     path
 }
 
+/// A temporary directory on the target's disk, if its filesystem is one
+/// known to take `O_DIRECT` (else there is nothing to show).
+fn direct_disk() -> Option<tempfile::TempDir> {
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let known = matches!(fs_type(disk.path()), EXT4 | XFS | BTRFS);
+    if !known {
+        println!("not a filesystem known to take O_DIRECT: nothing to show");
+    }
+    known.then_some(disk)
+}
+
 #[tokio::test]
 async fn a_direct_write_leaves_no_copy_in_the_page_cache() {
-    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    if !matches!(fs_type(disk.path()), EXT4 | XFS | BTRFS) {
-        println!("not a filesystem known to take O_DIRECT: nothing to show");
-        return;
-    }
+    let Some(disk) = direct_disk() else { return };
     let direct = open(&disk.path().join("direct"), FsOptions::default()).await;
     assert_eq!(direct.write_path(), WritePath::Direct);
     // Checked before the read-back in write_blob caches it: look first.
@@ -181,4 +196,84 @@ async fn a_direct_write_leaves_no_copy_in_the_page_cache() {
         first_block_cached(&buffered.blob_path(&name)),
         "a buffered write is in the page cache (the contrast that makes the check above mean something)"
     );
+}
+
+/// Bytes of `path` in the page cache, as `fincore` (util-linux) counts
+/// them: no read that could start the kernel's readahead.
+fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--raw", "--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux)");
+    assert!(
+        out.status.success(),
+        "fincore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_large_blob_is_read_direct_first_and_through_the_page_cache_when_read_again() {
+    let Some(disk) = direct_disk() else { return };
+    let b = open(&disk.path().join("d"), FsOptions::default()).await;
+    let data: Vec<u8> = (0..(4 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    let name = put(&b, &data).await;
+    let path = b.blob_path(&name);
+    // Written direct but for its unaligned tail, which went buffered.
+    let tail = cached_bytes(&path);
+    assert!(tail <= 8192, "{tail} bytes cached after a direct write");
+
+    // First reads, aligned or not, to the end of the file (whose last
+    // block is partial): the right bytes, and nothing more cached.
+    let end = data.len() as u64;
+    for range in [0..1 << 20, 1000..(2 << 20) + 7, end - 70_000..end] {
+        let got = b.get(&name, range.clone()).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[range.start as usize..range.end as usize],
+            "{range:?}"
+        );
+    }
+    assert_eq!(
+        cached_bytes(&path),
+        tail,
+        "a first read went through the page cache"
+    );
+
+    // The same range again: through the page cache, which keeps it.
+    let again = b.get(&name, 0..1 << 20).await.unwrap();
+    assert_eq!(&again[..], &data[..1 << 20]);
+    let cached = cached_bytes(&path);
+    assert!(
+        cached >= 1 << 20,
+        "a range read again was not cached ({cached} bytes)"
+    );
+
+    // A small range of a large blob, and a blob under the threshold (a
+    // small object's fragment, written buffered), stay on the page cache.
+    let small = put(&b, &data[..300_000]).await;
+    let small_path = b.blob_path(&small);
+    assert_eq!(cached_bytes(&small_path), 300_000_u64.div_ceil(4096) * 4096);
+    let got = b.get(&small, 0..300_000).await.unwrap();
+    assert_eq!(&got[..], &data[..300_000]);
+
+    // Turned off: a first read caches what it reads.
+    let off = open(
+        &disk.path().join("off"),
+        FsOptions {
+            direct_read_min_bytes: 0,
+            ..FsOptions::default()
+        },
+    )
+    .await;
+    let name = put(&off, &data).await;
+    let got = off.get(&name, 0..1 << 20).await.unwrap();
+    assert_eq!(&got[..], &data[..1 << 20]);
+    assert!(cached_bytes(&off.blob_path(&name)) >= 1 << 20);
 }

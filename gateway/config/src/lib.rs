@@ -263,8 +263,10 @@ pub struct FsConfig {
     /// Write fragments with `O_DIRECT` where the filesystem accepts it
     /// (probed when each backend opens; buffered where it refuses).
     pub direct_writes: bool,
-    /// Reads of at least this many bytes use `O_DIRECT` (0: never; every
-    /// read then goes through the page cache).
+    /// Fragments of at least this many bytes are read with `O_DIRECT` the
+    /// first time a range of them is read; a range read again soon after
+    /// goes through the page cache, which then keeps it for the reads
+    /// after (0: never direct; every read goes through the page cache).
     pub direct_read_min_bytes: u64,
     /// Several gateways on this machine, over one metadata database, use
     /// the fs backends' directories at once (each takes them shared, and
@@ -276,7 +278,7 @@ impl Default for FsConfig {
     fn default() -> Self {
         Self {
             direct_writes: true,
-            direct_read_min_bytes: 0,
+            direct_read_min_bytes: 1 << 20,
             shared: false,
         }
     }
