@@ -34,6 +34,9 @@
 # faults). SHARDGATE_BENCH_ENV_A, SHARDGATE_BENCH_ENV_B: VAR=VALUE words
 # for one gateway only (the same binary twice with two settings).
 #
+# SHARDGATE_BENCH_SETTLE=SECONDS: before each run of the side-by-side
+# measurements, `sync` and wait this long (see `settle`).
+#
 # SHARDGATE_BENCH_CONCURRENCY: requests in flight (default 16).
 #
 # SHARDGATE_BENCH_LOADGEN_ARGS: more arguments for every run of the load
@@ -107,6 +110,16 @@ loadgen() {
     --credentials "$data/$name/credentials" "${workload[@]}" --concurrency "${SHARDGATE_BENCH_CONCURRENCY:-16}" \
     --pid "${gateway_pids[$name]}" ${SHARDGATE_BENCH_LOADGEN_ARGS:-} "$@"
 }
+# settle: with SHARDGATE_BENCH_SETTLE=SECONDS, writes what the page cache
+# holds and waits before a run, so that it does not start while the disk
+# still absorbs the run before it (its writes, and the deletes of its
+# cleanup, which this machine's ext4 discards: mounted with `discard`).
+settle() {
+  if [ -n "${SHARDGATE_BENCH_SETTLE:-}" ]; then
+    sync
+    sleep "$SHARDGATE_BENCH_SETTLE"
+  fi
+}
 declare -A endpoints gateway_pids
 if [ -n "${SHARDGATE_BENCH_BINARIES:-}" ]; then
   read -r -a binaries <<< "$SHARDGATE_BENCH_BINARIES"
@@ -124,6 +137,7 @@ if [ -n "${SHARDGATE_BENCH_BINARIES:-}" ]; then
     [ $((round % 2)) = 0 ] && order=(B A)
     for name in "${order[@]}"; do
       echo "round $round, $name"
+      settle
       loadgen "$name" --bucket "bench-$round"
     done
   done

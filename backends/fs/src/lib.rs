@@ -72,8 +72,13 @@ pub struct FsOptions {
     /// Blobs of at least this many bytes are read with `O_DIRECT` where
     /// the filesystem accepts it, the first time a range of at least
     /// [`DIRECT_READ_MIN_RANGE`] is read; a range read again while
-    /// remembered goes through the page cache (see [`FsBackend::get`]).
-    /// 0 never reads direct.
+    /// remembered goes through the page cache (see `Inner::first_read`).
+    /// 0, the default, never reads direct. Measured (BENCHMARKS.md, issue
+    /// 24, "Direct reads, read twice to be cached"): 1 MiB (the fragments
+    /// of objects of about 4 MiB and more at 4 + 2) made a 64 MiB GET's
+    /// first read 1.07-1.15 times the buffered one's and its second
+    /// 0.86-0.91 (a cold read where the page cache had it), for a fifth
+    /// less CPU: for objects mostly read once.
     pub direct_read_min_bytes: u64,
     /// Other processes (gateways sharing one metadata store) use the
     /// directory at the same time (see the module's doc).
@@ -84,7 +89,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         Self {
             direct_writes: true,
-            direct_read_min_bytes: DIRECT_READ_MIN_BLOB,
+            direct_read_min_bytes: 0,
             shared: false,
         }
     }
@@ -432,12 +437,6 @@ impl FsBackend {
     }
 }
 
-/// Blobs at least this large are read direct by default: what outgrew one
-/// stage was written direct (so no page cache holds it), and a fragment of
-/// 1 MiB or more belongs to an object of about 4 MiB or more at 4 + 2.
-/// Measured (BENCHMARKS.md, issue 24): a 64 MiB GET right after its PUT
-/// costs a fifth less CPU and ran 1.09-1.18 times the page-cache build's.
-pub const DIRECT_READ_MIN_BLOB: u64 = 1 << 20;
 /// Reads shorter than this go through the page cache whatever the blob: a
 /// small range of a large object, or a fragment's digest list.
 pub const DIRECT_READ_MIN_RANGE: u64 = 64 << 10;

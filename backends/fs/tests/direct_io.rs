@@ -221,7 +221,14 @@ fn cached_bytes(path: &Path) -> u64 {
 #[tokio::test]
 async fn a_large_blob_is_read_direct_first_and_through_the_page_cache_when_read_again() {
     let Some(disk) = direct_disk() else { return };
-    let b = open(&disk.path().join("d"), FsOptions::default()).await;
+    let b = open(
+        &disk.path().join("d"),
+        FsOptions {
+            direct_read_min_bytes: 1 << 20,
+            ..FsOptions::default()
+        },
+    )
+    .await;
     let data: Vec<u8> = (0..(4 << 20) + 123).map(|i| (i % 251) as u8).collect();
     let name = put(&b, &data).await;
     let path = b.blob_path(&name);
@@ -263,15 +270,8 @@ async fn a_large_blob_is_read_direct_first_and_through_the_page_cache_when_read_
     let got = b.get(&small, 0..300_000).await.unwrap();
     assert_eq!(&got[..], &data[..300_000]);
 
-    // Turned off: a first read caches what it reads.
-    let off = open(
-        &disk.path().join("off"),
-        FsOptions {
-            direct_read_min_bytes: 0,
-            ..FsOptions::default()
-        },
-    )
-    .await;
+    // Off (the default): a first read caches what it reads.
+    let off = open(&disk.path().join("off"), FsOptions::default()).await;
     let name = put(&off, &data).await;
     let got = off.get(&name, 0..1 << 20).await.unwrap();
     assert_eq!(&got[..], &data[..1 << 20]);

@@ -266,7 +266,8 @@ pub struct FsConfig {
     /// Fragments of at least this many bytes are read with `O_DIRECT` the
     /// first time a range of them is read; a range read again soon after
     /// goes through the page cache, which then keeps it for the reads
-    /// after (0: never direct; every read goes through the page cache).
+    /// after. 0 (the default): every read goes through the page cache.
+    /// 1048576 suits objects mostly read once (BENCHMARKS.md, issue 24).
     pub direct_read_min_bytes: u64,
     /// Several gateways on this machine, over one metadata database, use
     /// the fs backends' directories at once (each takes them shared, and
@@ -278,7 +279,7 @@ impl Default for FsConfig {
     fn default() -> Self {
         Self {
             direct_writes: true,
-            direct_read_min_bytes: 1 << 20,
+            direct_read_min_bytes: 0,
             shared: false,
         }
     }
