@@ -72,13 +72,13 @@ pub struct FsOptions {
     /// Blobs of at least this many bytes are read with `O_DIRECT` where
     /// the filesystem accepts it, the first time a range of at least
     /// [`DIRECT_READ_MIN_RANGE`] is read; a range read again while
-    /// remembered goes through the page cache (see `Inner::first_read`).
+    /// remembered goes through the page cache (see `DirectReads::goes_direct`).
     /// 0, the default, never reads direct. Measured (BENCHMARKS.md, issue
     /// 24, "Direct reads, read twice to be cached"): 1 MiB (the fragments
     /// of objects of about 4 MiB and more at 4 + 2) made a 64 MiB GET's
-    /// first read 1.07-1.15 times the buffered one's and its second
-    /// 0.86-0.91 (a cold read where the page cache had it), for a fifth
-    /// less CPU: for objects mostly read once.
+    /// first read 1.07-1.15 times the buffered one's, for 8% less CPU, and
+    /// its second 0.86-0.91 (a cold read where the page cache had it):
+    /// for objects mostly read once.
     pub direct_read_min_bytes: u64,
     /// Other processes (gateways sharing one metadata store) use the
     /// directory at the same time (see the module's doc).
@@ -108,12 +108,8 @@ struct Inner {
     write_path: WritePath,
     /// Direct writers reserve blocks ahead (not where blocks are memory).
     reserve_ahead: bool,
-    /// Blobs of at least this many bytes are read direct (`None`: never).
-    direct_reads_from: Option<u64>,
-    /// The ranges of large blobs read lately, by [`Inner::range_key`]: a
-    /// range read again while it is here goes through the page cache.
-    read_lately: quick_cache::sync::Cache<u64, ()>,
-    range_hasher: std::hash::RandomState,
+    /// Which reads go direct (`None`: none).
+    direct_reads: Option<DirectReads>,
     pool: BufferPool,
     _lock: StdFile,
     /// Where this process writes its temp files.
@@ -122,16 +118,39 @@ struct Inner {
     _tmp_lock: Option<StdFile>,
 }
 
-impl Inner {
-    /// Whether this is the first read of `range` of `name` lately (and
-    /// remembers it). A range's first read goes direct: the one copy is
+/// Direct reads (`[fs] direct_read_min_bytes`): of blobs at least `from`
+/// bytes long, the first read of a range.
+#[derive(Debug)]
+struct DirectReads {
+    from: u64,
+    /// The ranges read lately, by [`DirectReads::range_key`]: a range read
+    /// again while it is here goes through the page cache.
+    read_lately: quick_cache::sync::Cache<u64, ()>,
+    range_hasher: std::hash::RandomState,
+}
+
+impl DirectReads {
+    fn new(from: u64) -> Self {
+        Self {
+            from,
+            read_lately: quick_cache::sync::Cache::new(READ_LATELY_RANGES),
+            range_hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Whether `range` of `name` (a blob of `size` bytes) is read direct:
+    /// a large range of a large blob, read for the first time lately (it
+    /// is remembered). A range's first read goes direct: the one copy is
     /// the disk's, into our buffer, and nothing is cached that the next
     /// reader of a large object is unlikely to want (a read right after
     /// the write, a scrub, a backup). A range read again while remembered
     /// goes through the page cache and stays there for the reads after:
     /// what is read twice earns the cache, as a page does in the kernel's
     /// own lists.
-    fn first_read(&self, name: &BlobName, range: &Range<u64>) -> bool {
+    fn goes_direct(&self, name: &BlobName, range: &Range<u64>, size: u64) -> bool {
+        if size < self.from || range.end.saturating_sub(range.start) < DIRECT_READ_MIN_RANGE {
+            return false;
+        }
         let key = self.range_key(name, range);
         if self.read_lately.get(&key).is_some() {
             return false;
@@ -140,8 +159,8 @@ impl Inner {
         true
     }
 
-    /// A range's key in [`Inner::read_lately`]: a collision only sends a
-    /// read through the page cache.
+    /// A range's key in [`DirectReads::read_lately`]: a collision only
+    /// sends a read through the page cache.
     fn range_key(&self, name: &BlobName, range: &Range<u64>) -> u64 {
         use std::hash::BuildHasher;
         self.range_hasher
@@ -278,9 +297,7 @@ impl FsBackend {
             blobs_syncs: AtomicU64::new(0),
             write_path,
             reserve_ahead,
-            direct_reads_from,
-            read_lately: quick_cache::sync::Cache::new(READ_LATELY_RANGES),
-            range_hasher: std::hash::RandomState::new(),
+            direct_reads: direct_reads_from.map(DirectReads::new),
             pool: BufferPool::default(),
             _lock: lock,
         })))
@@ -820,14 +837,14 @@ impl Backend for FsBackend {
             return Ok(bytes);
         }
         let name = name.clone();
-        let large_read = range.end.saturating_sub(range.start) >= DIRECT_READ_MIN_RANGE;
         self.blocking(move |b| {
             let file = b.open_blob(&path, &name)?;
             let size = file.metadata().map_err(b.io("stat"))?.len();
             check_range(&b.0.info, &name, &range, size)?;
-            if large_read
-                && b.0.direct_reads_from.is_some_and(|from| size >= from)
-                && b.0.first_read(&name, &range)
+            if b.0
+                .direct_reads
+                .as_ref()
+                .is_some_and(|d| d.goes_direct(&name, &range, size))
             {
                 return direct::read_range(&file, &range, size).map_err(|e| {
                     if e.kind() == io::ErrorKind::UnexpectedEof {
