@@ -123,17 +123,27 @@ struct Inner {
 #[derive(Debug)]
 struct DirectReads {
     from: u64,
-    /// The ranges read lately, by [`DirectReads::range_key`]: a range read
-    /// again while it is here goes through the page cache.
-    read_lately: quick_cache::sync::Cache<u64, ()>,
+    /// The last [`READ_LATELY_RANGES`] ranges read direct, by
+    /// [`DirectReads::range_key`], oldest first: a range read again while
+    /// it is here goes through the page cache. A plain FIFO: a cache with
+    /// its own admission policy (quick_cache keeps 97% of its room for
+    /// keys read twice) would remember a new range for a few hundred first
+    /// reads, not for this many.
+    read_lately: Mutex<ReadLately>,
     range_hasher: std::hash::RandomState,
+}
+
+#[derive(Debug, Default)]
+struct ReadLately {
+    order: std::collections::VecDeque<u64>,
+    keys: HashSet<u64>,
 }
 
 impl DirectReads {
     fn new(from: u64) -> Self {
         Self {
             from,
-            read_lately: quick_cache::sync::Cache::new(READ_LATELY_RANGES),
+            read_lately: Mutex::default(),
             range_hasher: std::hash::RandomState::new(),
         }
     }
@@ -152,10 +162,16 @@ impl DirectReads {
             return false;
         }
         let key = self.range_key(name, range);
-        if self.read_lately.get(&key).is_some() {
+        let mut lately = self.read_lately.lock().unwrap_or_else(|e| e.into_inner());
+        if !lately.keys.insert(key) {
             return false;
         }
-        self.read_lately.insert(key, ());
+        lately.order.push_back(key);
+        if lately.order.len() > READ_LATELY_RANGES
+            && let Some(oldest) = lately.order.pop_front()
+        {
+            lately.keys.remove(&oldest);
+        }
         true
     }
 
@@ -455,8 +471,11 @@ impl FsBackend {
 }
 
 /// Reads shorter than this go through the page cache whatever the blob: a
-/// small range of a large object, or a fragment's digest list.
-pub const DIRECT_READ_MIN_RANGE: u64 = 64 << 10;
+/// small range of a large object, or a fragment's digest list. Above
+/// [`INLINE_READ_BYTES`], whose page-cache probe starts the kernel's
+/// readahead on a miss.
+pub const DIRECT_READ_MIN_RANGE: u64 = 128 << 10;
+const _: () = assert!(INLINE_READ_BYTES < DIRECT_READ_MIN_RANGE);
 /// Ranges of large blobs remembered as read lately, per backend: about 4
 /// GiB of fragment reads at 1 MiB batches over 4 + 2 (256 KiB each).
 const READ_LATELY_RANGES: usize = 16_384;

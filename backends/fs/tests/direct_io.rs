@@ -237,9 +237,13 @@ async fn a_large_blob_is_read_direct_first_and_through_the_page_cache_when_read_
     assert!(tail <= 8192, "{tail} bytes cached after a direct write");
 
     // First reads, aligned or not, to the end of the file (whose last
-    // block is partial): the right bytes, and nothing more cached.
+    // block is partial): the right bytes, and nothing more cached. Each
+    // may take a recycled buffer full of other bytes: none of them shows.
     let end = data.len() as u64;
-    for range in [0..1 << 20, 1000..(2 << 20) + 7, end - 70_000..end] {
+    for range in [0..1 << 20, 1000..(2 << 20) + 7, end - 140_000..end] {
+        for stale in [3 << 19, 3 << 20, 200_000] {
+            shardgate_backend::buffers::give(vec![0xAA; stale]);
+        }
         let got = b.get(&name, range.clone()).await.unwrap();
         assert_eq!(
             &got[..],
@@ -262,13 +266,29 @@ async fn a_large_blob_is_read_direct_first_and_through_the_page_cache_when_read_
         "a range read again was not cached ({cached} bytes)"
     );
 
-    // A small range of a large blob, and a blob under the threshold (a
-    // small object's fragment, written buffered), stay on the page cache.
+    // A range under 128 KiB of a large blob, and a blob under the
+    // threshold (a small object's fragment), go through the page cache.
+    let other = put(&b, &data).await;
+    let other_path = b.blob_path(&other);
+    let before = cached_bytes(&other_path);
+    let got = b.get(&other, 3 << 20..(3 << 20) + 100_000).await.unwrap();
+    assert_eq!(&got[..], &data[3 << 20..(3 << 20) + 100_000]);
+    let after = cached_bytes(&other_path);
+    assert!(
+        after >= before + 100_000,
+        "a small range of a large blob was read direct ({before} bytes cached, then {after})"
+    );
     let small = put(&b, &data[..300_000]).await;
     let small_path = b.blob_path(&small);
-    assert_eq!(cached_bytes(&small_path), 300_000_u64.div_ceil(4096) * 4096);
+    let file = std::fs::File::open(&small_path).unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert_eq!(cached_bytes(&small_path), 0, "dropped from the page cache");
     let got = b.get(&small, 0..300_000).await.unwrap();
     assert_eq!(&got[..], &data[..300_000]);
+    assert!(
+        cached_bytes(&small_path) >= 300_000,
+        "a blob under the threshold was read direct"
+    );
 
     // Off (the default): a first read caches what it reads.
     let off = open(&disk.path().join("off"), FsOptions::default()).await;
