@@ -1002,6 +1002,33 @@ impl Backend for FsBackend {
 mod tests {
     use super::*;
 
+    #[test]
+    fn direct_reads_remember_the_last_ranges_read_and_forget_the_oldest() {
+        let d = DirectReads::new(1 << 20);
+        let name = BlobName::random();
+        let range = |i: u64| i << 20..(i + 1) << 20;
+        assert!(!d.goes_direct(&name, &range(0), 1 << 19), "a small blob");
+        assert!(
+            !d.goes_direct(&name, &(0..64 << 10), 8 << 20),
+            "a small range"
+        );
+        assert!(d.goes_direct(&name, &range(0), u64::MAX), "a first read");
+        assert!(!d.goes_direct(&name, &range(0), u64::MAX), "read again");
+        for i in 1..READ_LATELY_RANGES as u64 {
+            assert!(d.goes_direct(&name, &range(i), u64::MAX));
+        }
+        // Full: the next first read pushes out the oldest, and no other.
+        assert!(d.goes_direct(&name, &range(READ_LATELY_RANGES as u64), u64::MAX));
+        assert!(
+            !d.goes_direct(&name, &range(1), u64::MAX),
+            "still remembered"
+        );
+        assert!(d.goes_direct(&name, &range(0), u64::MAX), "forgotten");
+        let lately = d.read_lately.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(lately.order.len(), READ_LATELY_RANGES);
+        assert_eq!(lately.keys.len(), READ_LATELY_RANGES);
+    }
+
     /// A backend named `d` on `root`.
     async fn open_at(root: &Path) -> FsBackend {
         FsBackend::open(
